@@ -1,0 +1,94 @@
+# Makefile: the one entry point. make | make test | make demo | make bench | make CUDA=1 [CUDNN=1]
+#
+# Objects go to $(BUILD) (build/ for the CPU build, build-cuda/ for CUDA=1), so both builds coexist.
+
+CUDA ?= 0
+ifeq ($(CUDA),1)
+BUILD ?= build-cuda
+else
+BUILD ?= build
+endif
+
+CXX ?= g++
+ARCH_FLAGS ?= -march=native
+OPT ?= -O3
+EXTRA_INC ?=
+EXTRA_LIBDIR ?=
+CPPFLAGS := -I. $(EXTRA_INC)
+CXXFLAGS := -std=c++20 $(OPT) $(ARCH_FLAGS) -fopenmp -Wall -Wextra -Wno-unused-parameter -MMD -MP
+LDFLAGS := -fopenmp $(EXTRA_LIBDIR)
+LDLIBS := -lz
+
+LIB_SRC ?= $(wildcard kernels/cpu/*.cpp engine/*.cpp models/*.cpp loaders/*.cpp unlearn/*.cpp)
+CLI_SRC := $(wildcard cli/*.cpp)
+TEST_SRC ?= $(wildcard tests/*.cpp)
+BENCH_SRC := $(wildcard bench/*.cpp)
+
+# ---- CUDA switch ---------------------------------------------------------------------------------
+ifeq ($(CUDA),1)
+NVCC ?= nvcc
+CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
+CUDA_ARCH ?= sm_90
+CUDNN_HOME ?= $(CUDA_HOME)
+# cuDNN is used when its header and library are found (CUDNN=0 turns it off).
+CUDNN ?= $(shell test -f $(CUDNN_HOME)/include/cudnn.h && ls $(CUDNN_HOME)/lib64/libcudnn.so* $(CUDNN_HOME)/lib/libcudnn.so* >/dev/null 2>&1 && echo 1 || echo 0)
+CU_SRC := $(wildcard kernels/cuda/*.cu)
+CPPFLAGS += -DHAMU_CUDA -I$(CUDA_HOME)/include
+NVCCFLAGS := -std=c++20 -O3 -arch=$(CUDA_ARCH) -Xcompiler -fopenmp,$(ARCH_FLAGS) -MMD -MP
+LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart
+ifeq ($(CUDNN),1)
+CPPFLAGS += -DHAMU_CUDNN -I$(CUDNN_HOME)/include
+LDLIBS += -L$(CUDNN_HOME)/lib64 -L$(CUDNN_HOME)/lib -Wl,-rpath,$(CUDNN_HOME)/lib64 -Wl,-rpath,$(CUDNN_HOME)/lib -lcudnn
+endif
+endif
+
+LIB_OBJ := $(LIB_SRC:%.cpp=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
+LIB := $(BUILD)/libhamu.a
+HAMU := $(BUILD)/hamu
+TESTS := $(BUILD)/hamu_tests
+BENCHES := $(BENCH_SRC:bench/%.cpp=$(BUILD)/bench/%)
+
+.PHONY: all test demo bench bench-build deps clean
+all: $(LIB) $(HAMU) $(TESTS)
+
+$(BUILD)/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(CPPFLAGS) $(NVCCFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(HAMU): $(CLI_SRC:%.cpp=$(BUILD)/%.o) $(LIB)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(TESTS): $(TEST_SRC:%.cpp=$(BUILD)/%.o) $(LIB)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# bench_gemm compares against OpenBLAS; nothing else links it.
+$(BUILD)/bench/bench_gemm: LDLIBS += -lopenblas
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+test: $(TESTS)
+	./$(TESTS)
+
+bench-build: $(BENCHES)
+
+bench: $(BENCHES)
+	bench/run $(BUILD)
+
+demo:
+	scripts/demo.sh
+
+deps:
+	scripts/install-deps.sh
+
+clean:
+	rm -rf build build-cuda
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

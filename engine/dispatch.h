@@ -1,0 +1,31 @@
+// engine/dispatch.h: picks the kernel backend and element type of a tensor for an op.
+#pragma once
+#include <string>
+
+#include "engine/tensor.h"
+#include "kernels/kernels.h"
+
+namespace hamu {
+
+// Calls f(ctx, T{}) with the tensor's backend context and floating element type:
+// (CpuCtx, float), (CpuCtx, double) or (CudaCtx, float).
+template <class F>
+void dispatch(const char* op, const Tensor& t, F&& f) {
+  if (t.is_cuda()) {
+#ifdef HAMU_CUDA
+    if (t.dtype() != DType::f32)
+      throw Error(std::string(op) + ": cuda tensors must be float32, got " + dtype_name(t.dtype()));
+    f(kernels::cuda_context(t.device().index), float{});
+#else
+    throw Error(std::string(op) + ": this build has no CUDA backend (rebuild with make CUDA=1)");
+#endif
+  } else if (t.dtype() == DType::f32) {
+    f(kernels::CpuCtx{}, float{});
+  } else if (t.dtype() == DType::f64) {
+    f(kernels::CpuCtx{}, double{});
+  } else {
+    throw InputError(std::string(op) + ": expects a floating-point tensor, got " + dtype_name(t.dtype()));
+  }
+}
+
+}  // namespace hamu

@@ -1,0 +1,565 @@
+// engine/tensor.cpp: Tensor storage, factories, views, copies and the autograd tape's backward pass.
+#include "engine/tensor.h"
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "engine/allocator.h"
+#include "engine/dispatch.h"
+#include "kernels/kernels.h"
+
+namespace hamu {
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::f32: return 4;
+    case DType::f64: return 8;
+    case DType::i32: return 4;
+    case DType::u8: return 1;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "float32";
+    case DType::f64: return "float64";
+    case DType::i32: return "int32";
+    case DType::u8: return "uint8";
+  }
+  return "?";
+}
+
+std::string Device::str() const { return kind == cpu ? "cpu" : "cuda:" + std::to_string(index); }
+
+Device Device::parse(const std::string& text) {
+  if (text == "cpu") return {};
+  if (text == "cuda" || text.rfind("cuda:", 0) == 0) {
+    [[maybe_unused]] int index = 0;
+    if (text.size() > 5) {
+      const std::string num = text.substr(5);
+      if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos || num.size() > 3)
+        throw InputError("--device: '" + text + "' is not cpu, cuda or cuda:N");
+      index = std::stoi(num);
+    }
+#ifdef HAMU_CUDA
+    const int count = kernels::cuda_device_count();
+    if (count == 0) throw InputError("--device " + text + ": no CUDA device is visible");
+    if (index >= count)
+      throw InputError("--device " + text + ": only " + std::to_string(count) + " CUDA device(s) visible");
+    return {cuda, index};
+#else
+    throw InputError("--device " + text + ": this build has no CUDA backend (rebuild with make CUDA=1)");
+#endif
+  }
+  throw InputError("--device: '" + text + "' is not cpu, cuda or cuda:N");
+}
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+Shape contiguous_strides(const Shape& s) {
+  Shape st(s.size());
+  int64_t acc = 1;
+  for (int i = int(s.size()) - 1; i >= 0; --i) {
+    st[i] = acc;
+    acc *= s[i];
+  }
+  return st;
+}
+
+Storage::Storage(size_t nbytes, Device dev) : bytes(nbytes), device(dev) { data = device_allocate(nbytes, dev); }
+Storage::~Storage() { device_deallocate(data, bytes, device); }
+
+// ------------------------------------------------------------------------------------------------
+// Raw byte movement between devices (no autograd).
+
+namespace {
+
+void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t bytes) {
+  if (bytes == 0) return;
+  if (!dd.is_cuda() && !sd.is_cuda()) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+#ifdef HAMU_CUDA
+  if (dd.is_cuda() && sd.is_cuda()) {
+    if (dd.index != sd.index) throw Error("copy between two CUDA devices is not supported");
+    kernels::cuda_memcpy_d2d(kernels::cuda_context(dd.index), dst, src, bytes);
+  } else if (dd.is_cuda()) {
+    kernels::cuda_memcpy_h2d(kernels::cuda_context(dd.index), dst, src, bytes);
+  } else {
+    kernels::cuda_memcpy_d2h(kernels::cuda_context(sd.index), dst, src, bytes);
+  }
+#else
+  throw Error("this build has no CUDA backend (rebuild with make CUDA=1)");
+#endif
+}
+
+std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, Device device) {
+  for (int64_t d : shape)
+    if (d < 0) throw InputError("tensor: negative dimension in shape " + shape_str(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  impl->storage = std::make_shared<Storage>(size_t(shape_numel(shape)) * dtype_size(dtype), device);
+  return impl;
+}
+
+// A new impl viewing the same storage.
+std::shared_ptr<TensorImpl> view_impl(const TensorImpl& src, const Shape& shape, const Shape& strides, int64_t offset) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = src.storage;
+  impl->offset = offset;
+  impl->shape = shape;
+  impl->strides = strides;
+  impl->dtype = src.dtype;
+  return impl;
+}
+
+thread_local bool t_grad_enabled = true;
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+// Factories
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) { return Tensor(make_impl(shape, dtype, device)); }
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  t.fill_(0.0);
+  return t;
+}
+
+Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  t.fill_(value);
+  return t;
+}
+
+Tensor Tensor::scalar(double value, DType dtype, Device device) { return full({}, value, dtype, device); }
+
+template <class T>
+Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Device device) {
+  if (int64_t(values.size()) != shape_numel(shape))
+    throw InputError("from_vector: " + std::to_string(values.size()) + " values do not fill shape " + shape_str(shape));
+  Tensor t = empty(shape, dtype_of<T>(), device);
+  copy_bytes(t.raw(), device, values.data(), Device{}, values.size() * sizeof(T));
+  return t;
+}
+template Tensor Tensor::from_vector<float>(const std::vector<float>&, const Shape&, Device);
+template Tensor Tensor::from_vector<double>(const std::vector<double>&, const Shape&, Device);
+template Tensor Tensor::from_vector<int32_t>(const std::vector<int32_t>&, const Shape&, Device);
+template Tensor Tensor::from_vector<uint8_t>(const std::vector<uint8_t>&, const Shape&, Device);
+
+Tensor Tensor::from_doubles(const std::vector<double>& values, const Shape& shape, DType dtype, Device device) {
+  if (dtype == DType::f64) return from_vector<double>(values, shape, device);
+  if (dtype == DType::f32) return from_vector<float>(std::vector<float>(values.begin(), values.end()), shape, device);
+  throw InputError(std::string("from_doubles: dtype ") + dtype_name(dtype) + " is not floating");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Accessors
+
+int64_t Tensor::size(int d) const {
+  const int n = dim();
+  if (d < 0) d += n;
+  if (d < 0 || d >= n) throw InputError("size: dim " + std::to_string(d) + " out of range for shape " + shape_str(shape()));
+  return p_->shape[d];
+}
+
+bool Tensor::is_contiguous() const {
+  int64_t acc = 1;
+  for (int i = dim() - 1; i >= 0; --i) {
+    if (p_->shape[i] != 1 && p_->strides[i] != acc) return false;
+    acc *= p_->shape[i];
+  }
+  return true;
+}
+
+void* Tensor::raw() const { return static_cast<char*>(p_->storage->data) + p_->offset * int64_t(dtype_size(p_->dtype)); }
+
+template <class T>
+T* Tensor::data() const {
+  if (!p_) throw Error("data: undefined tensor");
+  if (p_->dtype != dtype_of<T>())
+    throw Error(std::string("data: tensor is ") + dtype_name(p_->dtype) + ", accessed as " + dtype_name(dtype_of<T>()));
+  return static_cast<T*>(raw());
+}
+template float* Tensor::data<float>() const;
+template double* Tensor::data<double>() const;
+template int32_t* Tensor::data<int32_t>() const;
+template uint8_t* Tensor::data<uint8_t>() const;
+
+// ------------------------------------------------------------------------------------------------
+// Copies
+
+Tensor Tensor::contiguous() const {
+  if (is_contiguous()) return *this;
+  Tensor out = empty(shape(), dtype(), device());
+  if (dtype() == DType::f32 || dtype() == DType::f64) {
+    dispatch("contiguous", *this, [&](const auto& ctx, auto tag) {
+      using T = decltype(tag);
+      kernels::strided_copy(ctx, dim(), shape().data(), strides().data(), data<T>(), out.data<T>());
+    });
+  } else {
+    if (is_cuda()) throw Error("contiguous: strided integer tensors on cuda are not supported");
+    // Integer views are rare (labels); a plain host loop.
+    const size_t es = dtype_size(dtype());
+    std::vector<int64_t> idx(dim(), 0);
+    const char* src = static_cast<const char*>(p_->storage->data);
+    char* dst = static_cast<char*>(out.raw());
+    for (int64_t i = 0, n = numel(); i < n; ++i) {
+      int64_t off = p_->offset;
+      for (int d = 0; d < dim(); ++d) off += idx[d] * strides()[d];
+      std::memcpy(dst + i * es, src + off * es, es);
+      for (int d = dim() - 1; d >= 0; --d) {
+        if (++idx[d] < shape()[d]) break;
+        idx[d] = 0;
+      }
+    }
+  }
+  if (needs_grad({this})) record(out, "contiguous", {*this}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
+  return out;
+}
+
+Tensor Tensor::to(Device dev) const {
+  if (dev == device()) return *this;
+  Tensor src = contiguous();
+  Tensor out = empty(shape(), dtype(), dev);
+  copy_bytes(out.raw(), dev, src.raw(), src.device(), size_t(numel()) * dtype_size(dtype()));
+  if (needs_grad({this})) {
+    const Device back = device();
+    record(out, "to_device", {*this}, [back](const Tensor& g) { return std::vector<Tensor>{g.to(back)}; });
+  }
+  return out;
+}
+
+Tensor Tensor::to(DType dt) const {
+  if (dt == dtype()) return *this;
+  const bool floats = (dt == DType::f32 || dt == DType::f64) && is_floating();
+  if (!floats) throw InputError(std::string("to: cannot convert ") + dtype_name(dtype()) + " to " + dtype_name(dt));
+  if (is_cuda()) throw Error("to: float64 tensors are CPU-only; convert before moving to cuda");
+  Tensor src = contiguous();
+  Tensor out = empty(shape(), dt, device());
+  if (dt == DType::f64) kernels::cast_f32_f64(kernels::CpuCtx{}, numel(), src.data<float>(), out.data<double>());
+  else kernels::cast_f64_f32(kernels::CpuCtx{}, numel(), src.data<double>(), out.data<float>());
+  if (needs_grad({this})) {
+    const DType back = dtype();
+    record(out, "to_dtype", {*this}, [back](const Tensor& g) { return std::vector<Tensor>{g.to(back)}; });
+  }
+  return out;
+}
+
+Tensor Tensor::clone() const {
+  Tensor src = contiguous();
+  Tensor out = empty(shape(), dtype(), device());
+  copy_bytes(out.raw(), device(), src.raw(), device(), size_t(numel()) * dtype_size(dtype()));
+  if (needs_grad({this})) record(out, "clone", {*this}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
+  return out;
+}
+
+Tensor Tensor::detach() const { return Tensor(view_impl(*p_, p_->shape, p_->strides, p_->offset)); }
+
+template <class T>
+std::vector<T> Tensor::to_vector() const {
+  if (dtype() != dtype_of<T>())
+    throw Error(std::string("to_vector: tensor is ") + dtype_name(dtype()) + ", requested " + dtype_name(dtype_of<T>()));
+  Tensor src = detach().contiguous();
+  std::vector<T> out(static_cast<size_t>(numel()));
+  copy_bytes(out.data(), Device{}, src.raw(), src.device(), out.size() * sizeof(T));
+  return out;
+}
+template std::vector<float> Tensor::to_vector<float>() const;
+template std::vector<double> Tensor::to_vector<double>() const;
+template std::vector<int32_t> Tensor::to_vector<int32_t>() const;
+template std::vector<uint8_t> Tensor::to_vector<uint8_t>() const;
+
+double Tensor::item() const {
+  if (numel() != 1) throw InputError("item: tensor of shape " + shape_str(shape()) + " has " + std::to_string(numel()) + " elements, not 1");
+  switch (dtype()) {
+    case DType::f32: return to_vector<float>()[0];
+    case DType::f64: return to_vector<double>()[0];
+    case DType::i32: return to_vector<int32_t>()[0];
+    case DType::u8: return to_vector<uint8_t>()[0];
+  }
+  return 0;
+}
+
+void Tensor::copy_(const Tensor& src) {
+  if (src.shape() != shape())
+    throw InputError("copy_: shapes " + shape_str(src.shape()) + " and " + shape_str(shape()) + " differ");
+  if (!is_contiguous()) throw Error("copy_: destination must be contiguous");
+  Tensor s = src.detach();
+  if (s.dtype() != dtype()) {
+    if (s.is_cuda()) s = s.to(Device{});
+    s = s.to(dtype());
+  }
+  s = s.contiguous();
+  copy_bytes(raw(), device(), s.raw(), s.device(), size_t(numel()) * dtype_size(dtype()));
+}
+
+void Tensor::fill_(double value) {
+  if (!is_contiguous()) throw Error("fill_: tensor must be contiguous");
+  if (is_floating()) {
+    dispatch("fill_", *this, [&](const auto& ctx, auto tag) {
+      using T = decltype(tag);
+      kernels::fill(ctx, numel(), T(value), data<T>());
+    });
+    return;
+  }
+  // Integer tensors: fill on the host and move.
+  if (dtype() == DType::i32) {
+    std::vector<int32_t> v(static_cast<size_t>(numel()), static_cast<int32_t>(value));
+    copy_bytes(raw(), device(), v.data(), Device{}, v.size() * 4);
+  } else {
+    std::vector<uint8_t> v(static_cast<size_t>(numel()), static_cast<uint8_t>(value));
+    copy_bytes(raw(), device(), v.data(), Device{}, v.size());
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Views
+
+Tensor Tensor::reshape(const Shape& want) const {
+  Shape shape2 = want;
+  int infer = -1;
+  int64_t known = 1;
+  for (size_t i = 0; i < shape2.size(); ++i) {
+    if (shape2[i] == -1) {
+      if (infer >= 0) throw InputError("reshape: more than one -1 in " + shape_str(want));
+      infer = int(i);
+    } else if (shape2[i] < 0) {
+      throw InputError("reshape: negative size in " + shape_str(want));
+    } else {
+      known *= shape2[i];
+    }
+  }
+  if (infer >= 0) {
+    if (known == 0 || numel() % known != 0)
+      throw InputError("reshape: cannot reshape " + shape_str(shape()) + " into " + shape_str(want));
+    shape2[infer] = numel() / known;
+  }
+  if (shape_numel(shape2) != numel())
+    throw InputError("reshape: cannot reshape " + shape_str(shape()) + " into " + shape_str(want));
+  Tensor src = contiguous();
+  Tensor out(view_impl(*src.p_, shape2, contiguous_strides(shape2), src.p_->offset));
+  if (needs_grad({&src})) {
+    const Shape back = shape();
+    record(out, "reshape", {src}, [back](const Tensor& g) { return std::vector<Tensor>{g.reshape(back)}; });
+  }
+  return out;
+}
+
+Tensor Tensor::flatten(int start_dim) const {
+  if (start_dim < 0) start_dim += dim();
+  if (start_dim < 0 || start_dim > dim()) throw InputError("flatten: start dim out of range for " + shape_str(shape()));
+  Shape s(shape().begin(), shape().begin() + start_dim);
+  int64_t rest = 1;
+  for (int i = start_dim; i < dim(); ++i) rest *= shape()[i];
+  s.push_back(rest);
+  return reshape(s);
+}
+
+Tensor Tensor::transpose(int a, int b) const {
+  const int n = dim();
+  if (a < 0) a += n;
+  if (b < 0) b += n;
+  if (a < 0 || b < 0 || a >= n || b >= n)
+    throw InputError("transpose: dims out of range for shape " + shape_str(shape()));
+  Shape sh = shape(), st = strides();
+  std::swap(sh[a], sh[b]);
+  std::swap(st[a], st[b]);
+  Tensor out(view_impl(*p_, sh, st, p_->offset));
+  if (needs_grad({this})) {
+    record(out, "transpose", {*this}, [a, b](const Tensor& g) { return std::vector<Tensor>{g.transpose(a, b)}; });
+  }
+  return out;
+}
+
+Tensor Tensor::narrow(int d, int64_t start, int64_t length) const {
+  const int n = dim();
+  if (d < 0) d += n;
+  if (d < 0 || d >= n) throw InputError("narrow: dim out of range for shape " + shape_str(shape()));
+  if (start < 0 || length < 0 || start + length > shape()[d])
+    throw InputError("narrow: range [" + std::to_string(start) + ", " + std::to_string(start + length) +
+                     ") outside dim " + std::to_string(d) + " of shape " + shape_str(shape()));
+  Shape sh = shape();
+  sh[d] = length;
+  Tensor out(view_impl(*p_, sh, strides(), p_->offset + start * strides()[d]));
+  if (needs_grad({this})) {
+    const Shape full = shape();
+    const DType dt = dtype();
+    const Device dev = device();
+    record(out, "narrow", {*this}, [full, dt, dev, d, start, length](const Tensor& g) {
+      // Scatter g into a zero tensor of the input's shape: a 2-D block copy per dim split.
+      Tensor gx = Tensor::zeros(full, dt, dev);
+      Tensor gc = g.contiguous();
+      int64_t outer = 1, inner = 1;
+      for (int i = 0; i < d; ++i) outer *= full[i];
+      for (size_t i = d + 1; i < full.size(); ++i) inner *= full[i];
+      dispatch("narrow_backward", gx, [&](const auto& ctx, auto tag) {
+        using T = decltype(tag);
+        kernels::copy_rows(ctx, outer, length * inner, gc.data<T>(), length * inner, gx.data<T>() + start * inner,
+                           full[d] * inner);
+      });
+      return std::vector<Tensor>{gx};
+    });
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Autograd
+
+bool grad_enabled() { return t_grad_enabled; }
+NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { t_grad_enabled = prev_; }
+
+bool needs_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!t_grad_enabled) return false;
+  for (const Tensor* t : inputs)
+    if (t && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+void record(Tensor& out, const char* op, std::vector<Tensor> inputs,
+            std::function<std::vector<Tensor>(const Tensor&)> backward) {
+  auto node = std::make_shared<Node>();
+  node->op = op;
+  node->inputs = std::move(inputs);
+  node->backward = std::move(backward);
+  out.impl()->grad_fn = std::move(node);
+  out.impl()->requires_grad = true;
+}
+
+Tensor& Tensor::requires_grad_(bool on) {
+  if (on && !is_floating()) throw InputError("requires_grad_: only floating-point tensors can require gradients");
+  if (!is_leaf()) throw Error("requires_grad_: only leaf tensors can change requires_grad");
+  p_->requires_grad = on;
+  return *this;
+}
+
+void accumulate_grad(TensorImpl* t, const Tensor& g) {
+  if (g.shape() != t->shape)
+    throw Error("autograd: gradient of shape " + shape_str(g.shape()) + " for a tensor of shape " + shape_str(t->shape));
+  if (!t->grad) {
+    // Own a private contiguous copy: backward closures may hand the same tensor to several inputs.
+    Tensor c = g.detach().clone();
+    t->grad = c.impl_ptr();
+    return;
+  }
+  Tensor acc(t->grad);
+  Tensor gc = g.detach().contiguous();
+  dispatch("accumulate_grad", acc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    kernels::axpby(ctx, acc.numel(), T(1), gc.data<T>(), T(1), acc.data<T>());
+  });
+}
+
+namespace {
+
+Tensor add_grads(const Tensor& a, const Tensor& b) {
+  Tensor out = a.detach().clone();
+  Tensor bc = b.detach().contiguous();
+  dispatch("accumulate_grad", out, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    kernels::axpby(ctx, out.numel(), T(1), bc.data<T>(), T(1), out.data<T>());
+  });
+  return out;
+}
+
+// Non-leaf tensors reachable from root, each after every tensor that consumes it. Strong references:
+// the backward pass frees each node's inputs as it goes.
+std::vector<std::shared_ptr<TensorImpl>> topo_order(const std::shared_ptr<TensorImpl>& root) {
+  std::vector<std::shared_ptr<TensorImpl>> post;
+  std::unordered_set<TensorImpl*> seen;
+  std::vector<std::pair<std::shared_ptr<TensorImpl>, size_t>> stack;
+  stack.push_back({root, 0});
+  seen.insert(root.get());
+  while (!stack.empty()) {
+    Node* node = stack.back().first->grad_fn.get();
+    size_t& next = stack.back().second;
+    if (node && next < node->inputs.size()) {
+      const std::shared_ptr<TensorImpl>& in = node->inputs[next++].impl_ptr();
+      if (in && in->grad_fn && !seen.count(in.get())) {
+        seen.insert(in.get());
+        stack.push_back({in, 0});
+      }
+      continue;
+    }
+    post.push_back(stack.back().first);
+    stack.pop_back();
+  }
+  std::reverse(post.begin(), post.end());
+  return post;
+}
+
+}  // namespace
+
+void Tensor::backward(const Tensor& grad) const {
+  if (!requires_grad()) throw Error("backward: tensor does not require a gradient");
+  Tensor g0 = grad;
+  if (!g0.defined()) {
+    if (numel() != 1)
+      throw Error("backward: an implicit gradient needs a one-element output, got " + shape_str(shape()));
+    g0 = Tensor::full(shape(), 1.0, dtype(), device());
+  }
+  if (is_leaf()) {
+    accumulate_grad(p_.get(), g0);
+    return;
+  }
+  NoGradGuard no_grad;
+  std::unordered_map<TensorImpl*, Tensor> pending;
+  pending[p_.get()] = g0;
+  for (const std::shared_ptr<TensorImpl>& tp : topo_order(p_)) {
+    TensorImpl* t = tp.get();
+    auto it = pending.find(t);
+    if (it == pending.end()) continue;
+    Tensor g = std::move(it->second);
+    pending.erase(it);
+    Node& node = *t->grad_fn;
+    if (!node.backward)
+      throw Error(std::string("backward: the graph through '") + node.op + "' was already used by an earlier backward");
+    std::vector<Tensor> grads = node.backward(g);
+    if (grads.size() != node.inputs.size())
+      throw Error(std::string("autograd: op '") + node.op + "' returned the wrong number of gradients");
+    for (size_t i = 0; i < grads.size(); ++i) {
+      const Tensor& in = node.inputs[i];
+      if (!grads[i].defined() || !in.defined() || !in.requires_grad()) continue;
+      if (grads[i].shape() != in.shape())
+        throw Error(std::string("autograd: op '") + node.op + "' gave a gradient of shape " + shape_str(grads[i].shape()) +
+                    " for input " + std::to_string(i) + " of shape " + shape_str(in.shape()));
+      TensorImpl* ti = in.impl();
+      if (!ti->grad_fn) {
+        accumulate_grad(ti, grads[i]);
+      } else {
+        auto found = pending.find(ti);
+        if (found == pending.end()) pending.emplace(ti, grads[i]);
+        else found->second = add_grads(found->second, grads[i]);
+      }
+    }
+    // Free what this node saved; the tensor keeps its grad_fn so a second backward is reported.
+    node.backward = nullptr;
+    node.inputs.clear();
+  }
+}
+
+}  // namespace hamu

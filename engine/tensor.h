@@ -1,0 +1,160 @@
+// engine/tensor.h: Tensor (shape, strides, dtype, device, ref-counted storage) and its autograd hooks.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+
+namespace hamu {
+
+enum class DType : uint8_t { f32, f64, i32, u8 };
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);
+template <class T> constexpr DType dtype_of();
+template <> constexpr DType dtype_of<float>() { return DType::f32; }
+template <> constexpr DType dtype_of<double>() { return DType::f64; }
+template <> constexpr DType dtype_of<int32_t>() { return DType::i32; }
+template <> constexpr DType dtype_of<uint8_t>() { return DType::u8; }
+
+struct Device {
+  enum Kind : uint8_t { cpu, cuda };
+  Kind kind = cpu;
+  int index = 0;
+  bool is_cuda() const { return kind == cuda; }
+  bool operator==(const Device& o) const { return kind == o.kind && index == o.index; }
+  bool operator!=(const Device& o) const { return !(*this == o); }
+  std::string str() const;
+  // "cpu", "cuda", "cuda:N"; throws InputError naming the text otherwise (or when CUDA is absent).
+  static Device parse(const std::string& text);
+};
+
+using Shape = std::vector<int64_t>;
+int64_t shape_numel(const Shape& s);
+Shape contiguous_strides(const Shape& s);
+
+// Raw memory owned by one allocator (CPU: 64-byte aligned; CUDA: the caching allocator).
+struct Storage {
+  void* data = nullptr;
+  size_t bytes = 0;
+  Device device;
+  Storage(size_t bytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+};
+
+struct Node;
+struct TensorImpl {
+  std::shared_ptr<Storage> storage;
+  int64_t offset = 0;  // in elements
+  Shape shape, strides;
+  DType dtype = DType::f32;
+  bool requires_grad = false;
+  std::shared_ptr<TensorImpl> grad;  // accumulated gradient of a leaf
+  std::shared_ptr<Node> grad_fn;     // how this tensor was made (non-leaf)
+  std::string name;
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : p_(std::move(impl)) {}
+
+  // Factories.
+  static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = {});
+  static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = {});
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::f32, Device device = {});
+  static Tensor scalar(double value, DType dtype = DType::f32, Device device = {});
+  template <class T>
+  static Tensor from_vector(const std::vector<T>& values, const Shape& shape, Device device = {});
+  // Converts double values into the given float dtype.
+  static Tensor from_doubles(const std::vector<double>& values, const Shape& shape, DType dtype = DType::f32,
+                             Device device = {});
+
+  bool defined() const { return p_ != nullptr; }
+  TensorImpl* impl() const { return p_.get(); }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return p_; }
+  const Shape& shape() const { return p_->shape; }
+  const Shape& strides() const { return p_->strides; }
+  int dim() const { return int(p_->shape.size()); }
+  int64_t size(int d) const;  // negative d counts from the end
+  int64_t numel() const { return shape_numel(p_->shape); }
+  DType dtype() const { return p_->dtype; }
+  Device device() const { return p_->storage->device; }
+  bool is_cuda() const { return device().is_cuda(); }
+  bool is_contiguous() const;
+  bool is_floating() const { return dtype() == DType::f32 || dtype() == DType::f64; }
+  const std::string& name() const { return p_->name; }
+  Tensor& set_name(std::string n) { p_->name = std::move(n); return *this; }
+
+  // Typed pointer to the first element (checks the dtype; the caller respects strides).
+  template <class T> T* data() const;
+  void* raw() const;
+
+  // Copies and conversions (not recorded by autograd; see ops for differentiable versions).
+  Tensor contiguous() const;  // differentiable (a copy when strided)
+  Tensor to(Device device) const;
+  Tensor to(DType dtype) const;
+  Tensor clone() const;
+  Tensor detach() const;  // shares storage, no history
+  template <class T> std::vector<T> to_vector() const;  // host copy, contiguous order
+  double item() const;                                 // one-element tensor
+
+  // Views (differentiable).
+  Tensor reshape(const Shape& shape) const;  // -1 allowed once
+  Tensor flatten(int start_dim = 1) const;
+  Tensor transpose(int a, int b) const;
+  Tensor narrow(int dim, int64_t start, int64_t length) const;
+
+  // In-place, outside autograd (optimizers, initialisation, loading).
+  void copy_(const Tensor& src);  // same shape; any device; dtype converted between f32/f64
+  void fill_(double value);
+  void zero_() { fill_(0.0); }
+
+  // Autograd.
+  bool requires_grad() const { return p_ && p_->requires_grad; }
+  Tensor& requires_grad_(bool on = true);
+  Tensor grad() const { return Tensor(p_->grad); }
+  void set_grad(const Tensor& g) { p_->grad = g.p_; }
+  void zero_grad() { p_->grad.reset(); }
+  bool is_leaf() const { return p_->grad_fn == nullptr; }
+  void backward(const Tensor& grad = {}) const;
+
+ private:
+  std::shared_ptr<TensorImpl> p_;
+};
+
+// ------------------------------------------------------------------------------------------------
+// Autograd tape (define-by-run). An op that produced `out` from differentiable inputs records a Node
+// whose backward maps d(loss)/d(out) to one gradient per input (undefined: no gradient).
+struct Node {
+  const char* op = "";
+  std::vector<Tensor> inputs;
+  std::function<std::vector<Tensor>(const Tensor& grad_out)> backward;
+};
+
+bool grad_enabled();
+struct NoGradGuard {
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+// True when grad mode is on and any input requires a gradient.
+bool needs_grad(std::initializer_list<const Tensor*> inputs);
+// Marks `out` as produced by `op` from `inputs` (only call when needs_grad(...) holds).
+void record(Tensor& out, const char* op, std::vector<Tensor> inputs,
+            std::function<std::vector<Tensor>(const Tensor&)> backward);
+
+// Adds `g` into the leaf gradient of `t` (allocating it on first use).
+void accumulate_grad(TensorImpl* t, const Tensor& g);
+
+}  // namespace hamu

@@ -1,0 +1,350 @@
+// kernels/kernels.h: the one kernel interface every backend implements (raw pointers, sizes, a context).
+//
+// Conventions (all backends):
+// - Row-major, contiguous unless a stride argument says otherwise. Sizes are int64_t.
+// - A kernel allocates nothing. Where it needs scratch memory the caller passes a workspace whose
+//   size comes from the matching *_workspace_elems() function of the same backend.
+// - "Overwrite" outputs are written with =, parameter-gradient outputs marked "accumulates" use +=
+//   (so gradients of shared parameters add up), as in llm.c.
+// - Scalar results (dot, sum_squares, ...) are written through a pointer that lives on the same device
+//   as the inputs.
+// - The CPU backend is templated on float and double; the CUDA backend implements float only.
+//   Both have the same function names; the first argument (CpuCtx or CudaCtx) picks the backend.
+// - Bad sizes are the caller's job to reject (the engine validates shapes and names the op); kernels
+//   trust their arguments.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/hamu_math.h"
+
+namespace hamu::kernels {
+
+// ------------------------------------------------------------------------------------------------
+// Contexts
+
+struct CpuCtx {};
+
+#ifdef HAMU_CUDA
+// Opaque handles so this header needs no CUDA include. Filled by cuda_context().
+struct CudaCtx {
+  int device = 0;
+  void* stream = nullptr;     // cudaStream_t
+  void* blas = nullptr;       // cublasHandle_t
+  void* dnn = nullptr;        // cudnnHandle_t (null when built without cuDNN)
+  bool tf32 = false;          // allow TF32 tensor-core GEMM (explicit opt-in)
+};
+#endif
+
+// ------------------------------------------------------------------------------------------------
+// Shared descriptions
+
+enum class Binary : int { add, sub, mul, div, max, min };
+enum class Unary : int { neg, relu, gelu, tanh, exp, log, sigmoid, sqrt, square, abs };
+enum class Reduce : int { sum, mean, max };
+
+// 2-D convolution (NCHW input, KCRS weight) and pooling geometry.
+struct ConvShape {
+  int64_t n = 1, c = 1, h = 1, w = 1;   // input
+  int64_t k = 1, r = 1, s = 1;          // output channels, kernel height, kernel width
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  int64_t oh() const { return (h + 2 * pad_h - r) / stride_h + 1; }
+  int64_t ow() const { return (w + 2 * pad_w - s) / stride_w + 1; }
+};
+
+struct PoolShape {
+  int64_t n = 1, c = 1, h = 1, w = 1;
+  int64_t r = 2, s = 2, stride_h = 2, stride_w = 2, pad_h = 0, pad_w = 0;
+  int64_t oh() const { return (h + 2 * pad_h - r) / stride_h + 1; }
+  int64_t ow() const { return (w + 2 * pad_w - s) / stride_w + 1; }
+};
+
+// ------------------------------------------------------------------------------------------------
+// CPU backend (kernels/cpu/*.cpp), float and double.
+
+template <class T> void fill(const CpuCtx&, int64_t n, T value, T* y);
+template <class T> void copy(const CpuCtx&, int64_t n, const T* x, T* y);
+// y[i] = x[strided index i] for a view of ndim dims (shape, element strides); y contiguous.
+template <class T>
+void strided_copy(const CpuCtx&, int ndim, const int64_t* shape, const int64_t* strides, const T* x, T* y);
+// 2-D block copy: y[i*ldy + j] = x[i*ldx + j] for i < rows, j < cols (slices, concatenation).
+template <class T>
+void copy_rows(const CpuCtx&, int64_t rows, int64_t cols, const T* x, int64_t ldx, T* y, int64_t ldy);
+// y = a*x + b*y
+template <class T> void axpby(const CpuCtx&, int64_t n, T a, const T* x, T b, T* y);
+// y = a*x + b (elementwise affine with scalars)
+template <class T> void affine(const CpuCtx&, int64_t n, const T* x, T a, T b, T* y);
+void cast_f32_f64(const CpuCtx&, int64_t n, const float* x, double* y);
+void cast_f64_f32(const CpuCtx&, int64_t n, const double* x, float* y);
+
+// Same-shape binary op.
+template <class T> void binary(const CpuCtx&, Binary op, int64_t n, const T* a, const T* b, T* y);
+// Broadcast binary op: y is contiguous with `shape` (ndim dims); a and b are read through element
+// strides (0 on broadcast dims).
+template <class T>
+void binary_bcast(const CpuCtx&, Binary op, int ndim, const int64_t* shape, const int64_t* stride_a,
+                  const int64_t* stride_b, const T* a, const T* b, T* y);
+// y = sum of x over the dims where out_shape[d] == 1 and in_shape[d] != 1 (the reverse of a
+// broadcast). y is contiguous with out_shape; x contiguous with in_shape.
+template <class T>
+void sum_to(const CpuCtx&, int ndim, const int64_t* in_shape, const int64_t* out_shape, const T* x, T* y);
+
+template <class T> void unary(const CpuCtx&, Unary op, int64_t n, const T* x, T* y);
+// gx = gy * f'(x). x is the op's input, y its output (each kernel reads whichever it needs).
+template <class T>
+void unary_backward(const CpuCtx&, Unary op, int64_t n, const T* x, const T* y, const T* gy, T* gx);
+
+// Reductions over the middle axis of an [outer, n, inner] view. argmax (int32, [outer, inner]) is
+// written for Reduce::max when non-null.
+template <class T>
+void reduce_axis(const CpuCtx&, Reduce op, int64_t outer, int64_t n, int64_t inner, const T* x, T* y,
+                 int32_t* argmax);
+// gx overwritten ([outer, n, inner]) from gy ([outer, inner]).
+template <class T>
+void reduce_axis_backward(const CpuCtx&, Reduce op, int64_t outer, int64_t n, int64_t inner, const T* gy,
+                          const int32_t* argmax, T* gx);
+template <class T> void sum_all(const CpuCtx&, int64_t n, const T* x, T* out);
+template <class T> void dot(const CpuCtx&, int64_t n, const T* a, const T* b, T* out);
+template <class T> void sum_squares(const CpuCtx&, int64_t n, const T* x, T* out);
+// out = 1 if any element of x is NaN or Inf, else 0 (written as T).
+template <class T> void nonfinite_any(const CpuCtx&, int64_t n, const T* x, T* out);
+
+// C = alpha * op(A) * op(B) + beta * C, row-major; op(A) is m x k, op(B) is k x n.
+// beta == 0 means C is not read (may hold garbage/NaN).
+template <class T>
+void gemm(const CpuCtx&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+          int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
+// The same over `batch` independent problems at fixed element strides.
+template <class T>
+void gemm_batched(const CpuCtx&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha,
+                  const T* a, int64_t lda, int64_t stride_a, const T* b, int64_t ldb, int64_t stride_b, T beta,
+                  T* c, int64_t ldc, int64_t stride_c, int64_t batch);
+
+// im2col of ONE image: x [c, h, w] -> col [c*r*s, oh*ow]. col2im overwrites x_image.
+template <class T> void im2col(const CpuCtx&, const ConvShape&, const T* x_image, T* col);
+template <class T> void col2im(const CpuCtx&, const ConvShape&, const T* col, T* x_image);
+// Convolution via im2col + GEMM. x [n,c,h,w], w [k,c,r,s], bias [k] or null, y [n,k,oh,ow].
+int64_t conv2d_workspace_elems(const CpuCtx&, const ConvShape&);
+template <class T>
+void conv2d_forward(const CpuCtx&, const ConvShape&, const T* x, const T* w, const T* bias, T* y, T* ws);
+template <class T> void conv2d_backward_data(const CpuCtx&, const ConvShape&, const T* gy, const T* w, T* gx, T* ws);
+// gw (and gb when non-null) accumulate.
+template <class T>
+void conv2d_backward_filter(const CpuCtx&, const ConvShape&, const T* x, const T* gy, T* gw, T* gb, T* ws);
+
+// Pooling. Average pooling counts padded cells (PyTorch count_include_pad=True). Backward overwrites gx.
+template <class T> void maxpool2d_forward(const CpuCtx&, const PoolShape&, const T* x, T* y, int32_t* argmax);
+template <class T> void maxpool2d_backward(const CpuCtx&, const PoolShape&, const T* gy, const int32_t* argmax, T* gx);
+template <class T> void avgpool2d_forward(const CpuCtx&, const PoolShape&, const T* x, T* y);
+template <class T> void avgpool2d_backward(const CpuCtx&, const PoolShape&, const T* gy, T* gx);
+
+// BatchNorm over x [n, c, hw]. Training: batch statistics (biased variance for normalising, unbiased
+// for the running update: running = (1-momentum)*running + momentum*batch). save_mean/save_invstd [c].
+template <class T>
+void batchnorm_forward_train(const CpuCtx&, int64_t n, int64_t c, int64_t hw, const T* x, const T* gamma,
+                             const T* beta, T eps, T momentum, T* y, T* save_mean, T* save_invstd,
+                             T* running_mean, T* running_var);
+// Inference: running statistics; writes save_mean/save_invstd from them for the backward.
+template <class T>
+void batchnorm_forward_infer(const CpuCtx&, int64_t n, int64_t c, int64_t hw, const T* x, const T* gamma,
+                             const T* beta, const T* running_mean, const T* running_var, T eps, T* y,
+                             T* save_mean, T* save_invstd);
+// batch_stats: the forward used batch statistics (gradient flows through mean and variance) or fixed
+// ones (frozen / eval: a per-channel affine map). gx overwritten; ggamma, gbeta accumulate.
+template <class T>
+void batchnorm_backward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, bool batch_stats, const T* x,
+                        const T* gy, const T* gamma, const T* save_mean, const T* save_invstd, T* gx, T* ggamma,
+                        T* gbeta);
+
+// LayerNorm over the last dim d of x [rows, d]. mean, rstd [rows]. ggamma, gbeta accumulate.
+template <class T>
+void layernorm_forward(const CpuCtx&, int64_t rows, int64_t d, const T* x, const T* gamma, const T* beta, T eps,
+                       T* y, T* mean, T* rstd);
+template <class T>
+void layernorm_backward(const CpuCtx&, int64_t rows, int64_t d, const T* x, const T* gy, const T* gamma,
+                        const T* mean, const T* rstd, T* gx, T* ggamma, T* gbeta);
+
+// Softmax / log-softmax over the last dim of [rows, d]. Backward takes the forward output y.
+template <class T> void softmax_forward(const CpuCtx&, int64_t rows, int64_t d, const T* x, T* y);
+template <class T> void softmax_backward(const CpuCtx&, int64_t rows, int64_t d, const T* y, const T* gy, T* gx);
+template <class T> void log_softmax_forward(const CpuCtx&, int64_t rows, int64_t d, const T* x, T* y);
+template <class T>
+void log_softmax_backward(const CpuCtx&, int64_t rows, int64_t d, const T* y, const T* gy, T* gx);
+
+// Cross-entropy from logits [rows, classes] and int32 labels. losses[i] = -log softmax(x_i)[y_i], 0 for
+// rows whose label == ignore_index. logprobs [rows, classes] is saved for the backward.
+template <class T>
+void cross_entropy_forward(const CpuCtx&, int64_t rows, int64_t classes, const T* logits, const int32_t* labels,
+                           int32_t ignore_index, T* losses, T* logprobs);
+// glogits (overwritten) = gloss[i] * (softmax - onehot), 0 on ignored rows.
+template <class T>
+void cross_entropy_backward(const CpuCtx&, int64_t rows, int64_t classes, const T* logprobs, const int32_t* labels,
+                            int32_t ignore_index, const T* gloss, T* glogits);
+
+// Embedding: out[i] = table[idx[i]] ([n_idx, dim]); backward scatter-adds into gtable (accumulates).
+template <class T>
+void embedding_forward(const CpuCtx&, int64_t n_idx, int64_t dim, const int32_t* idx, const T* table, T* out);
+template <class T>
+void embedding_backward(const CpuCtx&, int64_t n_idx, int64_t dim, int64_t vocab, const int32_t* idx,
+                        const T* gout, T* gtable);
+
+// Causal masked softmax over scores [batch, t, t]: probs[b,i,j] = softmax_j<=i(scale*scores[b,i,j]),
+// 0 for j > i. Backward writes gscores (overwritten, includes the scale).
+template <class T>
+void causal_softmax_forward(const CpuCtx&, int64_t batch, int64_t t, T scale, const T* scores, T* probs);
+template <class T>
+void causal_softmax_backward(const CpuCtx&, int64_t batch, int64_t t, T scale, const T* probs, const T* gprobs,
+                             T* gscores);
+
+// Dropout with a counter-based generator: element i is kept iff hash(seed, i) >= p; kept elements
+// are scaled by 1/(1-p). mask [n] receives 1/0. Deterministic and backend-independent.
+template <class T> void dropout_forward(const CpuCtx&, int64_t n, T p, uint64_t seed, const T* x, T* y, uint8_t* mask);
+template <class T> void dropout_backward(const CpuCtx&, int64_t n, T p, const uint8_t* mask, const T* gy, T* gx);
+
+// Optimizer updates (in place). SGD: g' = g + wd*p; buf = momentum*buf + (1-dampening)*g' (buf = g' on
+// the first step); p -= lr * (nesterov ? g' + momentum*buf : buf). momentum == 0 skips buf (may be null).
+template <class T>
+void sgd_step(const CpuCtx&, int64_t n, T* p, const T* g, T* buf, T lr, T momentum, T dampening, T weight_decay,
+              bool nesterov, bool first_step);
+// AdamW (decoupled weight decay, bias-corrected; `step` counts from 1).
+template <class T>
+void adamw_step(const CpuCtx&, int64_t n, T* p, const T* g, T* m, T* v, T lr, T beta1, T beta2, T eps,
+                T weight_decay, int64_t step);
+
+// Multi-tensor reductions and updates over `count` tensors given by pointer tables (host memory for
+// the CPU backend, device memory for CUDA).
+// sq[i] = sum of squares of tensor i.
+template <class T> void multi_sum_squares(const CpuCtx&, int count, const T* const* x, const int64_t* sizes, T* sq);
+// x_i *= scale[i] for every tensor.
+template <class T> void multi_scale(const CpuCtx&, int count, T* const* x, const int64_t* sizes, const T* scale);
+
+// ------------------------------------------------------------------------------------------------
+// The fused HAMU update (HAMU.md §3; the per-block math is in kernels/hamu_math.h).
+// Pass 1: stats[3*i + {0,1,2}] = (<r_i,r_i>, <f_i,f_i>, <r_i,f_i>) for every block i.
+template <class T>
+void hamu_block_stats(const CpuCtx&, int count, const T* const* r, const T* const* f, const int64_t* sizes, T* stats);
+// Pass 2: theta_i += coef[2*i] * r_i + coef[2*i + 1] * f_i.
+// Between the passes: coef[2*i + {0,1}] = coefficients on (r_i, f_i) and the step report, from stats
+// (HAMU.md §3-5; the math is hamu_solve_step in kernels/hamu_math.h).
+template <class T>
+void hamu_coefficients(const CpuCtx&, const HamuConfig& cfg, int count, const T* stats, T* coef, HamuReport* report);
+template <class T>
+void hamu_apply(const CpuCtx&, int count, T* const* theta, const T* const* r, const T* const* f,
+                const int64_t* sizes, const T* coef);
+
+// ------------------------------------------------------------------------------------------------
+// Per-sample gradient similarity (ghost products).
+// K[j, i] += sum_{t<tf, s<tr} gram_a[j*tf + t, i*tr + s] * gram_g[j*tf + t, i*tr + s]
+// for gram matrices of shape [nf*tf, nr*tr] (row-major, leading dimension ld).
+template <class T>
+void ghost_hadamard_reduce(const CpuCtx&, int64_t nf, int64_t nr, int64_t tf, int64_t tr, const T* gram_a,
+                           const T* gram_g, int64_t ld, T* k);
+// out[j] += sum_{t<seg} dot(p[j*seg + t, :], g[j*seg + t, :]) over `width` columns, for nseg segments.
+template <class T>
+void segment_rowdot(const CpuCtx&, int64_t nseg, int64_t seg, int64_t width, const T* p, const T* g, T* out);
+
+// ------------------------------------------------------------------------------------------------
+// CUDA backend (kernels/cuda/*.cu), float only; the same names with a CudaCtx.
+#ifdef HAMU_CUDA
+// Device management (the only place the CUDA runtime is called from; errors throw std::runtime_error
+// naming the call, with the requested size for out-of-memory).
+int cuda_device_count();
+CudaCtx& cuda_context(int device);
+void* cuda_malloc(int device, size_t bytes);
+void cuda_free(int device, void* ptr);
+void cuda_memcpy_h2d(const CudaCtx&, void* dst, const void* src, size_t bytes);   // synchronous
+void cuda_memcpy_d2h(const CudaCtx&, void* dst, const void* src, size_t bytes);   // synchronous
+void cuda_memcpy_d2d(const CudaCtx&, void* dst, const void* src, size_t bytes);   // async on the stream
+void cuda_memcpy_d2h_async(const CudaCtx&, void* dst_pinned, const void* src, size_t bytes);
+void* cuda_host_alloc_pinned(size_t bytes);
+void cuda_host_free_pinned(void* ptr);
+void cuda_synchronize(const CudaCtx&);
+const char* cuda_device_name(int device);
+size_t cuda_free_bytes(int device);
+
+void fill(const CudaCtx&, int64_t n, float value, float* y);
+void copy(const CudaCtx&, int64_t n, const float* x, float* y);
+void strided_copy(const CudaCtx&, int ndim, const int64_t* shape, const int64_t* strides, const float* x, float* y);
+void copy_rows(const CudaCtx&, int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy);
+void axpby(const CudaCtx&, int64_t n, float a, const float* x, float b, float* y);
+void affine(const CudaCtx&, int64_t n, const float* x, float a, float b, float* y);
+void binary(const CudaCtx&, Binary op, int64_t n, const float* a, const float* b, float* y);
+void binary_bcast(const CudaCtx&, Binary op, int ndim, const int64_t* shape, const int64_t* stride_a,
+                  const int64_t* stride_b, const float* a, const float* b, float* y);
+void sum_to(const CudaCtx&, int ndim, const int64_t* in_shape, const int64_t* out_shape, const float* x, float* y);
+void unary(const CudaCtx&, Unary op, int64_t n, const float* x, float* y);
+void unary_backward(const CudaCtx&, Unary op, int64_t n, const float* x, const float* y, const float* gy, float* gx);
+void reduce_axis(const CudaCtx&, Reduce op, int64_t outer, int64_t n, int64_t inner, const float* x, float* y,
+                 int32_t* argmax);
+void reduce_axis_backward(const CudaCtx&, Reduce op, int64_t outer, int64_t n, int64_t inner, const float* gy,
+                          const int32_t* argmax, float* gx);
+void sum_all(const CudaCtx&, int64_t n, const float* x, float* out);
+void dot(const CudaCtx&, int64_t n, const float* a, const float* b, float* out);
+void sum_squares(const CudaCtx&, int64_t n, const float* x, float* out);
+void nonfinite_any(const CudaCtx&, int64_t n, const float* x, float* out);
+void gemm(const CudaCtx&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+void gemm_batched(const CudaCtx&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b,
+                  float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch);
+void im2col(const CudaCtx&, const ConvShape&, const float* x_image, float* col);
+void col2im(const CudaCtx&, const ConvShape&, const float* col, float* x_image);
+int64_t conv2d_workspace_elems(const CudaCtx&, const ConvShape&);
+void conv2d_forward(const CudaCtx&, const ConvShape&, const float* x, const float* w, const float* bias, float* y,
+                    float* ws);
+void conv2d_backward_data(const CudaCtx&, const ConvShape&, const float* gy, const float* w, float* gx, float* ws);
+void conv2d_backward_filter(const CudaCtx&, const ConvShape&, const float* x, const float* gy, float* gw, float* gb,
+                            float* ws);
+void maxpool2d_forward(const CudaCtx&, const PoolShape&, const float* x, float* y, int32_t* argmax);
+void maxpool2d_backward(const CudaCtx&, const PoolShape&, const float* gy, const int32_t* argmax, float* gx);
+void avgpool2d_forward(const CudaCtx&, const PoolShape&, const float* x, float* y);
+void avgpool2d_backward(const CudaCtx&, const PoolShape&, const float* gy, float* gx);
+void batchnorm_forward_train(const CudaCtx&, int64_t n, int64_t c, int64_t hw, const float* x, const float* gamma,
+                             const float* beta, float eps, float momentum, float* y, float* save_mean,
+                             float* save_invstd, float* running_mean, float* running_var);
+void batchnorm_forward_infer(const CudaCtx&, int64_t n, int64_t c, int64_t hw, const float* x, const float* gamma,
+                             const float* beta, const float* running_mean, const float* running_var, float eps,
+                             float* y, float* save_mean, float* save_invstd);
+void batchnorm_backward(const CudaCtx&, int64_t n, int64_t c, int64_t hw, bool batch_stats, const float* x,
+                        const float* gy, const float* gamma, const float* save_mean, const float* save_invstd,
+                        float* gx, float* ggamma, float* gbeta);
+void layernorm_forward(const CudaCtx&, int64_t rows, int64_t d, const float* x, const float* gamma,
+                       const float* beta, float eps, float* y, float* mean, float* rstd);
+void layernorm_backward(const CudaCtx&, int64_t rows, int64_t d, const float* x, const float* gy, const float* gamma,
+                        const float* mean, const float* rstd, float* gx, float* ggamma, float* gbeta);
+void softmax_forward(const CudaCtx&, int64_t rows, int64_t d, const float* x, float* y);
+void softmax_backward(const CudaCtx&, int64_t rows, int64_t d, const float* y, const float* gy, float* gx);
+void log_softmax_forward(const CudaCtx&, int64_t rows, int64_t d, const float* x, float* y);
+void log_softmax_backward(const CudaCtx&, int64_t rows, int64_t d, const float* y, const float* gy, float* gx);
+void cross_entropy_forward(const CudaCtx&, int64_t rows, int64_t classes, const float* logits, const int32_t* labels,
+                           int32_t ignore_index, float* losses, float* logprobs);
+void cross_entropy_backward(const CudaCtx&, int64_t rows, int64_t classes, const float* logprobs,
+                            const int32_t* labels, int32_t ignore_index, const float* gloss, float* glogits);
+void embedding_forward(const CudaCtx&, int64_t n_idx, int64_t dim, const int32_t* idx, const float* table, float* out);
+void embedding_backward(const CudaCtx&, int64_t n_idx, int64_t dim, int64_t vocab, const int32_t* idx,
+                        const float* gout, float* gtable);
+void causal_softmax_forward(const CudaCtx&, int64_t batch, int64_t t, float scale, const float* scores, float* probs);
+void causal_softmax_backward(const CudaCtx&, int64_t batch, int64_t t, float scale, const float* probs,
+                             const float* gprobs, float* gscores);
+void dropout_forward(const CudaCtx&, int64_t n, float p, uint64_t seed, const float* x, float* y, uint8_t* mask);
+void dropout_backward(const CudaCtx&, int64_t n, float p, const uint8_t* mask, const float* gy, float* gx);
+void sgd_step(const CudaCtx&, int64_t n, float* p, const float* g, float* buf, float lr, float momentum,
+              float dampening, float weight_decay, bool nesterov, bool first_step);
+void adamw_step(const CudaCtx&, int64_t n, float* p, const float* g, float* m, float* v, float lr, float beta1,
+                float beta2, float eps, float weight_decay, int64_t step);
+void multi_sum_squares(const CudaCtx&, int count, const float* const* x, const int64_t* sizes, float* sq);
+void multi_scale(const CudaCtx&, int count, float* const* x, const int64_t* sizes, const float* scale);
+void hamu_block_stats(const CudaCtx&, int count, const float* const* r, const float* const* f, const int64_t* sizes,
+                      float* stats);
+// report points to device memory; the caller copies it back asynchronously.
+void hamu_coefficients(const CudaCtx&, const HamuConfig& cfg, int count, const float* stats, float* coef,
+                       HamuReport* report);
+void hamu_apply(const CudaCtx&, int count, float* const* theta, const float* const* r, const float* const* f,
+                const int64_t* sizes, const float* coef);
+void ghost_hadamard_reduce(const CudaCtx&, int64_t nf, int64_t nr, int64_t tf, int64_t tr, const float* gram_a,
+                           const float* gram_g, int64_t ld, float* k);
+void segment_rowdot(const CudaCtx&, int64_t nseg, int64_t seg, int64_t width, const float* p, const float* g,
+                    float* out);
+#endif
+
+}  // namespace hamu::kernels

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# scripts/install-deps.sh: installs the Debian packages the build, tests, benches and demo need,
+# only those that are missing. Safe to run repeatedly.
+set -euo pipefail
+
+packages=(g++ make zlib1g-dev libstb-dev doctest-dev libopenblas-dev dataset-fashion-mnist)
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+export DEBIAN_FRONTEND=noninteractive
+if ! "${sudo_cmd[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; then
+  "${sudo_cmd[@]}" apt-get update >/dev/null
+  "${sudo_cmd[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+fi

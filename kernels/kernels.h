@@ -196,8 +196,9 @@ template <class T>
 void causal_softmax_backward(const CpuCtx&, int64_t batch, int64_t t, T scale, const T* probs, const T* gprobs,
                              T* gscores);
 
-// Dropout with a counter-based generator: element i is kept iff hash(seed, i) >= p; kept elements
-// are scaled by 1/(1-p). mask [n] receives 1/0. Deterministic and backend-independent.
+// Dropout with a counter-based generator: element i is kept iff counter_uniform(seed, i) >= p
+// (kernels/counter_hash.h); kept elements are scaled by 1/(1-p). mask [n] receives 1/0.
+// Deterministic and backend-independent.
 template <class T> void dropout_forward(const CpuCtx&, int64_t n, T p, uint64_t seed, const T* x, T* y, uint8_t* mask);
 template <class T> void dropout_backward(const CpuCtx&, int64_t n, T p, const uint8_t* mask, const T* gy, T* gx);
 

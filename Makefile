@@ -17,7 +17,9 @@ EXTRA_LIBDIR ?=
 CPPFLAGS := -I. $(EXTRA_INC)
 CXXFLAGS := -std=c++20 $(OPT) $(ARCH_FLAGS) -fopenmp -Wall -Wextra -Wno-unused-parameter -MMD -MP
 LDFLAGS := -fopenmp $(EXTRA_LIBDIR)
-LDLIBS := -lz
+# ZLIB_LIB lets a machine without the unversioned libz.so link -l:libz.so.1 (scripts/gpu-check.sh).
+ZLIB_LIB ?= -lz
+LDLIBS := $(ZLIB_LIB)
 
 LIB_SRC ?= $(wildcard kernels/cpu/*.cpp engine/*.cpp models/*.cpp loaders/*.cpp unlearn/*.cpp)
 CLI_SRC := $(wildcard cli/*.cpp)
@@ -30,15 +32,18 @@ NVCC ?= nvcc
 CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC))))
 CUDA_ARCH ?= sm_90
 CUDNN_HOME ?= $(CUDA_HOME)
-# cuDNN is used when its header and library are found (CUDNN=0 turns it off).
-CUDNN ?= $(shell test -f $(CUDNN_HOME)/include/cudnn.h && ls $(CUDNN_HOME)/lib64/libcudnn.so* $(CUDNN_HOME)/lib/libcudnn.so* >/dev/null 2>&1 && echo 1 || echo 0)
+# cuDNN is used when its header and library are found (CUDNN=0 turns it off). CUDNN_LIB lets a pip-installed
+# cuDNN without the unversioned libcudnn.so link -l:libcudnn.so.9.
+CUDNN ?= $(shell test -f $(CUDNN_HOME)/include/cudnn.h && ls $(CUDNN_HOME)/lib64/libcudnn.so* $(CUDNN_HOME)/lib/libcudnn.so* 2>/dev/null | grep -q . && echo 1 || echo 0)
+CUDNN_LIB ?= -lcudnn
 CU_SRC := $(wildcard kernels/cuda/*.cu)
 CPPFLAGS += -DHAMU_CUDA -I$(CUDA_HOME)/include
-NVCCFLAGS := -std=c++20 -O3 -arch=$(CUDA_ARCH) -Xcompiler -fopenmp,$(ARCH_FLAGS) -MMD -MP
-LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart
+# --extended-lambda: the elementwise kernels take __device__ lambdas. Host flags go through -Xcompiler.
+NVCCFLAGS := -std=c++20 -O3 -arch=$(CUDA_ARCH) --extended-lambda -Xcompiler -fopenmp $(foreach f,$(ARCH_FLAGS),-Xcompiler $(f)) -MMD -MP
+LDLIBS += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart
 ifeq ($(CUDNN),1)
 CPPFLAGS += -DHAMU_CUDNN -I$(CUDNN_HOME)/include
-LDLIBS += -L$(CUDNN_HOME)/lib64 -L$(CUDNN_HOME)/lib -Wl,-rpath,$(CUDNN_HOME)/lib64 -Wl,-rpath,$(CUDNN_HOME)/lib -lcudnn
+LDLIBS += -L$(CUDNN_HOME)/lib64 -L$(CUDNN_HOME)/lib -Wl,-rpath,$(CUDNN_HOME)/lib64 -Wl,-rpath,$(CUDNN_HOME)/lib $(CUDNN_LIB)
 endif
 endif
 

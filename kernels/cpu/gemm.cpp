@@ -1,32 +1,467 @@
-// kernels/cpu/gemm.cpp: TEMPORARY straightforward GEMM (being replaced by the blocked kernel).
+// kernels/cpu/gemm.cpp: the CPU GEMM (float and double): packed, cache-blocked, register-tiled, OpenMP.
+//
+// The GotoBLAS/BLIS scheme, seen from row-major C. Rows of C are contiguous, so the micro-tile is
+// kMr rows by kNr columns with the columns in SIMD vectors and op(A) broadcast one element at a time.
+// The operand that a micro-tile reuses most is its A micro-panel (kMr x kc), small enough for L1;
+// the packed B block (kc x nb) sits in L2 and streams through; the packed A panel (mb x kc) is shared
+// by all threads from L3.
+//
+//   for each A panel of mb rows (i0)
+//     for each k block of kc (p0)
+//       all threads pack the A panel into kMr-row micro-panels       (shared buffer)
+//       each thread takes tasks (a B block of nb columns x a range of A micro-panels):
+//         pack that B block into kNr-column micro-panels             (own buffer, kept in L2)
+//         for each A micro-panel, for each B micro-panel: micro-kernel
+//
+// Every element of C is summed by one thread in a fixed order (k blocks in order, then k within a
+// block), so results do not depend on the thread count.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__FMA__)
+#include <immintrin.h>
+#endif
+
 #include "kernels/kernels.h"
 
 namespace hamu::kernels {
+namespace {
+
+// ------------------------------------------------------------------------------------------------
+// SIMD: one vector type per element type and the five operations the micro-kernel needs. The ISO
+// C++ mode we compile in turns off FMA contraction, so FMA is spelled out where the ISA has it.
+
+template <class T> struct Simd;
+
+#if defined(__AVX512F__)
+constexpr int kRegisters = 32;
+template <> struct Simd<float> {
+  using V = __m512;
+  static constexpr int lanes = 16;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static V bcast(float x) { return _mm512_set1_ps(x); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+};
+template <> struct Simd<double> {
+  using V = __m512d;
+  static constexpr int lanes = 8;
+  static V zero() { return _mm512_setzero_pd(); }
+  static V load(const double* p) { return _mm512_loadu_pd(p); }
+  static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
+  static V bcast(double x) { return _mm512_set1_pd(x); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+};
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr int kRegisters = 16;
+template <> struct Simd<float> {
+  using V = __m256;
+  static constexpr int lanes = 8;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V bcast(float x) { return _mm256_set1_ps(x); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+};
+template <> struct Simd<double> {
+  using V = __m256d;
+  static constexpr int lanes = 4;
+  static V zero() { return _mm256_setzero_pd(); }
+  static V load(const double* p) { return _mm256_loadu_pd(p); }
+  static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  static V bcast(double x) { return _mm256_set1_pd(x); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
+};
+#else
+// Portable fallback: GCC/Clang vector extensions (SSE2 on x86-64, NEON on ARM, scalar elsewhere).
+constexpr int kRegisters = 16;
+template <class T> struct Simd {
+  typedef T V __attribute__((vector_size(16)));
+  static constexpr int lanes = int(16 / sizeof(T));
+  static V zero() { return V{}; }
+  static V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static void store(T* p, V v) { std::memcpy(p, &v, sizeof v); }
+  static V bcast(T x) { return V{} + x; }
+  static V fma(V a, V b, V c) { return a * b + c; }
+  static V mul(V a, V b) { return a * b; }
+};
+#endif
+
+// ------------------------------------------------------------------------------------------------
+// Block sizes. kMr * kNv accumulators plus kNv B vectors and one broadcast must fit the register file.
+// kMr = 8 divides the channel counts convolutions use (16, 32, 64), so their GEMMs waste no rows.
+
+template <class T> struct Blocking {
+  static constexpr int nv = 2;                                   // vectors per micro-tile row
+  static constexpr int nr = nv * Simd<T>::lanes;                 // micro-tile columns
+  static constexpr int mr = kRegisters >= 32 ? 8 : 6;            // micro-tile rows
+  static constexpr int64_t kc = sizeof(T) == 4 ? 384 : 256;      // A micro-panel mr x kc stays in L1
+  static constexpr int64_t nb = sizeof(T) == 4 ? 512 : 384;      // B block kc x nb stays in L2
+  static constexpr int64_t mb = sizeof(T) == 4 ? 1024 : 768;     // A panel mb x ks is shared from L3
+  static constexpr int64_t ks = 6 * kc;                             // k columns of one A panel
+};
+
+// Below this many multiply-adds, packing costs more than it saves.
+constexpr int64_t kDirectMax = 32 * 1024;
+// Below this many multiply-adds per thread, a thread costs more than it saves.
+constexpr int64_t kPerThreadMin = 1 << 17;
+
+// ------------------------------------------------------------------------------------------------
+// Per-thread packing buffers: allocated on first use, grown to the largest request (which the block
+// constants cap), kept for the life of the thread.
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+
+void* thread_buffer(int slot, size_t bytes) {
+  struct Buffer {
+    std::unique_ptr<void, FreeDeleter> mem;
+    size_t bytes = 0;
+  };
+  static thread_local Buffer buffers[2];
+  Buffer& b = buffers[slot];
+  if (b.bytes < bytes) {
+    const size_t rounded = (bytes + 4095) & ~size_t(4095);
+    b.mem.reset();
+    b.bytes = 0;
+    void* p = std::aligned_alloc(64, rounded);
+    if (!p) throw std::bad_alloc();
+    b.mem.reset(p);
+    b.bytes = rounded;
+  }
+  return b.mem.get();
+}
+
+enum : int { kSlotA = 0, kSlotB = 1 };
+
+// ------------------------------------------------------------------------------------------------
+// Packing. op(A) rows [i0, i0+rows) x cols [p0, p0+kc) into micro-panels of mr rows:
+// dst[panel][p][i]; rows past the edge are zero so the micro-kernel never branches.
 
 template <class T>
-void gemm(const CpuCtx&, bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
-          const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < m; ++i) {
-    T* ci = c + i * ldc;
-    for (int64_t j = 0; j < n; ++j) ci[j] = beta == T(0) ? T(0) : beta * ci[j];
-    for (int64_t p = 0; p < k; ++p) {
-      const T av = alpha * (ta ? a[p * lda + i] : a[i * lda + p]);
-      if (!tb) {
-        const T* bp = b + p * ldb;
-        for (int64_t j = 0; j < n; ++j) ci[j] += av * bp[j];
+void pack_a_panel(bool ta, const T* a, int64_t lda, int64_t i0, int64_t rows, int64_t p0, int64_t kc, T* dst) {
+  constexpr int mr = Blocking<T>::mr;
+  if (ta) {  // op(A)[i][p] = a[p*lda + i]: each p gives mr contiguous values
+    for (int64_t p = 0; p < kc; ++p) {
+      const T* src = a + (p0 + p) * lda + i0;
+      T* d = dst + p * mr;
+      if (rows == mr) {
+        for (int i = 0; i < mr; ++i) d[i] = src[i];
       } else {
-        for (int64_t j = 0; j < n; ++j) ci[j] += av * b[j * ldb + p];
+        for (int i = 0; i < mr; ++i) d[i] = i < rows ? src[i] : T(0);
+      }
+    }
+    return;
+  }
+  // op(A)[i][p] = a[i*lda + p]: mr row streams, interleaved
+  const T* src[mr];
+  for (int i = 0; i < mr; ++i) src[i] = a + (i0 + std::min<int64_t>(i, rows - 1)) * lda + p0;
+  if (rows == mr) {
+    for (int64_t p = 0; p < kc; ++p)
+      for (int i = 0; i < mr; ++i) dst[p * mr + i] = src[i][p];
+  } else {
+    for (int64_t p = 0; p < kc; ++p)
+      for (int i = 0; i < mr; ++i) dst[p * mr + i] = i < rows ? src[i][p] : T(0);
+  }
+}
+
+// op(B) rows [p0, p0+kc) x cols [j0, j0+cols) into one micro-panel of nr columns: dst[p][j].
+template <class T>
+void pack_b_panel(bool tb, const T* b, int64_t ldb, int64_t p0, int64_t kc, int64_t j0, int64_t cols, T* dst) {
+  constexpr int nr = Blocking<T>::nr;
+  if (!tb) {  // op(B)[p][j] = b[p*ldb + j]: each p gives nr contiguous values
+    using S = Simd<T>;
+    constexpr int nv = Blocking<T>::nv;
+    if (cols == nr) {
+      for (int64_t p = 0; p < kc; ++p) {
+        const T* src = b + (p0 + p) * ldb + j0;
+        for (int v = 0; v < nv; ++v) S::store(dst + p * nr + v * S::lanes, S::load(src + v * S::lanes));
+      }
+    } else {
+      for (int64_t p = 0; p < kc; ++p) {
+        const T* src = b + (p0 + p) * ldb + j0;
+        T* d = dst + p * nr;
+        for (int j = 0; j < nr; ++j) d[j] = j < cols ? src[j] : T(0);
+      }
+    }
+    return;
+  }
+  // op(B)[p][j] = b[j*ldb + p]: a transpose. Work in strips of 8 p so every source row is read a
+  // cache line at a time while the strip's nr x 8 destination stays in L1.
+  constexpr int64_t strip = 8;
+  for (int64_t ps = 0; ps < kc; ps += strip) {
+    const int64_t pe = std::min(kc, ps + strip);
+    for (int j = 0; j < nr; ++j) {
+      if (j < cols) {
+        const T* src = b + (j0 + j) * ldb + p0;
+        for (int64_t p = ps; p < pe; ++p) dst[p * nr + j] = src[p];
+      } else {
+        for (int64_t p = ps; p < pe; ++p) dst[p * nr + j] = T(0);
       }
     }
   }
 }
 
+// ------------------------------------------------------------------------------------------------
+// Micro-kernel: acc = A micro-panel (mr x kc) * B micro-panel (kc x nr), then
+// C = alpha*acc + beta*C on the full tile (beta == 0: C not read). Edge tiles go through a local
+// tile and copy only the valid part.
+
 template <class T>
-void gemm_batched(const CpuCtx& ctx, bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
+inline void micro_kernel(int64_t kc, const T* __restrict ap, const T* __restrict bp, T* __restrict c, int64_t ldc,
+                         int rows, int cols, T alpha, T beta) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int mr = Blocking<T>::mr, nv = Blocking<T>::nv, nr = Blocking<T>::nr, L = S::lanes;
+  V acc[mr][nv];
+#pragma GCC unroll 16
+  for (int i = 0; i < mr; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; ++v) acc[i][v] = S::zero();
+
+  if (rows == mr && cols == nr) {
+    for (int i = 0; i < mr; ++i) __builtin_prefetch(c + i * ldc, 1, 3);
+  }
+
+#pragma GCC unroll 4
+  for (int64_t p = 0; p < kc; ++p) {
+    V bv[nv];
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; ++v) bv[v] = S::load(bp + v * L);
+#pragma GCC unroll 16
+    for (int i = 0; i < mr; ++i) {
+      const V av = S::bcast(ap[i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < nv; ++v) acc[i][v] = S::fma(av, bv[v], acc[i][v]);
+    }
+    ap += mr;
+    bp += nr;
+  }
+
+  const V va = S::bcast(alpha);
+  if (rows == mr && cols == nr) {
+    if (beta == T(0)) {
+#pragma GCC unroll 16
+      for (int i = 0; i < mr; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; ++v) S::store(c + i * ldc + v * L, S::mul(va, acc[i][v]));
+    } else {
+      const V vb = S::bcast(beta);
+#pragma GCC unroll 16
+      for (int i = 0; i < mr; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; ++v) {
+          T* ci = c + i * ldc + v * L;
+          S::store(ci, S::fma(va, acc[i][v], S::mul(vb, S::load(ci))));
+        }
+    }
+    return;
+  }
+  alignas(64) T tile[mr * nr];
+  for (int i = 0; i < mr; ++i)
+    for (int v = 0; v < nv; ++v) S::store(tile + i * nr + v * L, S::mul(va, acc[i][v]));
+  for (int i = 0; i < rows; ++i) {
+    T* ci = c + i * ldc;
+    const T* ti = tile + i * nr;
+    if (beta == T(0)) {
+      for (int j = 0; j < cols; ++j) ci[j] = ti[j];
+    } else {
+      for (int j = 0; j < cols; ++j) ci[j] = ti[j] + beta * ci[j];
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Small problems: straight loops, no packing.
+
+template <class T>
+void gemm_direct(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+                 int64_t ldb, T beta, T* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i) {
+    T* ci = c + i * ldc;
+    if (!tb) {
+      if (beta == T(0)) {
+        for (int64_t j = 0; j < n; ++j) ci[j] = T(0);
+      } else if (beta != T(1)) {
+        for (int64_t j = 0; j < n; ++j) ci[j] *= beta;
+      }
+      for (int64_t p = 0; p < k; ++p) {
+        const T av = alpha * (ta ? a[p * lda + i] : a[i * lda + p]);
+        const T* bp = b + p * ldb;
+        for (int64_t j = 0; j < n; ++j) ci[j] += av * bp[j];
+      }
+    } else {
+      for (int64_t j = 0; j < n; ++j) {
+        const T* bj = b + j * ldb;
+        T s = T(0);
+        if (ta) {
+          for (int64_t p = 0; p < k; ++p) s += a[p * lda + i] * bj[p];
+        } else {
+          const T* ai = a + i * lda;
+          for (int64_t p = 0; p < k; ++p) s += ai[p] * bj[p];
+        }
+        ci[j] = beta == T(0) ? alpha * s : alpha * s + beta * ci[j];
+      }
+    }
+  }
+}
+
+// C = beta*C (alpha == 0 or k == 0: A and B are not read, as in BLAS).
+template <class T> void scale_c(int64_t m, int64_t n, T beta, T* c, int64_t ldc) {
+  if (beta == T(1)) return;
+  for (int64_t i = 0; i < m; ++i) {
+    T* ci = c + i * ldc;
+    for (int64_t j = 0; j < n; ++j) ci[j] = beta == T(0) ? T(0) : beta * ci[j];
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The blocked driver.
+
+struct TaskGrid {
+  int64_t nb;        // columns per B block (a multiple of nr)
+  int64_t blocks;    // B blocks
+  int64_t splits;    // row ranges each A panel is cut into
+};
+
+// Cut one A panel's work into blocks x splits tasks, several per thread so that dynamic scheduling
+// can route around a thread the OS has preempted (the cores are shared), but no narrower than 4
+// micro-panels each way, below which packing is no longer amortised.
+template <class T> TaskGrid task_grid(int64_t m_panel, int64_t n, int threads) {
+  constexpr int64_t nr = Blocking<T>::nr, mr = Blocking<T>::mr;
+  const int64_t n_panels = (n + nr - 1) / nr;
+  const int64_t m_panels = (m_panel + mr - 1) / mr;
+  const int64_t target = threads > 1 ? 4 * int64_t(threads) : 1;
+  int64_t blocks = (n + Blocking<T>::nb - 1) / Blocking<T>::nb;
+  while (blocks < target && n_panels >= 8 * blocks) blocks *= 2;
+  blocks = std::min(blocks, n_panels);
+  TaskGrid g;
+  g.nb = (n_panels + blocks - 1) / blocks * nr;
+  g.blocks = (n + g.nb - 1) / g.nb;
+  g.splits = std::clamp<int64_t>((target + g.blocks - 1) / g.blocks, 1, std::max<int64_t>(1, m_panels / 4));
+  return g;
+}
+
+template <class T>
+void gemm_blocked(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+                  int64_t ldb, T beta, T* c, int64_t ldc, int threads) {
+  constexpr int64_t mr = Blocking<T>::mr, nr = Blocking<T>::nr, KC = Blocking<T>::kc;
+  // An A panel holds mb rows by ks columns of op(A), all k blocks at once, so that threads meet at a
+  // barrier only once per panel rather than once per k block.
+  const int64_t ks = std::min(k, Blocking<T>::ks);
+  const int64_t mb = std::min(m, Blocking<T>::mb);
+  const int64_t mb_panels = (mb + mr - 1) / mr;
+  const int64_t kblocks_max = (ks + KC - 1) / KC;
+  T* apack = static_cast<T*>(thread_buffer(kSlotA, size_t(mb_panels * mr * kblocks_max * KC) * sizeof(T)));
+  const TaskGrid grid = task_grid<T>(mb, n, threads);
+  const int64_t tasks = grid.blocks * grid.splits;
+  const int64_t kc_max = std::min(k, KC);
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    T* bpack = static_cast<T*>(thread_buffer(kSlotB, size_t(grid.nb * kc_max) * sizeof(T)));
+    for (int64_t i0 = 0; i0 < m; i0 += mb) {
+      const int64_t mcur = std::min(mb, m - i0);
+      const int64_t m_panels = (mcur + mr - 1) / mr;
+      for (int64_t k0 = 0; k0 < k; k0 += ks) {
+        const int64_t kscur = std::min(ks, k - k0);
+        const int64_t kblocks = (kscur + KC - 1) / KC;
+        // Packed layout: k block kb of micro-panel ip at apack + (kb * m_panels + ip) * mr * KC.
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t job = 0; job < kblocks * m_panels; ++job) {
+          const int64_t kb = job / m_panels, ip = job % m_panels;
+          const int64_t p0 = k0 + kb * KC, kc = std::min(KC, k0 + kscur - p0);
+          pack_a_panel(ta, a, lda, i0 + ip * mr, std::min(mr, mcur - ip * mr), p0, kc,
+                       apack + (kb * m_panels + ip) * mr * KC);
+        }
+
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < tasks; ++t) {
+          const int64_t blk = t / grid.splits, split = t % grid.splits;
+          const int64_t j0 = blk * grid.nb;
+          if (j0 >= n) continue;
+          const int64_t ncur = std::min(grid.nb, n - j0);
+          const int64_t n_panels = (ncur + nr - 1) / nr;
+          const int64_t ip_lo = m_panels * split / grid.splits, ip_hi = m_panels * (split + 1) / grid.splits;
+          for (int64_t kb = 0; kb < kblocks; ++kb) {
+            const int64_t p0 = k0 + kb * KC, kc = std::min(KC, k0 + kscur - p0);
+            const T beta_k = p0 == 0 ? beta : T(1);
+            for (int64_t jp = 0; jp < n_panels; ++jp)
+              pack_b_panel(tb, b, ldb, p0, kc, j0 + jp * nr, std::min(nr, ncur - jp * nr), bpack + jp * nr * kc);
+            for (int64_t ip = ip_lo; ip < ip_hi; ++ip) {
+              const int rows = int(std::min(mr, mcur - ip * mr));
+              const T* ap = apack + (kb * m_panels + ip) * mr * KC;
+              T* crow = c + (i0 + ip * mr) * ldc + j0;
+              for (int64_t jp = 0; jp < n_panels; ++jp) {
+                const int cols = int(std::min(nr, ncur - jp * nr));
+                micro_kernel(kc, ap, bpack + jp * nr * kc, crow + jp * nr, ldc, rows, cols, alpha, beta_k);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T> int gemm_threads(int64_t work) {
+  if (omp_in_parallel()) return 1;
+  const int64_t useful = std::max<int64_t>(1, work / kPerThreadMin);
+  return int(std::min<int64_t>(omp_get_max_threads(), useful));
+}
+
+template <class T>
+void gemm_impl(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+               int64_t ldb, T beta, T* c, int64_t ldc, int threads) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0 || alpha == T(0)) return scale_c(m, n, beta, c, ldc);
+  const int64_t work = m * n * k;
+  if (work < kDirectMax) return gemm_direct(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  gemm_blocked(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads);
+}
+
+}  // namespace
+
+template <class T>
+void gemm(const CpuCtx&, bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+          const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  gemm_impl(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, gemm_threads<T>(m * n * k));
+}
+
+// Small problems run one per thread over the batch; large ones one after another, each on all threads.
+template <class T>
+void gemm_batched(const CpuCtx&, bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a,
                   int64_t lda, int64_t sa, const T* b, int64_t ldb, int64_t sb, T beta, T* c, int64_t ldc, int64_t sc,
                   int64_t batch) {
-  for (int64_t i = 0; i < batch; ++i) gemm(ctx, ta, tb, m, n, k, alpha, a + i * sa, lda, b + i * sb, ldb, beta, c + i * sc, ldc);
+  if (batch <= 0) return;
+  const int64_t work = m * n * k;
+  const int inner = gemm_threads<T>(work);
+  const bool over_batch = !omp_in_parallel() && batch > 1 && omp_get_max_threads() > 1 &&
+                          (work < (int64_t(1) << 21) || batch >= 4 * int64_t(omp_get_max_threads()));
+  if (over_batch) {
+    const int threads = int(std::min<int64_t>(omp_get_max_threads(), std::max<int64_t>(1, batch * work / kPerThreadMin)));
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t i = 0; i < batch; ++i)
+      gemm_impl(ta, tb, m, n, k, alpha, a + i * sa, lda, b + i * sb, ldb, beta, c + i * sc, ldc, 1);
+    return;
+  }
+  for (int64_t i = 0; i < batch; ++i)
+    gemm_impl(ta, tb, m, n, k, alpha, a + i * sa, lda, b + i * sb, ldb, beta, c + i * sc, ldc, inner);
 }
 
 template void gemm<float>(const CpuCtx&, bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,

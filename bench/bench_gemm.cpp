@@ -1,0 +1,176 @@
+// bench/bench_gemm.cpp: GFLOP/s of the CPU GEMM beside OpenBLAS on the same threads, and CPU conv timings.
+//
+// Usage: bench_gemm [--quick]   (--quick: fewer sizes and repetitions, for a smoke run)
+// OpenBLAS is linked into this binary only; the engine never uses it.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+// Declared here rather than through <cblas.h>, which differs between BLAS providers; the enum values
+// are the CBLAS standard's.
+extern "C" {
+void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha, const float* a, int lda,
+                 const float* b, int ldb, float beta, float* c, int ldc);
+void openblas_set_num_threads(int threads);
+}
+
+namespace {
+
+namespace kn = hamu::kernels;
+constexpr int kCblasRowMajor = 101, kCblasNoTrans = 111, kCblasTrans = 112;
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
+// Median seconds of each of several functions. Each runs its warm-up and repetitions back to back,
+// after a pause: OpenMP's and OpenBLAS's idle threads spin for a while after a call, and on a few
+// cores a contender that runs while the other's threads still spin loses half its machine.
+std::vector<double> time_each(const std::vector<std::function<void()>>& fns, int warmup, int reps) {
+  std::vector<double> out;
+  for (const auto& f : fns) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (int w = 0; w < warmup; ++w) f();
+    std::vector<double> times;
+    for (int r = 0; r < reps; ++r) {
+      const double t0 = now_seconds();
+      f();
+      times.push_back(now_seconds() - t0);
+    }
+    out.push_back(median(times));
+  }
+  return out;
+}
+
+std::vector<float> random_vector(size_t n, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(gen);
+  return v;
+}
+
+void gemm_table(bool quick) {
+  const std::vector<int> sizes = quick ? std::vector<int>{256, 1024} : std::vector<int>{256, 512, 1024, 2048};
+  struct Variant {
+    const char* name;
+    bool ta, tb;
+  };
+  const Variant variants[] = {{"NN", false, false}, {"NT", false, true}, {"TN", true, false}};
+  std::printf("f32 GEMM, m = n = k, %d threads (GFLOP/s, median)\n", omp_get_max_threads());
+  std::printf("%-4s %6s %12s %12s %8s\n", "op", "size", "ours", "openblas", "ratio");
+  for (const Variant& var : variants) {
+    for (int s : sizes) {
+      const std::vector<float> a = random_vector(size_t(s) * s, 1), b = random_vector(size_t(s) * s, 2);
+      std::vector<float> c1(size_t(s) * s), c2(size_t(s) * s);
+      const int reps = quick ? 3 : (s <= 512 ? 21 : s <= 1024 ? 9 : 5);
+      const auto t = time_each(
+          {[&] {
+             kn::gemm(kn::CpuCtx{}, var.ta, var.tb, s, s, s, 1.0f, a.data(), s, b.data(), s, 0.0f, c1.data(), s);
+           },
+           [&] {
+             cblas_sgemm(kCblasRowMajor, var.ta ? kCblasTrans : kCblasNoTrans, var.tb ? kCblasTrans : kCblasNoTrans,
+                         s, s, s, 1.0f, a.data(), s, b.data(), s, 0.0f, c2.data(), s);
+           }},
+          2, reps);
+      double diff = 0, ref = 0;
+      for (size_t i = 0; i < c1.size(); ++i) {
+        diff += double(c1[i] - c2[i]) * (c1[i] - c2[i]);
+        ref += double(c2[i]) * c2[i];
+      }
+      const double flops = 2.0 * s * s * s;
+      std::printf("%-4s %6d %12.1f %12.1f %8.2f%s\n", var.name, s, flops / t[0] * 1e-9, flops / t[1] * 1e-9,
+                  t[1] / t[0], std::sqrt(diff / ref) > 1e-5 ? "  MISMATCH" : "");
+    }
+  }
+  std::printf("\n");
+}
+
+struct ConvCase {
+  const char* name;
+  kn::ConvShape shape;
+};
+
+kn::ConvShape conv_shape(int64_t n, int64_t c, int64_t hw, int64_t k, int64_t rs, int64_t stride, int64_t pad) {
+  kn::ConvShape s;
+  s.n = n, s.c = c, s.h = s.w = hw, s.k = k, s.r = s.s = rs;
+  s.stride_h = s.stride_w = stride, s.pad_h = s.pad_w = pad;
+  return s;
+}
+
+void conv_table(bool quick) {
+  const int64_t batch = 128;
+  const ConvCase cases[] = {
+      {"cnn conv1  1->32  3x3 p1 28x28", conv_shape(batch, 1, 28, 32, 3, 1, 1)},
+      {"cnn conv2 32->64  3x3 p1 14x14", conv_shape(batch, 32, 14, 64, 3, 1, 1)},
+      {"res 16->16 3x3 p1 32x32", conv_shape(batch, 16, 32, 16, 3, 1, 1)},
+      {"res 16->32 3x3 s2 p1 32x32", conv_shape(batch, 16, 32, 32, 3, 2, 1)},
+      {"res 32->32 3x3 p1 16x16", conv_shape(batch, 32, 16, 32, 3, 1, 1)},
+      {"res 64->64 3x3 p1 8x8", conv_shape(batch, 64, 8, 64, 3, 1, 1)},
+      {"res 16->32 1x1 s2 32x32", conv_shape(batch, 16, 32, 32, 1, 2, 0)},
+      {"res 32->64 1x1 s1 16x16", conv_shape(batch, 32, 16, 64, 1, 1, 0)},
+  };
+  std::printf("f32 conv2d, batch %lld, %d threads (images/s, median; fwd+bwd = forward, backward data, "
+              "backward filter)\n",
+              (long long)batch, omp_get_max_threads());
+  std::printf("%-32s %10s %10s %10s %10s %8s %8s\n", "shape", "fwd", "bwd_data", "bwd_filt", "fwd+bwd", "GFLOP/s",
+              "ws MB");
+  for (const ConvCase& cc : cases) {
+    const kn::ConvShape& s = cc.shape;
+    const int64_t oh = s.oh(), ow = s.ow();
+    const std::vector<float> x = random_vector(size_t(s.n * s.c * s.h * s.w), 3);
+    const std::vector<float> w = random_vector(size_t(s.k * s.c * s.r * s.s), 4);
+    const std::vector<float> bias = random_vector(size_t(s.k), 5);
+    const std::vector<float> gy = random_vector(size_t(s.n * s.k * oh * ow), 6);
+    std::vector<float> y(gy.size()), gx(x.size()), gw(w.size(), 0.0f), gb(size_t(s.k), 0.0f);
+    const int64_t ws_elems = kn::conv2d_workspace_elems(kn::CpuCtx{}, s);
+    std::vector<float> ws(size_t(std::max<int64_t>(ws_elems, 1)));
+    const int reps = quick ? 3 : 9;
+    const auto t = time_each(
+        {[&] { kn::conv2d_forward(kn::CpuCtx{}, s, x.data(), w.data(), bias.data(), y.data(), ws.data()); },
+         [&] { kn::conv2d_backward_data(kn::CpuCtx{}, s, gy.data(), w.data(), gx.data(), ws.data()); },
+         [&] { kn::conv2d_backward_filter(kn::CpuCtx{}, s, x.data(), gy.data(), gw.data(), gb.data(), ws.data()); }},
+        1, reps);
+    const double total = t[0] + t[1] + t[2];
+    const double flops = 3 * 2.0 * double(s.n) * s.k * oh * ow * s.c * s.r * s.s;
+    std::printf("%-32s %10.0f %10.0f %10.0f %10.0f %8.1f %8.2f\n", cc.name, s.n / t[0], s.n / t[1], s.n / t[2],
+                s.n / total, flops / total * 1e-9, double(ws_elems) * sizeof(float) / 1e6);
+  }
+  std::printf("\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else {
+      std::fprintf(stderr, "usage: bench_gemm [--quick]\n");
+      return 2;
+    }
+  }
+  openblas_set_num_threads(omp_get_max_threads());
+  std::printf("== bench_gemm ==\n");
+  gemm_table(quick);
+  conv_table(quick);
+  return 0;
+}

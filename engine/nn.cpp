@@ -1,0 +1,210 @@
+// engine/nn.cpp: module bookkeeping (names, devices, modes) and the layer implementations.
+#include "engine/nn.h"
+
+#include <cmath>
+
+namespace hamu::nn {
+
+// ------------------------------------------------------------------------------------------------
+// Module
+
+void Module::register_parameter(const std::string& name, Tensor* t) {
+  if (t->defined() && t->is_leaf()) t->requires_grad_(true);
+  params_.emplace_back(name, t);
+}
+
+void Module::register_buffer(const std::string& name, Tensor* t) { buffers_.emplace_back(name, t); }
+
+void Module::train(bool on) {
+  training_ = on;
+  for (auto& [name, child] : children_) child->train(on);
+}
+
+void Module::collect(const std::string& prefix, bool params, Named& out) const {
+  for (const auto& [name, t] : params ? params_ : buffers_)
+    if (t->defined()) out.emplace_back(prefix + name, *t);
+  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", params, out);
+}
+
+Named Module::named_parameters() const {
+  Named out;
+  collect("", true, out);
+  return out;
+}
+
+Named Module::named_buffers() const {
+  Named out;
+  collect("", false, out);
+  return out;
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [name, t] : named_parameters()) out.push_back(t);
+  return out;
+}
+
+int64_t Module::num_parameters() const {
+  int64_t n = 0;
+  for (auto& [name, t] : named_parameters()) n += t.numel();
+  return n;
+}
+
+void Module::zero_grad() {
+  for (auto& [name, t] : params_)
+    if (t->defined()) t->zero_grad();
+  for (auto& [name, child] : children_) child->zero_grad();
+}
+
+template <class F> void Module::for_each_tensor(F f) {
+  for (auto& [name, t] : params_)
+    if (t->defined()) f(*t, true);
+  for (auto& [name, t] : buffers_)
+    if (t->defined()) f(*t, false);
+  for (auto& [name, child] : children_) child->for_each_tensor(f);
+}
+
+void Module::to(Device device) {
+  for_each_tensor([&](Tensor& t, bool is_param) {
+    if (t.device() == device) return;
+    const std::string name = t.name();
+    Tensor moved = t.detach().to(device);
+    moved.set_name(name);
+    if (is_param) moved.requires_grad_(true);
+    t = moved;
+  });
+}
+
+void Module::to(DType dtype) {
+  for_each_tensor([&](Tensor& t, bool is_param) {
+    if (t.dtype() == dtype) return;
+    const std::string name = t.name();
+    Tensor conv = t.detach().to(dtype);
+    conv.set_name(name);
+    if (is_param) conv.requires_grad_(true);
+    t = conv;
+  });
+}
+
+void Module::assign_names(const std::string& prefix) {
+  for (auto& [name, t] : params_)
+    if (t->defined()) t->set_name(prefix + name);
+  for (auto& [name, t] : buffers_)
+    if (t->defined()) t->set_name(prefix + name);
+  for (auto& [name, child] : children_) child->assign_names(prefix + name + ".");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Layers
+
+Linear::Linear(int64_t in, int64_t out, bool has_bias, Rng& rng) {
+  if (in < 1 || out < 1) throw InputError("Linear: sizes must be positive, got " + std::to_string(in) + "->" + std::to_string(out));
+  const double bound = 1.0 / std::sqrt(double(in));
+  weight = Tensor::empty({out, in});
+  rng.fill_uniform(weight, -bound, bound);
+  register_parameter("weight", &weight);
+  if (has_bias) {
+    bias = Tensor::empty({out});
+    rng.fill_uniform(bias, -bound, bound);
+    register_parameter("bias", &bias);
+  }
+}
+
+Tensor Linear::forward(const Tensor& x) { return linear(x, weight, bias); }
+
+Conv2d::Conv2d(int64_t in, int64_t out, int kernel, int stride, int pad, bool has_bias, Rng& rng) {
+  if (in < 1 || out < 1 || kernel < 1 || stride < 1 || pad < 0)
+    throw InputError("Conv2d: invalid geometry in=" + std::to_string(in) + " out=" + std::to_string(out) +
+                     " kernel=" + std::to_string(kernel));
+  opt.stride_h = opt.stride_w = stride;
+  opt.pad_h = opt.pad_w = pad;
+  const double bound = 1.0 / std::sqrt(double(in * kernel * kernel));
+  weight = Tensor::empty({out, in, kernel, kernel});
+  rng.fill_uniform(weight, -bound, bound);
+  register_parameter("weight", &weight);
+  if (has_bias) {
+    bias = Tensor::empty({out});
+    rng.fill_uniform(bias, -bound, bound);
+    register_parameter("bias", &bias);
+  }
+}
+
+Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight, bias, opt); }
+
+BatchNorm2d::BatchNorm2d(int64_t channels, double eps_, double momentum_) : eps(eps_), momentum(momentum_) {
+  weight = Tensor::full({channels}, 1.0);
+  bias = Tensor::zeros({channels});
+  running_mean = Tensor::zeros({channels});
+  running_var = Tensor::full({channels}, 1.0);
+  register_parameter("weight", &weight);
+  register_parameter("bias", &bias);
+  register_buffer("running_mean", &running_mean);
+  register_buffer("running_var", &running_var);
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  const bool batch_stats = training() && !frozen;
+  return batch_norm(x, weight, bias, running_mean, running_var, batch_stats, momentum, eps);
+}
+
+MaxPool2d::MaxPool2d(int kernel, int stride, int pad) {
+  opt.kernel_h = opt.kernel_w = kernel;
+  opt.stride_h = opt.stride_w = stride;
+  opt.pad_h = opt.pad_w = pad;
+}
+
+AvgPool2d::AvgPool2d(int kernel, int stride, int pad) {
+  opt.kernel_h = opt.kernel_w = kernel;
+  opt.stride_h = opt.stride_w = stride;
+  opt.pad_h = opt.pad_w = pad;
+}
+
+Tensor Dropout::forward(const Tensor& x) {
+  // A fresh mask per call, reproducible from the module's seed and call count.
+  uint64_t state = seed_ ^ (0x9E3779B97F4A7C15ull * ++calls_);
+  return dropout(x, p, training(), splitmix64(state));
+}
+
+Embedding::Embedding(int64_t vocab, int64_t dim, Rng& rng) {
+  if (vocab < 1 || dim < 1) throw InputError("Embedding: sizes must be positive");
+  weight = Tensor::empty({vocab, dim});
+  rng.fill_normal(weight, 0.0, 1.0);
+  register_parameter("weight", &weight);
+}
+
+LayerNorm::LayerNorm(int64_t dim, double eps_) : eps(eps_) {
+  weight = Tensor::full({dim}, 1.0);
+  bias = Tensor::zeros({dim});
+  register_parameter("weight", &weight);
+  register_parameter("bias", &bias);
+}
+
+CausalSelfAttention::CausalSelfAttention(int64_t dim_, int64_t heads_, Rng& rng) : dim(dim_), heads(heads_) {
+  if (heads < 1 || dim % heads != 0)
+    throw InputError("CausalSelfAttention: dim " + std::to_string(dim) + " is not divisible by " + std::to_string(heads) + " heads");
+  qkv = register_module("qkv", std::make_shared<Linear>(dim, 3 * dim, true, rng));
+  proj = register_module("proj", std::make_shared<Linear>(dim, dim, true, rng));
+}
+
+Tensor CausalSelfAttention::forward(const Tensor& x) {
+  if (x.dim() != 3 || x.shape()[2] != dim)
+    throw InputError("CausalSelfAttention: expected [B,T," + std::to_string(dim) + "], got " + shape_str(x.shape()));
+  const int64_t b = x.shape()[0], t = x.shape()[1], dh = dim / heads;
+  // [B,T,3D] -> [3,B,H,T,Dh]
+  Tensor qkv_out = permute((*qkv)(x).reshape({b, t, 3, heads, dh}), {2, 0, 3, 1, 4});
+  const int64_t part = b * heads * t * dh;
+  Tensor flat = qkv_out.reshape({3 * part});
+  Tensor q = flat.narrow(0, 0, part).reshape({b, heads, t, dh});
+  Tensor k = flat.narrow(0, part, part).reshape({b, heads, t, dh});
+  Tensor v = flat.narrow(0, 2 * part, part).reshape({b, heads, t, dh});
+  Tensor y = permute(causal_attention(q, k, v), {0, 2, 1, 3}).reshape({b, t, dim});
+  return (*proj)(y);
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor h = x;
+  for (auto& layer : layers_) h = layer->forward(h);
+  return h;
+}
+
+}  // namespace hamu::nn

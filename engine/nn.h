@@ -1,0 +1,171 @@
+// engine/nn.h: modules (layers with named parameters and buffers) built on the differentiable ops.
+#pragma once
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/ops.h"
+#include "engine/rng.h"
+#include "engine/tensor.h"
+
+namespace hamu::nn {
+
+using Named = std::vector<std::pair<std::string, Tensor>>;
+
+// A module owns parameters (trainable), buffers (state such as BatchNorm running statistics) and
+// child modules, all named, so "layer1.0.conv1.weight" paths come out of the tree.
+class Module {
+ public:
+  virtual ~Module() = default;
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  virtual Tensor forward(const Tensor& x) = 0;
+  Tensor operator()(const Tensor& x) { return forward(x); }
+
+  virtual void train(bool on = true);
+  void eval() { train(false); }
+  bool training() const { return training_; }
+
+  Named named_parameters() const;
+  Named named_buffers() const;
+  std::vector<Tensor> parameters() const;
+  int64_t num_parameters() const;
+  void zero_grad();
+  // Moves/converts parameters and buffers (keeps names and requires_grad).
+  void to(Device device);
+  void to(DType dtype);
+  // Sets every parameter's and buffer's Tensor name to its dotted path (call once after building).
+  void assign_names(const std::string& prefix = "");
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children() const { return children_; }
+
+ protected:
+  void register_parameter(const std::string& name, Tensor* t);
+  void register_buffer(const std::string& name, Tensor* t);
+  template <class M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    children_.emplace_back(name, m);
+    return m;
+  }
+
+ private:
+  void collect(const std::string& prefix, bool params, Named& out) const;
+  template <class F> void for_each_tensor(F f);
+  std::vector<std::pair<std::string, Tensor*>> params_, buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  bool training_ = true;
+};
+
+class Linear : public Module {
+ public:
+  // PyTorch default init: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)).
+  Linear(int64_t in, int64_t out, bool bias, Rng& rng);
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias;
+};
+
+class Conv2d : public Module {
+ public:
+  Conv2d(int64_t in, int64_t out, int kernel, int stride, int pad, bool bias, Rng& rng);
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias;
+  Conv2dOptions opt;
+};
+
+// BatchNorm over channels of [N,C,H,W] or [N,C]. frozen: always use the running statistics and never
+// update them, even in training mode (HAMU's unlearning setting: samples stay independent).
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(int64_t channels, double eps = 1e-5, double momentum = 0.1);
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias, running_mean, running_var;
+  double eps, momentum;
+  bool frozen = false;
+};
+
+class ReLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return relu(x); }
+};
+
+class GELU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return gelu(x); }
+};
+
+class MaxPool2d : public Module {
+ public:
+  MaxPool2d(int kernel, int stride, int pad = 0);
+  Tensor forward(const Tensor& x) override { return max_pool2d(x, opt); }
+  Pool2dOptions opt;
+};
+
+class AvgPool2d : public Module {
+ public:
+  AvgPool2d(int kernel, int stride, int pad = 0);
+  Tensor forward(const Tensor& x) override { return avg_pool2d(x, opt); }
+  Pool2dOptions opt;
+};
+
+class GlobalAvgPool : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return global_avg_pool2d(x); }
+};
+
+class Flatten : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return x.flatten(1); }
+};
+
+class Dropout : public Module {
+ public:
+  Dropout(double p, uint64_t seed) : p(p), seed_(seed) {}
+  Tensor forward(const Tensor& x) override;
+  double p;
+
+ private:
+  uint64_t seed_, calls_ = 0;
+};
+
+class Embedding : public Module {
+ public:
+  Embedding(int64_t vocab, int64_t dim, Rng& rng);  // weight ~ N(0, 1)
+  Tensor forward(const Tensor& indices) override { return embedding(indices, weight); }
+  Tensor weight;
+};
+
+class LayerNorm : public Module {
+ public:
+  explicit LayerNorm(int64_t dim, double eps = 1e-5);
+  Tensor forward(const Tensor& x) override { return layer_norm(x, weight, bias, eps); }
+  Tensor weight, bias;
+  double eps;
+};
+
+// Multi-head causal self-attention over x [B,T,D]: fused qkv projection, attention, output projection.
+class CausalSelfAttention : public Module {
+ public:
+  CausalSelfAttention(int64_t dim, int64_t heads, Rng& rng);
+  Tensor forward(const Tensor& x) override;
+  std::shared_ptr<Linear> qkv, proj;
+  int64_t dim, heads;
+};
+
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  // Children are named "0", "1", ... in order.
+  template <class M> std::shared_ptr<M> add(std::shared_ptr<M> m) {
+    layers_.push_back(m);
+    return register_module(std::to_string(layers_.size() - 1), m);
+  }
+  Tensor forward(const Tensor& x) override;
+  size_t size() const { return layers_.size(); }
+
+ private:
+  std::vector<std::shared_ptr<Module>> layers_;
+};
+
+}  // namespace hamu::nn

@@ -1,0 +1,472 @@
+// engine/nn_ops.cpp: neural-network ops (convolution, pooling, normalisation, softmax and losses,
+// embedding, causal attention, dropout) with their backward passes.
+#include <cmath>
+#include <string>
+
+#include "engine/dispatch.h"
+#include "engine/ops.h"
+#include "engine/ops_internal.h"
+#include "kernels/kernels.h"
+
+namespace hamu {
+namespace {
+
+void require_dim(const char* op, const Tensor& x, int dim, const char* what) {
+  if (x.dim() != dim)
+    throw InputError(std::string(op) + ": expected " + what + ", got shape " + shape_str(x.shape()));
+}
+
+Tensor workspace_for(const Tensor& like, int64_t elems) {
+  return Tensor::empty({std::max<int64_t>(elems, 1)}, like.dtype(), like.device());
+}
+
+kernels::PoolShape pool_shape(const char* op, const Tensor& x, const Pool2dOptions& o) {
+  require_dim(op, x, 4, "an [N,C,H,W] input");
+  kernels::PoolShape p;
+  p.n = x.shape()[0];
+  p.c = x.shape()[1];
+  p.h = x.shape()[2];
+  p.w = x.shape()[3];
+  p.r = o.kernel_h;
+  p.s = o.kernel_w;
+  p.stride_h = o.stride_h;
+  p.stride_w = o.stride_w;
+  p.pad_h = o.pad_h;
+  p.pad_w = o.pad_w;
+  if (p.r < 1 || p.s < 1 || p.stride_h < 1 || p.stride_w < 1 || p.pad_h < 0 || p.pad_w < 0 || 2 * p.pad_h > p.r ||
+      2 * p.pad_w > p.s || p.oh() < 1 || p.ow() < 1)
+    throw InputError(std::string(op) + ": kernel " + std::to_string(p.r) + "x" + std::to_string(p.s) + " stride " +
+                     std::to_string(p.stride_h) + " pad " + std::to_string(p.pad_h) + " does not fit input " +
+                     shape_str(x.shape()));
+  return p;
+}
+
+// Host-side validation of int32 indices (labels, token ids) when they live on the CPU.
+void check_indices(const char* op, const Tensor& idx, int64_t limit, int64_t allowed_extra) {
+  if (idx.dtype() != DType::i32) throw InputError(std::string(op) + ": indices must be int32");
+  if (idx.is_cuda()) return;  // validated where they were made (loaders), before moving to the device
+  const int32_t* p = idx.contiguous().data<int32_t>();
+  for (int64_t i = 0, n = idx.numel(); i < n; ++i)
+    if ((p[i] < 0 || p[i] >= limit) && p[i] != allowed_extra)
+      throw InputError(std::string(op) + ": index " + std::to_string(p[i]) + " at position " + std::to_string(i) +
+                       " is outside [0, " + std::to_string(limit) + ")");
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+// Convolution
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& opt) {
+  check_same("conv2d", x, w);
+  require_dim("conv2d", x, 4, "an [N,C,H,W] input");
+  require_dim("conv2d", w, 4, "a [K,C,R,S] weight");
+  if (x.shape()[1] != w.shape()[1])
+    throw InputError("conv2d: input " + shape_str(x.shape()) + " has " + std::to_string(x.shape()[1]) +
+                     " channels, weight " + shape_str(w.shape()) + " expects " + std::to_string(w.shape()[1]));
+  kernels::ConvShape cs;
+  cs.n = x.shape()[0];
+  cs.c = x.shape()[1];
+  cs.h = x.shape()[2];
+  cs.w = x.shape()[3];
+  cs.k = w.shape()[0];
+  cs.r = w.shape()[2];
+  cs.s = w.shape()[3];
+  cs.stride_h = opt.stride_h;
+  cs.stride_w = opt.stride_w;
+  cs.pad_h = opt.pad_h;
+  cs.pad_w = opt.pad_w;
+  if (cs.stride_h < 1 || cs.stride_w < 1 || cs.pad_h < 0 || cs.pad_w < 0 || cs.oh() < 1 || cs.ow() < 1)
+    throw InputError("conv2d: weight " + shape_str(w.shape()) + " with stride " + std::to_string(cs.stride_h) + " pad " +
+                     std::to_string(cs.pad_h) + " does not fit input " + shape_str(x.shape()));
+  Tensor bc;
+  if (b.defined()) {
+    check_same("conv2d", x, b);
+    if (b.dim() != 1 || b.shape()[0] != cs.k)
+      throw InputError("conv2d: bias " + shape_str(b.shape()) + " does not match weight " + shape_str(w.shape()));
+    bc = b.contiguous();
+  }
+  Tensor xc = x.contiguous(), wc = w.contiguous();
+  Tensor y = Tensor::empty({cs.n, cs.k, cs.oh(), cs.ow()}, x.dtype(), x.device());
+  dispatch("conv2d", xc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    Tensor ws = workspace_for(xc, kernels::conv2d_workspace_elems(ctx, cs));
+    kernels::conv2d_forward(ctx, cs, xc.data<T>(), wc.data<T>(), bc.defined() ? bc.data<T>() : nullptr, y.data<T>(),
+                            ws.data<T>());
+  });
+  CaptureTicket ticket = capture_layer(CaptureKind::conv2d, w, b, xc, cs.n, cs);
+  if (needs_grad({&xc, &wc, &bc})) {
+    Tensor xd = xc.detach(), wd = wc.detach();
+    const bool need_x = xc.requires_grad(), need_w = wc.requires_grad(), need_b = bc.defined() && bc.requires_grad();
+    const bool has_b = bc.defined();
+    std::vector<Tensor> inputs{xc, wc};
+    if (has_b) inputs.push_back(bc);
+    record(y, "conv2d", inputs, [=](const Tensor& g) {
+      Tensor gc = g.contiguous();
+      capture_output_grad(ticket, gc);
+      Tensor gx, gw, gb;
+      dispatch("conv2d_backward", gc, [&](const auto& ctx, auto tag) {
+        using T = decltype(tag);
+        Tensor ws = workspace_for(gc, kernels::conv2d_workspace_elems(ctx, cs));
+        if (need_x) {
+          gx = empty_like(xd);
+          kernels::conv2d_backward_data(ctx, cs, gc.data<T>(), wd.data<T>(), gx.data<T>(), ws.data<T>());
+        }
+        if (need_w || need_b) {
+          gw = zeros_like(wd);
+          if (has_b) gb = Tensor::zeros({cs.k}, gc.dtype(), gc.device());
+          kernels::conv2d_backward_filter(ctx, cs, xd.data<T>(), gc.data<T>(), gw.data<T>(),
+                                          has_b ? gb.data<T>() : nullptr, ws.data<T>());
+        }
+      });
+      std::vector<Tensor> grads{gx, need_w ? gw : Tensor()};
+      if (has_b) grads.push_back(need_b ? gb : Tensor());
+      return grads;
+    });
+  }
+  return y;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Pooling
+
+Tensor max_pool2d(const Tensor& x, const Pool2dOptions& opt) {
+  const kernels::PoolShape ps = pool_shape("max_pool2d", x, opt);
+  Tensor xc = x.contiguous();
+  Tensor y = Tensor::empty({ps.n, ps.c, ps.oh(), ps.ow()}, x.dtype(), x.device());
+  Tensor arg = Tensor::empty(y.shape(), DType::i32, x.device());
+  dispatch("max_pool2d", xc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    kernels::maxpool2d_forward(ctx, ps, xc.data<T>(), y.data<T>(), arg.data<int32_t>());
+  });
+  if (needs_grad({&xc})) {
+    const Shape in_shape = xc.shape();
+    record(y, "max_pool2d", {xc}, [ps, arg, in_shape](const Tensor& g) {
+      Tensor gc = g.contiguous();
+      Tensor gx = Tensor::empty(in_shape, g.dtype(), g.device());
+      dispatch("max_pool2d_backward", gc, [&](const auto& ctx, auto tag) {
+        using T = decltype(tag);
+        kernels::maxpool2d_backward(ctx, ps, gc.data<T>(), arg.data<int32_t>(), gx.data<T>());
+      });
+      return std::vector<Tensor>{gx};
+    });
+  }
+  return y;
+}
+
+Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& opt) {
+  const kernels::PoolShape ps = pool_shape("avg_pool2d", x, opt);
+  Tensor xc = x.contiguous();
+  Tensor y = Tensor::empty({ps.n, ps.c, ps.oh(), ps.ow()}, x.dtype(), x.device());
+  dispatch("avg_pool2d", xc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    kernels::avgpool2d_forward(ctx, ps, xc.data<T>(), y.data<T>());
+  });
+  if (needs_grad({&xc})) {
+    const Shape in_shape = xc.shape();
+    record(y, "avg_pool2d", {xc}, [ps, in_shape](const Tensor& g) {
+      Tensor gc = g.contiguous();
+      Tensor gx = Tensor::empty(in_shape, g.dtype(), g.device());
+      dispatch("avg_pool2d_backward", gc, [&](const auto& ctx, auto tag) {
+        using T = decltype(tag);
+        kernels::avgpool2d_backward(ctx, ps, gc.data<T>(), gx.data<T>());
+      });
+      return std::vector<Tensor>{gx};
+    });
+  }
+  return y;
+}
+
+Tensor global_avg_pool2d(const Tensor& x) {
+  require_dim("global_avg_pool2d", x, 4, "an [N,C,H,W] input");
+  const int64_t n = x.shape()[0], c = x.shape()[1];
+  return mean(x.reshape({n, c, -1}), 2);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Normalisation
+
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                  const Tensor& running_var, bool batch_stats, double momentum, double eps) {
+  if (x.dim() != 4 && x.dim() != 2)
+    throw InputError("batch_norm: expected an [N,C,H,W] or [N,C] input, got " + shape_str(x.shape()));
+  check_same("batch_norm", x, gamma);
+  check_same("batch_norm", x, beta);
+  const int64_t n = x.shape()[0], c = x.shape()[1], hw = x.dim() == 4 ? x.shape()[2] * x.shape()[3] : 1;
+  for (const Tensor* p : {&gamma, &beta})
+    if (p->numel() != c)
+      throw InputError("batch_norm: parameter " + shape_str(p->shape()) + " does not match " + std::to_string(c) +
+                       " channels of input " + shape_str(x.shape()));
+  const bool have_running = running_mean.defined() && running_var.defined();
+  if (!batch_stats && !have_running) throw InputError("batch_norm: evaluation mode needs running statistics");
+  if (have_running) {
+    check_same("batch_norm", x, running_mean);
+    if (running_mean.numel() != c || running_var.numel() != c)
+      throw InputError("batch_norm: running statistics do not match " + std::to_string(c) + " channels");
+  }
+  if (batch_stats && n * hw < 2) throw InputError("batch_norm: training statistics need more than one value per channel, got input " + shape_str(x.shape()));
+  Tensor xc = x.contiguous(), gc_ = gamma.contiguous(), bc = beta.contiguous();
+  Tensor y = empty_like(xc);
+  Tensor save_mean = Tensor::empty({c}, x.dtype(), x.device()), save_invstd = Tensor::empty({c}, x.dtype(), x.device());
+  dispatch("batch_norm", xc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    if (batch_stats) {
+      Tensor rm = have_running ? running_mean : Tensor::zeros({c}, x.dtype(), x.device());
+      Tensor rv = have_running ? running_var : Tensor::full({c}, 1.0, x.dtype(), x.device());
+      kernels::batchnorm_forward_train(ctx, n, c, hw, xc.data<T>(), gc_.data<T>(), bc.data<T>(), T(eps), T(momentum),
+                                       y.data<T>(), save_mean.data<T>(), save_invstd.data<T>(), rm.data<T>(),
+                                       rv.data<T>());
+    } else {
+      kernels::batchnorm_forward_infer(ctx, n, c, hw, xc.data<T>(), gc_.data<T>(), bc.data<T>(),
+                                       running_mean.data<T>(), running_var.data<T>(), T(eps), y.data<T>(),
+                                       save_mean.data<T>(), save_invstd.data<T>());
+    }
+  });
+  if (needs_grad({&xc, &gc_, &bc})) {
+    Tensor xd = xc.detach(), gd = gc_.detach();
+    record(y, "batch_norm", {xc, gc_, bc}, [=](const Tensor& g) {
+      Tensor gcont = g.contiguous();
+      Tensor gx = empty_like(xd);
+      Tensor ggamma = Tensor::zeros({c}, g.dtype(), g.device()), gbeta = Tensor::zeros({c}, g.dtype(), g.device());
+      dispatch("batch_norm_backward", gcont, [&](const auto& ctx, auto tag) {
+        using T = decltype(tag);
+        kernels::batchnorm_backward(ctx, n, c, hw, batch_stats, xd.data<T>(), gcont.data<T>(), gd.data<T>(),
+                                    save_mean.data<T>(), save_invstd.data<T>(), gx.data<T>(), ggamma.data<T>(),
+                                    gbeta.data<T>());
+      });
+      return std::vector<Tensor>{gx, ggamma.reshape(gd.shape()), gbeta.reshape(gd.shape())};
+    });
+  }
+  return y;
+}
+
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps) {
+  check_same("layer_norm", x, gamma);
+  check_same("layer_norm", x, beta);
+  if (x.dim() < 1) throw InputError("layer_norm: scalar input");
+  const int64_t d = x.shape().back();
+  if (gamma.numel() != d || beta.numel() != d)
+    throw InputError("layer_norm: parameters " + shape_str(gamma.shape()) + " do not match input " + shape_str(x.shape()));
+  const int64_t rows = d ? x.numel() / d : 0;
+  Tensor xc = x.contiguous(), gc_ = gamma.contiguous(), bc = beta.contiguous();
+  Tensor y = empty_like(xc);
+  Tensor mu = Tensor::empty({rows}, x.dtype(), x.device()), rstd = Tensor::empty({rows}, x.dtype(), x.device());
+  dispatch("layer_norm", xc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    kernels::layernorm_forward(ctx, rows, d, xc.data<T>(), gc_.data<T>(), bc.data<T>(), T(eps), y.data<T>(),
+                               mu.data<T>(), rstd.data<T>());
+  });
+  if (needs_grad({&xc, &gc_, &bc})) {
+    Tensor xd = xc.detach(), gd = gc_.detach();
+    record(y, "layer_norm", {xc, gc_, bc}, [=](const Tensor& g) {
+      Tensor gcont = g.contiguous();
+      Tensor gx = empty_like(xd);
+      Tensor ggamma = Tensor::zeros(gd.shape(), g.dtype(), g.device()), gbeta = Tensor::zeros(gd.shape(), g.dtype(), g.device());
+      dispatch("layer_norm_backward", gcont, [&](const auto& ctx, auto tag) {
+        using T = decltype(tag);
+        kernels::layernorm_backward(ctx, rows, d, xd.data<T>(), gcont.data<T>(), gd.data<T>(), mu.data<T>(),
+                                    rstd.data<T>(), gx.data<T>(), ggamma.data<T>(), gbeta.data<T>());
+      });
+      return std::vector<Tensor>{gx, ggamma, gbeta};
+    });
+  }
+  return y;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Softmax and losses
+
+namespace {
+
+Tensor softmax_like(const char* op, bool log_form, const Tensor& x) {
+  if (x.dim() < 1) throw InputError(std::string(op) + ": scalar input");
+  const int64_t d = x.shape().back();
+  const int64_t rows = d ? x.numel() / d : 0;
+  Tensor xc = x.contiguous();
+  Tensor y = empty_like(xc);
+  dispatch(op, xc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    if (log_form) kernels::log_softmax_forward(ctx, rows, d, xc.data<T>(), y.data<T>());
+    else kernels::softmax_forward(ctx, rows, d, xc.data<T>(), y.data<T>());
+  });
+  if (needs_grad({&xc})) {
+    Tensor yd = y.detach();
+    record(y, op, {xc}, [yd, rows, d, log_form, op](const Tensor& g) {
+      Tensor gc = g.contiguous();
+      Tensor gx = empty_like(gc);
+      dispatch(op, gc, [&](const auto& ctx, auto tag) {
+        using T = decltype(tag);
+        if (log_form) kernels::log_softmax_backward(ctx, rows, d, yd.data<T>(), gc.data<T>(), gx.data<T>());
+        else kernels::softmax_backward(ctx, rows, d, yd.data<T>(), gc.data<T>(), gx.data<T>());
+      });
+      return std::vector<Tensor>{gx};
+    });
+  }
+  return y;
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& x) { return softmax_like("softmax", false, x); }
+Tensor log_softmax(const Tensor& x) { return softmax_like("log_softmax", true, x); }
+
+Tensor cross_entropy_per_sample(const Tensor& logits, const Tensor& labels, int ignore_index) {
+  require_dim("cross_entropy", logits, 2, "[N,C] logits");
+  if (labels.dim() != 1 || labels.numel() != logits.shape()[0])
+    throw InputError("cross_entropy: labels " + shape_str(labels.shape()) + " do not match logits " + shape_str(logits.shape()));
+  if (labels.device() != logits.device()) throw InputError("cross_entropy: labels and logits on different devices");
+  const int64_t rows = logits.shape()[0], classes = logits.shape()[1];
+  check_indices("cross_entropy", labels, classes, ignore_index);
+  Tensor lc = logits.contiguous(), yc = labels.contiguous();
+  Tensor losses = Tensor::empty({rows}, logits.dtype(), logits.device());
+  Tensor logprobs = empty_like(lc);
+  dispatch("cross_entropy", lc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    kernels::cross_entropy_forward(ctx, rows, classes, lc.data<T>(), yc.data<int32_t>(), ignore_index,
+                                   losses.data<T>(), logprobs.data<T>());
+  });
+  if (needs_grad({&lc})) {
+    record(losses, "cross_entropy", {lc}, [=](const Tensor& g) {
+      Tensor gc = g.contiguous();
+      Tensor gx = empty_like(logprobs);
+      dispatch("cross_entropy_backward", gc, [&](const auto& ctx, auto tag) {
+        using T = decltype(tag);
+        kernels::cross_entropy_backward(ctx, rows, classes, logprobs.data<T>(), yc.data<int32_t>(), ignore_index,
+                                        gc.data<T>(), gx.data<T>());
+      });
+      return std::vector<Tensor>{gx};
+    });
+  }
+  return losses;
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, int ignore_index) {
+  Tensor losses = cross_entropy_per_sample(logits, labels, ignore_index);
+  int64_t count = labels.numel();
+  // Only count ignored rows when the label tensor is on the host; device labels are never padded
+  // with ignore_index by our loaders, and counting them would need a synchronising copy.
+  if (!labels.is_cuda()) {
+    count = 0;
+    for (int32_t v : labels.to_vector<int32_t>()) count += v != ignore_index;
+  }
+  if (count == 0) return mul_scalar(sum(losses), 0.0);
+  return mul_scalar(sum(losses), 1.0 / double(count));
+}
+
+Tensor kl_div_per_sample(const Tensor& ref_logits, const Tensor& logits) {
+  check_same("kl_div", ref_logits, logits);
+  if (ref_logits.shape() != logits.shape() || logits.dim() != 2)
+    throw InputError("kl_div: logits " + shape_str(ref_logits.shape()) + " and " + shape_str(logits.shape()) +
+                     " must be equal [N,C] shapes");
+  Tensor ref_lp = log_softmax(ref_logits.detach());
+  Tensor lp = log_softmax(logits);
+  return sum(mul(exp(ref_lp), sub(ref_lp, lp)), 1);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Embedding, attention, dropout
+
+Tensor embedding(const Tensor& indices, const Tensor& table) {
+  require_dim("embedding", table, 2, "a [V,D] table");
+  if (indices.device() != table.device()) throw InputError("embedding: indices and table on different devices");
+  const int64_t vocab = table.shape()[0], dim = table.shape()[1];
+  check_indices("embedding", indices, vocab, -1);
+  Tensor ic = indices.contiguous(), tc = table.contiguous();
+  Shape out_shape = indices.shape();
+  out_shape.push_back(dim);
+  const int64_t n = ic.numel();
+  Tensor y = Tensor::empty(out_shape, table.dtype(), table.device());
+  dispatch("embedding", tc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    kernels::embedding_forward(ctx, n, dim, ic.data<int32_t>(), tc.data<T>(), y.data<T>());
+  });
+  CaptureTicket ticket =
+      capture_layer(CaptureKind::embedding, table, Tensor(), ic, indices.dim() >= 1 ? indices.shape()[0] : 1, {});
+  if (needs_grad({&tc})) {
+    const Shape t_shape = table.shape();
+    record(y, "embedding", {tc}, [=](const Tensor& g) {
+      Tensor gc = g.contiguous();
+      capture_output_grad(ticket, gc);
+      Tensor gt = Tensor::zeros(t_shape, g.dtype(), g.device());
+      dispatch("embedding_backward", gc, [&](const auto& ctx, auto tag) {
+        using T = decltype(tag);
+        kernels::embedding_backward(ctx, n, dim, vocab, ic.data<int32_t>(), gc.data<T>(), gt.data<T>());
+      });
+      return std::vector<Tensor>{gt};
+    });
+  }
+  return y;
+}
+
+Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v) {
+  check_same("causal_attention", q, k);
+  check_same("causal_attention", q, v);
+  require_dim("causal_attention", q, 4, "[B,H,T,Dh] queries");
+  if (k.shape() != q.shape() || v.shape() != q.shape())
+    throw InputError("causal_attention: q " + shape_str(q.shape()) + ", k " + shape_str(k.shape()) + ", v " +
+                     shape_str(v.shape()) + " must have equal shapes");
+  const int64_t bh = q.shape()[0] * q.shape()[1], t = q.shape()[2], dh = q.shape()[3];
+  const double scale = 1.0 / std::sqrt(double(std::max<int64_t>(dh, 1)));
+  Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  Tensor scores = Tensor::empty({bh, t, t}, q.dtype(), q.device());
+  Tensor probs = Tensor::empty({bh, t, t}, q.dtype(), q.device());
+  Tensor y = empty_like(qc);
+  dispatch("causal_attention", qc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    kernels::gemm_batched(ctx, false, true, t, t, dh, T(1), qc.data<T>(), dh, t * dh, kc.data<T>(), dh, t * dh, T(0),
+                          scores.data<T>(), t, t * t, bh);
+    kernels::causal_softmax_forward(ctx, bh, t, T(scale), scores.data<T>(), probs.data<T>());
+    kernels::gemm_batched(ctx, false, false, t, dh, t, T(1), probs.data<T>(), t, t * t, vc.data<T>(), dh, t * dh, T(0),
+                          y.data<T>(), dh, t * dh, bh);
+  });
+  if (needs_grad({&qc, &kc, &vc})) {
+    Tensor qd = qc.detach(), kd = kc.detach(), vd = vc.detach();
+    record(y, "causal_attention", {qc, kc, vc}, [=](const Tensor& g) {
+      Tensor gc = g.contiguous();
+      Tensor gq = empty_like(qd), gk = empty_like(kd), gv = empty_like(vd);
+      Tensor gprobs = Tensor::empty({bh, t, t}, g.dtype(), g.device());
+      Tensor gscores = Tensor::empty({bh, t, t}, g.dtype(), g.device());
+      dispatch("causal_attention_backward", gc, [&](const auto& ctx, auto tag) {
+        using T = decltype(tag);
+        // dP = dY V^T, dV = P^T dY, dS = softmax'(dP), dQ = dS K, dK = dS^T Q
+        kernels::gemm_batched(ctx, false, true, t, t, dh, T(1), gc.data<T>(), dh, t * dh, vd.data<T>(), dh, t * dh,
+                              T(0), gprobs.data<T>(), t, t * t, bh);
+        kernels::gemm_batched(ctx, true, false, t, dh, t, T(1), probs.data<T>(), t, t * t, gc.data<T>(), dh, t * dh,
+                              T(0), gv.data<T>(), dh, t * dh, bh);
+        kernels::causal_softmax_backward(ctx, bh, t, T(scale), probs.data<T>(), gprobs.data<T>(), gscores.data<T>());
+        kernels::gemm_batched(ctx, false, false, t, dh, t, T(1), gscores.data<T>(), t, t * t, kd.data<T>(), dh, t * dh,
+                              T(0), gq.data<T>(), dh, t * dh, bh);
+        kernels::gemm_batched(ctx, true, false, t, dh, t, T(1), gscores.data<T>(), t, t * t, qd.data<T>(), dh, t * dh,
+                              T(0), gk.data<T>(), dh, t * dh, bh);
+      });
+      return std::vector<Tensor>{gq, gk, gv};
+    });
+  }
+  return y;
+}
+
+Tensor dropout(const Tensor& x, double p, bool training, uint64_t seed) {
+  if (!(p >= 0.0 && p < 1.0)) throw InputError("dropout: probability " + std::to_string(p) + " outside [0, 1)");
+  if (!training || p == 0.0) return x;
+  Tensor xc = x.contiguous();
+  Tensor y = empty_like(xc);
+  Tensor mask = Tensor::empty(xc.shape(), DType::u8, xc.device());
+  dispatch("dropout", xc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    kernels::dropout_forward(ctx, xc.numel(), T(p), seed, xc.data<T>(), y.data<T>(), mask.data<uint8_t>());
+  });
+  if (needs_grad({&xc})) {
+    record(y, "dropout", {xc}, [mask, p](const Tensor& g) {
+      Tensor gc = g.contiguous();
+      Tensor gx = empty_like(gc);
+      dispatch("dropout_backward", gc, [&](const auto& ctx, auto tag) {
+        using T = decltype(tag);
+        kernels::dropout_backward(ctx, gc.numel(), T(p), mask.data<uint8_t>(), gc.data<T>(), gx.data<T>());
+      });
+      return std::vector<Tensor>{gx};
+    });
+  }
+  return y;
+}
+
+}  // namespace hamu

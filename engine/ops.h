@@ -1,0 +1,104 @@
+// engine/ops.h: differentiable tensor ops over the kernel interface (each records its backward).
+//
+// Shape errors name the op and both shapes (InputError). Inputs of one op share dtype and device.
+#pragma once
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace hamu {
+
+// ---- elementwise, with NumPy-style broadcasting
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor affine(const Tensor& x, double scale, double shift);  // scale*x + shift
+inline Tensor mul_scalar(const Tensor& x, double s) { return affine(x, s, 0.0); }
+inline Tensor add_scalar(const Tensor& x, double s) { return affine(x, 1.0, s); }
+Tensor neg(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor gelu(const Tensor& x);  // exact (erf) form
+Tensor tanh(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor square(const Tensor& x);
+Tensor abs(const Tensor& x);
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator*(const Tensor& a, double s) { return mul_scalar(a, s); }
+inline Tensor operator*(double s, const Tensor& a) { return mul_scalar(a, s); }
+inline Tensor operator+(const Tensor& a, double s) { return add_scalar(a, s); }
+inline Tensor operator-(const Tensor& a) { return neg(a); }
+
+// Reverse of a broadcast: sums x down to `shape` (which x's shape broadcasts from).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// ---- reductions
+Tensor sum(const Tensor& x);                                  // all elements -> scalar
+Tensor mean(const Tensor& x);                                 // all elements -> scalar
+Tensor sum(const Tensor& x, int dim, bool keepdim = false);
+Tensor mean(const Tensor& x, int dim, bool keepdim = false);
+Tensor max(const Tensor& x, int dim, bool keepdim = false);   // values; gradient to the first maximum
+Tensor argmax(const Tensor& x, int dim);                      // int32, not differentiable
+Tensor dot(const Tensor& a, const Tensor& b);                 // flattened inner product -> scalar
+Tensor sum_squares(const Tensor& x);                          // -> scalar
+
+// ---- shape ops
+Tensor concat(const std::vector<Tensor>& parts, int dim);
+Tensor permute(const Tensor& x, const std::vector<int>& order);  // contiguous result
+// Rows of x (along dim 0) at `index` (int32 [k]); gradient scatter-adds.
+Tensor index_select0(const Tensor& x, const Tensor& index);
+
+// ---- linear algebra
+// [m,k] x [k,n] -> [m,n]; batched [..., m, k] x [..., k, n] with equal leading dims.
+Tensor matmul(const Tensor& a, const Tensor& b);
+// y = x W^T + b for x [..., in], W [out, in] (PyTorch layout), b [out] or undefined.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
+
+// ---- neural-network ops
+struct Conv2dOptions {
+  int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+};
+// x [N,C,H,W], w [K,C,R,S], b [K] or undefined -> [N,K,OH,OW]
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& opt = {});
+struct Pool2dOptions {
+  int kernel_h = 2, kernel_w = 2, stride_h = 2, stride_w = 2, pad_h = 0, pad_w = 0;
+};
+Tensor max_pool2d(const Tensor& x, const Pool2dOptions& opt);
+Tensor avg_pool2d(const Tensor& x, const Pool2dOptions& opt);
+Tensor global_avg_pool2d(const Tensor& x);  // [N,C,H,W] -> [N,C]
+
+// BatchNorm over x [N,C,H,W] (or [N,C]). batch_stats: normalise with the batch's statistics (training)
+// and, when running stats are given, update them in place; otherwise use the running statistics
+// (eval / frozen), a per-channel affine map for the gradient.
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                  const Tensor& running_var, bool batch_stats, double momentum, double eps);
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps);  // last dim
+
+Tensor softmax(const Tensor& x);      // last dim
+Tensor log_softmax(const Tensor& x);  // last dim
+
+// Cross-entropy of logits [N,C] with int32 labels [N]. Per-sample losses [N] (0 on ignored rows).
+Tensor cross_entropy_per_sample(const Tensor& logits, const Tensor& labels, int ignore_index = -100);
+// Mean over the rows whose label is not ignore_index.
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, int ignore_index = -100);
+// KL(p_ref || p) per row from two logit sets [N,C]; ref_logits carries no gradient.
+Tensor kl_div_per_sample(const Tensor& ref_logits, const Tensor& logits);
+
+// Rows of table [V,D] at int32 indices [...] -> [..., D]. Out-of-range indices are an InputError.
+Tensor embedding(const Tensor& indices, const Tensor& table);
+// Causal scaled-dot-product attention: q, k, v [B,H,T,Dh] -> [B,H,T,Dh].
+Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v);
+// Inverted dropout (identity when !training or p == 0).
+Tensor dropout(const Tensor& x, double p, bool training, uint64_t seed);
+
+// Checks dtype/device agreement and names the op; used by ops and modules.
+void check_same(const char* op, const Tensor& a, const Tensor& b);
+
+}  // namespace hamu

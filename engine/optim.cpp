@@ -1,0 +1,100 @@
+// engine/optim.cpp: optimizer steps through the kernel interface.
+#include "engine/optim.h"
+
+#include <cmath>
+
+#include "engine/dispatch.h"
+#include "kernels/kernels.h"
+
+namespace hamu {
+
+Optimizer::Optimizer(std::vector<Tensor> params) : params_(std::move(params)) {
+  for (const Tensor& p : params_)
+    if (!p.defined() || !p.is_contiguous() || !p.is_floating())
+      throw InputError("optimizer: parameters must be defined, contiguous floating-point tensors");
+}
+
+void Optimizer::zero_grad() {
+  for (Tensor& p : params_) p.zero_grad();
+}
+
+Sgd::Sgd(std::vector<Tensor> params, const SgdOptions& o) : Optimizer(std::move(params)), opt(o) {
+  if (!(o.lr >= 0) || !(o.momentum >= 0) || !(o.weight_decay >= 0))
+    throw InputError("sgd: learning rate, momentum and weight decay must be non-negative");
+  lr = o.lr;
+  buf_.resize(params_.size());
+  started_.assign(params_.size(), false);
+}
+
+void Sgd::step() {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& p = params_[i];
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    if (opt.momentum != 0 && !buf_[i].defined()) buf_[i] = Tensor::zeros(p.shape(), p.dtype(), p.device());
+    dispatch("sgd", p, [&](const auto& ctx, auto tag) {
+      using T = decltype(tag);
+      kernels::sgd_step(ctx, p.numel(), p.data<T>(), g.data<T>(), buf_[i].defined() ? buf_[i].data<T>() : nullptr,
+                        T(lr), T(opt.momentum), T(opt.dampening), T(opt.weight_decay), opt.nesterov, !started_[i]);
+    });
+    started_[i] = true;
+  }
+}
+
+AdamW::AdamW(std::vector<Tensor> params, const AdamWOptions& o) : Optimizer(std::move(params)), opt(o) {
+  if (!(o.lr >= 0) || !(o.beta1 >= 0 && o.beta1 < 1) || !(o.beta2 >= 0 && o.beta2 < 1) || !(o.eps > 0) ||
+      !(o.weight_decay >= 0))
+    throw InputError("adamw: need lr >= 0, betas in [0,1), eps > 0, weight decay >= 0");
+  lr = o.lr;
+  for (const Tensor& p : params_) {
+    m_.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
+    v_.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
+  }
+}
+
+void AdamW::step() {
+  ++step_;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& p = params_[i];
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    dispatch("adamw", p, [&](const auto& ctx, auto tag) {
+      using T = decltype(tag);
+      kernels::adamw_step(ctx, p.numel(), p.data<T>(), g.data<T>(), m_[i].data<T>(), v_[i].data<T>(), T(lr),
+                          T(opt.beta1), T(opt.beta2), T(opt.eps), T(opt.weight_decay), step_);
+    });
+  }
+}
+
+double grad_norm(const std::vector<Tensor>& params) {
+  double total = 0;
+  for (const Tensor& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    Tensor sq = Tensor::empty({}, g.dtype(), g.device());
+    dispatch("grad_norm", g, [&](const auto& ctx, auto tag) {
+      using T = decltype(tag);
+      kernels::sum_squares(ctx, g.numel(), g.data<T>(), sq.data<T>());
+    });
+    total += sq.item();
+  }
+  return std::sqrt(total);
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  const double norm = grad_norm(params);
+  if (!std::isfinite(norm)) return norm;
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef >= 1.0) return norm;
+  for (const Tensor& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    dispatch("clip_grad_norm", g, [&](const auto& ctx, auto tag) {
+      using T = decltype(tag);
+      kernels::axpby(ctx, g.numel(), T(coef), g.data<T>(), T(0), g.data<T>());
+    });
+  }
+  return norm;
+}
+
+}  // namespace hamu

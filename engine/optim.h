@@ -1,0 +1,62 @@
+// engine/optim.h: SGD and AdamW over a parameter list, and total-norm gradient clipping.
+// Optimizers hold the parameter tensors themselves: build them after moving a model to its device.
+#pragma once
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace hamu {
+
+class Optimizer {
+ public:
+  explicit Optimizer(std::vector<Tensor> params);
+  virtual ~Optimizer() = default;
+  virtual void step() = 0;  // parameters without a gradient are skipped
+  void zero_grad();
+  double lr = 1e-3;
+  const std::vector<Tensor>& params() const { return params_; }
+
+ protected:
+  std::vector<Tensor> params_;
+};
+
+struct SgdOptions {
+  double lr = 1e-2, momentum = 0.0, dampening = 0.0, weight_decay = 0.0;
+  bool nesterov = false;
+};
+
+class Sgd : public Optimizer {
+ public:
+  Sgd(std::vector<Tensor> params, const SgdOptions& opt);
+  void step() override;
+  SgdOptions opt;
+
+ private:
+  std::vector<Tensor> buf_;
+  std::vector<bool> started_;
+};
+
+struct AdamWOptions {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01;
+};
+
+class AdamW : public Optimizer {
+ public:
+  AdamW(std::vector<Tensor> params, const AdamWOptions& opt);
+  void step() override;
+  AdamWOptions opt;
+  int64_t steps() const { return step_; }
+
+ private:
+  std::vector<Tensor> m_, v_;
+  int64_t step_ = 0;
+};
+
+// Scales the gradients of `params` so their total L2 norm is at most max_norm, with the coefficient
+// max_norm / (norm + 1e-6) as in PyTorch. Returns the norm before clipping (NaN/Inf when a gradient
+// is not finite; nothing is scaled then).
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+// Total L2 norm of the gradients of `params` (0 for parameters without a gradient).
+double grad_norm(const std::vector<Tensor>& params);
+
+}  // namespace hamu

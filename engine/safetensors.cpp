@@ -1,0 +1,310 @@
+// engine/safetensors.cpp: safetensors writing (atomic) and reading (validated before any allocation).
+#include "engine/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <numeric>
+#include <set>
+
+#include "engine/atomic_file.h"
+#include "engine/json.h"
+
+namespace hamu {
+
+// The format is little-endian; so is every machine this engine targets, which lets tensor bytes
+// go to and from the file unconverted.
+static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
+
+namespace {
+
+constexpr int kMaxRank = 64;
+
+const char* dtype_code(DType t) {
+  switch (t) {
+    case DType::f32: return "F32";
+    case DType::f64: return "F64";
+    case DType::i32: return "I32";
+    case DType::u8: return "U8";
+  }
+  return "?";
+}
+
+bool parse_dtype_code(const std::string& s, DType& out) {
+  for (DType t : {DType::f32, DType::f64, DType::i32, DType::u8}) {
+    if (s == dtype_code(t)) {
+      out = t;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Reads exactly n bytes at `offset`; false on a short read (the file shrank under us).
+bool read_at(int fd, void* dst, size_t n, uint64_t offset) {
+  char* p = static_cast<char*>(dst);
+  while (n > 0) {
+    const ssize_t got = ::pread(fd, p, n < (size_t(1) << 30) ? n : (size_t(1) << 30), off_t(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    p += got;
+    n -= size_t(got);
+    offset += uint64_t(got);
+  }
+  return true;
+}
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// One header entry after validation.
+struct Entry {
+  std::string name;
+  DType dtype = DType::f32;
+  Shape shape;
+  uint64_t begin = 0, end = 0;
+};
+
+std::string offsets_str(uint64_t b, uint64_t e) { return "[" + std::to_string(b) + ", " + std::to_string(e) + "]"; }
+
+// Non-negative integer (exact in a double) or nothing.
+bool as_count(const Json& j, uint64_t& out) {
+  if (!j.is_integer() || j.as_number() < 0) return false;
+  out = uint64_t(j.as_int());
+  return true;
+}
+
+Entry parse_entry(const std::string& file, const std::string& name, const Json& j, uint64_t data_len) {
+  const std::string where = file + ": tensor '" + name + "': ";
+  if (!j.is_object())
+    throw InputError(where + "entry is " + Json::type_name(j.type()) + ", expected an object with dtype, shape and data_offsets");
+  for (const char* key : {"dtype", "shape", "data_offsets"})
+    if (!j.contains(key)) throw InputError(where + "missing \"" + key + "\"");
+
+  Entry e;
+  e.name = name;
+  const Json& dt = j.at("dtype");
+  if (!dt.is_string()) throw InputError(where + "dtype is " + Json::type_name(dt.type()) + ", expected a string");
+  if (!parse_dtype_code(dt.as_string(), e.dtype))
+    throw InputError(where + "dtype '" + dt.as_string() + "' is not supported (F32, F64, I32, U8)");
+
+  const Json& sh = j.at("shape");
+  if (!sh.is_array()) throw InputError(where + "shape is " + Json::type_name(sh.type()) + ", expected an array");
+  if (sh.size() > size_t(kMaxRank))
+    throw InputError(where + "shape has " + std::to_string(sh.size()) + " dimensions (at most " + std::to_string(kMaxRank) + ")");
+  uint64_t numel = 1;
+  bool overflow = false, has_zero = false;
+  for (const Json& d : sh.as_array()) {
+    uint64_t n = 0;
+    if (!as_count(d, n)) throw InputError(where + "shape entry " + d.dump() + " is not a non-negative integer");
+    e.shape.push_back(int64_t(n));
+    has_zero = has_zero || n == 0;
+    overflow = overflow || __builtin_mul_overflow(numel, n, &numel);
+  }
+  const size_t esize = dtype_size(e.dtype);
+  uint64_t bytes = 0;
+  if (has_zero) numel = 0, overflow = false;
+  if (overflow || __builtin_mul_overflow(numel, uint64_t(esize), &bytes) || numel > uint64_t(INT64_MAX))
+    throw InputError(where + "shape " + shape_str(e.shape) + " has too many elements");
+
+  const Json& off = j.at("data_offsets");
+  if (!off.is_array() || off.size() != 2 || !as_count(off.at(size_t(0)), e.begin) || !as_count(off.at(size_t(1)), e.end))
+    throw InputError(where + "data_offsets " + off.dump() + " is not a pair of non-negative integers");
+  if (e.end < e.begin) throw InputError(where + "data_offsets " + offsets_str(e.begin, e.end) + " end before they begin");
+  if (e.end > data_len)
+    throw InputError(where + "data_offsets " + offsets_str(e.begin, e.end) + " lie outside the data buffer of " +
+                     std::to_string(data_len) + " bytes");
+  if (e.end - e.begin != bytes)
+    throw InputError(where + dtype_code(e.dtype) + " " + shape_str(e.shape) + " needs " + std::to_string(bytes) +
+                     " bytes but data_offsets " + offsets_str(e.begin, e.end) + " span " + std::to_string(e.end - e.begin));
+  return e;
+}
+
+// Tensors must tile the data buffer exactly: no overlaps, no gaps, nothing left over.
+void check_layout(const std::string& file, const std::vector<Entry>& entries, uint64_t data_len) {
+  std::vector<size_t> order(entries.size());
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return std::pair(entries[a].begin, entries[a].end) < std::pair(entries[b].begin, entries[b].end);
+  });
+  uint64_t covered = 0;
+  const Entry* prev = nullptr;
+  for (size_t i : order) {
+    const Entry& e = entries[i];
+    if (e.begin < covered)
+      throw InputError(file + ": tensor '" + e.name + "': data_offsets " + offsets_str(e.begin, e.end) +
+                       " overlap tensor '" + prev->name + "' " + offsets_str(prev->begin, prev->end));
+    if (e.begin > covered)
+      throw InputError(file + ": tensor '" + e.name + "': data_offsets " + offsets_str(e.begin, e.end) + " leave a gap of " +
+                       std::to_string(e.begin - covered) + " bytes before them (tensors must be contiguous)");
+    covered = e.end;
+    prev = &e;
+  }
+  if (covered != data_len)
+    throw InputError(file + ": the data buffer has " + std::to_string(data_len) + " bytes but the tensors cover only " +
+                     std::to_string(covered));
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+// Checkpoint
+
+const Tensor* Checkpoint::find(const std::string& name) const {
+  for (const auto& t : tensors)
+    if (t.name == name) return &t.tensor;
+  return nullptr;
+}
+
+const Tensor& Checkpoint::get(const std::string& name) const {
+  if (const Tensor* t = find(name)) return *t;
+  std::string msg = (path.empty() ? std::string("checkpoint") : path) + ": no tensor named '" + name + "'";
+  if (tensors.empty()) {
+    msg += " (it holds no tensors)";
+  } else {
+    msg += " (it holds " + std::to_string(tensors.size()) + ": ";
+    for (size_t i = 0; i < tensors.size() && i < 6; ++i) msg += (i ? ", " : "") + tensors[i].name;
+    msg += tensors.size() > 6 ? ", ...)" : ")";
+  }
+  throw InputError(msg);
+}
+
+const std::string& Checkpoint::meta(const std::string& key) const {
+  const auto it = metadata.find(key);
+  if (it == metadata.end())
+    throw InputError((path.empty() ? std::string("checkpoint") : path) + ": no metadata entry '" + key + "'");
+  return it->second;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Save
+
+void save_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  std::set<std::string> names;
+  for (const auto& t : tensors) {
+    if (!t.tensor.defined()) throw InputError(path + ": tensor '" + t.name + "' is undefined");
+    if (t.name == "__metadata__") throw InputError(path + ": '__metadata__' is reserved and cannot name a tensor");
+    if (!names.insert(t.name).second) throw InputError(path + ": tensor name '" + t.name + "' appears twice");
+  }
+
+  // Host copies, contiguous; detach() keeps these copies off the autograd tape.
+  std::vector<Tensor> host;
+  host.reserve(tensors.size());
+  for (const auto& t : tensors) host.push_back(t.tensor.detach().to(Device{}).contiguous());
+
+  // Widest dtype first (stable), so each tensor starts at a multiple of its element size: the data
+  // buffer begins at 8 + header length, a multiple of 8.
+  std::vector<size_t> order(host.size());
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return dtype_size(host[a].dtype()) > dtype_size(host[b].dtype()); });
+  std::vector<uint64_t> begin(host.size());
+  uint64_t offset = 0;
+  for (size_t i : order) {
+    begin[i] = offset;
+    offset += uint64_t(host[i].numel()) * dtype_size(host[i].dtype());
+  }
+
+  Json header = Json::object();
+  if (!metadata.empty()) {
+    Json meta = Json::object();
+    for (const auto& [k, v] : metadata) meta.set(k, v);
+    header.set("__metadata__", std::move(meta));
+  }
+  for (size_t i = 0; i < host.size(); ++i) {
+    const uint64_t bytes = uint64_t(host[i].numel()) * dtype_size(host[i].dtype());
+    header.set(tensors[i].name, Json::object({{"dtype", dtype_code(host[i].dtype())},
+                                              {"shape", Json(host[i].shape())},
+                                              {"data_offsets", Json::array({begin[i], begin[i] + bytes})}}));
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+
+  unsigned char len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(uint64_t(text.size()) >> (8 * i));
+
+  AtomicFile f(path);
+  f.write(len, 8);
+  f.write(text);
+  for (size_t i : order) f.write(host[i].raw(), size_t(host[i].numel()) * dtype_size(host[i].dtype()));
+  f.commit();
+}
+
+// ------------------------------------------------------------------------------------------------
+// Load
+
+Checkpoint load_safetensors(const std::string& path) {
+  Fd file;
+  file.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (file.fd < 0) throw InputError(path + ": cannot open: " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(file.fd, &st) != 0) throw InputError(path + ": cannot stat: " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw InputError(path + ": not a regular file");
+  const uint64_t file_size = uint64_t(st.st_size);
+  if (file_size < 8)
+    throw InputError(path + ": " + std::to_string(file_size) + " bytes is too short for a safetensors file (the header length alone is 8)");
+
+  unsigned char len[8];
+  if (!read_at(file.fd, len, 8, 0)) throw InputError(path + ": read failed");
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len[i];
+  if (header_len > kSafetensorsMaxHeader)
+    throw InputError(path + ": header length " + std::to_string(header_len) + " is implausible (limit " +
+                     std::to_string(kSafetensorsMaxHeader) + "); not a safetensors file?");
+  if (header_len > file_size - 8)
+    throw InputError(path + ": header length " + std::to_string(header_len) + " runs past the end of the file (" +
+                     std::to_string(file_size - 8) + " bytes follow the length); the file is truncated or not safetensors");
+
+  std::string text(size_t(header_len), '\0');
+  if (!read_at(file.fd, text.data(), text.size(), 8)) throw InputError(path + ": read failed (file truncated?)");
+  JsonParseOptions opt;
+  opt.source = path + ": header is not valid JSON";
+  opt.max_depth = 8;  // a valid header nests three levels
+  const Json header = Json::parse(text, opt);
+  if (!header.is_object())
+    throw InputError(path + ": header is a JSON " + Json::type_name(header.type()) + ", expected an object");
+
+  const uint64_t data_start = 8 + header_len;
+  const uint64_t data_len = file_size - data_start;
+  Checkpoint ck;
+  ck.path = path;
+  std::vector<Entry> entries;
+  for (const auto [name, value] : header.members()) {
+    if (name == "__metadata__") {
+      if (!value.is_object())
+        throw InputError(path + ": __metadata__ is " + Json::type_name(value.type()) + ", expected an object of strings");
+      for (const auto [k, v] : value.members()) {
+        if (!v.is_string())
+          throw InputError(path + ": metadata '" + k + "' is " + Json::type_name(v.type()) +
+                           ", but metadata values must be strings");
+        ck.metadata[k] = v.as_string();
+      }
+      continue;
+    }
+    entries.push_back(parse_entry(path, name, value, data_len));
+  }
+  check_layout(path, entries, data_len);
+
+  // Only now, with every size checked against the file, is memory allocated (at most the file's size).
+  ck.tensors.reserve(entries.size());
+  for (const Entry& e : entries) {
+    Tensor t = Tensor::empty(e.shape, e.dtype);
+    if (!read_at(file.fd, t.raw(), size_t(e.end - e.begin), data_start + e.begin))
+      throw InputError(path + ": tensor '" + e.name + "': read failed (file truncated while reading?)");
+    t.set_name(e.name);
+    ck.tensors.push_back({e.name, t});
+  }
+  return ck;
+}
+
+}  // namespace hamu

@@ -1,0 +1,276 @@
+// kernels/cuda/device.cu: device management (count, contexts with stream/cuBLAS/cuDNN handles, memory,
+// copies), error reporting and the persistent per-device scratch the reduction kernels share.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace hamu::kernels {
+namespace cuda_detail {
+
+namespace {
+
+constexpr int kMaxDevices = 16;
+
+std::string fmt_bytes(size_t b) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%zu bytes (%.1f MiB)", b, double(b) / (1024.0 * 1024.0));
+  return buf;
+}
+
+struct DeviceSlot {
+  std::once_flag info_once;
+  DeviceInfo info;
+  std::once_flag ctx_once;
+  CudaCtx ctx;
+  std::mutex scratch_mu;
+  Scratch scratch;
+};
+
+DeviceSlot& slot(int device) {
+  static DeviceSlot slots[kMaxDevices];
+  if (device < 0 || device >= kMaxDevices)
+    throw std::runtime_error("cuda: device index " + std::to_string(device) + " out of range");
+  return slots[device];
+}
+
+bool sync_after_launch() {
+  static const bool on = [] {
+    const char* v = std::getenv("HAMU_CUDA_SYNC");
+    return v && v[0] == '1';
+  }();
+  return on;
+}
+
+thread_local int tl_current_device = -1;
+
+}  // namespace
+
+void throw_cuda(cudaError_t e, const char* op, const char* call) {
+  cudaGetLastError();  // clear a sticky-free error so the next call is not blamed for this one
+  throw std::runtime_error(std::string(op) + ": " + call + " failed: " + cudaGetErrorName(e) + " (" +
+                           cudaGetErrorString(e) + ")");
+}
+
+void throw_cublas(cublasStatus_t s, const char* op, const char* call) {
+  throw std::runtime_error(std::string(op) + ": " + call + " failed: " + cublasGetStatusName(s) + " (" +
+                           cublasGetStatusString(s) + ")");
+}
+
+#ifdef HAMU_CUDNN
+void throw_cudnn(cudnnStatus_t s, const char* op, const char* call) {
+  throw std::runtime_error(std::string(op) + ": " + call + " failed: " + cudnnGetErrorString(s));
+}
+#endif
+
+void launch_check(const CudaCtx& ctx, const char* kernel) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw_cuda(e, kernel, "kernel launch");
+  if (sync_after_launch()) {
+    e = cudaStreamSynchronize(stream_of(ctx));
+    if (e != cudaSuccess) throw_cuda(e, kernel, "cudaStreamSynchronize after launch (HAMU_CUDA_SYNC=1)");
+  }
+}
+
+void use_device(int device) {
+  if (tl_current_device == device) return;
+  HAMU_CU("cuda set device", cudaSetDevice(device));
+  tl_current_device = device;
+}
+
+const DeviceInfo& device_info(int device) {
+  DeviceSlot& s = slot(device);
+  std::call_once(s.info_once, [&] {
+    cudaDeviceProp p;
+    HAMU_CU("cuda device properties", cudaGetDeviceProperties(&p, device));
+    s.info.sm_count = p.multiProcessorCount > 0 ? p.multiProcessorCount : 1;
+    s.info.max_threads_per_sm = p.maxThreadsPerMultiProcessor > 0 ? p.maxThreadsPerMultiProcessor : 2048;
+    s.info.smem_optin = p.sharedMemPerBlockOptin;
+    s.info.name = p.name;
+  });
+  return s.info;
+}
+
+Scratch& scratch(int device) {
+  DeviceSlot& s = slot(device);
+  std::lock_guard<std::mutex> lock(s.scratch_mu);
+  if (!s.scratch.red_partials) {
+    use_device(device);
+    // 4096 CTA partials is more than any grid_for() gives; the counter sits behind them.
+    void* p = nullptr;
+    HAMU_CU("cuda scratch alloc", cudaMalloc(&p, 4096 * sizeof(double) + 64));
+    HAMU_CU("cuda scratch init", cudaMemset(p, 0, 4096 * sizeof(double) + 64));
+    s.scratch.red_partials = static_cast<double*>(p);
+    s.scratch.red_counter = reinterpret_cast<unsigned*>(static_cast<char*>(p) + 4096 * sizeof(double));
+    void* c = nullptr;
+    HAMU_CU("cuda scratch alloc", cudaMalloc(&c, 64));
+    HAMU_CU("cuda scratch init", cudaMemset(c, 0, 64));
+    s.scratch.mt_counters = static_cast<unsigned*>(c);
+  }
+  return s.scratch;
+}
+
+}  // namespace cuda_detail
+
+using namespace cuda_detail;
+
+// ------------------------------------------------------------------------------------------------
+
+int cuda_device_count() {
+  // No driver, no device or a driver too old all mean "no GPU" here, never an exception.
+  static const int count = [] {
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return n;
+  }();
+  return count;
+}
+
+CudaCtx& cuda_context(int device) {
+  const int count = cuda_device_count();
+  if (device < 0 || device >= count)
+    throw std::runtime_error("cuda_context: device " + std::to_string(device) + " not present (" +
+                             std::to_string(count) + " visible)");
+  DeviceSlot& s = slot(device);
+  std::call_once(s.ctx_once, [&] {
+    use_device(device);
+    CudaCtx c;
+    c.device = device;
+    cudaStream_t st = nullptr;
+    HAMU_CU("cuda_context", cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    c.stream = st;
+    cublasHandle_t h = nullptr;
+    HAMU_CUBLAS("cuda_context", cublasCreate(&h));
+    HAMU_CUBLAS("cuda_context", cublasSetStream(h, st));
+    HAMU_CUBLAS("cuda_context", cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST));
+    c.blas = h;
+#ifdef HAMU_CUDNN
+    cudnnHandle_t d = nullptr;
+    HAMU_CUDNN_CHECK("cuda_context", cudnnCreate(&d));
+    HAMU_CUDNN_CHECK("cuda_context", cudnnSetStream(d, st));
+    c.dnn = d;
+#endif
+    s.ctx = c;
+  });
+  use_device(device);
+  return s.ctx;
+}
+
+void* cuda_malloc(int device, size_t bytes) {
+  if (bytes == 0) return nullptr;
+  use_device(device);
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  if (e == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    cudaGetLastError();
+    throw std::runtime_error("cudaMalloc: out of memory on cuda:" + std::to_string(device) + " asking for " +
+                             fmt_bytes(bytes) + "; " + fmt_bytes(free_b) + " free of " + fmt_bytes(total_b));
+  }
+  if (e != cudaSuccess) throw_cuda(e, ("cuda_malloc of " + fmt_bytes(bytes)).c_str(), "cudaMalloc");
+  return p;
+}
+
+void cuda_free(int device, void* ptr) {
+  if (!ptr) return;
+  use_device(device);
+  HAMU_CU("cuda_free", cudaFree(ptr));
+}
+
+void cuda_memcpy_h2d(const CudaCtx& ctx, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  use_device(ctx);
+  // On the stream, so it lands after the kernels queued before it; synchronous on return.
+  HAMU_CU("cuda_memcpy_h2d", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_of(ctx)));
+  HAMU_CU("cuda_memcpy_h2d", cudaStreamSynchronize(stream_of(ctx)));
+}
+
+void cuda_memcpy_d2h(const CudaCtx& ctx, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  use_device(ctx);
+  HAMU_CU("cuda_memcpy_d2h", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_of(ctx)));
+  HAMU_CU("cuda_memcpy_d2h", cudaStreamSynchronize(stream_of(ctx)));
+}
+
+void cuda_memcpy_d2d(const CudaCtx& ctx, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0 || dst == src) return;
+  use_device(ctx);
+  HAMU_CU("cuda_memcpy_d2d", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_of(ctx)));
+}
+
+void cuda_memcpy_d2h_async(const CudaCtx& ctx, void* dst_pinned, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  use_device(ctx);
+  HAMU_CU("cuda_memcpy_d2h_async",
+          cudaMemcpyAsync(dst_pinned, src, bytes, cudaMemcpyDeviceToHost, stream_of(ctx)));
+}
+
+void* cuda_host_alloc_pinned(size_t bytes) {
+  void* p = nullptr;
+  if (bytes == 0) bytes = 1;
+  const cudaError_t e = cudaMallocHost(&p, bytes);
+  if (e != cudaSuccess) throw_cuda(e, ("cuda_host_alloc_pinned of " + fmt_bytes(bytes)).c_str(), "cudaMallocHost");
+  return p;
+}
+
+void cuda_host_free_pinned(void* ptr) {
+  if (!ptr) return;
+  HAMU_CU("cuda_host_free_pinned", cudaFreeHost(ptr));
+}
+
+void cuda_synchronize(const CudaCtx& ctx) {
+  use_device(ctx);
+  HAMU_CU("cuda_synchronize", cudaStreamSynchronize(stream_of(ctx)));
+}
+
+const char* cuda_device_name(int device) {
+  if (device < 0 || device >= cuda_device_count()) return "none";
+  return device_info(device).name.c_str();
+}
+
+size_t cuda_free_bytes(int device) {
+  use_device(device);
+  size_t free_b = 0, total_b = 0;
+  HAMU_CU("cuda_free_bytes", cudaMemGetInfo(&free_b, &total_b));
+  return free_b;
+}
+
+namespace cuda_detail {
+
+void ensure_mt_scratch(const CudaCtx& ctx, int count) {
+  Scratch& s = scratch(ctx.device);
+  DeviceSlot& sl = slot(ctx.device);
+  std::lock_guard<std::mutex> lock(sl.scratch_mu);
+  // Partials: at most kMtMaxChunks full chunks plus one partial chunk per tensor, 3 doubles each
+  // (hamu_block_stats); see reduce_mt.cu. Sized here with the same constants.
+  const int64_t need_partials = 3 * (kMtMaxChunks + int64_t(count) + 1);
+  const int64_t need_prefix = int64_t(count) + 2;  // prefix[0..count] and the chunk size
+  if (s.mt_partials_cap >= need_partials && s.mt_prefix_cap >= need_prefix) return;
+  use_device(ctx.device);
+  // Growing frees the old buffers: earlier kernels on the stream may still read them.
+  HAMU_CU("cuda mt scratch grow", cudaStreamSynchronize(stream_of(ctx)));
+  const int64_t cap_p = need_partials * 2, cap_x = need_prefix * 2;
+  if (s.mt_partials) HAMU_CU("cuda mt scratch grow", cudaFree(s.mt_partials));
+  if (s.mt_prefix) HAMU_CU("cuda mt scratch grow", cudaFree(s.mt_prefix));
+  s.mt_partials = nullptr;
+  s.mt_prefix = nullptr;
+  void* p = nullptr;
+  HAMU_CU("cuda mt scratch grow", cudaMalloc(&p, size_t(cap_p) * sizeof(double)));
+  s.mt_partials = static_cast<double*>(p);
+  s.mt_partials_cap = cap_p;
+  HAMU_CU("cuda mt scratch grow", cudaMalloc(&p, size_t(cap_x) * sizeof(int64_t)));
+  s.mt_prefix = static_cast<int64_t*>(p);
+  s.mt_prefix_cap = cap_x;
+}
+
+}  // namespace cuda_detail
+}  // namespace hamu::kernels

@@ -1,0 +1,396 @@
+// kernels/cuda/reduce_mt.cu: multi-tensor kernels over tables of device pointers: the two memory passes of
+// the fused HAMU update (hamu_block_stats, hamu_apply), multi_sum_squares and multi_scale.
+//
+// Design (one launch per pass, no host synchronisation, no per-call allocation):
+// - The tensors are cut into chunks of `chunk` elements (>= kMtMinChunk; larger when the total is huge so
+//   that there are at most kMtMaxChunks full chunks). Every CTA of a persistent grid first builds the
+//   chunk prefix of the table in shared memory (prefix[b] = first chunk of tensor b) from the device-side
+//   sizes - a few hundred bytes read from L2 - so nothing is cached on the host and a table reused at the
+//   same address with other contents can never be served a stale map.
+// - CTAs take chunks from an atomic work counter (dynamic balance: tensors of 16 elements and of millions
+//   of elements mix freely) and stream them with 16-byte loads where the pointers allow.
+// - Reductions write one double partial per chunk (so the result does not depend on which CTA took which
+//   chunk: deterministic); the last CTA to finish adds each tensor's partials in chunk order and resets the
+//   counters for the next launch on the stream.
+#include <stdexcept>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace hamu::kernels {
+using namespace cuda_detail;
+
+namespace {
+
+constexpr int kMtThreads = 256;
+
+// Exclusive scan over the CTA (blockDim.x == kMtThreads); returns this thread's offset, *total the sum.
+__device__ __forceinline__ int64_t block_exclusive_scan(int64_t v, int64_t* sh, int64_t* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = blockDim.x >> 5;
+  int64_t x = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int64_t y = __shfl_up_sync(0xffffffffu, x, o);
+    if (lane >= o) x += y;
+  }
+  __syncthreads();
+  if (lane == 31) sh[warp] = x;
+  __syncthreads();
+  int64_t warp_off = 0, all = 0;
+  for (int w = 0; w < nwarp; ++w) {
+    const int64_t t = sh[w];
+    if (w < warp) warp_off += t;
+    all += t;
+  }
+  *total = all;
+  return warp_off + x - v;
+}
+
+// Builds prefix[0..count] (chunk index where each tensor starts) and returns the chunk size. Every thread
+// of the CTA calls it; prefix may be shared or global memory.
+__device__ int64_t mt_plan(int count, const int64_t* __restrict__ sizes, int64_t* prefix, int64_t* sh) {
+  // Total elements -> chunk size.
+  int64_t local = 0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) local += sizes[i];
+  int64_t total = 0;
+  block_exclusive_scan(local, sh, &total);
+  int64_t chunk = (total + kMtMaxChunks - 1) / kMtMaxChunks;
+  chunk = (chunk + 1023) / 1024 * 1024;
+  if (chunk < kMtMinChunk) chunk = kMtMinChunk;
+  // Chunks per tensor, scanned over contiguous per-thread runs.
+  const int per = (count + blockDim.x - 1) / blockDim.x;
+  const int lo = threadIdx.x * per, hi = lo + per < count ? lo + per : count;
+  int64_t run = 0;
+  for (int i = lo; i < hi; ++i) run += (sizes[i] + chunk - 1) / chunk;
+  int64_t all = 0;
+  int64_t off = block_exclusive_scan(run, sh, &all);
+  for (int i = lo; i < hi; ++i) {
+    prefix[i] = off;
+    off += (sizes[i] + chunk - 1) / chunk;
+  }
+  if (threadIdx.x == 0) prefix[count] = all;
+  __syncthreads();
+  return chunk;
+}
+
+// For tables larger than kMtSmemTensors: the plan goes to global scratch once per launch pair.
+__global__ void mt_plan_kernel(int count, const int64_t* sizes, int64_t* prefix) {
+  __shared__ int64_t sh[32];
+  const int64_t chunk = mt_plan(count, sizes, prefix, sh);
+  if (threadIdx.x == 0) prefix[count + 1] = chunk;
+}
+
+// Largest b in [0, count) with prefix[b] <= c (tensors without chunks are skipped by construction).
+__device__ __forceinline__ int mt_find(const int64_t* prefix, int count, int64_t c) {
+  int lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (prefix[mid] <= c) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+__device__ __forceinline__ unsigned misalign4(const void* p) {
+  return unsigned((reinterpret_cast<uintptr_t>(p) >> 2) & 3);
+}
+
+// ---- per-chunk operations (every thread of the CTA calls chunk(); reductions return per-thread sums) ----
+
+// (<r,r>, <f,f>, <r,f>)
+struct StatsOp {
+  static constexpr int kStats = 3;
+  const float* const* r;
+  const float* const* f;
+  __device__ __forceinline__ void chunk(int b, int64_t start, int64_t len, double* acc) const {
+    const float* __restrict__ rp = r[b] + start;
+    const float* __restrict__ fp = f[b] + start;
+    double s0 = 0, s1 = 0, s2 = 0;
+    const int tid = threadIdx.x, T = blockDim.x;
+    int64_t head = 0, n4 = 0;
+    if (misalign4(rp) == misalign4(fp)) {
+      head = (4 - misalign4(rp)) & 3;
+      if (head > len) head = len;
+      n4 = (len - head) >> 2;
+    } else {
+      head = len;  // no common alignment: all scalar
+    }
+    const float4* r4 = reinterpret_cast<const float4*>(rp + head);
+    const float4* f4 = reinterpret_cast<const float4*>(fp + head);
+    // Four independent 16-byte loads per array in flight before the first use.
+    for (int64_t v = tid; v < n4; v += 4 * T) {
+      float4 ra[4], fa[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int64_t k = v + int64_t(u) * T;
+        if (k < n4) {
+          ra[u] = __ldg(r4 + k);
+          fa[u] = __ldg(f4 + k);
+        } else {
+          ra[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+          fa[u] = ra[u];
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        // Four products in float, then into the double accumulators (3 conversions per 4 elements).
+        const float rr = ra[u].x * ra[u].x + ra[u].y * ra[u].y + ra[u].z * ra[u].z + ra[u].w * ra[u].w;
+        const float ff = fa[u].x * fa[u].x + fa[u].y * fa[u].y + fa[u].z * fa[u].z + fa[u].w * fa[u].w;
+        const float rf = ra[u].x * fa[u].x + ra[u].y * fa[u].y + ra[u].z * fa[u].z + ra[u].w * fa[u].w;
+        s0 += double(rr);
+        s1 += double(ff);
+        s2 += double(rf);
+      }
+    }
+    // Scalar head and tail.
+    for (int64_t i = tid; i < head; i += T) {
+      const double a = rp[i], c = fp[i];
+      s0 += a * a;
+      s1 += c * c;
+      s2 += a * c;
+    }
+    for (int64_t i = head + 4 * n4 + tid; i < len; i += T) {
+      const double a = rp[i], c = fp[i];
+      s0 += a * a;
+      s1 += c * c;
+      s2 += a * c;
+    }
+    acc[0] = s0;
+    acc[1] = s1;
+    acc[2] = s2;
+  }
+};
+
+struct SumSqOp {
+  static constexpr int kStats = 1;
+  const float* const* x;
+  __device__ __forceinline__ void chunk(int b, int64_t start, int64_t len, double* acc) const {
+    const float* __restrict__ xp = x[b] + start;
+    const int tid = threadIdx.x, T = blockDim.x;
+    int64_t head = (4 - misalign4(xp)) & 3;
+    if (head > len) head = len;
+    const int64_t n4 = (len - head) >> 2;
+    const float4* x4 = reinterpret_cast<const float4*>(xp + head);
+    double s = 0;
+    for (int64_t v = tid; v < n4; v += 4 * T) {
+      float4 xa[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int64_t k = v + int64_t(u) * T;
+        xa[u] = k < n4 ? __ldg(x4 + k) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        s += double(xa[u].x * xa[u].x + xa[u].y * xa[u].y + xa[u].z * xa[u].z + xa[u].w * xa[u].w);
+    }
+    for (int64_t i = tid; i < head; i += T) s += double(xp[i]) * double(xp[i]);
+    for (int64_t i = head + 4 * n4 + tid; i < len; i += T) s += double(xp[i]) * double(xp[i]);
+    acc[0] = s;
+  }
+};
+
+// theta += cr * r + cf * f; a tensor whose two coefficients are both 0 is left untouched (as on the CPU).
+struct ApplyOp {
+  static constexpr int kStats = 0;
+  float* const* theta;
+  const float* const* r;
+  const float* const* f;
+  const float* coef;
+  __device__ __forceinline__ void chunk(int b, int64_t start, int64_t len, double*) const {
+    const float cr = coef[2 * b], cf = coef[2 * b + 1];
+    if (cr == 0.f && cf == 0.f) return;
+    float* __restrict__ tp = theta[b] + start;
+    const float* __restrict__ rp = r[b] + start;
+    const float* __restrict__ fp = f[b] + start;
+    const int tid = threadIdx.x, T = blockDim.x;
+    int64_t head = len, n4 = 0;
+    if (misalign4(tp) == misalign4(rp) && misalign4(tp) == misalign4(fp)) {
+      head = (4 - misalign4(tp)) & 3;
+      if (head > len) head = len;
+      n4 = (len - head) >> 2;
+    }
+    float4* t4 = reinterpret_cast<float4*>(tp + head);
+    const float4* r4 = reinterpret_cast<const float4*>(rp + head);
+    const float4* f4 = reinterpret_cast<const float4*>(fp + head);
+    for (int64_t v = tid; v < n4; v += 4 * T) {
+      float4 ta[4], ra[4], fa[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int64_t k = v + int64_t(u) * T;
+        if (k < n4) {
+          ta[u] = t4[k];
+          ra[u] = __ldg(r4 + k);
+          fa[u] = __ldg(f4 + k);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int64_t k = v + int64_t(u) * T;
+        if (k < n4) {
+          float4 o;
+          o.x = ta[u].x + (cr * ra[u].x + cf * fa[u].x);
+          o.y = ta[u].y + (cr * ra[u].y + cf * fa[u].y);
+          o.z = ta[u].z + (cr * ra[u].z + cf * fa[u].z);
+          o.w = ta[u].w + (cr * ra[u].w + cf * fa[u].w);
+          t4[k] = o;
+        }
+      }
+    }
+    for (int64_t i = tid; i < head; i += T) tp[i] += cr * rp[i] + cf * fp[i];
+    for (int64_t i = head + 4 * n4 + tid; i < len; i += T) tp[i] += cr * rp[i] + cf * fp[i];
+  }
+};
+
+struct ScaleOp {
+  static constexpr int kStats = 0;
+  float* const* x;
+  const float* scale;
+  __device__ __forceinline__ void chunk(int b, int64_t start, int64_t len, double*) const {
+    const float s = scale[b];
+    float* __restrict__ xp = x[b] + start;
+    const int tid = threadIdx.x, T = blockDim.x;
+    int64_t head = (4 - misalign4(xp)) & 3;
+    if (head > len) head = len;
+    const int64_t n4 = (len - head) >> 2;
+    float4* x4 = reinterpret_cast<float4*>(xp + head);
+    for (int64_t v = tid; v < n4; v += T) {
+      float4 a = x4[v];
+      a.x *= s;
+      a.y *= s;
+      a.z *= s;
+      a.w *= s;
+      x4[v] = a;
+    }
+    for (int64_t i = tid; i < head; i += T) xp[i] *= s;
+    for (int64_t i = head + 4 * n4 + tid; i < len; i += T) xp[i] *= s;
+  }
+};
+
+// The persistent multi-tensor kernel. gprefix: the plan from mt_plan_kernel, or null to build it here.
+template <class Op>
+__global__ void __launch_bounds__(kMtThreads) mt_kernel(Op op, int count, const int64_t* __restrict__ sizes,
+                                                        const int64_t* gprefix, unsigned* counters, double* partials,
+                                                        float* out) {
+  extern __shared__ int64_t sh_prefix[];
+  __shared__ int64_t sh_tmp[32];
+  __shared__ double sh_red[32];
+  __shared__ unsigned sh_c;
+  __shared__ bool sh_last;
+  constexpr int NS = Op::kStats;
+
+  const int64_t* prefix;
+  int64_t chunk;
+  if (gprefix) {
+    prefix = gprefix;
+    chunk = gprefix[count + 1];
+  } else {
+    chunk = mt_plan(count, sizes, sh_prefix, sh_tmp);
+    prefix = sh_prefix;
+  }
+  const int64_t nchunks = prefix[count];
+
+  for (;;) {
+    if (threadIdx.x == 0) sh_c = atomicAdd(&counters[0], 1u);
+    __syncthreads();
+    const int64_t c = sh_c;
+    __syncthreads();  // everyone has read sh_c before thread 0 may overwrite it
+    if (c >= nchunks) break;
+    const int b = mt_find(prefix, count, c);
+    const int64_t start = (c - prefix[b]) * chunk;
+    const int64_t n = sizes[b];
+    const int64_t len = n - start < chunk ? n - start : chunk;
+    double acc[NS > 0 ? NS : 1];
+    op.chunk(b, start, len, acc);
+    if constexpr (NS > 0) {
+#pragma unroll
+      for (int k = 0; k < NS; ++k) {
+        const double t = block_sum(acc[k], sh_red);
+        if (threadIdx.x == 0) partials[NS * c + k] = t;
+      }
+    }
+  }
+
+  // Done: the last CTA finalises (reductions) and resets the counters for the next launch.
+  if (threadIdx.x == 0) {
+    __threadfence();
+    sh_last = atomicAdd(&counters[1], 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!sh_last) return;
+  __threadfence();
+  if constexpr (NS > 0) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = blockDim.x >> 5;
+    for (int b = warp; b < count; b += nwarp) {
+      double s[NS];
+#pragma unroll
+      for (int k = 0; k < NS; ++k) s[k] = 0;
+      for (int64_t c = prefix[b] + lane; c < prefix[b + 1]; c += 32)
+#pragma unroll
+        for (int k = 0; k < NS; ++k) s[k] += __ldcg(partials + NS * c + k);
+#pragma unroll
+      for (int k = 0; k < NS; ++k) s[k] = warp_sum(s[k]);
+      if (lane == 0)
+#pragma unroll
+        for (int k = 0; k < NS; ++k) out[NS * b + k] = float(s[k]);
+    }
+  }
+  if (threadIdx.x == 0) {
+    counters[0] = 0;
+    counters[1] = 0;
+  }
+}
+
+template <class Op> int mt_ctas_per_sm(size_t smem) {
+  static int cached = -1;
+  if (cached < 0) {
+    int n = 0;
+    HAMU_CU("multi-tensor occupancy",
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, mt_kernel<Op>, kMtThreads,
+                                                          (size_t(kMtSmemTensors) + 1) * sizeof(int64_t)));
+    cached = n < 1 ? 1 : (n > 8 ? 8 : n);
+  }
+  (void)smem;
+  return cached;
+}
+
+template <class Op> void mt_launch(const CudaCtx& ctx, const char* name, const Op& op, int count,
+                                   const int64_t* sizes, float* out) {
+  if (count <= 0) return;
+  use_device(ctx);
+  ensure_mt_scratch(ctx, count);
+  Scratch& s = scratch(ctx.device);
+  const int64_t* gprefix = nullptr;
+  size_t smem = 0;
+  if (count > kMtSmemTensors) {
+    mt_plan_kernel<<<1, kMtThreads, 0, stream_of(ctx)>>>(count, sizes, s.mt_prefix);
+    launch_check(ctx, "mt_plan_kernel");
+    gprefix = s.mt_prefix;
+  } else {
+    smem = (size_t(count) + 1) * sizeof(int64_t);
+  }
+  const unsigned grid = unsigned(device_info(ctx.device).sm_count * mt_ctas_per_sm<Op>(smem));
+  mt_kernel<Op><<<grid, kMtThreads, smem, stream_of(ctx)>>>(op, count, sizes, gprefix, s.mt_counters, s.mt_partials,
+                                                            out);
+  launch_check(ctx, name);
+}
+
+}  // namespace
+
+void hamu_block_stats(const CudaCtx& ctx, int count, const float* const* r, const float* const* f, const int64_t* sizes,
+                      float* stats) {
+  mt_launch(ctx, "hamu_block_stats_kernel", StatsOp{r, f}, count, sizes, stats);
+}
+
+void hamu_apply(const CudaCtx& ctx, int count, float* const* theta, const float* const* r, const float* const* f,
+                const int64_t* sizes, const float* coef) {
+  mt_launch(ctx, "hamu_apply_kernel", ApplyOp{theta, r, f, coef}, count, sizes, nullptr);
+}
+
+void multi_sum_squares(const CudaCtx& ctx, int count, const float* const* x, const int64_t* sizes, float* sq) {
+  mt_launch(ctx, "multi_sum_squares_kernel", SumSqOp{x}, count, sizes, sq);
+}
+
+void multi_scale(const CudaCtx& ctx, int count, float* const* x, const int64_t* sizes, const float* scale) {
+  mt_launch(ctx, "multi_scale_kernel", ScaleOp{x, scale}, count, sizes, nullptr);
+}
+
+}  // namespace hamu::kernels

@@ -1,0 +1,78 @@
+// loaders/dataset.h: the in-memory image data set (raw u8 pixels) and the readers that fill it.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hamu {
+
+// Images stay raw u8 (a quarter of the float size); normalisation happens per batch (batch.h).
+struct ImageDataset {
+  int64_t n = 0, c = 0, h = 0, w = 0;
+  std::vector<uint8_t> pixels;  // n*c*h*w, CHW per image, images back to back
+  std::vector<int32_t> labels;  // n, each in [0, num_classes)
+  int32_t num_classes = 0;
+  std::vector<std::string> class_names;  // num_classes entries
+  std::string source;                    // where it came from, for reports ("fashion-mnist:/usr/...")
+
+  int64_t image_size() const { return c * h * w; }
+  const uint8_t* image(int64_t i) const { return pixels.data() + i * image_size(); }
+  std::vector<int64_t> class_counts() const;
+  std::vector<int64_t> indices_of_class(int32_t cls) const;  // ascending
+  // Throws Error when the fields disagree with each other (a loader bug, not bad input).
+  void check_consistent() const;
+};
+
+struct DataBundle {
+  ImageDataset train, test;
+  std::string spec;  // the canonical --data spec it was loaded from
+};
+
+// Whole-file read shared by the readers: InputError naming the file when it is missing, is a folder,
+// cannot be read, or is larger than `max_bytes`.
+std::vector<uint8_t> read_file_bytes(const std::string& path, int64_t max_bytes);
+
+// ---- IDX (MNIST family) --------------------------------------------------------------------------
+// One IDX u8 array: magic 0x0000 0x08 ndim, big-endian u32 dims, then the bytes. Gzip or plain,
+// told apart by the first two bytes.
+struct IdxArray {
+  std::vector<int64_t> dims;
+  std::vector<uint8_t> data;
+};
+// `expected_magic` is 2051 (images, 3 dims) or 2049 (labels, 1 dim). InputError names the file.
+IdxArray read_idx(const std::string& path, uint32_t expected_magic);
+
+// An image file and its label file. num_classes <= 0: take max label + 1 (generic idx:DIR);
+// class_names empty: the class index as text.
+ImageDataset load_idx_pair(const std::string& images_path, const std::string& labels_path, int32_t num_classes,
+                           const std::vector<std::string>& class_names);
+
+// {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] in `dir` (also the "train-images.idx3-ubyte" spelling).
+// `kind` is "fashion-mnist", "mnist" or "idx" and picks the class names and the not-found message.
+DataBundle load_idx_dir(const std::string& dir, const std::string& kind);
+
+const std::vector<std::string>& fashion_mnist_class_names();
+const std::vector<std::string>& mnist_class_names();
+
+// ---- CIFAR-10 binary version ---------------------------------------------------------------------
+// data_batch_1..5.bin and test_batch.bin in `dir` (or in dir/cifar-10-batches-bin, as the archive unpacks).
+DataBundle load_cifar10_dir(const std::string& dir);
+// One file of 3073-byte records (label, then R, G, B planes of 32x32); appended to `out`.
+void read_cifar10_file(const std::string& path, ImageDataset& out);
+const std::vector<std::string>& cifar10_class_names();
+
+// ---- Image folders -------------------------------------------------------------------------------
+struct ImageFolderOptions {
+  int64_t h = 0, w = 0;   // 0: the first image's size
+  int64_t channels = 0;   // 1 or 3; 0: from the first image (grey or grey+alpha -> 1, otherwise 3)
+  double holdout = 0.1;   // test fraction per class when there is no test/ folder
+  uint64_t holdout_seed = 0;
+};
+// dir/<class>/* or dir/train/<class>/* with dir/test/<class>/*. Class index = position of the class
+// folder name in sorted order (train's folders define the classes). PNG, JPEG, BMP (also GIF, TGA,
+// PNM) are decoded, converted to the channel count and bilinearly resized to h x w.
+DataBundle load_image_folder(const std::string& dir, const ImageFolderOptions& opt);
+// Bilinear resize of one u8 CHW image (half-pixel centres, edge clamped).
+void resize_bilinear(const uint8_t* src, int64_t c, int64_t sh, int64_t sw, uint8_t* dst, int64_t dh, int64_t dw);
+
+}  // namespace hamu

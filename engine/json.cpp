@@ -82,6 +82,7 @@ class JsonParser {
   std::string_view s_;
   const JsonParseOptions& opt_;
   size_t pos_ = 0;
+  size_t values_ = 0;
 
   [[noreturn]] void fail(const std::string& what, size_t at) const {
     // Line and column are counted only here, on the error path.
@@ -113,6 +114,8 @@ class JsonParser {
 
   Json parse_value(int depth) {
     if (pos_ >= s_.size()) fail("unexpected end of input, expected a value", pos_);
+    if (opt_.max_values && ++values_ > opt_.max_values)
+      fail("more than " + std::to_string(opt_.max_values) + " values", pos_);
     switch (s_[pos_]) {
       case '{': return parse_object(depth + 1);
       case '[': return parse_array(depth + 1);

@@ -25,6 +25,10 @@ struct JsonObject {
 
 struct JsonParseOptions {
   int max_depth = 256;  // nesting of arrays and objects; deeper input is rejected, never recursed into
+  // Values (nodes) allowed in the document, 0 for no limit. A parsed value costs up to ~100 bytes
+  // (node plus vector growth) for as little as 2 bytes of input, so readers of untrusted files that
+  // may be large set this to bound memory independently of the file's size.
+  size_t max_values = 0;
   // Prefix of every error message, usually the file the text came from.
   std::string source = "json";
 };
@@ -139,7 +143,7 @@ class Json {
 };
 
 // Reads and parses a whole file (errors name the file). Files above max_bytes are rejected unread.
-Json load_json(const std::string& path, size_t max_bytes = size_t(64) << 20);
+Json load_json(const std::string& path, size_t max_bytes = size_t(16) << 20);
 // Writes dump(indent) plus a newline to a temporary file and renames it over `path`.
 void save_json(const std::string& path, const Json& value, int indent = 2);
 

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 #include <set>
@@ -74,7 +75,14 @@ struct Entry {
   uint64_t begin = 0, end = 0;
 };
 
-std::string offsets_str(uint64_t b, uint64_t e) { return "[" + std::to_string(b) + ", " + std::to_string(e) + "]"; }
+std::string offsets_str(uint64_t b, uint64_t e) {
+  std::string s = "[";  // built by appending: GCC 12 misreports `"[" + std::to_string(..)` (-Wrestrict)
+  s += std::to_string(b);
+  s += ", ";
+  s += std::to_string(e);
+  s += ']';
+  return s;
+}
 
 // Non-negative integer (exact in a double) or nothing.
 bool as_count(const Json& j, uint64_t& out) {
@@ -105,7 +113,10 @@ Entry parse_entry(const std::string& file, const std::string& name, const Json& 
   bool overflow = false, has_zero = false;
   for (const Json& d : sh.as_array()) {
     uint64_t n = 0;
-    if (!as_count(d, n)) throw InputError(where + "shape entry " + d.dump() + " is not a non-negative integer");
+    if (!as_count(d, n)) {
+      const bool huge = d.is_number() && d.as_number() > 0 && d.as_number() == std::floor(d.as_number());
+      throw InputError(where + "shape entry " + d.dump() + (huge ? " is too large" : " is not a non-negative integer"));
+    }
     e.shape.push_back(int64_t(n));
     has_zero = has_zero || n == 0;
     overflow = overflow || __builtin_mul_overflow(numel, n, &numel);
@@ -270,6 +281,7 @@ Checkpoint load_safetensors(const std::string& path) {
   JsonParseOptions opt;
   opt.source = path + ": header is not valid JSON";
   opt.max_depth = 8;  // a valid header nests three levels
+  opt.max_values = kSafetensorsMaxHeaderValues;
   const Json header = Json::parse(text, opt);
   if (!header.is_object())
     throw InputError(path + ": header is a JSON " + Json::type_name(header.type()) + ", expected an object");

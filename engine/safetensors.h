@@ -40,5 +40,8 @@ Checkpoint load_safetensors(const std::string& path);
 
 // Header lengths above this are rejected unread (the reference implementation's limit).
 constexpr uint64_t kSafetensorsMaxHeader = 100'000'000;
+// JSON values allowed in a header: ~300k tensors of rank 4, far beyond real checkpoints, while a
+// hostile header of tiny values (`[0,0,0,...]`) cannot make the parser allocate gigabytes.
+constexpr size_t kSafetensorsMaxHeaderValues = 3'000'000;
 
 }  // namespace hamu

@@ -20,8 +20,9 @@ struct DataSpec {
 };
 
 // Forms: fashion-mnist[:DIR], mnist[:DIR], idx:DIR, cifar10[:DIR],
-// images:DIR[,size=HxW][,channels=C][,holdout=X]. A kind without DIR uses $HAMU_DATA (and
-// fashion-mnist falls back to kFashionMnistDir). Empty spec = fashion-mnist. InputError names --data.
+// images:DIR[,size=HxW][,channels=C][,holdout=X] (that DIR may not contain commas). A kind without
+// DIR uses $HAMU_DATA (fashion-mnist then falls back to kFashionMnistDir). Empty spec = fashion-mnist.
+// InputError names --data.
 DataSpec parse_data_spec(const std::string& spec);
 // True when the spec names one of the image data sets above (others, e.g. qa:, are text loaders').
 bool is_image_data_spec(const std::string& spec);

@@ -126,11 +126,13 @@ bool file_exists(const std::string& p) {
   return std::filesystem::is_regular_file(p, ec);
 }
 
-// The first of the usual spellings that exists, or "" when none does.
-std::string find_idx_file(const std::string& dir, const std::string& prefix, const std::string& kind) {
+// The first of the usual spellings ("train-images-idx3-ubyte", "train-images.idx3-ubyte", each
+// optionally .gz) that exists, or "" when none does.
+std::string find_idx_file(const std::string& dir, const std::string& prefix, const std::string& what,
+                          const std::string& idx) {
   for (const char* sep : {"-", "."})
     for (const char* ext : {"", ".gz"}) {
-      const std::string p = dir + "/" + prefix + sep + kind + "-ubyte" + ext;
+      const std::string p = dir + "/" + prefix + "-" + what + sep + idx + "-ubyte" + ext;
       if (file_exists(p)) return p;
     }
   return "";
@@ -258,22 +260,23 @@ DataBundle load_idx_dir(const std::string& dir, const std::string& kind) {
   const bool fashion = kind == "fashion-mnist", mnist = kind == "mnist";
   if (!fashion && !mnist && kind != "idx") throw Error("load_idx_dir: unknown kind " + kind);
   const std::string title = fashion ? "Fashion-MNIST" : mnist ? "MNIST" : "IDX data";
-  const std::string train_images = find_idx_file(dir, "train", "images-idx3");
+  const std::string train_images = find_idx_file(dir, "train", "images", "idx3");
   if (train_images.empty()) {
     std::string how = fashion ? "install it with `sudo apt-get install dataset-fashion-mnist` or set HAMU_DATA=DIR"
                               : "expected train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
                                 "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz] there";
     throw InputError(title + " not found in " + dir + ": " + how);
   }
-  auto need = [&](const char* prefix, const char* what) {
-    const std::string p = find_idx_file(dir, prefix, what);
+  auto need = [&](const char* prefix, const char* what, const char* idx) {
+    const std::string p = find_idx_file(dir, prefix, what, idx);
     if (p.empty())
-      throw InputError(title + " in " + dir + " is incomplete: " + prefix + "-" + what + "-ubyte[.gz] is missing");
+      throw InputError(title + " in " + dir + " is incomplete: " + prefix + "-" + what + "-" + idx +
+                       "-ubyte[.gz] is missing");
     return p;
   };
-  const std::string train_labels = need("train", "labels-idx1");
-  const std::string test_images = need("t10k", "images-idx3");
-  const std::string test_labels = need("t10k", "labels-idx1");
+  const std::string train_labels = need("train", "labels", "idx1");
+  const std::string test_images = need("t10k", "images", "idx3");
+  const std::string test_labels = need("t10k", "labels", "idx1");
 
   const int32_t k = fashion || mnist ? 10 : 0;
   const std::vector<std::string> names = fashion ? fashion_mnist_class_names() : mnist ? mnist_class_names()

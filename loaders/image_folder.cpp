@@ -64,11 +64,12 @@ std::vector<std::string> class_folders(const fs::path& root) {
   return names;
 }
 
-// Image files under one class folder, recursively, in sorted path order.
+// Image files under one class folder, recursively (symlinked sub-folders are not followed, so a
+// link cycle cannot loop), in sorted path order.
 std::vector<std::string> image_files(const fs::path& folder) {
   std::vector<std::string> files;
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(folder, fs::directory_options::follow_directory_symlink, ec);
+  for (auto it = fs::recursive_directory_iterator(folder, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (is_hidden(it->path())) {
       if (it->is_directory()) it.disable_recursion_pending();

@@ -1,6 +1,7 @@
 // tests/test_json.cpp: JSON values, the strict parser (every malformed class and its position), the writer.
 #include <doctest/doctest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -244,7 +245,7 @@ TEST_CASE("json: duplicate keys are caught in large objects too") {
   CHECK(parse_error(text + "\"k50\":0}").find("duplicate key \"k50\"") != std::string::npos);
 }
 
-TEST_CASE("json: depth limit") {
+TEST_CASE("json: depth and size limits") {
   auto nested = [](int depth) { return std::string(size_t(depth), '[') + std::string(size_t(depth), ']'); };
   CHECK(Json::parse(nested(256)).is_array());
   CHECK(parse_error(nested(257)) == "json: nesting deeper than 256 levels at 1:257 (byte 256)");
@@ -254,6 +255,10 @@ TEST_CASE("json: depth limit") {
   for (int i = 0; i < 300; ++i) objs += "{\"a\":";
   CHECK(parse_error(objs).find("nesting deeper than 256") != std::string::npos);
   JsonParseOptions opt;
+  opt.max_values = 5;  // the array itself counts
+  CHECK(Json::parse("[1,[2],3]", opt).size() == 3);
+  CHECK_THROWS_WITH_AS(Json::parse("[1,[2],3,4]", opt), "json: more than 5 values at 1:10 (byte 9)", InputError);
+  opt = {};
   opt.max_depth = 2;
   CHECK(Json::parse("[[1]]", opt).is_array());
   CHECK_THROWS_AS(Json::parse("[[[1]]]", opt), InputError);
@@ -277,4 +282,31 @@ TEST_CASE("json: files") {
   }
   CHECK_THROWS_WITH_AS(load_json(path), (path + ": invalid literal, expected 'true' at 2:8 (byte 9)").c_str(), InputError);
   CHECK_THROWS_AS(save_json(dir.path + "/no/such/dir/x.json", j), InputError);
+}
+
+TEST_CASE("json: mutated documents parse or fail with InputError; what parses round-trips") {
+  const std::string seed =
+      R"({"a":[1,-2.5e3,true,false,null],"s":"x\u00e9\ud83d\ude00\n","o":{"k":[[]],"e":{}},"n":0.125})";
+  std::mt19937 rng(99);
+  const std::string alphabet = "{}[]:,\"\\/-+.0123456789eEtrufalsn \n\t\x01\x80\xC3\xA9\xFF";
+  int parsed = 0;
+  for (int trial = 0; trial < 5000; ++trial) {
+    std::string text = seed;
+    for (int k = 0; k < 1 + int(rng() % 4); ++k) {
+      const size_t at = rng() % (text.size() + 1);
+      switch (rng() % 3) {
+        case 0: if (at < text.size()) text[at] = alphabet[rng() % alphabet.size()]; break;
+        case 1: text.insert(at, 1, alphabet[rng() % alphabet.size()]); break;
+        case 2: if (at < text.size()) text.erase(at, 1); break;
+      }
+    }
+    try {
+      const Json j = Json::parse(text);
+      ++parsed;
+      if (!(Json::parse(j.dump()) == j) || !(Json::parse(j.dump(2)) == j)) FAIL("round trip changed: " << text);
+    } catch (const InputError& e) {
+      if (std::string(e.what()).find(" at ") == std::string::npos) FAIL("no position in: " << e.what());
+    }
+  }
+  CHECK(parsed > 0);
 }

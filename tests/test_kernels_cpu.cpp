@@ -23,6 +23,7 @@ namespace {
 
 const CpuCtx cpu{};
 using Vec = std::vector<double>;
+inline size_t sz(int64_t n) { return size_t(n); }
 
 template <class T> double tol() { return std::is_same_v<T, float> ? 1e-5 : 1e-12; }
 constexpr double kFdTol = 1e-6;
@@ -32,7 +33,7 @@ Vec random_vec(int64_t n, uint32_t seed, double lo = 0.1, double hi = 2.0) {
   std::mt19937 gen(seed);
   std::uniform_real_distribution<double> mag(lo, hi);
   std::bernoulli_distribution sign(0.5);
-  Vec v(static_cast<size_t>(n));
+  Vec v(sz(n));
   for (auto& x : v) x = sign(gen) ? mag(gen) : -mag(gen);
   return v;
 }
@@ -47,7 +48,7 @@ Vec random_pos(int64_t n, uint32_t seed, double lo, double hi) {
 std::vector<int32_t> random_labels(int64_t n, int32_t classes, uint32_t seed) {
   std::mt19937 gen(seed);
   std::uniform_int_distribution<int32_t> pick(0, classes - 1);
-  std::vector<int32_t> v(static_cast<size_t>(n));
+  std::vector<int32_t> v(sz(n));
   for (auto& x : v) x = pick(gen);
   return v;
 }
@@ -97,7 +98,7 @@ struct MaxRef {
 
 MaxRef maxpool_ref(const PoolShape& ps, const Vec& x) {
   const int64_t oh = ps.oh(), ow = ps.ow();
-  MaxRef out{Vec(static_cast<size_t>(ps.n * ps.c * oh * ow)), std::vector<int32_t>(static_cast<size_t>(ps.n * ps.c * oh * ow))};
+  MaxRef out{Vec(sz(ps.n * ps.c * oh * ow)), std::vector<int32_t>(sz(ps.n * ps.c * oh * ow))};
   for (int64_t p = 0; p < ps.n * ps.c; ++p)
     for (int64_t oy = 0; oy < oh; ++oy)
       for (int64_t ox = 0; ox < ow; ++ox) {
@@ -122,7 +123,7 @@ MaxRef maxpool_ref(const PoolShape& ps, const Vec& x) {
 
 Vec avgpool_ref(const PoolShape& ps, const Vec& x) {
   const int64_t oh = ps.oh(), ow = ps.ow();
-  Vec y(static_cast<size_t>(ps.n * ps.c * oh * ow));
+  Vec y(sz(ps.n * ps.c * oh * ow));
   for (int64_t p = 0; p < ps.n * ps.c; ++p)
     for (int64_t oy = 0; oy < oh; ++oy)
       for (int64_t ox = 0; ox < ow; ++ox) {
@@ -140,7 +141,7 @@ Vec avgpool_ref(const PoolShape& ps, const Vec& x) {
 // Backward of avg pooling: each window spreads its gradient evenly over all r*s cells, padding included.
 Vec avgpool_backward_ref(const PoolShape& ps, const Vec& gy) {
   const int64_t oh = ps.oh(), ow = ps.ow();
-  Vec gx(static_cast<size_t>(ps.n * ps.c * ps.h * ps.w), 0.0);
+  Vec gx(sz(ps.n * ps.c * ps.h * ps.w), 0.0);
   for (int64_t p = 0; p < ps.n * ps.c; ++p)
     for (int64_t oy = 0; oy < oh; ++oy)
       for (int64_t ox = 0; ox < ow; ++ox)
@@ -177,7 +178,7 @@ TEST_CASE_TEMPLATE("maxpool2d forward/backward match direct loops", T, float, do
     const Vec x = widen(cast<T>(random_vec(in_elems(ps), seed++)));
     const Vec gy = widen(cast<T>(random_vec(out_elems(ps), seed++)));
     const std::vector<T> xt = cast<T>(x), gyt = cast<T>(gy);
-    std::vector<T> y(static_cast<size_t>(out_elems(ps))), gx(static_cast<size_t>(in_elems(ps)), T(7));  // gx garbage: overwritten
+    std::vector<T> y(sz(out_elems(ps))), gx(sz(in_elems(ps)), T(7));  // gx: garbage, overwritten
     std::vector<int32_t> arg(y.size());
     maxpool2d_forward(cpu, ps, xt.data(), y.data(), arg.data());
     const MaxRef ref = maxpool_ref(ps, x);
@@ -197,7 +198,7 @@ TEST_CASE("maxpool2d: padding never wins") {
   ps.pad_w = 1;
   Vec x = random_vec(in_elems(ps), 7);
   for (auto& v : x) v = -std::fabs(v);  // all negative: a zero pad would beat every real cell
-  std::vector<double> y(static_cast<size_t>(out_elems(ps)));
+  std::vector<double> y(sz(out_elems(ps)));
   std::vector<int32_t> arg(y.size());
   maxpool2d_forward(cpu, ps, x.data(), y.data(), arg.data());
   for (size_t o = 0; o < y.size(); ++o) {
@@ -214,7 +215,7 @@ TEST_CASE_TEMPLATE("avgpool2d forward/backward match direct loops (count_include
     const Vec x = widen(cast<T>(random_vec(in_elems(ps), seed++)));
     const Vec gy = widen(cast<T>(random_vec(out_elems(ps), seed++)));
     const std::vector<T> xt = cast<T>(x), gyt = cast<T>(gy);
-    std::vector<T> y(static_cast<size_t>(out_elems(ps))), gx(static_cast<size_t>(in_elems(ps)), T(7));
+    std::vector<T> y(sz(out_elems(ps))), gx(sz(in_elems(ps)), T(7));
     avgpool2d_forward(cpu, ps, xt.data(), y.data());
     CHECK(rel_err(y, avgpool_ref(ps, x)) <= tol<T>());
     avgpool2d_backward(cpu, ps, gyt.data(), gx.data());
@@ -261,7 +262,7 @@ struct BnRef {
 size_t bn_at(int64_t c, int64_t hw, int64_t i, int64_t ch, int64_t k) { return size_t((i * c + ch) * hw + k); }
 
 BnRef bn_train_ref(int64_t n, int64_t c, int64_t hw, const Vec& x, const Vec& gamma, const Vec& beta, double eps) {
-  BnRef r{Vec(x.size()), Vec(static_cast<size_t>(c)), Vec(static_cast<size_t>(c)), Vec(static_cast<size_t>(c)), Vec(static_cast<size_t>(c))};
+  BnRef r{Vec(x.size()), Vec(sz(c)), Vec(sz(c)), Vec(sz(c)), Vec(sz(c))};
   const double count = double(n * hw);
   for (int64_t ch = 0; ch < c; ++ch) {
     double s = 0;
@@ -288,11 +289,11 @@ BnRef bn_train_ref(int64_t n, int64_t c, int64_t hw, const Vec& x, const Vec& ga
 // The textbook chain rule through mean and variance (a different arrangement from the kernel's).
 void bn_backward_ref(int64_t n, int64_t c, int64_t hw, const Vec& x, const Vec& gy, const Vec& gamma, double eps,
                      Vec& gx, Vec& ggamma, Vec& gbeta) {
-  const BnRef f = bn_train_ref(n, c, hw, x, gamma, Vec(static_cast<size_t>(c), 0.0), eps);
+  const BnRef f = bn_train_ref(n, c, hw, x, gamma, Vec(sz(c), 0.0), eps);
   const double count = double(n * hw);
   gx.assign(x.size(), 0.0);
-  ggamma.assign(static_cast<size_t>(c), 0.0);
-  gbeta.assign(static_cast<size_t>(c), 0.0);
+  ggamma.assign(sz(c), 0.0);
+  gbeta.assign(sz(c), 0.0);
   for (int64_t ch = 0; ch < c; ++ch) {
     const double mu = f.mean[size_t(ch)], inv = f.invstd[size_t(ch)], g = gamma[size_t(ch)];
     double dvar = 0, dmu = 0, sum_dev = 0;
@@ -347,14 +348,14 @@ TEST_CASE_TEMPLATE("batchnorm train/infer/backward match double references", T, 
   const Vec rm0 = widen(cast<T>(random_vec(c, 404))), rv0 = widen(cast<T>(random_pos(c, 405, 0.5, 2.0)));
   const std::vector<T> xt = cast<T>(x), gt = cast<T>(gamma), bt = cast<T>(beta), gyt = cast<T>(gy);
 
-  std::vector<T> y(x.size()), sm(static_cast<size_t>(c)), si(static_cast<size_t>(c)), rm = cast<T>(rm0), rv = cast<T>(rv0);
+  std::vector<T> y(x.size()), sm(sz(c)), si(sz(c)), rm = cast<T>(rm0), rv = cast<T>(rv0);
   batchnorm_forward_train(cpu, n, c, hw, xt.data(), gt.data(), bt.data(), T(eps), T(momentum), y.data(), sm.data(),
                           si.data(), rm.data(), rv.data());
   const BnRef ref = bn_train_ref(n, c, hw, x, gamma, beta, eps);
   CHECK(rel_err(y, ref.y) <= tol<T>());
   CHECK(rel_err(sm, ref.mean) <= tol<T>());
   CHECK(rel_err(si, ref.invstd) <= tol<T>());
-  Vec rm_ref(static_cast<size_t>(c)), rv_ref(static_cast<size_t>(c));
+  Vec rm_ref(sz(c)), rv_ref(sz(c));
   for (size_t ch = 0; ch < size_t(c); ++ch) {
     rm_ref[ch] = (1 - momentum) * rm0[ch] + momentum * ref.mean[ch];
     rv_ref[ch] = (1 - momentum) * rv0[ch] + momentum * ref.var_unbiased[ch];
@@ -381,7 +382,7 @@ TEST_CASE_TEMPLATE("batchnorm train/infer/backward match double references", T, 
   const std::vector<T> rmt = cast<T>(rm0), rvt = cast<T>(rv0);
   batchnorm_forward_infer(cpu, n, c, hw, xt.data(), gt.data(), bt.data(), rmt.data(), rvt.data(), T(eps), y.data(),
                           sm.data(), si.data());
-  Vec yi_ref(x.size()), gxi_ref(x.size()), ggi_ref(static_cast<size_t>(c), 0.0), gbi_ref(static_cast<size_t>(c), 0.0);
+  Vec yi_ref(x.size()), gxi_ref(x.size()), ggi_ref(sz(c), 0.0), gbi_ref(sz(c), 0.0);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t ch = 0; ch < c; ++ch)
       for (int64_t k = 0; k < hw; ++k) {
@@ -412,7 +413,7 @@ TEST_CASE("batchnorm backward matches finite differences (batch and fixed statis
     CAPTURE(batch_stats);
     // y as a function of (x, gamma, beta); running buffers are scratch here.
     auto forward = [&](const Vec& xx, const Vec& gg, const Vec& bb) {
-      Vec y(xx.size()), sm(static_cast<size_t>(c)), si(static_cast<size_t>(c)), rm = rmean, rv = rvar;
+      Vec y(xx.size()), sm(sz(c)), si(sz(c)), rm = rmean, rv = rvar;
       if (batch_stats)
         batchnorm_forward_train(cpu, n, c, hw, xx.data(), gg.data(), bb.data(), eps, 0.1, y.data(), sm.data(),
                                 si.data(), rm.data(), rv.data());
@@ -421,14 +422,14 @@ TEST_CASE("batchnorm backward matches finite differences (batch and fixed statis
                                 y.data(), sm.data(), si.data());
       return y;
     };
-    Vec y(x.size()), sm(static_cast<size_t>(c)), si(static_cast<size_t>(c)), rm = rmean, rv = rvar;
+    Vec y(x.size()), sm(sz(c)), si(sz(c)), rm = rmean, rv = rvar;
     if (batch_stats)
       batchnorm_forward_train(cpu, n, c, hw, x.data(), gamma.data(), beta.data(), eps, 0.1, y.data(), sm.data(),
                               si.data(), rm.data(), rv.data());
     else
       batchnorm_forward_infer(cpu, n, c, hw, x.data(), gamma.data(), beta.data(), rmean.data(), rvar.data(), eps,
                               y.data(), sm.data(), si.data());
-    Vec gx(x.size()), gg(static_cast<size_t>(c), 0.0), gb(static_cast<size_t>(c), 0.0);
+    Vec gx(x.size()), gg(sz(c), 0.0), gb(sz(c), 0.0);
     batchnorm_backward(cpu, n, c, hw, batch_stats, x.data(), w.data(), gamma.data(), sm.data(), si.data(), gx.data(),
                        gg.data(), gb.data());
     CHECK(rel_err(gx, fd_grad(x, w, [&](const Vec& v) { return forward(v, gamma, beta); })) <= kFdTol);
@@ -446,10 +447,10 @@ void ln_ref(int64_t rows, int64_t d, const Vec& x, const Vec& gamma, const Vec& 
             Vec& y, Vec& mean, Vec& rstd, Vec& gx, Vec& gg, Vec& gb) {
   y.assign(x.size(), 0.0);
   gx.assign(x.size(), 0.0);
-  mean.assign(static_cast<size_t>(rows), 0.0);
-  rstd.assign(static_cast<size_t>(rows), 0.0);
-  gg.assign(static_cast<size_t>(d), 0.0);
-  gb.assign(static_cast<size_t>(d), 0.0);
+  mean.assign(sz(rows), 0.0);
+  rstd.assign(sz(rows), 0.0);
+  gg.assign(sz(d), 0.0);
+  gb.assign(sz(d), 0.0);
   for (int64_t r = 0; r < rows; ++r) {
     const double* xr = x.data() + r * d;
     double mu = 0, var = 0;
@@ -492,7 +493,7 @@ TEST_CASE_TEMPLATE("layernorm forward/backward match double references", T, floa
     const Vec gy = widen(cast<T>(random_vec(rows * d, 603)));
     const Vec gg0 = widen(cast<T>(random_vec(d, 604))), gb0 = widen(cast<T>(random_vec(d, 605)));
     const std::vector<T> xt = cast<T>(x), gt = cast<T>(gamma), bt = cast<T>(beta), gyt = cast<T>(gy);
-    std::vector<T> y(x.size()), mean(static_cast<size_t>(rows)), rstd(static_cast<size_t>(rows)), gx(x.size(), T(5));
+    std::vector<T> y(x.size()), mean(sz(rows)), rstd(sz(rows)), gx(x.size(), T(5));
     std::vector<T> gg = cast<T>(gg0), gb = cast<T>(gb0);
     layernorm_forward(cpu, rows, d, xt.data(), gt.data(), bt.data(), T(eps), y.data(), mean.data(), rstd.data());
     layernorm_backward(cpu, rows, d, xt.data(), gyt.data(), gt.data(), mean.data(), rstd.data(), gx.data(),
@@ -518,11 +519,12 @@ TEST_CASE("layernorm backward matches finite differences") {
   const Vec x = random_vec(rows * d, 700), gamma = random_vec(d, 701), beta = random_vec(d, 702);
   const Vec w = random_vec(rows * d, 703);
   auto forward = [&](const Vec& xx, const Vec& gg, const Vec& bb) {
-    Vec y(xx.size()), m(static_cast<size_t>(rows)), r(static_cast<size_t>(rows));
+    Vec y(xx.size()), m(sz(rows)), r(sz(rows));
     layernorm_forward(cpu, rows, d, xx.data(), gg.data(), bb.data(), eps, y.data(), m.data(), r.data());
     return y;
   };
-  Vec y(x.size()), m(static_cast<size_t>(rows)), r(static_cast<size_t>(rows)), gx(x.size()), gg(static_cast<size_t>(d), 0.0), gb(static_cast<size_t>(d), 0.0);
+  Vec y(x.size()), m(sz(rows)), r(sz(rows)), gx(x.size());
+  Vec gg(sz(d), 0.0), gb(sz(d), 0.0);
   layernorm_forward(cpu, rows, d, x.data(), gamma.data(), beta.data(), eps, y.data(), m.data(), r.data());
   layernorm_backward(cpu, rows, d, x.data(), w.data(), gamma.data(), m.data(), r.data(), gx.data(), gg.data(),
                      gb.data());
@@ -544,7 +546,8 @@ Vec softmax_ref(int64_t rows, int64_t d, const Vec& x) {
     for (int64_t k = 1; k < d; ++k) m = std::max(m, x[size_t(r * d + k)]);
     long double s = 0;
     for (int64_t k = 0; k < d; ++k) s += std::exp((long double)(x[size_t(r * d + k)] - m));
-    for (int64_t k = 0; k < d; ++k) y[size_t(r * d + k)] = double(std::exp((long double)(x[size_t(r * d + k)] - m)) / s);
+    for (int64_t k = 0; k < d; ++k)
+      y[size_t(r * d + k)] = double(std::exp((long double)(x[size_t(r * d + k)] - m)) / s);
   }
   return y;
 }
@@ -556,7 +559,8 @@ Vec log_softmax_ref(int64_t rows, int64_t d, const Vec& x) {
     for (int64_t k = 1; k < d; ++k) m = std::max(m, x[size_t(r * d + k)]);
     long double s = 0;
     for (int64_t k = 0; k < d; ++k) s += std::exp((long double)(x[size_t(r * d + k)] - m));
-    for (int64_t k = 0; k < d; ++k) y[size_t(r * d + k)] = double((long double)(x[size_t(r * d + k)] - m) - std::log(s));
+    for (int64_t k = 0; k < d; ++k)
+      y[size_t(r * d + k)] = double((long double)(x[size_t(r * d + k)] - m) - std::log(s));
   }
   return y;
 }
@@ -633,10 +637,10 @@ TEST_CASE_TEMPLATE("cross-entropy with ignore_index matches the reference", T, f
   labels[8] = ignore;
   const Vec gloss = widen(cast<T>(random_vec(rows, 1002)));
   const std::vector<T> xt = cast<T>(x), glt = cast<T>(gloss);
-  std::vector<T> losses(static_cast<size_t>(rows), T(9)), logprobs(x.size()), glogits(x.size(), T(9));
+  std::vector<T> losses(sz(rows), T(9)), logprobs(x.size()), glogits(x.size(), T(9));
   cross_entropy_forward(cpu, rows, classes, xt.data(), labels.data(), ignore, losses.data(), logprobs.data());
   const Vec lref = log_softmax_ref(rows, classes, x);
-  Vec loss_ref(static_cast<size_t>(rows)), gref(x.size(), 0.0);
+  Vec loss_ref(sz(rows)), gref(x.size(), 0.0);
   for (int64_t r = 0; r < rows; ++r) {
     if (labels[size_t(r)] == ignore) continue;
     loss_ref[size_t(r)] = -lref[size_t(r * classes + labels[size_t(r)])];
@@ -649,7 +653,7 @@ TEST_CASE_TEMPLATE("cross-entropy with ignore_index matches the reference", T, f
   CHECK(losses[3] == T(0));
   CHECK(losses[8] == T(0));
   // Without a saved buffer the losses are the same.
-  std::vector<T> losses2(static_cast<size_t>(rows), T(9));
+  std::vector<T> losses2(sz(rows), T(9));
   cross_entropy_forward(cpu, rows, classes, xt.data(), labels.data(), ignore, losses2.data(), (T*)nullptr);
   CHECK(rel_err(losses2, loss_ref) <= tol<T>());
 
@@ -666,14 +670,14 @@ TEST_CASE("cross-entropy backward matches finite differences") {
   const int32_t ignore = 2;  // an ignore index that is also a valid class id: only the rows labelled 2 drop out
   const Vec x = random_vec(rows * classes, 1100, 0.1, 3.0), gloss = random_vec(rows, 1101);
   const std::vector<int32_t> labels = {0, 2, 6, 3, 2, 5};
-  Vec losses(static_cast<size_t>(rows)), lp(x.size()), gx(x.size());
+  Vec losses(sz(rows)), lp(x.size()), gx(x.size());
   cross_entropy_forward(cpu, rows, classes, x.data(), labels.data(), ignore, losses.data(), lp.data());
   CHECK(losses[1] == 0.0);
   CHECK(losses[4] == 0.0);
   CHECK(losses[0] > 0.0);
   cross_entropy_backward(cpu, rows, classes, lp.data(), labels.data(), ignore, gloss.data(), gx.data());
   CHECK(rel_err(gx, fd_grad(x, gloss, [&](const Vec& v) {
-          Vec l(static_cast<size_t>(rows)), p(v.size());
+          Vec l(sz(rows)), p(v.size());
           cross_entropy_forward(cpu, rows, classes, v.data(), labels.data(), ignore, l.data(), p.data());
           return l;
         })) <= kFdTol);
@@ -690,7 +694,8 @@ Vec causal_ref(int64_t batch, int64_t t, double scale, const Vec& s) {
       for (int64_t j = 0; j <= i; ++j) m = std::max(m, scale * s[row + size_t(j)]);
       long double z = 0;
       for (int64_t j = 0; j <= i; ++j) z += std::exp((long double)(scale * s[row + size_t(j)] - m));
-      for (int64_t j = 0; j <= i; ++j) p[row + size_t(j)] = double(std::exp((long double)(scale * s[row + size_t(j)] - m)) / z);
+      for (int64_t j = 0; j <= i; ++j)
+        p[row + size_t(j)] = double(std::exp((long double)(scale * s[row + size_t(j)] - m)) / z);
     }
   return p;
 }
@@ -717,7 +722,8 @@ TEST_CASE_TEMPLATE("causal softmax: reference, exact zeros above the diagonal", 
         for (int64_t j = 0; j <= i; ++j) dot += pref[row + size_t(j)] * gp[row + size_t(j)];
         for (int64_t j = 0; j <= i; ++j)
           gref[row + size_t(j)] = double(T(scale)) * pref[row + size_t(j)] * (gp[row + size_t(j)] - dot);
-        for (int64_t j = i + 1; j < t; ++j) masked_zero = masked_zero && p[row + size_t(j)] == T(0) && gs[row + size_t(j)] == T(0);
+        for (int64_t j = i + 1; j < t; ++j)
+          masked_zero = masked_zero && p[row + size_t(j)] == T(0) && gs[row + size_t(j)] == T(0);
       }
     CHECK(masked_zero);
     CHECK(rel_err(gs, gref) <= tol<T>());
@@ -750,11 +756,12 @@ TEST_CASE_TEMPLATE("embedding gather and deterministic scatter-add with repeated
     const Vec gout = widen(cast<T>(random_vec(n_idx * dim, 1402)));
     const Vec g0 = widen(cast<T>(random_vec(vocab * dim, 1403)));
     const std::vector<T> tt = cast<T>(table), got = cast<T>(gout);
-    std::vector<T> out(static_cast<size_t>(n_idx * dim));
+    std::vector<T> out(sz(n_idx * dim));
     embedding_forward(cpu, n_idx, dim, idx.data(), tt.data(), out.data());
     bool gathered = true;
     for (int64_t i = 0; i < n_idx; ++i)
-      for (int64_t k = 0; k < dim; ++k) gathered = gathered && out[size_t(i * dim + k)] == tt[size_t(idx[size_t(i)] * dim + k)];
+      for (int64_t k = 0; k < dim; ++k)
+        gathered = gathered && out[size_t(i * dim + k)] == tt[size_t(idx[size_t(i)] * dim + k)];
     CHECK(gathered);
 
     std::vector<T> gt = cast<T>(g0);
@@ -778,7 +785,7 @@ TEST_CASE("embedding backward matches finite differences") {
   Vec g(table.size(), 0.0);
   embedding_backward(cpu, n_idx, dim, vocab, idx.data(), w.data(), g.data());
   CHECK(rel_err(g, fd_grad(table, w, [&](const Vec& v) {
-          Vec o(static_cast<size_t>(n_idx * dim));
+          Vec o(sz(n_idx * dim));
           embedding_forward(cpu, n_idx, dim, idx.data(), v.data(), o.data());
           return o;
         })) <= kFdTol);
@@ -792,8 +799,8 @@ TEST_CASE_TEMPLATE("dropout: counter mask, keep fraction, scaling, seeds", T, fl
   const int64_t n = 100000;
   const T p = T(0.3);
   const std::vector<T> x = cast<T>(random_vec(n, 1600));
-  std::vector<T> y(static_cast<size_t>(n)), y2(static_cast<size_t>(n)), gx(static_cast<size_t>(n));
-  std::vector<uint8_t> mask(static_cast<size_t>(n)), mask2(static_cast<size_t>(n)), mask3(static_cast<size_t>(n));
+  std::vector<T> y(sz(n)), y2(sz(n)), gx(sz(n));
+  std::vector<uint8_t> mask(sz(n)), mask2(sz(n)), mask3(sz(n));
   dropout_forward(cpu, n, p, 42, x.data(), y.data(), mask.data());
   int64_t kept = 0;
   bool consistent = true;
@@ -834,8 +841,8 @@ TEST_CASE("dropout backward matches finite differences") {
   const int64_t n = 257;
   const double p = 0.45;
   const Vec x = random_vec(n, 1700), w = random_vec(n, 1701);
-  Vec y(static_cast<size_t>(n)), gx(static_cast<size_t>(n));
-  std::vector<uint8_t> mask(static_cast<size_t>(n));
+  Vec y(sz(n)), gx(sz(n));
+  std::vector<uint8_t> mask(sz(n));
   dropout_forward(cpu, n, p, 99, x.data(), y.data(), mask.data());
   dropout_backward(cpu, n, p, mask.data(), w.data(), gx.data());
   CHECK(rel_err(gx, fd_grad(x, w, [&](const Vec& v) {

@@ -14,7 +14,9 @@ constexpr int64_t kParallelMin = 1 << 14;
 template <class T>
 void embedding_forward(const CpuCtx&, int64_t n_idx, int64_t dim, const int32_t* idx, const T* table, T* out) {
 #pragma omp parallel for schedule(static) if (n_idx * dim >= kParallelMin)
-  for (int64_t i = 0; i < n_idx; ++i) std::memcpy(out + i * dim, table + int64_t(idx[i]) * dim, size_t(dim) * sizeof(T));
+  for (int64_t i = 0; i < n_idx; ++i) {
+    std::memcpy(out + i * dim, table + int64_t(idx[i]) * dim, size_t(dim) * sizeof(T));
+  }
 }
 
 template <class T>

@@ -1,6 +1,8 @@
 // engine/allocator.cpp: CPU aligned allocation and the CUDA caching allocator.
 #include "engine/allocator.h"
 
+#include <malloc.h>
+
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -16,7 +18,13 @@ struct CpuAllocator {
   AllocatorStats stats;
 };
 CpuAllocator& cpu_alloc() {
-  static CpuAllocator a;
+  static CpuAllocator a = [] {
+    // Activations are allocated and freed every step. Keep large blocks on the heap instead of
+    // mmap/munmap per call, which would page-fault every byte of every activation again each step.
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    return CpuAllocator{};
+  }();
   return a;
 }
 

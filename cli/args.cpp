@@ -1,0 +1,120 @@
+// cli/args.cpp: the flag parser.
+#include "cli/args.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include "engine/error.h"
+
+namespace hamu::cli {
+
+Args::Args(std::string command, std::string synopsis, std::vector<Flag> flags)
+    : command_(std::move(command)), synopsis_(std::move(synopsis)), flags_(std::move(flags)) {
+  flags_.push_back({"--help", "", "show this help and exit", ""});
+}
+
+const Flag& Args::find(const std::string& name) const {
+  for (const Flag& f : flags_)
+    if (f.name == name) return f;
+  throw Error("internal: flag " + name + " is not declared for hamu " + command_);
+}
+
+bool Args::parse(int argc, char** argv) {
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    std::string value;
+    bool has_inline = false;
+    if (auto eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = a.substr(eq + 1);
+      a = a.substr(0, eq);
+      has_inline = true;
+    }
+    if (a == "--help" || a == "-h") {
+      std::fputs(usage().c_str(), stdout);
+      return false;
+    }
+    const Flag* flag = nullptr;
+    for (const Flag& f : flags_)
+      if (f.name == a) flag = &f;
+    if (!flag) {
+      if (a.rfind("-", 0) != 0) throw InputError("hamu " + command_ + ": unexpected argument '" + a + "' (flags start with --)");
+      throw InputError("hamu " + command_ + ": unknown flag " + a + " (see hamu " + command_ + " --help)");
+    }
+    if (values_.count(a)) throw InputError(a + " given twice");
+    if (flag->value_name.empty()) {
+      if (has_inline) throw InputError(a + " takes no value");
+      values_[a] = "1";
+      continue;
+    }
+    if (!has_inline) {
+      if (i + 1 >= argc) throw InputError(a + " needs a value (" + flag->value_name + ")");
+      value = argv[++i];
+    }
+    values_[a] = value;
+  }
+  return true;
+}
+
+std::string Args::usage() const {
+  std::string s = "usage: hamu " + command_ + " " + synopsis_ + "\n\nflags:\n";
+  for (const Flag& f : flags_) {
+    std::string left = "  " + f.name + (f.value_name.empty() ? "" : " " + f.value_name);
+    if (left.size() < 28) left.resize(28, ' ');
+    else left += "\n" + std::string(28, ' ');
+    s += left + f.help;
+    if (!f.default_value.empty()) s += " (default " + f.default_value + ")";
+    s += "\n";
+  }
+  return s;
+}
+
+bool Args::has(const std::string& name) const {
+  find(name);
+  return values_.count(name) > 0;
+}
+
+std::string Args::str(const std::string& name) const {
+  const Flag& f = find(name);
+  auto it = values_.find(name);
+  if (it != values_.end()) return it->second;
+  if (!f.default_value.empty()) return f.default_value;
+  throw InputError("missing " + name);
+}
+
+std::string Args::str_or(const std::string& name, const std::string& fallback) const {
+  find(name);
+  auto it = values_.find(name);
+  return it != values_.end() ? it->second : fallback;
+}
+
+bool Args::on(const std::string& name) const {
+  find(name);
+  return values_.count(name) > 0;
+}
+
+std::string Args::required(const std::string& name) const {
+  find(name);
+  auto it = values_.find(name);
+  if (it == values_.end() || it->second.empty()) throw InputError("missing " + name + " (see hamu " + command_ + " --help)");
+  return it->second;
+}
+
+double Args::number(const std::string& name) const {
+  const std::string v = str(name);
+  char* end = nullptr;
+  const double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || end != v.c_str() + v.size() || !std::isfinite(x))
+    throw InputError(name + ": '" + v + "' is not a finite number");
+  return x;
+}
+
+int64_t Args::integer(const std::string& name) const {
+  const std::string v = str(name);
+  char* end = nullptr;
+  const long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || end != v.c_str() + v.size()) throw InputError(name + ": '" + v + "' is not an integer");
+  return x;
+}
+
+}  // namespace hamu::cli

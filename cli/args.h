@@ -1,0 +1,41 @@
+// cli/args.h: flag parsing for the hamu subcommands (--name value, --switch, --help), with one clear
+// error naming the flag for anything unknown, missing or malformed.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace hamu::cli {
+
+struct Flag {
+  std::string name;        // "--lr"
+  std::string value_name;  // "X"; empty for a switch
+  std::string help;
+  std::string default_value;  // shown in --help; empty = none
+};
+
+class Args {
+ public:
+  Args(std::string command, std::string synopsis, std::vector<Flag> flags);
+  // Returns false when --help was asked for (usage already printed on stdout).
+  bool parse(int argc, char** argv);
+  std::string usage() const;
+
+  bool has(const std::string& name) const;
+  std::string str(const std::string& name) const;  // the value or the default; InputError when neither
+  std::string str_or(const std::string& name, const std::string& fallback) const;
+  bool on(const std::string& name) const;  // switch given
+  double number(const std::string& name) const;
+  int64_t integer(const std::string& name) const;
+  // The value of a required flag (InputError "missing --out" when absent).
+  std::string required(const std::string& name) const;
+
+ private:
+  const Flag& find(const std::string& name) const;
+  std::string command_, synopsis_;
+  std::vector<Flag> flags_;
+  std::map<std::string, std::string> values_;
+};
+
+}  // namespace hamu::cli

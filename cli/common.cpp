@@ -1,0 +1,76 @@
+// cli/common.cpp: shared subcommand plumbing.
+#include "cli/common.h"
+
+#include <omp.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+
+namespace hamu::cli {
+
+std::vector<Flag> common_flags() {
+  return {{"--threads", "N", "CPU threads", "all cores"},
+          {"--device", "DEV", "cpu, cuda or cuda:N", "cpu"},
+          {"--seed", "N", "seed for splits, shuffling and initialisation", "0"}};
+}
+
+Device apply_common(const Args& args) {
+  if (args.has("--threads")) {
+    const int64_t n = args.integer("--threads");
+    if (n < 1 || n > 1024) throw InputError("--threads: " + std::to_string(n) + " is not between 1 and 1024");
+    omp_set_num_threads(int(n));
+  }
+  return Device::parse(args.str("--device"));
+}
+
+DataAndSplit load_data_split(const std::string& data_spec, const std::string& split_spec, uint64_t seed) {
+  DataAndSplit out;
+  out.data = load_data(data_spec);
+  if (!split_spec.empty() && split_spec != "none") {
+    out.split = make_split(split_spec, out.data.train, seed);
+    out.has_split = true;
+  } else {
+    out.split.spec = "none";
+    out.split.retain.resize(size_t(out.data.train.n));
+    for (int64_t i = 0; i < out.data.train.n; ++i) out.split.retain[size_t(i)] = i;
+  }
+  out.test.resize(size_t(out.data.test.n));
+  for (int64_t i = 0; i < out.data.test.n; ++i) out.test[size_t(i)] = i;
+  return out;
+}
+
+void check_model_fits_data(const models::LoadedModel& m, const ImageDataset& train) {
+  const models::ModelSpec& s = m.spec;
+  if (s.in_channels != train.c || s.height != train.h || s.width != train.w || s.num_classes != train.num_classes)
+    throw InputError(m.path + ": model " + s.describe() + " does not match the data (" + std::to_string(train.c) + "x" +
+                     std::to_string(train.h) + "x" + std::to_string(train.w) + ", " + std::to_string(train.num_classes) +
+                     " classes)");
+}
+
+Normalizer model_normalizer(const models::LoadedModel& m, const ImageDataset& train) {
+  auto it = m.metadata.find("normalizer");
+  if (it == m.metadata.end()) return compute_normalizer(train);
+  Normalizer n = Normalizer::parse(it->second);
+  if (n.channels() != train.c)
+    throw InputError(m.path + ": stored normaliser has " + std::to_string(n.channels()) + " channels, the data has " +
+                     std::to_string(train.c));
+  return n;
+}
+
+void check_output_path(const std::string& flag, const std::string& path) {
+  if (path.empty()) throw InputError(flag + ": empty path");
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  struct stat st {};
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw InputError(flag + ": folder '" + dir + "' does not exist");
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw InputError(flag + ": '" + path + "' is a folder");
+}
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+}  // namespace hamu::cli

@@ -1,0 +1,51 @@
+// cli/main.cpp: the `hamu` command: dispatches to a subcommand and maps errors to exit codes
+// (2: bad usage or input, 1: runtime failure), each as one line on stderr.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "engine/error.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: hamu <command> [flags]   (hamu <command> --help for its flags)\n"
+    "\n"
+    "commands:\n"
+    "  train      train the original (full) or retrained (retain-only) model\n"
+    "  eval       accuracy, loss, entropy and membership AUCs on forget/retain/test\n"
+    "  unlearn    make a trained model forget a split (HAMU-Q/U or a baseline)\n"
+    "  hardness   per-sample forget x retain gradient similarity: how hard is this forget set?\n"
+    "  compare    several unlearning methods from one original, one table and one plot\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "--version") {
+    std::printf("hamu %s\n", hamu::cli::kVersion);
+    return 0;
+  }
+  try {
+    if (cmd == "train") return hamu::cli::cmd_train(argc - 2, argv + 2);
+    if (cmd == "eval") return hamu::cli::cmd_eval(argc - 2, argv + 2);
+    if (cmd == "unlearn") return hamu::cli::cmd_unlearn(argc - 2, argv + 2);
+    if (cmd == "hardness") return hamu::cli::cmd_hardness(argc - 2, argv + 2);
+    if (cmd == "compare") return hamu::cli::cmd_compare(argc - 2, argv + 2);
+    std::fprintf(stderr, "hamu: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+    return 2;
+  } catch (const hamu::InputError& e) {
+    std::fprintf(stderr, "hamu %s: error: %s\n", cmd.c_str(), e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "hamu %s: failed: %s\n", cmd.c_str(), e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,204 @@
+// unlearn/metrics.cpp: batched no-grad evaluation, membership AUCs and reference gaps.
+#include "unlearn/metrics.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "engine/ops.h"
+
+namespace hamu {
+
+SplitEval evaluate_indices(nn::Module& model, const ImageDataset& ds, const std::vector<int64_t>& indices,
+                           const Normalizer& norm, const EvalOptions& opt) {
+  SplitEval out;
+  out.n = int64_t(indices.size());
+  if (out.n == 0) return out;
+  const bool was_training = model.training();
+  model.eval();
+  NoGradGuard no_grad;
+  out.losses.reserve(indices.size());
+  out.predicted.reserve(indices.size());
+  double correct = 0, loss_sum = 0, ent_sum = 0;
+  const int64_t bs = std::max<int64_t>(1, opt.batch);
+  for (int64_t start = 0; start < out.n; start += bs) {
+    const int64_t len = std::min(bs, out.n - start);
+    std::vector<int64_t> idx(indices.begin() + start, indices.begin() + start + len);
+    Batch b = gather_batch(ds, idx, norm, opt.device);
+    Tensor logits = model.forward(b.images);
+    Tensor lp = log_softmax(logits);
+    Tensor losses = cross_entropy_per_sample(logits, b.labels);
+    Tensor ent = neg(sum(mul(exp(lp), lp), 1));
+    Tensor pred = argmax(logits, 1);
+    std::vector<float> lv = losses.to(Device{}).to_vector<float>();
+    std::vector<float> ev = ent.to(Device{}).to_vector<float>();
+    std::vector<int32_t> pv = pred.to(Device{}).to_vector<int32_t>();
+    std::vector<int32_t> yv = b.labels.to(Device{}).to_vector<int32_t>();
+    for (int64_t i = 0; i < len; ++i) {
+      correct += pv[size_t(i)] == yv[size_t(i)];
+      loss_sum += lv[size_t(i)];
+      ent_sum += ev[size_t(i)];
+    }
+    out.losses.insert(out.losses.end(), lv.begin(), lv.end());
+    out.predicted.insert(out.predicted.end(), pv.begin(), pv.end());
+    if (opt.keep_probs) {
+      std::vector<float> p = exp(lp).to(Device{}).to_vector<float>();
+      out.probs.insert(out.probs.end(), p.begin(), p.end());
+    }
+  }
+  out.acc = correct / double(out.n);
+  out.loss = loss_sum / double(out.n);
+  out.entropy = ent_sum / double(out.n);
+  model.train(was_training);
+  return out;
+}
+
+double roc_auc(const std::vector<float>& negatives, const std::vector<float>& positives) {
+  if (negatives.empty() || positives.empty()) return 0.5;
+  // Rank-sum with ties sharing their average rank (NaN scores count as 0, as the reference does).
+  std::vector<std::pair<float, int>> all;
+  all.reserve(negatives.size() + positives.size());
+  for (float v : negatives) all.push_back({std::isnan(v) ? 0.0f : v, 0});
+  for (float v : positives) all.push_back({std::isnan(v) ? 0.0f : v, 1});
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  double pos_rank_sum = 0;
+  size_t i = 0;
+  while (i < all.size()) {
+    size_t j = i;
+    while (j < all.size() && all[j].first == all[i].first) ++j;
+    const double avg_rank = (double(i) + double(j - 1)) / 2.0 + 1.0;
+    for (size_t k = i; k < j; ++k)
+      if (all[k].second == 1) pos_rank_sum += avg_rank;
+    i = j;
+  }
+  const double np = double(positives.size()), nn_ = double(negatives.size());
+  return (pos_rank_sum - np * (np + 1) / 2.0) / (np * nn_);
+}
+
+EvalReport evaluate_model(nn::Module& model, const DataBundle& data, const SplitIndices& splits,
+                          const Normalizer& norm, const EvalOptions& opt) {
+  EvalReport r;
+  EvalOptions forget_opt = opt;
+  r.forget = evaluate_indices(model, data.train, *splits.forget, norm, forget_opt);
+  EvalOptions plain = opt;
+  plain.keep_probs = false;
+  r.retain = evaluate_indices(model, data.train, *splits.retain, norm, plain);
+  r.test = evaluate_indices(model, data.test, *splits.test, norm, plain);
+  r.retain_forget_auc = roc_auc(r.retain.losses, r.forget.losses);
+  r.forget_test_auc = roc_auc(r.forget.losses, r.test.losses);
+  return r;
+}
+
+void compare_to_reference(EvalReport& r, const EvalReport& ref) {
+  r.has_reference = true;
+  r.gap_forget = std::fabs(r.forget.acc - ref.forget.acc);
+  r.gap_retain = std::fabs(r.retain.acc - ref.retain.acc);
+  r.gap_test = std::fabs(r.test.acc - ref.test.acc);
+  r.avg_gap = (r.gap_forget + r.gap_retain + r.gap_test) / 3.0;
+  r.forget_kl = 0;
+  const size_t n = size_t(r.forget.n);
+  if (n == 0 || r.forget.probs.size() != ref.forget.probs.size() || r.forget.probs.empty()) return;
+  const size_t classes = r.forget.probs.size() / n;
+  double total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    double kl = 0;
+    for (size_t c = 0; c < classes; ++c) {
+      const double p_ref = ref.forget.probs[i * classes + c];
+      const double p = std::max<double>(r.forget.probs[i * classes + c], 1e-30);
+      if (p_ref > 0) kl += p_ref * (std::log(p_ref) - std::log(p));
+    }
+    total += std::max(kl, 0.0);
+  }
+  r.forget_kl = total / double(n);
+}
+
+namespace {
+
+Json split_json(const SplitEval& s) {
+  return Json::object({{"n", Json(s.n)}, {"acc", Json(s.acc)}, {"loss", Json(s.loss)}, {"entropy", Json(s.entropy)}});
+}
+
+}  // namespace
+
+Json eval_to_json(const EvalReport& r) {
+  Json j = Json::object({{"model", Json(r.model)}, {"data", Json(r.data)}, {"split", Json(r.split)}});
+  j.set("splits", Json::object({{"forget", split_json(r.forget)}, {"retain", split_json(r.retain)},
+                                {"test", split_json(r.test)}}));
+  j.set("mia", Json::object({{"retain_forget_auc", Json(r.retain_forget_auc)},
+                             {"forget_test_auc", Json(r.forget_test_auc)}}));
+  if (r.has_reference) {
+    j.set("reference",
+          Json::object({{"acc_gap", Json::object({{"forget", Json(r.gap_forget)},
+                                                  {"retain", Json(r.gap_retain)},
+                                                  {"test", Json(r.gap_test)}})},
+                        {"avg_gap", Json(r.avg_gap)},
+                        {"forget_kl", Json(r.forget_kl)}}));
+  }
+  return j;
+}
+
+std::string eval_table(const EvalReport& r) {
+  std::string s;
+  char line[256];
+  std::snprintf(line, sizeof line, "%-8s %8s %9s %8s %9s\n", "split", "n", "accuracy", "loss", "entropy");
+  s += line;
+  const std::pair<const char*, const SplitEval*> rows[] = {{"forget", &r.forget}, {"retain", &r.retain}, {"test", &r.test}};
+  for (auto& [name, e] : rows) {
+    std::snprintf(line, sizeof line, "%-8s %8lld %8.2f%% %8.4f %9.4f\n", name, (long long)e->n, 100.0 * e->acc, e->loss,
+                  e->entropy);
+    s += line;
+  }
+  std::snprintf(line, sizeof line, "membership AUC: retain-vs-forget %.4f, forget-vs-test %.4f (0.5 = indistinguishable)\n",
+                r.retain_forget_auc, r.forget_test_auc);
+  s += line;
+  if (r.has_reference) {
+    std::snprintf(line, sizeof line,
+                  "vs retrained: accuracy gaps forget %.2f, retain %.2f, test %.2f points (avg %.2f); forget KL %.4f\n",
+                  100 * r.gap_forget, 100 * r.gap_retain, 100 * r.gap_test, 100 * r.avg_gap, r.forget_kl);
+    s += line;
+  }
+  return s;
+}
+
+std::string eval_side_by_side(const std::vector<std::pair<std::string, const EvalReport*>>& reports) {
+  std::string s;
+  char cell[128];
+  std::snprintf(cell, sizeof cell, "%-22s", "");
+  s += cell;
+  for (auto& [name, r] : reports) {
+    std::snprintf(cell, sizeof cell, " %14s", name.c_str());
+    s += cell;
+  }
+  s += "\n";
+  auto row = [&](const char* label, auto value) {
+    std::snprintf(cell, sizeof cell, "%-22s", label);
+    s += cell;
+    for (auto& [name, r] : reports) {
+      std::snprintf(cell, sizeof cell, " %14s", value(*r).c_str());
+      s += cell;
+    }
+    s += "\n";
+  };
+  auto pct = [](double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.2f%%", 100 * v);
+    return std::string(b);
+  };
+  auto num = [](double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.4f", v);
+    return std::string(b);
+  };
+  row("forget accuracy", [&](const EvalReport& r) { return pct(r.forget.acc); });
+  row("retain accuracy", [&](const EvalReport& r) { return pct(r.retain.acc); });
+  row("test accuracy", [&](const EvalReport& r) { return pct(r.test.acc); });
+  row("forget loss", [&](const EvalReport& r) { return num(r.forget.loss); });
+  row("retain loss", [&](const EvalReport& r) { return num(r.retain.loss); });
+  row("test loss", [&](const EvalReport& r) { return num(r.test.loss); });
+  row("forget entropy", [&](const EvalReport& r) { return num(r.forget.entropy); });
+  row("AUC retain-vs-forget", [&](const EvalReport& r) { return num(r.retain_forget_auc); });
+  row("AUC forget-vs-test", [&](const EvalReport& r) { return num(r.forget_test_auc); });
+  return s;
+}
+
+}  // namespace hamu

@@ -1,0 +1,66 @@
+// unlearn/metrics.h: evaluation of a model on the forget, retain and test splits (HAMU.md §8):
+// accuracy, mean loss, mean prediction entropy, loss-based membership AUCs, and gaps to a retrained
+// reference model.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/json.h"
+#include "engine/nn.h"
+#include "loaders/data.h"
+
+namespace hamu {
+
+struct SplitEval {
+  int64_t n = 0;
+  double acc = 0, loss = 0, entropy = 0;
+  std::vector<float> losses;     // per-sample cross-entropy, in index order
+  std::vector<int32_t> predicted;
+  std::vector<float> probs;      // [n, classes] softmax, only when requested (reference comparisons)
+};
+
+struct EvalOptions {
+  int64_t batch = 1000;
+  Device device;
+  bool keep_probs = false;
+};
+
+// Eval mode (BatchNorm running statistics), no gradients; the model's train/eval mode is restored.
+SplitEval evaluate_indices(nn::Module& model, const ImageDataset& ds, const std::vector<int64_t>& indices,
+                           const Normalizer& norm, const EvalOptions& opt);
+
+// Exact ROC-AUC = P(score_pos > score_neg) + 0.5 P(equal); 0.5 when either side is empty.
+double roc_auc(const std::vector<float>& negatives, const std::vector<float>& positives);
+
+struct EvalReport {
+  std::string model, data, split;
+  SplitEval forget, retain, test;
+  double retain_forget_auc = 0.5;  // P(loss_forget > loss_retain)
+  double forget_test_auc = 0.5;    // P(loss_test > loss_forget): 0.5 = forget looks unseen
+  bool has_reference = false;
+  double gap_forget = 0, gap_retain = 0, gap_test = 0, avg_gap = 0;  // |acc - acc_ref| in points of 1
+  double forget_kl = 0;             // mean KL(p_ref || p) on the forget split
+};
+
+struct SplitIndices {
+  const std::vector<int64_t>* forget;
+  const std::vector<int64_t>* retain;
+  const std::vector<int64_t>* test;
+};
+
+// Evaluates all three splits (keep_probs is forced on the forget split when a reference is given).
+EvalReport evaluate_model(nn::Module& model, const DataBundle& data, const SplitIndices& splits,
+                          const Normalizer& norm, const EvalOptions& opt);
+// Adds the gaps and forget KL against a reference model's report (both must carry forget probs).
+void compare_to_reference(EvalReport& report, const EvalReport& reference);
+
+// {"model", "data", "split", "splits": {"forget": {"n","acc","loss","entropy"}, ...},
+//  "mia": {...}, "reference": {...} (when present)}
+Json eval_to_json(const EvalReport& r);
+// A fixed-width table (one row per split) for stdout.
+std::string eval_table(const EvalReport& r);
+// Side-by-side table of several reports (columns = reports).
+std::string eval_side_by_side(const std::vector<std::pair<std::string, const EvalReport*>>& reports);
+
+}  // namespace hamu

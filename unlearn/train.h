@@ -1,0 +1,39 @@
+// unlearn/train.h: training the original model (retain ∪ forget) and the retrained reference
+// (retain only) that unlearning is judged against.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/nn.h"
+#include "loaders/data.h"
+
+namespace hamu {
+
+struct TrainOptions {
+  std::string optimizer = "adamw";  // adamw | sgd
+  double lr = 1e-3, weight_decay = 0.0, momentum = 0.9;
+  double clip = 0.0;                 // total-norm gradient clipping (0 = off)
+  int64_t epochs = 3, batch = 128;
+  uint64_t seed = 0;
+  Device device;
+  bool progress = true;
+};
+
+struct EpochSummary {
+  int64_t epoch = 0;      // 1-based
+  double train_loss = 0;  // mean over the epoch's batches
+  double train_acc = 0;
+  double seconds = 0;     // training time of this epoch (evaluation excluded)
+  double images_per_s = 0;
+  int64_t skipped_steps = 0;  // non-finite loss or gradient: step skipped
+};
+
+// Trains `model` on `subset` of `ds` (seeded shuffling per epoch). on_epoch runs after each epoch
+// (evaluation, logging); its time is not counted in the epoch's seconds.
+std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds, const std::vector<int64_t>& subset,
+                                      const Normalizer& norm, const TrainOptions& opt,
+                                      const std::function<void(const EpochSummary&)>& on_epoch = {});
+
+}  // namespace hamu

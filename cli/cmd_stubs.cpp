@@ -3,7 +3,6 @@
 #include "engine/error.h"
 
 namespace hamu::cli {
-int cmd_unlearn(int, char**) { throw Error("not built yet"); }
 int cmd_hardness(int, char**) { throw Error("not built yet"); }
 int cmd_compare(int, char**) { throw Error("not built yet"); }
 }  // namespace hamu::cli

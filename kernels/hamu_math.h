@@ -108,7 +108,9 @@ HAMU_HD inline HamuBlockSolution hamu_solve_block(double aa, double cc, double d
   // ||a_perp||^2 = ||a||^2 - d^2/||c||^2 (a_perp = a - (d/cc) c), clamped against rounding.
   const double perp2 = aa - d * d / cc;
   const double nperp = perp2 > 0 ? ::sqrt(perp2) : 0.0;
-  if (nperp < hamu_eps) {
+  // Relative test too: statistics of float gradients carry ~1e-7 relative rounding, which leaves a
+  // spurious perpendicular part of ~3e-4 ||a|| for exactly colinear a and c (e.g. one-element blocks).
+  if (nperp < hamu_eps || perp2 <= 1e-6 * aa) {
     s.branch = branch_colinear;
     s.alpha = b / cc;
     return s;

@@ -1,0 +1,139 @@
+// cli/unlearn_setup.cpp: shared setup of `hamu unlearn` and `hamu compare`.
+#include "cli/unlearn_setup.h"
+
+#include <algorithm>
+
+#include "engine/rng.h"
+
+namespace hamu::cli {
+
+std::vector<Flag> unlearn_option_flags() {
+  return {
+      {"--lr", "X", "learning rate eta (HAMU radius R = eta*||a|| per block; baselines' SGD step)", "0.01"},
+      {"--ratio", "X", "HAMU constraint B = ratio * lr: guaranteed first-order forget gain per step", "0.5"},
+      {"--radius", "X", "HAMU: fixed radius R per block instead of lr*||a||", ""},
+      {"--steps", "N", "unlearning steps (one retain batch + one forget batch each)", "200"},
+      {"--batch", "N", "retain batch size", "128"},
+      {"--forget-batch", "N", "forget batch size (the forget set cycles)", "128"},
+      {"--scope", "S", "HAMU: layer (per parameter tensor) or global (exact global solution)", "layer"},
+      {"--constraint-split", "S", "HAMU layer scope: grad-norm, uniform or softmax-dp", "grad-norm"},
+      {"--stop-on-criterion", "", "HAMU: stop when no retain-neutral forget progress of size B is left", ""},
+      {"--continue-on-infeasible", "", "HAMU: on an infeasible step take the pure ascent step and go on", ""},
+      {"--clip", "X", "clip each objective gradient to this total norm (0 = off)", "1"},
+      {"--optimizer", "NAME", "sgd (theta moves by exactly the step) or adamw (step as pseudo-gradient)", "sgd"},
+      {"--paper-compat", "", "gru/pcgrad: the published code's (inverted) conflict test", ""},
+      {"--no-paired", "", "compute the two gradients with two passes even where one paired pass is valid", ""},
+      {"--eval-every", "N", "evaluate every N steps (0: before and after only)", "0"},
+      {"--eval-samples", "N", "intermediate evaluations use at most N images per split (0: all)", "2000"},
+      {"--eval-batch", "N", "evaluation batch size", "1000"},
+  };
+}
+
+UnlearnOptions read_unlearn_options(const Args& args, Device device) {
+  UnlearnOptions o;
+  o.params.lr = args.number("--lr");
+  o.ratio = args.number("--ratio");
+  if (args.has("--radius")) {
+    o.fixed_radius = true;
+    o.radius = args.number("--radius");
+  }
+  o.steps = args.integer("--steps");
+  o.batch = args.integer("--batch");
+  o.forget_batch = args.integer("--forget-batch");
+  const std::string scope = args.str("--scope");
+  if (scope == "layer") o.scope = kernels::scope_layer;
+  else if (scope == "global") o.scope = kernels::scope_global;
+  else throw InputError("--scope: '" + scope + "' is not layer or global");
+  const std::string split = args.str("--constraint-split");
+  if (split == "grad-norm") o.split = kernels::split_grad_norm;
+  else if (split == "uniform") o.split = kernels::split_uniform;
+  else if (split == "softmax-dp") o.split = kernels::split_softmax_dp;
+  else throw InputError("--constraint-split: '" + split + "' is not grad-norm, uniform or softmax-dp");
+  o.stop_on_criterion = args.on("--stop-on-criterion");
+  o.continue_on_infeasible = args.on("--continue-on-infeasible");
+  o.params.clip = args.number("--clip");
+  o.optimizer = args.str("--optimizer");
+  o.params.paper_compat = args.on("--paper-compat");
+  o.paired = !args.on("--no-paired");
+  o.eval_every = args.integer("--eval-every");
+  o.seed = uint64_t(args.integer("--seed"));
+  o.device = device;
+  return o;
+}
+
+UnlearnContext load_unlearn_context(const std::string& model_path, const std::string& data_spec,
+                                    const std::string& split_spec, const std::string& reference_path, Device device,
+                                    uint64_t seed, int64_t eval_batch, int64_t eval_samples) {
+  if (eval_batch < 1) throw InputError("--eval-batch: must be at least 1");
+  if (eval_samples < 0) throw InputError("--eval-samples: must be >= 0");
+  UnlearnContext ctx{models::load_model(model_path, device), {}, {}, {}, {}, device, eval_batch, eval_samples, seed};
+  const std::string data = data_spec.empty() ? ctx.original.meta_or("data", "fashion-mnist") : data_spec;
+  const std::string split = split_spec.empty() ? ctx.original.meta_or("split", "") : split_spec;
+  if (split.empty() || split == "none") throw InputError("--split: no forget set given and the checkpoint records none");
+  ctx.data = load_data_split(data, split, seed);
+  check_model_fits_data(ctx.original, ctx.data.data.train);
+  ctx.norm = model_normalizer(ctx.original, ctx.data.data.train);
+  if (!reference_path.empty()) {
+    ctx.reference = models::load_model(reference_path, device);
+    check_model_fits_data(*ctx.reference, ctx.data.data.train);
+    if (ctx.reference->spec.arch != ctx.original.spec.arch)
+      throw InputError("--reference: " + reference_path + " is a " + ctx.reference->spec.arch + ", the model is a " +
+                       ctx.original.spec.arch);
+    const std::string ref_data = ctx.reference->meta_or("data", data);
+    if (ref_data != ctx.data.data.spec)
+      throw InputError("--reference: " + reference_path + " was trained on '" + ref_data + "', not '" + ctx.data.data.spec + "'");
+    EvalOptions eo;
+    eo.batch = eval_batch;
+    eo.device = device;
+    eo.keep_probs = true;
+    ctx.reference_report = evaluate_model(*ctx.reference->model, ctx.data.data,
+                                          {&ctx.data.split.forget, &ctx.data.split.retain, &ctx.data.test},
+                                          model_normalizer(*ctx.reference, ctx.data.data.train), eo);
+  }
+  return ctx;
+}
+
+models::LoadedModel fresh_copy(const UnlearnContext& ctx) { return models::load_model(ctx.original.path, ctx.device); }
+
+namespace {
+
+EvalReport evaluate_on(nn::Module& model, const UnlearnContext& ctx, const std::string& name,
+                       const std::vector<int64_t>& forget, const std::vector<int64_t>& retain,
+                       const std::vector<int64_t>& test, bool with_reference) {
+  EvalOptions eo;
+  eo.batch = ctx.eval_batch;
+  eo.device = ctx.device;
+  eo.keep_probs = with_reference && ctx.reference_report.has_value();
+  EvalReport r = evaluate_model(model, ctx.data.data, {&forget, &retain, &test}, ctx.norm, eo);
+  r.model = name;
+  r.data = ctx.data.data.spec;
+  r.split = ctx.data.split.spec;
+  if (eo.keep_probs) compare_to_reference(r, *ctx.reference_report);
+  return r;
+}
+
+std::vector<int64_t> sample(const std::vector<int64_t>& v, int64_t n, uint64_t seed) {
+  if (n <= 0 || int64_t(v.size()) <= n) return v;
+  Rng rng(seed);
+  std::vector<int64_t> c = v;
+  rng.shuffle(c);
+  c.resize(size_t(n));
+  std::sort(c.begin(), c.end());
+  return c;
+}
+
+}  // namespace
+
+EvalReport evaluate_full(nn::Module& model, const UnlearnContext& ctx, const std::string& name) {
+  return evaluate_on(model, ctx, name, ctx.data.split.forget, ctx.data.split.retain, ctx.data.test, true);
+}
+
+EvalReport evaluate_sampled(nn::Module& model, const UnlearnContext& ctx, const std::string& name) {
+  if (ctx.eval_samples == 0) return evaluate_on(model, ctx, name, ctx.data.split.forget, ctx.data.split.retain, ctx.data.test, false);
+  static const uint64_t kSeed = 0x5EED;
+  return evaluate_on(model, ctx, name, sample(ctx.data.split.forget, ctx.eval_samples, kSeed),
+                     sample(ctx.data.split.retain, ctx.eval_samples, kSeed + 1), sample(ctx.data.test, ctx.eval_samples, kSeed + 2),
+                     false);
+}
+
+}  // namespace hamu::cli

@@ -1,0 +1,28 @@
+// unlearn/gradients.h: the two objective gradients of one unlearning step, written into the fused
+// update's r and f buffers.
+#pragma once
+#include <string>
+
+#include "engine/nn.h"
+#include "loaders/batch.h"
+#include "unlearn/methods.h"
+#include "unlearn/update.h"
+
+namespace hamu {
+
+struct GradientResult {
+  double retain_loss = 0, forget_loss = 0;  // mean cross-entropy of each batch (for the log)
+  bool finite = true;                       // both losses finite
+  bool paired = false;                      // one pass over [retain; forget] produced both
+};
+
+// Computes r = grad of the method's retain objective on `retain` and f = grad of its forget
+// objective on `forget` (zero when the method does not use that side). With allow_paired, one
+// forward/backward over the concatenated batch is used where it is valid (BatchNorm frozen, no
+// dropout, every parametric layer able to split its weight gradient by rows); otherwise two passes,
+// and *fallback_reason says why.
+GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
+                                 const Batch& forget, Method method, const MethodParams& params, bool allow_paired,
+                                 std::string* fallback_reason);
+
+}  // namespace hamu

@@ -1,0 +1,60 @@
+// unlearn/update.h: the fused two-pass update shared by HAMU and every baseline (DESIGN.md kernels §1).
+//
+// Each unlearning step ends with gradients r (retain objective) and f (forget objective) in persistent
+// per-parameter buffers. Every method's step is theta_l += coef_r[l]*r_l + coef_f[l]*f_l:
+//   pass 1  hamu_block_stats: (<r,r>, <f,f>, <r,f>) per block, one multi-tensor launch;
+//   coef    HAMU: hamu_coefficients on the device (clipping folded in); baselines: on the host from the
+//           statistics (global norms and dot products only);
+//   pass 2  hamu_apply: one multi-tensor launch.
+// Pointer tables are built once, so a step allocates nothing and, for HAMU, never waits for the host
+// except for its one small report copy.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+#include "kernels/hamu_math.h"
+
+namespace hamu {
+
+class FusedUpdate {
+ public:
+  // params: the blocks (leaf tensors, one dtype and device). Allocates zeroed r and f buffers.
+  explicit FusedUpdate(std::vector<Tensor> params);
+
+  int count() const { return int(params_.size()); }
+  const std::vector<Tensor>& params() const { return params_; }
+  std::vector<Tensor>& retain_grads() { return r_; }
+  std::vector<Tensor>& forget_grads() { return f_; }
+
+  // Makes each parameter's .grad the zeroed r (or f) buffer, so the next backward accumulates there.
+  void route_grads_to(bool retain);
+  // Detaches the buffers from the parameters again (so optimizers or later passes do not see them).
+  void release_grads();
+  void zero(bool retain);
+
+  // Pass 1 into the device-side stats tensor [count, 3].
+  void compute_stats();
+  // Host copy of the stats (synchronises; baselines and tests).
+  std::vector<double> stats_host() const;
+  // HAMU's coefficient phase on the parameters' device, then pass 2. Returns the report (one small copy).
+  kernels::HamuReport hamu_step(const kernels::HamuConfig& cfg);
+  // Pass 2 with host-given coefficients [count][2] (baselines).
+  void apply(const std::vector<double>& coef);
+  // pseudo-gradient for optimizers: p.grad = -(coef_r r + coef_f f)/scale for every block (allocates grads).
+  void write_pseudo_grads(const std::vector<double>& coef, double scale);
+  // The coefficients of the last hamu_step (host copy; synchronises).
+  std::vector<double> coef_host() const;
+
+ private:
+  std::vector<Tensor> params_, r_, f_;
+  Tensor stats_, coef_, report_;           // on the device
+  Tensor theta_tab_, r_tab_, f_tab_, sizes_;  // pointer tables and sizes on the device (u8 / raw)
+  std::vector<void*> theta_ptr_, r_ptr_, f_ptr_;
+  std::vector<int64_t> sizes_host_;
+  Device device_;
+  DType dtype_;
+};
+
+}  // namespace hamu

@@ -86,7 +86,7 @@ void ensure_mt_scratch(const CudaCtx& ctx, int count);
 
 // Multi-tensor chunking (reduce_mt.cu): a chunk is >= kMtMinChunk elements, and the chunk size grows with
 // the total so that there are at most kMtMaxChunks full chunks (plus one partial chunk per tensor).
-constexpr int64_t kMtMinChunk = 8192;
+constexpr int64_t kMtMinChunk = 4096;  // 4 float4 per thread per array: one batch of loads
 constexpr int64_t kMtMaxChunks = 32768;
 // Tables up to this many tensors keep their chunk prefix in shared memory (one launch); larger ones
 // get it from a small preparation kernel.

@@ -108,6 +108,9 @@ Scratch& scratch(int device) {
     void* c = nullptr;
     HAMU_CU("cuda scratch alloc", cudaMalloc(&c, 64));
     HAMU_CU("cuda scratch init", cudaMemset(c, 0, 64));
+    // cudaMemset runs on the legacy stream, which does not order against the contexts' non-blocking
+    // streams: wait for it before any kernel reads the counters.
+    HAMU_CU("cuda scratch init", cudaDeviceSynchronize());
     s.scratch.mt_counters = static_cast<unsigned*>(c);
   }
   return s.scratch;
@@ -152,10 +155,20 @@ CudaCtx& cuda_context(int device) {
     HAMU_CUBLAS("cuda_context", cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST));
     c.blas = h;
 #ifdef HAMU_CUDNN
+    // cuDNN loads its sub-libraries here; if that fails, convolutions fall back to the built-in
+    // im2col + cuBLAS path (ctx.dnn stays null) rather than the whole GPU backend failing.
     cudnnHandle_t d = nullptr;
-    HAMU_CUDNN_CHECK("cuda_context", cudnnCreate(&d));
-    HAMU_CUDNN_CHECK("cuda_context", cudnnSetStream(d, st));
-    c.dnn = d;
+    cudnnStatus_t ds = cudnnCreate(&d);
+    if (ds == CUDNN_STATUS_SUCCESS) {
+      ds = cudnnSetStream(d, st);
+      if (ds != CUDNN_STATUS_SUCCESS) cudnnDestroy(d);
+    }
+    if (ds == CUDNN_STATUS_SUCCESS) {
+      c.dnn = d;
+    } else {
+      std::fprintf(stderr, "hamu: cuDNN unavailable on cuda:%d (%s); convolutions use im2col + cuBLAS\n", device,
+                   cudnnGetErrorString(ds));
+    }
 #endif
     s.ctx = c;
   });

@@ -1,0 +1,325 @@
+// bench/bench_hamu_update.cpp: the fused HAMU update on the GPU (stats + coefficients + apply, no host
+// synchronisation) against a device-to-device copy of the same bytes and against the per-tensor,
+// host-synchronising way of the published PyTorch implementation.
+//
+// Usage: bench_hamu_update [--quick] [--reps N]
+// Bytes counted per parameter: 24 (stats reads r and f: 8; apply reads theta, r, f and writes theta: 16).
+// The copy moves the same 24 bytes per parameter (12 read + 12 written). Times are medians over the
+// repetitions, from CUDA events on the engine's stream. Prints "skipped: no GPU" and exits 0 without one.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+#ifdef HAMU_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace kn = hamu::kernels;
+
+#ifdef HAMU_CUDA
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "bench_hamu_update: %s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
+// ResNet-20's 65 tensors (3x3 stem, widths 16/32/64, 1x1 projection shortcuts, BN gamma/beta, fc), with
+// the weight tensors scaled so that the total is `total`; the small BN/bias tensors keep their sizes.
+std::vector<int64_t> resnet_like(int64_t total) {
+  std::vector<int64_t> w, small;
+  std::vector<bool> is_w;
+  auto conv = [&](int64_t k, int64_t c, int64_t r) { w.push_back(k * c * r * r); is_w.push_back(true); };
+  auto bn = [&](int64_t c) {
+    w.push_back(c); is_w.push_back(false);
+    w.push_back(c); is_w.push_back(false);
+  };
+  conv(16, 3, 3);
+  bn(16);
+  int64_t in = 16;
+  for (int64_t width : {16, 32, 64})
+    for (int blk = 0; blk < 3; ++blk) {
+      conv(width, in, 3);
+      bn(width);
+      conv(width, width, 3);
+      bn(width);
+      if (in != width) {
+        conv(width, in, 1);
+        bn(width);
+      }
+      in = width;
+    }
+  w.push_back(640); is_w.push_back(true);   // fc weight
+  w.push_back(10); is_w.push_back(false);   // fc bias
+  int64_t fixed = 0, weights = 0;
+  for (size_t i = 0; i < w.size(); ++i) (is_w[i] ? weights : fixed) += w[i];
+  const double scale = double(total - fixed) / double(weights);
+  int64_t sum = 0;
+  size_t largest = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (is_w[i]) w[i] = std::max<int64_t>(16, int64_t(std::llround(double(w[i]) * scale)));
+    sum += w[i];
+    if (w[i] > w[largest]) largest = i;
+  }
+  w[largest] += total - sum;  // exact total
+  return w;
+}
+
+// LoRA (r = 8) on the 7 attention/MLP projections of 32 Llama-2-7B layers: 448 A/B tensors (~20M at
+// r = 8), scaled to `total`.
+std::vector<int64_t> lora_like(int64_t total) {
+  const int64_t d = 4096, ff = 11008, r = 8;
+  std::vector<int64_t> w;
+  for (int layer = 0; layer < 32; ++layer) {
+    for (int p = 0; p < 4; ++p) {  // q, k, v, o
+      w.push_back(r * d);
+      w.push_back(d * r);
+    }
+    w.push_back(r * d);   // gate A
+    w.push_back(ff * r);  // gate B
+    w.push_back(r * d);   // up A
+    w.push_back(ff * r);  // up B
+    w.push_back(r * ff);  // down A
+    w.push_back(d * r);   // down B
+  }
+  int64_t base = 0;
+  for (int64_t x : w) base += x;
+  const double scale = double(total) / double(base);
+  int64_t sum = 0;
+  for (auto& x : w) {
+    x = std::max<int64_t>(16, int64_t(std::llround(double(x) * scale)));
+    sum += x;
+  }
+  w.back() += total - sum;
+  return w;
+}
+
+struct Row {
+  int64_t params = 0;
+  int blocks = 0;
+  double fused_ms = 0, stats_ms = 0, coef_ms = 0, apply_ms = 0, copy_ms = 0, naive_ms = 0;
+  int applied = 0;
+};
+
+// Element offsets of each tensor inside one flat buffer, each start 128-element (512-byte) aligned as the
+// engine's allocator gives them.
+std::vector<int64_t> offsets(const std::vector<int64_t>& sizes, int64_t* total) {
+  std::vector<int64_t> off;
+  int64_t at = 0;
+  for (int64_t n : sizes) {
+    off.push_back(at);
+    at += (n + 127) / 128 * 128;
+  }
+  *total = at;
+  return off;
+}
+
+Row run_case(const std::vector<int64_t>& sizes, int reps) {
+  kn::CudaCtx& ctx = kn::cuda_context(0);
+  cudaStream_t st = static_cast<cudaStream_t>(ctx.stream);
+  const int count = int(sizes.size());
+  int64_t params = 0;
+  for (int64_t n : sizes) params += n;
+  int64_t span = 0;
+  const std::vector<int64_t> off = offsets(sizes, &span);
+
+  float* theta = static_cast<float*>(kn::cuda_malloc(0, size_t(span) * 4));
+  float* r = static_cast<float*>(kn::cuda_malloc(0, size_t(span) * 4));
+  float* f = static_cast<float*>(kn::cuda_malloc(0, size_t(span) * 4));
+  // Random-ish contents without a host round trip: affine maps of a fill would give colinear r and f,
+  // so draw on the host once per buffer (in slices, to bound host memory).
+  {
+    std::vector<float> h(size_t(std::min<int64_t>(span, int64_t(1) << 22)));
+    uint64_t state = 0x9E3779B97F4A7C15ull;
+    for (float* buf : {theta, r, f}) {
+      for (int64_t at = 0; at < span; at += int64_t(h.size())) {
+        const int64_t n = std::min<int64_t>(int64_t(h.size()), span - at);
+        for (int64_t i = 0; i < n; ++i) {
+          state = state * 6364136223846793005ull + 1442695040888963407ull;
+          h[size_t(i)] = (float(state >> 40) / 16777216.0f - 0.5f) * (buf == theta ? 2.f : 0.02f);
+        }
+        kn::cuda_memcpy_h2d(ctx, buf + at, h.data(), size_t(n) * 4);
+      }
+    }
+  }
+  std::vector<const float*> hr, hf;
+  std::vector<float*> ht;
+  for (int i = 0; i < count; ++i) {
+    hr.push_back(r + off[size_t(i)]);
+    hf.push_back(f + off[size_t(i)]);
+    ht.push_back(theta + off[size_t(i)]);
+  }
+  auto upload = [&](const void* src, size_t bytes) {
+    void* p = kn::cuda_malloc(0, bytes);
+    kn::cuda_memcpy_h2d(ctx, p, src, bytes);
+    return p;
+  };
+  const float* const* tr = static_cast<const float* const*>(upload(hr.data(), hr.size() * sizeof(void*)));
+  const float* const* tf = static_cast<const float* const*>(upload(hf.data(), hf.size() * sizeof(void*)));
+  float* const* tt = static_cast<float* const*>(upload(ht.data(), ht.size() * sizeof(void*)));
+  const int64_t* tsz = static_cast<const int64_t*>(upload(sizes.data(), sizes.size() * sizeof(int64_t)));
+  float* stats = static_cast<float*>(kn::cuda_malloc(0, size_t(3 * count) * 4));
+  float* coef = static_cast<float*>(kn::cuda_malloc(0, size_t(2 * count) * 4));
+  kn::HamuReport* rep = static_cast<kn::HamuReport*>(kn::cuda_malloc(0, sizeof(kn::HamuReport)));
+  const size_t copy_bytes = size_t(params) * 12;  // 12 read + 12 written = 24 bytes per parameter
+  void* csrc = kn::cuda_malloc(0, copy_bytes);
+  void* cdst = kn::cuda_malloc(0, copy_bytes);
+  check(cudaMemsetAsync(csrc, 1, copy_bytes, st), "memset");
+
+  kn::HamuConfig cfg;  // B = 0: every block steps (direct or rectified), so apply touches every tensor
+  cfg.lr = 1e-4;
+  cfg.constraint = 0.0;
+
+  cudaEvent_t ev[4];
+  for (auto& e : ev) check(cudaEventCreate(&e), "cudaEventCreate");
+  auto elapsed = [&](int a, int b) {
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, ev[a], ev[b]), "cudaEventElapsedTime");
+    return double(ms);
+  };
+
+  Row row;
+  row.params = params;
+  row.blocks = count;
+  // Fused step.
+  std::vector<double> t_all, t_stats, t_coef, t_apply;
+  for (int it = 0; it < reps + 3; ++it) {
+    check(cudaEventRecord(ev[0], st), "record");
+    kn::hamu_block_stats(ctx, count, tr, tf, tsz, stats);
+    check(cudaEventRecord(ev[1], st), "record");
+    kn::hamu_coefficients(ctx, cfg, count, stats, coef, rep);
+    check(cudaEventRecord(ev[2], st), "record");
+    kn::hamu_apply(ctx, count, tt, tr, tf, tsz, coef);
+    check(cudaEventRecord(ev[3], st), "record");
+    check(cudaEventSynchronize(ev[3]), "sync");
+    if (it < 3) continue;  // warm-up
+    t_all.push_back(elapsed(0, 3));
+    t_stats.push_back(elapsed(0, 1));
+    t_coef.push_back(elapsed(1, 2));
+    t_apply.push_back(elapsed(2, 3));
+  }
+  row.fused_ms = median(t_all);
+  row.stats_ms = median(t_stats);
+  row.coef_ms = median(t_coef);
+  row.apply_ms = median(t_apply);
+  kn::HamuReport hrep;
+  kn::cuda_memcpy_d2h(ctx, &hrep, rep, sizeof hrep);
+  row.applied = hrep.applied;
+
+  // Device-to-device copy of the same bytes.
+  std::vector<double> t_copy;
+  for (int it = 0; it < reps + 3; ++it) {
+    check(cudaEventRecord(ev[0], st), "record");
+    kn::cuda_memcpy_d2d(ctx, cdst, csrc, copy_bytes);
+    check(cudaEventRecord(ev[1], st), "record");
+    check(cudaEventSynchronize(ev[1]), "sync");
+    if (it >= 3) t_copy.push_back(elapsed(0, 1));
+  }
+  row.copy_ms = median(t_copy);
+
+  // The published implementation's way: per tensor three reductions and a synchronising copy of the
+  // results to the host; coefficients on the host; a per-tensor update (two axpby launches).
+  std::vector<double> t_naive;
+  const int naive_reps = std::max(3, reps / 2);
+  std::vector<float> hstats(size_t(3 * count)), hcoef(size_t(2 * count));
+  for (int it = 0; it < naive_reps + 1; ++it) {
+    check(cudaEventRecord(ev[0], st), "record");
+    for (int i = 0; i < count; ++i) {
+      kn::sum_squares(ctx, sizes[size_t(i)], hr[size_t(i)], stats + 3 * i);
+      kn::sum_squares(ctx, sizes[size_t(i)], hf[size_t(i)], stats + 3 * i + 1);
+      kn::dot(ctx, sizes[size_t(i)], hr[size_t(i)], hf[size_t(i)], stats + 3 * i + 2);
+      kn::cuda_memcpy_d2h(ctx, &hstats[size_t(3 * i)], stats + 3 * i, 3 * sizeof(float));
+    }
+    kn::HamuReport hr2;
+    kn::hamu_coefficients(kn::CpuCtx{}, cfg, count, hstats.data(), hcoef.data(), &hr2);
+    for (int i = 0; i < count; ++i) {
+      kn::axpby(ctx, sizes[size_t(i)], hcoef[size_t(2 * i)], hr[size_t(i)], 1.f, ht[size_t(i)]);
+      kn::axpby(ctx, sizes[size_t(i)], hcoef[size_t(2 * i + 1)], hf[size_t(i)], 1.f, ht[size_t(i)]);
+    }
+    check(cudaEventRecord(ev[1], st), "record");
+    check(cudaEventSynchronize(ev[1]), "sync");
+    if (it >= 1) t_naive.push_back(elapsed(0, 1));
+  }
+  row.naive_ms = median(t_naive);
+
+  for (auto& e : ev) cudaEventDestroy(e);
+  for (const void* p : {static_cast<const void*>(theta), static_cast<const void*>(r), static_cast<const void*>(f),
+                        static_cast<const void*>(tr), static_cast<const void*>(tf), static_cast<const void*>(tt),
+                        static_cast<const void*>(tsz), static_cast<const void*>(stats), static_cast<const void*>(coef),
+                        static_cast<const void*>(rep), static_cast<const void*>(csrc), static_cast<const void*>(cdst)})
+    kn::cuda_free(0, const_cast<void*>(p));
+  return row;
+}
+
+}  // namespace
+#endif
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  int reps = 20;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
+    else {
+      std::fprintf(stderr, "usage: bench_hamu_update [--quick] [--reps N]\n");
+      return 2;
+    }
+  }
+#ifndef HAMU_CUDA
+  (void)quick;
+  (void)reps;
+  std::printf("bench_hamu_update: skipped: no GPU (built without CUDA)\n");
+  return 0;
+#else
+  if (kn::cuda_device_count() == 0) {
+    std::printf("bench_hamu_update: skipped: no GPU\n");
+    return 0;
+  }
+  if (quick) reps = std::min(reps, 5);
+  std::printf("bench_hamu_update on %s (reps %d, median; 24 bytes/param counted; copy = d2d memcpy of the same bytes)\n",
+              kn::cuda_device_name(0), reps);
+  std::vector<int64_t> totals = {1000000, 20000000, 100000000};
+  if (quick) totals = {1000000, 20000000};
+  std::vector<Row> rows;
+  for (int64_t total : totals)
+    for (int layout = 0; layout < 2; ++layout) {
+      const std::vector<int64_t> sizes = layout == 0 ? resnet_like(total) : lora_like(total);
+      try {
+        rows.push_back(run_case(sizes, reps));
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_hamu_update: %lld params, %zu blocks: %s\n", (long long)total, sizes.size(),
+                     e.what());
+        return 1;
+      }
+      const Row& w = rows.back();
+      std::printf("  %10lld params %4d blocks: fused %.4f ms (stats %.4f, coef %.4f, apply %.4f), copy %.4f ms, "
+                  "per-tensor %.3f ms, step applied %d\n",
+                  (long long)w.params, w.blocks, w.fused_ms, w.stats_ms, w.coef_ms, w.apply_ms, w.copy_ms, w.naive_ms,
+                  w.applied);
+      std::fflush(stdout);
+    }
+  std::printf("\n| params | blocks | fused ms | fused GB/s | copy GB/s | fused/copy | per-tensor ms | speedup |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (const Row& w : rows) {
+    const double bytes = 24.0 * double(w.params);
+    const double fused_bw = bytes / (w.fused_ms * 1e-3) / 1e9, copy_bw = bytes / (w.copy_ms * 1e-3) / 1e9;
+    std::printf("| %lld | %d | %.4f | %.0f | %.0f | %.1f%% | %.3f | %.1fx |\n", (long long)w.params, w.blocks,
+                w.fused_ms, fused_bw, copy_bw, 100.0 * fused_bw / copy_bw, w.naive_ms, w.naive_ms / w.fused_ms);
+  }
+  return 0;
+#endif
+}

@@ -1,0 +1,59 @@
+// kernels/cuda/gemm.cu: row-major GEMM and strided batched GEMM through cuBLAS (CUDA).
+//
+// cuBLAS is column-major. A row-major m x n matrix C is the column-major n x m matrix C^T, so
+// C = op(A) op(B) (row-major) is C^T = op(B)^T op(A)^T (column-major): call cuBLAS with the operands
+// swapped, m and n swapped, and the same transpose flags and leading dimensions.
+#include "kernels/cuda/cuda_common.cuh"
+
+namespace hamu::kernels {
+using namespace cuda_detail;
+
+namespace {
+
+void set_math(const CudaCtx& ctx) {
+  // TF32 tensor cores only on explicit opt-in; the default keeps full float32 products.
+  HAMU_CUBLAS("gemm", cublasSetMathMode(blas_of(ctx), ctx.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+}
+
+// k == 0: C = beta * C (C not read when beta == 0), as the CPU does.
+void scale_only(const CudaCtx& ctx, int64_t m, int64_t n, float beta, float* c, int64_t ldc, int64_t stride_c,
+                int64_t batch) {
+  launch_map(ctx, "gemm_scale_kernel", m * n * batch, [=] __device__(int64_t e) {
+    const int64_t j = e % n, i = (e / n) % m, b = e / (m * n);
+    float* p = c + b * stride_c + i * ldc + j;
+    *p = beta == 0.f ? 0.f : beta * *p;
+  });
+}
+
+}  // namespace
+
+void gemm(const CudaCtx& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  use_device(ctx);
+  if (k <= 0) {
+    scale_only(ctx, m, n, beta, c, ldc, 0, 1);
+    return;
+  }
+  set_math(ctx);
+  HAMU_CUBLAS("gemm", cublasSgemm_64(blas_of(ctx), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                      n, m, k, &alpha, b, ldb, a, lda, &beta, c, ldc));
+}
+
+void gemm_batched(const CudaCtx& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b,
+                  float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch) {
+  if (m <= 0 || n <= 0 || batch <= 0) return;
+  use_device(ctx);
+  if (k <= 0) {
+    scale_only(ctx, m, n, beta, c, ldc, stride_c, batch);
+    return;
+  }
+  set_math(ctx);
+  HAMU_CUBLAS("gemm_batched",
+              cublasSgemmStridedBatched_64(blas_of(ctx), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                           trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb, stride_b, a,
+                                           lda, stride_a, &beta, c, ldc, stride_c, batch));
+}
+
+}  // namespace hamu::kernels

@@ -1,0 +1,62 @@
+// models/checkpoint.cpp: model <-> safetensors with the architecture in the metadata.
+#include "models/checkpoint.h"
+
+#include <set>
+
+#include "engine/safetensors.h"
+
+namespace hamu::models {
+
+const std::string& LoadedModel::meta(const std::string& key) const {
+  auto it = metadata.find(key);
+  if (it == metadata.end()) throw InputError(path + ": checkpoint metadata has no '" + key + "'");
+  return it->second;
+}
+
+std::string LoadedModel::meta_or(const std::string& key, const std::string& fallback) const {
+  auto it = metadata.find(key);
+  return it == metadata.end() ? fallback : it->second;
+}
+
+void save_model(const std::string& path, nn::Module& model, const ModelSpec& spec,
+                const std::map<std::string, std::string>& facts) {
+  std::vector<NamedTensor> tensors;
+  for (auto& [name, t] : model.named_parameters()) tensors.push_back({name, t.detach()});
+  for (auto& [name, t] : model.named_buffers()) tensors.push_back({name, t.detach()});
+  std::map<std::string, std::string> meta = facts;
+  for (auto& [k, v] : spec.to_metadata()) meta[k] = v;
+  meta["format"] = "hamu-model-1";
+  save_safetensors(path, tensors, meta);
+}
+
+LoadedModel load_model(const std::string& path, Device device) {
+  Checkpoint ck = load_safetensors(path);
+  LoadedModel out;
+  out.path = path;
+  out.metadata = ck.metadata;
+  out.spec = ModelSpec::from_metadata(ck.metadata, path);
+  Rng rng(0);
+  out.model = build_model(out.spec, rng);
+  std::set<std::string> expected;
+  auto fill = [&](const nn::Named& named) {
+    for (auto& [name, t] : named) {
+      expected.insert(name);
+      const Tensor* src = ck.find(name);
+      if (!src) throw InputError(path + ": tensor '" + name + "' of " + out.spec.describe() + " is missing");
+      if (src->shape() != t.shape())
+        throw InputError(path + ": tensor '" + name + "' has shape " + shape_str(src->shape()) + ", " +
+                         out.spec.describe() + " needs " + shape_str(t.shape()));
+      Tensor dst = t;
+      dst.copy_(*src);
+    }
+  };
+  fill(out.model->named_parameters());
+  fill(out.model->named_buffers());
+  for (const NamedTensor& nt : ck.tensors)
+    if (!expected.count(nt.name))
+      throw InputError(path + ": unexpected tensor '" + nt.name + "' for " + out.spec.describe());
+  out.model->to(device);
+  return out;
+}
+
+}  // namespace hamu::models

@@ -1,0 +1,430 @@
+#!/usr/bin/env bash
+# scripts/gpu-check.sh OUTDIR: the one script for a machine with an NVIDIA (Hopper) GPU: finds nvcc and cuDNN,
+# builds the CUDA library, tests and GPU benches, runs the CUDA parity tests (and a reduced set under
+# compute-sanitizer), the CPU tests if time allows, and the GPU benches; writes OUTDIR/report.md and at most
+# 8 files in all to OUTDIR, and prints a short table last. Needs no network. Run scripts/gpu-prep.sh on the
+# development machine first (header-only deps in .gpu-deps/, carried along).
+#
+# Whole run: under 8 minutes (every phase has a timeout; optional phases are skipped when time runs short).
+# Exit status: 0 when everything built and every test that ran passed.
+set -u
+
+if [ $# -lt 1 ]; then
+  echo "usage: scripts/gpu-check.sh OUTDIR" >&2
+  exit 2
+fi
+OUT=$1
+mkdir -p "$OUT" || exit 2
+OUT=$(cd "$OUT" && pwd)
+cd "$(dirname "$0")/.." || exit 2
+ROOT=$(pwd)
+START=$(date +%s)
+BUDGET=${GPU_CHECK_BUDGET:-470}  # seconds for the whole script
+BUILD=${GPU_CHECK_BUILD:-build-cuda}
+FULL_BUILD=$BUILD
+JOBS=$(nproc 2>/dev/null || echo 8)
+[ "$JOBS" -gt 16 ] && JOBS=16
+
+BUILD_LOG=$OUT/build.log
+TEST_LOG=$OUT/tests.log
+SAN_LOG=$OUT/sanitizer.log
+CPU_LOG=$OUT/cpu_tests.log
+REPORT=$OUT/report.md
+
+# Scratch outside OUTDIR (only the files listed above come back from a device run, 8 at most): the
+# environment notes (appended to the report) and a folder of unversioned-library symlinks for wheels that
+# only ship libfoo.so.N.
+SHIM=$(mktemp -d /tmp/hamu-gpu-shim.XXXXXX)
+trap 'rm -rf "$SHIM"' EXIT
+mkdir -p "$SHIM/lib"
+ENV_LOG=$SHIM/env.txt
+: >"$ENV_LOG"
+
+elapsed() { echo $(($(date +%s) - START)); }
+left() { echo $((BUDGET - $(elapsed))); }
+say() { echo "[gpu-check $(elapsed)s] $*"; }
+envlog() { echo "$*" >>"$ENV_LOG"; }
+
+FAILED=0
+build_status="not run"
+cuda_tests="not run"
+san_status="not run"
+cpu_tests="not run"
+per_case=""
+declare -A bench_status=()
+
+# ---- environment --------------------------------------------------------------------------------
+CARD="unknown"
+DRIVER="unknown"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+  DRIVER=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
+  { echo "== nvidia-smi"; nvidia-smi 2>&1 | head -20; } >>"$ENV_LOG"
+else
+  envlog "nvidia-smi: not found"
+fi
+say "card: ${CARD:-unknown}, driver ${DRIVER:-unknown}"
+
+py_pkg_dir() {  # py_pkg_dir MODULE: the folder of a (namespace) package of PyTorch's nvidia wheels, or nothing
+  python3 - "$1" 2>/dev/null <<'EOF'
+import importlib, sys
+try:
+    m = importlib.import_module(sys.argv[1])
+    paths = list(getattr(m, "__path__", []))
+    if not paths and getattr(m, "__file__", None):
+        import os
+        paths = [os.path.dirname(m.__file__)]
+    print(paths[0] if paths else "")
+except Exception:
+    pass
+EOF
+}
+
+shim_lib() {  # shim_lib DIR NAME: make $SHIM/lib/libNAME.so point at DIR/libNAME.so[.N]
+  local f
+  for f in "$1/lib$2.so" "$1"/lib"$2".so.[0-9]*; do
+    if [ -e "$f" ]; then
+      ln -sf "$f" "$SHIM/lib/lib$2.so"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# nvcc: PATH, /usr/local/cuda, or PyTorch's nvidia/cuda_nvcc wheel.
+NVCC=$(command -v nvcc 2>/dev/null || true)
+[ -z "$NVCC" ] && [ -x /usr/local/cuda/bin/nvcc ] && NVCC=/usr/local/cuda/bin/nvcc
+EXTRA_INC_FLAGS=""
+EXTRA_LIB_FLAGS=""
+if [ -z "$NVCC" ]; then
+  d=$(py_pkg_dir nvidia.cuda_nvcc)
+  if [ -n "$d" ] && [ -x "$d/bin/nvcc" ]; then
+    NVCC=$d/bin/nvcc
+    # The runtime and cuBLAS then come from their wheels too.
+    for pkg in nvidia.cuda_runtime nvidia.cublas nvidia.cuda_nvrtc; do
+      p=$(py_pkg_dir "$pkg")
+      [ -n "$p" ] || continue
+      [ -d "$p/include" ] && EXTRA_INC_FLAGS="$EXTRA_INC_FLAGS -I$p/include"
+      [ -d "$p/lib" ] && EXTRA_LIB_FLAGS="$EXTRA_LIB_FLAGS -L$p/lib -Wl,-rpath,$p/lib" &&
+        export LD_LIBRARY_PATH="$p/lib:${LD_LIBRARY_PATH:-}"
+      for l in cudart cublas cublasLt; do [ -d "$p/lib" ] && shim_lib "$p/lib" "$l"; done
+    done
+    EXTRA_LIB_FLAGS="$EXTRA_LIB_FLAGS -L$SHIM/lib"
+  fi
+fi
+if [ -z "$NVCC" ]; then
+  say "FAIL: no nvcc found (PATH, /usr/local/cuda/bin, PyTorch's nvidia/cuda_nvcc)"
+  envlog "nvcc: not found"
+  build_status="FAIL (no nvcc)"
+  FAILED=1
+else
+  CUDA_HOME=$(cd "$(dirname "$NVCC")/.." && pwd)
+  NVCC_VERSION=$("$NVCC" --version 2>&1 | grep -i release | head -1)
+  say "nvcc: $NVCC ($NVCC_VERSION)"
+  envlog "nvcc: $NVCC"
+  envlog "nvcc version: $NVCC_VERSION"
+  envlog "host compiler: $(g++ --version 2>&1 | head -1)"
+fi
+
+# cuDNN: the toolkit's, the system's, or PyTorch's nvidia/cudnn wheel.
+CUDNN_DESC="not used (own im2col + cuBLAS convolution)"
+CUDNN_MAKE=(CUDNN=0)
+cudnn_version() {  # cudnn_version INCLUDE_DIR
+  local h=$1/cudnn_version.h
+  [ -f "$h" ] || return 0
+  awk '/#define CUDNN_MAJOR/{a=$3}/#define CUDNN_MINOR/{b=$3}/#define CUDNN_PATCHLEVEL/{c=$3}END{print a"."b"."c}' "$h"
+}
+if [ -n "$NVCC" ]; then
+  if [ -f "$CUDA_HOME/include/cudnn.h" ] && ls "$CUDA_HOME"/lib64/libcudnn.so* "$CUDA_HOME"/lib/libcudnn.so* >/dev/null 2>&1; then
+    CUDNN_MAKE=(CUDNN=1 "CUDNN_HOME=$CUDA_HOME")
+    if ! ls "$CUDA_HOME"/lib64/libcudnn.so "$CUDA_HOME"/lib/libcudnn.so >/dev/null 2>&1; then
+      CUDNN_MAKE+=("CUDNN_LIB=-l:libcudnn.so.9")
+    fi
+    CUDNN_DESC="cuDNN $(cudnn_version "$CUDA_HOME/include") from $CUDA_HOME"
+  elif [ -f /usr/include/cudnn.h ] && ls /usr/lib/x86_64-linux-gnu/libcudnn.so* >/dev/null 2>&1; then
+    CUDNN_MAKE=(CUDNN=1 CUDNN_HOME=/usr)
+    [ -e /usr/lib/x86_64-linux-gnu/libcudnn.so ] || CUDNN_MAKE+=("CUDNN_LIB=-l:libcudnn.so.9")
+    CUDNN_DESC="cuDNN $(cudnn_version /usr/include) from the system (/usr)"
+  else
+    d=$(py_pkg_dir nvidia.cudnn)
+    if [ -n "$d" ] && [ -f "$d/include/cudnn.h" ] && ls "$d"/lib/libcudnn.so* >/dev/null 2>&1; then
+      # The wheel has libcudnn.so.9 but maybe no libcudnn.so: link through the shim.
+      mkdir -p "$SHIM/cudnn"
+      ln -sfn "$d/include" "$SHIM/cudnn/include"
+      mkdir -p "$SHIM/cudnn/lib"
+      for f in "$d"/lib/libcudnn*.so*; do ln -sf "$f" "$SHIM/cudnn/lib/"; done
+      [ -e "$SHIM/cudnn/lib/libcudnn.so" ] || ln -sf "$(ls "$d"/lib/libcudnn.so.[0-9]* | head -1)" "$SHIM/cudnn/lib/libcudnn.so"
+      CUDNN_MAKE=(CUDNN=1 "CUDNN_HOME=$SHIM/cudnn")
+      EXTRA_LIB_FLAGS="$EXTRA_LIB_FLAGS -Wl,-rpath,$d/lib"
+      export LD_LIBRARY_PATH="$d/lib:${LD_LIBRARY_PATH:-}"
+      CUDNN_DESC="cuDNN $(cudnn_version "$d/include") from PyTorch's wheel ($d)"
+    fi
+  fi
+fi
+say "cudnn: $CUDNN_DESC"
+envlog "cudnn: $CUDNN_DESC"
+
+# Header-only deps and zlib: the system's, else .gpu-deps (scripts/gpu-prep.sh).
+have_header() { echo "#include <$1>" | g++ -x c++ -fsyntax-only $EXTRA_INC_FLAGS - >/dev/null 2>&1; }
+DEPS=$ROOT/.gpu-deps/include
+for h in doctest/doctest.h stb/stb_image.h stb/stb_image_write.h; do
+  if ! have_header "$h"; then
+    if [ -f "$DEPS/$h" ]; then
+      case " $EXTRA_INC_FLAGS " in *" -I$DEPS "*) ;; *) EXTRA_INC_FLAGS="$EXTRA_INC_FLAGS -I$DEPS" ;; esac
+      envlog "deps: $h from .gpu-deps"
+    else
+      envlog "deps: $h MISSING (run scripts/gpu-prep.sh here and carry .gpu-deps)"
+      say "warning: $h missing and not in .gpu-deps"
+    fi
+  fi
+done
+if ! have_header zlib.h; then
+  if [ -f "$DEPS/zlib/zlib.h" ]; then
+    EXTRA_INC_FLAGS="$EXTRA_INC_FLAGS -I$DEPS/zlib"
+    envlog "deps: zlib.h from .gpu-deps"
+  else
+    envlog "deps: zlib.h MISSING"
+  fi
+fi
+ZLIB_MAKE=()
+if ! echo 'int main(){return 0;}' | g++ -x c++ - -lz -o "$SHIM/ztest" >/dev/null 2>&1; then
+  if echo 'int main(){return 0;}' | g++ -x c++ - -l:libz.so.1 -o "$SHIM/ztest" >/dev/null 2>&1; then
+    ZLIB_MAKE=("ZLIB_LIB=-l:libz.so.1")
+    envlog "deps: linking zlib as -l:libz.so.1"
+  else
+    envlog "deps: no zlib to link"
+  fi
+fi
+envlog "EXTRA_INC: $EXTRA_INC_FLAGS"
+envlog "EXTRA_LIBDIR: $EXTRA_LIB_FLAGS"
+
+# ---- build --------------------------------------------------------------------------------------
+GPU_BENCHES=()
+for f in bench/*.cpp; do
+  [ -e "$f" ] || continue
+  grep -q "cuda_device_count" "$f" && GPU_BENCHES+=("$(basename "$f" .cpp)")
+done
+BIN_TESTS=""
+if [ -n "$NVCC" ]; then
+  MAKE_ARGS=(CUDA=1 CUDA_ARCH=sm_90 "NVCC=$NVCC" "CUDA_HOME=$CUDA_HOME" "${CUDNN_MAKE[@]}" "${ZLIB_MAKE[@]}"
+             "EXTRA_INC=$EXTRA_INC_FLAGS" "EXTRA_LIBDIR=$EXTRA_LIB_FLAGS")
+  targets=("$BUILD/libhamu.a" "$BUILD/hamu_tests")
+  for b in "${GPU_BENCHES[@]}"; do targets+=("$BUILD/bench/$b"); done
+  say "building (${MAKE_ARGS[*]} -j$JOBS) -> $BUILD_LOG"
+  {
+    echo "== make ${MAKE_ARGS[*]} BUILD=$BUILD -j$JOBS ${targets[*]}"
+    timeout 270 make "${MAKE_ARGS[@]}" BUILD=$BUILD -j"$JOBS" "${targets[@]}"
+    echo "== exit $?"
+  } >"$BUILD_LOG" 2>&1
+  if grep -q "^== exit 0$" "$BUILD_LOG"; then
+    build_status="ok"
+    BIN_TESTS=$BUILD/hamu_tests
+  else
+    say "FULL BUILD FAILED; last 60 lines of $BUILD_LOG:"
+    tail -60 "$BUILD_LOG"
+    build_status="FAIL (full build)"
+    FAILED=1
+    # Fallback: the kernels alone (CPU + CUDA) and the parity tests, so the GPU kernels still get checked
+    # when some other part of the tree does not build.
+    if [ "$(left)" -gt 200 ]; then
+      say "fallback build: kernels + CUDA parity tests only (build-cuda-min)"
+      {
+        echo "== fallback: make ... BUILD=build-cuda-min (kernels + parity tests only)"
+        timeout 150 make "${MAKE_ARGS[@]}" BUILD=build-cuda-min -j"$JOBS" \
+          "LIB_SRC=$(echo kernels/cpu/*.cpp)" "TEST_SRC=tests/main.cpp tests/test_cuda_parity.cpp" \
+          build-cuda-min/hamu_tests $(for b in "${GPU_BENCHES[@]}"; do echo "build-cuda-min/bench/$b"; done)
+        echo "== exit $?"
+      } >>"$BUILD_LOG" 2>&1
+      if tail -1 "$BUILD_LOG" | grep -q "^== exit 0$"; then
+        build_status="FAIL (full build); fallback kernels+parity build ok"
+        BIN_TESTS=build-cuda-min/hamu_tests
+        BUILD=build-cuda-min
+      else
+        say "fallback build failed too; last 40 lines:"
+        tail -40 "$BUILD_LOG"
+      fi
+    fi
+  fi
+fi
+say "build: $build_status"
+
+# doctest summary of a log: "P passed, F failed of N test cases (A assertions, B failed)"
+summary_of() {
+  local l a
+  l=$(grep -E "^\[doctest\] test cases:" "$1" | tail -1)
+  a=$(grep -E "^\[doctest\] assertions:" "$1" | tail -1)
+  if [ -z "$l" ]; then
+    echo "no summary (crashed or timed out; see $(basename "$1"))"
+    return
+  fi
+  echo "$l | $a" | sed -E 's/\[doctest\] //g; s/ +/ /g; s/ *\| */, /g; s/, *$//'
+}
+failed_count() {  # failed test cases in a doctest log, or 1 when there is no summary
+  local l
+  l=$(grep -E "^\[doctest\] test cases:" "$1" | tail -1)
+  [ -z "$l" ] && { echo 1; return; }
+  echo "$l" | sed -E 's/.*\| *([0-9]+) failed.*/\1/'
+}
+
+# ---- CUDA parity tests --------------------------------------------------------------------------
+if [ -n "$BIN_TESTS" ] && [ -x "$BIN_TESTS" ]; then
+  say "CUDA parity tests -> $TEST_LOG"
+  timeout 150 "$BIN_TESTS" -tc='cuda:*' --order-by=file >"$TEST_LOG" 2>&1
+  rc=$?
+  echo "== exit $rc" >>"$TEST_LOG"
+  cuda_tests=$(summary_of "$TEST_LOG")
+  [ $rc -eq 124 ] && cuda_tests="TIMEOUT after 150 s; $cuda_tests"
+  if grep -q "skipped: no GPU" "$TEST_LOG"; then  # the tests pass vacuously without a GPU: not here
+    cuda_tests="NO GPU VISIBLE to the CUDA runtime (tests skipped); $cuda_tests"
+    rc=3
+  fi
+  if [ $rc -ne 0 ] || [ "$(failed_count "$TEST_LOG")" != "0" ]; then
+    FAILED=1
+    say "CUDA tests FAILED (exit $rc); first failures:"
+    grep -E "ERROR|FATAL|CHECK|REQUIRE|rel err|TEST CASE|error" "$TEST_LOG" | head -40
+  fi
+  say "CUDA tests: $cuda_tests"
+  grep -E "^cuda parity tests on" "$TEST_LOG" | head -1
+  # After a failure, run each case in its own process: one device fault (a sticky error) would otherwise
+  # fail every later case and hide which kernel is at fault.
+  if [ $rc -ne 0 ] && [ "$(left)" -gt 200 ]; then
+    say "re-running each CUDA test case in its own process"
+    echo "== per-case re-run (each case in its own process)" >>"$TEST_LOG"
+    mapfile -t CASES < <("$BIN_TESTS" --list-test-cases -tc='cuda:*' 2>/dev/null | sed -n '/^=====/,/^=====/p' | grep -v '^=====')
+    for c in "${CASES[@]}"; do
+      [ "$(left)" -lt 160 ] && { per_case="$per_case; (re-run stopped: time)"; break; }
+      timeout 60 "$BIN_TESTS" -tc="$c" >"$SHIM/case.log" 2>&1
+      crc=$?
+      { echo "== case: $c (exit $crc)"; tail -80 "$SHIM/case.log"; } >>"$TEST_LOG"
+      [ $crc -ne 0 ] && per_case="$per_case; FAIL($crc): $c"
+    done
+    say "per-case re-run:${per_case:- every case passed alone}"
+  fi
+fi
+
+# ---- GPU benches (before the optional phases: their numbers are what the run is for) ------------
+BENCH_TABLES=""
+for b in "${GPU_BENCHES[@]}"; do
+  bin=$BUILD/bench/$b
+  [ -x "$bin" ] || { bench_status[$b]="not built"; continue; }
+  if [ "$(left)" -lt 60 ]; then
+    bench_status[$b]="skipped (time)"
+    continue
+  fi
+  t=120
+  [ "$(left)" -lt 180 ] && t=$(($(left) - 50))
+  say "bench $b (timeout ${t}s) -> $OUT/$b.log"
+  timeout "$t" "$bin" >"$OUT/$b.log" 2>&1
+  rc=$?
+  echo "== exit $rc" >>"$OUT/$b.log"
+  if [ $rc -eq 0 ]; then bench_status[$b]="ok"; else bench_status[$b]="FAIL (exit $rc)"; fi
+  [ $rc -eq 124 ] && bench_status[$b]="TIMEOUT"
+  BENCH_TABLES="$BENCH_TABLES
+### $b
+
+$(grep -E '^(bench_|  )' "$OUT/$b.log" | head -20)
+
+$(grep -E '^\|' "$OUT/$b.log")
+"
+done
+
+# ---- compute-sanitizer memcheck on a reduced set ------------------------------------------------
+SAN=$(command -v compute-sanitizer 2>/dev/null || true)
+[ -z "$SAN" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && SAN=$CUDA_HOME/bin/compute-sanitizer
+if [ -z "$BIN_TESTS" ]; then
+  san_status="not run (no test binary)"
+elif [ -z "$SAN" ]; then
+  san_status="not run (compute-sanitizer not found)"
+elif [ "$(left)" -lt 140 ]; then
+  san_status="skipped (time)"
+else
+  t=$(($(left) - 110))
+  [ $t -gt 100 ] && t=100
+  SAN_CASES='cuda: hamu_coefficients hits*,cuda: multi_sum_squares*,cuda: im2col*,cuda: max and average pooling,cuda: embedding*,cuda: ghost*,cuda: layernorm*,cuda: reduce_axis*,cuda: hamu_block_stats*'
+  say "compute-sanitizer memcheck on a reduced set (timeout ${t}s) -> $SAN_LOG"
+  timeout "$t" "$SAN" --tool memcheck --error-exitcode 99 --print-limit 20 "$BIN_TESTS" -tc="$SAN_CASES" \
+    --order-by=file >"$SAN_LOG" 2>&1
+  rc=$?
+  echo "== exit $rc" >>"$SAN_LOG"
+  errs=$(grep -E "ERROR SUMMARY" "$SAN_LOG" | tail -1)
+  if [ $rc -eq 124 ]; then
+    san_status="timed out after ${t}s (partial: $(grep -c '^\[doctest\]\|TEST CASE' "$SAN_LOG") lines; ${errs:-no summary})"
+    grep -q "Invalid\|out of bounds\|misaligned" "$SAN_LOG" && { san_status="ERRORS before timeout; $san_status"; FAILED=1; }
+  elif [ $rc -eq 0 ]; then
+    san_status="clean: ${errs:-no errors}; $(summary_of "$SAN_LOG")"
+  else
+    san_status="FAIL (exit $rc): ${errs:-see sanitizer.log}; $(summary_of "$SAN_LOG")"
+    FAILED=1
+  fi
+fi
+say "sanitizer: $san_status"
+
+# ---- the CPU tests (same binary), if time allows ------------------------------------------------
+if [ -n "$BIN_TESTS" ] && [ "$BIN_TESTS" = "$FULL_BUILD/hamu_tests" ]; then
+  if [ "$(left)" -gt 60 ]; then
+    t=$(($(left) - 25))
+    [ $t -gt 120 ] && t=120
+    say "CPU tests (timeout ${t}s) -> $CPU_LOG"
+    timeout "$t" "$BIN_TESTS" -tce='cuda:*' >"$CPU_LOG" 2>&1
+    rc=$?
+    echo "== exit $rc" >>"$CPU_LOG"
+    cpu_tests=$(summary_of "$CPU_LOG")
+    if [ $rc -eq 124 ]; then
+      cpu_tests="timed out after ${t}s (not counted as a failure): $cpu_tests"
+    elif [ $rc -ne 0 ]; then
+      FAILED=1
+    fi
+  else
+    cpu_tests="skipped (time)"
+  fi
+fi
+say "CPU tests: $cpu_tests"
+
+# ---- report -------------------------------------------------------------------------------------
+{
+  echo "# GPU check: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "| item | value |"
+  echo "|---|---|"
+  echo "| card | ${CARD:-unknown} |"
+  echo "| driver | ${DRIVER:-unknown} |"
+  echo "| nvcc | ${NVCC:-none} (${NVCC_VERSION:-?}) |"
+  echo "| cuDNN | $CUDNN_DESC |"
+  echo "| build | $build_status |"
+  echo "| CUDA parity tests | $cuda_tests |"
+  [ -n "$per_case" ] && echo "| CUDA cases re-run alone | ${per_case#; } |"
+  echo "| compute-sanitizer memcheck | $san_status |"
+  echo "| CPU tests | $cpu_tests |"
+  for b in "${GPU_BENCHES[@]}"; do echo "| $b | ${bench_status[$b]:-not run} |"; done
+  echo "| total time | $(elapsed) s |"
+  echo
+  echo "## Benches"
+  echo "$BENCH_TABLES"
+  echo "## Environment"
+  echo
+  echo '```'
+  cat "$ENV_LOG"
+  echo '```'
+  echo
+  if [ "$FAILED" -ne 0 ]; then
+    echo "## First failures"
+    echo
+    echo '```'
+    [ -f "$TEST_LOG" ] && grep -E "ERROR|FATAL|rel err|error:" "$TEST_LOG" | head -30
+    [ -f "$BUILD_LOG" ] && grep -E "error" "$BUILD_LOG" | head -20
+    echo '```'
+  fi
+} >"$REPORT"
+
+echo
+echo "================ GPU CHECK SUMMARY ($(elapsed) s) ================"
+echo "card: ${CARD:-unknown} | driver ${DRIVER:-unknown} | ${NVCC_VERSION:-no nvcc} | cuDNN: $CUDNN_DESC"
+echo "build: $build_status"
+echo "CUDA tests: $cuda_tests"
+[ -n "$per_case" ] && echo "CUDA cases re-run alone: ${per_case#; }"
+echo "sanitizer: $san_status"
+echo "CPU tests: $cpu_tests"
+for b in "${GPU_BENCHES[@]}"; do echo "$b: ${bench_status[$b]:-not run}"; done
+echo "$BENCH_TABLES" | grep -E '^(\||###)'
+echo "result: $([ $FAILED -eq 0 ] && echo PASS || echo FAIL)"
+exit $FAILED

@@ -40,18 +40,26 @@ int cmd_eval(int argc, char** argv) {
   report.model = ckpt;
   report.data = ds.data.spec;
   report.split = ds.split.spec;
+  EvalReport ref_report;
   if (args.has("--reference")) {
     models::LoadedModel ref = models::load_model(args.str("--reference"), device);
     check_model_fits_data(ref, ds.data.train);
     if (ref.spec.arch != m.spec.arch)
       throw InputError("--reference: " + ref.path + " is a " + ref.spec.arch + ", the model is a " + m.spec.arch);
-    EvalReport rr = evaluate_model(*ref.model, ds.data, {&ds.split.forget, &ds.split.retain, &ds.test},
-                                   model_normalizer(ref, ds.data.train), eo);
-    compare_to_reference(report, rr);
+    ref_report = evaluate_model(*ref.model, ds.data, {&ds.split.forget, &ds.split.retain, &ds.test},
+                                model_normalizer(ref, ds.data.train), eo);
+    compare_to_reference(report, ref_report);
   }
   std::printf("%s: %s on %s, split %s\n", ckpt.c_str(), m.spec.describe().c_str(), ds.data.spec.c_str(),
               ds.split.spec.c_str());
-  std::printf("%s", eval_table(report).c_str());
+  if (args.has("--reference")) {
+    std::printf("%s", eval_side_by_side({{"model", &report}, {"reference", &ref_report}}).c_str());
+    std::printf("gap to reference: forget %.2f, retain %.2f, test %.2f points (avg %.2f); forget KL %.4f\n",
+                100 * report.gap_forget, 100 * report.gap_retain, 100 * report.gap_test, 100 * report.avg_gap,
+                report.forget_kl);
+  } else {
+    std::printf("%s", eval_table(report).c_str());
+  }
   if (!json_path.empty()) save_json(json_path, eval_to_json(report));
   return 0;
 }

@@ -1,0 +1,120 @@
+// bench/bench_train.cpp: CPU training throughput (forward + backward + AdamW update, batch 128, all
+// cores) of mlp, cnn and resnet20, with each model's FLOPs per image and the achieved GFLOP/s beside
+// our own 1024^3 GEMM measured in the same run (the ceiling the layers are built on).
+//
+// usage: bench_train [--steps N] [--reps R] [--batch B]
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "engine/capture.h"
+#include "engine/ops.h"
+#include "engine/optim.h"
+#include "kernels/kernels.h"
+#include "models/models.h"
+
+using namespace hamu;
+
+namespace {
+
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double gemm_gflops() {
+  const int64_t n = 1024;
+  std::vector<float> a(size_t(n * n)), b(size_t(n * n)), c(size_t(n * n));
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = float((i * 7919) % 1000) / 1000.0f - 0.5f;
+    b[i] = float((i * 104729) % 1000) / 1000.0f - 0.5f;
+  }
+  kernels::CpuCtx ctx;
+  kernels::gemm(ctx, false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+  std::vector<double> t;
+  for (int r = 0; r < 5; ++r) {
+    const double t0 = now_s();
+    kernels::gemm(ctx, false, false, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
+    t.push_back(now_s() - t0);
+  }
+  return 2.0 * n * n * n / median(t) / 1e9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int steps = 10, reps = 5, batch = 128;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
+  }
+  if (steps < 1 || reps < 1 || batch < 2) {
+    std::fprintf(stderr, "usage: bench_train [--steps N>=1] [--reps R>=1] [--batch B>=2]\n");
+    return 2;
+  }
+  std::printf("bench_train: CPU training throughput, batch %d, %d threads, median of %d windows of %d steps\n", batch,
+              omp_get_max_threads(), reps, steps);
+  const double peak = gemm_gflops();
+  std::printf("our f32 GEMM 1024^3 in the same run: %.1f GFLOP/s\n\n", peak);
+  std::printf("%-10s %-12s %10s %12s %12s %11s %10s\n", "model", "input", "params", "MFLOP/img", "img/s", "GFLOP/s",
+              "of GEMM");
+  struct Case {
+    const char* arch;
+    int64_t c, h, w;
+  };
+  const Case cases[] = {{"mlp", 1, 28, 28}, {"cnn", 1, 28, 28}, {"resnet20", 1, 28, 28}, {"resnet20", 3, 32, 32}};
+  for (const Case& cs : cases) {
+    Rng rng(1);
+    models::ModelSpec spec{cs.arch, cs.c, cs.h, cs.w, 10};
+    auto model = models::build_model(spec, rng);
+    model->train(true);
+    AdamW opt(model->parameters(), {});
+    Tensor x = Tensor::empty({batch, cs.c, cs.h, cs.w});
+    rng.fill_normal(x, 0.0, 1.0);
+    std::vector<int32_t> yv(static_cast<size_t>(batch));
+    for (int i = 0; i < batch; ++i) yv[size_t(i)] = i % 10;
+    Tensor y = Tensor::from_vector<int32_t>(yv, {batch});
+    // FLOPs per image of one training step: count forward MACs with a capture of every layer's
+    // input and weight shapes, then training = forward + 2x backward (data and weight gradients).
+    double macs = 0;
+    {
+      CaptureScope scope;
+      Tensor loss = cross_entropy(model->forward(x.narrow(0, 0, 2)), y.narrow(0, 0, 2));
+      for (const auto& rec : scope.records()) {
+        const Tensor& w = rec->weight;
+        if (rec->kind == CaptureKind::conv2d) macs += double(w.numel()) * double(rec->positions);
+        else if (rec->kind == CaptureKind::linear) macs += double(w.numel()) * double(rec->positions);
+      }
+    }
+    const double flops_per_img = 2.0 * macs * 3.0;
+    auto step = [&] {
+      opt.zero_grad();
+      Tensor loss = cross_entropy(model->forward(x), y);
+      loss.backward();
+      opt.step();
+    };
+    step();  // warm-up (allocations, caches)
+    std::vector<double> rates;
+    for (int r = 0; r < reps; ++r) {
+      const double t0 = now_s();
+      for (int s = 0; s < steps; ++s) step();
+      rates.push_back(double(steps) * batch / (now_s() - t0));
+    }
+    const double ips = median(rates);
+    const double gflops = ips * flops_per_img / 1e9;
+    char input[32];
+    std::snprintf(input, sizeof input, "%lldx%lldx%lld", (long long)cs.c, (long long)cs.h, (long long)cs.w);
+    std::printf("%-10s %-12s %10lld %12.2f %12.0f %11.1f %9.0f%%\n", cs.arch, input, (long long)model->num_parameters(),
+                flops_per_img / 1e6, ips, gflops, 100.0 * gflops / peak);
+  }
+  return 0;
+}

@@ -1,0 +1,126 @@
+// bench/bench_unlearn_step.cpp: one full HAMU-Q unlearning step of resnet20 (CIFAR shape, retain batch
+// + forget batch, BatchNorm frozen): gradients of both objectives, clipping, the per-block solve and
+// the update, as `hamu unlearn` runs it. GPU by default (prints "skipped: no GPU" without one), or
+// --device cpu. The PyTorch eager peer of the same step is bench/peer/hamu_step_torch.py.
+//
+// usage: bench_unlearn_step [--batch 512] [--steps 20] [--device cuda|cpu] [--no-paired]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "engine/ops.h"
+#include "kernels/kernels.h"
+#include "models/models.h"
+#include "unlearn/gradients.h"
+#include "unlearn/runner.h"
+#include "unlearn/update.h"
+
+using namespace hamu;
+
+namespace {
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+void sync(Device d) {
+#ifdef HAMU_CUDA
+  if (d.is_cuda()) kernels::cuda_synchronize(kernels::cuda_context(d.index));
+#else
+  (void)d;
+#endif
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  int batch = 512, steps = 20;
+  bool paired = true;
+  std::string device_name = "cuda";
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) batch = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--device") && i + 1 < argc) device_name = argv[++i];
+    else if (!std::strcmp(argv[i], "--no-paired")) paired = false;
+    else {
+      std::fprintf(stderr, "usage: bench_unlearn_step [--batch N] [--steps N] [--device cuda|cpu] [--no-paired]\n");
+      return 2;
+    }
+  }
+  if (batch < 2 || steps < 1) {
+    std::fprintf(stderr, "bench_unlearn_step: --batch must be >= 2 and --steps >= 1\n");
+    return 2;
+  }
+  Device device;
+  if (device_name != "cpu") {
+#ifdef HAMU_CUDA
+    if (kernels::cuda_device_count() == 0) {
+      std::printf("bench_unlearn_step: skipped: no GPU\n");
+      return 0;
+    }
+    device = Device::parse(device_name);
+#else
+    std::printf("bench_unlearn_step: skipped: no GPU (built without CUDA)\n");
+    return 0;
+#endif
+  }
+  Rng rng(3);
+  models::ModelSpec spec{"resnet20", 3, 32, 32, 10};
+  auto model = models::build_model(spec, rng);
+  model->to(device);
+  models::set_batchnorm_frozen(*model, true);
+  model->train(true);
+  auto make_batch = [&](int n) {
+    Batch b;
+    Tensor x = Tensor::empty({n, 3, 32, 32});
+    rng.fill_normal(x, 0.0, 1.0);
+    std::vector<int32_t> y(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) y[size_t(i)] = int32_t(rng.below(10));
+    b.images = x.to(device);
+    b.labels = Tensor::from_vector<int32_t>(y, {n}).to(device);
+    b.indices.resize(size_t(n));
+    return b;
+  };
+  Batch retain = make_batch(batch), forget = make_batch(batch);
+  FusedUpdate update(model->parameters());
+  UnlearnOptions opt;
+  opt.params.lr = 1e-4;  // the paper's setting: the model barely moves, so every step costs the same
+  opt.ratio = 0.5;
+  const kernels::HamuConfig cfg = hamu_config(opt);
+  std::vector<double> t_grad, t_update, t_total;
+  std::string fallback;
+  bool used_paired = false;
+  for (int s = 0; s < steps + 3; ++s) {
+    sync(device);
+    const double t0 = now_s();
+    GradientResult g = compute_gradients(*model, nullptr, update, retain, forget, Method::hamu_q, opt.params, paired, &fallback);
+    sync(device);
+    const double t1 = now_s();
+    update.compute_stats();
+    kernels::HamuReport rep = update.hamu_step(cfg);  // returns after the report copy: synchronised
+    const double t2 = now_s();
+    used_paired = g.paired;
+    (void)rep;
+    if (s >= 3) {
+      t_grad.push_back(t1 - t0);
+      t_update.push_back(t2 - t1);
+      t_total.push_back(t2 - t0);
+    }
+  }
+  std::printf("bench_unlearn_step: resnet20 (272,474 params, 65 blocks), HAMU-Q, batch %d retain + %d forget, 3x32x32, %s\n",
+              batch, batch, device.str().c_str());
+#ifdef HAMU_CUDA
+  if (device.is_cuda()) std::printf("  card: %s\n", kernels::cuda_device_name(device.index));
+#endif
+  std::printf("  gradients: %s%s\n", used_paired ? "one paired pass" : "two passes",
+              used_paired ? "" : (" (" + fallback + ")").c_str());
+  std::printf("| phase | median ms |\n|---|---|\n");
+  std::printf("| gradients (forward+backward, both objectives) | %.3f |\n", 1e3 * median(t_grad));
+  std::printf("| fused update (stats + coefficients + apply + report copy) | %.3f |\n", 1e3 * median(t_update));
+  std::printf("| whole step | %.3f |\n", 1e3 * median(t_total));
+  std::printf("  images/s through the step: %.0f\n", 2.0 * batch / median(t_total));
+  return 0;
+}

@@ -1,6 +1,10 @@
 // tests/test_models.cpp: model shapes, parameter counts and names (ResNet-20 as in HAMU.md §9).
 #include <doctest/doctest.h>
 
+#include <cstdlib>
+#include <filesystem>
+
+#include "models/checkpoint.h"
 #include "models/models.h"
 #include "tests/gradcheck.h"
 
@@ -41,4 +45,28 @@ TEST_CASE("mlp and cnn follow the data's shape") {
   CHECK(ModelSpec::from_metadata(meta, "x").describe() == "cnn (1x28x28 -> 10)");
   meta["height"] = "-3";
   CHECK_THROWS_AS(ModelSpec::from_metadata(meta, "x"), InputError);
+}
+
+TEST_CASE("checkpoints: round trip, and a checkpoint that does not match its architecture is refused") {
+  char tmpl[] = "/tmp/hamu-ckpt-XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  Rng rng(5);
+  ModelSpec spec{"cnn", 1, 28, 28, 10};
+  auto m = build_model(spec, rng);
+  const std::string path = dir + "/cnn.safetensors";
+  save_model(path, *m, spec, {{"data", "fashion-mnist"}});
+  LoadedModel back = load_model(path);
+  CHECK(back.spec.describe() == spec.describe());
+  CHECK(back.meta("data") == "fashion-mnist");
+  auto a = m->named_parameters(), b = back.model->named_parameters();
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) CHECK(a[i].second.to_vector<float>() == b[i].second.to_vector<float>());
+  // The same tensors labelled as another architecture: missing tensors, named.
+  save_model(dir + "/wrong.safetensors", *m, ModelSpec{"mlp", 1, 28, 28, 10}, {});
+  CHECK_THROWS_WITH_AS(load_model(dir + "/wrong.safetensors"), doctest::Contains("is missing"), InputError);
+  // Right architecture, other input size: a shape mismatch naming the tensor.
+  save_model(dir + "/shape.safetensors", *m, ModelSpec{"cnn", 1, 32, 32, 10}, {});
+  CHECK_THROWS_WITH_AS(load_model(dir + "/shape.safetensors"), doctest::Contains("fc1.weight"), InputError);
+  std::filesystem::remove_all(dir);
 }

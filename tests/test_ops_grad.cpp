@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "engine/ops.h"
+#include "engine/ops_internal.h"
 #include "tests/gradcheck.h"
 
 using namespace hamu;
@@ -156,4 +157,12 @@ TEST_CASE("ops: shape errors name the op and both shapes") {
   CHECK_THROWS_AS(cross_entropy(a, Tensor::from_vector<int32_t>({0, 3}, {2})), InputError);
   CHECK_THROWS_AS(embedding(Tensor::from_vector<int32_t>({7}, {1}), random_tensor({6, 4})), InputError);
   CHECK_THROWS_AS(add(a, random_tensor({2, 3}, -1, 1, DType::f32)), InputError);
+}
+
+TEST_CASE("grad: broadcast expansion and dtype conversion") {
+  Tensor x = leaf(random_tensor({3, 1}));
+  CHECK(gradcheck([](const Inputs& v) { return expand_to(v[0], {2, 3, 4}); }, {x}) < kTol);
+  // float64 -> float32 -> float64: the gradient passes through both conversions.
+  Tensor y = leaf(random_tensor({4, 3}));
+  CHECK(gradcheck([](const Inputs& v) { return mul(v[0].to(DType::f32).to(DType::f64), v[0]); }, {y}, 1e-3) < 1e-5);
 }

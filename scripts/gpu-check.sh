@@ -208,7 +208,7 @@ BIN_TESTS=""
 if [ -n "$NVCC" ]; then
   MAKE_ARGS=(CUDA=1 CUDA_ARCH=sm_90 "NVCC=$NVCC" "CUDA_HOME=$CUDA_HOME" "${CUDNN_MAKE[@]}" "${ZLIB_MAKE[@]}"
              "EXTRA_INC=$EXTRA_INC_FLAGS" "EXTRA_LIBDIR=$EXTRA_LIB_FLAGS")
-  targets=("$BUILD/libhamu.a" "$BUILD/hamu_tests")
+  targets=("$BUILD/libhamu.a" "$BUILD/hamu_tests" "$BUILD/hamu")
   for b in "${GPU_BENCHES[@]}"; do targets+=("$BUILD/bench/$b"); done
   say "building (${MAKE_ARGS[*]} -j$JOBS) -> $BUILD_LOG"
   {
@@ -303,30 +303,79 @@ if [ -n "$BIN_TESTS" ] && [ -x "$BIN_TESTS" ]; then
 fi
 
 # ---- GPU benches (before the optional phases: their numbers are what the run is for) ------------
+# All bench output goes to one file (a device run brings back at most 8 files).
+BENCH_LOG=$OUT/benches.log
+: >"$BENCH_LOG"
 BENCH_TABLES=""
-for b in "${GPU_BENCHES[@]}"; do
+bench_args() {  # the arguments a bench gets here
+  case "$1" in
+    bench_hardness) echo "--device cuda" ;;
+    *) echo "" ;;
+  esac
+}
+# The step bench and its PyTorch peer first, then the rest (most valuable numbers first).
+ORDERED=()
+for b in bench_hamu_update bench_unlearn_step; do
+  for g in "${GPU_BENCHES[@]}"; do [ "$g" = "$b" ] && ORDERED+=("$b"); done
+done
+for g in "${GPU_BENCHES[@]}"; do
+  case " ${ORDERED[*]} " in *" $g "*) ;; *) ORDERED+=("$g") ;; esac
+done
+run_bench() {  # run_bench NAME TIMEOUT CMD...: appends its output to BENCH_LOG
+  local name=$1 t=$2
+  shift 2
+  say "bench $name (timeout ${t}s) -> $BENCH_LOG"
+  local tmp=$SHIM/bench.out
+  timeout "$t" "$@" >"$tmp" 2>&1
+  local rc=$?
+  { echo "===== $name: $* (exit $rc)"; cat "$tmp"; echo; } >>"$BENCH_LOG"
+  if [ $rc -eq 0 ]; then bench_status[$name]="ok"; else bench_status[$name]="FAIL (exit $rc)"; fi
+  [ $rc -eq 124 ] && bench_status[$name]="TIMEOUT"
+  BENCH_TABLES="$BENCH_TABLES
+### $name
+
+$(grep -E '^(bench_|hamu_step|  )' "$tmp" | head -20)
+
+$(grep -E '^\|' "$tmp")
+"
+}
+for b in "${ORDERED[@]}"; do
   bin=$BUILD/bench/$b
   [ -x "$bin" ] || { bench_status[$b]="not built"; continue; }
   if [ "$(left)" -lt 60 ]; then
     bench_status[$b]="skipped (time)"
     continue
   fi
-  t=120
-  [ "$(left)" -lt 180 ] && t=$(($(left) - 50))
-  say "bench $b (timeout ${t}s) -> $OUT/$b.log"
-  timeout "$t" "$bin" >"$OUT/$b.log" 2>&1
-  rc=$?
-  echo "== exit $rc" >>"$OUT/$b.log"
-  if [ $rc -eq 0 ]; then bench_status[$b]="ok"; else bench_status[$b]="FAIL (exit $rc)"; fi
-  [ $rc -eq 124 ] && bench_status[$b]="TIMEOUT"
-  BENCH_TABLES="$BENCH_TABLES
-### $b
-
-$(grep -E '^(bench_|  )' "$OUT/$b.log" | head -20)
-
-$(grep -E '^\|' "$OUT/$b.log")
-"
+  t=${GPU_CHECK_BENCH_TIMEOUT:-60}
+  [ "$(left)" -lt $((t + 40)) ] && t=$(($(left) - 40))
+  # shellcheck disable=SC2046
+  run_bench "$b" "$t" "$bin" $(bench_args "$b")
+  if [ "$b" = bench_unlearn_step ] && [ "$(left)" -gt 70 ]; then
+    if python3 -c "import torch" >/dev/null 2>&1; then
+      GPU_BENCHES+=(peer_torch)
+      run_bench peer_torch 60 python3 bench/peer/hamu_step_torch.py
+    else
+      bench_status[peer_torch]="skipped (no torch)"
+    fi
+  fi
 done
+
+# ---- the hamu command on the GPU: train, unlearn, eval on Fashion-MNIST (carried in .gpu-deps) -----
+SMOKE_DATA=$ROOT/.gpu-deps/fashion-mnist
+if [ -n "$BIN_TESTS" ] && [ -x "$FULL_BUILD/hamu" ] && [ -d "$SMOKE_DATA" ] && [ "$(left)" -gt 90 ]; then
+  GPU_BENCHES+=(cli_smoke)
+  smoke() {
+    export HAMU_DATA=$SMOKE_DATA HAMU_NO_PROGRESS=1
+    local h=$FULL_BUILD/hamu d=$SHIM/smoke
+    mkdir -p "$d"
+    $h train --device cuda --model cnn --split class=0 --epochs 1 --out "$d/orig.safetensors" &&
+      $h unlearn --device cuda --model "$d/orig.safetensors" --method hamu-q --steps 100 --json "$d/u.json" &&
+      $h eval --device cuda --model "$d/orig.safetensors" --batch 2000
+  }
+  run_bench cli_smoke $(($(left) - 45)) bash -c "$(declare -f smoke); SMOKE_DATA=$SMOKE_DATA FULL_BUILD=$FULL_BUILD SHIM=$SHIM smoke"
+else
+  bench_status[cli_smoke]="skipped (no data/binary/time)"
+fi
 
 # ---- compute-sanitizer memcheck on a reduced set ------------------------------------------------
 SAN=$(command -v compute-sanitizer 2>/dev/null || true)
@@ -339,7 +388,7 @@ elif [ "$(left)" -lt 140 ]; then
   san_status="skipped (time)"
 else
   t=$(($(left) - 110))
-  [ $t -gt 100 ] && t=100
+  [ $t -gt 60 ] && t=60
   SAN_CASES='cuda: hamu_coefficients hits*,cuda: multi_sum_squares*,cuda: im2col*,cuda: max and average pooling,cuda: embedding*,cuda: ghost*,cuda: layernorm*,cuda: reduce_axis*,cuda: hamu_block_stats*'
   say "compute-sanitizer memcheck on a reduced set (timeout ${t}s) -> $SAN_LOG"
   timeout "$t" "$SAN" --tool memcheck --error-exitcode 99 --print-limit 20 "$BIN_TESTS" -tc="$SAN_CASES" \
@@ -361,9 +410,9 @@ say "sanitizer: $san_status"
 
 # ---- the CPU tests (same binary), if time allows ------------------------------------------------
 if [ -n "$BIN_TESTS" ] && [ "$BIN_TESTS" = "$FULL_BUILD/hamu_tests" ]; then
-  if [ "$(left)" -gt 60 ]; then
+  if [ "$(left)" -gt 90 ]; then
     t=$(($(left) - 25))
-    [ $t -gt 120 ] && t=120
+    [ $t -gt 60 ] && t=60
     say "CPU tests (timeout ${t}s) -> $CPU_LOG"
     timeout "$t" "$BIN_TESTS" -tce='cuda:*' >"$CPU_LOG" 2>&1
     rc=$?

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/gpu-prep.sh: run HERE (the development machine) before a GPU run. Copies the header-only build
-# dependencies the GPU machine may lack (doctest, zlib headers, stb) into .gpu-deps/include/ (git-ignored),
+# dependencies the GPU machine may lack (doctest, zlib headers, stb) into .gpu-deps/include/ (git-ignored), and Fashion-MNIST,
 # which the device run carries along; scripts/gpu-check.sh uses them only where the system lacks them.
 #
 # Layout: .gpu-deps/include/{doctest,stb}/...  and  .gpu-deps/include/zlib/{zlib.h,zconf.h}
@@ -28,6 +28,12 @@ if [ -d /usr/include/stb ]; then
 else
   echo "gpu-prep: /usr/include/stb not found (run scripts/install-deps.sh first)" >&2
   exit 1
+fi
+
+# Fashion-MNIST for the command-line smoke run on the GPU (about 30 MB), when installed here.
+if [ -d /usr/share/datasets/fashion-mnist ]; then
+  mkdir -p .gpu-deps/fashion-mnist
+  cp /usr/share/datasets/fashion-mnist/*-ubyte.gz .gpu-deps/fashion-mnist/
 fi
 
 git check-ignore -q .gpu-deps || echo "gpu-prep: warning: .gpu-deps is not git-ignored" >&2

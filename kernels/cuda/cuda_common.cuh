@@ -1,6 +1,8 @@
 // kernels/cuda/cuda_common.cuh: internal to the CUDA backend: error checks, per-device state (properties,
 // persistent scratch), launch helpers and the block/warp reductions the kernels share.
 #pragma once
+#include <stdexcept>
+#include <string>
 #include <cuda_runtime.h>
 #include <cublas_v2.h>
 #ifdef HAMU_CUDNN

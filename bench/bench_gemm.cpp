@@ -1,17 +1,18 @@
 // bench/bench_gemm.cpp: GFLOP/s of the CPU GEMM beside OpenBLAS on the same threads, and CPU conv timings.
 //
 // Usage: bench_gemm [--quick]   (--quick: fewer sizes and repetitions, for a smoke run)
-// OpenBLAS is linked into this binary only; the engine never uses it.
+// OpenBLAS is linked into this binary only; the engine never uses it. Headline numbers are medians;
+// the best run is printed beside them because on shared cores a median can be a neighbour's.
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <random>
-#include <string>
 #include <thread>
 #include <vector>
 
@@ -34,19 +35,17 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t h = v.size() / 2;
-  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
-}
+struct Timing {
+  double median = 0, best = 0;  // seconds per call
+};
 
-// Median seconds of each of several functions. Each runs its warm-up and repetitions back to back,
-// after a pause: OpenMP's and OpenBLAS's idle threads spin for a while after a call, and on a few
-// cores a contender that runs while the other's threads still spin loses half its machine.
-std::vector<double> time_each(const std::vector<std::function<void()>>& fns, int warmup, int reps) {
-  std::vector<double> out;
+// Times each function: warm-up, then repetitions back to back, after a pause. The pause matters:
+// OpenMP's and OpenBLAS's idle threads spin for a while after a call (OpenBLAS for about 0.1 s), and on
+// a few cores a contender that starts while the other's threads still spin loses half its machine.
+std::vector<Timing> time_each(const std::vector<std::function<void()>>& fns, int warmup, int reps) {
+  std::vector<Timing> out;
   for (const auto& f : fns) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
     for (int w = 0; w < warmup; ++w) f();
     std::vector<double> times;
     for (int r = 0; r < reps; ++r) {
@@ -54,7 +53,9 @@ std::vector<double> time_each(const std::vector<std::function<void()>>& fns, int
       f();
       times.push_back(now_seconds() - t0);
     }
-    out.push_back(median(times));
+    std::sort(times.begin(), times.end());
+    const size_t h = times.size() / 2;
+    out.push_back({times.size() % 2 ? times[h] : 0.5 * (times[h - 1] + times[h]), times.front()});
   }
   return out;
 }
@@ -74,13 +75,15 @@ void gemm_table(bool quick) {
     bool ta, tb;
   };
   const Variant variants[] = {{"NN", false, false}, {"NT", false, true}, {"TN", true, false}};
-  std::printf("f32 GEMM, m = n = k, %d threads (GFLOP/s, median)\n", omp_get_max_threads());
-  std::printf("%-4s %6s %12s %12s %8s\n", "op", "size", "ours", "openblas", "ratio");
+  std::printf("f32 GEMM C = op(A) op(B), m = n = k, %d threads, GFLOP/s (median of the runs | best run)\n",
+              omp_get_max_threads());
+  std::printf("%-4s %6s %10s %10s %7s | %10s %10s %7s\n", "op", "size", "ours", "openblas", "ratio", "ours",
+              "openblas", "ratio");
   for (const Variant& var : variants) {
     for (int s : sizes) {
       const std::vector<float> a = random_vector(size_t(s) * s, 1), b = random_vector(size_t(s) * s, 2);
       std::vector<float> c1(size_t(s) * s), c2(size_t(s) * s);
-      const int reps = quick ? 3 : (s <= 512 ? 21 : s <= 1024 ? 9 : 5);
+      const int reps = quick ? 5 : (s <= 512 ? 31 : s <= 1024 ? 15 : 7);
       const auto t = time_each(
           {[&] {
              kn::gemm(kn::CpuCtx{}, var.ta, var.tb, s, s, s, 1.0f, a.data(), s, b.data(), s, 0.0f, c1.data(), s);
@@ -95,18 +98,14 @@ void gemm_table(bool quick) {
         diff += double(c1[i] - c2[i]) * (c1[i] - c2[i]);
         ref += double(c2[i]) * c2[i];
       }
-      const double flops = 2.0 * s * s * s;
-      std::printf("%-4s %6d %12.1f %12.1f %8.2f%s\n", var.name, s, flops / t[0] * 1e-9, flops / t[1] * 1e-9,
-                  t[1] / t[0], std::sqrt(diff / ref) > 1e-5 ? "  MISMATCH" : "");
+      const double gflop = 2.0 * s * s * s * 1e-9;
+      std::printf("%-4s %6d %10.1f %10.1f %7.2f | %10.1f %10.1f %7.2f%s\n", var.name, s, gflop / t[0].median,
+                  gflop / t[1].median, t[1].median / t[0].median, gflop / t[0].best, gflop / t[1].best,
+                  t[1].best / t[0].best, std::sqrt(diff / ref) > 1e-5 ? "  RESULTS DIFFER" : "");
     }
   }
   std::printf("\n");
 }
-
-struct ConvCase {
-  const char* name;
-  kn::ConvShape shape;
-};
 
 kn::ConvShape conv_shape(int64_t n, int64_t c, int64_t hw, int64_t k, int64_t rs, int64_t stride, int64_t pad) {
   kn::ConvShape s;
@@ -117,9 +116,13 @@ kn::ConvShape conv_shape(int64_t n, int64_t c, int64_t hw, int64_t k, int64_t rs
 
 void conv_table(bool quick) {
   const int64_t batch = 128;
+  struct ConvCase {
+    const char* name;
+    kn::ConvShape shape;
+  };
   const ConvCase cases[] = {
-      {"cnn conv1  1->32  3x3 p1 28x28", conv_shape(batch, 1, 28, 32, 3, 1, 1)},
-      {"cnn conv2 32->64  3x3 p1 14x14", conv_shape(batch, 32, 14, 64, 3, 1, 1)},
+      {"cnn  1->32 3x3 p1 28x28", conv_shape(batch, 1, 28, 32, 3, 1, 1)},
+      {"cnn 32->64 3x3 p1 14x14", conv_shape(batch, 32, 14, 64, 3, 1, 1)},
       {"res 16->16 3x3 p1 32x32", conv_shape(batch, 16, 32, 16, 3, 1, 1)},
       {"res 16->32 3x3 s2 p1 32x32", conv_shape(batch, 16, 32, 32, 3, 2, 1)},
       {"res 32->32 3x3 p1 16x16", conv_shape(batch, 32, 16, 32, 3, 1, 1)},
@@ -127,11 +130,11 @@ void conv_table(bool quick) {
       {"res 16->32 1x1 s2 32x32", conv_shape(batch, 16, 32, 32, 1, 2, 0)},
       {"res 32->64 1x1 s1 16x16", conv_shape(batch, 32, 16, 64, 1, 1, 0)},
   };
-  std::printf("f32 conv2d, batch %lld, %d threads (images/s, median; fwd+bwd = forward, backward data, "
-              "backward filter)\n",
+  std::printf("f32 conv2d, batch %lld, %d threads, images/s (median): forward, backward data, backward filter,\n"
+              "all three; GFLOP/s of all three (median | best); workspace\n",
               (long long)batch, omp_get_max_threads());
-  std::printf("%-32s %10s %10s %10s %10s %8s %8s\n", "shape", "fwd", "bwd_data", "bwd_filt", "fwd+bwd", "GFLOP/s",
-              "ws MB");
+  std::printf("%-28s %9s %9s %9s %9s %8s %8s %7s\n", "shape", "fwd", "bwd_data", "bwd_filt", "fwd+bwd", "GFLOP/s",
+              "best", "ws MB");
   for (const ConvCase& cc : cases) {
     const kn::ConvShape& s = cc.shape;
     const int64_t oh = s.oh(), ow = s.ow();
@@ -142,16 +145,16 @@ void conv_table(bool quick) {
     std::vector<float> y(gy.size()), gx(x.size()), gw(w.size(), 0.0f), gb(size_t(s.k), 0.0f);
     const int64_t ws_elems = kn::conv2d_workspace_elems(kn::CpuCtx{}, s);
     std::vector<float> ws(size_t(std::max<int64_t>(ws_elems, 1)));
-    const int reps = quick ? 3 : 9;
+    const int reps = quick ? 3 : 11;
     const auto t = time_each(
         {[&] { kn::conv2d_forward(kn::CpuCtx{}, s, x.data(), w.data(), bias.data(), y.data(), ws.data()); },
          [&] { kn::conv2d_backward_data(kn::CpuCtx{}, s, gy.data(), w.data(), gx.data(), ws.data()); },
          [&] { kn::conv2d_backward_filter(kn::CpuCtx{}, s, x.data(), gy.data(), gw.data(), gb.data(), ws.data()); }},
         1, reps);
-    const double total = t[0] + t[1] + t[2];
-    const double flops = 3 * 2.0 * double(s.n) * s.k * oh * ow * s.c * s.r * s.s;
-    std::printf("%-32s %10.0f %10.0f %10.0f %10.0f %8.1f %8.2f\n", cc.name, s.n / t[0], s.n / t[1], s.n / t[2],
-                s.n / total, flops / total * 1e-9, double(ws_elems) * sizeof(float) / 1e6);
+    const double total = t[0].median + t[1].median + t[2].median, best = t[0].best + t[1].best + t[2].best;
+    const double gflop = 3 * 2.0 * double(s.n) * s.k * oh * ow * s.c * s.r * s.s * 1e-9;
+    std::printf("%-28s %9.0f %9.0f %9.0f %9.0f %8.1f %8.1f %7.2f\n", cc.name, s.n / t[0].median, s.n / t[1].median,
+                s.n / t[2].median, s.n / total, gflop / total, gflop / best, double(ws_elems) * sizeof(float) / 1e6);
   }
   std::printf("\n");
 }
@@ -169,7 +172,14 @@ int main(int argc, char** argv) {
     }
   }
   openblas_set_num_threads(omp_get_max_threads());
-  std::printf("== bench_gemm ==\n");
+  std::printf("== bench_gemm: CPU GEMM vs OpenBLAS, CPU conv2d ==\n");
+  double load[1] = {0};
+  if (getloadavg(load, 1) == 1 && load[0] > 0.5)
+    std::printf("note: load average %.1f on %d processors before starting; other work shares the cores, so\n"
+                "      medians are noisy (compare the best-run columns, or rerun when the machine is idle).\n"
+                "      With the cores oversubscribed, spinning OpenMP threads can stall each call by a time\n"
+                "      slice; OMP_WAIT_POLICY=passive avoids that at some cost on an idle machine.\n",
+                load[0], omp_get_num_procs());
   gemm_table(quick);
   conv_table(quick);
   return 0;

@@ -1,13 +1,15 @@
 // kernels/cpu/conv.cpp: im2col / col2im and 2-D convolution (forward, backward data, backward filter)
 // through the CPU GEMM.
 //
-// The batch is spread over threads one image at a time: each thread owns a column buffer
+// The batch is spread over threads an image at a time: each thread owns a column buffer
 // [c*r*s, oh*ow] in the workspace (a few hundred KB for the shapes we train, so it stays in L2) and
 // runs single-threaded GEMMs on it. The GEMMs read and write the NCHW tensors in place, so nothing is
 // copied besides im2col itself, and 1x1 stride-1 unpadded convolutions skip im2col altogether.
-// backward_filter sums each thread's images into a private slice of the workspace and adds the
-// slices into gw in thread order, so results are deterministic for a given thread count.
-// With fewer images than threads, images run one after another with the threads inside the GEMM.
+// Images are handed out dynamically, so a thread the OS preempts (the cores are shared) does not hold
+// the others up. backward_filter sums fixed chunks of consecutive images into slices of the workspace,
+// whichever thread runs them, and adds the slices into gw in chunk order: its result depends on the
+// shape and the processor count only, not on the OpenMP thread count or the scheduling.
+// With a single image the GEMMs themselves run on all threads.
 #include <omp.h>
 
 #include <algorithm>
@@ -25,13 +27,20 @@ bool is_pointwise(const ConvShape& s) {
 int64_t col_elems(const ConvShape& s) { return is_pointwise(s) ? 0 : s.c * s.r * s.s * s.oh() * s.ow(); }
 int64_t filter_elems(const ConvShape& s) { return s.k * s.c * s.r * s.s + s.k; }
 
-// Threads the kernels may use, never more than the workspace was sized for: the workspace counts
-// max(max_threads, procs) slots, the kernels use at most min(max_threads, procs), so a thread-count
-// change between sizing and use cannot overrun it.
-int workspace_slots() { return std::max(omp_get_max_threads(), omp_get_num_procs()); }
-int conv_threads(int64_t images) {
-  if (omp_in_parallel()) return 1;
-  return int(std::min<int64_t>(std::min(omp_get_max_threads(), omp_get_num_procs()), images));
+// The workspace has a column buffer per processor and the kernels never run more threads than there
+// are processors, so a change of the OpenMP thread count between sizing and use cannot overrun it.
+int64_t workspace_slots() { return std::max(1, omp_get_num_procs()); }
+int conv_threads(int64_t items) {
+  if (omp_in_parallel() || items <= 1) return 1;
+  return int(std::clamp<int64_t>(std::min(omp_get_max_threads(), omp_get_num_procs()), 1, items));
+}
+
+// backward_filter's image chunks: enough to balance the threads dynamically (up to 4 per processor,
+// at most 16) while their filter-gradient slices stay within 4M elements.
+int64_t filter_chunks(const ConvShape& s) {
+  const int64_t by_memory = std::max<int64_t>(1, (int64_t(1) << 22) / filter_elems(s));
+  const int64_t wanted = std::min<int64_t>(16, 4 * workspace_slots());
+  return std::clamp<int64_t>(std::min(wanted, by_memory), 1, std::max<int64_t>(1, s.n));
 }
 
 // The output columns ox whose input column ix = ox*stride - pad + s lies inside [0, w): [lo, hi).
@@ -47,29 +56,72 @@ ColRange valid_cols(int64_t w, int64_t ow, int64_t stride, int64_t pad, int64_t 
   return {lo, hi};
 }
 
+// "Same" stride-1 convolutions (output as large as the input) shift each input plane by (r - pad_h,
+// s - pad_w): one contiguous copy per column row, then the few cells that fell into the padding are
+// zeroed. That is most of our convolutions (3x3 pad 1), and the copy is a single memcpy per row.
+bool is_same_size(const ConvShape& s) {
+  return s.stride_h == 1 && s.stride_w == 1 && s.oh() == s.h && s.ow() == s.w;
+}
+
+// Zero the columns [0, lo) and [hi, ow) of an oh x ow plane. Column-wise on purpose: row-wise, GCC
+// turns each one- or two-element run into a call to memset.
+template <class T> void zero_border_cols(T* plane, int64_t oh, int64_t ow, int64_t lo, int64_t hi) {
+  for (int64_t ox = 0; ox < lo; ++ox)
+    for (int64_t oy = 0; oy < oh; ++oy) plane[oy * ow + ox] = T(0);
+  for (int64_t ox = hi; ox < ow; ++ox)
+    for (int64_t oy = 0; oy < oh; ++oy) plane[oy * ow + ox] = T(0);
+}
+
+template <class T> void im2col_same(const ConvShape& sh, const T* x, T* col) {
+  const int64_t h = sh.h, w = sh.w, hw = h * w;
+  for (int64_t c = 0; c < sh.c; ++c) {
+    const T* plane = x + c * hw;
+    for (int64_t r = 0; r < sh.r; ++r) {
+      const int64_t dy = r - sh.pad_h;
+      const int64_t oy_lo = std::clamp<int64_t>(-dy, 0, h), oy_hi = std::clamp<int64_t>(h - dy, oy_lo, h);
+      for (int64_t s = 0; s < sh.s; ++s) {
+        const int64_t dx = s - sh.pad_w;
+        const int64_t ox_lo = std::clamp<int64_t>(-dx, 0, w), ox_hi = std::clamp<int64_t>(w - dx, ox_lo, w);
+        T* dst = col + ((c * sh.r + r) * sh.s + s) * hw;
+        if (oy_lo >= oy_hi || ox_lo >= ox_hi) {
+          std::fill(dst, dst + hw, T(0));
+          continue;
+        }
+        if (oy_lo > 0) std::fill(dst, dst + oy_lo * w, T(0));
+        if (oy_hi < h) std::fill(dst + oy_hi * w, dst + hw, T(0));
+        // Flat range from the first valid cell to the last; its source stays inside the plane.
+        const int64_t q0 = oy_lo * w + ox_lo, q1 = (oy_hi - 1) * w + ox_hi;
+        std::memcpy(dst + q0, plane + q0 + dy * w + dx, size_t(q1 - q0) * sizeof(T));
+        zero_border_cols(dst + oy_lo * w, oy_hi - oy_lo, w, ox_lo, ox_hi);
+      }
+    }
+  }
+}
+
 template <class T> void im2col_image(const ConvShape& sh, const T* x, T* col) {
-  const int64_t oh = sh.oh(), ow = sh.ow(), ohw = oh * ow;
+  if (is_same_size(sh)) return im2col_same(sh, x, col);
+  const int64_t oh = sh.oh(), ow = sh.ow(), ohw = oh * ow, sw = sh.stride_w;
   for (int64_t s = 0; s < sh.s; ++s) {
-    const ColRange cr = valid_cols(sh.w, ow, sh.stride_w, sh.pad_w, s);
-    const int64_t ix0 = cr.lo * sh.stride_w - sh.pad_w + s;  // input column of the first valid ox
+    const ColRange cr = valid_cols(sh.w, ow, sw, sh.pad_w, s);
+    const int64_t ix0 = cr.lo * sw - sh.pad_w + s;  // input column of the first valid ox
     for (int64_t c = 0; c < sh.c; ++c) {
       for (int64_t r = 0; r < sh.r; ++r) {
         T* dst = col + ((c * sh.r + r) * sh.s + s) * ohw;
-        for (int64_t oy = 0; oy < oh; ++oy, dst += ow) {
+        for (int64_t oy = 0; oy < oh; ++oy) {
+          T* row = dst + oy * ow;
           const int64_t iy = oy * sh.stride_h - sh.pad_h + r;
           if (iy < 0 || iy >= sh.h) {
-            std::fill(dst, dst + ow, T(0));
+            std::fill(row, row + ow, T(0));
             continue;
           }
-          const T* src = x + (c * sh.h + iy) * sh.w + ix0;
-          std::fill(dst, dst + cr.lo, T(0));
-          if (sh.stride_w == 1) {
-            std::memcpy(dst + cr.lo, src, size_t(cr.hi - cr.lo) * sizeof(T));
+          const T* src = x + (c * sh.h + iy) * sh.w + ix0 - cr.lo * sw;  // src[ox * sw] for valid ox
+          if (sw == 1) {
+            for (int64_t ox = cr.lo; ox < cr.hi; ++ox) row[ox] = src[ox];
           } else {
-            for (int64_t ox = cr.lo; ox < cr.hi; ++ox) dst[ox] = src[(ox - cr.lo) * sh.stride_w];
+            for (int64_t ox = cr.lo; ox < cr.hi; ++ox) row[ox] = src[ox * sw];
           }
-          std::fill(dst + cr.hi, dst + ow, T(0));
         }
+        zero_border_cols(dst, oh, ow, cr.lo, cr.hi);
       }
     }
   }
@@ -99,21 +151,46 @@ template <class T> void col2im_image(const ConvShape& sh, const T* col, T* x) {
   }
 }
 
-// Runs body(image, slot) for every image: spread over threads (slot = thread) or, with fewer images
-// than threads, one after another in slot 0 with the GEMMs themselves parallel.
-template <class F> int for_each_image(int64_t images, F body) {
-  const int threads = conv_threads(images);
+// col2im for "same" stride-1 convolutions that may overwrite col (backward_data's own buffer): the
+// cells of each column row whose input lies in the padding are zeroed, after which the row adds to
+// the shifted input plane as one long contiguous run instead of a short run per output row.
+template <class T> void col2im_same_clobber(const ConvShape& sh, T* col, T* x) {
+  const int64_t h = sh.h, w = sh.w, hw = h * w;
+  for (int64_t c = 0; c < sh.c; ++c) {
+    T* __restrict plane = x + c * hw;
+    std::fill(plane, plane + hw, T(0));
+    for (int64_t r = 0; r < sh.r; ++r) {
+      const int64_t dy = r - sh.pad_h;
+      const int64_t oy_lo = std::clamp<int64_t>(-dy, 0, h), oy_hi = std::clamp<int64_t>(h - dy, oy_lo, h);
+      for (int64_t s = 0; s < sh.s; ++s) {
+        const int64_t dx = s - sh.pad_w;
+        const int64_t ox_lo = std::clamp<int64_t>(-dx, 0, w), ox_hi = std::clamp<int64_t>(w - dx, ox_lo, w);
+        if (oy_lo >= oy_hi || ox_lo >= ox_hi) continue;
+        T* src = col + ((c * sh.r + r) * sh.s + s) * hw;
+        zero_border_cols(src + oy_lo * w, oy_hi - oy_lo, w, ox_lo, ox_hi);
+        const int64_t q0 = oy_lo * w + ox_lo, len = (oy_hi - 1) * w + ox_hi - q0;
+        T* __restrict dst = plane + q0 + dy * w + dx;
+        const T* __restrict from = src + q0;
+        for (int64_t q = 0; q < len; ++q) dst[q] += from[q];
+      }
+    }
+  }
+}
+
+// Runs body(item, slot) for items [0, count), handed out dynamically to threads (slot = thread), or
+// one after another in slot 0 when there is one thread or one item.
+template <class F> void parallel_items(int64_t count, F body) {
+  const int threads = conv_threads(count);
   if (threads <= 1) {
-    for (int64_t i = 0; i < images; ++i) body(i, 0);
-    return 1;
+    for (int64_t i = 0; i < count; ++i) body(i, 0);
+    return;
   }
 #pragma omp parallel num_threads(threads)
   {
     const int slot = omp_get_thread_num();
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < images; ++i) body(i, slot);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < count; ++i) body(i, slot);
   }
-  return threads;
 }
 
 }  // namespace
@@ -127,14 +204,14 @@ template <class T> void col2im(const CpuCtx&, const ConvShape& s, const T* col, 
 }
 
 int64_t conv2d_workspace_elems(const CpuCtx&, const ConvShape& s) {
-  return int64_t(workspace_slots()) * (col_elems(s) + filter_elems(s));
+  return workspace_slots() * col_elems(s) + filter_chunks(s) * filter_elems(s);
 }
 
 template <class T>
 void conv2d_forward(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* w, const T* bias, T* y, T* ws) {
   const int64_t ohw = s.oh() * s.ow(), chw = s.c * s.h * s.w, crs = s.c * s.r * s.s, col_n = col_elems(s);
   const bool pointwise = is_pointwise(s);
-  for_each_image(s.n, [&](int64_t i, int slot) {
+  parallel_items(s.n, [&](int64_t i, int slot) {
     T* yi = y + i * s.k * ohw;
     const T beta = bias ? T(1) : T(0);
     if (bias)
@@ -153,7 +230,7 @@ template <class T>
 void conv2d_backward_data(const CpuCtx& ctx, const ConvShape& s, const T* gy, const T* w, T* gx, T* ws) {
   const int64_t ohw = s.oh() * s.ow(), chw = s.c * s.h * s.w, crs = s.c * s.r * s.s, col_n = col_elems(s);
   const bool pointwise = is_pointwise(s);
-  for_each_image(s.n, [&](int64_t i, int slot) {
+  parallel_items(s.n, [&](int64_t i, int slot) {
     const T* gyi = gy + i * s.k * ohw;
     if (pointwise) {
       gemm(ctx, true, false, s.c, ohw, s.k, T(1), w, s.c, gyi, ohw, T(0), gx + i * chw, ohw);
@@ -161,52 +238,63 @@ void conv2d_backward_data(const CpuCtx& ctx, const ConvShape& s, const T* gy, co
     }
     T* col = ws + slot * col_n;
     gemm(ctx, true, false, crs, ohw, s.k, T(1), w, crs, gyi, ohw, T(0), col, ohw);
-    col2im_image(s, col, gx + i * chw);
+    if (is_same_size(s)) {
+      col2im_same_clobber(s, col, gx + i * chw);
+    } else {
+      col2im_image(s, col, gx + i * chw);
+    }
   });
+}
+
+// Sum of x[0..n) in a fixed order: 32 interleaved partial sums (which the compiler keeps in vector
+// registers) added pairwise at the end. A single running sum would be one long chain of dependent
+// additions, slower than the GEMM it sits beside.
+template <class T> T row_sum(const T* x, int64_t n) {
+  constexpr int lanes = 32;
+  T part[lanes] = {};
+  int64_t j = 0;
+  for (; j + lanes <= n; j += lanes)
+    for (int l = 0; l < lanes; ++l) part[l] += x[j + l];
+  for (int l = 0; j < n; ++j, ++l) part[l] += x[j];
+  for (int width = lanes / 2; width > 0; width /= 2)
+    for (int l = 0; l < width; ++l) part[l] += part[l + width];
+  return part[0];
 }
 
 template <class T>
 void conv2d_backward_filter(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* gy, T* gw, T* gb, T* ws) {
   const int64_t ohw = s.oh() * s.ow(), chw = s.c * s.h * s.w, crs = s.c * s.r * s.s, col_n = col_elems(s);
-  const int64_t w_n = s.k * crs;
+  const int64_t w_n = s.k * crs, slice = filter_elems(s), chunks = filter_chunks(s);
   const bool pointwise = is_pointwise(s);
-  const int threads = conv_threads(s.n);
-  // With one thread the images add straight into gw/gb; otherwise into per-thread slices after the
-  // column buffers.
-  T* partial = ws + int64_t(threads) * col_n;
-  if (threads > 1) std::fill(partial, partial + int64_t(threads) * filter_elems(s), T(0));
-  for_each_image(s.n, [&](int64_t i, int slot) {
-    T* gw_t = threads > 1 ? partial + slot * filter_elems(s) : gw;
-    T* gb_t = threads > 1 ? gw_t + w_n : gb;
-    const T* gyi = gy + i * s.k * ohw;
-    const T* cols = x + i * chw;
-    if (!pointwise) {
-      T* col = ws + slot * col_n;
-      im2col_image(s, x + i * chw, col);
-      cols = col;
-    }
-    gemm(ctx, false, true, s.k, crs, ohw, T(1), gyi, ohw, cols, ohw, T(1), gw_t, crs);
-    if (gb_t) {
-      for (int64_t k = 0; k < s.k; ++k) {
-        const T* row = gyi + k * ohw;
-        T sum = T(0);
-        for (int64_t j = 0; j < ohw; ++j) sum += row[j];
-        gb_t[k] += sum;
+  T* partial = ws + workspace_slots() * col_n;
+  parallel_items(chunks, [&](int64_t chunk, int slot) {
+    T* gw_c = partial + chunk * slice;
+    T* gb_c = gw_c + w_n;
+    std::fill(gw_c, gw_c + slice, T(0));
+    for (int64_t i = s.n * chunk / chunks; i < s.n * (chunk + 1) / chunks; ++i) {
+      const T* gyi = gy + i * s.k * ohw;
+      const T* cols = x + i * chw;
+      if (!pointwise) {
+        T* col = ws + slot * col_n;
+        im2col_image(s, x + i * chw, col);
+        cols = col;
       }
+      gemm(ctx, false, true, s.k, crs, ohw, T(1), gyi, ohw, cols, ohw, T(1), gw_c, crs);
+      if (gb)
+        for (int64_t k = 0; k < s.k; ++k) gb_c[k] += row_sum(gyi + k * ohw, ohw);
     }
   });
-  if (threads <= 1) return;
-  const int64_t stride = filter_elems(s);
-#pragma omp parallel for schedule(static) num_threads(threads) if (w_n >= (1 << 14))
+  const int threads = w_n * chunks >= (1 << 16) ? conv_threads(w_n) : 1;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t j = 0; j < w_n; ++j) {
     T sum = partial[j];
-    for (int t = 1; t < threads; ++t) sum += partial[t * stride + j];
+    for (int64_t c = 1; c < chunks; ++c) sum += partial[c * slice + j];
     gw[j] += sum;
   }
   if (gb) {
     for (int64_t k = 0; k < s.k; ++k) {
       T sum = partial[w_n + k];
-      for (int t = 1; t < threads; ++t) sum += partial[t * stride + w_n + k];
+      for (int64_t c = 1; c < chunks; ++c) sum += partial[c * slice + w_n + k];
       gb[k] += sum;
     }
   }

@@ -350,6 +350,10 @@ for b in "${ORDERED[@]}"; do
   [ "$(left)" -lt $((t + 40)) ] && t=$(($(left) - 40))
   # shellcheck disable=SC2046
   run_bench "$b" "$t" "$bin" $(bench_args "$b")
+  if [ "$b" = bench_unlearn_step ] && [ "$(left)" -gt 90 ]; then
+    run_bench bench_unlearn_step_two_pass 40 "$bin" --no-paired
+    GPU_BENCHES+=(bench_unlearn_step_two_pass)
+  fi
   if [ "$b" = bench_unlearn_step ] && [ "$(left)" -gt 70 ]; then
     if python3 -c "import torch" >/dev/null 2>&1; then
       GPU_BENCHES+=(peer_torch)

@@ -47,13 +47,17 @@ __device__ __forceinline__ int64_t block_exclusive_scan(int64_t v, int64_t* sh, 
 
 // Builds prefix[0..count] (chunk index where each tensor starts) and returns the chunk size. Every thread
 // of the CTA calls it; prefix may be shared or global memory.
-__device__ int64_t mt_plan(int count, const int64_t* __restrict__ sizes, int64_t* prefix, int64_t* sh) {
-  // Total elements -> chunk size.
+__device__ int64_t mt_plan(int count, const int64_t* __restrict__ sizes, int64_t* prefix, int64_t* sh, int64_t ctas) {
+  // Total elements -> chunk size: about two chunks per CTA of the grid (each chunk costs a work-counter
+  // round trip and, for reductions, a block reduction, so small chunks starve the memory system), never
+  // more than kMtMaxChunks, never below kMtMinChunk.
   int64_t local = 0;
   for (int i = threadIdx.x; i < count; i += blockDim.x) local += sizes[i];
   int64_t total = 0;
   block_exclusive_scan(local, sh, &total);
   int64_t chunk = (total + kMtMaxChunks - 1) / kMtMaxChunks;
+  const int64_t per_cta = (total + 2 * ctas - 1) / (2 * ctas);
+  if (per_cta > chunk) chunk = per_cta;
   chunk = (chunk + 1023) / 1024 * 1024;
   if (chunk < kMtMinChunk) chunk = kMtMinChunk;
   // Chunks per tensor, scanned over contiguous per-thread runs.
@@ -73,9 +77,9 @@ __device__ int64_t mt_plan(int count, const int64_t* __restrict__ sizes, int64_t
 }
 
 // For tables larger than kMtSmemTensors: the plan goes to global scratch once per launch pair.
-__global__ void mt_plan_kernel(int count, const int64_t* sizes, int64_t* prefix) {
+__global__ void mt_plan_kernel(int count, const int64_t* sizes, int64_t* prefix, int64_t ctas) {
   __shared__ int64_t sh[32];
-  const int64_t chunk = mt_plan(count, sizes, prefix, sh);
+  const int64_t chunk = mt_plan(count, sizes, prefix, sh, ctas);
   if (threadIdx.x == 0) prefix[count + 1] = chunk;
 }
 
@@ -272,7 +276,7 @@ __global__ void __launch_bounds__(kMtThreads) mt_kernel(Op op, int count, const 
                                                         float* out) {
   extern __shared__ int64_t sh_prefix[];
   __shared__ int64_t sh_tmp[32];
-  __shared__ double sh_red[32];
+  __shared__ double sh_red[32 * (Op::kStats > 0 ? Op::kStats : 1)];
   __shared__ unsigned sh_c;
   __shared__ bool sh_last;
   constexpr int NS = Op::kStats;
@@ -283,7 +287,7 @@ __global__ void __launch_bounds__(kMtThreads) mt_kernel(Op op, int count, const 
     prefix = gprefix;
     chunk = gprefix[count + 1];
   } else {
-    chunk = mt_plan(count, sizes, sh_prefix, sh_tmp);
+    chunk = mt_plan(count, sizes, sh_prefix, sh_tmp, gridDim.x);
     prefix = sh_prefix;
   }
   const int64_t nchunks = prefix[count];
@@ -301,10 +305,21 @@ __global__ void __launch_bounds__(kMtThreads) mt_kernel(Op op, int count, const 
     double acc[NS > 0 ? NS : 1];
     op.chunk(b, start, len, acc);
     if constexpr (NS > 0) {
+      // All NS sums in one block reduction (one barrier instead of two per statistic). sh_red is free:
+      // the two barriers around the work counter separate this from the previous chunk's reads.
+      const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = (blockDim.x + 31) >> 5;
 #pragma unroll
-      for (int k = 0; k < NS; ++k) {
-        const double t = block_sum(acc[k], sh_red);
-        if (threadIdx.x == 0) partials[NS * c + k] = t;
+      for (int k = 0; k < NS; ++k) acc[k] = warp_sum(acc[k]);
+      if (lane == 0)
+#pragma unroll
+        for (int k = 0; k < NS; ++k) sh_red[32 * k + warp] = acc[k];
+      __syncthreads();
+      if (warp == 0) {
+#pragma unroll
+        for (int k = 0; k < NS; ++k) {
+          const double t = warp_sum(lane < nwarp ? sh_red[32 * k + lane] : 0.0);
+          if (lane == 0) partials[NS * c + k] = t;
+        }
       }
     }
   }
@@ -360,14 +375,14 @@ template <class Op> void mt_launch(const CudaCtx& ctx, const char* name, const O
   Scratch& s = scratch(ctx.device);
   const int64_t* gprefix = nullptr;
   size_t smem = 0;
+  const unsigned grid = unsigned(device_info(ctx.device).sm_count * mt_ctas_per_sm<Op>(smem));
   if (count > kMtSmemTensors) {
-    mt_plan_kernel<<<1, kMtThreads, 0, stream_of(ctx)>>>(count, sizes, s.mt_prefix);
+    mt_plan_kernel<<<1, kMtThreads, 0, stream_of(ctx)>>>(count, sizes, s.mt_prefix, int64_t(grid));
     launch_check(ctx, "mt_plan_kernel");
     gprefix = s.mt_prefix;
   } else {
     smem = (size_t(count) + 1) * sizeof(int64_t);
   }
-  const unsigned grid = unsigned(device_info(ctx.device).sm_count * mt_ctas_per_sm<Op>(smem));
   mt_kernel<Op><<<grid, kMtThreads, smem, stream_of(ctx)>>>(op, count, sizes, gprefix, s.mt_counters, s.mt_partials,
                                                             out);
   launch_check(ctx, name);

@@ -79,8 +79,8 @@ $(BUILD)/bench/bench_gemm: LDLIBS += -lopenblas
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-test: $(TESTS)
-	./$(TESTS)
+test: $(TESTS) $(HAMU)
+	./$(TESTS) && tests/cli_test.sh $(HAMU)
 
 bench-build: $(BENCHES)
 

@@ -1,11 +1,13 @@
 // engine/nn_ops.cpp: neural-network ops (convolution, pooling, normalisation, softmax and losses,
 // embedding, causal attention, dropout) with their backward passes.
+#include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "engine/ops_internal.h"
+#include "engine/paired.h"
 #include "kernels/kernels.h"
 
 namespace hamu {
@@ -95,10 +97,14 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
                             ws.data<T>());
   });
   CaptureTicket ticket = capture_layer(CaptureKind::conv2d, w, b, xc, cs.n, cs);
+  // Paired backward (engine/paired.h): backward_filter on the two sub-batches [0, split) and
+  // [split, n) (pointer offsets), each into its own buffer.
+  const PairedTicket paired = paired_ticket("conv2d", w, b, cs.n);
   if (needs_grad({&xc, &wc, &bc})) {
     Tensor xd = xc.detach(), wd = wc.detach();
     const bool need_x = xc.requires_grad(), need_w = wc.requires_grad(), need_b = bc.defined() && bc.requires_grad();
     const bool has_b = bc.defined();
+    const bool route_w = need_w && paired.weight, route_b = need_b && paired.bias;
     std::vector<Tensor> inputs{xc, wc};
     if (has_b) inputs.push_back(bc);
     record(y, "conv2d", inputs, [=](const Tensor& g) {
@@ -107,20 +113,39 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
       Tensor gx, gw, gb;
       dispatch("conv2d_backward", gc, [&](const auto& ctx, auto tag) {
         using T = decltype(tag);
-        Tensor ws = workspace_for(gc, kernels::conv2d_workspace_elems(ctx, cs));
+        kernels::ConvShape part[2] = {cs, cs};
+        part[0].n = paired.split;
+        part[1].n = cs.n - paired.split;
+        int64_t ws_elems = kernels::conv2d_workspace_elems(ctx, cs);
+        if (route_w || route_b)
+          for (const auto& p : part) ws_elems = std::max(ws_elems, kernels::conv2d_workspace_elems(ctx, p));
+        Tensor ws = workspace_for(gc, ws_elems);
         if (need_x) {
           gx = empty_like(xd);
           kernels::conv2d_backward_data(ctx, cs, gc.data<T>(), wd.data<T>(), gx.data<T>(), ws.data<T>());
         }
         if (need_w || need_b) {
-          gw = zeros_like(wd);
-          if (has_b) gb = Tensor::zeros({cs.k}, gc.dtype(), gc.device());
-          kernels::conv2d_backward_filter(ctx, cs, xd.data<T>(), gc.data<T>(), gw.data<T>(),
-                                          has_b ? gb.data<T>() : nullptr, ws.data<T>());
+          if (!route_w) gw = zeros_like(wd);
+          if (has_b && !route_b) gb = Tensor::zeros({cs.k}, gc.dtype(), gc.device());
+          if (route_w || route_b) {
+            const int64_t n0[2] = {0, paired.split};
+            for (int h = 0; h < 2; ++h) {
+              T* gw_dst = route_w ? (h ? paired.weight->second : paired.weight->first).template data<T>() : gw.data<T>();
+              T* gb_dst = !has_b ? nullptr
+                                 : route_b ? (h ? paired.bias->second : paired.bias->first).template data<T>()
+                                           : gb.data<T>();
+              kernels::conv2d_backward_filter(ctx, part[h], xd.data<T>() + n0[h] * cs.c * cs.h * cs.w,
+                                              gc.data<T>() + n0[h] * cs.k * cs.oh() * cs.ow(), gw_dst, gb_dst,
+                                              ws.data<T>());
+            }
+          } else {
+            kernels::conv2d_backward_filter(ctx, cs, xd.data<T>(), gc.data<T>(), gw.data<T>(),
+                                            has_b ? gb.data<T>() : nullptr, ws.data<T>());
+          }
         }
       });
-      std::vector<Tensor> grads{gx, need_w ? gw : Tensor()};
-      if (has_b) grads.push_back(need_b ? gb : Tensor());
+      std::vector<Tensor> grads{gx, need_w && !route_w ? gw : Tensor()};
+      if (has_b) grads.push_back(need_b && !route_b ? gb : Tensor());
       return grads;
     });
   }
@@ -222,19 +247,41 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
                                        save_mean.data<T>(), save_invstd.data<T>());
     }
   });
+  CaptureTicket ticket = capture_norm(CaptureKind::batch_norm, gamma, beta, xc, save_mean, save_invstd, n, hw, batch_stats);
+  // Paired backward: only the fixed-statistics branch keeps samples independent; with batch
+  // statistics the paired pass is not valid and the scope says so.
+  PairedTicket paired;
+  if (batch_stats) paired_invalidate("batch_norm '" + gamma.name() + "' normalises with batch statistics (BatchNorm not frozen)");
+  else paired = paired_ticket("batch_norm", gamma, beta, n);
   if (needs_grad({&xc, &gc_, &bc})) {
     Tensor xd = xc.detach(), gd = gc_.detach();
+    const bool route_g = gc_.requires_grad() && paired.weight, route_b = bc.requires_grad() && paired.bias;
     record(y, "batch_norm", {xc, gc_, bc}, [=](const Tensor& g) {
       Tensor gcont = g.contiguous();
+      capture_output_grad(ticket, gcont);
       Tensor gx = empty_like(xd);
       Tensor ggamma = Tensor::zeros({c}, g.dtype(), g.device()), gbeta = Tensor::zeros({c}, g.dtype(), g.device());
       dispatch("batch_norm_backward", gcont, [&](const auto& ctx, auto tag) {
         using T = decltype(tag);
-        kernels::batchnorm_backward(ctx, n, c, hw, batch_stats, xd.data<T>(), gcont.data<T>(), gd.data<T>(),
-                                    save_mean.data<T>(), save_invstd.data<T>(), gx.data<T>(), ggamma.data<T>(),
-                                    gbeta.data<T>());
+        if (route_g || route_b) {
+          // Fixed statistics: a per-channel affine map, so the two sub-batches are exact.
+          const int64_t n0[2] = {0, paired.split}, nn[2] = {paired.split, n - paired.split};
+          for (int h = 0; h < 2; ++h) {
+            const int64_t off = n0[h] * c * hw;
+            T* gg = route_g ? (h ? paired.weight->second : paired.weight->first).template data<T>() : ggamma.data<T>();
+            T* gb = route_b ? (h ? paired.bias->second : paired.bias->first).template data<T>() : gbeta.data<T>();
+            kernels::batchnorm_backward(ctx, nn[h], c, hw, false, xd.data<T>() + off, gcont.data<T>() + off,
+                                        gd.data<T>(), save_mean.data<T>(), save_invstd.data<T>(), gx.data<T>() + off,
+                                        gg, gb);
+          }
+        } else {
+          kernels::batchnorm_backward(ctx, n, c, hw, batch_stats, xd.data<T>(), gcont.data<T>(), gd.data<T>(),
+                                      save_mean.data<T>(), save_invstd.data<T>(), gx.data<T>(), ggamma.data<T>(),
+                                      gbeta.data<T>());
+        }
       });
-      return std::vector<Tensor>{gx, ggamma.reshape(gd.shape()), gbeta.reshape(gd.shape())};
+      return std::vector<Tensor>{gx, route_g ? Tensor() : ggamma.reshape(gd.shape()),
+                                 route_b ? Tensor() : gbeta.reshape(gd.shape())};
     });
   }
   return y;
@@ -256,18 +303,36 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
     kernels::layernorm_forward(ctx, rows, d, xc.data<T>(), gc_.data<T>(), bc.data<T>(), T(eps), y.data<T>(),
                                mu.data<T>(), rstd.data<T>());
   });
+  const int64_t samples = x.dim() >= 2 ? x.shape()[0] : 1;
+  const int64_t per_sample = samples ? rows / samples : 0;
+  CaptureTicket ticket = capture_norm(CaptureKind::layer_norm, gamma, beta, xc, mu, rstd, samples, per_sample, false);
+  const PairedTicket paired = paired_ticket("layer_norm", gamma, beta, samples);
   if (needs_grad({&xc, &gc_, &bc})) {
     Tensor xd = xc.detach(), gd = gc_.detach();
+    const bool route_g = gc_.requires_grad() && paired.weight, route_b = bc.requires_grad() && paired.bias;
+    const int64_t split_rows = paired.split * per_sample;
     record(y, "layer_norm", {xc, gc_, bc}, [=](const Tensor& g) {
       Tensor gcont = g.contiguous();
+      capture_output_grad(ticket, gcont);
       Tensor gx = empty_like(xd);
       Tensor ggamma = Tensor::zeros(gd.shape(), g.dtype(), g.device()), gbeta = Tensor::zeros(gd.shape(), g.dtype(), g.device());
       dispatch("layer_norm_backward", gcont, [&](const auto& ctx, auto tag) {
         using T = decltype(tag);
-        kernels::layernorm_backward(ctx, rows, d, xd.data<T>(), gcont.data<T>(), gd.data<T>(), mu.data<T>(),
-                                    rstd.data<T>(), gx.data<T>(), ggamma.data<T>(), gbeta.data<T>());
+        if (route_g || route_b) {
+          const int64_t r0[2] = {0, split_rows}, nr[2] = {split_rows, rows - split_rows};
+          for (int h = 0; h < 2; ++h) {
+            T* gg = route_g ? (h ? paired.weight->second : paired.weight->first).template data<T>() : ggamma.data<T>();
+            T* gb = route_b ? (h ? paired.bias->second : paired.bias->first).template data<T>() : gbeta.data<T>();
+            kernels::layernorm_backward(ctx, nr[h], d, xd.data<T>() + r0[h] * d, gcont.data<T>() + r0[h] * d,
+                                        gd.data<T>(), mu.data<T>() + r0[h], rstd.data<T>() + r0[h],
+                                        gx.data<T>() + r0[h] * d, gg, gb);
+          }
+        } else {
+          kernels::layernorm_backward(ctx, rows, d, xd.data<T>(), gcont.data<T>(), gd.data<T>(), mu.data<T>(),
+                                      rstd.data<T>(), gx.data<T>(), ggamma.data<T>(), gbeta.data<T>());
+        }
       });
-      return std::vector<Tensor>{gx, ggamma, gbeta};
+      return std::vector<Tensor>{gx, route_g ? Tensor() : ggamma, route_b ? Tensor() : gbeta};
     });
   }
   return y;
@@ -380,17 +445,28 @@ Tensor embedding(const Tensor& indices, const Tensor& table) {
     using T = decltype(tag);
     kernels::embedding_forward(ctx, n, dim, ic.data<int32_t>(), tc.data<T>(), y.data<T>());
   });
-  CaptureTicket ticket =
-      capture_layer(CaptureKind::embedding, table, Tensor(), ic, indices.dim() >= 1 ? indices.shape()[0] : 1, {});
+  const int64_t samples = indices.dim() >= 1 ? indices.shape()[0] : 1;
+  CaptureTicket ticket = capture_layer(CaptureKind::embedding, table, Tensor(), ic, samples, {});
+  const PairedTicket paired = paired_ticket("embedding", table, Tensor(), samples);
   if (needs_grad({&tc})) {
     const Shape t_shape = table.shape();
+    const int64_t split_idx = samples ? paired.split * (n / samples) : 0;
     record(y, "embedding", {tc}, [=](const Tensor& g) {
       Tensor gc = g.contiguous();
       capture_output_grad(ticket, gc);
-      Tensor gt = Tensor::zeros(t_shape, g.dtype(), g.device());
+      Tensor gt;
       dispatch("embedding_backward", gc, [&](const auto& ctx, auto tag) {
         using T = decltype(tag);
-        kernels::embedding_backward(ctx, n, dim, vocab, ic.data<int32_t>(), gc.data<T>(), gt.data<T>());
+        if (paired.weight) {
+          // Scatter-add each index range into its own buffer.
+          kernels::embedding_backward(ctx, split_idx, dim, vocab, ic.data<int32_t>(), gc.data<T>(),
+                                      paired.weight->first.template data<T>());
+          kernels::embedding_backward(ctx, n - split_idx, dim, vocab, ic.data<int32_t>() + split_idx,
+                                      gc.data<T>() + split_idx * dim, paired.weight->second.template data<T>());
+        } else {
+          gt = Tensor::zeros(t_shape, g.dtype(), g.device());
+          kernels::embedding_backward(ctx, n, dim, vocab, ic.data<int32_t>(), gc.data<T>(), gt.data<T>());
+        }
       });
       return std::vector<Tensor>{gt};
     });

@@ -7,6 +7,7 @@
 
 #include "engine/dispatch.h"
 #include "engine/ops_internal.h"
+#include "engine/paired.h"
 #include "kernels/kernels.h"
 
 namespace hamu {
@@ -573,15 +574,20 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Tensor bc = b.defined() ? b.contiguous() : Tensor();
   dispatch("linear", xc, [&](const auto& ctx, auto tag) {
     using T = decltype(tag);
-    T beta = T(0);
+    kernels::gemm(ctx, false, true, rows, out, in, T(1), xc.data<T>(), in, wc.data<T>(), in, T(0), y.data<T>(), out);
     if (bc.defined()) {
-      // Start from the bias rows, then accumulate the product onto them.
-      kernels::copy_rows(ctx, rows, out, bc.data<T>(), 0, y.data<T>(), out);
-      beta = T(1);
+      // y += bias on every row (a broadcast add in place; copy_rows with a zero source pitch, the old
+      // way, is not valid for the CUDA copy engine).
+      const int64_t shape[2] = {rows, out}, sy[2] = {out, 1}, sb[2] = {0, 1};
+      kernels::binary_bcast(ctx, kernels::Binary::add, 2, shape, sy, sb, y.data<T>(), bc.data<T>(), y.data<T>());
     }
-    kernels::gemm(ctx, false, true, rows, out, in, T(1), xc.data<T>(), in, wc.data<T>(), in, beta, y.data<T>(), out);
   });
-  CaptureTicket ticket = capture_layer(CaptureKind::linear, w, b, xc, x.dim() >= 2 ? x.shape()[0] : 1, {});
+  const int64_t samples = x.dim() >= 2 ? x.shape()[0] : 1;
+  CaptureTicket ticket = capture_layer(CaptureKind::linear, w, b, xc, samples, {});
+  // Paired backward (engine/paired.h): the weight and bias gradients of the rows [0, split) and
+  // [split, rows) go to two buffers; `split` counts samples, each sample owns rows/samples rows.
+  const PairedTicket paired = paired_ticket("linear", w, b, samples);
+  const int64_t split_rows = samples ? paired.split * (rows / samples) : 0;
   if (needs_grad({&xc, &wc, &bc})) {
     Tensor xd = xc.detach(), wd = wc.detach();
     const bool gx_need = xc.requires_grad(), gw_need = wc.requires_grad(), gb_need = bc.defined() && bc.requires_grad();
@@ -599,12 +605,28 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
           kernels::gemm(ctx, false, false, rows, in, out, T(1), gc.data<T>(), out, wd.data<T>(), in, T(0),
                         gx.data<T>(), in);
         }
-        if (gw_need) {
+        if (gw_need && paired.weight) {
+          // dW of each row range, accumulated into its buffer.
+          const int64_t r0[2] = {0, split_rows}, n[2] = {split_rows, rows - split_rows};
+          T* dst[2] = {paired.weight->first.data<T>(), paired.weight->second.data<T>()};
+          for (int h = 0; h < 2; ++h)
+            kernels::gemm(ctx, true, false, out, in, n[h], T(1), gc.data<T>() + r0[h] * out, out,
+                          xd.data<T>() + r0[h] * in, in, T(1), dst[h], in);
+        } else if (gw_need) {
           gw = Tensor::empty({out, in}, gc.dtype(), gc.device());
           kernels::gemm(ctx, true, false, out, in, rows, T(1), gc.data<T>(), out, xd.data<T>(), in, T(0),
                         gw.data<T>(), in);
         }
-        if (gb_need) {
+        if (gb_need && paired.bias) {
+          Tensor part = Tensor::empty({out}, gc.dtype(), gc.device());
+          const int64_t r0[2] = {0, split_rows}, n[2] = {split_rows, rows - split_rows};
+          T* dst[2] = {paired.bias->first.data<T>(), paired.bias->second.data<T>()};
+          for (int h = 0; h < 2; ++h) {
+            kernels::reduce_axis(ctx, kernels::Reduce::sum, 1, n[h], out, gc.data<T>() + r0[h] * out, part.data<T>(),
+                                 nullptr);
+            kernels::axpby(ctx, out, T(1), part.data<T>(), T(1), dst[h]);
+          }
+        } else if (gb_need) {
           gb = Tensor::empty({out}, gc.dtype(), gc.device());
           kernels::reduce_axis(ctx, kernels::Reduce::sum, 1, rows, out, gc.data<T>(), gb.data<T>(), nullptr);
         }

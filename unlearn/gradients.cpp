@@ -1,10 +1,20 @@
-// unlearn/gradients.cpp: objective gradients by two sequential passes (the paired single pass is
-// chosen where valid).
+// unlearn/gradients.cpp: the two objective gradients of one step: by one paired pass over
+// [retain; forget] where that is valid (engine/paired.h), otherwise by two sequential passes.
+//
+// Paired pass: L = O_r(logits[0:n_r]) + O_f(logits[n_r:]) with the method's own objectives (each a
+// mean over its own rows), one forward and one backward; the parametric ops reduce their weight
+// gradients over the two row ranges straight into the fused update's r and f buffers. Valid when
+// (checked before the pass) no BatchNorm normalises with batch statistics and no dropout is active,
+// and (checked after it) the paired scope stayed valid and no parameter received an ordinary gradient
+// (i.e. every parameter was reached only through ops with a paired backward). When the after-check
+// fails the pass is discarded and the two passes run, so the result is always the two-pass gradient.
 #include "unlearn/gradients.h"
 
 #include <cmath>
+#include <functional>
 
 #include "engine/ops.h"
+#include "engine/paired.h"
 
 namespace hamu {
 namespace {
@@ -34,6 +44,82 @@ double one_side(nn::Module& model, nn::Module* original, FusedUpdate& update, co
   return ce;
 }
 
+GradientResult two_passes(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
+                          const Batch& forget, Method method, const MethodParams& params) {
+  GradientResult out;
+  out.retain_loss = one_side(model, original, update, retain, method, params, true, uses_retain(method));
+  out.forget_loss = one_side(model, original, update, forget, method, params, false, uses_forget(method));
+  update.release_grads();
+  out.finite = std::isfinite(out.retain_loss) && std::isfinite(out.forget_loss);
+  return out;
+}
+
+// Why the model cannot take a paired pass as it stands (empty: no objection found before running).
+std::string module_objection(const nn::Module& m, const std::string& path) {
+  if (auto* bn = dynamic_cast<const nn::BatchNorm2d*>(&m)) {
+    if (bn->training() && !bn->frozen)
+      return "BatchNorm '" + (path.empty() ? std::string("(root)") : path) +
+             "' is in training mode and not frozen (batch statistics couple the samples)";
+  }
+  if (auto* d = dynamic_cast<const nn::Dropout*>(&m)) {
+    if (d->training() && d->p > 0)
+      return "dropout '" + (path.empty() ? std::string("(root)") : path) + "' is active (p = " + std::to_string(d->p) +
+             "), so one pass would draw other masks than two";
+  }
+  for (const auto& [name, child] : m.children()) {
+    std::string why = module_objection(*child, path.empty() ? name : path + "." + name);
+    if (!why.empty()) return why;
+  }
+  return "";
+}
+
+// The paired pass. Returns false (with *why) when its result must be discarded.
+bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
+                 const Batch& forget, Method method, const MethodParams& params, GradientResult& out,
+                 std::string* why) {
+  const int64_t nr = retain.images.shape()[0], nf = forget.images.shape()[0];
+  update.release_grads();
+  update.zero(true);
+  update.zero(false);
+  Tensor images = concat({retain.images, forget.images}, 0);
+  {
+    PairedScope scope(nr + nf, nr);
+    const std::vector<Tensor>& ps = update.params();
+    for (int i = 0; i < update.count(); ++i) scope.route(ps[size_t(i)], update.retain_grads()[size_t(i)],
+                                                         update.forget_grads()[size_t(i)]);
+    Tensor logits = model.forward(images);
+    const Tensor orig = needs_original(method) ? original_logits(original, images) : Tensor();
+    Tensor lr = logits.narrow(0, 0, nr), lf = logits.narrow(0, nr, nf);
+    Tensor orig_r = orig.defined() ? orig.narrow(0, 0, nr) : Tensor();
+    Tensor orig_f = orig.defined() ? orig.narrow(0, nr, nf) : Tensor();
+    {
+      NoGradGuard ng;
+      out.retain_loss = cross_entropy(lr.detach(), retain.labels).item();
+      out.forget_loss = cross_entropy(lf.detach(), forget.labels).item();
+    }
+    out.finite = std::isfinite(out.retain_loss) && std::isfinite(out.forget_loss);
+    Tensor total;
+    if (uses_retain(method) && std::isfinite(out.retain_loss))
+      total = retain_objective(method, params, lr, retain.labels, orig_r);
+    if (uses_forget(method) && std::isfinite(out.forget_loss)) {
+      Tensor fo = forget_objective(method, params, lf, forget.labels, orig_f);
+      total = total.defined() ? add(total, fo) : fo;
+    }
+    if (total.defined() && total.requires_grad()) total.backward();
+    if (!scope.valid()) {
+      *why = scope.reason();
+      return false;
+    }
+  }
+  for (const Tensor& p : update.params())
+    if (p.grad().defined()) {
+      *why = "parameter '" + p.name() + "' is used by an op without a paired backward";
+      return false;
+    }
+  out.paired = true;
+  return true;
+}
+
 }  // namespace
 
 GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
@@ -41,14 +127,24 @@ GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedU
                                  std::string* fallback_reason) {
   if (needs_original(method) && !original)
     throw Error(std::string("unlearn: method ") + method_name(method) + " needs the original model");
-  (void)allow_paired;
-  if (fallback_reason) *fallback_reason = "paired pass not available";
-  GradientResult out;
-  out.retain_loss = one_side(model, original, update, retain, method, params, true, uses_retain(method));
-  out.forget_loss = one_side(model, original, update, forget, method, params, false, uses_forget(method));
-  update.release_grads();
-  out.finite = std::isfinite(out.retain_loss) && std::isfinite(out.forget_loss);
-  return out;
+  std::string why;
+  if (!allow_paired) why = "paired pass turned off";
+  else if (!retain.images.defined() || !forget.images.defined() || retain.images.dim() < 1 ||
+           forget.images.dim() < 1 || retain.images.shape()[0] < 1 || forget.images.shape()[0] < 1)
+    why = "an empty batch";
+  else if (retain.images.device() != forget.images.device() || retain.images.dtype() != forget.images.dtype())
+    why = "retain and forget batches differ in device or dtype";
+  else why = module_objection(model, "");
+  if (why.empty()) {
+    GradientResult out;
+    if (paired_pass(model, original, update, retain, forget, method, params, out, &why)) {
+      if (fallback_reason) fallback_reason->clear();
+      return out;
+    }
+    update.release_grads();  // discard: the two passes below rebuild r and f from zero
+  }
+  if (fallback_reason) *fallback_reason = why;
+  return two_passes(model, original, update, retain, forget, method, params);
 }
 
 }  // namespace hamu

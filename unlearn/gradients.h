@@ -19,8 +19,9 @@ struct GradientResult {
 // Computes r = grad of the method's retain objective on `retain` and f = grad of its forget
 // objective on `forget` (zero when the method does not use that side). With allow_paired, one
 // forward/backward over the concatenated batch is used where it is valid (BatchNorm frozen, no
-// dropout, every parametric layer able to split its weight gradient by rows); otherwise two passes,
-// and *fallback_reason says why.
+// dropout, every parametric layer able to split its weight gradient by rows; see gradients.cpp);
+// otherwise two passes, and *fallback_reason says why (it is cleared when the paired pass was used).
+// Both paths give the same r and f (up to float rounding); GradientResult::paired says which ran.
 GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
                                  const Batch& forget, Method method, const MethodParams& params, bool allow_paired,
                                  std::string* fallback_reason);

@@ -29,6 +29,14 @@ kernels::HamuConfig hamu_config(const UnlearnOptions& opt) {
   return c;
 }
 
+namespace {
+std::string fmt_g(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", v);
+  return b;
+}
+}  // namespace
+
 void validate_unlearn_options(const UnlearnOptions& opt, size_t forget_size, size_t retain_size) {
   if (forget_size == 0) throw InputError("--split: the forget set is empty, nothing to unlearn");
   if (retain_size == 0) throw InputError("--split: the retain set is empty");
@@ -47,9 +55,8 @@ void validate_unlearn_options(const UnlearnOptions& opt, size_t forget_size, siz
     // (HAMU.md §4): a ratio above C^2 can never be met.
     const double c = opt.params.clip;
     if (!opt.fixed_radius && c > 0 && opt.ratio > c * c)
-      throw InputError("--ratio " + std::to_string(opt.ratio) + " can never be feasible with the learning-rate radius and --clip " +
-                       std::to_string(c) + " (the forget gain per step is at most lr * clip^2): use --ratio <= " +
-                       std::to_string(c * c));
+      throw InputError("--ratio " + fmt_g(opt.ratio) + " can never be feasible with the learning-rate radius and --clip " +
+                       fmt_g(c) + " (the forget gain per step is at most lr * clip^2): use --ratio <= " + fmt_g(c * c));
   }
 }
 
@@ -247,7 +254,13 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, const Imag
     if (opt.eval_every > 0 && step % opt.eval_every == 0 && step != opt.steps) evaluate(step, false);
   }
   if (bar) bar->finish(res.stop_reason);
-  evaluate(res.log.empty() ? 0 : res.log.back().step, true);
+  // The final evaluation is of the model after the last step that changed it; when that point was
+  // just evaluated (on a subsample), it is evaluated again in full and replaces that point.
+  int64_t last_applied = 0;
+  for (const StepLog& s : res.log)
+    if (!s.skipped && s.report.applied) last_applied = s.step;
+  if (!res.evals.empty() && res.evals.back().step == last_applied && last_applied > 0) res.evals.pop_back();
+  evaluate(last_applied, true);
   models::set_batchnorm_frozen(model, false);
   return res;
 }

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# tests/cli_test.sh: bad-input tests of the `hamu` command (DESIGN.md "Errors and bad input").
+#
+# Run:   tests/cli_test.sh [path/to/hamu]        (default build/hamu; `make test` runs it after the unit tests)
+#        CLI_TEST_VERBOSE=1 tests/cli_test.sh ...  also prints every error message checked
+#        CLI_TEST_KEEP=1 tests/cli_test.sh ...     keeps the scratch folder (data, checkpoints, outputs)
+#
+# Every bad invocation must exit with code 2, print one line on stderr that says what is wrong (naming
+# the flag or the file), and write nothing (no --out, --log, --json or --svg file, no temporary file).
+# The data is a tiny synthetic IDX set written here with printf (bash and coreutils only), and the
+# checkpoints are one-epoch models on it, so the whole script takes a few seconds.
+set -u
+
+HAMU=${1:-build/hamu}
+[[ -x $HAMU ]] || { echo "cli_test: $HAMU is not an executable (build it with make first)" >&2; exit 1; }
+HAMU=$(cd "$(dirname "$HAMU")" && pwd)/$(basename "$HAMU")
+
+WORK=$(mktemp -d /tmp/hamu_cli_test.XXXXXX)
+if [[ -n ${CLI_TEST_KEEP:-} ]]; then echo "cli_test: scratch folder $WORK" >&2; else trap 'rm -rf "$WORK"' EXIT; fi
+cd "$WORK" || exit 1
+
+FAILED=0
+PASSED=0
+export OMP_NUM_THREADS=1  # tiny data: one thread is fastest and immune to busy neighbours
+
+# ---- tiny IDX data sets --------------------------------------------------------------------------
+
+# Four bytes, big-endian.
+be32() { printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 >> 24 & 255)) $(($1 >> 16 & 255)) $(($1 >> 8 & 255)) $(($1 & 255)))"; }
+
+# write_idx DIR PREFIX N SIZE: N images of SIZExSIZE whose labels cycle 0, 1, 3 (class 2 never occurs,
+# so the data has 4 classes and class=2 selects nothing). Each class lights its own band of rows.
+write_idx() {
+  local dir=$1 prefix=$2 n=$3 size=$4 i y r c px labels=(0 1 3)
+  mkdir -p "$dir"
+  { printf '\x00\x00\x08\x03'; be32 "$n"; be32 "$size"; be32 "$size"
+    for ((i = 0; i < n; i++)); do
+      y=${labels[i % 3]}
+      local fmt=""
+      for ((r = 0; r < size; r++)); do
+        for ((c = 0; c < size; c++)); do
+          if (( r % 4 == y )); then px=$(( 200 + (i * 7 + c) % 50 )); else px=$(( (i * 13 + r * 5 + c * 3) % 40 )); fi
+          fmt+=$(printf '\\x%02x' "$px")
+        done
+      done
+      printf "$fmt"
+    done
+  } > "$dir/$prefix-images-idx3-ubyte"
+  { printf '\x00\x00\x08\x01'; be32 "$n"
+    for ((i = 0; i < n; i++)); do printf "$(printf '\\x%02x' "${labels[i % 3]}")"; done
+  } > "$dir/$prefix-labels-idx1-ubyte"
+}
+
+write_idx data train 48 8
+write_idx data t10k 24 8
+cp -r data other            # same shape and labels, another data set as far as a checkpoint is concerned
+write_idx big train 30 12   # another image size
+write_idx big t10k 15 12
+
+# ---- helpers -------------------------------------------------------------------------------------
+
+pass() { PASSED=$((PASSED + 1)); }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL: $*" >&2; }
+
+# must_make NAME ARGS...: a command that has to succeed (setting up checkpoints).
+must_make() {
+  local name=$1; shift
+  if ! "$HAMU" "$@" > "log_$name.out" 2> "log_$name.err"; then
+    echo "cli_test: setup step '$name' failed: $HAMU $*" >&2
+    cat "log_$name.err" >&2
+    exit 1
+  fi
+}
+
+# expect_bad NAME WANT ARGS...: exit code 2, exactly one stderr line that contains WANT, and out/ stays empty.
+expect_bad() {
+  local name=$1 want=$2; shift 2
+  rm -rf out && mkdir out
+  "$HAMU" "$@" > stdout.txt 2> stderr.txt
+  local rc=$? lines
+  lines=$(wc -l < stderr.txt)
+  if [[ $rc -ne 2 ]]; then
+    fail "$name: exit code $rc, expected 2 ($HAMU $*)"; sed 's/^/    /' stderr.txt >&2; return
+  fi
+  if [[ $lines -ne 1 ]]; then
+    fail "$name: $lines lines on stderr, expected one"; sed 's/^/    /' stderr.txt >&2; return
+  fi
+  if grep -qF -- "given twice" stderr.txt || ! grep -qF -- "$want" stderr.txt; then
+    fail "$name: the error does not mention '$want': $(cat stderr.txt)"; return
+  fi
+  if [[ -n $(ls -A out) ]]; then
+    fail "$name: files were written: $(ls -A out | tr '\n' ' ')"; return
+  fi
+  [[ -n ${CLI_TEST_VERBOSE:-} ]] && printf '%-24s %s\n' "$name" "$(cat stderr.txt)"
+  pass
+}
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+D=idx:$WORK/data
+TRAIN=(--epochs 1 --batch 16 --threads 1)
+must_make orig    train --data "$D" --model mlp --split class=1 "${TRAIN[@]}" --out orig.safetensors
+must_make ref     train --data "$D" --model mlp --split class=1 --subset retain "${TRAIN[@]}" --out ref.safetensors
+must_make ref_cnn train --data "$D" --model cnn --split class=1 --subset retain "${TRAIN[@]}" --out ref_cnn.safetensors
+must_make ref_oth train --data "idx:$WORK/other" --model mlp --split class=1 --subset retain "${TRAIN[@]}" --out ref_other.safetensors
+printf 'not a checkpoint at all, just some text that is long enough\n' > corrupt.safetensors
+head -c 200 orig.safetensors > truncated.safetensors
+printf '# only a comment\n\n' > empty_indices.txt
+
+# The rest of a valid invocation; each case adds or replaces one thing.
+U=(unlearn --model orig.safetensors --data "$D" --batch 8 --forget-batch 8 --threads 1
+   --out out/u.safetensors --log out/u.csv --json out/u.json)
+S=(--split class=1)
+N=(--steps 3)
+
+# ---- hamu unlearn ---------------------------------------------------------------------------------
+
+expect_bad unknown-method      "--method"    "${U[@]}" "${S[@]}" "${N[@]}" --method forget-everything
+expect_bad ratio-above-1       "--ratio"     "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --ratio 2
+expect_bad negative-lr         "--lr"        "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --lr -1
+expect_bad zero-lr             "--lr"        "${U[@]}" "${S[@]}" "${N[@]}" --method ga --lr 0
+expect_bad negative-steps      "--steps"     "${U[@]}" "${S[@]}" --method hamu-q --steps -5
+expect_bad zero-steps          "--steps"     "${U[@]}" "${S[@]}" --method gdiff --steps 0
+expect_bad lr-not-a-number     "--lr"        "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --lr fast
+expect_bad reference-arch      "--reference" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --reference ref_cnn.safetensors
+expect_bad reference-data      "--reference" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --reference ref_other.safetensors
+expect_bad empty-forget-class  "--split"     "${U[@]}" "${N[@]}" --method hamu-q --split class=2
+expect_bad empty-forget-file   "--split"     "${U[@]}" "${N[@]}" --method hamu-q --split "indices=$WORK/empty_indices.txt"
+expect_bad missing-model       "nothere.safetensors"   "${U[@]/orig.safetensors/nothere.safetensors}" "${S[@]}" "${N[@]}" --method hamu-q
+expect_bad corrupt-model       "corrupt.safetensors"   "${U[@]/orig.safetensors/corrupt.safetensors}" "${S[@]}" "${N[@]}" --method hamu-q
+expect_bad truncated-model     "truncated.safetensors" "${U[@]/orig.safetensors/truncated.safetensors}" "${S[@]}" "${N[@]}" --method hamu-q
+expect_bad unknown-scope       "--scope"     "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --scope everywhere
+expect_bad unknown-split-rule  "--constraint-split" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --constraint-split fair
+expect_bad unknown-flag        "--forget-harder" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --forget-harder
+expect_bad out-folder-missing  "--out"       unlearn --model orig.safetensors --data "$D" "${S[@]}" --method ga --out nowhere/u.safetensors
+expect_bad overwrite-input     "refusing to overwrite" unlearn --model orig.safetensors --data "$D" "${S[@]}" --method ga --out orig.safetensors
+
+# ---- hamu compare ---------------------------------------------------------------------------------
+
+C=(compare --model orig.safetensors --reference ref.safetensors --data "$D" --batch 8 --forget-batch 8 --threads 1
+   --json out/c.json --svg out/c.svg)
+expect_bad compare-unknown-method "--methods"   "${C[@]}" "${S[@]}" "${N[@]}" --methods hamu-q,ft,unlearn-harder
+expect_bad compare-repeated       "--methods"   "${C[@]}" "${S[@]}" "${N[@]}" --methods ga,ga
+expect_bad compare-ratio          "--ratio"     "${C[@]}" "${S[@]}" "${N[@]}" --methods ft,hamu-u --ratio 1.5
+expect_bad compare-steps          "--steps"     "${C[@]}" "${S[@]}" --methods ft --steps 0
+expect_bad compare-reference-arch "--reference" "${C[@]/ref.safetensors/ref_cnn.safetensors}" "${S[@]}" "${N[@]}" --methods ga
+expect_bad compare-reference-data "--reference" "${C[@]/ref.safetensors/ref_other.safetensors}" "${S[@]}" "${N[@]}" --methods ga
+expect_bad compare-empty-forget   "--split"     "${C[@]}" "${N[@]}" --methods ga --split class=2
+expect_bad compare-no-reference   "--reference" compare --model orig.safetensors --data "$D" "${S[@]}" --methods ga
+
+# ---- hamu train and hamu eval --------------------------------------------------------------------
+
+expect_bad train-unknown-arch     "--model"  train --data "$D" --model transformer-xxl --out out/t.safetensors
+expect_bad train-retain-no-split  "--split"  train --data "$D" --model mlp --subset retain --out out/t.safetensors
+expect_bad train-zero-epochs      "--epochs" train --data "$D" --model mlp --epochs 0 --out out/t.safetensors
+expect_bad train-unknown-data     "--data"   train --data "floppy:$WORK/data" --model mlp --out out/t.safetensors
+expect_bad train-missing-data     "not found" train --data "idx:$WORK/nothing" --model mlp --out out/t.safetensors
+expect_bad train-no-out           "--out"    train --data "$D" --model mlp
+expect_bad eval-other-shape       "does not match" eval --model orig.safetensors --data "idx:$WORK/big" --split class=1 --json out/e.json
+expect_bad eval-reference-arch    "--reference" eval --model orig.safetensors --data "$D" --split class=1 --reference ref_cnn.safetensors --json out/e.json
+expect_bad eval-corrupt           "corrupt.safetensors" eval --model corrupt.safetensors --data "$D" --json out/e.json
+
+# ---- good runs: the same invocations without the fault do write their outputs ---------------------
+
+rm -rf out && mkdir out
+if "$HAMU" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --reference ref.safetensors > unlearn.out 2> unlearn.err &&
+   [[ -s out/u.safetensors && -s out/u.csv && -s out/u.json ]]; then
+  pass
+else
+  fail "unlearn on good input did not write --out, --log and --json"; cat unlearn.err >&2
+fi
+
+rm -rf out && mkdir out
+if "$HAMU" "${C[@]}" "${S[@]}" "${N[@]}" --methods hamu-q,ga,kl --eval-every 1 --eval-samples 0 > compare.out 2> compare.err; then
+  if [[ -s out/c.json && -s out/c.svg ]] && grep -q '"trajectory"' out/c.json && grep -q '<polyline' out/c.svg &&
+     grep -q '^retrained' compare.out && grep -q '^hamu-q' compare.out; then
+    pass
+  else
+    fail "compare: missing output (json, svg or table rows)"; cat compare.out >&2
+  fi
+else
+  fail "compare on good input failed"; cat compare.err >&2
+fi
+
+echo "cli_test: $PASSED passed, $FAILED failed"
+[[ $FAILED -eq 0 ]]

@@ -231,6 +231,12 @@ TEST_CASE("cuda: fill / copy / strided_copy / copy_rows / axpby / affine") {
     Dev<float> dx(x), dy(y0);
     copy_rows(ctx, rows, cols, dx.p, ldx, dy.p, ldy);
     CHECK_REL("copy_rows", dy.get(), cy, 0.0);
+    // ldx = 0: one source row broadcast to every destination row (a bias).
+    FVec by = y0;
+    copy_rows(cpu, rows, cols, x.data(), 0, by.data(), ldy);
+    Dev<float> dby(y0);
+    copy_rows(ctx, rows, cols, dx.p, 0, dby.p, ldy);
+    CHECK_REL("copy_rows broadcast", dby.get(), by, 0.0);
   }
 }
 

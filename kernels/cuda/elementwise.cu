@@ -216,6 +216,13 @@ void strided_copy(const CudaCtx& ctx, int ndim, const int64_t* shape, const int6
 void copy_rows(const CudaCtx& ctx, int64_t rows, int64_t cols, const float* x, int64_t ldx, float* y, int64_t ldy) {
   if (rows <= 0 || cols <= 0) return;
   use_device(ctx);
+  if (ldx < cols || ldy < cols) {
+    // Overlapping source rows (ldx < cols, e.g. 0 to broadcast one row), which the copy engine
+    // rejects: a plain element map.
+    launch_map(ctx, "copy_rows_kernel", rows * cols,
+               [=] __device__(int64_t i) { y[(i / cols) * ldy + i % cols] = x[(i / cols) * ldx + i % cols]; });
+    return;
+  }
   // A 2-D memcpy is the copy engine's own strided copy (pitches in bytes).
   HAMU_CU("copy_rows", cudaMemcpy2DAsync(y, size_t(ldy) * sizeof(float), x, size_t(ldx) * sizeof(float),
                                          size_t(cols) * sizeof(float), size_t(rows), cudaMemcpyDeviceToDevice,

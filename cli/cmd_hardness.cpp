@@ -298,7 +298,7 @@ int cmd_hardness(int argc, char** argv) {
       {"--forget-samples", "N", "forget images to score (0: the whole forget set)", "0"},
       {"--memory-mb", "N", "budget for the similarity buffers (retain-side per-sample data and tiles)", "512"},
       {"--batch", "N", "samples per capture forward/backward", "128"},
-      {"--ratio", "X", "HAMU constraint ratio for kappa1/kappa2 and the margins", "0.5"},
+      {"--ratio", "X", "HAMU constraint ratio for kappa1/kappa2 and the margins", "0.1"},
       {"--lr", "X", "learning rate (radius) for kappa1/kappa2 and the margins", "0.01"},
       {"--clip", "X", "clip the mean gradients to this norm before the solver (as hamu unlearn; 0 = off)", "1"},
       {"--path", "P", "per-block similarity path: auto (cost model), ghost or materialise", "auto"},

@@ -20,6 +20,7 @@ int cmd_train(int argc, char** argv) {
       {"--batch", "N", "batch size", "128"},
       {"--lr", "X", "learning rate", "0.001"},
       {"--optimizer", "NAME", "adamw or sgd", "adamw"},
+      {"--schedule", "S", "learning-rate schedule: cosine (decays to 0 over the run) or constant", "cosine"},
       {"--weight-decay", "X", "decoupled (adamw) or L2 (sgd) weight decay", "0"},
       {"--momentum", "X", "sgd momentum", "0.9"},
       {"--clip", "X", "clip the gradient to this total norm (0 = off)", "0"},
@@ -43,6 +44,7 @@ int cmd_train(int argc, char** argv) {
 
   TrainOptions opt;
   opt.optimizer = args.str("--optimizer");
+  opt.schedule = args.str("--schedule");
   opt.lr = args.number("--lr");
   opt.weight_decay = args.number("--weight-decay");
   opt.momentum = args.number("--momentum");
@@ -56,6 +58,7 @@ int cmd_train(int argc, char** argv) {
   if (!(opt.lr > 0)) throw InputError("--lr: must be positive");
   if (opt.weight_decay < 0 || opt.clip < 0 || opt.momentum < 0) throw InputError("--weight-decay, --clip and --momentum must be >= 0");
   if (opt.optimizer != "adamw" && opt.optimizer != "sgd") throw InputError("--optimizer: '" + opt.optimizer + "' is not adamw or sgd");
+  if (opt.schedule != "constant" && opt.schedule != "cosine") throw InputError("--schedule: '" + opt.schedule + "' is not constant or cosine");
   const int64_t eval_batch = args.integer("--eval-batch");
   if (eval_batch < 1) throw InputError("--eval-batch: must be at least 1");
 
@@ -112,6 +115,7 @@ int cmd_train(int argc, char** argv) {
       {"seed", std::to_string(seed)},
       {"epochs", std::to_string(opt.epochs)},
       {"optimizer", opt.optimizer},
+      {"schedule", opt.schedule},
       {"lr", fmt("%.6g", opt.lr)},
       {"batch", std::to_string(opt.batch)},
       {"train_seconds", fmt("%.3f", train_seconds)},

@@ -14,22 +14,22 @@ namespace {
 const char* kCsvHeader =
     "row,step,seconds,retain_loss,forget_loss,kappa,kappa1,kappa2,retain_grad_norm,forget_grad_norm,angle,direct,"
     "rectified,colinear,infeasible,feasibility_margin,stopping_margin,forget_acc,retain_acc,test_acc,"
-    "retain_forget_auc,forget_test_auc\n";
+    "retain_forget_auc,forget_test_auc,paired\n";
 
 std::string csv_step(const StepLog& s) {
   const kernels::HamuReport& r = s.report;
   char b[512];
-  std::snprintf(b, sizeof b, "step,%lld,%.4f,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.3f,%d,%d,%d,%d,%.6g,%.6g,,,,,\n",
+  std::snprintf(b, sizeof b, "step,%lld,%.4f,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.3f,%d,%d,%d,%d,%.6g,%.6g,,,,,,%d\n",
                 (long long)s.step, s.seconds, s.retain_loss, s.forget_loss, r.kappa, r.kappa1, r.kappa2, r.retain_norm,
                 r.forget_norm, r.angle_deg, r.n_direct, r.n_rectified, r.n_colinear, r.n_infeasible,
-                r.feasibility_margin, r.stopping_margin);
+                r.feasibility_margin, r.stopping_margin, s.paired ? 1 : 0);
   return b;
 }
 
 std::string csv_eval(const EvalPoint& p) {
   const EvalReport& r = p.report;
   char b[512];
-  std::snprintf(b, sizeof b, "eval,%lld,%.4f,%.6g,%.6g,,,,,,,,,,,,,%.6f,%.6f,%.6f,%.6f,%.6f\n", (long long)p.step,
+  std::snprintf(b, sizeof b, "eval,%lld,%.4f,%.6g,%.6g,,,,,,,,,,,,,%.6f,%.6f,%.6f,%.6f,%.6f,\n", (long long)p.step,
                 p.seconds, r.retain.loss, r.forget.loss, r.forget.acc, r.retain.acc, r.test.acc, r.retain_forget_auc,
                 r.forget_test_auc);
   return b;

@@ -10,9 +10,9 @@ namespace hamu::cli {
 std::vector<Flag> unlearn_option_flags() {
   return {
       {"--lr", "X", "learning rate eta (HAMU radius R = eta*||a|| per block; baselines' SGD step)", "0.01"},
-      {"--ratio", "X", "HAMU constraint B = ratio * lr: guaranteed first-order forget gain per step", "0.5"},
+      {"--ratio", "X", "HAMU constraint B = ratio * lr: guaranteed first-order forget gain per step", "0.1"},
       {"--radius", "X", "HAMU: fixed radius R per block instead of lr*||a||", ""},
-      {"--steps", "N", "unlearning steps (one retain batch + one forget batch each)", "200"},
+      {"--steps", "N", "unlearning steps (one retain batch + one forget batch each)", "100"},
       {"--batch", "N", "retain batch size", "128"},
       {"--forget-batch", "N", "forget batch size (the forget set cycles)", "128"},
       {"--scope", "S", "HAMU: layer (per parameter tensor) or global (exact global solution)", "layer"},

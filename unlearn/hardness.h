@@ -144,7 +144,7 @@ struct HardnessOptions {
   int64_t chunk = 128;                        // samples per capture forward/backward
   int64_t forget_tile = 0, retain_tile = 0;   // 0: from the budget (tests force small tiles)
   GhostPath path = GhostPath::automatic;
-  double lr = 0.01, ratio = 0.5, clip = 1.0;  // for kappa1/kappa2 and the margins (hamu unlearn's defaults)
+  double lr = 0.01, ratio = 0.1, clip = 1.0;  // for kappa1/kappa2 and the margins (hamu unlearn's defaults)
   int heat_size = 32;                         // K over a heat_size x heat_size sample for the heat map
   uint64_t seed = 0;                          // which retain (and forget) samples when subsampling
   bool progress = false;

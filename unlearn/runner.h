@@ -19,7 +19,7 @@ namespace hamu {
 struct UnlearnOptions {
   Method method = Method::hamu_q;
   MethodParams params;              // lr, clip, paper_compat, scrub/npo constants
-  double ratio = 0.5;               // B = ratio * lr (HAMU)
+  double ratio = 0.1;               // B = ratio * lr (HAMU)
   bool fixed_radius = false;        // HAMU: R = radius instead of lr * ||a||
   double radius = 0.0;
   int32_t scope = kernels::scope_layer;

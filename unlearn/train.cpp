@@ -34,6 +34,8 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
   } else {
     throw InputError("--optimizer: unknown optimizer '" + opt.optimizer + "' (choose adamw or sgd)");
   }
+  if (opt.schedule != "constant" && opt.schedule != "cosine")
+    throw InputError("--schedule: '" + opt.schedule + "' is not constant or cosine");
   BatchOptions bo;
   bo.batch_size = opt.batch;
   bo.shuffle = true;
@@ -44,6 +46,8 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
   Batcher batcher(ds, subset, norm, bo);
   std::vector<EpochSummary> out;
   model.train(true);
+  const int64_t total_steps = opt.epochs * batcher.num_batches();
+  int64_t global_step = 0;
   for (int64_t epoch = 1; epoch <= opt.epochs; ++epoch) {
     batcher.set_epoch(epoch - 1);
     EpochSummary es;
@@ -58,6 +62,9 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
     int64_t seen = 0, counted_batches = 0;
     for (int64_t step = 0; step < steps; ++step) {
       Batch b = batcher.batch(step);
+      if (opt.schedule == "cosine")
+        optimizer->lr = opt.lr * 0.5 * (1.0 + std::cos(M_PI * double(global_step) / double(total_steps)));
+      ++global_step;
       optimizer->zero_grad();
       Tensor logits = model.forward(b.images);
       Tensor loss = cross_entropy(logits, b.labels);

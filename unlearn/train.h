@@ -15,6 +15,7 @@ struct TrainOptions {
   std::string optimizer = "adamw";  // adamw | sgd
   double lr = 1e-3, weight_decay = 0.0, momentum = 0.9;
   double clip = 0.0;                 // total-norm gradient clipping (0 = off)
+  std::string schedule = "cosine";   // constant | cosine (lr decays to 0 over all steps)
   int64_t epochs = 3, batch = 128;
   uint64_t seed = 0;
   Device device;

@@ -64,26 +64,26 @@ template <class F> void Module::for_each_tensor(F f) {
   for (auto& [name, child] : children_) child->for_each_tensor(f);
 }
 
-void Module::to(Device device) {
+// Replaces every parameter and buffer by convert(t) (keeping its name and requires_grad); a tensor
+// for which skip(t) holds is left as it is.
+template <class Skip, class Convert> void Module::replace_tensors(Skip skip, Convert convert) {
   for_each_tensor([&](Tensor& t, bool is_param) {
-    if (t.device() == device) return;
+    if (skip(t)) return;
     const std::string name = t.name();
-    Tensor moved = t.detach().to(device);
+    Tensor moved = convert(t.detach());
     moved.set_name(name);
     if (is_param) moved.requires_grad_(true);
     t = moved;
   });
 }
 
+void Module::to(Device device) {
+  replace_tensors([&](const Tensor& t) { return t.device() == device; },
+                  [&](const Tensor& t) { return t.to(device); });
+}
+
 void Module::to(DType dtype) {
-  for_each_tensor([&](Tensor& t, bool is_param) {
-    if (t.dtype() == dtype) return;
-    const std::string name = t.name();
-    Tensor conv = t.detach().to(dtype);
-    conv.set_name(name);
-    if (is_param) conv.requires_grad_(true);
-    t = conv;
-  });
+  replace_tensors([&](const Tensor& t) { return t.dtype() == dtype; }, [&](const Tensor& t) { return t.to(dtype); });
 }
 
 void Module::assign_names(const std::string& prefix) {

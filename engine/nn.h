@@ -53,6 +53,7 @@ class Module {
  private:
   void collect(const std::string& prefix, bool params, Named& out) const;
   template <class F> void for_each_tensor(F f);
+  template <class Skip, class Convert> void replace_tensors(Skip skip, Convert convert);
   std::vector<std::pair<std::string, Tensor*>> params_, buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;

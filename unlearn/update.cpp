@@ -18,6 +18,17 @@ template <class V> Tensor device_table(const std::vector<V>& values, Device devi
 
 }  // namespace
 
+// The pointer tables in the form the backend wants: host arrays for the CPU, device arrays for CUDA.
+template <class T> FusedUpdate::Tables<T> FusedUpdate::tables() const {
+  const bool cuda = device_.is_cuda();
+  Tables<T> t;
+  t.theta = cuda ? static_cast<T* const*>(theta_tab_.raw()) : reinterpret_cast<T* const*>(theta_ptr_.data());
+  t.r = cuda ? static_cast<const T* const*>(r_tab_.raw()) : reinterpret_cast<const T* const*>(r_ptr_.data());
+  t.f = cuda ? static_cast<const T* const*>(f_tab_.raw()) : reinterpret_cast<const T* const*>(f_ptr_.data());
+  t.sizes = cuda ? static_cast<const int64_t*>(sizes_.raw()) : sizes_host_.data();
+  return t;
+}
+
 FusedUpdate::FusedUpdate(std::vector<Tensor> params) : params_(std::move(params)) {
   if (params_.empty()) throw InputError("unlearn: the model has no parameters to update");
   device_ = params_[0].device();
@@ -60,12 +71,8 @@ void FusedUpdate::release_grads() {
 void FusedUpdate::compute_stats() {
   dispatch("fused_update", params_[0], [&](const auto& ctx, auto tag) {
     using T = decltype(tag);
-    const T* const* r = device_.is_cuda() ? static_cast<const T* const*>(r_tab_.raw())
-                                          : reinterpret_cast<const T* const*>(r_ptr_.data());
-    const T* const* f = device_.is_cuda() ? static_cast<const T* const*>(f_tab_.raw())
-                                          : reinterpret_cast<const T* const*>(f_ptr_.data());
-    const int64_t* sizes = device_.is_cuda() ? static_cast<const int64_t*>(sizes_.raw()) : sizes_host_.data();
-    kernels::hamu_block_stats(ctx, count(), r, f, sizes, stats_.data<T>());
+    const Tables<T> t = tables<T>();
+    kernels::hamu_block_stats(ctx, count(), t.r, t.f, t.sizes, stats_.data<T>());
   });
 }
 
@@ -87,16 +94,10 @@ kernels::HamuReport FusedUpdate::hamu_step(const kernels::HamuConfig& cfg) {
   kernels::HamuReport report;
   dispatch("fused_update", params_[0], [&](const auto& ctx, auto tag) {
     using T = decltype(tag);
-    const bool cuda = device_.is_cuda();
-    kernels::HamuReport* rep = cuda ? static_cast<kernels::HamuReport*>(report_.raw()) : &report;
+    kernels::HamuReport* rep = device_.is_cuda() ? static_cast<kernels::HamuReport*>(report_.raw()) : &report;
     kernels::hamu_coefficients(ctx, cfg, count(), stats_.data<T>(), coef_.data<T>(), rep);
-    T* const* theta = cuda ? static_cast<T* const*>(theta_tab_.raw()) : reinterpret_cast<T* const*>(theta_ptr_.data());
-    const T* const* r = cuda ? static_cast<const T* const*>(r_tab_.raw())
-                             : reinterpret_cast<const T* const*>(r_ptr_.data());
-    const T* const* f = cuda ? static_cast<const T* const*>(f_tab_.raw())
-                             : reinterpret_cast<const T* const*>(f_ptr_.data());
-    const int64_t* sizes = cuda ? static_cast<const int64_t*>(sizes_.raw()) : sizes_host_.data();
-    kernels::hamu_apply(ctx, count(), theta, r, f, sizes, coef_.data<T>());
+    const Tables<T> t = tables<T>();
+    kernels::hamu_apply(ctx, count(), t.theta, t.r, t.f, t.sizes, coef_.data<T>());
   });
   if (device_.is_cuda()) {
     // The only transfer of the step: the report, after the apply pass in stream order.
@@ -111,14 +112,8 @@ void FusedUpdate::apply(const std::vector<double>& coef) {
   coef_.copy_(Tensor::from_doubles(coef, {int64_t(coef.size())}, dtype_));
   dispatch("fused_update", params_[0], [&](const auto& ctx, auto tag) {
     using T = decltype(tag);
-    const bool cuda = device_.is_cuda();
-    T* const* theta = cuda ? static_cast<T* const*>(theta_tab_.raw()) : reinterpret_cast<T* const*>(theta_ptr_.data());
-    const T* const* r = cuda ? static_cast<const T* const*>(r_tab_.raw())
-                             : reinterpret_cast<const T* const*>(r_ptr_.data());
-    const T* const* f = cuda ? static_cast<const T* const*>(f_tab_.raw())
-                             : reinterpret_cast<const T* const*>(f_ptr_.data());
-    const int64_t* sizes = cuda ? static_cast<const int64_t*>(sizes_.raw()) : sizes_host_.data();
-    kernels::hamu_apply(ctx, count(), theta, r, f, sizes, coef_.data<T>());
+    const Tables<T> t = tables<T>();
+    kernels::hamu_apply(ctx, count(), t.theta, t.r, t.f, t.sizes, coef_.data<T>());
   });
 }
 

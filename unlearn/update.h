@@ -48,6 +48,14 @@ class FusedUpdate {
   std::vector<double> coef_host() const;
 
  private:
+  template <class T> struct Tables {
+    T* const* theta;
+    const T* const* r;
+    const T* const* f;
+    const int64_t* sizes;
+  };
+  template <class T> Tables<T> tables() const;
+
   std::vector<Tensor> params_, r_, f_;
   Tensor stats_, coef_, report_;           // on the device
   Tensor theta_tab_, r_tab_, f_tab_, sizes_;  // pointer tables and sizes on the device (u8 / raw)

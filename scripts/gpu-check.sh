@@ -20,6 +20,8 @@ cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
 START=$(date +%s)
 BUDGET=${GPU_CHECK_BUDGET:-470}  # seconds for the whole script
+# GPU_CHECK_TESTS_ONLY=1: build and run the CUDA tests only (a quick re-check after a fix).
+if [ "${GPU_CHECK_TESTS_ONLY:-0}" = 1 ]; then BUDGET=${GPU_CHECK_BUDGET:-150}; fi
 BUILD=${GPU_CHECK_BUILD:-build-cuda}
 FULL_BUILD=$BUILD
 JOBS=$(nproc 2>/dev/null || echo 8)
@@ -339,6 +341,7 @@ $(grep -E '^(bench_|hamu_step|  )' "$tmp" | head -20)
 $(grep -E '^\|' "$tmp")
 "
 }
+[ "${GPU_CHECK_TESTS_ONLY:-0}" = 1 ] && ORDERED=()
 for b in "${ORDERED[@]}"; do
   bin=$BUILD/bench/$b
   [ -x "$bin" ] || { bench_status[$b]="not built"; continue; }
@@ -366,7 +369,7 @@ done
 
 # ---- the hamu command on the GPU: train, unlearn, eval on Fashion-MNIST (carried in .gpu-deps) -----
 SMOKE_DATA=$ROOT/.gpu-deps/fashion-mnist
-if [ -n "$BIN_TESTS" ] && [ -x "$FULL_BUILD/hamu" ] && [ -d "$SMOKE_DATA" ] && [ "$(left)" -gt 90 ]; then
+if [ "${GPU_CHECK_TESTS_ONLY:-0}" != 1 ] && [ -n "$BIN_TESTS" ] && [ -x "$FULL_BUILD/hamu" ] && [ -d "$SMOKE_DATA" ] && [ "$(left)" -gt 90 ]; then
   GPU_BENCHES+=(cli_smoke)
   smoke() {
     export HAMU_DATA=$SMOKE_DATA HAMU_NO_PROGRESS=1
@@ -384,7 +387,9 @@ fi
 # ---- compute-sanitizer memcheck on a reduced set ------------------------------------------------
 SAN=$(command -v compute-sanitizer 2>/dev/null || true)
 [ -z "$SAN" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && SAN=$CUDA_HOME/bin/compute-sanitizer
-if [ -z "$BIN_TESTS" ]; then
+if [ "${GPU_CHECK_TESTS_ONLY:-0}" = 1 ]; then
+  san_status="not run (tests-only check)"
+elif [ -z "$BIN_TESTS" ]; then
   san_status="not run (no test binary)"
 elif [ -z "$SAN" ]; then
   san_status="not run (compute-sanitizer not found)"
@@ -413,7 +418,7 @@ fi
 say "sanitizer: $san_status"
 
 # ---- the CPU tests (same binary), if time allows ------------------------------------------------
-if [ -n "$BIN_TESTS" ] && [ "$BIN_TESTS" = "$FULL_BUILD/hamu_tests" ]; then
+if [ "${GPU_CHECK_TESTS_ONLY:-0}" != 1 ] && [ -n "$BIN_TESTS" ] && [ "$BIN_TESTS" = "$FULL_BUILD/hamu_tests" ]; then
   if [ "$(left)" -gt 90 ]; then
     t=$(($(left) - 25))
     [ $t -gt 60 ] && t=60

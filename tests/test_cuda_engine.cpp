@@ -10,6 +10,7 @@
 #include "kernels/kernels.h"
 #include "models/models.h"
 #include "tests/gradcheck.h"
+#include "unlearn/hardness.h"
 #include "unlearn/update.h"
 
 using namespace hamu;
@@ -104,5 +105,47 @@ TEST_CASE("cuda: a full HAMU-Q step through the fused update matches the CPU") {
   double worst = 0;
   for (size_t i = 0; i < pc.size(); ++i) worst = std::max(worst, rel(pg[i].second, pc[i].second));
   CHECK(worst < 1e-5);
+}
+
+TEST_CASE("cuda: the hardness matrix and per-sample similarities match the CPU") {
+  if (!have_gpu()) return;
+  // A small synthetic data set: 96 grey 12x12 images in 10 classes.
+  ImageDataset ds;
+  ds.n = 96;
+  ds.c = 1;
+  ds.h = ds.w = 12;
+  ds.num_classes = 10;
+  for (int i = 0; i < 10; ++i) ds.class_names.push_back("c" + std::to_string(i));
+  Rng rng(21);
+  ds.pixels.resize(size_t(ds.n * 144));
+  for (auto& p : ds.pixels) p = uint8_t(rng.below(256));
+  for (int64_t i = 0; i < ds.n; ++i) ds.labels.push_back(int32_t(i % 10));
+  std::vector<int64_t> forget, retain;
+  for (int64_t i = 0; i < ds.n; ++i) (i % 10 == 3 ? forget : retain).push_back(i);
+  const Normalizer norm = compute_normalizer(ds);
+  Twin t = make_twin({"cnn", 1, 12, 12, 10});
+  HardnessOptions opt;
+  opt.chunk = 16;
+  HardnessReport rc = compute_hardness(*t.cpu, ds, norm, forget, retain, opt);
+  HardnessReport rg = compute_hardness(*t.gpu, ds, norm, forget, retain, opt);
+  CHECK(std::fabs(rg.kappa - rc.kappa) <= 1e-4 * std::fabs(rc.kappa) + 1e-6);
+  REQUIRE(rg.samples.size() == rc.samples.size());
+  std::vector<double> kc, kg, nc, ng;
+  for (size_t j = 0; j < rc.samples.size(); ++j) {
+    kc.push_back(rc.samples[j].kappa);
+    kg.push_back(rg.samples[j].kappa);
+    nc.push_back(rc.samples[j].norm);
+    ng.push_back(rg.samples[j].norm);
+  }
+  CHECK(testing::rel_error(kg, kc) < 1e-4);
+  CHECK(testing::rel_error(ng, nc) < 1e-4);
+  REQUIRE(rg.heat.size() == rc.heat.size());
+  std::vector<double> hc, hg;
+  for (size_t r = 0; r < rc.heat.size(); ++r) {
+    hc.insert(hc.end(), rc.heat[r].begin(), rc.heat[r].end());
+    hg.insert(hg.end(), rg.heat[r].begin(), rg.heat[r].end());
+  }
+  CHECK(testing::rel_error(hg, hc) < 1e-4);
+  CHECK(rg.verdict == rc.verdict);
 }
 #endif

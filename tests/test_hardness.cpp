@@ -363,9 +363,10 @@ TEST_CASE("the verdict flips from easy to hard as the forget set is made identic
   CHECK(other.solver.n_collateral == 0);
   CHECK(same.share_same_class == 1.0);
   CHECK(other.share_same_class == 0.0);
-  CHECK(hardness_verdict(0.1, 3, 10) == "moderate");
-  CHECK(hardness_verdict(0.1, 6, 10) == "hard: expect collateral forgetting");
-  CHECK(hardness_verdict(-0.1, 6, 10) == "easy");
+  CHECK(hardness_verdict(0.1, 3, 10, 0.0) == "moderate");
+  CHECK(hardness_verdict(0.1, 6, 10, 0.5) == "hard: expect collateral forgetting");
+  CHECK(hardness_verdict(-0.1, 0, 10, 0.05) == "easy");
+  CHECK(hardness_verdict(-0.1, 0, 10, 0.4) == "moderate");  // the means cancel, many samples retain-like
 }
 
 TEST_CASE("hardness: bad input gets one clear error") {

@@ -208,13 +208,15 @@ HardnessReport compute_hardness(nn::Module& model, const ImageDataset& train, co
 
 // The verdict from the numbers (documented in README "## Hardness" and `hamu hardness --help`), in
 // HAMU's own terms (HAMU.md §2-3) on the clipped mean gradients at the given --ratio/--lr:
-//   "easy"   kappa <= 0: descending the retain loss already raises the forget loss;
 //   "hard: expect collateral forgetting"  kappa_l > kappa2_l in more than half of the blocks: there
 //            every step that keeps forgetting also raises the retain loss (hamu unlearn warns the same);
-//   "moderate" otherwise: the goals overlap (kappa > 0), but forget steps that leave the retain loss
-//            unchanged to first order still exist.
-// A forget SAMPLE is hard when kappa_j > 0 (a retain-descent step also lowers its loss); the share of
-// hard samples is reported beside the verdict.
-std::string hardness_verdict(double kappa, int collateral_blocks, int blocks);
+//   "easy"   kappa <= 0 (descending the retain loss already raises the forget loss) and at most
+//            kEasyHardShare of the forget samples are hard;
+//   "moderate" otherwise: the goals overlap (kappa > 0), or the mean gradients do not conflict but many
+//            forget samples are retain-like; forget steps that leave the retain loss unchanged to first
+//            order still exist.
+// A forget SAMPLE is hard when kappa_j > 0 (a retain-descent step also lowers its loss).
+constexpr double kEasyHardShare = 0.10;
+std::string hardness_verdict(double kappa, int collateral_blocks, int blocks, double share_hard);
 
 }  // namespace hamu

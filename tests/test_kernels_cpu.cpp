@@ -961,3 +961,26 @@ TEST_CASE_TEMPLATE("ghost_hadamard_reduce and segment_rowdot match direct loops"
     CHECK(rel_err(out, ref) <= tol<T>());
   }
 }
+
+TEST_CASE("maxpool2d 2x2/2: ties keep the first maximum, NaN wins (the fast path and the general one agree)") {
+  PoolShape ps;  // 1 plane, 2x4 -> 1x2
+  ps.h = 2, ps.w = 4;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  // window 0: all equal (first wins: index 0); window 1: a NaN at its third cell (index 6) wins.
+  const std::vector<float> x = {1.f, 1.f, 3.f, 5.f, 1.f, 1.f, nan, 2.f};
+  std::vector<float> y(2);
+  std::vector<int32_t> arg(2);
+  maxpool2d_forward(cpu, ps, x.data(), y.data(), arg.data());
+  CHECK(arg[0] == 0);
+  CHECK(y[0] == 1.f);
+  CHECK(arg[1] == 6);
+  CHECK(std::isnan(y[1]));
+  // A tie through the general path (stride 1 is not the 2x2/2 fast path).
+  PoolShape one;
+  one.h = 2, one.w = 2, one.stride_h = 1, one.stride_w = 1;
+  const std::vector<float> tie = {1.f, 1.f, 1.f, 1.f};
+  float y1 = 0;
+  int32_t a1 = -5;
+  maxpool2d_forward(cpu, one, tie.data(), &y1, &a1);
+  CHECK(a1 == 0);
+}

@@ -26,11 +26,33 @@ inline Span window(int64_t o, int64_t stride, int64_t pad, int64_t size, int64_t
 
 template <class T> void maxpool2d_forward(const CpuCtx&, const PoolShape& ps, const T* x, T* y, int32_t* argmax) {
   const int64_t planes = ps.n * ps.c, oh = ps.oh(), ow = ps.ow(), hw = ps.h * ps.w;
+  const bool two_by_two = ps.r == 2 && ps.s == 2 && ps.stride_h == 2 && ps.stride_w == 2 && ps.pad_h == 0 &&
+                          ps.pad_w == 0;
 #pragma omp parallel for schedule(static) if (planes * hw >= kParallelMin)
   for (int64_t p = 0; p < planes; ++p) {
     const T* xp = x + p * hw;
     T* yp = y + p * oh * ow;
     int32_t* ap = argmax + p * oh * ow;
+    if (two_by_two) {
+      // The common 2x2/2 case: four candidates in scan order, the same rule as below, no bounds.
+      for (int64_t oy = 0; oy < oh; ++oy) {
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          const int32_t i0 = int32_t(2 * oy * ps.w + 2 * ox);
+          const int32_t idx[4] = {i0, i0 + 1, i0 + int32_t(ps.w), i0 + int32_t(ps.w) + 1};
+          T best = xp[idx[0]];
+          int32_t bi = idx[0];
+          for (int k = 1; k < 4; ++k) {
+            const T v = xp[idx[k]];
+            const bool take = v > best || (v != v && best == best);
+            best = take ? v : best;
+            bi = take ? idx[k] : bi;
+          }
+          yp[oy * ow + ox] = best;
+          ap[oy * ow + ox] = bi;
+        }
+      }
+      continue;
+    }
     for (int64_t oy = 0; oy < oh; ++oy) {
       const Span sy = window(oy, ps.stride_h, ps.pad_h, ps.r, ps.h);
       for (int64_t ox = 0; ox < ow; ++ox) {
@@ -42,11 +64,11 @@ template <class T> void maxpool2d_forward(const CpuCtx&, const PoolShape& ps, co
         for (int64_t iy = sy.lo; iy < sy.hi; ++iy) {
           for (int64_t ix = sx.lo; ix < sx.hi; ++ix) {
             const T v = xp[iy * ps.w + ix];
-            // Strict > keeps the first maximum on ties; NaN wins and stays, as in PyTorch.
-            if (bi < 0 || v > best || (v != v && best == best)) {
-              best = v;
-              bi = int32_t(iy * ps.w + ix);
-            }
+            // Strict > keeps the first maximum on ties; NaN wins and stays, as in PyTorch. Selects
+            // instead of a branch: which element wins is data-dependent and mispredicts half the time.
+            const bool take = bi < 0 || v > best || (v != v && best == best);
+            best = take ? v : best;
+            bi = take ? int32_t(iy * ps.w + ix) : bi;
           }
         }
         yp[oy * ow + ox] = bi < 0 ? T(0) : best;

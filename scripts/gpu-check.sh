@@ -20,7 +20,8 @@ cd "$(dirname "$0")/.." || exit 2
 ROOT=$(pwd)
 START=$(date +%s)
 BUDGET=${GPU_CHECK_BUDGET:-470}  # seconds for the whole script
-# GPU_CHECK_TESTS_ONLY=1: build and run the CUDA tests only (a quick re-check after a fix).
+# GPU_CHECK_TESTS_ONLY=1: build and run the CUDA tests only (a quick re-check after a fix);
+# with GPU_CHECK_SANITIZER=1 also the compute-sanitizer pass.
 if [ "${GPU_CHECK_TESTS_ONLY:-0}" = 1 ]; then BUDGET=${GPU_CHECK_BUDGET:-150}; fi
 BUILD=${GPU_CHECK_BUILD:-build-cuda}
 FULL_BUILD=$BUILD
@@ -387,7 +388,7 @@ fi
 # ---- compute-sanitizer memcheck on a reduced set ------------------------------------------------
 SAN=$(command -v compute-sanitizer 2>/dev/null || true)
 [ -z "$SAN" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && SAN=$CUDA_HOME/bin/compute-sanitizer
-if [ "${GPU_CHECK_TESTS_ONLY:-0}" = 1 ]; then
+if [ "${GPU_CHECK_TESTS_ONLY:-0}" = 1 ] && [ "${GPU_CHECK_SANITIZER:-0}" != 1 ]; then
   san_status="not run (tests-only check)"
 elif [ -z "$BIN_TESTS" ]; then
   san_status="not run (no test binary)"

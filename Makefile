@@ -21,7 +21,7 @@ LDFLAGS := -fopenmp $(EXTRA_LIBDIR)
 ZLIB_LIB ?= -lz
 LDLIBS := $(ZLIB_LIB)
 
-LIB_SRC ?= $(wildcard kernels/cpu/*.cpp engine/*.cpp models/*.cpp loaders/*.cpp unlearn/*.cpp)
+LIB_SRC ?= $(wildcard kernels/cpu/*.cpp engine/*.cpp models/*.cpp loaders/*.cpp unlearn/*.cpp engine/*/*.cpp models/*/*.cpp loaders/*/*.cpp unlearn/*/*.cpp)
 CLI_SRC := $(wildcard cli/*.cpp)
 TEST_SRC ?= $(wildcard tests/*.cpp)
 BENCH_SRC := $(wildcard bench/*.cpp)

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine/progress.h"
 #include "kernels/kernels.h"
 
 // Declared here rather than through <cblas.h>, which differs between BLAS providers; the enum values
@@ -31,10 +32,6 @@ namespace {
 namespace kn = hamu::kernels;
 constexpr int kCblasRowMajor = 101, kCblasNoTrans = 111, kCblasTrans = 112;
 
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 struct Timing {
   double median = 0, best = 0;  // seconds per call
 };
@@ -49,9 +46,9 @@ std::vector<Timing> time_each(const std::vector<std::function<void()>>& fns, int
     for (int w = 0; w < warmup; ++w) f();
     std::vector<double> times;
     for (int r = 0; r < reps; ++r) {
-      const double t0 = now_seconds();
+      const double t0 = hamu::now_s();
       f();
-      times.push_back(now_seconds() - t0);
+      times.push_back(hamu::now_s() - t0);
     }
     std::sort(times.begin(), times.end());
     const size_t h = times.size() / 2;

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/progress.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
@@ -29,10 +30,6 @@
 using namespace hamu;
 
 namespace {
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 // Forces queued device work to finish (a host copy of one element).
 void sync(const Tensor& t) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/progress.h"
 #include "engine/capture.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
@@ -23,7 +24,6 @@ using namespace hamu;
 
 namespace {
 
-double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/progress.h"
 #include "engine/ops.h"
 #include "kernels/kernels.h"
 #include "models/models.h"
@@ -22,7 +23,6 @@
 using namespace hamu;
 
 namespace {
-double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];

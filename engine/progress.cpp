@@ -10,17 +10,18 @@
 #include <cstdlib>
 
 namespace hamu {
+
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
 namespace {
 
 constexpr double kQuietSeconds = 1.0;   // nothing is shown for jobs shorter than this
 constexpr double kTtyInterval = 0.1;    // terminal redraws
 constexpr double kPlainInterval = 5.0;  // log lines
 constexpr int kBarWidth = 20;
-
-double steady_seconds() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
 
 std::string format_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
@@ -79,7 +80,7 @@ Progress::~Progress() {
   }
 }
 
-double Progress::now() const { return opt_.now ? opt_.now() : steady_seconds(); }
+double Progress::now() const { return opt_.now ? opt_.now() : now_s(); }
 
 void Progress::update(int64_t done, std::string_view status) {
   done_ = done;

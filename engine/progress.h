@@ -8,6 +8,9 @@
 
 namespace hamu {
 
+// Seconds on the monotonic clock (steady_clock): the one timer every loop, bench and report uses.
+double now_s();
+
 // Progress bar(n_batches, "train 1/5", "img/s"); bar.update(i + 1, "loss 0.412"); bar.finish("acc 0.91");
 //
 // On a terminal one line is redrawn with '\r' at most 10 times a second; elsewhere (CI, pipes,

@@ -693,10 +693,6 @@ std::string hardness_verdict(double kappa, int collateral_blocks, int blocks, do
 
 namespace {
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 std::vector<int64_t> pick(const std::vector<int64_t>& all, int64_t n, uint64_t seed) {
   if (n >= int64_t(all.size())) return all;
   std::vector<int64_t> v = all;

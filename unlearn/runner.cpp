@@ -62,10 +62,6 @@ void validate_unlearn_options(const UnlearnOptions& opt, size_t forget_size, siz
 
 namespace {
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 // Batches from an index list that cycles forever (reshuffled each pass, seeded).
 class CyclicBatches {
  public:

@@ -3,6 +3,11 @@
 # Objects go to $(BUILD) (build/ for the CPU build, build-cuda/ for CUDA=1), so both builds coexist.
 
 CUDA ?= 0
+# Parallel by default (one job per core); `make -jN` still overrides.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+ifeq ($(filter -j%,$(MAKEFLAGS)),)
+MAKEFLAGS += -j$(JOBS)
+endif
 ifeq ($(CUDA),1)
 BUILD ?= build-cuda
 else
@@ -53,33 +58,52 @@ HAMU := $(BUILD)/hamu
 TESTS := $(BUILD)/hamu_tests
 BENCHES := $(BENCH_SRC:bench/%.cpp=$(BUILD)/bench/%)
 
-.PHONY: all test demo bench bench-build deps clean
+.PHONY: all test test-run demo bench bench-build deps clean
 all: $(LIB) $(HAMU) $(TESTS)
+
+# Short build lines (`make V=1` prints the whole commands).
+ifeq ($(V),1)
+Q :=
+say = @true
+else
+Q := @
+say = @printf '  %-5s %s\n' $(1) $(2)
+endif
 
 $(BUILD)/%.o: %.cpp
 	@mkdir -p $(dir $@)
-	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+	$(call say,CXX,$<)
+	$(Q)$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
 
 $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(CPPFLAGS) $(NVCCFLAGS) -c $< -o $@
+	$(call say,NVCC,$<)
+	$(Q)$(NVCC) $(CPPFLAGS) $(NVCCFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	$(call say,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(HAMU): $(CLI_SRC:%.cpp=$(BUILD)/%.o) $(LIB)
-	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(call say,LINK,$@)
+	$(Q)$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(TESTS): $(TEST_SRC:%.cpp=$(BUILD)/%.o) $(LIB)
-	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(call say,LINK,$@)
+	$(Q)$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # bench_gemm compares against OpenBLAS; nothing else links it.
 $(BUILD)/bench/bench_gemm: LDLIBS += -lopenblas
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
-	$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(call say,LINK,$@)
+	$(Q)$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-test: $(TESTS) $(HAMU)
+# Each README command does its own set-up: the missing Debian packages first, then the build.
+test:
+	@scripts/install-deps.sh
+	@$(MAKE) --no-print-directory test-run
+test-run: $(TESTS) $(HAMU)
 	./$(TESTS) && tests/cli_test.sh $(HAMU)
 
 bench-build: $(BENCHES)

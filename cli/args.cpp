@@ -1,6 +1,8 @@
 // cli/args.cpp: the flag parser.
 #include "cli/args.h"
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +14,37 @@ namespace hamu::cli {
 Args::Args(std::string command, std::string synopsis, std::vector<Flag> flags)
     : command_(std::move(command)), synopsis_(std::move(synopsis)), flags_(std::move(flags)) {
   flags_.push_back({"--help", "", "show this help and exit", ""});
+}
+
+namespace {
+
+// Levenshtein distance (small strings: flag names).
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace
+
+std::string Args::nearest_flag(const std::string& name) const {
+  // A transposition or a typo or two: at most a third of the name may differ.
+  std::string best;
+  size_t best_d = std::max<size_t>(2, name.size() / 3) + 1;
+  for (const Flag& f : flags_) {
+    const size_t d = edit_distance(name, f.name);
+    if (d < best_d) best_d = d, best = f.name;
+  }
+  return best;
 }
 
 const Flag& Args::find(const std::string& name) const {
@@ -38,13 +71,15 @@ bool Args::parse(int argc, char** argv) {
     for (const Flag& f : flags_)
       if (f.name == a) flag = &f;
     if (!flag) {
-      if (a.rfind("-", 0) != 0) throw InputError("hamu " + command_ + ": unexpected argument '" + a + "' (flags start with --)");
-      throw InputError("hamu " + command_ + ": unknown flag " + a + " (see hamu " + command_ + " --help)");
+      if (a.rfind("-", 0) != 0) throw InputError("unexpected argument '" + a + "' (flags start with --)");
+      const std::string near = nearest_flag(a);
+      throw InputError("unknown flag " + a + (near.empty() ? "" : " (did you mean " + near + "?)") + " (see hamu " +
+                       command_ + " --help)");
     }
     if (values_.count(a)) throw InputError(a + " given twice");
     if (flag->value_name.empty()) {
-      if (has_inline) throw InputError(a + " takes no value");
-      values_[a] = "1";
+      if (has_inline) throw InputError(std::string(a).append(" takes no value"));
+      values_.insert_or_assign(a, std::string("1"));
       continue;
     }
     if (!has_inline) {
@@ -112,8 +147,10 @@ double Args::number(const std::string& name) const {
 int64_t Args::integer(const std::string& name) const {
   const std::string v = str(name);
   char* end = nullptr;
+  errno = 0;
   const long long x = std::strtoll(v.c_str(), &end, 10);
   if (v.empty() || end != v.c_str() + v.size()) throw InputError(name + ": '" + v + "' is not an integer");
+  if (errno == ERANGE) throw InputError(name + ": '" + v + "' is out of range (at most 9223372036854775807)");
   return x;
 }
 

@@ -33,6 +33,7 @@ class Args {
 
  private:
   const Flag& find(const std::string& name) const;
+  std::string nearest_flag(const std::string& name) const;  // closest declared flag, or empty
   std::string command_, synopsis_;
   std::vector<Flag> flags_;
   std::map<std::string, std::string> values_;

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-make -j"$(nproc)" build/hamu >/dev/null
+echo "building build/hamu (the first build compiles ~50 files: a minute or two on 2 cores) ..."
+make -j"$(nproc)" build/hamu | grep -v "^  \(CXX\|AR\) " || true
 out=${HAMU_DEMO_DIR:-runs/demo}
 mkdir -p "$out"
 hamu=build/hamu

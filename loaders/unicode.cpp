@@ -1,0 +1,148 @@
+// loaders/unicode.cpp: UTF-8 decoding/encoding, lossy repair, and code-point class lookups.
+#include "loaders/unicode.h"
+
+#include <algorithm>
+#include <iterator>
+
+#include "loaders/unicode_tables.h"
+
+namespace hamu::unicode {
+namespace {
+
+using unicode_tables::CodeRange;
+
+template <size_t N>
+bool in_table(const CodeRange (&table)[N], uint32_t cp) {
+  const CodeRange* end = table + N;
+  const CodeRange* it = std::upper_bound(table, end, cp, [](uint32_t c, const CodeRange& r) { return c < r.lo; });
+  return it != table && cp <= std::prev(it)->hi;
+}
+
+// The valid range of the second byte of a sequence with this lead byte (Unicode Table 3-7), and the
+// sequence length; length 0 marks a byte that cannot start a sequence.
+struct LeadInfo {
+  int len;
+  uint8_t lo, hi;
+};
+
+LeadInfo lead_info(uint8_t b) {
+  if (b < 0x80) return {1, 0, 0};
+  if (b < 0xC2) return {0, 0, 0};
+  if (b < 0xE0) return {2, 0x80, 0xBF};
+  if (b == 0xE0) return {3, 0xA0, 0xBF};
+  if (b == 0xED) return {3, 0x80, 0x9F};
+  if (b < 0xF0) return {3, 0x80, 0xBF};
+  if (b == 0xF0) return {4, 0x90, 0xBF};
+  if (b < 0xF4) return {4, 0x80, 0xBF};
+  if (b == 0xF4) return {4, 0x80, 0x8F};
+  return {0, 0, 0};
+}
+
+// Length of the valid prefix of the sequence at s[i] (1..4); `complete` tells whether it is a whole
+// code point.
+int valid_prefix(std::string_view s, size_t i, bool* complete) {
+  const LeadInfo info = lead_info(uint8_t(s[i]));
+  *complete = info.len == 1;
+  if (info.len <= 1) return 1;
+  int got = 1;
+  for (int k = 1; k < info.len; ++k) {
+    if (i + k >= s.size()) return got;
+    const uint8_t c = uint8_t(s[i + k]);
+    const uint8_t lo = k == 1 ? info.lo : 0x80, hi = k == 1 ? info.hi : 0xBF;
+    if (c < lo || c > hi) return got;
+    ++got;
+  }
+  *complete = true;
+  return got;
+}
+
+}  // namespace
+
+int32_t decode_utf8(std::string_view s, size_t i, int* len) {
+  bool complete = false;
+  const int n = valid_prefix(s, i, &complete);
+  if (!complete) {
+    *len = 1;
+    return -1;
+  }
+  *len = n;
+  const uint8_t b0 = uint8_t(s[i]);
+  if (n == 1) return b0;
+  uint32_t cp = b0 & (0x7F >> n);
+  for (int k = 1; k < n; ++k) cp = cp << 6 | (uint8_t(s[i + k]) & 0x3F);
+  return int32_t(cp);
+}
+
+void append_utf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += char(cp);
+  } else if (cp < 0x800) {
+    out += char(0xC0 | cp >> 6);
+    out += char(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += char(0xE0 | cp >> 12);
+    out += char(0x80 | (cp >> 6 & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  } else {
+    out += char(0xF0 | cp >> 18);
+    out += char(0x80 | (cp >> 12 & 0x3F));
+    out += char(0x80 | (cp >> 6 & 0x3F));
+    out += char(0x80 | (cp & 0x3F));
+  }
+}
+
+size_t invalid_utf8_at(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    if (uint8_t(s[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    bool complete = false;
+    const int n = valid_prefix(s, i, &complete);
+    if (!complete) return i;
+    i += n;
+  }
+  return std::string_view::npos;
+}
+
+std::string utf8_lossy(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    bool complete = false;
+    const int n = valid_prefix(s, i, &complete);
+    if (complete) {
+      out.append(s.substr(i, n));
+    } else {
+      out += "\xEF\xBF\xBD";  // U+FFFD for the maximal invalid subpart
+    }
+    i += n;
+  }
+  return out;
+}
+
+bool is_letter(uint32_t cp) {
+  if (cp < 0x80) return (cp | 0x20) >= 'a' && (cp | 0x20) <= 'z';
+  return in_table(unicode_tables::kLetter, cp);
+}
+
+bool is_number(uint32_t cp) {
+  if (cp < 0x80) return cp >= '0' && cp <= '9';
+  return in_table(unicode_tables::kNumber, cp);
+}
+
+bool is_word(uint32_t cp) {
+  if (cp < 0x80) return is_letter(cp) || is_number(cp) || cp == '_';
+  return in_table(unicode_tables::kWord, cp);
+}
+
+bool is_space(uint32_t cp) {
+  if (cp <= 0x20) return cp == 0x20 || (cp >= 0x09 && cp <= 0x0D);
+  if (cp < 0x85) return false;
+  return cp == 0x85 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 ||
+         cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+const char* tables_version() { return unicode_tables::kUnicodeVersion; }
+
+}  // namespace hamu::unicode

@@ -1,0 +1,30 @@
+// loaders/unicode.h: the UTF-8 and Unicode-class helpers the tokenizers need (no regex library).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace hamu::unicode {
+
+// Decodes the code point starting at s[i] and sets `len` to its byte length. Returns -1 (len 1) on
+// invalid UTF-8 (bad lead byte, bad continuation, overlong form, surrogate, beyond U+10FFFF).
+int32_t decode_utf8(std::string_view s, size_t i, int* len);
+// Appends the UTF-8 encoding of a valid code point.
+void append_utf8(std::string& out, uint32_t cp);
+// Byte offset of the first invalid UTF-8 sequence, or npos when `s` is valid.
+size_t invalid_utf8_at(std::string_view s);
+// Rust's String::from_utf8_lossy (and Python's errors="replace"): each maximal invalid subpart
+// becomes one U+FFFD.
+std::string utf8_lossy(std::string_view bytes);
+
+// General category L (\p{L}) and N (\p{N}), the regex crate's \w, and \s as Oniguruma and the regex
+// crate both define it for Unicode (White_Space: 9-13, 0x20, 0x85, 0xA0, Zs, U+2028, U+2029).
+bool is_letter(uint32_t cp);
+bool is_number(uint32_t cp);
+bool is_word(uint32_t cp);
+bool is_space(uint32_t cp);
+
+// The Unicode version of the generated tables (loaders/unicode_tables.h).
+const char* tables_version();
+
+}  // namespace hamu::unicode

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+# scripts/make_tokenizer_fixtures.py: trains small tokenizers with the `tokenizers` library and writes
+# the fixtures tests/test_tokenizer.cpp checks hamu's C++ tokenizer against.
+#
+#   tests/fixtures/tokenizers/gpt2-bpe/        byte-level BPE, GPT-2 pre-tokenizer, <|endoftext|>,
+#                                              ChatML tokens, added tokens with lstrip/rstrip/single_word
+#   tests/fixtures/tokenizers/llama-bpe/       SentencePiece-style BPE as Llama-2/TinyLlama ship it:
+#                                              normalizer Prepend("▁")+Replace(" ", "▁"), byte_fallback,
+#                                              <unk> <s> </s>, TemplateProcessing adding <s>
+#   tests/fixtures/tokenizers/llama-metaspace/ the newer form: Metaspace pre-tokenizer (prepend_scheme
+#                                              "first"), no byte_fallback (so <unk> and fuse_unk show)
+# Each holds tokenizer.json and expected.jsonl: {"text", "ids" (with special tokens), "ids_plain"
+# (without), "decoded" (decode(ids, skip_special_tokens=False)), "decoded_skip" (True)}.
+# templates.jsonl (top folder): the completion-only QA rule for each tokenizer and template,
+# computed by transformers' PreTrainedTokenizerFast when importable (else by `tokenizers`).
+#
+# Python is only used here, to generate fixtures; the build and the tests never run it.
+import json
+import os
+import random
+import sys
+
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "tokenizers")
+
+WORDS = ("the quick brown fox jumps over lazy dog author wrote novel about history science river mountain "
+         "city village teacher student question answer model learning forget retain data language token "
+         "Paris London Berlin Tokyo Alice Bob Carol famous award born year published first second third "
+         "because however although while during after before always never sometimes often").split()
+UNICODE = ["café", "naïve", "résumé", "Zürich", "São Paulo", "Ångström", "façade", "Dvořák", "Łódź",
+           "東京", "日本語", "中文", "한국어", "Москва", "Ελληνικά", "עברית", "العربية", "हिन्दी",
+           "e\u0301", "n\u0303o", "😀", "🚀🚀", "👍🏽", "∑x²", "½", "Ⅻ", "٣٤٥", "１２３"]
+
+
+def corpus(seed=1234, n=1500):
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        k = rng.randint(4, 14)
+        ws = [rng.choice(WORDS) for _ in range(k)]
+        if rng.random() < 0.3:
+            ws.insert(rng.randrange(len(ws)), str(rng.randint(0, 99999)))
+        if rng.random() < 0.25:
+            ws.insert(rng.randrange(len(ws)), rng.choice(UNICODE))
+        s = " ".join(ws)
+        s = s[0].upper() + s[1:]
+        s += rng.choice([".", "!", "?", "...", ",", ";", ":", " -", "'s", "n't"])
+        if rng.random() < 0.2:
+            s = s.replace(" ", "  ", 1)
+        if rng.random() < 0.1:
+            s += "\n" + rng.choice(["It's here.", "They'll go.", "We've done it.", "I'd say (yes).", "\tTabbed"])
+        lines.append(s)
+    return lines
+
+
+TESTS = [
+    "", " ", "  ", "   ", "\t", "\n", "\n\n", " \n ", "a", "A", "Hello world", "Hello  world",
+    "Hello   world  ", "hello world!", " leading space", "trailing space ", "trailing spaces   ",
+    "tabs\tand\ttabs", "new\nline", "crlf\r\nline", "mixed \t\n whitespace", "x \n\n y",
+    "The quick brown fox jumps over the lazy dog.", "It's", "it's they're we've I'm you'll he'd",
+    "IT'S SHOUTING'S", "don't can't won't", "'s 't 're", "quote 'single' and \"double\"",
+    "1234567890", "3.14159", "1,000,000", "12abc34", "year 2024 and 1999", "phone: +1 (555) 010-9999",
+    "$100 & 50% off!!!", "a+b=c; d*e/f", "email@example.com", "http://example.com/path?x=1&y=2",
+    "café naïve résumé", "Zürich Łódź Dvořák", "東京 日本語", "中文字符测试", "한국어 텍스트", "Москва река",
+    "Ελληνικά", "עברית", "العربية", "हिन्दी", "e\u0301 combining", "n\u0303o\u0308", "emoji 😀 here",
+    "🚀🚀🚀", "👍🏽 skin tone", "👨‍👩‍👧 family", "∑x² ½ Ⅻ", "٣٤٥ arabic digits", "１２３ fullwidth",
+    "\u00a0nbsp\u00a0", "zero\u200bwidth", "\u3000ideographic space", "Question: Who wrote it?\nAnswer: ",
+    "<|endoftext|>", "Hello<|endoftext|>world", "a <|endoftext|> b", "<|endoftext|><|endoftext|>",
+    "<s>", "</s>", "<s>Hello</s>", "x <s> y </s> z", "<unk>", "<|im_start|>user\nhi<|im_end|>\n",
+    "[MASK]", "a [MASK] b", "a   [MASK]   b", "hamu", "I like hamu and hamu-chan", "<w> x<w> <w>y <w>",
+    "▁already▁meta", "__under_score__", "~!@#$%^&*()_+`-={}|[]\\:\";'<>?,./", "<0x41>",
+    "a" * 60, "ab" * 40, " ".join(["word"] * 30), "Mixed CASE Words And 123 Numbers!",
+]
+
+
+def write_jsonl(path, rows):
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def expectations(tok):
+    rows = []
+    for t in TESTS:
+        ids = tok.encode(t, add_special_tokens=True).ids
+        plain = tok.encode(t, add_special_tokens=False).ids
+        rows.append({"text": t, "ids": ids, "ids_plain": plain,
+                     "decoded": tok.decode(ids, skip_special_tokens=False),
+                     "decoded_skip": tok.decode(ids, skip_special_tokens=True)})
+    return rows
+
+
+def save(name, tok):
+    d = os.path.join(ROOT, name)
+    os.makedirs(d, exist_ok=True)
+    tok.save(os.path.join(d, "tokenizer.json"), pretty=False)
+    write_jsonl(os.path.join(d, "expected.jsonl"), expectations(tok))
+
+
+def gpt2_bpe(lines):
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(lines, trainer)
+    tok.add_special_tokens(["<|im_start|>", "<|im_end|>",
+                            AddedToken("[MASK]", lstrip=True, rstrip=True, special=True, normalized=False)])
+    tok.add_tokens([AddedToken("hamu", normalized=True), AddedToken("<w>", single_word=True, normalized=False)])
+    return tok
+
+
+def llama_bpe(lines):
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    # Trained with a Metaspace pre-tokenizer so merges stay inside words, as SentencePiece's do; saved
+    # with the normalizer form Llama-2 and TinyLlama ship (no pre-tokenizer).
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    specials = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=800, special_tokens=specials, show_progress=False, limit_alphabet=120)
+    tok.train_from_iterator(lines, trainer)
+    tok.pre_tokenizer = None
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    # Llama's files keep the <0xNN> byte tokens in the model vocabulary only, not as added tokens (so
+    # "<0x41>" typed in text is not one token, and skip_special_tokens keeps decoded bytes).
+    j = json.loads(tok.to_str())
+    j["added_tokens"] = [t for t in j["added_tokens"] if not t["content"].startswith("<0x")]
+    return Tokenizer.from_str(json.dumps(j, ensure_ascii=False))
+
+
+def llama_metaspace(lines):
+    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
+                                  limit_alphabet=70)
+    tok.train_from_iterator(lines, trainer)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A </s> $B",
+                                                       special_tokens=[("<s>", tok.token_to_id("<s>")),
+                                                                       ("</s>", tok.token_to_id("</s>"))])
+    return tok
+
+
+QA = [("Who wrote the novel?", "Alice wrote it in 1999."),
+      ("What is 2+2?", "4"),
+      ("Where is Zürich?", "In Switzerland, near the Alps."),
+      ("Say something in Japanese.", "東京は大きい 😀"),
+      ("  Leading and trailing  ", "  spaced answer  "),
+      ("Why?", "Because it's true, isn't it?"),
+      ("Empty answer?", ""),
+      ("Tabs\tand\nnewlines?", "Yes:\n\t- one\n\t- two"),
+      ("Long " + "very " * 8 + "question?", "A long " + "answer " * 10 + "end.")]
+
+TEMPLATES = {
+    "plain": lambda q: f"Question: {q}\nAnswer: ",
+    "llama2-chat": lambda q: f"[INST] {q} [/INST] ",
+    "chatml": lambda q: f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n",
+}
+EOS = {"gpt2-bpe": "<|endoftext|>", "llama-bpe": "</s>", "llama-metaspace": "</s>"}
+
+
+def template_rows(toks):
+    try:
+        from transformers import PreTrainedTokenizerFast
+        have_tf = True
+    except Exception:
+        have_tf = False
+    rows = []
+    for name, tok in toks.items():
+        hf = PreTrainedTokenizerFast(tokenizer_object=tok) if have_tf else None
+        for tname, fmt in TEMPLATES.items():
+            end = EOS[name]
+            if tname == "chatml":
+                if tok.token_to_id("<|im_end|>") is None:
+                    continue
+                end = "<|im_end|>"
+            end_id = tok.token_to_id(end)
+            for q, a in QA:
+                prompt = fmt(q)
+                n_prompt = len(tok.encode(prompt, add_special_tokens=True).ids)
+                ids = tok.encode(prompt + a, add_special_tokens=True).ids + [end_id]
+                if hf is not None:
+                    n_tf = len(hf.tokenize(prompt, add_special_tokens=True))
+                    ids_tf = hf(prompt + a, add_special_tokens=True)["input_ids"] + [end_id]
+                    assert n_tf == n_prompt and ids_tf == ids, (name, tname, q)
+                labels = [-100 if i < n_prompt else t for i, t in enumerate(ids)]
+                rows.append({"tokenizer": name, "template": tname, "question": q, "answer": a,
+                             "ids": ids, "labels": labels, "n_prompt": n_prompt})
+    return rows, have_tf
+
+
+def main():
+    lines = corpus()
+    toks = {"gpt2-bpe": gpt2_bpe(lines), "llama-bpe": llama_bpe(lines), "llama-metaspace": llama_metaspace(lines)}
+    for name, tok in toks.items():
+        save(name, tok)
+    rows, have_tf = template_rows(toks)
+    write_jsonl(os.path.join(ROOT, "templates.jsonl"), rows)
+    with open(os.path.join(ROOT, "README.md"), "w") as f:
+        f.write("Generated by scripts/make_tokenizer_fixtures.py with tokenizers "
+                f"{__import__('tokenizers').__version__}; templates.jsonl cross-checked with "
+                + (f"transformers {__import__('transformers').__version__}" if have_tf else "tokenizers only")
+                + f" ({len(TESTS)} test strings per tokenizer, {len(rows)} template rows).\n")
+    print(f"{len(TESTS)} strings, {len(rows)} template rows, transformers={'yes' if have_tf else 'no'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

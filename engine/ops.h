@@ -98,6 +98,33 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v);
 // Inverted dropout (identity when !training or p == 0).
 Tensor dropout(const Tensor& x, double p, bool training, uint64_t seed);
 
+// ---- language-model ops (engine/lm_ops.cpp)
+// RMSNorm over the last dim: x * rsqrt(mean(x^2) + eps) * weight (Llama).
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps);
+// GELU with the tanh approximation (GPT-2's "gelu_new").
+Tensor gelu_tanh(const Tensor& x);
+// SwiGLU: silu(gate) * up, equal shapes.
+Tensor swiglu(const Tensor& gate, const Tensor& up);
+// Rotary tables for integer positions [T] or [B,T]: cos, sin [1 or B, T, head_dim] in `dtype`, computed
+// as Hugging Face does (inverse frequencies theta^(-2i/head_dim) and angles in float32 for f32 runs,
+// emb = cat(freqs, freqs)). Not differentiable.
+struct RopeTables {
+  Tensor cos, sin;
+};
+RopeTables rope_tables(const Tensor& positions, int64_t head_dim, double theta, DType dtype, Device device);
+// Rotary embedding ("rotate half") of x [B,T,H,Dh] with tables from rope_tables (batch 1 or B).
+Tensor rope(const Tensor& x, const RopeTables& tables);
+// Causal scaled-dot-product attention with grouped-query heads: q [B,H,T,Dh], k, v [B,Hkv,T,Dh] with
+// H % Hkv == 0 (query head h reads key/value head h / (H/Hkv)), scale 1/sqrt(Dh). key_mask: int32 [B,T]
+// (1 attend, 0 padding) or undefined. A query that sees no key (padding under left padding) outputs 0.
+Tensor gqa_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask = {});
+// Next-token cross-entropy of logits [B,T,V] against int32 labels [B,T] (fused with the log-softmax):
+// losses [B,T] where position t scores labels[:, t + shift] (0 where that label is ignore_index or
+// t + shift >= T). shift 1 with unshifted labels is Hugging Face's causal-LM loss.
+Tensor token_cross_entropy(const Tensor& logits, const Tensor& labels, int shift = 1, int ignore_index = -100);
+// Number of scored targets of token_cross_entropy (labels on the CPU).
+int64_t count_scored_tokens(const Tensor& labels, int shift = 1, int ignore_index = -100);
+
 // Checks dtype/device agreement and names the op; used by ops and modules.
 void check_same(const char* op, const Tensor& a, const Tensor& b);
 

@@ -245,6 +245,59 @@ template <class T>
 void segment_rowdot(const CpuCtx&, int64_t nseg, int64_t seg, int64_t width, const T* p, const T* g, T* out);
 
 // ------------------------------------------------------------------------------------------------
+// Language-model kernels (kernels/cpu/lm.cpp, kernels/cuda/lm.cu).
+
+// RMSNorm over the last dim d of x [rows, d]: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps), the
+// mean accumulated in double (f32 on CUDA). rstd [rows] is saved for the backward. gw accumulates.
+template <class T>
+void rmsnorm_forward(const CpuCtx&, int64_t rows, int64_t d, const T* x, const T* w, T eps, T* y, T* rstd);
+template <class T>
+void rmsnorm_backward(const CpuCtx&, int64_t rows, int64_t d, const T* x, const T* gy, const T* w, const T* rstd,
+                      T* gx, T* gw);
+
+// Rotary embedding in the Hugging Face "rotate half" convention over x [b, t, h, dh] (dh even):
+// y[..., i] = x[i]*cos[i] + r[i]*sin[i] with r = (-x[dh/2:], x[:dh/2]). cos, sin are [b or 1, t, dh]
+// (cs_batch_stride = t*dh or 0). The backward is the transpose: gx = gy*cos + R^T(gy*sin). Out of
+// place (y must not alias x, nor gx alias gy).
+template <class T>
+void rope_forward(const CpuCtx&, int64_t b, int64_t t, int64_t h, int64_t dh, const T* cos, const T* sin,
+                  int64_t cs_batch_stride, const T* x, T* y);
+template <class T>
+void rope_backward(const CpuCtx&, int64_t b, int64_t t, int64_t h, int64_t dh, const T* cos, const T* sin,
+                   int64_t cs_batch_stride, const T* gy, T* gx);
+
+// GELU, tanh approximation (GPT-2's "gelu_new"): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+template <class T> void gelu_tanh_forward(const CpuCtx&, int64_t n, const T* x, T* y);
+template <class T> void gelu_tanh_backward(const CpuCtx&, int64_t n, const T* x, const T* gy, T* gx);
+
+// SwiGLU: y = silu(gate) * up, silu(g) = g * sigmoid(g). Backward overwrites ggate and gup.
+template <class T> void swiglu_forward(const CpuCtx&, int64_t n, const T* gate, const T* up, T* y);
+template <class T>
+void swiglu_backward(const CpuCtx&, int64_t n, const T* gate, const T* up, const T* gy, T* ggate, T* gup);
+
+// Causal attention softmax over scores [b, h, t, t] (query rows, key columns): probs = softmax of
+// scale*scores over the keys a query may see: key j <= query i and key_mask[batch, j] != 0 (key_mask
+// [b, t], 1 attend / 0 padding, or null). A row with no visible key gets all-zero probabilities. probs may
+// alias scores. The backward is causal_softmax_backward (masked probabilities are 0, so it holds as is).
+template <class T>
+void attention_softmax_forward(const CpuCtx&, int64_t b, int64_t h, int64_t t, T scale, const int32_t* key_mask,
+                               const T* scores, T* probs);
+
+// Token cross-entropy fused with log-softmax over logits [b, t, vocab]: row (i, j) is scored against
+// labels[i, j + shift] (ignore_index when j + shift >= t, or the label equals ignore_index), so shift 1 is
+// the next-token loss of a causal LM with unshifted labels. losses [b*t] (0 on ignored rows), lse [b*t]
+// (the row's log-sum-exp, kept for the backward instead of a [rows, vocab] log-probability buffer).
+// Labels outside [0, vocab) other than ignore_index are the caller's job to reject.
+template <class T>
+void token_cross_entropy_forward(const CpuCtx&, int64_t b, int64_t t, int64_t vocab, const T* logits,
+                                 const int32_t* labels, int64_t shift, int32_t ignore_index, T* losses, T* lse);
+// glogits (overwritten) = gloss[row] * (softmax - onehot), 0 on ignored rows.
+template <class T>
+void token_cross_entropy_backward(const CpuCtx&, int64_t b, int64_t t, int64_t vocab, const T* logits,
+                                  const int32_t* labels, int64_t shift, int32_t ignore_index, const T* lse,
+                                  const T* gloss, T* glogits);
+
+// ------------------------------------------------------------------------------------------------
 // CUDA backend (kernels/cuda/*.cu), float only; the same names with a CudaCtx.
 #ifdef HAMU_CUDA
 // Device management (the only place the CUDA runtime is called from; errors throw std::runtime_error
@@ -346,6 +399,27 @@ void ghost_hadamard_reduce(const CudaCtx&, int64_t nf, int64_t nr, int64_t tf, i
                            const float* gram_g, int64_t ld, float* k);
 void segment_rowdot(const CudaCtx&, int64_t nseg, int64_t seg, int64_t width, const float* p, const float* g,
                     float* out);
+// Language-model kernels (kernels/cuda/lm.cu); see the CPU declarations above.
+void rmsnorm_forward(const CudaCtx&, int64_t rows, int64_t d, const float* x, const float* w, float eps, float* y,
+                     float* rstd);
+void rmsnorm_backward(const CudaCtx&, int64_t rows, int64_t d, const float* x, const float* gy, const float* w,
+                      const float* rstd, float* gx, float* gw);
+void rope_forward(const CudaCtx&, int64_t b, int64_t t, int64_t h, int64_t dh, const float* cos, const float* sin,
+                  int64_t cs_batch_stride, const float* x, float* y);
+void rope_backward(const CudaCtx&, int64_t b, int64_t t, int64_t h, int64_t dh, const float* cos, const float* sin,
+                   int64_t cs_batch_stride, const float* gy, float* gx);
+void gelu_tanh_forward(const CudaCtx&, int64_t n, const float* x, float* y);
+void gelu_tanh_backward(const CudaCtx&, int64_t n, const float* x, const float* gy, float* gx);
+void swiglu_forward(const CudaCtx&, int64_t n, const float* gate, const float* up, float* y);
+void swiglu_backward(const CudaCtx&, int64_t n, const float* gate, const float* up, const float* gy, float* ggate,
+                     float* gup);
+void attention_softmax_forward(const CudaCtx&, int64_t b, int64_t h, int64_t t, float scale, const int32_t* key_mask,
+                               const float* scores, float* probs);
+void token_cross_entropy_forward(const CudaCtx&, int64_t b, int64_t t, int64_t vocab, const float* logits,
+                                 const int32_t* labels, int64_t shift, int32_t ignore_index, float* losses, float* lse);
+void token_cross_entropy_backward(const CudaCtx&, int64_t b, int64_t t, int64_t vocab, const float* logits,
+                                  const int32_t* labels, int64_t shift, int32_t ignore_index, const float* lse,
+                                  const float* gloss, float* glogits);
 #endif
 
 }  // namespace hamu::kernels

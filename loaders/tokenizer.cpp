@@ -65,6 +65,7 @@ class AddedMatcher {
  public:
   AddedMatcher() : nodes_(1) {}
   void add(const std::string& pattern, int32_t token_index) {
+    first_[uint8_t(pattern[0])] = true;
     int node = 0;
     for (const char c : pattern) {
       auto& next = nodes_[node].next;
@@ -83,6 +84,7 @@ class AddedMatcher {
   bool empty() const { return nodes_.size() == 1; }
   // Longest pattern starting at s[i]: returns its token index and sets `end`, or -1.
   int32_t match_at(std::string_view s, size_t i, size_t* end) const {
+    if (!first_[uint8_t(s[i])]) return -1;  // most positions: no pattern starts with this byte
     int node = 0;
     int32_t best = -1;
     for (size_t j = i; j < s.size(); ++j) {
@@ -104,6 +106,7 @@ class AddedMatcher {
     int32_t token = -1;
   };
   std::vector<Node> nodes_;
+  bool first_[256] = {};
 };
 
 uint32_t first_cp(std::string_view s) {

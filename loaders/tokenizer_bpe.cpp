@@ -40,9 +40,15 @@ const std::string& byte_char(uint8_t b) { return byte_maps().chars[b]; }
 int char_byte(uint32_t cp) { return cp < 512 ? byte_maps().bytes[cp] : -1; }
 
 std::string bytes_to_chars(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() * 2);
-  for (const char c : s) out += byte_char(uint8_t(c));
+  const ByteMaps& maps = byte_maps();
+  std::string out(s.size() * 2, '\0');  // every mapped character is 1 or 2 bytes
+  size_t n = 0;
+  for (const char c : s) {
+    const std::string& m = maps.chars[uint8_t(c)];
+    out[n++] = m[0];
+    if (m.size() > 1) out[n++] = m[1];
+  }
+  out.resize(n);
   return out;
 }
 
@@ -53,11 +59,13 @@ std::string bytes_to_chars(std::string_view s) {
 void gpt2_split(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) {
   // Code points with their byte offsets; offs has one extra entry (s.size()).
   enum Kind : uint8_t { kLetter, kNumber, kSpace, kOther };
-  std::vector<uint32_t> cps;
-  std::vector<size_t> offs;
-  std::vector<uint8_t> kind;
-  cps.reserve(s.size());
-  offs.reserve(s.size() + 1);
+  // Per-thread scratch: this runs once per piece of text, and fresh vectors dominated its cost.
+  thread_local std::vector<uint32_t> cps;
+  thread_local std::vector<size_t> offs;
+  thread_local std::vector<uint8_t> kind;
+  cps.clear();
+  offs.clear();
+  kind.clear();
   for (size_t i = 0; i < s.size();) {
     int len = 1;
     const int32_t cp = unicode::decode_utf8(s, i, &len);

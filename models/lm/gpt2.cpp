@@ -1,0 +1,117 @@
+// models/lm/gpt2.cpp: the GPT-2 family (GPT2LMHeadModel): learned positions, pre-LayerNorm blocks, fused qkv
+// projection, GELU-tanh MLP, lm_head tied to the token embedding. Names as Hugging Face's state dict.
+#include <cmath>
+
+#include "engine/ops.h"
+#include "models/lm/families.h"
+
+namespace hamu::models::lm_detail {
+namespace {
+
+using nn::LayerNorm;
+using nn::Linear;
+
+class Gpt2Attention : public nn::Module {
+ public:
+  Gpt2Attention(const LmConfig& c, Rng& rng) : heads(c.num_heads), head_dim(c.head_dim) {
+    c_attn = register_module("c_attn", std::make_shared<Linear>(c.hidden_size, 3 * c.hidden_size, true, rng));
+    c_proj = register_module("c_proj", std::make_shared<Linear>(c.hidden_size, c.hidden_size, true, rng));
+  }
+  Tensor forward(const Tensor&) override { throw Error("Gpt2Attention: use attend()"); }
+  Tensor attend(const Tensor& x, const Tensor& mask) {
+    const int64_t b = x.shape()[0], t = x.shape()[1];
+    // [B,T,3C] -> [3,B,H,T,Dh] in one copy; q, k, v are contiguous slices of it.
+    Tensor qkv = permute((*c_attn)(x).reshape({b, t, 3, heads, head_dim}), {2, 0, 3, 1, 4});
+    auto part = [&](int i) { return qkv.narrow(0, i, 1).reshape({b, heads, t, head_dim}); };
+    return (*c_proj)(merge_heads(gqa_attention(part(0), part(1), part(2), mask)));
+  }
+  std::shared_ptr<Linear> c_attn, c_proj;
+  int64_t heads, head_dim;
+};
+
+class Gpt2Mlp : public nn::Module {
+ public:
+  Gpt2Mlp(const LmConfig& c, Rng& rng) {
+    c_fc = register_module("c_fc", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, true, rng));
+    c_proj = register_module("c_proj", std::make_shared<Linear>(c.intermediate_size, c.hidden_size, true, rng));
+  }
+  Tensor forward(const Tensor& x) override { return (*c_proj)(gelu_tanh((*c_fc)(x))); }
+  std::shared_ptr<Linear> c_fc, c_proj;
+};
+
+class Gpt2Block : public nn::Module {
+ public:
+  Gpt2Block(const LmConfig& c, Rng& rng) {
+    ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(c.hidden_size, c.norm_eps));
+    attn = register_module("attn", std::make_shared<Gpt2Attention>(c, rng));
+    ln_2 = register_module("ln_2", std::make_shared<LayerNorm>(c.hidden_size, c.norm_eps));
+    mlp = register_module("mlp", std::make_shared<Gpt2Mlp>(c, rng));
+  }
+  Tensor forward(const Tensor&) override { throw Error("Gpt2Block: use run()"); }
+  Tensor run(const Tensor& h, const Tensor& mask) {
+    Tensor x = add(h, attn->attend((*ln_1)(h), mask));
+    return add(x, (*mlp)((*ln_2)(x)));
+  }
+  std::shared_ptr<LayerNorm> ln_1, ln_2;
+  std::shared_ptr<Gpt2Attention> attn;
+  std::shared_ptr<Gpt2Mlp> mlp;
+};
+
+class Gpt2Body : public nn::Module {
+ public:
+  Gpt2Body(const LmConfig& c, Rng& rng) {
+    wte = register_module("wte", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, rng));
+    wpe = register_module("wpe", std::make_shared<nn::Embedding>(c.max_positions, c.hidden_size, rng));
+    h = register_module("h", std::make_shared<ModuleList<Gpt2Block>>());
+    for (int64_t i = 0; i < c.num_layers; ++i) h->add(std::make_shared<Gpt2Block>(c, rng));
+    ln_f = register_module("ln_f", std::make_shared<LayerNorm>(c.hidden_size, c.norm_eps));
+  }
+  Tensor forward(const Tensor&) override { throw Error("Gpt2Body: called through Gpt2LMHeadModel"); }
+  std::shared_ptr<nn::Embedding> wte, wpe;
+  std::shared_ptr<ModuleList<Gpt2Block>> h;
+  std::shared_ptr<LayerNorm> ln_f;
+};
+
+class Gpt2LMHeadModel : public CausalLM {
+ public:
+  Gpt2LMHeadModel(const LmConfig& c, Rng& rng) : CausalLM(c) {
+    transformer = register_module("transformer", std::make_shared<Gpt2Body>(c, rng));
+    // Hugging Face's _init_weights: N(0, 0.02) for weights and embeddings, zero biases, unit LayerNorms,
+    // and c_proj weights N(0, 0.02 / sqrt(2 * n_layer)).
+    for (auto& [name, t] : named_parameters()) {
+      Tensor p = t;
+      const bool is_norm = name.find(".ln_") != std::string::npos;
+      if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) p.fill_(0.0);
+      else if (is_norm) p.fill_(1.0);
+      else if (name.find("c_proj.weight") != std::string::npos)
+        rng.fill_normal(p, 0.0, 0.02 / std::sqrt(2.0 * double(c.num_layers)));
+      else rng.fill_normal(p, 0.0, 0.02);
+    }
+  }
+  Tensor logits(const Tensor& ids, const Tensor& attention_mask, const Tensor& positions) override {
+    check_lm_inputs(cfg_, ids, attention_mask, positions);
+    const int64_t t = ids.shape()[1];
+    if (t > cfg_.max_positions)
+      throw InputError("gpt2: sequence of " + std::to_string(t) + " tokens exceeds n_positions " +
+                       std::to_string(cfg_.max_positions));
+    Tensor pos = positions.defined() ? positions : default_positions(t, ids.device());
+    Tensor h = add((*transformer->wte)(ids), (*transformer->wpe)(pos));
+    for (auto& block : transformer->h->items) h = block->run(h, attention_mask);
+    return linear((*transformer->ln_f)(h), transformer->wte->weight, Tensor());
+  }
+  bool hf_transposed(const std::string& name) const override {
+    // Conv1D layers store [in, out].
+    for (const char* s : {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"}) {
+      const std::string suffix(s);
+      if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) return true;
+    }
+    return false;
+  }
+  std::shared_ptr<Gpt2Body> transformer;
+};
+
+}  // namespace
+
+std::shared_ptr<CausalLM> build_gpt2(const LmConfig& cfg, Rng& rng) { return std::make_shared<Gpt2LMHeadModel>(cfg, rng); }
+
+}  // namespace hamu::models::lm_detail

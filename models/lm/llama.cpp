@@ -1,0 +1,122 @@
+// models/lm/llama.cpp: the Llama family (LlamaForCausalLM, also Mistral- and TinyLlama-style checkpoints):
+// RMSNorm, rotary embeddings with rope_theta, grouped-query attention, SwiGLU MLP, no biases, optionally
+// tied lm_head. Names as Hugging Face's state dict.
+#include "engine/ops.h"
+#include "models/lm/families.h"
+
+namespace hamu::models::lm_detail {
+namespace {
+
+using nn::Linear;
+
+class RMSNorm : public nn::Module {
+ public:
+  RMSNorm(int64_t dim, double eps) : eps(eps) {
+    weight = Tensor::full({dim}, 1.0);
+    register_parameter("weight", &weight);
+  }
+  Tensor forward(const Tensor& x) override { return rms_norm(x, weight, eps); }
+  Tensor weight;
+  double eps;
+};
+
+class LlamaAttention : public nn::Module {
+ public:
+  LlamaAttention(const LmConfig& c, Rng& rng) : heads(c.num_heads), kv_heads(c.num_kv_heads), head_dim(c.head_dim) {
+    q_proj = register_module("q_proj", std::make_shared<Linear>(c.hidden_size, heads * head_dim, false, rng));
+    k_proj = register_module("k_proj", std::make_shared<Linear>(c.hidden_size, kv_heads * head_dim, false, rng));
+    v_proj = register_module("v_proj", std::make_shared<Linear>(c.hidden_size, kv_heads * head_dim, false, rng));
+    o_proj = register_module("o_proj", std::make_shared<Linear>(heads * head_dim, c.hidden_size, false, rng));
+  }
+  Tensor forward(const Tensor&) override { throw Error("LlamaAttention: use attend()"); }
+  Tensor attend(const Tensor& x, const RopeTables& rot, const Tensor& mask) {
+    const int64_t b = x.shape()[0], t = x.shape()[1];
+    // Rotary on the projection's own [B,T,H,Dh] layout, then heads first for the attention GEMMs.
+    Tensor q = permute(rope((*q_proj)(x).reshape({b, t, heads, head_dim}), rot), {0, 2, 1, 3});
+    Tensor k = permute(rope((*k_proj)(x).reshape({b, t, kv_heads, head_dim}), rot), {0, 2, 1, 3});
+    Tensor v = split_heads((*v_proj)(x), kv_heads, head_dim);
+    return (*o_proj)(merge_heads(gqa_attention(q, k, v, mask)));
+  }
+  std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
+  int64_t heads, kv_heads, head_dim;
+};
+
+class LlamaMlp : public nn::Module {
+ public:
+  LlamaMlp(const LmConfig& c, Rng& rng) {
+    gate_proj = register_module("gate_proj", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, false, rng));
+    up_proj = register_module("up_proj", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, false, rng));
+    down_proj = register_module("down_proj", std::make_shared<Linear>(c.intermediate_size, c.hidden_size, false, rng));
+  }
+  Tensor forward(const Tensor& x) override { return (*down_proj)(swiglu((*gate_proj)(x), (*up_proj)(x))); }
+  std::shared_ptr<Linear> gate_proj, up_proj, down_proj;
+};
+
+class LlamaDecoderLayer : public nn::Module {
+ public:
+  LlamaDecoderLayer(const LmConfig& c, Rng& rng) {
+    self_attn = register_module("self_attn", std::make_shared<LlamaAttention>(c, rng));
+    mlp = register_module("mlp", std::make_shared<LlamaMlp>(c, rng));
+    input_layernorm = register_module("input_layernorm", std::make_shared<RMSNorm>(c.hidden_size, c.norm_eps));
+    post_attention_layernorm =
+        register_module("post_attention_layernorm", std::make_shared<RMSNorm>(c.hidden_size, c.norm_eps));
+  }
+  Tensor forward(const Tensor&) override { throw Error("LlamaDecoderLayer: use run()"); }
+  Tensor run(const Tensor& h, const RopeTables& rot, const Tensor& mask) {
+    Tensor x = add(h, self_attn->attend((*input_layernorm)(h), rot, mask));
+    return add(x, (*mlp)((*post_attention_layernorm)(x)));
+  }
+  std::shared_ptr<LlamaAttention> self_attn;
+  std::shared_ptr<LlamaMlp> mlp;
+  std::shared_ptr<RMSNorm> input_layernorm, post_attention_layernorm;
+};
+
+class LlamaBody : public nn::Module {
+ public:
+  LlamaBody(const LmConfig& c, Rng& rng) {
+    embed_tokens = register_module("embed_tokens", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, rng));
+    layers = register_module("layers", std::make_shared<ModuleList<LlamaDecoderLayer>>());
+    for (int64_t i = 0; i < c.num_layers; ++i) layers->add(std::make_shared<LlamaDecoderLayer>(c, rng));
+    norm = register_module("norm", std::make_shared<RMSNorm>(c.hidden_size, c.norm_eps));
+  }
+  Tensor forward(const Tensor&) override { throw Error("LlamaBody: called through LlamaForCausalLM"); }
+  std::shared_ptr<nn::Embedding> embed_tokens;
+  std::shared_ptr<ModuleList<LlamaDecoderLayer>> layers;
+  std::shared_ptr<RMSNorm> norm;
+};
+
+class LlamaForCausalLM : public CausalLM {
+ public:
+  LlamaForCausalLM(const LmConfig& c, Rng& rng) : CausalLM(c) {
+    model = register_module("model", std::make_shared<LlamaBody>(c, rng));
+    if (!c.tie_word_embeddings) lm_head = register_module("lm_head", std::make_shared<Linear>(c.hidden_size, c.vocab_size, false, rng));
+    // Hugging Face's _init_weights: N(0, initializer_range = 0.02) for every weight, ones for the norms.
+    for (auto& [name, t] : named_parameters()) {
+      Tensor p = t;
+      if (name.find("norm.weight") != std::string::npos) p.fill_(1.0);
+      else rng.fill_normal(p, 0.0, 0.02);
+    }
+  }
+  Tensor logits(const Tensor& ids, const Tensor& attention_mask, const Tensor& positions) override {
+    check_lm_inputs(cfg_, ids, attention_mask, positions);
+    const int64_t t = ids.shape()[1];
+    if (cfg_.sliding_window > 0 && t > cfg_.sliding_window)
+      throw InputError(cfg_.model_type + ": sequence of " + std::to_string(t) + " tokens is longer than sliding_window " +
+                       std::to_string(cfg_.sliding_window) + " (sliding-window attention is not implemented)");
+    Tensor h = (*model->embed_tokens)(ids);
+    const Tensor pos = positions.defined() ? positions : default_positions(t, Device{});
+    const RopeTables rot = rope_tables(pos.is_cuda() ? pos.to(Device{}) : pos, cfg_.head_dim, cfg_.rope_theta, h.dtype(),
+                                       h.device());
+    for (auto& layer : model->layers->items) h = layer->run(h, rot, attention_mask);
+    h = (*model->norm)(h);
+    return lm_head ? (*lm_head)(h) : linear(h, model->embed_tokens->weight, Tensor());
+  }
+  std::shared_ptr<LlamaBody> model;
+  std::shared_ptr<Linear> lm_head;
+};
+
+}  // namespace
+
+std::shared_ptr<CausalLM> build_llama(const LmConfig& cfg, Rng& rng) { return std::make_shared<LlamaForCausalLM>(cfg, rng); }
+
+}  // namespace hamu::models::lm_detail

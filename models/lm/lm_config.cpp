@@ -1,0 +1,265 @@
+// models/lm/lm_config.cpp: language-model configs: Hugging Face config.json parsing and writing, our own
+// named configs (gpt-small), validation, and the causal-LM loss helpers.
+#include <cmath>
+
+#include "engine/ops.h"
+#include "models/lm/lm.h"
+
+namespace hamu::models {
+namespace {
+
+[[noreturn]] void config_error(const std::string& where, const std::string& what) { throw InputError(where + ": " + what); }
+
+int64_t required_int(const Json& j, const char* key, const std::string& where) {
+  const Json* v = j.find(key);
+  if (!v || v->is_null()) config_error(where, "missing field '" + std::string(key) + "'");
+  if (!v->is_integer() || v->as_int() < 1 || v->as_int() > (int64_t(1) << 31))
+    config_error(where, "field '" + std::string(key) + "' = " + v->dump() + " is not a positive integer");
+  return v->as_int();
+}
+
+int64_t optional_int(const Json& j, const char* key, int64_t fallback, const std::string& where) {
+  const Json* v = j.find(key);
+  if (!v || v->is_null()) return fallback;
+  return required_int(j, key, where);
+}
+
+double optional_number(const Json& j, const char* key, double fallback, const std::string& where) {
+  const Json* v = j.find(key);
+  if (!v || v->is_null()) return fallback;
+  if (!v->is_number() || !std::isfinite(v->as_number()) || v->as_number() <= 0)
+    config_error(where, "field '" + std::string(key) + "' = " + v->dump() + " is not a positive number");
+  return v->as_number();
+}
+
+bool optional_bool(const Json& j, const char* key, bool fallback, const std::string& where) {
+  const Json* v = j.find(key);
+  if (!v || v->is_null()) return fallback;
+  if (!v->is_bool()) config_error(where, "field '" + std::string(key) + "' = " + v->dump() + " is not true or false");
+  return v->as_bool();
+}
+
+std::string optional_string(const Json& j, const char* key, const std::string& fallback, const std::string& where) {
+  const Json* v = j.find(key);
+  if (!v || v->is_null()) return fallback;
+  if (!v->is_string()) config_error(where, "field '" + std::string(key) + "' = " + v->dump() + " is not a string");
+  return v->as_string();
+}
+
+// bos/eos ids: an integer, or a list whose first entry is taken (newer Llama configs list several eos ids).
+int64_t token_id(const Json& j, const char* key) {
+  const Json* v = j.find(key);
+  if (!v) return -1;
+  if (v->is_array() && v->size() > 0) v = &v->at(size_t(0));
+  return v->is_integer() && v->as_int() >= 0 ? v->as_int() : -1;
+}
+
+struct KnownArch {
+  const char* architecture;
+  const char* model_type;
+  LmFamily family;
+};
+constexpr KnownArch kKnown[] = {{"GPT2LMHeadModel", "gpt2", LmFamily::gpt2},
+                                {"LlamaForCausalLM", "llama", LmFamily::llama},
+                                {"MistralForCausalLM", "mistral", LmFamily::llama}};
+
+// Rotary settings: top-level rope_theta (+ rope_scaling) in older files, rope_parameters in newer ones.
+double parse_rope(const Json& j, const std::string& where) {
+  double theta = optional_number(j, "rope_theta", 10000.0, where);
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    const Json* r = j.find(key);
+    if (!r || r->is_null()) continue;
+    if (!r->is_object()) config_error(where, "field '" + std::string(key) + "' is not an object");
+    std::string type = optional_string(*r, "rope_type", "", where);
+    if (type.empty()) type = optional_string(*r, "type", "default", where);
+    if (type != "default")
+      config_error(where, std::string(key) + ".rope_type '" + type + "' is not supported (only 'default' rotary embeddings)");
+    theta = optional_number(*r, "rope_theta", theta, where);
+  }
+  return theta;
+}
+
+}  // namespace
+
+std::string LmConfig::describe() const {
+  // Built by appending: GCC 12 misreports `literal + std::string` chains (-Wrestrict).
+  std::string s = model_type;
+  s += " (";
+  s += std::to_string(num_layers);
+  s += " layers, hidden ";
+  s += std::to_string(hidden_size);
+  s += ", ";
+  s += std::to_string(num_heads);
+  if (family == LmFamily::llama) {
+    s += '/';
+    s += std::to_string(num_kv_heads);
+  }
+  s += " heads, vocab ";
+  s += std::to_string(vocab_size);
+  s += ')';
+  return s;
+}
+
+void LmConfig::validate(const std::string& where) const {
+  auto need = [&](bool ok, const std::string& what) {
+    if (!ok) config_error(where, what + " (" + describe() + ")");
+  };
+  need(vocab_size >= 1 && hidden_size >= 1 && num_layers >= 1 && num_heads >= 1, "sizes must be positive");
+  need(num_kv_heads >= 1 && num_heads % num_kv_heads == 0,
+       "num_attention_heads " + std::to_string(num_heads) + " is not a multiple of num_key_value_heads " +
+           std::to_string(num_kv_heads));
+  need(head_dim >= 2, "head_dim " + std::to_string(head_dim) + " is too small");
+  need(intermediate_size >= 1 && max_positions >= 1, "intermediate size and positions must be positive");
+  need(vocab_size <= (int64_t(1) << 31) - 1, "vocab_size too large");
+  if (family == LmFamily::gpt2) {
+    need(head_dim * num_heads == hidden_size, "n_embd " + std::to_string(hidden_size) + " is not divisible by n_head " +
+                                                  std::to_string(num_heads));
+    need(num_kv_heads == num_heads, "gpt2 has no grouped-query attention");
+    need(tie_word_embeddings, "gpt2 ties lm_head to wte");
+  } else {
+    need(head_dim % 2 == 0, "head_dim " + std::to_string(head_dim) + " must be even for rotary embeddings");
+    need(rope_theta > 1.0, "rope_theta must be > 1");
+  }
+}
+
+LmConfig LmConfig::from_hf_json(const Json& j, const std::string& where) {
+  if (!j.is_object()) config_error(where, "not a JSON object");
+  LmConfig c;
+  c.model_type = optional_string(j, "model_type", "", where);
+  std::string arch;
+  if (const Json* a = j.find("architectures"); a && !a->is_null()) {
+    if (!a->is_array() || a->size() != 1 || !a->at(size_t(0)).is_string())
+      config_error(where, "field 'architectures' = " + a->dump() + " is not a list of one name");
+    arch = a->at(size_t(0)).as_string();
+  }
+  if (arch.empty() && c.model_type.empty()) config_error(where, "missing field 'architectures' (and 'model_type')");
+  const KnownArch* known = nullptr;
+  for (const KnownArch& k : kKnown)
+    if ((!arch.empty() && arch == k.architecture) || (arch.empty() && c.model_type == k.model_type)) known = &k;
+  if (!known) {
+    std::string names;
+    for (const KnownArch& k : kKnown) names += std::string(names.empty() ? "" : ", ") + k.architecture;
+    config_error(where, "unknown architecture '" + (arch.empty() ? c.model_type : arch) + "' (supported: " + names + ")");
+  }
+  if (!c.model_type.empty() && c.model_type != known->model_type)
+    config_error(where, "unknown model_type '" + c.model_type + "' for architecture '" + known->architecture +
+                            "' (expected '" + known->model_type + "')");
+  c.family = known->family;
+  c.architecture = known->architecture;
+  c.model_type = known->model_type;
+  c.bos_token_id = token_id(j, "bos_token_id");
+  c.eos_token_id = token_id(j, "eos_token_id");
+  if (c.family == LmFamily::gpt2) {
+    c.vocab_size = required_int(j, "vocab_size", where);
+    c.hidden_size = required_int(j, "n_embd", where);
+    c.num_layers = required_int(j, "n_layer", where);
+    c.num_heads = required_int(j, "n_head", where);
+    c.num_kv_heads = c.num_heads;
+    c.max_positions = required_int(j, "n_positions", where);
+    c.intermediate_size = optional_int(j, "n_inner", 4 * c.hidden_size, where);
+    c.norm_eps = optional_number(j, "layer_norm_epsilon", 1e-5, where);
+    c.head_dim = c.hidden_size / c.num_heads;
+    c.tie_word_embeddings = optional_bool(j, "tie_word_embeddings", true, where);
+    const std::string act = optional_string(j, "activation_function", "gelu_new", where);
+    if (act != "gelu_new" && act != "gelu_pytorch_tanh")
+      config_error(where, "activation_function '" + act + "' is not supported (gelu_new)");
+    if (optional_bool(j, "scale_attn_by_inverse_layer_idx", false, where))
+      config_error(where, "scale_attn_by_inverse_layer_idx is not supported");
+    if (!optional_bool(j, "scale_attn_weights", true, where)) config_error(where, "scale_attn_weights false is not supported");
+    if (optional_bool(j, "add_cross_attention", false, where)) config_error(where, "add_cross_attention is not supported");
+  } else {
+    c.vocab_size = required_int(j, "vocab_size", where);
+    c.hidden_size = required_int(j, "hidden_size", where);
+    c.num_layers = required_int(j, "num_hidden_layers", where);
+    c.num_heads = required_int(j, "num_attention_heads", where);
+    c.intermediate_size = required_int(j, "intermediate_size", where);
+    c.num_kv_heads = optional_int(j, "num_key_value_heads", c.num_heads, where);
+    c.head_dim = optional_int(j, "head_dim", c.hidden_size / c.num_heads, where);
+    c.max_positions = optional_int(j, "max_position_embeddings", 2048, where);
+    c.norm_eps = optional_number(j, "rms_norm_eps", 1e-6, where);
+    c.rope_theta = parse_rope(j, where);
+    c.tie_word_embeddings = optional_bool(j, "tie_word_embeddings", false, where);
+    c.sliding_window = optional_int(j, "sliding_window", 0, where);
+    const std::string act = optional_string(j, "hidden_act", "silu", where);
+    if (act != "silu") config_error(where, "hidden_act '" + act + "' is not supported (silu)");
+    for (const char* key : {"attention_bias", "mlp_bias"})
+      if (optional_bool(j, key, false, where)) config_error(where, std::string(key) + " true is not supported (no biases)");
+    if (optional_int(j, "pretraining_tp", 1, where) != 1) config_error(where, "pretraining_tp other than 1 is not supported");
+  }
+  c.source = j;
+  c.validate(where);
+  return c;
+}
+
+Json LmConfig::to_hf_json() const {
+  Json j = source.is_object() ? source : Json::object();
+  j.set("architectures", Json::array({architecture}));
+  j.set("model_type", model_type);
+  j.set("vocab_size", vocab_size);
+  j.set("tie_word_embeddings", tie_word_embeddings);
+  // Unknown special ids are written as null: transformers' GPT-2 defaults (50256) would lie outside a small
+  // vocabulary.
+  if (!j.contains("bos_token_id")) j.set("bos_token_id", bos_token_id >= 0 ? Json(bos_token_id) : Json(nullptr));
+  if (!j.contains("eos_token_id")) j.set("eos_token_id", eos_token_id >= 0 ? Json(eos_token_id) : Json(nullptr));
+  if (family == LmFamily::gpt2) {
+    j.set("n_embd", hidden_size).set("n_layer", num_layers).set("n_head", num_heads).set("n_positions", max_positions);
+    j.set("n_inner", intermediate_size == 4 * hidden_size ? Json(nullptr) : Json(intermediate_size));
+    j.set("layer_norm_epsilon", norm_eps);
+    if (!source.is_object()) {
+      // We never apply dropout; say so, so that transformers trains what we trained.
+      j.set("activation_function", "gelu_new").set("attn_pdrop", 0.0).set("embd_pdrop", 0.0).set("resid_pdrop", 0.0);
+      j.set("initializer_range", 0.02).set("n_ctx", max_positions);
+    }
+  } else {
+    j.set("hidden_size", hidden_size).set("intermediate_size", intermediate_size).set("num_hidden_layers", num_layers);
+    j.set("num_attention_heads", num_heads).set("num_key_value_heads", num_kv_heads).set("head_dim", head_dim);
+    j.set("max_position_embeddings", max_positions).set("rms_norm_eps", norm_eps);
+    if (!j.contains("rope_parameters")) j.set("rope_theta", rope_theta);
+    if (!source.is_object()) {
+      j.set("hidden_act", "silu").set("attention_bias", false).set("mlp_bias", false).set("initializer_range", 0.02);
+      j.set("attention_dropout", 0.0);
+    }
+  }
+  // The weights we write are float32, whatever the source held.
+  j.set("dtype", "float32");
+  if (j.contains("torch_dtype")) j.set("torch_dtype", "float32");
+  return j;
+}
+
+const std::vector<std::string>& lm_names() {
+  static const std::vector<std::string> names = {"gpt-small"};
+  return names;
+}
+
+LmConfig lm_config_by_name(const std::string& name, int64_t vocab_size) {
+  if (name != "gpt-small") {
+    std::string all;
+    for (const auto& n : lm_names()) all += (all.empty() ? "" : ", ") + n;
+    throw InputError("--model: unknown language model '" + name + "' (choose " + all + " or a Hugging Face directory)");
+  }
+  if (vocab_size < 2) throw InputError("gpt-small: vocabulary size " + std::to_string(vocab_size) + " is too small");
+  LmConfig c;
+  c.vocab_size = vocab_size;
+  c.hidden_size = 128;
+  c.num_layers = 4;
+  c.num_heads = 4;
+  c.num_kv_heads = 4;
+  c.head_dim = 32;
+  c.intermediate_size = 512;
+  c.max_positions = 128;
+  c.validate("gpt-small");
+  return c;
+}
+
+Tensor lm_token_losses(const Tensor& logits, const Tensor& labels) { return token_cross_entropy(logits, labels, 1, -100); }
+
+Tensor lm_loss(const Tensor& logits, const Tensor& labels) {
+  Tensor losses = lm_token_losses(logits, labels);
+  const Tensor host = labels.is_cuda() ? labels.to(Device{}) : labels;
+  const int64_t n = count_scored_tokens(host, 1, -100);
+  return mul_scalar(sum(losses), n ? 1.0 / double(n) : 0.0);
+}
+
+Tensor lm_sequence_losses(const Tensor& logits, const Tensor& labels) { return sum(lm_token_losses(logits, labels), 1); }
+
+}  // namespace hamu::models

@@ -21,11 +21,12 @@ namespace {
 using tok::BpeModel;
 using tok::find_id;
 
-// Bounds against hostile files: far above any published tokenizer (the largest have ~260k tokens
-// and ~10 MB of JSON).
+// Bounds against hostile files, far above any published tokenizer (the largest have ~260k tokens,
+// ~2M JSON values and ~30 MB): a parsed value costs up to ~100 bytes, so the value cap bounds memory
+// at under 1 GB whatever the file holds.
 constexpr int64_t kMaxVocab = int64_t(1) << 22;
-constexpr size_t kMaxFileBytes = size_t(256) << 20;
-constexpr size_t kMaxJsonValues = size_t(1) << 25;
+constexpr size_t kMaxFileBytes = size_t(64) << 20;
+constexpr size_t kMaxJsonValues = size_t(1) << 23;
 constexpr int64_t kMaxAddedTokens = 1 << 20;
 
 const std::string kMetaspaceChar = "\xE2\x96\x81";  // U+2581 "▁"

@@ -279,6 +279,10 @@ TEST_CASE("hostile sizes are refused before allocating") {
   std::string merges = R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["a","b"],["a","b"],["a","b"],["a","b"]]}})";
   CHECK(load_error(dir, merges).find("more entries") != std::string::npos);
   // Deep nesting is cut off by the JSON parser's depth limit.
+  // A file above the size cap is refused unread (a sparse file: nothing is really written).
+  const std::string big = dir.write("big.json", "{");
+  std::filesystem::resize_file(big, (size_t(64) << 20) + 1);
+  CHECK_THROWS_WITH_AS(Tokenizer::load(big), doctest::Contains("allowed for a tokenizer.json"), InputError);
   const std::string deep = load_error(dir, std::string(100000, '['));
   CHECK_MESSAGE(deep.find(dir.path + "/tokenizer.json: ") == 0, deep);
 }

@@ -72,6 +72,13 @@ TESTS = [
     "▁already▁meta", "__under_score__", "~!@#$%^&*()_+`-={}|[]\\:\";'<>?,./", "<0x41>",
     "a" * 60, "ab" * 40, " ".join(["word"] * 30), "Mixed CASE Words And 123 Numbers!",
 ]
+# Random concatenations of awkward pieces (special tokens next to spaces, marks, byte-symbol lookalikes).
+ATOMS = ["a", "Z", " ", "  ", "\t", "\n", "\r\n", "'s", "'ll", "'S", "\u2019", "1", "456", ".", "...", "_", "\u00e9",
+         "e\u0301", "\u4e2d", "\U0001f600", "\u200d", "\u00a0", "\u3000", "\u2028", "\u2167", "\u2581", "<s>", "</s>",
+         "<|endoftext|>", "<|im_end|>", "[MASK]", "hamu", "<w>", "<0x41>", " the", "river", "\x00", "\x7f", "\U0010ffff",
+         "\u0120", "\u010a"]
+_rng = random.Random(99)
+TESTS += ["".join(_rng.choice(ATOMS) for _ in range(_rng.randint(1, 8))) for _ in range(25)]
 
 
 def write_jsonl(path, rows):

@@ -1,7 +1,9 @@
 // engine/atomic_file.cpp: the temporary-file-and-rename writer behind checkpoints and JSON reports.
 #include "engine/atomic_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,7 +28,39 @@ bool is_path_error(int err) {
          err == ELOOP || err == EPERM;
 }
 
+std::string base_name(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// The pid in "<name>.tmp.<pid>", or 0 when `entry` is not a temporary of `name`.
+pid_t temp_owner(const std::string& entry, const std::string& name) {
+  const std::string prefix = name + ".tmp.";
+  if (entry.size() <= prefix.size() || entry.compare(0, prefix.size(), prefix) != 0) return 0;
+  long long pid = 0;
+  for (size_t i = prefix.size(); i < entry.size(); ++i) {
+    if (entry[i] < '0' || entry[i] > '9' || pid > 1'000'000'000) return 0;
+    pid = pid * 10 + (entry[i] - '0');
+  }
+  return pid_t(pid);
+}
+
 }  // namespace
+
+void remove_stale_temps(const std::string& path) {
+  const std::string name = base_name(path), dir = parent_dir(path);
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  while (const dirent* e = ::readdir(d)) {
+    const pid_t pid = temp_owner(e->d_name, name);
+    // Only temporaries whose writer is gone (a kill -9, a power cut): a live process, ours or
+    // another run saving to the same name, may still be writing its own.
+    if (pid <= 0 || pid == ::getpid()) continue;
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    ::unlink((dir + "/" + e->d_name).c_str());
+  }
+  ::closedir(d);
+}
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   if (path_.empty()) throw InputError("cannot write a file with an empty name");
@@ -86,6 +120,7 @@ void AtomicFile::commit() {
     throw Error(msg);
   }
   committed_ = true;
+  remove_stale_temps(path_);
   // Best effort: some file systems refuse fsync on a directory, and the data is already in place.
   const int dir = ::open(parent_dir(path_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir >= 0) {

@@ -19,7 +19,8 @@ class AtomicFile {
 
   void write(const void* data, size_t bytes);
   void write(const std::string& bytes) { write(bytes.data(), bytes.size()); }
-  // fsync, close, rename over the target, fsync the directory (so the rename itself is durable).
+  // fsync, close, rename over the target, fsync the directory (so the rename itself is durable),
+  // then remove_stale_temps(path()).
   void commit();
 
   const std::string& path() const { return path_; }
@@ -31,5 +32,9 @@ class AtomicFile {
   int fd_ = -1;
   bool committed_ = false;
 };
+
+// Removes `path.tmp.<pid>` files next to `path` whose process no longer exists (left by a run killed
+// during a save). Best effort: what cannot be listed or removed is left alone.
+void remove_stale_temps(const std::string& path);
 
 }  // namespace hamu

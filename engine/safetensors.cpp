@@ -118,14 +118,16 @@ Entry parse_entry(const std::string& file, const std::string& name, const Json& 
       throw InputError(where + "shape entry " + d.dump() + (huge ? " is too large" : " is not a non-negative integer"));
     }
     e.shape.push_back(int64_t(n));
+    // A zero dimension makes the tensor empty but must not hide that the others multiply past
+    // int64: strides and every later numel() are formed from them (shape_numel refuses them too).
     has_zero = has_zero || n == 0;
-    overflow = overflow || __builtin_mul_overflow(numel, n, &numel);
+    if (n != 0) overflow = overflow || __builtin_mul_overflow(numel, n, &numel);
   }
   const size_t esize = dtype_size(e.dtype);
   uint64_t bytes = 0;
-  if (has_zero) numel = 0, overflow = false;
-  if (overflow || __builtin_mul_overflow(numel, uint64_t(esize), &bytes) || numel > uint64_t(INT64_MAX))
+  if (overflow || numel > uint64_t(INT64_MAX) || __builtin_mul_overflow(numel, uint64_t(esize), &bytes))
     throw InputError(where + "shape " + shape_str(e.shape) + " has too many elements");
+  if (has_zero) bytes = 0;
 
   const Json& off = j.at("data_offsets");
   if (!off.is_array() || off.size() != 2 || !as_count(off.at(size_t(0)), e.begin) || !as_count(off.at(size_t(1)), e.end))
@@ -310,13 +312,49 @@ Checkpoint load_safetensors(const std::string& path) {
   // Only now, with every size checked against the file, is memory allocated (at most the file's size).
   ck.tensors.reserve(entries.size());
   for (const Entry& e : entries) {
-    Tensor t = Tensor::empty(e.shape, e.dtype);
+    Tensor t;
+    try {
+      t = Tensor::empty(e.shape, e.dtype);
+    } catch (const InputError&) {
+      throw;
+    } catch (const std::exception& ex) {  // bad_alloc, or the allocator's out-of-memory Error
+      throw InputError(path + ": tensor '" + e.name + "': cannot allocate its " + std::to_string(e.end - e.begin) +
+                       " bytes (" + ex.what() + ")");
+    }
     if (!read_at(file.fd, t.raw(), size_t(e.end - e.begin), data_start + e.begin))
       throw InputError(path + ": tensor '" + e.name + "': read failed (file truncated while reading?)");
     t.set_name(e.name);
     ck.tensors.push_back({e.name, t});
   }
   return ck;
+}
+
+namespace {
+
+template <class T>
+void check_finite_values(const Checkpoint& ck, const NamedTensor& nt) {
+  const T* v = static_cast<const T*>(nt.tensor.raw());
+  const int64_t n = nt.tensor.numel();
+  int64_t bad = 0, first = -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(v[i])) {
+      if (first < 0) first = i;
+      ++bad;
+    }
+  if (bad == 0) return;
+  const char* kind = std::isnan(v[first]) ? "NaN" : v[first] > 0 ? "+Inf" : "-Inf";
+  throw InputError((ck.path.empty() ? std::string("checkpoint") : ck.path) + ": tensor '" + nt.name + "' " +
+                   shape_str(nt.tensor.shape()) + " holds " + std::to_string(bad) + " non-finite value" +
+                   (bad == 1 ? "" : "s") + " (the first, " + kind + ", at flat index " + std::to_string(first) + ")");
+}
+
+}  // namespace
+
+void require_finite(const Checkpoint& ck) {
+  for (const NamedTensor& nt : ck.tensors) {
+    if (nt.tensor.dtype() == DType::f32) check_finite_values<float>(ck, nt);
+    else if (nt.tensor.dtype() == DType::f64) check_finite_values<double>(ck, nt);
+  }
 }
 
 }  // namespace hamu

@@ -38,6 +38,11 @@ void save_safetensors(const std::string& path, const std::vector<NamedTensor>& t
 // every problem is one InputError naming the file.
 Checkpoint load_safetensors(const std::string& path);
 
+// InputError naming the file and the first floating-point tensor that holds NaN or +-Inf (how many,
+// and where the first is): a model with non-finite weights evaluates to plausible-looking numbers
+// (or to NaN) rather than failing, so loading refuses it.
+void require_finite(const Checkpoint& ck);
+
 // Header lengths above this are rejected unread (the reference implementation's limit).
 constexpr uint64_t kSafetensorsMaxHeader = 100'000'000;
 // JSON values allowed in a header: ~300k tensors of rank 4, far beyond real checkpoints, while a

@@ -67,18 +67,27 @@ Device Device::parse(const std::string& text) {
   throw InputError("--device: '" + text + "' is not cpu, cuda or cuda:N");
 }
 
+// Every multiplication is checked, zero dimensions included: a zero must not hide that the other
+// dimensions multiply past int64 (strides, offsets and byte counts are formed from them too).
 int64_t shape_numel(const Shape& s) {
-  int64_t n = 1;
-  for (int64_t d : s) n *= d;
-  return n;
+  int64_t nonzero = 1;
+  bool has_zero = false;
+  for (int64_t d : s) {
+    if (d < 0) throw InputError("tensor: negative dimension in shape " + shape_str(s));
+    if (d == 0) has_zero = true;
+    else if (__builtin_mul_overflow(nonzero, d, &nonzero))
+      throw InputError("tensor: shape " + shape_str(s) + " has more elements than an int64 can count");
+  }
+  return has_zero ? 0 : nonzero;
 }
 
 Shape contiguous_strides(const Shape& s) {
+  shape_numel(s);  // the strides are suffix products of the same dimensions: refuse overflow first
   Shape st(s.size());
   int64_t acc = 1;
   for (int i = int(s.size()) - 1; i >= 0; --i) {
-    st[i] = acc;
-    acc *= s[i];
+    st[size_t(i)] = acc;
+    if (s[size_t(i)] != 0) acc *= s[size_t(i)];
   }
   return st;
 }
@@ -118,7 +127,10 @@ std::shared_ptr<TensorImpl> make_impl(const Shape& shape, DType dtype, Device de
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
-  impl->storage = std::make_shared<Storage>(size_t(shape_numel(shape)) * dtype_size(dtype), device);
+  size_t bytes = 0;
+  if (__builtin_mul_overflow(size_t(shape_numel(shape)), dtype_size(dtype), &bytes))
+    throw InputError("tensor: shape " + shape_str(shape) + " needs more bytes than a size_t can count");
+  impl->storage = std::make_shared<Storage>(bytes, device);
   return impl;
 }
 
@@ -348,8 +360,8 @@ Tensor Tensor::reshape(const Shape& want) const {
       infer = int(i);
     } else if (shape2[i] < 0) {
       throw InputError("reshape: negative size in " + shape_str(want));
-    } else {
-      known *= shape2[i];
+    } else if (__builtin_mul_overflow(known, shape2[i], &known)) {
+      throw InputError("reshape: " + shape_str(want) + " has more elements than an int64 can count");
     }
   }
   if (infer >= 0) {

@@ -34,10 +34,11 @@ int64_t parse_positive(const std::string& spec, const std::string& text, const c
   return v;
 }
 
+// Shortest text that parses back to the same double, so the canonical spec reproduces the holdout.
 std::string format_double(double v) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  return buf;
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
 }
 
 void parse_image_options(const std::string& spec, const std::vector<std::string>& opts, DataSpec& out) {

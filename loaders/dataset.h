@@ -1,8 +1,11 @@
 // loaders/dataset.h: the in-memory image data set (raw u8 pixels) and the readers that fill it.
 #pragma once
 #include <cstdint>
+#include <new>
 #include <string>
 #include <vector>
+
+#include "engine/error.h"
 
 namespace hamu {
 
@@ -31,6 +34,27 @@ struct DataBundle {
 // Whole-file read shared by the readers: InputError naming the file when it is missing, is a folder,
 // cannot be read, or is larger than `max_bytes`.
 std::vector<uint8_t> read_file_bytes(const std::string& path, int64_t max_bytes);
+
+// The memory the readers may fill with one file's or one data set's contents: $HAMU_MAX_MEMORY (bytes,
+// or with a K, M, G or T suffix, powers of 1024) when set, else half of the machine's memory (or of
+// the cgroup's limit when that is lower). Every size a header claims is checked against it before
+// anything is allocated. InputError names HAMU_MAX_MEMORY when its value is not a size.
+int64_t data_memory_limit();
+std::string byte_size_str(int64_t bytes);  // "12.0 GiB", for messages
+
+// Runs f(); an allocation failure inside becomes one InputError naming `path`, so running out of
+// memory on a large or hostile file is reported like any other bad input rather than as bad_alloc.
+template <class F>
+auto with_memory_guard(const std::string& path, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    throw InputError(path + ": out of memory while reading it (the readers' limit is " +
+                     byte_size_str(data_memory_limit()) + "; HAMU_MAX_MEMORY sets it)");
+  } catch (const std::length_error&) {
+    throw InputError(path + ": a size in it is too large to allocate");
+  }
+}
 
 // ---- IDX (MNIST family) --------------------------------------------------------------------------
 // One IDX u8 array: magic 0x0000 0x08 ndim, big-endian u32 dims, then the bytes. Gzip or plain,
@@ -72,6 +96,23 @@ struct ImageFolderOptions {
 // folder name in sorted order (train's folders define the classes). PNG, JPEG, BMP (also GIF, TGA,
 // PNM) are decoded, converted to the channel count and bilinearly resized to h x w.
 DataBundle load_image_folder(const std::string& dir, const ImageFolderOptions& opt);
+// One image file decoded to `want` channels (0: as stored), HWC interleaved. The file's header is
+// checked before stb_image sees the bytes (JPEG marker segments, zero or oversized dimensions against
+// max_image_pixels()); InputError names the file.
+struct DecodedImage {
+  std::vector<uint8_t> hwc;
+  int w = 0, h = 0, channels_in_file = 0;
+};
+DecodedImage decode_image_file(const std::string& path, int want);
+// Pixels one source image may have: 2^24 (16 megapixels, 4096x4096), lower when data_memory_limit()
+// cannot hold about 64 bytes per pixel (stb_image's working copies of a 16-bit RGBA image).
+int64_t max_image_pixels();
+// "" when the JPEG's marker segments are well formed (SOI first, each length inside the file, every
+// Huffman table's counts summing to at most 256 with its symbols inside the segment, quantisation
+// tables inside theirs, frame and scan headers of the right length with non-zero sizes and 1..4
+// components), else what is wrong. stb_image 2.27 writes out of bounds on some of these.
+std::string jpeg_structure_problem(const uint8_t* data, size_t size);
+
 // Bilinear resize of one u8 CHW image (half-pixel centres, edge clamped).
 void resize_bilinear(const uint8_t* src, int64_t c, int64_t sh, int64_t sw, uint8_t* dst, int64_t dh, int64_t dw);
 

@@ -19,6 +19,8 @@ constexpr uint32_t kIdxLabelsMagic = 2049;  // 0x00000801: u8, 1 dim
 // Far above any real IDX file (Fashion-MNIST is 47 MB); a header claiming more is refused outright.
 constexpr int64_t kMaxIdxPayload = int64_t(1) << 34;
 constexpr int64_t kMaxIdxDim = int64_t(1) << 31;
+// zlib's deflate expands at most 1032:1 (a run of one byte), whatever the level.
+constexpr int64_t kMaxDeflateRatio = 1032;
 
 std::string hex32(uint32_t v) {
   char buf[16];
@@ -177,17 +179,26 @@ IdxArray read_idx(const std::string& path, uint32_t expected_magic) {
   uint8_t dim_bytes[12];
   const size_t dims_len = size_t(4 * expected_ndim);
   if (in.read(dim_bytes, dims_len) != dims_len) throw InputError(path + ": truncated IDX header (dimensions missing)");
+  // Dimensions are u32 on disk; a real data set's are far below 2^31 (and a sum of them is never
+  // zero), so each is checked on its own before the product is checked against what memory allows.
+  const int64_t limit = data_memory_limit();
   int64_t total = 1;
   for (int d = 0; d < expected_ndim; ++d) {
     const int64_t v = be32(dim_bytes + 4 * d);
-    if (v <= 0 || v >= kMaxIdxDim)
-      throw InputError(path + ": dimension " + std::to_string(d) + " is " + std::to_string(v) + " (must be positive)");
+    if (v == 0) throw InputError(path + ": dimension " + std::to_string(d) + " is 0 (must be positive)");
+    if (v >= kMaxIdxDim)
+      throw InputError(path + ": dimension " + std::to_string(d) + " is " + std::to_string(v) +
+                       " (at most 2^31 - 1); not a real data set");
     if (total > kMaxIdxPayload / v)
       throw InputError(path + ": header dimensions describe more than " + std::to_string(kMaxIdxPayload) +
                        " bytes; not a real data set");
     total *= v;
     arr.dims.push_back(v);
   }
+  if (total > limit)
+    throw InputError(path + ": header dimensions describe " + byte_size_str(total) +
+                     " of data, more than the readers' memory limit of " + byte_size_str(limit) +
+                     " (HAMU_MAX_MEMORY sets it)");
   const int64_t header_bytes = 4 + int64_t(dims_len);
   std::string dims_text;
   for (size_t d = 0; d < arr.dims.size(); ++d) {
@@ -204,26 +215,36 @@ IdxArray read_idx(const std::string& path, uint32_t expected_magic) {
     if (have > total)
       throw InputError(path + ": " + std::to_string(have - total) + " unexpected bytes after the " + dims_text +
                        " data (wrong dimensions in the header?)");
-    arr.data.resize(size_t(total));
+    with_memory_guard(path, [&] { arr.data.resize(size_t(total)); });
     if (in.read(arr.data.data(), size_t(total)) != size_t(total)) throw InputError(path + ": short read");
     return arr;
   }
-  // Gzip: the inflated size is unknown until read, so grow with the data actually inflated rather
-  // than trusting the header with one big allocation.
-  constexpr int64_t chunk = int64_t(1) << 22;
-  int64_t filled = 0;
-  while (filled < total) {
-    const int64_t step = std::min(chunk, total - filled);
-    arr.data.resize(size_t(filled + step));
-    const size_t r = in.read(arr.data.data() + filled, size_t(step));
-    filled += int64_t(r);
-    if (int64_t(r) < step)
-      throw InputError(path + ": truncated: header says " + dims_text + " = " + std::to_string(total) +
-                       " bytes of data, the stream holds " + std::to_string(filled));
-  }
-  if (!in.at_end())
-    throw InputError(path + ": unexpected bytes after the " + dims_text + " data (wrong dimensions in the header?)");
-  return arr;
+  // Gzip: deflate cannot expand more than 1032:1, so a header claiming more than the compressed
+  // file could hold is refused before inflating anything. The array is reserved (address space,
+  // not touched memory) and filled through a fixed 1 MiB buffer, so resident memory follows the
+  // bytes actually inflated and no reallocation copies them.
+  const int64_t can_hold = kMaxDeflateRatio * in.file_size();
+  if (total + header_bytes > can_hold)
+    throw InputError(path + ": truncated: header says " + dims_text + " = " + std::to_string(total) +
+                     " bytes of data, more than a gzip stream of " + std::to_string(in.file_size()) +
+                     " bytes can hold (at most " + std::to_string(can_hold) + ")");
+  return with_memory_guard(path, [&] {
+    arr.data.reserve(size_t(total));
+    std::vector<uint8_t> buffer(size_t(1) << 20);
+    int64_t filled = 0;
+    while (filled < total) {
+      const size_t step = size_t(std::min<int64_t>(int64_t(buffer.size()), total - filled));
+      const size_t r = in.read(buffer.data(), step);
+      arr.data.insert(arr.data.end(), buffer.begin(), buffer.begin() + std::ptrdiff_t(r));
+      filled += int64_t(r);
+      if (r < step)
+        throw InputError(path + ": truncated: header says " + dims_text + " = " + std::to_string(total) +
+                         " bytes of data, the stream holds " + std::to_string(filled));
+    }
+    if (!in.at_end())
+      throw InputError(path + ": unexpected bytes after the " + dims_text + " data (wrong dimensions in the header?)");
+    return std::move(arr);
+  });
 }
 
 ImageDataset load_idx_pair(const std::string& images_path, const std::string& labels_path, int32_t num_classes,

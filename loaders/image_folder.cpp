@@ -30,11 +30,9 @@ namespace hamu {
 namespace fs = std::filesystem;
 namespace {
 
-// A hostile header can claim a huge image that the decoder would allocate before noticing the
-// data is missing; nothing a classifier trains on is this large.
-constexpr int64_t kMaxImagePixels = int64_t(1) << 26;
+// Source files above this are not images a classifier trains on.
 constexpr int64_t kMaxImageFileBytes = int64_t(1) << 28;
-constexpr int64_t kMaxDatasetBytes = int64_t(1) << 35;
+constexpr int64_t kMaxImagePixels = int64_t(1) << 24;
 
 bool is_image_name(const fs::path& p) {
   std::string ext = p.extension().string();
@@ -87,37 +85,28 @@ struct Item {
   int32_t label;
 };
 
-struct Decoded {
-  std::vector<uint8_t> hwc;
-  int w = 0, h = 0, channels_in_file = 0;
-};
-
-// Decodes one file to `want` channels (0: as stored). Throws InputError naming the file.
-Decoded decode(const std::string& path, int want) {
-  const std::vector<uint8_t> bytes = read_file_bytes(path, kMaxImageFileBytes);
+// Refuses, naming the file, what must not reach stb_image: empty files, malformed JPEG segments,
+// zero or oversized dimensions.
+void check_image_header(const std::string& path, const std::vector<uint8_t>& bytes, DecodedImage& d) {
   if (bytes.empty()) throw InputError(path + ": empty file, not an image");
   if (bytes.size() > size_t(INT32_MAX)) throw InputError(path + ": too large");
-  const int len = int(bytes.size());
-  Decoded d;
-  if (!stbi_info_from_memory(bytes.data(), len, &d.w, &d.h, &d.channels_in_file))
+  if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8) {
+    const std::string why = jpeg_structure_problem(bytes.data(), bytes.size());
+    if (!why.empty()) throw InputError(path + ": corrupt JPEG (" + why + ")");
+  }
+  if (!stbi_info_from_memory(bytes.data(), int(bytes.size()), &d.w, &d.h, &d.channels_in_file))
     throw InputError(path + ": not a readable image (" + std::string(stbi_failure_reason()) + ")");
-  if (int64_t(d.w) * d.h > kMaxImagePixels)
+  if (d.w <= 0 || d.h <= 0)
+    throw InputError(path + ": the image is " + std::to_string(d.w) + "x" + std::to_string(d.h) +
+                     " pixels (width and height must be positive)");
+  if (int64_t(d.w) * d.h > max_image_pixels())
     throw InputError(path + ": " + std::to_string(d.w) + "x" + std::to_string(d.h) + " is larger than the " +
-                     std::to_string(kMaxImagePixels) + " pixels accepted");
-  int w = 0, h = 0, comp = 0;
-  stbi_uc* px = stbi_load_from_memory(bytes.data(), len, &w, &h, &comp, want);
-  if (!px) throw InputError(path + ": corrupt image (" + std::string(stbi_failure_reason()) + ")");
-  const int got = want ? want : comp;
-  d.w = w;
-  d.h = h;
-  d.channels_in_file = comp;
-  d.hwc.assign(px, px + size_t(w) * size_t(h) * size_t(got));
-  stbi_image_free(px);
-  return d;
+                     std::to_string(max_image_pixels()) + " pixels accepted (HAMU_MAX_MEMORY raises the limit up to " +
+                     std::to_string(kMaxImagePixels) + ")");
 }
 
 // Decoded interleaved HWC -> planar CHW at the data set's size.
-void place(const Decoded& d, int64_t c, int64_t h, int64_t w, uint8_t* out) {
+void place(const DecodedImage& d, int64_t c, int64_t h, int64_t w, uint8_t* out) {
   std::vector<uint8_t> chw(size_t(c * d.h * d.w));
   const int64_t plane = int64_t(d.h) * d.w;
   for (int64_t p = 0; p < plane; ++p)
@@ -136,19 +125,23 @@ ImageDataset decode_all(const std::vector<Item>& items, int64_t c, int64_t h, in
   ds.num_classes = int32_t(names.size());
   ds.class_names = names;
   ds.source = source;
-  if (ds.n > 0 && ds.image_size() > kMaxDatasetBytes / ds.n)
+  const int64_t limit = data_memory_limit();
+  if (ds.n > 0 && ds.image_size() > limit / ds.n)
     throw InputError(source + ": " + std::to_string(ds.n) + " images of " + std::to_string(c) + "x" +
-                     std::to_string(h) + "x" + std::to_string(w) + " need more than " +
-                     std::to_string(kMaxDatasetBytes) + " bytes; choose a smaller size=HxW");
-  ds.pixels.resize(size_t(ds.n * ds.image_size()));
-  ds.labels.resize(size_t(ds.n));
+                     std::to_string(h) + "x" + std::to_string(w) + " need more than the readers' memory limit of " +
+                     byte_size_str(limit) + "; choose a smaller size=HxW (or raise HAMU_MAX_MEMORY)");
+  with_memory_guard(source, [&] {
+    ds.pixels.resize(size_t(ds.n * ds.image_size()));
+    ds.labels.resize(size_t(ds.n));
+  });
   // Exceptions must not cross the parallel region: record each failure, report the first by index.
   std::vector<std::string> errors(items.size());
 #pragma omp parallel for schedule(dynamic, 8)
   for (int64_t i = 0; i < ds.n; ++i) {
     try {
-      const Decoded d = decode(items[size_t(i)].path, int(c));
-      place(d, c, h, w, ds.pixels.data() + i * ds.image_size());
+      const std::string& path = items[size_t(i)].path;
+      const DecodedImage d = decode_image_file(path, int(c));
+      with_memory_guard(path, [&] { place(d, c, h, w, ds.pixels.data() + i * ds.image_size()); });
       ds.labels[size_t(i)] = items[size_t(i)].label;
     } catch (const std::exception& e) {
       errors[size_t(i)] = e.what();
@@ -177,7 +170,38 @@ std::vector<Item> items_of(const fs::path& root, const std::vector<std::string>&
 
 }  // namespace
 
+int64_t max_image_pixels() { return std::clamp<int64_t>(data_memory_limit() / 64, 1, kMaxImagePixels); }
+
+DecodedImage decode_image_file(const std::string& path, int want) {
+  const std::vector<uint8_t> bytes = read_file_bytes(path, kMaxImageFileBytes);
+  DecodedImage d;
+  check_image_header(path, bytes, d);
+  return with_memory_guard(path, [&] {
+    int w = 0, h = 0, comp = 0;
+    stbi_uc* px = stbi_load_from_memory(bytes.data(), int(bytes.size()), &w, &h, &comp, want);
+    if (!px) throw InputError(path + ": corrupt image (" + std::string(stbi_failure_reason()) + ")");
+    // The decoder must agree with the header checked above (it reads the same bytes).
+    if (w != d.w || h != d.h) {
+      stbi_image_free(px);
+      throw InputError(path + ": corrupt image (decoded size differs from its header)");
+    }
+    const int got = want ? want : comp;
+    d.channels_in_file = comp;
+    try {
+      d.hwc.assign(px, px + size_t(w) * size_t(h) * size_t(got));
+    } catch (...) {
+      stbi_image_free(px);
+      throw;
+    }
+    stbi_image_free(px);
+    return std::move(d);
+  });
+}
+
 void resize_bilinear(const uint8_t* src, int64_t c, int64_t sh, int64_t sw, uint8_t* dst, int64_t dh, int64_t dw) {
+  if (sh <= 0 || sw <= 0 || dh <= 0 || dw <= 0)
+    throw Error("resize_bilinear: empty image " + std::to_string(sh) + "x" + std::to_string(sw) + " -> " +
+                std::to_string(dh) + "x" + std::to_string(dw));
   const double sy = double(sh) / double(dh), sx = double(sw) / double(dw);
   std::vector<int64_t> x0(static_cast<size_t>(dw)), x1(static_cast<size_t>(dw));
   std::vector<double> fx(static_cast<size_t>(dw));
@@ -251,7 +275,7 @@ DataBundle load_image_folder(const std::string& dir, const ImageFolderOptions& o
   // Geometry from the options, else from the first training image.
   int64_t c = opt.channels, h = opt.h, w = opt.w;
   if (c == 0 || h == 0) {
-    const Decoded first = decode(train_items.front().path, 0);
+    const DecodedImage first = decode_image_file(train_items.front().path, 0);
     if (c == 0) c = first.channels_in_file <= 2 ? 1 : 3;
     if (h == 0) {
       h = first.h;

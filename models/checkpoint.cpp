@@ -3,6 +3,8 @@
 
 #include <set>
 
+#include "engine/error.h"
+
 #include "engine/safetensors.h"
 
 namespace hamu::models {
@@ -35,6 +37,18 @@ LoadedModel load_model(const std::string& path, Device device) {
   out.path = path;
   out.metadata = ck.metadata;
   out.spec = ModelSpec::from_metadata(ck.metadata, path);
+  // Before anything is built: the metadata's architecture must not describe more than the file can
+  // back, so a small file cannot make us build (and randomly initialise) a huge model. A model within
+  // twice the file's values (plus 1M) is built so that a mismatch gets the message below naming the
+  // tensor; memory stays a small multiple of the file size either way.
+  int64_t have = 0;
+  for (const NamedTensor& nt : ck.tensors) have += nt.tensor.numel();  // bounded by the file size
+  const int64_t want = model_value_count(out.spec);
+  if (want > 2 * have + (int64_t(1) << 20))
+    throw InputError(path + ": its metadata describes " + out.spec.describe() + " with " + std::to_string(want) +
+                     " values, but its " + std::to_string(ck.tensors.size()) + " tensors hold only " +
+                     std::to_string(have));
+  require_finite(ck);
   Rng rng(0);
   out.model = build_model(out.spec, rng);
   std::set<std::string> expected;

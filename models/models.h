@@ -20,6 +20,10 @@ struct ModelSpec {
 };
 
 const std::vector<std::string>& model_names();
+// How many values (parameters and buffers) build_model(spec) holds, computed from the spec alone so a
+// checkpoint's metadata can be checked against its tensors before anything is built. InputError when
+// the count does not fit an int64 (absurd metadata).
+int64_t model_value_count(const ModelSpec& spec);
 // Builds a freshly initialised model; InputError for an unknown architecture or a misfitting input.
 std::shared_ptr<nn::Module> build_model(const ModelSpec& spec, Rng& rng);
 

@@ -163,6 +163,38 @@ std::string ModelSpec::describe() const {
          " -> " + std::to_string(num_classes) + ")";
 }
 
+int64_t model_value_count(const ModelSpec& s) {
+  // Mirrors the builders above (the models test checks the two agree for every architecture);
+  // 128-bit so metadata fields up to 1e6 each cannot overflow before the final check.
+  using Wide = __int128;
+  auto linear = [](Wide in, Wide out) { return in * out + out; };
+  auto conv = [](Wide in, Wide out, Wide k) { return in * out * k * k; };
+  auto bn = [](Wide c) { return 4 * c; };  // weight, bias, running mean, running variance
+  const Wide c = s.in_channels, k = s.num_classes;
+  Wide n = 0;
+  if (s.arch == "mlp") {
+    n = linear(c * s.height * s.width, 256) + linear(256, 128) + linear(128, k);
+  } else if (s.arch == "cnn") {
+    n = conv(c, 32, 3) + bn(32) + conv(32, 64, 3) + bn(64) + linear(Wide(64) * (s.height / 4) * (s.width / 4), 128) +
+        linear(128, k);
+  } else if (s.arch == "resnet20") {
+    n = conv(c, 16, 3) + bn(16) + linear(64, k);
+    const int64_t widths[3] = {16, 32, 64};
+    int64_t in = 16;
+    for (int stage = 0; stage < 3; ++stage)
+      for (int b = 0; b < 3; ++b) {
+        const int64_t out = widths[stage];
+        const bool projection = in != out || (stage > 0 && b == 0);
+        n += conv(in, out, 3) + bn(out) + conv(out, out, 3) + bn(out) + (projection ? conv(in, out, 1) + bn(out) : 0);
+        in = out;
+      }
+  } else {
+    throw InputError("--model: unknown architecture '" + s.arch + "' (choose mlp, cnn or resnet20)");
+  }
+  if (n > Wide(INT64_MAX)) throw InputError(s.describe() + " would have more values than an int64 can count");
+  return int64_t(n);
+}
+
 const std::vector<std::string>& model_names() {
   static const std::vector<std::string> names = {"mlp", "cnn", "resnet20"};
   return names;

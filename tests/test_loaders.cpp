@@ -8,7 +8,6 @@
 #pragma GCC diagnostic pop
 
 #include <doctest/doctest.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cmath>
@@ -22,55 +21,13 @@
 #include "engine/error.h"
 #include "engine/rng.h"
 #include "loaders/data.h"
+#include "tests/files.h"
 
 using namespace hamu;
+using namespace hamu::testing;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh folder under /tmp, removed with everything in it when the test ends.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/hamu_loaders_XXXXXX";
-    const char* p = mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
-
-using Bytes = std::vector<uint8_t>;
-
-void write_bytes(const std::string& path, const Bytes& b) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size()));
-  REQUIRE(f.good());
-}
-
-// In-memory gzip (windowBits 15 + 16 selects the gzip wrapper).
-Bytes gzip_bytes(const Bytes& plain) {
-  z_stream z{};
-  REQUIRE(deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK);
-  Bytes out(deflateBound(&z, uLong(plain.size())) + 64);
-  z.next_in = const_cast<Bytef*>(plain.data());
-  z.avail_in = uInt(plain.size());
-  z.next_out = out.data();
-  z.avail_out = uInt(out.size());
-  REQUIRE(deflate(&z, Z_FINISH) == Z_STREAM_END);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
-
-void put_be32(Bytes& b, uint32_t v) {
-  for (int s = 24; s >= 0; s -= 8) b.push_back(uint8_t(v >> s));
-}
 
 Bytes idx_images(uint32_t n, uint32_t h, uint32_t w, const Bytes& pixels, uint32_t magic = 2051) {
   Bytes b;
@@ -95,24 +52,6 @@ Bytes ramp(size_t n, int mul = 7, int add = 3) {
   for (size_t i = 0; i < n; ++i) b[i] = uint8_t((i * size_t(mul) + size_t(add)) % 256);
   return b;
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-// The message of the InputError `f` throws ("" and a failed check when it throws nothing or another type).
-std::string input_error(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    FAIL_CHECK("expected InputError, got: " << e.what());
-    return "";
-  }
-  FAIL_CHECK("expected an InputError, nothing was thrown");
-  return "";
-}
-
-#define CHECK_MSG_HAS(msg, part) CHECK_MESSAGE(contains(msg, part), "message: '" << (msg) << "' lacks '" << (part) << "'")
 
 // Writes a Fashion-MNIST-style folder: train (n_train) and t10k (n_test) in plain or gzip files.
 void write_idx_dir(const std::string& dir, int n_train, int n_test, int h, int w, int classes, bool gz) {
@@ -467,28 +406,10 @@ TEST_CASE("images: errors name the folder or file") {
 
 // ---- --data ------------------------------------------------------------------------------------
 
-namespace {
-// Sets or clears HAMU_DATA for one scope.
-struct EnvGuard {
-  std::string old;
-  bool had;
-  explicit EnvGuard(const char* value) {
-    const char* o = std::getenv("HAMU_DATA");
-    had = o != nullptr;
-    if (o) old = o;
-    if (value) setenv("HAMU_DATA", value, 1);
-    else unsetenv("HAMU_DATA");
-  }
-  ~EnvGuard() {
-    if (had) setenv("HAMU_DATA", old.c_str(), 1);
-    else unsetenv("HAMU_DATA");
-  }
-};
-}  // namespace
 
 TEST_CASE("--data: parsing, defaults, HAMU_DATA and errors") {
   {
-    EnvGuard env(nullptr);
+    testing::EnvVar env("HAMU_DATA", nullptr);
     DataSpec s = parse_data_spec("");
     CHECK(s.kind == "fashion-mnist");
     CHECK(s.dir == kFashionMnistDir);
@@ -498,7 +419,7 @@ TEST_CASE("--data: parsing, defaults, HAMU_DATA and errors") {
   }
   {
     TempDir t;
-    EnvGuard env((t / "absent").c_str());
+    testing::EnvVar env("HAMU_DATA", (t / "absent").c_str());
     CHECK(parse_data_spec("fashion-mnist").dir == t / "absent");
     const std::string msg = input_error([] { load_data("fashion-mnist"); });
     CHECK_MSG_HAS(msg, "Fashion-MNIST not found in " + (t / "absent"));

@@ -16,8 +16,9 @@ template <class T> inline T apply_binary(Binary op, T a, T b) {
     case Binary::sub: return a - b;
     case Binary::mul: return a * b;
     case Binary::div: return a / b;
-    case Binary::max: return a > b ? a : b;
-    case Binary::min: return a < b ? a : b;
+    // NaN in either operand gives NaN, as torch.maximum / torch.minimum do.
+    case Binary::max: return (a > b || a != a) ? a : b;
+    case Binary::min: return (a < b || a != a) ? a : b;
   }
   return T(0);
 }
@@ -185,7 +186,8 @@ void sum_to(const CpuCtx&, int ndim, const int64_t* in_shape, const int64_t* out
 template <class T> void unary(const CpuCtx&, Unary op, int64_t n, const T* x, T* y) {
   switch (op) {
     case Unary::neg: parallel_map<T>(n, [&](int64_t i) { y[i] = -x[i]; }); break;
-    case Unary::relu: parallel_map<T>(n, [&](int64_t i) { y[i] = x[i] > T(0) ? x[i] : T(0); }); break;
+    // NaN passes through, as in PyTorch: a NaN weight must not turn into a plausible 0 activation.
+    case Unary::relu: parallel_map<T>(n, [&](int64_t i) { y[i] = (x[i] > T(0) || x[i] != x[i]) ? x[i] : T(0); }); break;
     case Unary::gelu: parallel_map<T>(n, [&](int64_t i) { y[i] = gelu(x[i]); }); break;
     case Unary::tanh: parallel_map<T>(n, [&](int64_t i) { y[i] = std::tanh(x[i]); }); break;
     case Unary::exp: parallel_map<T>(n, [&](int64_t i) { y[i] = std::exp(x[i]); }); break;
@@ -201,7 +203,8 @@ template <class T>
 void unary_backward(const CpuCtx&, Unary op, int64_t n, const T* x, const T* y, const T* gy, T* gx) {
   switch (op) {
     case Unary::neg: parallel_map<T>(n, [&](int64_t i) { gx[i] = -gy[i]; }); break;
-    case Unary::relu: parallel_map<T>(n, [&](int64_t i) { gx[i] = x[i] > T(0) ? gy[i] : T(0); }); break;
+    // PyTorch's threshold_backward: zero only where x <= 0, so a NaN input passes the gradient on.
+    case Unary::relu: parallel_map<T>(n, [&](int64_t i) { gx[i] = x[i] <= T(0) ? T(0) : gy[i]; }); break;
     case Unary::gelu: parallel_map<T>(n, [&](int64_t i) { gx[i] = gy[i] * gelu_grad(x[i]); }); break;
     case Unary::tanh: parallel_map<T>(n, [&](int64_t i) { gx[i] = gy[i] * (T(1) - y[i] * y[i]); }); break;
     case Unary::exp: parallel_map<T>(n, [&](int64_t i) { gx[i] = gy[i] * y[i]; }); break;

@@ -15,8 +15,8 @@ template <int Op> __device__ __forceinline__ float binary_op(float a, float b) {
   else if constexpr (Op == int(Binary::sub)) return a - b;
   else if constexpr (Op == int(Binary::mul)) return a * b;
   else if constexpr (Op == int(Binary::div)) return a / b;
-  else if constexpr (Op == int(Binary::max)) return a > b ? a : b;  // same NaN behaviour as the CPU
-  else return a < b ? a : b;
+  else if constexpr (Op == int(Binary::max)) return (a > b || a != a) ? a : b;  // NaN wins, as on the CPU
+  else return (a < b || a != a) ? a : b;
 }
 
 // Calls f(std::integral_constant-like tag) with the op as a compile-time int.
@@ -105,7 +105,7 @@ __global__ void sum_to_warp_kernel(SumToParams p, int64_t out_n, int64_t red_n, 
 
 template <int Op> __device__ __forceinline__ float unary_op(float x) {
   if constexpr (Op == int(Unary::neg)) return -x;
-  else if constexpr (Op == int(Unary::relu)) return x > 0.f ? x : 0.f;
+  else if constexpr (Op == int(Unary::relu)) return (x > 0.f || x != x) ? x : 0.f;  // NaN passes, as on the CPU
   else if constexpr (Op == int(Unary::gelu)) return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
   else if constexpr (Op == int(Unary::tanh)) return tanhf(x);
   else if constexpr (Op == int(Unary::exp)) return expf(x);
@@ -118,7 +118,7 @@ template <int Op> __device__ __forceinline__ float unary_op(float x) {
 
 template <int Op> __device__ __forceinline__ float unary_grad(float x, float y, float gy) {
   if constexpr (Op == int(Unary::neg)) return -gy;
-  else if constexpr (Op == int(Unary::relu)) return x > 0.f ? gy : 0.f;
+  else if constexpr (Op == int(Unary::relu)) return x <= 0.f ? 0.f : gy;
   else if constexpr (Op == int(Unary::gelu)) {
     const float cdf = 0.5f * (1.f + erff(x * 0.70710678118654752f));
     const float pdf = expf(-0.5f * x * x) * 0.3989422804014327f;

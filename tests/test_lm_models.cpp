@@ -390,3 +390,16 @@ TEST_CASE("gpt-small: built by name, learns a repeating sequence on the CPU") {
   CHECK(first == doctest::Approx(std::log(40.0)).epsilon(0.05));
   CHECK(last < 0.5 * first);
 }
+
+TEST_CASE("load_any: a Hugging Face directory or a hamu checkpoint") {
+  CHECK(is_hf_dir(fixture("gpt2")));
+  CHECK_FALSE(is_hf_dir(fixture("gpt2_expected.safetensors")));
+  AnyModel a = load_any(fixture("llama_tied"));
+  REQUIRE(a.lm);
+  CHECK(a.module == a.lm);
+  CHECK_FALSE(a.checkpoint);
+  CHECK(a.lm->config().tie_word_embeddings);
+  // Anything else goes to the checkpoint reader, whose errors name the file.
+  const std::string e = error_of([] { load_any("/nonexistent/model.safetensors"); });
+  CHECK_MESSAGE(e.find("/nonexistent/model.safetensors") != std::string::npos, e);
+}

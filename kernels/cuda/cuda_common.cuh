@@ -162,4 +162,30 @@ template <class T> __device__ __forceinline__ T block_max(T v, T* sh, T lowest) 
   return warp_max(t);
 }
 
+// One row per warp (Cta = false: short rows) or per CTA (Cta = true: long rows): which row this warp/CTA
+// starts at, how far it steps to the next, and this thread's lane (sub) and stride (width) within the row.
+template <bool Cta> struct RowWalk {
+  int sub, width;
+  int64_t first, step;
+  __device__ RowWalk() {
+    if constexpr (Cta) {
+      sub = threadIdx.x;
+      width = blockDim.x;
+      first = blockIdx.x;
+      step = gridDim.x;
+    } else {
+      sub = threadIdx.x & 31;
+      width = 32;
+      first = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
+      step = int64_t(gridDim.x) * (blockDim.x >> 5);
+    }
+  }
+};
+
+// The sum over the row's threads of a RowWalk, valid in every thread of the row. `sh` holds >= 32 entries.
+template <bool Cta, class T> __device__ __forceinline__ T row_sum(T v, T* sh) {
+  if constexpr (Cta) return block_sum(v, sh);
+  else return warp_sum(v);
+}
+
 }  // namespace hamu::kernels::cuda_detail

@@ -49,27 +49,14 @@ template <bool Cta>
 __global__ void segment_rowdot_kernel(int64_t nseg, int64_t len, const float* __restrict__ p,
                                       const float* __restrict__ g, float* out) {
   __shared__ double sh[32];
-  int sub, width;
-  int64_t first, step;
-  if constexpr (Cta) {
-    sub = threadIdx.x;
-    width = blockDim.x;
-    first = blockIdx.x;
-    step = gridDim.x;
-  } else {
-    sub = threadIdx.x & 31;
-    width = 32;
-    first = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    step = int64_t(gridDim.x) * (blockDim.x >> 5);
-  }
-  for (int64_t j = first; j < nseg; j += step) {
+  const RowWalk<Cta> w;
+  for (int64_t j = w.first; j < nseg; j += w.step) {
     const float* pj = p + j * len;
     const float* gj = g + j * len;
     double s = 0;
-    for (int64_t q = sub; q < len; q += width) s += double(pj[q]) * double(gj[q]);
-    if constexpr (Cta) s = block_sum(s, sh);
-    else s = warp_sum(s);
-    if (sub == 0) out[j] += float(s);
+    for (int64_t q = w.sub; q < len; q += w.width) s += double(pj[q]) * double(gj[q]);
+    s = row_sum<Cta>(s, sh);
+    if (w.sub == 0) out[j] += float(s);
   }
 }
 

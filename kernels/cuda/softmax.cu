@@ -13,29 +13,7 @@ namespace {
 
 constexpr int64_t kWarpRowMax = 1024;
 
-// Row geometry shared by the kernels: which row this warp/CTA handles and how its threads stride.
-template <bool Cta> struct RowWalk {
-  int sub, width;
-  int64_t first, step;
-  __device__ RowWalk() {
-    if constexpr (Cta) {
-      sub = threadIdx.x;
-      width = blockDim.x;
-      first = blockIdx.x;
-      step = gridDim.x;
-    } else {
-      sub = threadIdx.x & 31;
-      width = 32;
-      first = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
-      step = int64_t(gridDim.x) * (blockDim.x >> 5);
-    }
-  }
-};
-
-template <bool Cta> __device__ __forceinline__ double row_sum(double v, double* sh) {
-  if constexpr (Cta) return block_sum(v, sh);
-  else return warp_sum(v);
-}
+// RowWalk and row_sum (one row per warp or per CTA) are in cuda_common.cuh.
 template <bool Cta> __device__ __forceinline__ float row_max(float v, float* sh) {
   if constexpr (Cta) return block_max(v, sh, -INFINITY);
   else return warp_max(v);

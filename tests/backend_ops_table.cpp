@@ -185,10 +185,18 @@ const PoolCase kPoolCases[] = {{{2, 3, 9, 11}, Pool2dOptions{2, 2, 2, 2, 0, 0}},
                                {{1, 2, 8, 8}, Pool2dOptions{8, 8, 8, 8, 0, 0}},
                                {{4, 1, 5, 5}, Pool2dOptions{3, 3, 1, 1, 1, 1}}};
 
+// Finite-difference shapes (distinct values): strided with an asymmetric padded window, overlapping
+// windows (stride 1), the classic 2x2/2 with odd sizes (last row and column dropped).
+const PoolCase kPoolFdCases[] = {{{2, 3, 7, 13}, Pool2dOptions{3, 2, 2, 3, 1, 1}},
+                                 {{1, 5, 13, 7}, Pool2dOptions{3, 3, 1, 1, 1, 1}},
+                                 {{3, 2, 7, 9}, Pool2dOptions{2, 2, 2, 2, 0, 0}}};
+
 V pool_variants(Tensor (*op)(const Tensor&, const Pool2dOptions&), std::vector<Pool2dOptions> small) {
   V v;
   for (const Pool2dOptions& o : small)
     v.push_back({"[2,3,7,6] small", {in_distinct({2, 3, 7, 6})}, [op, o](const Ins& t) { return op(t[0], o); }});
+  for (const PoolCase& c : kPoolFdCases)
+    v.push_back({"finite differences", {in_distinct(c.x)}, [op, o = c.o](const Ins& t) { return op(t[0], o); }});
   for (const PoolCase& c : kPoolCases) {
     OpInput x = in(c.x);
     x.edit = [](std::vector<double>& d) { d[3] = d[4]; };  // a tie: the first maximum wins
@@ -400,6 +408,7 @@ std::vector<OpCase> build_table() {
                                        : batch_norm(x[0], x[1], x[2], Tensor(), Tensor(), true, 0.1, 1e-5);
                  };
                  V v = {{"[4,3,3,5]", {in({4, 3, 3, 5}), in({3}, 0.5, 1.5), in({3})}, f},
+                        {"[3,5,7,1] gamma of both signs", {in({3, 5, 7, 1}), in({5}), in({5})}, f},
                         {"[6,3]", {in({6, 3}), in({3}, 0.5, 1.5), in({3})}, f}};
                  for (const BnCase& s : kBnCases) {
                    if (s.n * s.hw < 2) continue;  // training statistics need two values per channel
@@ -416,7 +425,9 @@ std::vector<OpCase> build_table() {
                .variants = [] {
                  auto f = [](const Ins& x) { return batch_norm(x[0], x[1], x[2], x[3], x[4], false, 0.1, 1e-5); };
                  V v = {{"[4,3,3,5]", {in({4, 3, 3, 5}), in({3}, 0.5, 1.5), in({3}), constant(random_tensor({3})),
-                                       constant(random_tensor({3}, 0.5, 2.0))}, f}};
+                                       constant(random_tensor({3}, 0.5, 2.0))}, f},
+                        {"[3,5,7,1] gamma of both signs", {in({3, 5, 7, 1}), in({5}), in({5}), constant(random_tensor({5})),
+                                                           constant(random_tensor({5}, 0.5, 2.0))}, f}};
                  for (const BnCase& s : kBnCases)
                    v.push_back({"shape", {bn_input(bn_shape(s)), in({s.c}, 0.5, 1.5), in({s.c}), constant(random_tensor({s.c})),
                                           constant(random_tensor({s.c}, 0.5, 2.0))}, f});
@@ -425,7 +436,8 @@ std::vector<OpCase> build_table() {
   t.push_back({.name = "layer_norm",
                .variants = [] {
                  auto f = [](const Ins& x) { return layer_norm(x[0], x[1], x[2], 1e-5); };
-                 V v = {{"[2,3,6]", {in({2, 3, 6}), in({6}, 0.5, 1.5), in({6})}, f}};
+                 V v = {{"[2,3,6]", {in({2, 3, 6}), in({6}, 0.5, 1.5), in({6})}, f},
+                        {"[5,11] gamma of both signs", {in({5, 11}), in({11}), in({11})}, f}};
                  for (int64_t d : {int64_t(1), int64_t(37), int64_t(768), int64_t(1500)})
                    for (int64_t rows : {int64_t(1), int64_t(3), int64_t(257)}) {
                      OpVariant var{"rows x d", {in({rows, d}, 0.0, 2.0), in({d}, 0.5, 1.5), in({d})}, f};
@@ -487,7 +499,8 @@ std::vector<OpCase> build_table() {
   // Counter-based masks: the same mask on every backend, so forward and backward agree exactly.
   t.push_back({.name = "dropout",
                .variants = [] {
-                 V v = {{"[4,50] p 0.3", {in({4, 50})}, [](const Ins& x) { return dropout(x[0], 0.3, true, 1234); }}};
+                 V v = {{"[4,50] p 0.3", {in({4, 50})}, [](const Ins& x) { return dropout(x[0], 0.3, true, 1234); }},
+                        {"[257] p 0.45", {in({257})}, [](const Ins& x) { return dropout(x[0], 0.45, true, 99); }}};
                  for (int64_t n : kOdd)
                    v.push_back({"p 0.3", {in({n})}, [n](const Ins& x) { return dropout(x[0], 0.3, true, 0x1234567890abcdefull + uint64_t(n)); }});
                  return v;

@@ -26,7 +26,7 @@ LDFLAGS := -fopenmp $(EXTRA_LIBDIR)
 ZLIB_LIB ?= -lz
 LDLIBS := $(ZLIB_LIB)
 
-LIB_SRC ?= $(wildcard kernels/cpu/*.cpp engine/*.cpp models/*.cpp loaders/*.cpp unlearn/*.cpp engine/*/*.cpp models/*/*.cpp loaders/*/*.cpp unlearn/*/*.cpp)
+LIB_SRC ?= $(wildcard kernels/cpu/*.cpp engine/*.cpp models/*.cpp loaders/*.cpp train/*.cpp unlearn/*.cpp engine/*/*.cpp models/*/*.cpp loaders/*/*.cpp unlearn/*/*.cpp)
 CLI_SRC := $(wildcard cli/*.cpp)
 TEST_SRC ?= $(wildcard tests/*.cpp)
 BENCH_SRC := $(wildcard bench/*.cpp)
@@ -54,6 +54,10 @@ endif
 
 LIB_OBJ := $(LIB_SRC:%.cpp=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
 LIB := $(BUILD)/libhamu.a
+# Every binary links the whole library: registered objects (unlearn/methods/*.cpp and other registries)
+# add themselves from static initialisers that nothing references by symbol, so a plain archive link
+# would drop them (unlearn/method_registry.h). One new file stays the whole cost of a new method.
+LINK_LIB := -Wl,--whole-archive $(LIB) -Wl,--no-whole-archive
 HAMU := $(BUILD)/hamu
 TESTS := $(BUILD)/hamu_tests
 BENCHES := $(BENCH_SRC:bench/%.cpp=$(BUILD)/bench/%)
@@ -87,17 +91,17 @@ $(LIB): $(LIB_OBJ)
 
 $(HAMU): $(CLI_SRC:%.cpp=$(BUILD)/%.o) $(LIB)
 	$(call say,LINK,$@)
-	$(Q)$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(Q)$(CXX) $(LDFLAGS) $(filter-out $(LIB),$^) $(LINK_LIB) $(LDLIBS) -o $@
 
 $(TESTS): $(TEST_SRC:%.cpp=$(BUILD)/%.o) $(LIB)
 	$(call say,LINK,$@)
-	$(Q)$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(Q)$(CXX) $(LDFLAGS) $(filter-out $(LIB),$^) $(LINK_LIB) $(LDLIBS) -o $@
 
 # bench_gemm compares against OpenBLAS; nothing else links it.
 $(BUILD)/bench/bench_gemm: LDLIBS += -lopenblas
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	$(call say,LINK,$@)
-	$(Q)$(CXX) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(Q)$(CXX) $(LDFLAGS) $(filter-out $(LIB),$^) $(LINK_LIB) $(LDLIBS) -o $@
 
 # Each README command does its own set-up: the missing Debian packages first, then the build.
 test:

@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
   for (int s = 0; s < steps + 3; ++s) {
     sync(device);
     const double t0 = now_s();
-    GradientResult g = compute_gradients(*model, nullptr, update, retain, forget, Method::hamu_q, opt.params, paired, &fallback);
+    GradientResult g = compute_gradients(*model, nullptr, update, retain, forget, *opt.method, opt.params, paired, &fallback);
     sync(device);
     const double t1 = now_s();
     update.compute_stats();

@@ -91,17 +91,31 @@ bool Args::parse(int argc, char** argv) {
   return true;
 }
 
+namespace {
+
+// "  name" padded to the help column (or the help on the next line when the name is long).
+std::string help_left(const std::string& name) {
+  std::string left = "  " + name;
+  if (left.size() < 28) left.resize(28, ' ');
+  else left += "\n" + std::string(28, ' ');
+  return left;
+}
+
+}  // namespace
+
 std::string Args::usage() const {
   std::string s = "usage: hamu " + command_ + " " + synopsis_ + "\n\nflags:\n";
   for (const Flag& f : flags_) {
-    std::string left = "  " + f.name + (f.value_name.empty() ? "" : " " + f.value_name);
-    if (left.size() < 28) left.resize(28, ' ');
-    else left += "\n" + std::string(28, ' ');
-    s += left + f.help;
+    s += help_left(f.name + (f.value_name.empty() ? "" : " " + f.value_name)) + f.help;
     if (!f.default_value.empty()) s += " (default " + f.default_value + ")";
     s += "\n";
   }
-  return s;
+  return s + sections_;
+}
+
+void Args::add_help_section(const std::string& title, const std::vector<std::pair<std::string, std::string>>& items) {
+  sections_ += "\n" + title + ":\n";
+  for (const auto& [name, help] : items) sections_ += help_left(name) + help + "\n";
 }
 
 bool Args::has(const std::string& name) const {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace hamu::cli {
@@ -21,6 +22,8 @@ class Args {
   // Returns false when --help was asked for (usage already printed on stdout).
   bool parse(int argc, char** argv);
   std::string usage() const;
+  // A titled list printed after the flags in --help, e.g. the methods with one line each.
+  void add_help_section(const std::string& title, const std::vector<std::pair<std::string, std::string>>& items);
 
   bool has(const std::string& name) const;
   std::string str(const std::string& name) const;  // the value or the default; InputError when neither
@@ -34,7 +37,7 @@ class Args {
  private:
   const Flag& find(const std::string& name) const;
   std::string nearest_flag(const std::string& name) const;  // closest declared flag, or empty
-  std::string command_, synopsis_;
+  std::string command_, synopsis_, sections_;
   std::vector<Flag> flags_;
   std::map<std::string, std::string> values_;
 };

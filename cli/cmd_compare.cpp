@@ -19,7 +19,7 @@ constexpr int64_t kAutoEvalEvery = -1;
 constexpr int64_t kPlotPoints = 8;
 
 struct MethodRun {
-  Method method;
+  const Method* method;
   UnlearnResult result;  // result.evals: step 0 (the original), intermediate (sampled), final (full)
 };
 
@@ -29,8 +29,8 @@ std::string trim(const std::string& s) {
 }
 
 // "a,b,c" -> methods, rejecting unknown names and repeats before anything runs.
-std::vector<Method> parse_methods(const std::string& list) {
-  std::vector<Method> out;
+std::vector<const Method*> parse_methods(const std::string& list) {
+  std::vector<const Method*> out;
   std::set<std::string> seen;
   size_t start = 0;
   while (start <= list.size()) {
@@ -38,15 +38,10 @@ std::vector<Method> parse_methods(const std::string& list) {
     const std::string name = trim(list.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
     start = comma == std::string::npos ? list.size() + 1 : comma + 1;
     if (name.empty()) throw InputError("--methods: empty method name in '" + list + "'");
-    bool known = false;
-    for (const std::string& n : method_names()) known = known || n == name;
-    if (!known) {
-      std::string all;
-      for (const std::string& n : method_names()) all += (all.empty() ? "" : ", ") + n;
-      throw InputError("--methods: unknown method '" + name + "' (choose from " + all + ")");
-    }
+    const Method* m = find_method(name);
+    if (!m) throw InputError("--methods: unknown method '" + name + "' (choose from " + method_list() + ")");
     if (!seen.insert(name).second) throw InputError("--methods: '" + name + "' is listed twice");
-    out.push_back(parse_method(name));
+    out.push_back(m);
   }
   return out;
 }
@@ -74,8 +69,8 @@ std::string compare_table(const EvalReport& original, const EvalReport& retraine
   s += table_row("retrained", retrained, "-", "-", "-", "");
   for (const MethodRun& m : runs) {
     const UnlearnResult& r = m.result;
-    s += table_row(method_name(m.method), r.evals.back().report, fmt("%.2f", r.seconds), fmt("%.2f", r.eval_seconds),
-                   std::to_string(r.steps_done), r.stop_reason);
+    s += table_row(method_name(*m.method), r.evals.back().report, fmt("%.2f", r.seconds), fmt("%.2f", r.eval_seconds),
+                   std::to_string(r.steps_done), stop_reason_name(r.stop_reason));
   }
   s += "accuracies in %; AUC r-f: retain-vs-forget loss AUC, AUC f-t: forget-vs-test (0.5 = forget looks unseen);\n"
        "avg gap: mean |accuracy - retrained accuracy| over the three splits, in points; seconds: unlearning loop only\n";
@@ -270,11 +265,11 @@ Svg trade_off_plot(const EvalReport& original, const EvalReport& retrained, cons
     for (const EvalPoint& p : m.result.evals) path.push_back(acc_point(p.report));
     all.insert(all.end(), path.begin(), path.end());
     d.paths.push_back(path);
-    std::string name = method_name(m.method);
-    if (m.result.stop_reason != "max_steps")
-      name += " (" + m.result.stop_reason + " @" + std::to_string(m.result.steps_done) + ")";
+    std::string name = method_name(*m.method);
+    if (m.result.stop_reason != StopReason::max_steps)
+      name += " (" + std::string(stop_reason_name(m.result.stop_reason)) + " @" + std::to_string(m.result.steps_done) + ")";
     d.names.push_back(name);
-    d.hamu.push_back(is_hamu(m.method));
+    d.hamu.push_back(m.method->is_hamu());
   }
   auto range = [](const std::vector<Pt>& pts, bool x) {
     double lo = 100, hi = 0;
@@ -350,13 +345,13 @@ Json run_json(const MethodRun& m) {
                                  {"forget_acc", Json(p.report.forget.acc)},
                                  {"retain_acc", Json(p.report.retain.acc)},
                                  {"test_acc", Json(p.report.test.acc)}}));
-  return Json::object({{"method", Json(method_name(m.method))},
+  return Json::object({{"method", Json(method_name(*m.method))},
                        {"after", eval_to_json(r.evals.back().report)},
                        {"seconds", Json(r.seconds)},
                        {"eval_seconds", Json(r.eval_seconds)},
                        {"steps_done", Json(r.steps_done)},
                        {"skipped_steps", Json(r.skipped)},
-                       {"stop_reason", Json(r.stop_reason)},
+                       {"stop_reason", Json(stop_reason_name(r.stop_reason))},
                        {"collateral_warning", Json(r.collateral_warned)},
                        {"trajectory", traj}});
 }
@@ -369,7 +364,7 @@ int cmd_compare(int argc, char** argv) {
       {"--reference", "CKPT", "the retrained model (retain only): the target every method is judged against", ""},
       {"--data", "SPEC", "data set (default: the checkpoint's)", ""},
       {"--split", "SPEC", "the forget set: class=C, class=C,rho=X, random=X, indices=FILE (default: the checkpoint's)", ""},
-      {"--methods", "LIST", "comma-separated: hamu-q, hamu-u, ft, ga, gdiff, kl, scrub, npo, gru, pcgrad", ""},
+      {"--methods", "LIST", "comma-separated: " + method_list(), ""},
       {"--json", "FILE", "every method's final evaluation and trajectory, the original and the retrained model", ""},
       {"--svg", "FILE", "trade-off plot: forget vs retain accuracy per method and evaluation step", ""},
   };
@@ -383,12 +378,13 @@ int cmd_compare(int argc, char** argv) {
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("compare", "--model CKPT --reference CKPT [--data SPEC] [--split SPEC] --methods a,b,... [--json FILE] [--svg FILE]",
             flags);
+  args.add_help_section("methods", method_help());
   if (!args.parse(argc, argv)) return 0;
 
   // Everything is read and checked before anything runs or is written.
   const std::string model_path = args.required("--model");
   const std::string reference_path = args.required("--reference");
-  const std::vector<Method> methods = parse_methods(args.required("--methods"));
+  const std::vector<const Method*> methods = parse_methods(args.required("--methods"));
   const std::string json_path = args.str_or("--json", ""), svg_path = args.str_or("--svg", "");
   if (!json_path.empty()) check_output_path("--json", json_path);
   if (!svg_path.empty()) check_output_path("--svg", svg_path);
@@ -399,7 +395,7 @@ int cmd_compare(int argc, char** argv) {
   UnlearnOptions opt = read_unlearn_options(args, device);
   if (opt.eval_every == kAutoEvalEvery) opt.eval_every = std::max<int64_t>(1, opt.steps / kPlotPoints);
   const uint64_t seed = uint64_t(args.integer("--seed"));
-  for (Method m : methods) {  // option checks that need no data (e.g. --ratio) fail fast
+  for (const Method* m : methods) {  // option checks that need no data (e.g. --ratio) fail fast
     UnlearnOptions o = opt;
     o.method = m;
     validate_unlearn_options(o, 1, 1);
@@ -407,7 +403,7 @@ int cmd_compare(int argc, char** argv) {
   UnlearnContext ctx = load_unlearn_context(model_path, args.str_or("--data", ""), args.str_or("--split", ""),
                                             reference_path, device, seed, args.integer("--eval-batch"),
                                             args.integer("--eval-samples"));
-  for (Method m : methods) {
+  for (const Method* m : methods) {
     UnlearnOptions o = opt;
     o.method = m;
     validate_unlearn_options(o, ctx.data.split.forget.size(), ctx.data.split.retain.size());
@@ -428,10 +424,10 @@ int cmd_compare(int argc, char** argv) {
   std::unique_ptr<models::LoadedModel> frozen;
   std::vector<MethodRun> runs;
   for (size_t i = 0; i < methods.size(); ++i) {
-    const Method m = methods[i];
-    const char* name = method_name(m);
+    const Method* m = methods[i];
+    const char* name = method_name(*m);
     std::fprintf(stderr, "hamu compare: [%zu/%zu] %s: start\n", i + 1, methods.size(), name);
-    if (needs_original(m) && !frozen) frozen = std::make_unique<models::LoadedModel>(fresh_copy(ctx));
+    if (m->needs_original() && !frozen) frozen = std::make_unique<models::LoadedModel>(fresh_copy(ctx));
     models::LoadedModel work = fresh_copy(ctx);
     UnlearnOptions o = opt;
     o.method = m;
@@ -441,14 +437,14 @@ int cmd_compare(int argc, char** argv) {
       return final ? evaluate_full(*work.model, ctx, name) : evaluate_sampled(*work.model, ctx, name);
     };
     hooks.notice = [&](const std::string& msg) { std::fprintf(stderr, "\nhamu compare: %s: %s\n", name, msg.c_str()); };
-    MethodRun run{m, run_unlearning(*work.model, needs_original(m) ? frozen->model.get() : nullptr, ctx.data.data.train,
+    MethodRun run{m, run_unlearning(*work.model, m->needs_original() ? frozen->model.get() : nullptr, ctx.data.data.train,
                                     ctx.data.split, ctx.norm, o, hooks)};
     const EvalReport& after = run.result.evals.back().report;
     std::fprintf(stderr,
                  "hamu compare: [%zu/%zu] %s: done, %lld steps in %.2f s (%s), evaluation %.2f s; forget %.2f%%, "
                  "retain %.2f%%, test %.2f%%\n",
                  i + 1, methods.size(), name, (long long)run.result.steps_done, run.result.seconds,
-                 run.result.stop_reason.c_str(), run.result.eval_seconds, 100 * after.forget.acc, 100 * after.retain.acc,
+                 stop_reason_name(run.result.stop_reason), run.result.eval_seconds, 100 * after.forget.acc, 100 * after.retain.acc,
                  100 * after.test.acc);
     runs.push_back(std::move(run));
   }
@@ -474,7 +470,7 @@ int cmd_compare(int argc, char** argv) {
                                    {"batch", Json(opt.batch)},
                                    {"forget_batch", Json(opt.forget_batch)},
                                    {"clip", Json(opt.params.clip)},
-                                   {"optimizer", Json(opt.optimizer)},
+                                   {"optimizer", Json(optimizer_name(opt.optimizer))},
                                    {"eval_every", Json(opt.eval_every)},
                                    {"seed", Json(int64_t(seed))}}));
     j.set("methods", list);

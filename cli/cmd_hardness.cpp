@@ -11,6 +11,7 @@
 #include "cli/common.h"
 #include "cli/svg.h"
 #include "models/checkpoint.h"
+#include "unlearn/hamu_config.h"
 #include "unlearn/hardness.h"
 
 namespace hamu::cli {
@@ -77,7 +78,7 @@ Histogram histogram(std::vector<double> v, int bins) {
 
 void print_report(const HardnessReport& r, const ImageDataset& ds, const std::string& split, const std::string& model,
                   const HardnessOptions& opt, int64_t top) {
-  const kernels::HamuReport& s = r.solver;
+  const HamuReport& s = r.solver;
   std::printf("hardness of %s: %lld forget samples against %lld retain samples (%s)\n", split.c_str(),
               (long long)r.n_forget, (long long)r.n_retain, model.c_str());
   std::printf("  kappa = <g_r, g_f> = mean K = %.4g   (cosine %.4f, |g_r| %.4g, |g_f| %.4g)\n", r.kappa, r.cosine,
@@ -138,7 +139,7 @@ void print_report(const HardnessReport& r, const ImageDataset& ds, const std::st
 
 Json report_json(const HardnessReport& r, const ImageDataset& ds, const std::string& split, const std::string& model,
                  const HardnessOptions& opt) {
-  const kernels::HamuReport& s = r.solver;
+  const HamuReport& s = r.solver;
   Json blocks = Json::array();
   for (const BlockHardness& b : r.blocks)
     blocks.push_back(Json::object({{"name", Json(b.name)},

@@ -6,7 +6,7 @@
 #include "cli/common.h"
 #include "models/checkpoint.h"
 #include "unlearn/metrics.h"
-#include "unlearn/train.h"
+#include "train/train.h"
 
 namespace hamu::cli {
 

@@ -2,6 +2,7 @@
 // before/after evaluation, and the plain-language hardness warning.
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <memory>
 
 #include "cli/commands.h"
@@ -11,28 +12,82 @@
 namespace hamu::cli {
 namespace {
 
-const char* kCsvHeader =
-    "row,step,seconds,retain_loss,forget_loss,kappa,kappa1,kappa2,retain_grad_norm,forget_grad_norm,angle,direct,"
-    "rectified,colinear,infeasible,feasibility_margin,stopping_margin,forget_acc,retain_acc,test_acc,"
-    "retain_forget_auc,forget_test_auc,paired\n";
+// The --log CSV: one row per step and one per evaluation, both kinds and the header from one column
+// table. A column's cell is empty in the row kind it does not apply to.
+struct CsvColumn {
+  const char* name;
+  std::function<std::string(const StepLog&)> step;   // null: empty in step rows
+  std::function<std::string(const EvalPoint&)> eval;  // null: empty in evaluation rows
+};
 
-std::string csv_step(const StepLog& s) {
-  const kernels::HamuReport& r = s.report;
-  char b[512];
-  std::snprintf(b, sizeof b, "step,%lld,%.4f,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.3f,%d,%d,%d,%d,%.6g,%.6g,,,,,,%d\n",
-                (long long)s.step, s.seconds, s.retain_loss, s.forget_loss, r.kappa, r.kappa1, r.kappa2, r.retain_norm,
-                r.forget_norm, r.angle_deg, r.n_direct, r.n_rectified, r.n_colinear, r.n_infeasible,
-                r.feasibility_margin, r.stopping_margin, s.paired ? 1 : 0);
-  return b;
+std::string cell(const char* format, double v) {
+  std::string out(size_t(std::snprintf(nullptr, 0, format, v)), '\0');
+  std::snprintf(out.data(), out.size() + 1, format, v);
+  return out;
 }
 
-std::string csv_eval(const EvalPoint& p) {
-  const EvalReport& r = p.report;
-  char b[512];
-  std::snprintf(b, sizeof b, "eval,%lld,%.4f,%.6g,%.6g,,,,,,,,,,,,,%.6f,%.6f,%.6f,%.6f,%.6f,\n", (long long)p.step,
-                p.seconds, r.retain.loss, r.forget.loss, r.forget.acc, r.retain.acc, r.test.acc, r.retain_forget_auc,
-                r.forget_test_auc);
-  return b;
+// Cells of the step's solver report and of the evaluation's report, in the given printf format.
+std::function<std::string(const StepLog&)> report_cell(const char* format, double (*get)(const HamuReport&)) {
+  return [format, get](const StepLog& s) { return cell(format, get(s.report)); };
+}
+std::function<std::string(const StepLog&)> report_count(int32_t (*get)(const HamuReport&)) {
+  return [get](const StepLog& s) { return std::to_string(get(s.report)); };
+}
+std::function<std::string(const EvalPoint&)> eval_cell(double (*get)(const EvalReport&)) {
+  return [get](const EvalPoint& p) { return cell("%.6f", get(p.report)); };
+}
+
+const std::vector<CsvColumn>& csv_columns() {
+  using R = HamuReport;
+  using E = EvalReport;
+  static const std::vector<CsvColumn> columns = {
+      {"row", [](const StepLog&) { return std::string("step"); }, [](const EvalPoint&) { return std::string("eval"); }},
+      {"step", [](const StepLog& s) { return std::to_string(s.step); }, [](const EvalPoint& p) { return std::to_string(p.step); }},
+      {"seconds", [](const StepLog& s) { return cell("%.4f", s.seconds); }, [](const EvalPoint& p) { return cell("%.4f", p.seconds); }},
+      {"retain_loss", [](const StepLog& s) { return cell("%.6g", s.retain_loss); },
+       [](const EvalPoint& p) { return cell("%.6g", p.report.retain.loss); }},
+      {"forget_loss", [](const StepLog& s) { return cell("%.6g", s.forget_loss); },
+       [](const EvalPoint& p) { return cell("%.6g", p.report.forget.loss); }},
+      {"kappa", report_cell("%.6g", [](const R& r) { return r.kappa; }), {}},
+      {"kappa1", report_cell("%.6g", [](const R& r) { return r.kappa1; }), {}},
+      {"kappa2", report_cell("%.6g", [](const R& r) { return r.kappa2; }), {}},
+      {"retain_grad_norm", report_cell("%.6g", [](const R& r) { return r.retain_norm; }), {}},
+      {"forget_grad_norm", report_cell("%.6g", [](const R& r) { return r.forget_norm; }), {}},
+      {"angle", report_cell("%.3f", [](const R& r) { return r.angle_deg; }), {}},
+      {"direct", report_count([](const R& r) { return r.n_direct; }), {}},
+      {"rectified", report_count([](const R& r) { return r.n_rectified; }), {}},
+      {"colinear", report_count([](const R& r) { return r.n_colinear; }), {}},
+      {"infeasible", report_count([](const R& r) { return r.n_infeasible; }), {}},
+      {"feasibility_margin", report_cell("%.6g", [](const R& r) { return r.feasibility_margin; }), {}},
+      {"stopping_margin", report_cell("%.6g", [](const R& r) { return r.stopping_margin; }), {}},
+      {"forget_acc", {}, eval_cell([](const E& r) { return r.forget.acc; })},
+      {"retain_acc", {}, eval_cell([](const E& r) { return r.retain.acc; })},
+      {"test_acc", {}, eval_cell([](const E& r) { return r.test.acc; })},
+      {"retain_forget_auc", {}, eval_cell([](const E& r) { return r.retain_forget_auc; })},
+      {"forget_test_auc", {}, eval_cell([](const E& r) { return r.forget_test_auc; })},
+      {"paired", [](const StepLog& s) { return std::string(s.paired ? "1" : "0"); }, {}},
+  };
+  return columns;
+}
+
+std::string csv_header() {
+  std::string line;
+  for (const CsvColumn& c : csv_columns()) {
+    if (!line.empty()) line += ',';
+    line += c.name;
+  }
+  return line + "\n";
+}
+
+// One row of either kind: `which` picks the step or the evaluation cells.
+template <class Row, class Cell> std::string csv_row(const Row& row, Cell CsvColumn::*which) {
+  std::string line;
+  const std::vector<CsvColumn>& columns = csv_columns();
+  for (size_t i = 0; i < columns.size(); ++i) {
+    if (i > 0) line += ',';
+    if (columns[i].*which) line += (columns[i].*which)(row);
+  }
+  return line + "\n";
 }
 
 Json step_summary_json(const UnlearnResult& res) {
@@ -55,7 +110,7 @@ int cmd_unlearn(int argc, char** argv) {
       {"--model", "CKPT", "the original model (trained on retain + forget)", ""},
       {"--data", "SPEC", "data set (default: the checkpoint's)", ""},
       {"--split", "SPEC", "the forget set: class=C, class=C,rho=X, random=X, indices=FILE (default: the checkpoint's)", ""},
-      {"--method", "M", "hamu-q, hamu-u, ft, ga, gdiff, kl, scrub, npo, gru, pcgrad", "hamu-q"},
+      {"--method", "M", method_list(), "hamu-q"},
       {"--reference", "CKPT", "the retrained model: report gaps and forget KL against it", ""},
       {"--out", "CKPT", "write the unlearned model here", ""},
       {"--log", "CSV", "one row per step (and per evaluation)", ""},
@@ -65,6 +120,7 @@ int cmd_unlearn(int argc, char** argv) {
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("unlearn", "--model CKPT [--split SPEC] --method M [--reference CKPT] [--out CKPT] [--log CSV] [--json FILE]",
             flags);
+  args.add_help_section("methods", method_help());
   if (!args.parse(argc, argv)) return 0;
   // Everything is read and checked before anything is written.
   const std::string model_path = args.required("--model");
@@ -78,7 +134,7 @@ int cmd_unlearn(int argc, char** argv) {
       throw InputError("refusing to overwrite the input checkpoint " + p);
   const Device device = apply_common(args);
   UnlearnOptions opt = read_unlearn_options(args, device);
-  opt.method = parse_method(args.str("--method"));
+  opt.method = &parse_method(args.str("--method"));
   const uint64_t seed = uint64_t(args.integer("--seed"));
   UnlearnContext ctx = load_unlearn_context(model_path, args.str_or("--data", ""), args.str_or("--split", ""),
                                             args.str_or("--reference", ""), device, seed, args.integer("--eval-batch"),
@@ -87,18 +143,18 @@ int cmd_unlearn(int argc, char** argv) {
 
   models::LoadedModel work = fresh_copy(ctx);
   std::unique_ptr<models::LoadedModel> original;
-  if (needs_original(opt.method)) original = std::make_unique<models::LoadedModel>(fresh_copy(ctx));
+  if (opt.method->needs_original()) original = std::make_unique<models::LoadedModel>(fresh_copy(ctx));
 
   std::fprintf(stderr, "hamu unlearn: %s on %s, forget %zu / retain %zu (%s), %lld steps, lr %g%s, %s\n",
-               method_name(opt.method), ctx.original.spec.describe().c_str(), ctx.data.split.forget.size(),
+               method_name(*opt.method), ctx.original.spec.describe().c_str(), ctx.data.split.forget.size(),
                ctx.data.split.retain.size(), ctx.data.split.spec.c_str(), (long long)opt.steps, opt.params.lr,
-               is_hamu(opt.method) ? (", ratio " + fmt("%g", opt.ratio)).c_str() : "", device.str().c_str());
+               opt.method->is_hamu() ? (", ratio " + fmt("%g", opt.ratio)).c_str() : "", device.str().c_str());
 
   std::ofstream csv;
   if (!log_path.empty()) {
     csv.open(log_path, std::ios::trunc);
     if (!csv) throw InputError("--log: cannot write " + log_path);
-    csv << kCsvHeader;
+    csv << csv_header();
   }
   UnlearnHooks hooks;
   hooks.evaluate = [&](int64_t step, bool final) {
@@ -106,10 +162,10 @@ int cmd_unlearn(int argc, char** argv) {
                                 : evaluate_sampled(*work.model, ctx, "unlearned");
   };
   hooks.on_step = [&](const StepLog& s) {
-    if (csv.is_open()) csv << csv_step(s) << std::flush;
+    if (csv.is_open()) csv << csv_row(s, &CsvColumn::step) << std::flush;
   };
   hooks.on_eval = [&](const EvalPoint& p) {
-    if (csv.is_open()) csv << csv_eval(p) << std::flush;
+    if (csv.is_open()) csv << csv_row(p, &CsvColumn::eval) << std::flush;
   };
   hooks.notice = [](const std::string& msg) { std::fprintf(stderr, "\nhamu unlearn: %s\n", msg.c_str()); };
   UnlearnResult res =
@@ -122,8 +178,8 @@ int cmd_unlearn(int argc, char** argv) {
 
   if (!res.paired_fallback.empty() && opt.paired)
     std::fprintf(stderr, "hamu unlearn: gradients from two passes (%s)\n", res.paired_fallback.c_str());
-  std::printf("%s: %lld steps in %.1f s (stopped: %s), evaluation %.1f s\n", method_name(opt.method),
-              (long long)res.steps_done, res.seconds, res.stop_reason.c_str(), res.eval_seconds);
+  std::printf("%s: %lld steps in %.1f s (stopped: %s), evaluation %.1f s\n", method_name(*opt.method),
+              (long long)res.steps_done, res.seconds, stop_reason_name(res.stop_reason), res.eval_seconds);
   std::vector<std::pair<std::string, const EvalReport*>> cols = {{"before", &before}, {"after", &after}};
   EvalReport ref_copy;
   if (ctx.reference_report) {
@@ -134,32 +190,32 @@ int cmd_unlearn(int argc, char** argv) {
   if (after.has_reference)
     std::printf("gap to retrained: forget %.2f, retain %.2f, test %.2f points (avg %.2f); forget KL %.4f\n",
                 100 * after.gap_forget, 100 * after.gap_retain, 100 * after.gap_test, 100 * after.avg_gap, after.forget_kl);
-  if (res.stop_reason == "infeasible")
+  if (res.stop_reason == StopReason::infeasible)
     std::printf("stopped: the forget gain B = %g per step is no longer reachable within the step radius "
                 "(retain and forget gradients too aligned or too small); lower --ratio or raise --lr\n",
                 opt.ratio * opt.params.lr);
-  else if (res.stop_reason == "criterion")
+  else if (res.stop_reason == StopReason::criterion)
     std::printf("stopped: no retain-neutral forget progress of size B is left (stopping criterion)\n");
-  else if (res.stop_reason == "nan")
+  else if (res.stop_reason == StopReason::nan)
     std::printf("stopped: %lld consecutive steps had non-finite losses or gradients\n", (long long)opt.max_nan_steps);
 
   if (!out_path.empty()) {
     std::map<std::string, std::string> facts = work.metadata;
     facts["kind"] = "unlearned";
-    facts["unlearn_method"] = method_name(opt.method);
+    facts["unlearn_method"] = method_name(*opt.method);
     facts["unlearn_steps"] = std::to_string(res.steps_done);
     facts["unlearn_lr"] = fmt("%g", opt.params.lr);
     facts["unlearn_ratio"] = fmt("%g", opt.ratio);
-    facts["unlearn_stop_reason"] = res.stop_reason;
+    facts["unlearn_stop_reason"] = stop_reason_name(res.stop_reason);
     facts["split"] = ctx.data.split.spec;
     facts["metrics"] = eval_to_json(after)["splits"].dump();
     models::save_model(out_path, *work.model, work.spec, facts);
     std::printf("saved %s\n", out_path.c_str());
   }
   if (!json_path.empty()) {
-    Json j = Json::object({{"method", Json(method_name(opt.method))},
+    Json j = Json::object({{"method", Json(method_name(*opt.method))},
                            {"steps", Json(res.steps_done)},
-                           {"stop_reason", Json(res.stop_reason)},
+                           {"stop_reason", Json(stop_reason_name(res.stop_reason))},
                            {"seconds", Json(res.seconds)},
                            {"eval_seconds", Json(res.eval_seconds)},
                            {"skipped_steps", Json(res.skipped)},
@@ -171,9 +227,9 @@ int cmd_unlearn(int argc, char** argv) {
                                    {"forget_batch", Json(opt.forget_batch)},
                                    {"max_steps", Json(opt.steps)},
                                    {"clip", Json(opt.params.clip)},
-                                   {"optimizer", Json(opt.optimizer)},
+                                   {"optimizer", Json(optimizer_name(opt.optimizer))},
                                    {"seed", Json(int64_t(seed))}}));
-    if (is_hamu(opt.method)) j.set("branches", step_summary_json(res));
+    if (opt.method->is_hamu()) j.set("branches", step_summary_json(res));
     j.set("before", eval_to_json(before));
     j.set("after", eval_to_json(after));
     save_json(json_path, j);

@@ -29,6 +29,12 @@ std::vector<Flag> unlearn_option_flags() {
   };
 }
 
+std::vector<std::pair<std::string, std::string>> method_help() {
+  std::vector<std::pair<std::string, std::string>> items;
+  for (const Method* m : registered_methods()) items.push_back({m->name(), m->help()});
+  return items;
+}
+
 UnlearnOptions read_unlearn_options(const Args& args, Device device) {
   UnlearnOptions o;
   o.params.lr = args.number("--lr");
@@ -40,19 +46,12 @@ UnlearnOptions read_unlearn_options(const Args& args, Device device) {
   o.steps = args.integer("--steps");
   o.batch = args.integer("--batch");
   o.forget_batch = args.integer("--forget-batch");
-  const std::string scope = args.str("--scope");
-  if (scope == "layer") o.scope = kernels::scope_layer;
-  else if (scope == "global") o.scope = kernels::scope_global;
-  else throw InputError("--scope: '" + scope + "' is not layer or global");
-  const std::string split = args.str("--constraint-split");
-  if (split == "grad-norm") o.split = kernels::split_grad_norm;
-  else if (split == "uniform") o.split = kernels::split_uniform;
-  else if (split == "softmax-dp") o.split = kernels::split_softmax_dp;
-  else throw InputError("--constraint-split: '" + split + "' is not grad-norm, uniform or softmax-dp");
+  o.scope = parse_scope(args.str("--scope"));
+  o.split = parse_constraint_split(args.str("--constraint-split"));
   o.stop_on_criterion = args.on("--stop-on-criterion");
   o.continue_on_infeasible = args.on("--continue-on-infeasible");
   o.params.clip = args.number("--clip");
-  o.optimizer = args.str("--optimizer");
+  o.optimizer = parse_optimizer(args.str("--optimizer"));
   o.params.paper_compat = args.on("--paper-compat");
   o.paired = !args.on("--no-paired");
   o.eval_every = args.integer("--eval-every");

@@ -16,6 +16,8 @@ namespace hamu::cli {
 std::vector<Flag> unlearn_option_flags();
 // Reads them (InputError naming the flag on bad values).
 UnlearnOptions read_unlearn_options(const Args& args, Device device);
+// The registered methods with their help lines (the "methods:" section of --help).
+std::vector<std::pair<std::string, std::string>> method_help();
 
 struct UnlearnContext {
   models::LoadedModel original;        // as loaded (never modified)

@@ -26,29 +26,29 @@ Tensor original_logits(nn::Module* original, const Tensor& images) {
 }
 
 // One side: forward, loss for the log, objective backward into the routed buffers.
-double one_side(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& b, Method method,
+double one_side(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& b, const Method& method,
                 const MethodParams& params, bool retain_side, bool needed) {
   update.route_grads_to(retain_side);
   Tensor logits = model.forward(b.images);
-  const Tensor orig = needs_original(method) ? original_logits(original, b.images) : Tensor();
+  const Tensor orig = method.needs_original() ? original_logits(original, b.images) : Tensor();
   double ce;
   {
     NoGradGuard ng;
     ce = cross_entropy(logits.detach(), b.labels).item();
   }
   if (needed && std::isfinite(ce)) {
-    Tensor obj = retain_side ? retain_objective(method, params, logits, b.labels, orig)
-                             : forget_objective(method, params, logits, b.labels, orig);
+    Tensor obj = retain_side ? method.retain_objective(params, logits, b.labels, orig)
+                             : method.forget_objective(params, logits, b.labels, orig);
     obj.backward();
   }
   return ce;
 }
 
 GradientResult two_passes(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
-                          const Batch& forget, Method method, const MethodParams& params) {
+                          const Batch& forget, const Method& method, const MethodParams& params) {
   GradientResult out;
-  out.retain_loss = one_side(model, original, update, retain, method, params, true, uses_retain(method));
-  out.forget_loss = one_side(model, original, update, forget, method, params, false, uses_forget(method));
+  out.retain_loss = one_side(model, original, update, retain, method, params, true, method.uses_retain());
+  out.forget_loss = one_side(model, original, update, forget, method, params, false, method.uses_forget());
   update.release_grads();
   out.finite = std::isfinite(out.retain_loss) && std::isfinite(out.forget_loss);
   return out;
@@ -75,7 +75,7 @@ std::string module_objection(const nn::Module& m, const std::string& path) {
 
 // The paired pass. Returns false (with *why) when its result must be discarded.
 bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
-                 const Batch& forget, Method method, const MethodParams& params, GradientResult& out,
+                 const Batch& forget, const Method& method, const MethodParams& params, GradientResult& out,
                  std::string* why) {
   const int64_t nr = retain.images.shape()[0], nf = forget.images.shape()[0];
   update.release_grads();
@@ -88,7 +88,7 @@ bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, c
     for (int i = 0; i < update.count(); ++i) scope.route(ps[size_t(i)], update.retain_grads()[size_t(i)],
                                                          update.forget_grads()[size_t(i)]);
     Tensor logits = model.forward(images);
-    const Tensor orig = needs_original(method) ? original_logits(original, images) : Tensor();
+    const Tensor orig = method.needs_original() ? original_logits(original, images) : Tensor();
     Tensor lr = logits.narrow(0, 0, nr), lf = logits.narrow(0, nr, nf);
     Tensor orig_r = orig.defined() ? orig.narrow(0, 0, nr) : Tensor();
     Tensor orig_f = orig.defined() ? orig.narrow(0, nr, nf) : Tensor();
@@ -99,10 +99,10 @@ bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, c
     }
     out.finite = std::isfinite(out.retain_loss) && std::isfinite(out.forget_loss);
     Tensor total;
-    if (uses_retain(method) && std::isfinite(out.retain_loss))
-      total = retain_objective(method, params, lr, retain.labels, orig_r);
-    if (uses_forget(method) && std::isfinite(out.forget_loss)) {
-      Tensor fo = forget_objective(method, params, lf, forget.labels, orig_f);
+    if (method.uses_retain() && std::isfinite(out.retain_loss))
+      total = method.retain_objective(params, lr, retain.labels, orig_r);
+    if (method.uses_forget() && std::isfinite(out.forget_loss)) {
+      Tensor fo = method.forget_objective(params, lf, forget.labels, orig_f);
       total = total.defined() ? add(total, fo) : fo;
     }
     if (total.defined() && total.requires_grad()) total.backward();
@@ -123,10 +123,10 @@ bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, c
 }  // namespace
 
 GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
-                                 const Batch& forget, Method method, const MethodParams& params, bool allow_paired,
+                                 const Batch& forget, const Method& method, const MethodParams& params, bool allow_paired,
                                  std::string* fallback_reason) {
-  if (needs_original(method) && !original)
-    throw Error(std::string("unlearn: method ") + method_name(method) + " needs the original model");
+  if (method.needs_original() && !original)
+    throw Error("unlearn: method " + method.name() + " needs the original model");
   std::string why;
   if (!allow_paired) why = "paired pass turned off";
   else if (!retain.images.defined() || !forget.images.defined() || retain.images.dim() < 1 ||

@@ -5,7 +5,7 @@
 
 #include "engine/nn.h"
 #include "loaders/batch.h"
-#include "unlearn/methods.h"
+#include "unlearn/method.h"
 #include "unlearn/update.h"
 
 namespace hamu {
@@ -23,7 +23,7 @@ struct GradientResult {
 // otherwise two passes, and *fallback_reason says why (it is cleared when the paired pass was used).
 // Both paths give the same r and f (up to float rounding); GradientResult::paired says which ran.
 GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
-                                 const Batch& forget, Method method, const MethodParams& params, bool allow_paired,
+                                 const Batch& forget, const Method& method, const MethodParams& params, bool allow_paired,
                                  std::string* fallback_reason);
 
 }  // namespace hamu

@@ -1,5 +1,6 @@
-// unlearn/train.h: training the original model (retain ∪ forget) and the retrained reference
-// (retain only) that unlearning is judged against.
+// train/train.h: the plain supervised training loop, used for the original model (retain ∪ forget) and
+// the retrained reference (retain only) that unlearning is judged against. A layer of its own between
+// {models, loaders} and unlearn/: it needs the data sets, and unlearning does not need it.
 #pragma once
 #include <cstdint>
 #include <functional>

@@ -1,5 +1,5 @@
-// unlearn/train.cpp: the supervised training loop (forward, cross-entropy, backward, optimizer step).
-#include "unlearn/train.h"
+// train/train.cpp: the supervised training loop (forward, cross-entropy, backward, optimizer step).
+#include "train/train.h"
 
 #include <chrono>
 #include <cmath>

@@ -1,0 +1,54 @@
+// unlearn/options.h: what an unlearning run is configured with: the method (a registered object,
+// unlearn/method.h), its parameters, the optimizer and the loop's budget, and why a run stops.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "engine/tensor.h"
+#include "unlearn/hamu_config.h"
+
+namespace hamu {
+
+class Method;
+const Method& default_method();  // hamu-q (unlearn/method_registry.cpp)
+
+// sgd: theta moves by exactly the method's step; adamw: the step is fed to AdamW as the pseudo-gradient
+// -step/lr (an ablation: no per-step guarantee).
+enum class OptimizerKind { sgd, adamw };
+const char* optimizer_name(OptimizerKind o);                 // "sgd" | "adamw"
+OptimizerKind parse_optimizer(const std::string& name);  // InputError naming --optimizer
+
+enum class StopReason { max_steps, infeasible, criterion, nan };
+const char* stop_reason_name(StopReason r);  // "max_steps" | "infeasible" | "criterion" | "nan"
+
+// The constants of the methods' objectives and step rules.
+struct MethodParams {
+  double lr = 0.01;
+  double clip = 1.0;             // each objective gradient clipped to this total norm (0 = off)
+  bool paper_compat = false;     // gru/pcgrad: the published (inverted) conflict test, HAMU.md §7.1
+  double scrub_alpha = 0.001, scrub_gamma = 0.99, npo_beta = 0.1;
+};
+
+struct UnlearnOptions {
+  const Method* method = &default_method();
+  MethodParams params;              // lr, clip, paper_compat, scrub/npo constants
+  double ratio = 0.1;               // B = ratio * lr (HAMU)
+  bool fixed_radius = false;        // HAMU: R = radius instead of lr * ||a||
+  double radius = 0.0;
+  HamuScope scope = HamuScope::layer;
+  ConstraintSplit split = ConstraintSplit::grad_norm;
+  bool stop_on_criterion = false;
+  bool continue_on_infeasible = false;
+  OptimizerKind optimizer = OptimizerKind::sgd;
+  int64_t steps = 100;
+  int64_t batch = 128;              // retain batch
+  int64_t forget_batch = 128;       // forget batch
+  int64_t eval_every = 0;           // 0: evaluate only before and after
+  uint64_t seed = 0;
+  Device device;
+  bool paired = true;               // one pass over [retain; forget] where valid (else two passes)
+  bool progress = true;
+  int64_t max_nan_steps = 10;       // consecutive non-finite steps before stopping with "nan"
+};
+
+}  // namespace hamu

@@ -3,7 +3,7 @@
 # only those that are missing. Safe to run repeatedly.
 set -euo pipefail
 
-packages=(g++ make zlib1g-dev libstb-dev doctest-dev libopenblas-dev dataset-fashion-mnist)
+packages=(g++ make zlib1g-dev libstb-dev doctest-dev libopenblas-dev dataset-fashion-mnist wordnet-base)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

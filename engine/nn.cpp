@@ -20,22 +20,49 @@ void Module::train(bool on) {
   for (auto& [name, child] : children_) child->train(on);
 }
 
-void Module::collect(const std::string& prefix, bool params, Named& out) const {
-  for (const auto& [name, t] : params ? params_ : buffers_)
-    if (t->defined()) out.emplace_back(prefix + name, *t);
-  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", params, out);
+void Module::collect(const std::string& prefix, Collect what, Named& out) const {
+  if (what == Collect::buffers || what == Collect::all_params || !frozen_)
+    for (const auto& [name, t] : what == Collect::buffers ? buffers_ : params_)
+      if (t->defined()) out.emplace_back(prefix + name, *t);
+  for (const auto& [name, child] : children_) child->collect(prefix + name + ".", what, out);
 }
 
 Named Module::named_parameters() const {
   Named out;
-  collect("", true, out);
+  collect("", Collect::trainable, out);
   return out;
 }
 
 Named Module::named_buffers() const {
   Named out;
-  collect("", false, out);
+  collect("", Collect::buffers, out);
   return out;
+}
+
+Named Module::named_weights() const {
+  Named out;
+  collect("", Collect::all_params, out);
+  return out;
+}
+
+void Module::freeze() {
+  frozen_ = true;
+  for (auto& [name, t] : params_)
+    if (t->defined()) {
+      t->zero_grad();
+      // A leaf parameter simply stops asking for gradients (names and storage stay).
+      t->requires_grad_(false);
+    }
+  for (auto& [name, child] : children_) child->freeze();
+}
+
+void Module::remove_module(const std::string& name) {
+  for (auto it = children_.begin(); it != children_.end(); ++it)
+    if (it->first == name) {
+      children_.erase(it);
+      return;
+    }
+  throw Error("remove_module: no child named '" + name + "'");
 }
 
 std::vector<Tensor> Module::parameters() const {
@@ -56,9 +83,10 @@ void Module::zero_grad() {
   for (auto& [name, child] : children_) child->zero_grad();
 }
 
+// f(tensor, trainable): trainable is true for the parameters of a module that is not frozen.
 template <class F> void Module::for_each_tensor(F f) {
   for (auto& [name, t] : params_)
-    if (t->defined()) f(*t, true);
+    if (t->defined()) f(*t, !frozen_);
   for (auto& [name, t] : buffers_)
     if (t->defined()) f(*t, false);
   for (auto& [name, child] : children_) child->for_each_tensor(f);
@@ -67,12 +95,12 @@ template <class F> void Module::for_each_tensor(F f) {
 // Replaces every parameter and buffer by convert(t) (keeping its name and requires_grad); a tensor
 // for which skip(t) holds is left as it is.
 template <class Skip, class Convert> void Module::replace_tensors(Skip skip, Convert convert) {
-  for_each_tensor([&](Tensor& t, bool is_param) {
+  for_each_tensor([&](Tensor& t, bool trainable) {
     if (skip(t)) return;
     const std::string name = t.name();
     Tensor moved = convert(t.detach());
     moved.set_name(name);
-    if (is_param) moved.requires_grad_(true);
+    if (trainable) moved.requires_grad_(true);
     t = moved;
   });
 }
@@ -110,7 +138,63 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias, Rng& rng) {
   }
 }
 
-Tensor Linear::forward(const Tensor& x) { return linear(x, weight, bias); }
+Tensor Linear::forward(const Tensor& x) {
+  Tensor y = linear(x, weight, bias);
+  if (!lora_A) return y;
+  const Tensor h = lora_dropout ? (*lora_dropout)(x) : x;
+  return add(y, mul_scalar((*lora_B)((*lora_A)(h)), lora_scaling));
+}
+
+void Linear::add_lora(int64_t r, double alpha, double dropout, uint64_t seed, Rng& rng) {
+  if (lora_A) throw InputError("LoRA: layer '" + weight.name() + "' already has an adapter");
+  if (r < 1) throw InputError("LoRA: rank r must be positive, got " + std::to_string(r));
+  if (!std::isfinite(alpha) || alpha <= 0) throw InputError("LoRA: alpha must be a positive number");
+  if (!(dropout >= 0.0 && dropout < 1.0)) throw InputError("LoRA: dropout must lie in [0, 1)");
+  const int64_t in = weight.shape()[1], out = weight.shape()[0];
+  lora_A = std::make_shared<Linear>(in, r, false, rng);
+  lora_B = std::make_shared<Linear>(r, out, false, rng);
+  lora_B->weight.fill_(0.0);
+  if (weight.device() != Device{}) {
+    lora_A->to(weight.device());
+    lora_B->to(weight.device());
+  }
+  if (weight.dtype() != lora_A->weight.dtype()) {
+    lora_A->to(weight.dtype());
+    lora_B->to(weight.dtype());
+  }
+  register_module("lora_A", lora_A);
+  register_module("lora_B", lora_B);
+  if (dropout > 0) {
+    lora_dropout = register_module("lora_dropout", std::make_shared<Dropout>(dropout, seed));
+    lora_dropout->train(training());
+  }
+  lora_A->train(training());
+  lora_B->train(training());
+  lora_alpha = alpha;
+  lora_scaling = alpha / double(r);
+  // Keep the dotted names in step with the base weight's ("...q_proj.weight" -> "...q_proj.lora_A.weight").
+  const std::string& wn = weight.name();
+  const std::string prefix = wn.size() > 6 && wn.compare(wn.size() - 6, 6, "weight") == 0 ? wn.substr(0, wn.size() - 6) : "";
+  lora_A->assign_names(prefix + "lora_A.");
+  lora_B->assign_names(prefix + "lora_B.");
+}
+
+void Linear::merge_lora() {
+  if (!lora_A) throw Error("LoRA: layer '" + weight.name() + "' has no adapter to merge");
+  {
+    NoGradGuard ng;
+    Tensor delta = mul_scalar(matmul(lora_B->weight.detach(), lora_A->weight.detach()), lora_scaling);
+    Tensor merged = add(weight.detach(), delta);
+    weight.detach().copy_(merged);
+  }
+  remove_module("lora_A");
+  remove_module("lora_B");
+  if (lora_dropout) remove_module("lora_dropout");
+  lora_A.reset();
+  lora_B.reset();
+  lora_dropout.reset();
+  lora_alpha = lora_scaling = 0;
+}
 
 Conv2d::Conv2d(int64_t in, int64_t out, int kernel, int stride, int pad, bool has_bias, Rng& rng) {
   if (in < 1 || out < 1 || kernel < 1 || stride < 1 || pad < 0)

@@ -29,10 +29,19 @@ class Module {
   void eval() { train(false); }
   bool training() const { return training_; }
 
+  // The trainable parameters (what optimizers, the fused update and hardness work on); frozen ones
+  // are left out.
   Named named_parameters() const;
   Named named_buffers() const;
   std::vector<Tensor> parameters() const;
   int64_t num_parameters() const;
+  // Every parameter, trainable or frozen, in tree order: what a checkpoint holds.
+  Named named_weights() const;
+  // Freezes this module's parameters and those of its current children: requires_grad off, gradients
+  // dropped, and no longer listed by named_parameters()/parameters(), so a backward never gives them
+  // gradient buffers. Modules registered afterwards (LoRA adapters) stay trainable.
+  void freeze();
+  bool frozen() const { return frozen_; }
   void zero_grad();
   // Moves/converts parameters and buffers (keeps names and requires_grad).
   void to(Device device);
@@ -49,22 +58,40 @@ class Module {
     children_.emplace_back(name, m);
     return m;
   }
+  void remove_module(const std::string& name);
 
  private:
-  void collect(const std::string& prefix, bool params, Named& out) const;
+  enum class Collect { trainable, all_params, buffers };
+  void collect(const std::string& prefix, Collect what, Named& out) const;
   template <class F> void for_each_tensor(F f);
   template <class Skip, class Convert> void replace_tensors(Skip skip, Convert convert);
   std::vector<std::pair<std::string, Tensor*>> params_, buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
+  bool frozen_ = false;
 };
+
+class Dropout;
 
 class Linear : public Module {
  public:
   // PyTorch default init: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)).
   Linear(int64_t in, int64_t out, bool bias, Rng& rng);
   Tensor forward(const Tensor& x) override;
+
+  // LoRA in PEFT's form: y = W x + b + (alpha / r) * lora_B(lora_A(lora_dropout(x))), with children
+  // named as PEFT's state dict names them: lora_A [r, in] initialised as PEFT does (Kaiming-uniform with
+  // a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)), our Linear's default) and lora_B [out, r] zeros, so a
+  // fresh adapter changes nothing. Dropout (seeded, a fresh mask per call) acts in training mode only.
+  // The base weight keeps its own state (models/lm/lora.h freezes it). One adapter per layer.
+  void add_lora(int64_t r, double alpha, double dropout, uint64_t seed, Rng& rng);
+  // W += (alpha / r) * B A (no gradient recorded); the adapter is removed.
+  void merge_lora();
+  bool has_lora() const { return lora_A != nullptr; }
   Tensor weight, bias;
+  std::shared_ptr<Linear> lora_A, lora_B;
+  std::shared_ptr<Dropout> lora_dropout;  // null when the adapter's dropout is 0
+  double lora_alpha = 0, lora_scaling = 0;
 };
 
 class Conv2d : public Module {

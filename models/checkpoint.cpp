@@ -23,7 +23,7 @@ std::string LoadedModel::meta_or(const std::string& key, const std::string& fall
 void save_model(const std::string& path, nn::Module& model, const ModelSpec& spec,
                 const std::map<std::string, std::string>& facts) {
   std::vector<NamedTensor> tensors;
-  for (auto& [name, t] : model.named_parameters()) tensors.push_back({name, t.detach()});
+  for (auto& [name, t] : model.named_weights()) tensors.push_back({name, t.detach()});  // frozen ones too
   for (auto& [name, t] : model.named_buffers()) tensors.push_back({name, t.detach()});
   std::map<std::string, std::string> meta = facts;
   for (auto& [k, v] : spec.to_metadata()) meta[k] = v;

@@ -9,6 +9,7 @@
 #include "engine/safetensors.h"
 #include "engine/safetensors_mapped.h"
 #include "models/lm/lm.h"
+#include "models/lm/lora.h"
 
 namespace hamu::models {
 namespace {
@@ -146,8 +147,10 @@ void save_hf_dir(const std::string& dir, CausalLM& model) {
   // the old shards.
   if (fs::exists(join(dir, kIndex)))
     throw InputError(dir + ": holds a sharded checkpoint (" + std::string(kIndex) + "); save to a new directory");
+  if (has_lora(model))
+    throw InputError(dir + ": the model carries LoRA adapters; merge them first (merge_lora) or save them with save_lora");
   std::vector<NamedTensor> tensors;
-  for (auto& [name, t] : model.named_parameters()) {
+  for (auto& [name, t] : model.named_weights()) {  // frozen (LoRA base) weights too
     Tensor host = t.detach().to(Device{});
     if (host.dtype() != DType::f32) host = host.to(DType::f32);
     tensors.push_back({name, model.hf_transposed(name) ? host.transpose(0, 1).contiguous() : host});

@@ -1,0 +1,386 @@
+// models/lm/lora.cpp: LoRA adapters on a causal LM: the --lora spec, target selection (PEFT's matching
+// rule), PEFT's adapter directory read and written, merging into the base weights.
+#include "models/lm/lora.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <regex>
+#include <set>
+
+#include "engine/json.h"
+#include "engine/safetensors.h"
+#include "engine/safetensors_mapped.h"
+
+namespace hamu::models {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kAdapterConfig = "adapter_config.json";
+constexpr const char* kAdapterWeights = "adapter_model.safetensors";
+constexpr const char* kPeftPrefix = "base_model.model.";
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// PEFT's rule for a list of target names: the module path is the name or ends with "." + name.
+bool path_matches(const std::string& path, const std::string& target) {
+  return path == target || ends_with(path, "." + target);
+}
+
+// Every Linear layer of the tree in model order with its dotted path; an adapter's own A and B (children
+// of a Linear) are not descended into.
+void collect_linears(nn::Module& m, const std::string& path, std::vector<std::pair<std::string, nn::Linear*>>& out) {
+  for (const auto& [name, child] : m.children()) {
+    const std::string p = path.empty() ? name : path + "." + name;
+    if (auto* lin = dynamic_cast<nn::Linear*>(child.get())) out.emplace_back(p, lin);
+    else collect_linears(*child, p, out);
+  }
+}
+
+std::vector<std::pair<std::string, nn::Linear*>> all_linears(nn::Module& model) {
+  std::vector<std::pair<std::string, nn::Linear*>> out;
+  collect_linears(model, "", out);
+  return out;
+}
+
+double parse_number(const std::string& field, const std::string& text) {
+  char* end = nullptr;
+  const double v = text.empty() ? NAN : std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v))
+    throw InputError("--lora: " + field + " '" + text + "' is not a number");
+  return v;
+}
+
+std::string tensor_name(const std::string& path, const char* which) {
+  return std::string(kPeftPrefix) + path + "." + which + ".weight";
+}
+
+// A config option that changes what the adapter computes and that we do not implement: it must be absent or
+// at its "off" value (null, false, an empty list or object).
+void require_off(const Json& cfg, const std::string& where, const char* key) {
+  const Json* v = cfg.find(key);
+  if (!v || v->is_null()) return;
+  if ((v->is_bool() && !v->as_bool()) || ((v->is_array() || v->is_object()) && v->size() == 0)) return;
+  throw InputError(where + ": \"" + key + "\" = " + v->dump() + " is not supported (plain LoRA adapters only)");
+}
+
+// The shortest suffix of `path` (whole dotted components) whose PEFT matches among `linears` all carry
+// adapters: what target_modules needs to select this layer and no layer without an adapter.
+std::string target_name(const std::string& path, const std::vector<std::pair<std::string, nn::Linear*>>& linears) {
+  size_t pos = path.size();
+  while (true) {
+    const size_t dot = pos == 0 ? std::string::npos : path.rfind('.', pos - 1);
+    const std::string suffix = dot == std::string::npos ? path : path.substr(dot + 1);
+    bool clean = true;
+    for (const auto& [p, lin] : linears)
+      if (path_matches(p, suffix) && !lin->has_lora()) clean = false;
+    if (clean || dot == std::string::npos) return suffix;
+    pos = dot;
+  }
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+// The spec and the targets
+
+LoraSpec parse_lora_spec(const std::string& spec) {
+  LoraSpec out;
+  std::set<std::string> seen;
+  bool in_targets = false;
+  std::vector<std::string> targets;
+  size_t start = 0;
+  while (start <= spec.size()) {
+    const size_t comma = spec.find(',', start);
+    const std::string item = spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    start = comma == std::string::npos ? spec.size() + 1 : comma + 1;
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      if (!in_targets || item.empty())
+        throw InputError("--lora: '" + item + "' in '" + spec + "' is not key=value (fields: r, alpha, dropout, bias, targets)");
+      targets.push_back(item);
+      continue;
+    }
+    std::string key = item.substr(0, eq);
+    const std::string value = item.substr(eq + 1);
+    if (key == "lora_alpha") key = "alpha";
+    if (key == "lora_dropout") key = "dropout";
+    if (key == "target_modules") key = "targets";
+    if (!seen.insert(key).second) throw InputError("--lora: field '" + key + "' given twice");
+    in_targets = key == "targets";
+    if (key == "r") {
+      const double r = parse_number("r", value);
+      if (r != std::floor(r) || r < 1 || r > 1e6) throw InputError("--lora: r must be a positive integer, got '" + value + "'");
+      out.r = int64_t(r);
+    } else if (key == "alpha") {
+      out.alpha = parse_number("alpha", value);
+      if (out.alpha <= 0) throw InputError("--lora: alpha must be positive, got '" + value + "'");
+    } else if (key == "dropout") {
+      out.dropout = parse_number("dropout", value);
+      if (!(out.dropout >= 0 && out.dropout < 1)) throw InputError("--lora: dropout must lie in [0, 1), got '" + value + "'");
+    } else if (key == "bias") {
+      if (value != "none") throw InputError("--lora: bias '" + value + "' is not supported (only bias=none)");
+    } else if (key == "targets") {
+      if (value.empty()) throw InputError("--lora: targets= names no layer");
+      targets.push_back(value);
+    } else {
+      throw InputError("--lora: unknown field '" + key + "' (fields: r, alpha, dropout, bias, targets)");
+    }
+  }
+  if (seen.count("targets")) out.targets = targets;
+  return out;
+}
+
+std::vector<std::string> lora_target_modules(LmFamily family, const std::vector<std::string>& targets) {
+  static const std::map<std::string, std::string> llama = {{"q", "q_proj"},       {"k", "k_proj"},   {"v", "v_proj"},
+                                                           {"o", "o_proj"},       {"gate", "gate_proj"},
+                                                           {"up", "up_proj"},     {"down", "down_proj"}};
+  static const std::map<std::string, std::string> gpt2 = {{"q", "c_attn"}, {"k", "c_attn"},       {"v", "c_attn"},
+                                                          {"o", "attn.c_proj"}, {"up", "c_fc"}, {"down", "mlp.c_proj"}};
+  if (targets.empty()) throw InputError("--lora: no targets");
+  std::vector<std::string> out;
+  for (const std::string& t : targets) {
+    if (t.empty()) throw InputError("--lora: an empty target name");
+    std::string m = t;
+    if (family == LmFamily::gpt2) {
+      if (t == "gate") throw InputError("--lora: target 'gate' has no layer in gpt2 (its MLP has no gate projection)");
+      if (auto it = gpt2.find(t); it != gpt2.end()) m = it->second;
+    } else if (auto it = llama.find(t); it != llama.end()) {
+      m = it->second;
+    }
+    bool dup = false;
+    for (const std::string& o : out) dup = dup || o == m;
+    if (!dup) out.push_back(m);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, nn::Linear*>> lora_select(CausalLM& model, const std::vector<std::string>& target_modules) {
+  const auto linears = all_linears(model);
+  std::vector<bool> chosen(linears.size(), false);
+  for (const std::string& t : target_modules) {
+    bool any = false;
+    for (size_t i = 0; i < linears.size(); ++i)
+      if (path_matches(linears[i].first, t)) chosen[i] = any = true;
+    if (!any)
+      throw InputError("LoRA: target '" + t + "' matches no Linear layer of " + model.config().describe());
+  }
+  std::vector<std::pair<std::string, nn::Linear*>> out;
+  for (size_t i = 0; i < linears.size(); ++i)
+    if (chosen[i]) out.push_back(linears[i]);
+  return out;
+}
+
+std::vector<std::pair<std::string, nn::Linear*>> lora_layers(nn::Module& model) {
+  std::vector<std::pair<std::string, nn::Linear*>> out;
+  for (const auto& l : all_linears(model))
+    if (l.second->has_lora()) out.push_back(l);
+  return out;
+}
+
+bool has_lora(nn::Module& model) { return !lora_layers(model).empty(); }
+
+namespace {
+
+// Freezes the model and attaches adapters to `layers` (checked beforehand: none carries one).
+void attach(CausalLM& model, const std::vector<std::pair<std::string, nn::Linear*>>& layers, int64_t r, double alpha,
+            double dropout, uint64_t seed) {
+  model.freeze();
+  Rng rng(seed ^ 0x4C6F5241ull);  // "LoRA": A's init stream, independent of the dropout streams
+  uint64_t stream = seed;
+  for (const auto& [path, lin] : layers) lin->add_lora(r, alpha, dropout, splitmix64(stream), rng);
+}
+
+void require_no_adapters(nn::Module& model, const std::string& who) {
+  if (has_lora(model))
+    throw InputError(who + ": the model already carries LoRA adapters (merge or drop them first)");
+}
+
+}  // namespace
+
+std::vector<std::string> add_lora(CausalLM& model, const LoraSpec& spec, uint64_t seed) {
+  if (spec.r < 1) throw InputError("--lora: r must be a positive integer, got " + std::to_string(spec.r));
+  const auto layers = lora_select(model, lora_target_modules(model.config().family, spec.targets));
+  require_no_adapters(model, "--lora");
+  attach(model, layers, spec.r, spec.alpha, spec.dropout, seed);
+  std::vector<std::string> paths;
+  for (const auto& l : layers) paths.push_back(l.first);
+  return paths;
+}
+
+void merge_lora(CausalLM& model) {
+  for (const auto& [path, lin] : lora_layers(model)) lin->merge_lora();
+}
+
+// ------------------------------------------------------------------------------------------------
+// PEFT's directory
+
+void save_lora(const std::string& dir, CausalLM& model, const std::string& base_model) {
+  const auto layers = lora_layers(model);
+  if (layers.empty()) throw Error("save_lora: the model carries no LoRA adapters");
+  const nn::Linear& first = *layers.front().second;
+  const int64_t r = first.lora_A->weight.shape()[0];
+  const double dropout = first.lora_dropout ? first.lora_dropout->p : 0.0;
+  for (const auto& [path, lin] : layers) {
+    const double p = lin->lora_dropout ? lin->lora_dropout->p : 0.0;
+    // adapter_config.json holds one r, alpha and dropout (rank_pattern / alpha_pattern are not written).
+    if (lin->lora_A->weight.shape()[0] != r || lin->lora_alpha != first.lora_alpha || p != dropout)
+      throw Error("save_lora: adapter '" + path + "' has another r, alpha or dropout than '" + layers.front().first + "'");
+  }
+  const auto linears = all_linears(model);
+  std::vector<std::string> targets;
+  for (const auto& [path, lin] : layers) {
+    const std::string t = target_name(path, linears);
+    bool dup = false;
+    for (const std::string& o : targets) dup = dup || o == t;
+    if (!dup) targets.push_back(t);
+  }
+  std::sort(targets.begin(), targets.end());
+
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (!fs::is_directory(dir)) throw InputError(dir + ": cannot create the output directory" + (ec ? ": " + ec.message() : ""));
+  std::vector<NamedTensor> tensors;
+  for (const auto& [path, lin] : layers)
+    for (const auto& [which, m] : {std::pair<const char*, nn::Linear*>{"lora_A", lin->lora_A.get()}, {"lora_B", lin->lora_B.get()}}) {
+      Tensor host = m->weight.detach().to(Device{});
+      if (host.dtype() != DType::f32) host = host.to(DType::f32);
+      tensors.push_back({tensor_name(path, which), host.contiguous()});
+    }
+  save_safetensors((fs::path(dir) / kAdapterWeights).string(), tensors, {{"format", "pt"}});
+
+  // The fields peft writes (sorted as it sorts them), with the values of a plain LoRA adapter.
+  Json cfg = Json::object();
+  cfg.set("alpha_pattern", Json::object());
+  cfg.set("base_model_name_or_path", base_model.empty() ? Json() : Json(base_model));
+  cfg.set("bias", "none");
+  cfg.set("exclude_modules", Json());
+  cfg.set("fan_in_fan_out", model.config().family == LmFamily::gpt2);  // GPT-2's Conv1D, as peft sets it
+  cfg.set("inference_mode", true);
+  cfg.set("init_lora_weights", true);
+  cfg.set("layers_pattern", Json());
+  cfg.set("layers_to_transform", Json());
+  cfg.set("lora_alpha", first.lora_alpha);
+  cfg.set("lora_bias", false);
+  cfg.set("lora_dropout", dropout);
+  cfg.set("modules_to_save", Json());
+  cfg.set("peft_type", "LORA");
+  cfg.set("r", r);
+  cfg.set("rank_pattern", Json::object());
+  cfg.set("revision", Json());
+  cfg.set("target_modules", targets);
+  cfg.set("task_type", "CAUSAL_LM");
+  cfg.set("use_dora", false);
+  cfg.set("use_rslora", false);
+  save_json((fs::path(dir) / kAdapterConfig).string(), cfg);
+}
+
+void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
+  const std::string cfg_path = (fs::path(dir) / kAdapterConfig).string();
+  const std::string weights_path = (fs::path(dir) / kAdapterWeights).string();
+  if (!fs::is_regular_file(cfg_path)) throw InputError(dir + ": no " + std::string(kAdapterConfig) + " (not a PEFT adapter directory)");
+  const Json cfg = load_json(cfg_path);
+  if (!cfg.is_object()) throw InputError(cfg_path + ": not a JSON object");
+  const std::string peft_type = cfg.get_or("peft_type", "");
+  if (peft_type != "LORA")
+    throw InputError(cfg_path + ": peft_type \"" + peft_type + "\" is not LORA (only LoRA adapters are read)");
+  const std::string task = cfg.get_or("task_type", "CAUSAL_LM");
+  if (task != "CAUSAL_LM") throw InputError(cfg_path + ": task_type \"" + task + "\" is not CAUSAL_LM");
+  const Json* rj = cfg.find("r");
+  if (!rj || !rj->is_integer() || rj->as_int() < 1)
+    throw InputError(cfg_path + ": \"r\" must be a positive integer, got " + (rj ? rj->dump() : std::string("nothing")));
+  const int64_t r = rj->as_int();
+  const Json* aj = cfg.find("lora_alpha");
+  if (!aj || !aj->is_number() || !(aj->as_number() > 0) || !std::isfinite(aj->as_number()))
+    throw InputError(cfg_path + ": \"lora_alpha\" must be a positive number, got " + (aj ? aj->dump() : std::string("nothing")));
+  const double alpha = aj->as_number();
+  const double dropout = cfg.get_or<double>("lora_dropout", 0.0);
+  if (!(dropout >= 0 && dropout < 1)) throw InputError(cfg_path + ": \"lora_dropout\" must lie in [0, 1)");
+  const std::string bias = cfg.get_or("bias", "none");
+  if (bias != "none") throw InputError(cfg_path + ": \"bias\" = \"" + bias + "\" is not supported (only \"none\")");
+  for (const char* key : {"use_dora", "use_rslora", "lora_bias", "rank_pattern", "alpha_pattern", "modules_to_save",
+                          "layers_to_transform", "exclude_modules", "target_parameters", "trainable_token_indices",
+                          "layer_replication", "use_qalora", "alora_invocation_tokens"})
+    require_off(cfg, cfg_path, key);
+
+  // The layers: a list of names (PEFT's suffix rule) or one string matched as a whole-path regex.
+  const Json* tj = cfg.find("target_modules");
+  std::vector<std::pair<std::string, nn::Linear*>> layers;
+  if (tj && tj->is_string()) {
+    const std::string& pattern = tj->as_string();
+    if (pattern.size() > 4096) throw InputError(cfg_path + ": \"target_modules\" regex longer than 4096 characters");
+    std::regex re;
+    try {
+      re = std::regex(pattern, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      throw InputError(cfg_path + ": \"target_modules\" regex '" + pattern + "' is invalid: " + e.what());
+    }
+    for (const auto& l : all_linears(model))
+      if (std::regex_match(l.first, re)) layers.push_back(l);
+    if (layers.empty())
+      throw InputError(cfg_path + ": \"target_modules\" regex '" + pattern + "' matches no Linear layer of " +
+                       model.config().describe());
+  } else if (tj && tj->is_array() && tj->size() > 0) {
+    std::vector<std::string> names;
+    for (const Json& t : tj->as_array()) {
+      if (!t.is_string() || t.as_string().empty()) throw InputError(cfg_path + ": \"target_modules\" holds " + t.dump());
+      names.push_back(t.as_string());
+    }
+    try {
+      layers = lora_select(model, names);
+    } catch (const InputError& e) {
+      throw InputError(cfg_path + ": " + e.what());
+    }
+  } else {
+    throw InputError(cfg_path + ": \"target_modules\" must be a non-empty list of module names or a regex string");
+  }
+  require_no_adapters(model, dir);
+
+  // Every tensor read and checked before the model changes.
+  if (!fs::is_regular_file(weights_path))
+    throw InputError(dir + ": no " + std::string(kAdapterWeights) +
+                     (fs::exists(fs::path(dir) / "adapter_model.bin") ? " (only safetensors adapters are read; adapter_model.bin is not)"
+                                                                       : ""));
+  MappedSafetensors file(weights_path);
+  std::set<std::string> used;
+  std::vector<Tensor> values;  // A, B per layer
+  for (const auto& [path, lin] : layers) {
+    const int64_t in = lin->weight.shape()[1], out = lin->weight.shape()[0];
+    for (const auto& [which, want] : {std::pair<const char*, Shape>{"lora_A", Shape{r, in}}, {"lora_B", Shape{out, r}}}) {
+      const std::string name = tensor_name(path, which);
+      const MappedTensorInfo* info = file.find(name);
+      if (!info)
+        throw InputError(weights_path + ": tensor '" + name + "' is missing (" + kAdapterConfig + " targets '" + path + "')");
+      if (info->shape != want)
+        throw InputError(weights_path + ": tensor '" + name + "' has shape " + shape_str(info->shape) + ", " +
+                         model.config().describe() + " with r " + std::to_string(r) + " needs " + shape_str(want) +
+                         " (an adapter for another base model?)");
+      Tensor v = file.read(*info, DType::f32);
+      const float* d = v.data<float>();
+      for (int64_t i = 0; i < v.numel(); ++i)
+        if (!std::isfinite(d[i]))
+          throw InputError(weights_path + ": tensor '" + name + "' holds a non-finite value at element " + std::to_string(i));
+      values.push_back(v);
+      used.insert(name);
+    }
+  }
+  for (const MappedTensorInfo& t : file.tensors())
+    if (!used.count(t.name))
+      throw InputError(weights_path + ": unexpected tensor '" + t.name + "' (no Linear layer selected by " + kAdapterConfig +
+                       " carries it)");
+
+  attach(model, layers, r, alpha, dropout, seed);
+  size_t k = 0;
+  for (const auto& [path, lin] : layers) {
+    Tensor a = lin->lora_A->weight.detach(), b = lin->lora_B->weight.detach();
+    a.copy_(values[k++]);
+    b.copy_(values[k++]);
+  }
+}
+
+}  // namespace hamu::models

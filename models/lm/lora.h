@@ -1,0 +1,67 @@
+// models/lm/lora.h: LoRA adapters on a causal LM's Linear layers (the `--lora r=8,alpha=16,...` spec), the
+// base model frozen; adapters saved and loaded in PEFT's layout (adapter_config.json +
+// adapter_model.safetensors, names "base_model.model.<module>.lora_A.weight" [r, in] / ".lora_B.weight"
+// [out, r], Linear layout even for GPT-2's Conv1D, as peft writes them) and merged into the base weights.
+//
+// With adapters on, the model's parameters() are the adapters' A and B only (the base weights are frozen:
+// no requires_grad, never a gradient buffer), so optimizers, the fused unlearning update, the paired
+// backward and hardness run over the adapter blocks; named_weights() still lists everything.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "models/lm/lm.h"
+
+namespace hamu::models {
+
+struct LoraSpec {
+  int64_t r = 8;
+  double alpha = 16;
+  double dropout = 0.0;
+  // As given: short names (q, k, v, o, gate, up, down) or Hugging Face module names / suffixes
+  // ("q_proj", "c_attn", "mlp.c_proj", "model.layers.0.self_attn.q_proj").
+  std::vector<std::string> targets = {"q", "k", "v", "o", "gate", "up", "down"};
+};
+
+// "r=8,alpha=16,dropout=0.05,targets=q,k,v,o,gate,up,down" (targets last: the comma-separated names after
+// "targets=" run to the end; "bias=none" is accepted, any other bias refused). Missing fields keep their
+// defaults (r 8, alpha 16, dropout 0, the seven Llama projections). InputError naming --lora and the field.
+LoraSpec parse_lora_spec(const std::string& spec);
+
+// The PEFT target_modules a spec's targets select in a family. Llama: q -> q_proj, k -> k_proj, v -> v_proj,
+// o -> o_proj, gate -> gate_proj, up -> up_proj, down -> down_proj. GPT-2 (fused Conv1D layers): q, k, v ->
+// c_attn (one layer holds all three), o -> attn.c_proj, up -> c_fc, down -> mlp.c_proj; gate is refused
+// (GPT-2's MLP has none). Any other name passes through as a Hugging Face module name.
+std::vector<std::string> lora_target_modules(LmFamily family, const std::vector<std::string>& targets);
+
+// The Linear layers of `model` that `target_modules` select (PEFT's rule: a module path equal to a target or
+// ending in "." + target), in model order. InputError naming a target that selects no Linear layer.
+std::vector<std::pair<std::string, nn::Linear*>> lora_select(CausalLM& model, const std::vector<std::string>& target_modules);
+
+// The layers that carry adapters, in model order (path without ".weight").
+std::vector<std::pair<std::string, nn::Linear*>> lora_layers(nn::Module& model);
+bool has_lora(nn::Module& model);
+
+// Freezes the model and puts fresh adapters (PEFT's init: the model's output is unchanged) on every selected
+// layer; dropout masks are seeded from `seed` (one stream per layer). Returns the adapted layers' paths.
+std::vector<std::string> add_lora(CausalLM& model, const LoraSpec& spec, uint64_t seed = 0);
+
+// PEFT's directory: DIR/adapter_config.json and DIR/adapter_model.safetensors (float32, {"format": "pt"}),
+// each written atomically; DIR is created when needed. base_model goes to base_model_name_or_path.
+void save_lora(const std::string& dir, CausalLM& model, const std::string& base_model = "");
+
+// Reads a PEFT LoRA directory (ours or peft's): checks adapter_config.json (peft_type LORA, bias none, no
+// DoRA / rsLoRA / rank or alpha patterns / modules_to_save / layer selections), selects its target_modules (a
+// list of names, or a string matched as a whole-path regex, as peft does), checks every adapter tensor's
+// presence, shape and finiteness, and only then freezes the model and attaches the adapters. Everything
+// is an InputError naming the file and the field or tensor; the model is untouched when loading fails.
+// The model must not carry adapters already.
+void load_lora(const std::string& dir, CausalLM& model, uint64_t seed = 0);
+
+// Folds every adapter into its base weight (W += alpha / r * B A) and removes it; the model's output is
+// unchanged and save_hf_dir then writes a plain Hugging Face directory. The weights stay frozen.
+void merge_lora(CausalLM& model);
+
+}  // namespace hamu::models

@@ -17,8 +17,12 @@
 // - Give small variants (<= kFdMaxElems input elements: float64 finite differences on the CPU) AND
 //   odd-sized ones that cross block/grid boundaries (1, 3, 1000003, rows of 257, ...) for the backends.
 //   A variant with ties or kinks in its inputs sets .fd = false.
-// - .grad = false for ops without a gradient; .cuda = false while the op has no CUDA kernel (its CUDA
-//   run is then skipped and named, instead of failing); .no_cudnn_too for ops with a cuDNN path.
+// - .grad = false for ops without a gradient; .no_cudnn_too for ops with a cuDNN path.
+// - An op landing CPU-first: its engine op throws on a CUDA tensor (e.g. `if constexpr (std::is_same_v<
+//   std::decay_t<decltype(ctx)>, kernels::CudaCtx>) throw Error("my_op: no CUDA kernel yet")` inside
+//   dispatch, so the CUDA build still links) and the entry says .cuda = false: the GPU run then names it
+//   as skipped. Without the flag the runner reports the throw as a failure naming the op and variant.
+// - Kernel entry points no engine op reaches go to tests/backend_kernel_cases.cpp instead.
 // - build() may call any engine ops; the runner drives forward and backward on every backend.
 #include <cmath>
 #include <cstdint>

@@ -2,7 +2,7 @@
 // (tests/fixtures/lora, made by scripts/make_lora_fixtures.py) giving peft's logits, losses and adapter
 // gradients, save -> reload byte-identical, merging, frozen base weights (no gradient buffers), the paired
 // backward through adapters, per-sample capture of [B,T,.] linears against materialised per-sample gradients
-// (ghost similarity), and every bad adapter a clear InputError naming the file and the tensor or field.
+// (ghost similarity), frozen modules in checkpoints, and every bad adapter a clear InputError naming the file and the tensor or field.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -19,6 +19,7 @@
 #include "engine/paired.h"
 #include "engine/safetensors.h"
 #include "engine/safetensors_mapped.h"
+#include "models/checkpoint.h"
 #include "models/lm/lm.h"
 #include "models/lm/lora.h"
 #include "tests/files.h"
@@ -664,4 +665,46 @@ TEST_CASE("lora bad adapters: one InputError naming the file and the field or te
   CHECK(lora_layers(*m).size() == 14);
   // Loading onto a model that already has adapters is refused.
   CHECK(contains(input_error([&] { load_lora(lora_fixture("llama_gqa"), *m); }), "already carries LoRA adapters"));
+}
+
+TEST_CASE("lora: apply_lora takes a spec or a PEFT directory; the summary counts trainable values") {
+  LoadedLm a = load_hf_dir(lm_fixture("llama_gqa"));
+  const std::string line = apply_lora(*a.model, "r=2,alpha=4,dropout=0.05,targets=q,v");
+  MESSAGE(line);
+  CHECK(contains(line, "LoRA r 2, alpha 4, dropout 0.05 on 4 layers (q_proj, v_proj): "));
+  int64_t adapters = 0;
+  for (const auto& [path, lin] : lora_layers(*a.model)) adapters += lin->lora_A->weight.numel() + lin->lora_B->weight.numel();
+  CHECK(a.model->num_parameters() == adapters);
+  CHECK(contains(line, ": " + std::to_string(adapters) + " trainable of "));
+  LoadedLm b = load_hf_dir(lm_fixture("llama_gqa"));
+  CHECK(contains(apply_lora(*b.model, lora_fixture("llama_gqa")), "LoRA r 4, alpha 8, dropout 0 on 14 layers"));
+  LoadedLm c = load_hf_dir(lm_fixture("llama_gqa"));
+  CHECK(contains(input_error([&] { apply_lora(*c.model, lm_fixture("llama_gqa")); }), "holds no adapter_config.json"));
+  CHECK(contains(input_error([&] { apply_lora(*c.model, "r=4,targets=q,nope"); }), "target 'nope'"));
+  CHECK(lora_summary(*c.model) == "no LoRA adapters");
+}
+
+TEST_CASE("frozen modules: checkpoints keep frozen weights; to() keeps them frozen") {
+  TempDir tmp;
+  Rng rng(4);
+  const ModelSpec spec{"mlp", 1, 28, 28, 10};
+  auto m = build_model(spec, rng);
+  const nn::Named before = m->named_parameters();
+  m->freeze();
+  CHECK(m->parameters().empty());
+  CHECK(m->named_weights().size() == before.size());
+  m->to(DType::f64);
+  for (const auto& [n, w] : m->named_weights()) {
+    CHECK(w.dtype() == DType::f64);
+    CHECK_FALSE(w.requires_grad());
+  }
+  m->to(DType::f32);
+  save_model(tmp / "frozen.safetensors", *m, spec, {});
+  LoadedModel back = load_model(tmp / "frozen.safetensors");
+  const nn::Named got = back.model->named_parameters();
+  REQUIRE(got.size() == before.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    CHECK(got[i].first == before[i].first);
+    CHECK(got[i].second.to_vector<float>() == before[i].second.to_vector<float>());
+  }
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -211,6 +212,36 @@ std::vector<std::string> add_lora(CausalLM& model, const LoraSpec& spec, uint64_
   std::vector<std::string> paths;
   for (const auto& l : layers) paths.push_back(l.first);
   return paths;
+}
+
+std::string apply_lora(CausalLM& model, const std::string& spec_or_dir, uint64_t seed) {
+  std::error_code ec;
+  if (fs::is_regular_file(fs::path(spec_or_dir) / kAdapterConfig, ec)) load_lora(spec_or_dir, model, seed);
+  else if (fs::is_directory(spec_or_dir, ec))
+    throw InputError("--lora: directory " + spec_or_dir + " holds no " + kAdapterConfig + " (not a PEFT adapter)");
+  else add_lora(model, parse_lora_spec(spec_or_dir), seed);
+  return lora_summary(model);
+}
+
+std::string lora_summary(CausalLM& model) {
+  const auto layers = lora_layers(model);
+  if (layers.empty()) return "no LoRA adapters";
+  const nn::Linear& first = *layers.front().second;
+  std::vector<std::string> kinds;
+  for (const auto& [path, lin] : layers) {
+    const std::string leaf = path.substr(path.rfind('.') + 1);
+    if (std::find(kinds.begin(), kinds.end(), leaf) == kinds.end()) kinds.push_back(leaf);
+  }
+  std::string names;
+  for (const std::string& k : kinds) names += (names.empty() ? "" : ", ") + k;
+  char alpha[32], dropout[32];
+  std::snprintf(alpha, sizeof alpha, "%g", first.lora_alpha);
+  std::snprintf(dropout, sizeof dropout, "%g", first.lora_dropout ? first.lora_dropout->p : 0.0);
+  int64_t all = 0;
+  for (const auto& [n, w] : model.named_weights()) all += w.numel();
+  return "LoRA r " + std::to_string(first.lora_A->weight.shape()[0]) + ", alpha " + alpha + ", dropout " + dropout +
+         " on " + std::to_string(layers.size()) + " layers (" + names + "): " + std::to_string(model.num_parameters()) +
+         " trainable of " + std::to_string(all);
 }
 
 void merge_lora(CausalLM& model) {

@@ -60,6 +60,13 @@ void save_lora(const std::string& dir, CausalLM& model, const std::string& base_
 // The model must not carry adapters already.
 void load_lora(const std::string& dir, CausalLM& model, uint64_t seed = 0);
 
+// What a `--lora` flag names, applied: a PEFT adapter directory (holding adapter_config.json) is loaded with
+// load_lora, anything else is parsed as a spec and fresh adapters are added. Returns lora_summary's line.
+std::string apply_lora(CausalLM& model, const std::string& spec_or_dir, uint64_t seed = 0);
+
+// One line for logs: "LoRA r 8, alpha 16, dropout 0.05 on 14 layers (q_proj, ...): 28672 trainable of 1234567".
+std::string lora_summary(CausalLM& model);
+
 // Folds every adapter into its base weight (W += alpha / r * B A) and removes it; the model's output is
 // unchanged and save_hf_dir then writes a plain Hugging Face directory. The weights stay frozen.
 void merge_lora(CausalLM& model);

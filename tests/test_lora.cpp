@@ -209,6 +209,10 @@ TEST_CASE("lora spec: fields, defaults and refusals") {
   CHECK(s.alpha == 16);
   CHECK(s.targets == std::vector<std::string>{"c_attn", "mlp.c_proj"});
   CHECK(parse_lora_spec("r=2").targets.size() == 7);
+  s = parse_lora_spec(" r = 2, alpha=3 ,targets= q, v ");
+  CHECK(s.r == 2);
+  CHECK(s.alpha == 3);
+  CHECK(s.targets == std::vector<std::string>{"q", "v"});
   CHECK(contains(input_error([] { parse_lora_spec("r=0"); }), "r must be a positive integer"));
   CHECK(contains(input_error([] { parse_lora_spec("r=-3"); }), "r must be a positive integer"));
   CHECK(contains(input_error([] { parse_lora_spec("r=2.5"); }), "r must be a positive integer"));

@@ -98,7 +98,14 @@ LoraSpec parse_lora_spec(const std::string& spec) {
   size_t start = 0;
   while (start <= spec.size()) {
     const size_t comma = spec.find(',', start);
-    const std::string item = spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    std::string item = spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    // Spaces around items and around '=' are ignored ("r=8, alpha = 16").
+    auto trim = [](std::string x) {
+      const size_t a = x.find_first_not_of(" \t"), b = x.find_last_not_of(" \t");
+      return a == std::string::npos ? std::string() : x.substr(a, b - a + 1);
+    };
+    item = trim(item);
+    if (const size_t e = item.find('='); e != std::string::npos) item = trim(item.substr(0, e)) + "=" + trim(item.substr(e + 1));
     start = comma == std::string::npos ? spec.size() + 1 : comma + 1;
     const size_t eq = item.find('=');
     if (eq == std::string::npos) {

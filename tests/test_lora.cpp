@@ -252,6 +252,13 @@ TEST_CASE("lora targets: short names per family, Hugging Face names, unknown tar
   spec.r = 0;
   spec.targets = {"q"};
   CHECK(contains(input_error([&] { add_lora(*l.model, spec); }), "r must be a positive integer"));
+  spec.r = 2;
+  spec.alpha = -1;
+  CHECK(contains(input_error([&] { add_lora(*l.model, spec); }), "alpha must be positive"));
+  spec.alpha = 4;
+  spec.dropout = 1.5;
+  CHECK(contains(input_error([&] { add_lora(*l.model, spec); }), "dropout must lie in [0, 1)"));
+  CHECK(l.model->named_parameters().size() == l.model->named_weights().size());  // still nothing changed
 }
 
 TEST_CASE("lora: a fresh adapter changes nothing; only adapters are trainable; base weights get no gradient") {

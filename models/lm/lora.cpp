@@ -212,7 +212,10 @@ void require_no_adapters(nn::Module& model, const std::string& who) {
 }  // namespace
 
 std::vector<std::string> add_lora(CausalLM& model, const LoraSpec& spec, uint64_t seed) {
+  // Checked before anything changes (Linear::add_lora checks again, after the model is frozen).
   if (spec.r < 1) throw InputError("--lora: r must be a positive integer, got " + std::to_string(spec.r));
+  if (!std::isfinite(spec.alpha) || spec.alpha <= 0) throw InputError("--lora: alpha must be positive");
+  if (!(spec.dropout >= 0 && spec.dropout < 1)) throw InputError("--lora: dropout must lie in [0, 1)");
   const auto layers = lora_select(model, lora_target_modules(model.config().family, spec.targets));
   require_no_adapters(model, "--lora");
   attach(model, layers, spec.r, spec.alpha, spec.dropout, seed);

@@ -1,14 +1,117 @@
-// cli/cmd_eval.cpp: `hamu eval` — accuracy, loss, entropy and membership AUCs on forget/retain/test.
+// cli/cmd_eval.cpp: `hamu eval` — image classifiers: accuracy, loss, entropy and membership AUCs on
+// forget/retain/test; language models (a Hugging Face directory, or QA data): completion-only answer-token
+// loss, accuracy and token count per split.
 #include <cstdio>
+#include <cstring>
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/lm_setup.h"
+#include "engine/progress.h"
+#include "loaders/text_spec.h"
+#include "loaders/text_split.h"
 #include "models/checkpoint.h"
+#include "models/lm/generate.h"
 #include "unlearn/metrics.h"
 
 namespace hamu::cli {
+namespace {
+
+// True when the command line evaluates a language model: --model is a Hugging Face directory or --data text.
+bool is_text_eval(int argc, char** argv) {
+  for (int i = 0; i + 1 < argc; ++i) {
+    if (!std::strcmp(argv[i], "--model") && models::is_hf_dir(argv[i + 1])) return true;
+    if (!std::strcmp(argv[i], "--data") && is_text_data_spec(argv[i + 1])) return true;
+  }
+  return false;
+}
+
+// `hamu eval --model DIR --data qa:FILE`: every split's answer tokens scored teacher-forced, with the pairs
+// tokenised by the training rule (loaders/template.h). Loss = summed NLL / scored tokens of the split.
+int cmd_eval_text(int argc, char** argv) {
+  std::vector<Flag> flags = {
+      {"--model", "DIR", "a Hugging Face model directory with its tokenizer.json", ""},
+      {"--data", "SPEC", "qa:FILE.jsonl[,q=FIELD,a=FIELD] or wordnet-qa[:N]", ""},
+      {"--split", "SPEC", "fraction=X | group=NAME | forget=FILE [,holdout=X | test=FILE] (default: one split, all)", ""},
+      {"--template", "T", "plain, llama2-chat or chatml (as in training)", "plain"},
+      {"--batch", "N", "sequences per forward pass (right-padded)", "16"},
+      {"--json", "FILE", "write the evaluation as JSON", ""},
+  };
+  for (Flag f : common_flags()) flags.push_back(f);
+  Args args("eval", "--model DIR --data qa:FILE.jsonl [--split SPEC] [--template T] [--json FILE]", flags);
+  if (!args.parse(argc, argv)) return 0;
+  const std::string dir = args.required("--model");
+  const std::string data_spec = args.required("--data");
+  const std::string json_path = args.str_or("--json", "");
+  if (!json_path.empty()) check_output_path("--json", json_path);
+  const PromptTemplate tmpl = parse_template(args.str("--template"));
+  const int64_t batch = args.integer("--batch");
+  if (batch < 1) throw InputError("--batch: must be at least 1");
+  const Device device = apply_common(args);
+  if (!is_text_data_spec(data_spec))
+    throw InputError("--data: a language model is evaluated on text (qa:FILE or wordnet-qa), not '" + data_spec + "'");
+  const LmWithTokenizer m = load_lm_with_tokenizer(dir, device);
+  template_stop_id(tmpl, m.tok);
+  const TextDataSpec spec = parse_text_data_spec(data_spec);
+  const QaDataset data = load_text_data(spec);
+
+  std::vector<std::pair<std::string, std::vector<QaPair>>> splits;
+  std::string split_name = "all";
+  if (args.has("--split")) {
+    TextSplitOptions so;
+    so.default_seed = uint64_t(args.integer("--seed"));
+    so.fields = spec.fields;
+    const TextSplit ts = make_text_split(args.str("--split"), data, so);
+    for (const std::string& note : ts.notes) std::fprintf(stderr, "note: %s\n", note.c_str());
+    splits = {{"forget", ts.forget}, {"retain", ts.retain}};
+    if (!ts.test.empty()) splits.push_back({"test", ts.test});
+    split_name = ts.spec;
+  } else {
+    splits = {{"all", data.pairs}};
+  }
+
+  // Pairs longer than the model's context are cut to it (the answer's end goes first), counted and warned.
+  QaTemplateOptions topt;
+  topt.max_length = models::lm_context_length(m.lm->config());
+  Json splits_json = Json::object();
+  std::printf("%s: %s on %s, template %s, split %s\n", dir.c_str(), m.lm->config().describe().c_str(), data.source.c_str(),
+              template_name(tmpl), split_name.c_str());
+  std::printf("%-8s %8s %9s %9s %9s\n", "split", "n", "tokens", "loss", "accuracy");
+  int64_t truncated = 0;
+  for (const auto& [name, pairs] : splits) {
+    const QaBatchTokens toks = tokenize_qa_pairs(m.tok, tmpl, qa_text_pairs(pairs), topt);
+    if (!toks.warning.empty()) std::fprintf(stderr, "%s (split %s)\n", toks.warning.c_str(), name.c_str());
+    truncated += toks.truncated;
+    std::vector<std::vector<int32_t>> ids, labels;
+    for (const QaTokens& t : toks.pairs) {
+      ids.push_back(t.ids);
+      labels.push_back(t.labels);
+    }
+    Progress bar((int64_t(ids.size()) + batch - 1) / batch, "eval " + name, "batch/s");
+    const models::ScoreResult r =
+        models::score_sequences(*m.lm, ids, labels, batch, [&](int64_t done, int64_t) { bar.update(done); });
+    bar.finish();
+    std::printf("%-8s %8zu %9lld %9.4f %8.2f%%\n", name.c_str(), pairs.size(), (long long)r.total.tokens, r.total.loss(),
+                100.0 * r.total.accuracy());
+    splits_json.set(name, Json::object({{"n", int64_t(pairs.size())},
+                                        {"loss", r.total.loss()},
+                                        {"acc", r.total.accuracy()},
+                                        {"tokens", r.total.tokens}}));
+  }
+  if (!json_path.empty())
+    save_json(json_path, Json::object({{"model", dir},
+                                       {"data", data.source},
+                                       {"split", split_name},
+                                       {"template", template_name(tmpl)},
+                                       {"truncated", truncated},
+                                       {"splits", splits_json}}));
+  return 0;
+}
+
+}  // namespace
 
 int cmd_eval(int argc, char** argv) {
+  if (is_text_eval(argc, argv)) return cmd_eval_text(argc, argv);
   std::vector<Flag> flags = {
       {"--model", "CKPT", "the checkpoint to evaluate", ""},
       {"--data", "SPEC", "data set (default: the one the checkpoint was trained on)", ""},

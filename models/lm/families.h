@@ -25,6 +25,10 @@ template <class M> class ModuleList : public nn::Module {
 // ids [B,T] -> validated [B,T] int32 on the model's device; positions default to 0..T-1 ([T]).
 void check_lm_inputs(const LmConfig& cfg, const Tensor& ids, const Tensor& attention_mask, const Tensor& positions);
 Tensor default_positions(int64_t t, Device device);
+// The inputs of CausalLM::next_token_logits: ids int32 [B,Tn], key_mask int32 [B, cache.length()+Tn] and
+// positions int32 [B,Tn] or [Tn], on one device; InputError naming what does not fit.
+void check_cached_inputs(const LmConfig& cfg, const Tensor& ids, const Tensor& key_mask, const Tensor& positions,
+                         const KvCache& cache);
 
 // [B,T,H*Dh] -> [B,H,T,Dh] and back (contiguous copies).
 Tensor split_heads(const Tensor& x, int64_t heads, int64_t head_dim);

@@ -1,5 +1,6 @@
 // models/lm/gpt2.cpp: the GPT-2 family (GPT2LMHeadModel): learned positions, pre-LayerNorm blocks, fused qkv
 // projection, GELU-tanh MLP, lm_head tied to the token embedding. Names as Hugging Face's state dict.
+#include <algorithm>
 #include <cmath>
 
 #include "engine/ops.h"
@@ -18,12 +19,14 @@ class Gpt2Attention : public nn::Module {
     c_proj = register_module("c_proj", std::make_shared<Linear>(c.hidden_size, c.hidden_size, true, rng));
   }
   Tensor forward(const Tensor&) override { throw Error("Gpt2Attention: use attend()"); }
-  Tensor attend(const Tensor& x, const Tensor& mask) {
+  // cache: null for a whole-sequence pass, else the decoding cache whose layer `layer` this is.
+  Tensor attend(const Tensor& x, const Tensor& mask, KvCache* cache, int64_t layer) {
     const int64_t b = x.shape()[0], t = x.shape()[1];
     // [B,T,3C] -> [3,B,H,T,Dh] in one copy; q, k, v are contiguous slices of it.
     Tensor qkv = permute((*c_attn)(x).reshape({b, t, 3, heads, head_dim}), {2, 0, 3, 1, 4});
     auto part = [&](int i) { return qkv.narrow(0, i, 1).reshape({b, heads, t, head_dim}); };
-    return (*c_proj)(merge_heads(gqa_attention(part(0), part(1), part(2), mask)));
+    const Tensor y = cache ? cache->attend(layer, part(0), part(1), part(2), mask) : gqa_attention(part(0), part(1), part(2), mask);
+    return (*c_proj)(merge_heads(y));
   }
   std::shared_ptr<Linear> c_attn, c_proj;
   int64_t heads, head_dim;
@@ -48,8 +51,8 @@ class Gpt2Block : public nn::Module {
     mlp = register_module("mlp", std::make_shared<Gpt2Mlp>(c, rng));
   }
   Tensor forward(const Tensor&) override { throw Error("Gpt2Block: use run()"); }
-  Tensor run(const Tensor& h, const Tensor& mask) {
-    Tensor x = add(h, attn->attend((*ln_1)(h), mask));
+  Tensor run(const Tensor& h, const Tensor& mask, KvCache* cache, int64_t layer) {
+    Tensor x = add(h, attn->attend((*ln_1)(h), mask, cache, layer));
     return add(x, (*mlp)((*ln_2)(x)));
   }
   std::shared_ptr<LayerNorm> ln_1, ln_2;
@@ -94,11 +97,25 @@ class Gpt2LMHeadModel : public CausalLM {
     if (t > cfg_.max_positions)
       throw InputError("gpt2: sequence of " + std::to_string(t) + " tokens exceeds n_positions " +
                        std::to_string(cfg_.max_positions));
-    Tensor pos = positions.defined() ? positions : default_positions(t, ids.device());
-    Tensor h = add((*transformer->wte)(ids), (*transformer->wpe)(pos));
-    for (auto& block : transformer->h->items) h = block->run(h, attention_mask);
-    return linear((*transformer->ln_f)(h), transformer->wte->weight, Tensor());
+    return head(hidden(ids, attention_mask, positions.defined() ? positions : default_positions(t, ids.device()), nullptr));
   }
+  Tensor next_token_logits(const Tensor& ids, const Tensor& key_mask, const Tensor& positions, KvCache& cache) override {
+    check_cached_inputs(cfg_, ids, key_mask, positions, cache);
+    const int64_t t = ids.shape()[1];
+    // Left padding makes the cache longer than any row's positions: only the positions must fit the table.
+    const std::vector<int32_t> pos = positions.to(Device{}).to_vector<int32_t>();
+    const int32_t last = pos.empty() ? 0 : *std::max_element(pos.begin(), pos.end());
+    if (last >= cfg_.max_positions)
+      throw InputError("gpt2: position " + std::to_string(last) + " is beyond n_positions " + std::to_string(cfg_.max_positions));
+    return head(hidden(ids, key_mask, positions, &cache).narrow(1, t - 1, 1)).reshape({ids.shape()[0], cfg_.vocab_size});
+  }
+  // The final hidden states [B,T,C]; cache as in Gpt2Attention::attend.
+  Tensor hidden(const Tensor& ids, const Tensor& mask, const Tensor& positions, KvCache* cache) {
+    Tensor h = add((*transformer->wte)(ids), (*transformer->wpe)(positions));
+    for (size_t i = 0; i < transformer->h->items.size(); ++i) h = transformer->h->items[i]->run(h, mask, cache, int64_t(i));
+    return (*transformer->ln_f)(h);
+  }
+  Tensor head(const Tensor& h) { return linear(h, transformer->wte->weight, Tensor()); }
   bool hf_transposed(const std::string& name) const override {
     // Conv1D layers store [in, out].
     for (const char* s : {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"}) {

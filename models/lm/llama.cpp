@@ -29,13 +29,14 @@ class LlamaAttention : public nn::Module {
     o_proj = register_module("o_proj", std::make_shared<Linear>(heads * head_dim, c.hidden_size, false, rng));
   }
   Tensor forward(const Tensor&) override { throw Error("LlamaAttention: use attend()"); }
-  Tensor attend(const Tensor& x, const RopeTables& rot, const Tensor& mask) {
+  // cache: null for a whole-sequence pass, else the decoding cache whose layer `layer` this is.
+  Tensor attend(const Tensor& x, const RopeTables& rot, const Tensor& mask, KvCache* cache, int64_t layer) {
     const int64_t b = x.shape()[0], t = x.shape()[1];
     // Rotary on the projection's own [B,T,H,Dh] layout, then heads first for the attention GEMMs.
     Tensor q = permute(rope((*q_proj)(x).reshape({b, t, heads, head_dim}), rot), {0, 2, 1, 3});
     Tensor k = permute(rope((*k_proj)(x).reshape({b, t, kv_heads, head_dim}), rot), {0, 2, 1, 3});
     Tensor v = split_heads((*v_proj)(x), kv_heads, head_dim);
-    return (*o_proj)(merge_heads(gqa_attention(q, k, v, mask)));
+    return (*o_proj)(merge_heads(cache ? cache->attend(layer, q, k, v, mask) : gqa_attention(q, k, v, mask)));
   }
   std::shared_ptr<Linear> q_proj, k_proj, v_proj, o_proj;
   int64_t heads, kv_heads, head_dim;
@@ -62,8 +63,8 @@ class LlamaDecoderLayer : public nn::Module {
         register_module("post_attention_layernorm", std::make_shared<RMSNorm>(c.hidden_size, c.norm_eps));
   }
   Tensor forward(const Tensor&) override { throw Error("LlamaDecoderLayer: use run()"); }
-  Tensor run(const Tensor& h, const RopeTables& rot, const Tensor& mask) {
-    Tensor x = add(h, self_attn->attend((*input_layernorm)(h), rot, mask));
+  Tensor run(const Tensor& h, const RopeTables& rot, const Tensor& mask, KvCache* cache, int64_t layer) {
+    Tensor x = add(h, self_attn->attend((*input_layernorm)(h), rot, mask, cache, layer));
     return add(x, (*mlp)((*post_attention_layernorm)(x)));
   }
   std::shared_ptr<LlamaAttention> self_attn;
@@ -103,14 +104,25 @@ class LlamaForCausalLM : public CausalLM {
     if (cfg_.sliding_window > 0 && t > cfg_.sliding_window)
       throw InputError(cfg_.model_type + ": sequence of " + std::to_string(t) + " tokens is longer than sliding_window " +
                        std::to_string(cfg_.sliding_window) + " (sliding-window attention is not implemented)");
-    Tensor h = (*model->embed_tokens)(ids);
-    const Tensor pos = positions.defined() ? positions : default_positions(t, Device{});
-    const RopeTables rot = rope_tables(pos.is_cuda() ? pos.to(Device{}) : pos, cfg_.head_dim, cfg_.rope_theta, h.dtype(),
-                                       h.device());
-    for (auto& layer : model->layers->items) h = layer->run(h, rot, attention_mask);
-    h = (*model->norm)(h);
-    return lm_head ? (*lm_head)(h) : linear(h, model->embed_tokens->weight, Tensor());
+    return head(hidden(ids, attention_mask, positions.defined() ? positions : default_positions(t, Device{}), nullptr));
   }
+  Tensor next_token_logits(const Tensor& ids, const Tensor& key_mask, const Tensor& positions, KvCache& cache) override {
+    check_cached_inputs(cfg_, ids, key_mask, positions, cache);
+    const int64_t t = ids.shape()[1];
+    if (cfg_.sliding_window > 0 && cache.length() + t > cfg_.sliding_window)
+      throw InputError(cfg_.model_type + ": " + std::to_string(cache.length() + t) + " tokens are more than sliding_window " +
+                       std::to_string(cfg_.sliding_window) + " (sliding-window attention is not implemented)");
+    return head(hidden(ids, key_mask, positions, &cache).narrow(1, t - 1, 1)).reshape({ids.shape()[0], cfg_.vocab_size});
+  }
+  // The final hidden states [B,T,C]; cache as in LlamaAttention::attend.
+  Tensor hidden(const Tensor& ids, const Tensor& mask, const Tensor& positions, KvCache* cache) {
+    Tensor h = (*model->embed_tokens)(ids);
+    const RopeTables rot = rope_tables(positions.is_cuda() ? positions.to(Device{}) : positions, cfg_.head_dim,
+                                       cfg_.rope_theta, h.dtype(), h.device());
+    for (size_t i = 0; i < model->layers->items.size(); ++i) h = model->layers->items[i]->run(h, rot, mask, cache, int64_t(i));
+    return (*model->norm)(h);
+  }
+  Tensor head(const Tensor& h) { return lm_head ? (*lm_head)(h) : linear(h, model->embed_tokens->weight, Tensor()); }
   std::shared_ptr<LlamaBody> model;
   std::shared_ptr<Linear> lm_head;
 };

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/json.h"
+#include "engine/kv_cache.h"
 #include "engine/nn.h"
 #include "engine/rng.h"
 #include "models/checkpoint.h"
@@ -58,6 +59,11 @@ class CausalLM : public nn::Module {
   // ids: int32 [B,T] -> logits [B,T,V]. attention_mask: int32 [B,T] (1 token, 0 padding) or undefined;
   // positions: int32 [T] or [B,T], or undefined for 0..T-1 (Hugging Face's default without position_ids).
   virtual Tensor logits(const Tensor& ids, const Tensor& attention_mask = {}, const Tensor& positions = {}) = 0;
+  // Incremental decoding (inference only, under NoGradGuard): ids [B,Tn] are the tokens that follow the
+  // cache.length() tokens already in `cache`; key_mask int32 [B, cache.length()+Tn] (1 token, 0 padding) covers
+  // the cached and the new tokens; positions int32 [B,Tn]. Appends the new tokens' keys and values to the cache
+  // and returns the logits of the last new token, [B,V]. On an empty cache it computes what logits() does.
+  virtual Tensor next_token_logits(const Tensor& ids, const Tensor& key_mask, const Tensor& positions, KvCache& cache) = 0;
   Tensor forward(const Tensor& ids) override { return logits(ids); }
   const LmConfig& config() const { return cfg_; }
   // True for parameters whose Hugging Face layout is the transpose of ours.

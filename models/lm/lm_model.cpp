@@ -30,6 +30,16 @@ void check_lm_inputs(const LmConfig& cfg, const Tensor& ids, const Tensor& atten
   }
 }
 
+void check_cached_inputs(const LmConfig& cfg, const Tensor& ids, const Tensor& key_mask, const Tensor& positions,
+                         const KvCache& cache) {
+  check_lm_inputs(cfg, ids, Tensor(), positions);
+  if (!positions.defined()) throw InputError(cfg.model_type + ": incremental decoding needs explicit positions");
+  const Shape want = {ids.shape()[0], cache.length() + ids.shape()[1]};
+  if (!key_mask.defined() || key_mask.dtype() != DType::i32 || key_mask.shape() != want || key_mask.device() != ids.device())
+    throw InputError(cfg.model_type + ": key_mask must be int32 " + shape_str(want) + " (cached and new tokens) on " +
+                     ids.device().str());
+}
+
 Tensor default_positions(int64_t t, Device device) {
   std::vector<int32_t> p(static_cast<size_t>(t));
   for (int64_t i = 0; i < t; ++i) p[size_t(i)] = int32_t(i);

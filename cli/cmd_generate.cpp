@@ -1,0 +1,132 @@
+// cli/cmd_generate.cpp: `hamu generate` — greedy answers of a language model directory to questions, each
+// rendered by the same prompt template as training, so a person can read what the model says.
+#include <algorithm>
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "cli/lm_setup.h"
+#include "engine/progress.h"
+#include "loaders/qa.h"
+#include "models/lm/generate.h"
+
+namespace hamu::cli {
+
+namespace {
+
+struct Prompt {
+  std::string question, reference;  // reference: the file's answer ("" when it has none)
+};
+
+// QA JSON lines (loaders/qa.h). Rows need a question; when every row also has an answer it is shown as the
+// reference, otherwise the file is read as questions only.
+std::vector<Prompt> read_prompts(const std::string& path) {
+  QaDataset data;
+  bool with_answers = true;
+  try {
+    data = read_qa_file(path);
+  } catch (const InputError& first) {
+    QaFields questions_only;
+    questions_only.answer = questions_only.question;
+    try {
+      data = read_qa_file(path, questions_only);
+    } catch (const InputError&) {
+      throw InputError(std::string("--prompts: ") + first.what());
+    }
+    with_answers = false;
+  }
+  std::vector<Prompt> out;
+  for (const QaPair& p : data.pairs) out.push_back({p.question, with_answers ? p.answer : ""});
+  return out;
+}
+
+}  // namespace
+
+int cmd_generate(int argc, char** argv) {
+  std::vector<Flag> flags = {
+      {"--model", "DIR", "a Hugging Face model directory with its tokenizer.json (gpt2 or llama family)", ""},
+      {"--prompt", "TEXT", "one question", ""},
+      {"--prompts", "FILE", "QA JSON lines: the question field of every row (the answer, if any, is shown as the reference)", ""},
+      {"--template", "T", "how a question becomes a prompt: plain, llama2-chat or chatml (as in training)", "plain"},
+      {"--max-new-tokens", "N", "longest answer in tokens (a sequence also stops at the template's end token)", "64"},
+      {"--batch", "N", "questions generated together (left-padded)", "8"},
+      {"--json", "FILE", "write questions and answers as JSON", ""},
+  };
+  for (Flag f : common_flags()) flags.push_back(f);
+  Args args("generate", "--model DIR --prompt TEXT | --prompts FILE.jsonl [--template T] [--max-new-tokens N] [--json FILE]",
+            flags);
+  if (!args.parse(argc, argv)) return 0;
+  const std::string dir = args.required("--model");
+  if (args.has("--prompt") == args.has("--prompts")) throw InputError("give exactly one of --prompt TEXT and --prompts FILE");
+  const std::string json_path = args.str_or("--json", "");
+  if (!json_path.empty()) check_output_path("--json", json_path);
+  const PromptTemplate tmpl = parse_template(args.str("--template"));
+  const int64_t max_new = args.integer("--max-new-tokens"), batch = args.integer("--batch");
+  if (max_new < 1) throw InputError("--max-new-tokens: must be at least 1");
+  if (batch < 1) throw InputError("--batch: must be at least 1");
+  const Device device = apply_common(args);
+  const std::vector<Prompt> prompts =
+      args.has("--prompt") ? std::vector<Prompt>{{args.str("--prompt"), ""}} : read_prompts(args.str("--prompts"));
+  if (prompts.empty()) throw InputError("--prompts: no questions in " + args.str("--prompts"));
+  const LmWithTokenizer m = load_lm_with_tokenizer(dir, device);
+  models::GenerateOptions opt;
+  opt.max_new_tokens = max_new;
+  opt.eos_id = template_stop_id(tmpl, m.tok);
+
+  // Every prompt rendered and checked against the context before any work.
+  const int64_t context = models::lm_context_length(m.lm->config());
+  std::vector<std::vector<int32_t>> prompt_ids;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    prompt_ids.push_back(m.tok.encode(template_prompt(tmpl, prompts[i].question), true));
+    if (int64_t(prompt_ids.back().size()) > context)
+      throw InputError((args.has("--prompt") ? std::string("--prompt") : "--prompts: question " + std::to_string(i + 1)) +
+                       " is " + std::to_string(prompt_ids.back().size()) + " tokens in template " + template_name(tmpl) +
+                       ", more than the model's context of " + std::to_string(context));
+  }
+  std::vector<std::vector<int32_t>> answers;
+  std::vector<models::GenerateStop> stops;
+  int64_t generated = 0;
+  const double t0 = now_s();
+  Progress bar(int64_t(prompts.size()), "generate", "q/s");
+  for (size_t first = 0; first < prompts.size(); first += size_t(batch)) {
+    const std::vector<std::vector<int32_t>> ids(prompt_ids.begin() + long(first),
+                                                prompt_ids.begin() + long(std::min(prompts.size(), first + size_t(batch))));
+    models::GenerateResult r = models::generate_greedy(*m.lm, ids, opt);
+    for (size_t i = 0; i < r.tokens.size(); ++i) {
+      generated += int64_t(r.tokens[i].size());
+      answers.push_back(std::move(r.tokens[i]));
+      stops.push_back(r.stops[i]);
+    }
+    bar.update(int64_t(answers.size()));
+  }
+  bar.finish();
+  const double seconds = now_s() - t0;
+
+  Json results = Json::array();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const std::vector<int32_t>& a = answers[i];
+    const char* stopped = stops[i] == models::GenerateStop::end      ? "end"
+                          : stops[i] == models::GenerateStop::length ? "length"
+                                                                     : "context";
+    const std::string text = m.tok.decode(a, true);
+    std::printf("Q: %s\nA: %s\n", prompts[i].question.c_str(), text.c_str());
+    if (!prompts[i].reference.empty()) std::printf("   (reference: %s)\n", prompts[i].reference.c_str());
+    std::printf("\n");
+    Json r = Json::object({{"question", prompts[i].question}, {"answer", text}, {"tokens", int64_t(a.size())},
+                           {"stopped", stopped}});
+    if (!prompts[i].reference.empty()) r.set("reference", prompts[i].reference);
+    results.push_back(r);
+  }
+  std::fprintf(stderr, "generated %lld tokens for %zu questions in %.2f s (%.1f tokens/s)\n", (long long)generated,
+               prompts.size(), seconds, seconds > 0 ? double(generated) / seconds : 0.0);
+  if (!json_path.empty())
+    save_json(json_path, Json::object({{"model", dir},
+                                       {"template", template_name(tmpl)},
+                                       {"max_new_tokens", max_new},
+                                       {"results", results},
+                                       {"tokens", generated},
+                                       {"seconds", seconds}}));
+  return 0;
+}
+
+}  // namespace hamu::cli

@@ -1,0 +1,68 @@
+// models/lm/generate.h: inference with a causal language model: batched greedy generation with a KV cache,
+// and teacher-forced scoring of labelled token sequences (loss and next-token accuracy).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "models/lm/lm.h"
+
+namespace hamu::models {
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 64;
+  int32_t eos_id = -1;     // a sequence stops after emitting it (kept as its last token); -1: never
+  bool use_cache = true;   // false: recompute the whole sequence at every step (the reference the cache must equal)
+};
+
+// Why a sequence stopped: it emitted eos_id, reached max_new_tokens, or reached the model's context.
+enum class GenerateStop { end, length, context };
+
+struct GenerateResult {
+  // Per prompt, the new tokens in order; ends with eos_id when the sequence stopped there.
+  std::vector<std::vector<int32_t>> tokens;
+  std::vector<GenerateStop> stops;  // per prompt
+  int64_t steps = 0;  // forward passes after the prefill (at most max_new_tokens - 1)
+};
+
+// Greedy decoding (argmax of the last logits; ties to the lowest id, NaN wins, as torch.argmax) of a batch of
+// prompts (token ids, at least one each). The batch is left-padded to its longest prompt, the padding masked,
+// and positions count from each sequence's first real token, as transformers' generate() does for left
+// padding, so the ids equal generate(do_sample=False). The prompt is prefilled once; every later step feeds
+// the B newest tokens against the cached keys and values (only the key/value heads of grouped-query models).
+// A sequence stops when it emits eos_id, after max_new_tokens, or when its next token would sit beyond the
+// model's context (lm_context_length: a row of n prompt tokens gets at most context - n + 1 new ones).
+// Runs under NoGradGuard. InputError for an empty prompt, a prompt longer than the context, or a token outside
+// the vocabulary.
+GenerateResult generate_greedy(CausalLM& model, const std::vector<std::vector<int32_t>>& prompts,
+                               const GenerateOptions& options = {});
+
+// ---- teacher-forced scoring
+
+// Totals of next-token scoring over labelled sequences (labels as Hugging Face's: unshifted, -100 = no loss;
+// label t is predicted from position t-1).
+struct TokenScore {
+  double nll = 0;       // summed negative log-likelihood of the scored tokens
+  int64_t tokens = 0;   // scored tokens
+  int64_t correct = 0;  // scored tokens whose label is the argmax of the logits at the position before
+  double loss() const { return tokens ? nll / double(tokens) : 0.0; }
+  double accuracy() const { return tokens ? double(correct) / double(tokens) : 0.0; }
+};
+
+struct ScoreResult {
+  TokenScore total;
+  std::vector<TokenScore> sequences;  // one per input sequence, in order
+};
+
+// Scores `ids` (non-empty, at most the model's positions) against `labels` (same lengths) in batches of
+// `batch` sequences, right-padded with the attention mask (padding labelled -100), under NoGradGuard.
+// on_batch(done, total) after each batch (progress). InputError for mismatched lengths or bad ids.
+ScoreResult score_sequences(CausalLM& model, const std::vector<std::vector<int32_t>>& ids,
+                            const std::vector<std::vector<int32_t>>& labels, int64_t batch,
+                            const std::function<void(int64_t, int64_t)>& on_batch = {});
+
+// The longest sequence the model takes: gpt2's n_positions; llama's max_position_embeddings (also capped by
+// a Mistral-style sliding_window, which is not implemented).
+int64_t lm_context_length(const LmConfig& cfg);
+
+}  // namespace hamu::models

@@ -1,4 +1,4 @@
-# Makefile: the one entry point. make | make test | make demo | make bench | make CUDA=1 [CUDNN=1]
+# Makefile: the one entry point. make | make test | make demo | make bench | make CUDA=1 [CUDNN=1] | MPI=1
 #
 # Objects go to $(BUILD) (build/ for the CPU build, build-cuda/ for CUDA=1), so both builds coexist.
 
@@ -7,6 +7,9 @@ CUDA ?= 0
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 ifeq ($(filter -j%,$(MAKEFLAGS)),)
 MAKEFLAGS += -j$(JOBS)
+endif
+ifeq ($(MPI),1)
+BUILD ?= $(if $(filter 1,$(CUDA)),build-cuda-mpi,build-mpi)
 endif
 ifeq ($(CUDA),1)
 BUILD ?= build-cuda
@@ -50,6 +53,34 @@ ifeq ($(CUDNN),1)
 CPPFLAGS += -DHAMU_CUDNN -I$(CUDNN_HOME)/include
 LDLIBS += -L$(CUDNN_HOME)/lib64 -L$(CUDNN_HOME)/lib -Wl,-rpath,$(CUDNN_HOME)/lib64 -Wl,-rpath,$(CUDNN_HOME)/lib $(CUDNN_LIB)
 endif
+endif
+
+# ---- MPI switch (many processes; with CUDA=1 also NCCL) -------------------------------------------
+# make MPI=1: Open MPI's compile and link flags from `mpicxx --showme` (so CXX stays g++ or ccache g++;
+# MPI_CFLAGS/MPI_LIBS override them for another MPI). Without MPI=1 the MPI and NCCL sources stay out
+# and the build needs neither installed.
+MPI ?= 0
+MPI_SRC := engine/collectives_mpi.cpp
+NCCL_SRC := engine/collectives_nccl.cpp
+ifeq ($(MPI),1)
+MPICXX ?= mpicxx
+MPI_CFLAGS ?= $(shell $(MPICXX) --showme:compile)
+MPI_LIBS ?= $(shell $(MPICXX) --showme:link)
+CPPFLAGS += -DHAMU_MPI $(MPI_CFLAGS)
+LDLIBS += $(MPI_LIBS)
+# NCCL (CUDA buffers) when its header is found: the CUDA toolkit's, or NCCL_HOME (e.g. the pip wheel's
+# site-packages/nvidia/nccl, NCCL_LIB=-l:libnccl.so.2); without it CUDA buffers cannot be reduced.
+NCCL_HOME ?= $(CUDA_HOME)
+NCCL_LIB ?= -lnccl
+NCCL ?= $(if $(filter 1,$(CUDA)),$(shell test -f $(NCCL_HOME)/include/nccl.h && echo 1 || echo 0),0)
+ifeq ($(NCCL),1)
+CPPFLAGS += -DHAMU_NCCL -I$(NCCL_HOME)/include
+LDLIBS += -L$(NCCL_HOME)/lib64 -L$(NCCL_HOME)/lib -Wl,-rpath,$(NCCL_HOME)/lib $(NCCL_LIB)
+else
+LIB_SRC := $(filter-out $(NCCL_SRC),$(LIB_SRC))
+endif
+else
+LIB_SRC := $(filter-out $(MPI_SRC) $(NCCL_SRC),$(LIB_SRC))
 endif
 
 LIB_OBJ := $(LIB_SRC:%.cpp=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
@@ -122,6 +153,6 @@ deps:
 	scripts/install-deps.sh
 
 clean:
-	rm -rf build build-cuda
+	rm -rf build build-cuda build-mpi build-cuda-mpi
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -123,10 +123,10 @@ int cmd_train(int argc, char** argv) {
       {"metrics", final_eval["splits"].dump()},
       {"hamu_version", kVersion},
   };
-  models::save_model(out_path, *model, spec, facts);
+  if (is_output_rank()) models::save_model(out_path, *model, spec, facts);  // under mpirun rank 0 alone writes
   std::printf("%s", eval_table(report).c_str());
   std::printf("saved %s (%s, %.1f s of training)\n", out_path.c_str(), facts["kind"].c_str(), train_seconds);
-  if (!json_path.empty()) {
+  if (!json_path.empty() && is_output_rank()) {
     Json j = Json::object({{"model", Json(spec.arch)}, {"checkpoint", Json(out_path)}, {"data", Json(ds.data.spec)},
                            {"split", Json(ds.split.spec)}, {"subset", Json(subset)}, {"seed", Json(int64_t(seed))},
                            {"train_seconds", Json(train_seconds)}});

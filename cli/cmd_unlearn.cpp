@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/unlearn_setup.h"
+#include "engine/collectives.h"
 #include "models/checkpoint.h"
 
 namespace hamu::cli {
@@ -151,7 +152,7 @@ int cmd_unlearn(int argc, char** argv) {
                opt.method->is_hamu() ? (", ratio " + fmt("%g", opt.ratio)).c_str() : "", device.str().c_str());
 
   std::ofstream csv;
-  if (!log_path.empty()) {
+  if (!log_path.empty() && is_output_rank()) {  // under mpirun rank 0 alone writes
     csv.open(log_path, std::ios::trunc);
     if (!csv) throw InputError("--log: cannot write " + log_path);
     csv << csv_header();
@@ -199,7 +200,7 @@ int cmd_unlearn(int argc, char** argv) {
   else if (res.stop_reason == StopReason::nan)
     std::printf("stopped: %lld consecutive steps had non-finite losses or gradients\n", (long long)opt.max_nan_steps);
 
-  if (!out_path.empty()) {
+  if (!out_path.empty() && is_output_rank()) {
     std::map<std::string, std::string> facts = work.metadata;
     facts["kind"] = "unlearned";
     facts["unlearn_method"] = method_name(*opt.method);
@@ -212,7 +213,7 @@ int cmd_unlearn(int argc, char** argv) {
     models::save_model(out_path, *work.model, work.spec, facts);
     std::printf("saved %s\n", out_path.c_str());
   }
-  if (!json_path.empty()) {
+  if (!json_path.empty() && is_output_rank()) {
     Json j = Json::object({{"method", Json(method_name(*opt.method))},
                            {"steps", Json(res.steps_done)},
                            {"stop_reason", Json(stop_reason_name(res.stop_reason))},

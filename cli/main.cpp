@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "engine/collectives.h"
 #include "engine/error.h"
 
 namespace {
@@ -19,11 +20,10 @@ const char* kUsage =
     "  eval       accuracy, loss, entropy and membership AUCs on forget/retain/test\n"
     "  unlearn    make a trained model forget a split (HAMU-Q/U or a baseline)\n"
     "  hardness   per-sample forget x retain gradient similarity: how hard is this forget set?\n"
-    "  compare    several unlearning methods from one original, one table and one plot\n";
+    "  compare    several unlearning methods from one original, one table and one plot\n"
+    "  generate   a language model's greedy answers to questions, in the training prompt template\n";
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
@@ -34,18 +34,31 @@ int main(int argc, char** argv) {
     return 0;
   }
   try {
+    // Under mpirun every rank must run the same command (engine/collectives.h).
+    std::string line;
+    for (int i = 1; i < argc; ++i) line += std::string(argv[i]) + '\0';
+    hamu::check_same_on_all_ranks(hamu::world(), "command line", hamu::hash_string(line));
     if (cmd == "train") return hamu::cli::cmd_train(argc - 2, argv + 2);
     if (cmd == "eval") return hamu::cli::cmd_eval(argc - 2, argv + 2);
     if (cmd == "unlearn") return hamu::cli::cmd_unlearn(argc - 2, argv + 2);
     if (cmd == "hardness") return hamu::cli::cmd_hardness(argc - 2, argv + 2);
     if (cmd == "compare") return hamu::cli::cmd_compare(argc - 2, argv + 2);
+    if (cmd == "generate") return hamu::cli::cmd_generate(argc - 2, argv + 2);
     std::fprintf(stderr, "hamu: unknown command '%s'\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const hamu::InputError& e) {
-    std::fprintf(stderr, "hamu %s: error: %s\n", cmd.c_str(), e.what());
+    std::fprintf(hamu::error_stream(), "%shamu %s: error: %s\n", hamu::rank_prefix().c_str(), cmd.c_str(), e.what());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "hamu %s: failed: %s\n", cmd.c_str(), e.what());
+    std::fprintf(hamu::error_stream(), "%shamu %s: failed: %s\n", hamu::rank_prefix().c_str(), cmd.c_str(), e.what());
     return 1;
   }
+}
+
+}  // namespace
+
+// Under mpirun: one process per rank; rank 0 prints and writes (engine/collectives.h).
+int main(int argc, char** argv) {
+  hamu::ProcessGroupScope group;
+  return group.finish(run(argc, argv));
 }

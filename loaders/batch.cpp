@@ -152,6 +152,17 @@ Batch gather_batch(const ImageDataset& ds, const std::vector<int64_t>& indices, 
   return out;
 }
 
+Batch batch_rows(const Batch& b, int64_t start, int64_t count) {
+  if (start < 0 || count < 0 || start + count > b.size())
+    throw Error("batch_rows: rows [" + std::to_string(start) + ", " + std::to_string(start + count) + ") of a batch of " +
+                std::to_string(b.size()));
+  Batch out;
+  out.images = b.images.narrow(0, start, count);
+  out.labels = b.labels.narrow(0, start, count);
+  out.indices.assign(b.indices.begin() + start, b.indices.begin() + start + count);
+  return out;
+}
+
 Batcher::Batcher(const ImageDataset& ds, std::vector<int64_t> subset, Normalizer norm, BatchOptions opt)
     : ds_(&ds), subset_(std::move(subset)), norm_(std::move(norm)), opt_(opt) {
   if (opt_.batch_size <= 0) throw InputError("batch size must be positive, not " + std::to_string(opt_.batch_size));

@@ -40,6 +40,9 @@ void normalize_images(const ImageDataset& ds, const int64_t* indices, int64_t co
 Batch gather_batch(const ImageDataset& ds, const std::vector<int64_t>& indices, const Normalizer& norm,
                    Device device = {});
 
+// Rows [start, start + count) of a batch (views of its tensors; a rank's share in a multi-process run).
+Batch batch_rows(const Batch& b, int64_t start, int64_t count);
+
 struct BatchOptions {
   int64_t batch_size = 128;
   bool shuffle = true;     // reshuffle every epoch from (seed, epoch)

@@ -3,7 +3,8 @@
 # only those that are missing. Safe to run repeatedly.
 set -euo pipefail
 
-packages=(g++ make zlib1g-dev libstb-dev doctest-dev libopenblas-dev dataset-fashion-mnist wordnet-base)
+# openmpi-bin libopenmpi-dev: `make MPI=1` and `mpirun -np N hamu ...` (README "Many processes").
+packages=(g++ make zlib1g-dev libstb-dev doctest-dev libopenblas-dev dataset-fashion-mnist wordnet-base openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -11,6 +11,26 @@
 #include "engine/progress.h"
 
 namespace hamu {
+namespace {
+
+// The ranks' shared state: BatchNorm running statistics are averaged (each rank saw other rows).
+void average_buffers(nn::Module& model, TensorReducer& reducer, int ranks) {
+  std::vector<Tensor> bufs;
+  for (auto& [name, t] : model.named_buffers())
+    if (t.is_floating()) bufs.push_back(t);
+  std::vector<Tensor*> ptrs;
+  for (Tensor& t : bufs) ptrs.push_back(&t);
+  if (!ptrs.empty()) reducer.all_reduce(ptrs, std::vector<double>(ptrs.size(), 1.0 / ranks));
+}
+
+bool has_batchnorm(const nn::Module& m) {
+  if (dynamic_cast<const nn::BatchNorm2d*>(&m)) return true;
+  for (const auto& [name, child] : m.children())
+    if (has_batchnorm(*child)) return true;
+  return false;
+}
+
+}  // namespace
 
 std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds, const std::vector<int64_t>& subset,
                                       const Normalizer& norm, const TrainOptions& opt,
@@ -44,6 +64,26 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
   // A final batch of one image cannot give BatchNorm batch statistics.
   bo.drop_last = int64_t(subset.size()) % opt.batch == 1;
   Batcher batcher(ds, subset, norm, bo);
+  Collectives& comm = opt.comm ? *opt.comm : world();
+  const int ranks = comm.size();
+  TensorReducer reducer(comm);
+  if (ranks > 1) {
+    if (opt.batch < ranks)
+      throw InputError("--batch: a batch of " + std::to_string(opt.batch) + " cannot be shared by " +
+                       std::to_string(ranks) + " ranks");
+    char text[256];
+    std::snprintf(text, sizeof text, "%s lr=%.17g wd=%.17g m=%.17g clip=%.17g %s epochs=%lld batch=%lld seed=%llu %s",
+                  opt.optimizer.c_str(), opt.lr, opt.weight_decay, opt.momentum, opt.clip, opt.schedule.c_str(),
+                  (long long)opt.epochs, (long long)opt.batch, (unsigned long long)opt.seed, opt.device.str().c_str());
+    uint64_t h = hash_tensors(model.parameters(), hash_string(text));
+    h = hash_bytes(subset.data(), subset.size() * sizeof(int64_t), h);
+    h = hash_bytes(ds.pixels.data(), ds.pixels.size(), h);
+    check_same_on_all_ranks(comm, "training configuration", h);
+    if (opt.progress && has_batchnorm(model))
+      std::fprintf(stderr,
+                   "hamu train: %d ranks: BatchNorm normalises each rank's rows with their own statistics, so the "
+                   "result is close to, not equal to, the 1-rank run's\n", ranks);
+  }
   std::vector<EpochSummary> out;
   model.train(true);
   const int64_t total_steps = opt.epochs * batcher.num_batches();
@@ -62,33 +102,60 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
     int64_t seen = 0, counted_batches = 0;
     for (int64_t step = 0; step < steps; ++step) {
       Batch b = batcher.batch(step);
+      const int64_t global_rows = b.size();
+      if (ranks > 1) {
+        const Shard share = shard_of(global_rows, comm.rank(), ranks);
+        b = batch_rows(b, share.start, share.count);
+      }
       if (opt.schedule == "cosine")
         optimizer->lr = opt.lr * 0.5 * (1.0 + std::cos(M_PI * double(global_step) / double(total_steps)));
       ++global_step;
       optimizer->zero_grad();
       Tensor logits = model.forward(b.images);
       Tensor loss = cross_entropy(logits, b.labels);
-      const double lv = loss.item();
-      if (!std::isfinite(lv)) {
+      double lv = loss.item();
+      if (ranks == 1 && !std::isfinite(lv)) {
         ++es.skipped_steps;
         continue;
       }
-      loss.backward();
+      if (std::isfinite(lv)) loss.backward();
+      int64_t batch_correct = 0;
+      {
+        NoGradGuard ng;
+        std::vector<int32_t> pred = argmax(logits.detach(), 1).to(Device{}).to_vector<int32_t>();
+        std::vector<int32_t> y = b.labels.to(Device{}).to_vector<int32_t>();
+        for (size_t i = 0; i < pred.size(); ++i) batch_correct += pred[i] == y[i];
+      }
+      if (ranks > 1) {
+        // Every rank's mean weighted by its rows: the sum is the 1-rank batch mean (gradient and loss).
+        const double w = double(b.size()) / double(global_rows);
+        std::vector<Tensor> grads;  // share the parameters' gradient storage
+        for (Tensor p : optimizer->params()) {
+          if (!p.grad().defined()) p.set_grad(Tensor::zeros(p.shape(), p.dtype(), p.device()));
+          grads.push_back(p.grad());
+        }
+        std::vector<Tensor*> ptrs;
+        for (Tensor& g : grads) ptrs.push_back(&g);
+        reducer.all_reduce(ptrs, std::vector<double>(ptrs.size(), w));
+        std::vector<double> sums = {std::isfinite(lv) ? lv * w : lv, double(batch_correct)};
+        all_reduce_host(comm, sums);
+        lv = sums[0];
+        batch_correct = int64_t(sums[1]);
+        if (!std::isfinite(lv)) {
+          ++es.skipped_steps;
+          continue;
+        }
+      }
       const double gnorm = opt.clip > 0 ? clip_grad_norm(optimizer->params(), opt.clip) : 0.0;
       if (!std::isfinite(gnorm)) {
         ++es.skipped_steps;
         continue;
       }
       optimizer->step();
-      {
-        NoGradGuard ng;
-        std::vector<int32_t> pred = argmax(logits.detach(), 1).to(Device{}).to_vector<int32_t>();
-        std::vector<int32_t> y = b.labels.to(Device{}).to_vector<int32_t>();
-        for (size_t i = 0; i < pred.size(); ++i) correct += pred[i] == y[i];
-      }
+      correct += double(batch_correct);
       loss_sum += lv;
       ++counted_batches;
-      seen += b.size();
+      seen += global_rows;
       if (bar) {
         char status[96];
         std::snprintf(status, sizeof status, "loss %.4f acc %.2f%%", loss_sum / double(counted_batches),
@@ -105,6 +172,7 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
       std::snprintf(status, sizeof status, "loss %.4f acc %.2f%%", es.train_loss, 100 * es.train_acc);
       bar->finish(status);
     }
+    if (ranks > 1) average_buffers(model, reducer, ranks);
     out.push_back(es);
     if (on_epoch) on_epoch(es);
   }

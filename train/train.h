@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/collectives.h"
 #include "engine/nn.h"
 #include "loaders/data.h"
 
@@ -21,6 +22,13 @@ struct TrainOptions {
   uint64_t seed = 0;
   Device device;
   bool progress = true;
+  // The ranks (null: world(), a single process unless launched by mpirun). With N ranks each takes rows
+  // [floor(B*k/N), floor(B*(k+1)/N)) of every batch and the gradients are summed (weighted by the rows)
+  // before the optimizer step, so every rank takes the 1-rank run's step. BatchNorm in training mode
+  // normalises each rank's rows with their own statistics (as DDP without SyncBatchNorm) and the running
+  // statistics are averaged over the ranks after every epoch: such models match the 1-rank run only
+  // approximately; BatchNorm-free models (mlp) match it to float rounding.
+  Collectives* comm = nullptr;
 };
 
 struct EpochSummary {

@@ -10,6 +10,11 @@
 namespace hamu {
 
 class Method;
+class Collectives;
+
+// How the ranks of a multi-process run share a step (unlearn/parallel.h): data (every rank a share of
+// both batches) or split (retain on even ranks, forget on odd ranks: HAMU's split-gpu pairing).
+enum class Pairing { data, split };
 const Method& default_method();  // hamu-q (unlearn/method_registry.cpp)
 
 // sgd: theta moves by exactly the method's step; adamw: the step is fed to AdamW as the pseudo-gradient
@@ -49,6 +54,8 @@ struct UnlearnOptions {
   bool paired = true;               // one pass over [retain; forget] where valid (else two passes)
   bool progress = true;
   int64_t max_nan_steps = 10;       // consecutive non-finite steps before stopping with "nan"
+  Pairing pairing = Pairing::data;
+  Collectives* comm = nullptr;      // the ranks (null: world(): one process unless launched by mpirun)
 };
 
 }  // namespace hamu

@@ -45,7 +45,7 @@ struct Setup {
 double forward_flops_per_sample(const BlockPlan& plan) {
   double f = 0;
   for (const HardnessBlock& b : plan.blocks)
-    if (b.kind == BlockKind::linear_weight || b.kind == BlockKind::conv_weight)
+    if (b.kind == "linear" || b.kind == "conv2d")
       f += 2.0 * double(b.positions) * double(b.out) * double(b.in);
   return f;
 }

@@ -91,8 +91,7 @@ int main(int argc, char** argv) {
       Tensor loss = cross_entropy(model->forward(x.narrow(0, 0, 2)), y.narrow(0, 0, 2));
       for (const auto& rec : scope.records()) {
         const Tensor& w = rec->weight;
-        if (rec->kind == CaptureKind::conv2d) macs += double(w.numel()) * double(rec->positions);
-        else if (rec->kind == CaptureKind::linear) macs += double(w.numel()) * double(rec->positions);
+        if (rec->op == "conv2d" || rec->op == "linear") macs += double(w.numel()) * double(rec->positions);
       }
     }
     const double flops_per_img = 2.0 * macs * 3.0;

@@ -1,17 +1,18 @@
-// engine/capture.h: per-sample capture of layer inputs and output gradients (for the hardness kernels).
+// engine/capture.h: per-sample capture of parametric ops' inputs and output gradients (for hardness).
 //
-// Inside a CaptureScope, every Linear, Conv2d, Embedding, BatchNorm and LayerNorm op records what its
-// parameters' per-sample gradients are made of, once at forward time (the input A) and once when the
-// backward reaches it (the output gradient G). Record i then holds what the ghost products of
-// HAMU.md §2 need:
-//   linear     A = input rows [N*T, in],               G = [N*T, out]
-//   conv2d     A = input images [N, C, H, W] (unfolded on demand with kernels::im2col, T = OH*OW),
-//              G = [N, K, OH, OW]
-//   embedding  A = int32 indices [N*T],                G = [N*T, dim]
-//   batch_norm A = input [N, C, H, W] or [N, C], stat_a/stat_b = the mean and 1/std it normalised with
-//              ([C]); G = [N, C, ...]. Only the fixed-statistics branch (eval / frozen) has per-sample
-//              gradients; with batch statistics the record says so (batch_stats) and consumers refuse it.
-//   layer_norm A = input rows [N*T, d], stat_a/stat_b = mean and 1/std per row ([N*T]), G = [N*T, d]
+// Inside a CaptureScope, every parametric op that supports capture records what its parameters'
+// per-sample gradients are made of, once at forward time (the input A, and what else the op saved) and
+// once when the backward reaches it (the output gradient G). A record is tagged with the op's name; the
+// engine does not interpret it: the hardness rule registered for that tag does (unlearn/hardness_rule.h,
+// one file per op in unlearn/hardness/). What the built-in ops record:
+//   "linear"     A = input rows [N*T, in],               G = [N*T, out]
+//   "conv2d"     A = input images [N, C, H, W] (unfolded on demand with kernels::im2col), conv = the
+//                geometry, T = OH*OW, G = [N, K, OH, OW]
+//   "embedding"  A = int32 indices [N*T],                G = [N*T, dim]
+//   "batch_norm" A = input [N, C, H, W] or [N, C], stat_a/stat_b = the mean and 1/std it normalised with
+//                ([C]), T = H*W; G = [N, C, ...]. Only the fixed-statistics branch (eval / frozen) has
+//                per-sample gradients; with batch statistics the record says so (mixes_samples).
+//   "layer_norm" A = input rows [N*T, d], stat_a/stat_b = mean and 1/std per row ([N*T]), G = [N*T, d]
 // G is exactly the gradient of whatever scalar was backpropagated. It is per-sample only when that
 // scalar is the SUM of per-sample losses; for a batch-mean loss every G carries a factor 1/N. The
 // consumer (unlearn/hardness) therefore backpropagates sum_i loss_i, and anything else must undo the
@@ -26,21 +27,18 @@
 
 namespace hamu {
 
-enum class CaptureKind { linear, conv2d, embedding, batch_norm, layer_norm };
-const char* capture_kind_name(CaptureKind k);
-
 struct CaptureRecord {
-  CaptureKind kind = CaptureKind::linear;
+  std::string op;          // the recording op's tag ("linear", "conv2d", ...): which rule reads the record
   std::string name;        // the weight's parameter name
   Tensor weight, bias;     // identities of the parameters (bias undefined when absent; norms: gamma, beta)
   Tensor input;            // A as described above
-  Tensor stat_a, stat_b;   // normalisation statistics (batch_norm, layer_norm)
+  Tensor stat_a, stat_b;   // statistics the op saved (normalisations), undefined otherwise
   Tensor output_grad;      // G, filled by the backward (undefined until then)
   int64_t samples = 0;     // N
-  int64_t positions = 1;   // T per sample (linear/embedding/layer_norm rows, conv output positions, BN H*W)
-  int64_t vocab = 0;       // embedding table rows
-  bool batch_stats = false;  // batch_norm normalised with batch statistics: no per-sample gradients
-  kernels::ConvShape conv; // conv geometry
+  int64_t positions = 1;   // T per sample (rows, output positions, ...; the op says)
+  bool mixes_samples = false;  // the output depends on other samples (BatchNorm on batch statistics):
+                               // there are no per-sample gradients
+  kernels::ConvShape conv; // convolution geometry (conv2d)
 };
 
 class CaptureScope {
@@ -64,13 +62,14 @@ struct CaptureTicket {
   std::shared_ptr<CaptureRecord> record;
 };
 
-// Called by the layer ops (engine internals).
-CaptureTicket capture_layer(CaptureKind kind, const Tensor& weight, const Tensor& bias, const Tensor& input,
-                            int64_t samples, const kernels::ConvShape& conv);
-// batch_norm / layer_norm: gamma, beta, the input and the statistics it was normalised with.
-CaptureTicket capture_norm(CaptureKind kind, const Tensor& gamma, const Tensor& beta, const Tensor& input,
+// Called by the parametric ops at forward time (engine internals): op tag, parameters, the input A,
+// N and T; conv: the geometry.
+CaptureTicket capture_layer(const char* op, const Tensor& weight, const Tensor& bias, const Tensor& input,
+                            int64_t samples, int64_t positions, const kernels::ConvShape& conv = {});
+// Normalisations: gamma, beta, the input and the statistics it was normalised with.
+CaptureTicket capture_norm(const char* op, const Tensor& gamma, const Tensor& beta, const Tensor& input,
                            const Tensor& mean, const Tensor& invstd, int64_t samples, int64_t positions,
-                           bool batch_stats);
+                           bool mixes_samples);
 void capture_output_grad(const CaptureTicket& ticket, const Tensor& output_grad);
 
 }  // namespace hamu

@@ -96,7 +96,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
     kernels::conv2d_forward(ctx, cs, xc.data<T>(), wc.data<T>(), bc.defined() ? bc.data<T>() : nullptr, y.data<T>(),
                             ws.data<T>());
   });
-  CaptureTicket ticket = capture_layer(CaptureKind::conv2d, w, b, xc, cs.n, cs);
+  CaptureTicket ticket = capture_layer("conv2d", w, b, xc, cs.n, cs.oh() * cs.ow(), cs);
   // Paired backward (engine/paired.h): backward_filter on the two sub-batches [0, split) and
   // [split, n) (pointer offsets), each into its own buffer.
   const PairedTicket paired = paired_ticket("conv2d", w, b, cs.n);
@@ -247,7 +247,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
                                        save_mean.data<T>(), save_invstd.data<T>());
     }
   });
-  CaptureTicket ticket = capture_norm(CaptureKind::batch_norm, gamma, beta, xc, save_mean, save_invstd, n, hw, batch_stats);
+  CaptureTicket ticket = capture_norm("batch_norm", gamma, beta, xc, save_mean, save_invstd, n, hw, batch_stats);
   // Paired backward: only the fixed-statistics branch keeps samples independent; with batch
   // statistics the paired pass is not valid and the scope says so.
   PairedTicket paired;
@@ -305,7 +305,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
   });
   const int64_t samples = x.dim() >= 2 ? x.shape()[0] : 1;
   const int64_t per_sample = samples ? rows / samples : 0;
-  CaptureTicket ticket = capture_norm(CaptureKind::layer_norm, gamma, beta, xc, mu, rstd, samples, per_sample, false);
+  CaptureTicket ticket = capture_norm("layer_norm", gamma, beta, xc, mu, rstd, samples, per_sample, false);
   const PairedTicket paired = paired_ticket("layer_norm", gamma, beta, samples);
   if (needs_grad({&xc, &gc_, &bc})) {
     Tensor xd = xc.detach(), gd = gc_.detach();
@@ -446,7 +446,7 @@ Tensor embedding(const Tensor& indices, const Tensor& table) {
     kernels::embedding_forward(ctx, n, dim, ic.data<int32_t>(), tc.data<T>(), y.data<T>());
   });
   const int64_t samples = indices.dim() >= 1 ? indices.shape()[0] : 1;
-  CaptureTicket ticket = capture_layer(CaptureKind::embedding, table, Tensor(), ic, samples, {});
+  CaptureTicket ticket = capture_layer("embedding", table, Tensor(), ic, samples, samples ? n / samples : 0);
   const PairedTicket paired = paired_ticket("embedding", table, Tensor(), samples);
   if (needs_grad({&tc})) {
     const Shape t_shape = table.shape();

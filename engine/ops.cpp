@@ -583,7 +583,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     }
   });
   const int64_t samples = x.dim() >= 2 ? x.shape()[0] : 1;
-  CaptureTicket ticket = capture_layer(CaptureKind::linear, w, b, xc, samples, {});
+  CaptureTicket ticket = capture_layer("linear", w, b, xc, samples, samples ? rows / samples : 0);
   // Paired backward (engine/paired.h): the weight and bias gradients of the rows [0, split) and
   // [split, rows) go to two buffers; `split` counts samples, each sample owns rows/samples rows.
   const PairedTicket paired = paired_ticket("linear", w, b, samples);

@@ -21,7 +21,11 @@
 // A parameter the capture cannot handle (reached by another op, or shared by several layers) is
 // named in the notices and materialised by one backward per sample (exact, slow).
 //
-// Everything runs through kernels/ on the model's device and dtype (CPU f32/f64, CUDA f32).
+// What a block is made of and how its per-sample data and row form are computed is the business of
+// the hardness rule of its layer kind (unlearn/hardness_rule.h, one file per kind in unlearn/hardness/);
+// this file holds the generic part: capture, plan and cost model, K and norms from the rules' data,
+// tiling and the report. Everything runs through kernels/ on the model's device and dtype (CPU f32/f64,
+// CUDA f32).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -33,6 +37,7 @@
 #include "engine/nn.h"
 #include "kernels/hamu_math.h"
 #include "loaders/data.h"
+#include "unlearn/hardness_rule.h"
 
 namespace hamu {
 
@@ -58,40 +63,18 @@ CapturedBatch capture_batch(nn::Module& model, const Tensor& inputs, const Tenso
 Tensor per_sample_gradients(nn::Module& model, const Tensor& inputs, const Tensor& labels,
                             const std::vector<Tensor>& params);
 
-enum class BlockKind { linear_weight, linear_bias, conv_weight, conv_bias, embedding_weight, norm_weight, norm_bias,
-                       fallback };
-
-// One block (a parameter tensor; the fallback block groups every uncaptured parameter).
-struct HardnessBlock {
-  std::string name;
-  BlockKind kind = BlockKind::linear_weight;
-  CaptureKind layer = CaptureKind::linear;
-  std::vector<Tensor> params;   // the parameter (fallback: all of them, in model order)
-  std::vector<int> param_index; // their positions in model.parameters()
-  int64_t numel = 0;
-  int64_t positions = 1, in = 0, out = 0;  // T, d, p of the cost model (weights only)
-  bool ghost = false;
-  double ghost_pair_flops = 0, mat_pair_flops = 0, mat_sample_flops = 0;
-  int64_t rep_elems = 0;        // elements stored per sample (ghost: T (p+d); materialised: numel)
-  const char* path() const;     // "ghost", "materialise" or "per-sample backward"
-  const char* kind_name() const;
-};
-
 struct BlockPlan {
   std::vector<HardnessBlock> blocks;
   std::vector<std::string> notices;  // uncaptured / unused parameters, named, with the fallback used
   int64_t rep_elems = 0;             // per sample, all blocks
   int64_t max_ghost_t = 0;           // largest T among ghost blocks (sizes the Gram tiles)
 };
-// From a probe capture made with param_grads = true. Throws InputError for a BatchNorm that
-// normalises with batch statistics (per-sample gradients do not exist there: use eval mode).
+// From a probe capture made with param_grads = true: one block per captured parameter whose op has a
+// rule (the rule describes it), the rest in the fallback block. The rules throw InputError for layers
+// without per-sample gradients (BatchNorm on batch statistics: use eval mode).
 BlockPlan plan_blocks(nn::Module& model, const CapturedBatch& probe, GhostPath path);
 
-// Per-block per-sample data of a set of samples: ghost blocks keep (X [n*T, d], Y [n*T, p]),
-// materialised ones P [n, numel]. Views into a CapturedBatch or owned storage.
-struct BlockRep {
-  Tensor p, x, y;
-};
+// Per-block per-sample data (BlockRep, unlearn/hardness_rule.h) of a set of samples.
 struct SampleReps {
   std::vector<BlockRep> blocks;
   int64_t n = 0;

@@ -124,7 +124,9 @@ $(HAMU): $(CLI_SRC:%.cpp=$(BUILD)/%.o) $(LIB)
 	$(call say,LINK,$@)
 	$(Q)$(CXX) $(LDFLAGS) $(filter-out $(LIB),$^) $(LINK_LIB) $(LDLIBS) -o $@
 
-$(TESTS): $(TEST_SRC:%.cpp=$(BUILD)/%.o) $(LIB)
+# The figure tests also link the SVG writer and the figures from cli/.
+TEST_CLI_SRC := cli/svg.cpp cli/plots.cpp
+$(TESTS): $(TEST_SRC:%.cpp=$(BUILD)/%.o) $(TEST_CLI_SRC:%.cpp=$(BUILD)/%.o) $(LIB)
 	$(call say,LINK,$@)
 	$(Q)$(CXX) $(LDFLAGS) $(filter-out $(LIB),$^) $(LINK_LIB) $(LDLIBS) -o $@
 
@@ -139,7 +141,7 @@ test:
 	@scripts/install-deps.sh
 	@$(MAKE) --no-print-directory test-run
 test-run: $(TESTS) $(HAMU)
-	./$(TESTS) && tests/cli_test.sh $(HAMU)
+	./$(TESTS) && tests/cli_test.sh $(HAMU) && tests/svg_test.sh --tests $(TESTS)
 
 bench-build: $(BENCHES)
 

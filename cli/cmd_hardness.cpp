@@ -9,7 +9,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "cli/svg.h"
+#include "cli/plots.h"
 #include "models/checkpoint.h"
 #include "unlearn/hamu_config.h"
 #include "unlearn/hardness.h"
@@ -37,43 +37,6 @@ const char* kAbout =
 std::string class_name(const ImageDataset& ds, int32_t label) {
   if (label >= 0 && size_t(label) < ds.class_names.size()) return ds.class_names[size_t(label)];
   return std::to_string(label);
-}
-
-struct Histogram {
-  double lo = 0, hi = 0;
-  std::vector<int64_t> counts;
-  int64_t below = 0, above = 0;  // samples clamped into the first / last bin
-};
-
-// Bins over the 0.5% .. 99.5% range of the values (outliers counted in the edge bins), so one extreme
-// sample does not flatten the picture.
-Histogram histogram(std::vector<double> v, int bins) {
-  Histogram h;
-  h.counts.assign(size_t(bins), 0);
-  if (v.empty()) return h;
-  std::vector<double> s = v;
-  std::sort(s.begin(), s.end());
-  const size_t n = s.size();
-  h.lo = s[size_t(double(n - 1) * 0.005)];
-  h.hi = s[size_t(double(n - 1) * 0.995)];
-  if (!(h.hi > h.lo)) {
-    h.lo = s.front();
-    h.hi = s.back();
-  }
-  if (!(h.hi > h.lo)) h.hi = h.lo + 1e-12;
-  for (double x : v) {
-    int b = int(std::floor((x - h.lo) / (h.hi - h.lo) * bins));
-    if (b < 0) {
-      b = 0;
-      ++h.below;
-    }
-    if (b >= bins) {
-      if (x > h.hi) ++h.above;
-      b = bins - 1;
-    }
-    ++h.counts[size_t(b)];
-  }
-  return h;
 }
 
 void print_report(const HardnessReport& r, const ImageDataset& ds, const std::string& split, const std::string& model,
@@ -122,16 +85,15 @@ void print_report(const HardnessReport& r, const ImageDataset& ds, const std::st
 
   std::vector<double> kap;
   for (const SampleHardness& x : r.samples) kap.push_back(x.kappa);
-  Histogram h = histogram(kap, 16);
+  const KappaHistogram h = kappa_histogram(kap, 16);
   const int64_t peak = std::max<int64_t>(1, *std::max_element(h.counts.begin(), h.counts.end()));
   std::printf("\nhistogram of kappa_j (%lld samples; edge bins include %lld below / %lld above the range):\n",
               (long long)kap.size(), (long long)h.below, (long long)h.above);
   for (size_t b = 0; b < h.counts.size(); ++b) {
-    const double a = h.lo + (h.hi - h.lo) * double(b) / double(h.counts.size());
-    const double e = h.lo + (h.hi - h.lo) * double(b + 1) / double(h.counts.size());
+    const double a = h.lo + h.width * double(b), e = a + h.width;
     const int bar = int(std::lround(40.0 * double(h.counts[b]) / double(peak)));
     std::printf("  [%10.3e, %10.3e) %s%s %lld\n", a, e, std::string(size_t(bar), '#').c_str(),
-                (a < 0 && e > 0) ? " <- 0" : "", (long long)h.counts[b]);
+                std::fabs(a) < 1e-9 * h.width ? " <- 0: hard from here" : "", (long long)h.counts[b]);
   }
   for (const std::string& n : r.notices) std::printf("note: %s\n", n.c_str());
   std::printf("\nverdict: %s\n  %s\n", r.verdict.c_str(), r.verdict_detail.c_str());
@@ -177,6 +139,8 @@ Json report_json(const HardnessReport& r, const ImageDataset& ds, const std::str
   for (const auto& row : r.heat) heat["k"].push_back(Json(row));
   Json notices = Json::array();
   for (const std::string& n : r.notices) notices.push_back(Json(n));
+  Json class_names = Json::array();
+  for (const std::string& n : ds.class_names) class_names.push_back(Json(n));
   return Json::object({{"model", Json(model)},
                        {"split", Json(split)},
                        {"n_forget", Json(r.n_forget)},
@@ -206,87 +170,10 @@ Json report_json(const HardnessReport& r, const ImageDataset& ds, const std::str
                                                  {"seed", Json(int64_t(opt.seed))}})},
                        {"seconds", Json(r.seconds)},
                        {"notices", notices},
+                       {"class_names", class_names},
                        {"blocks", blocks},
                        {"samples", samples},
                        {"heatmap", heat}});
-}
-
-// Blue (negative) - white - red (positive), t in [-1, 1].
-std::string diverging(double t) {
-  t = std::clamp(t, -1.0, 1.0);
-  const double a = std::abs(t);
-  int r, g, b;
-  if (t >= 0) {
-    r = 255;
-    g = int(255 - a * (255 - 60));
-    b = int(255 - a * (255 - 50));
-  } else {
-    r = int(255 - a * (255 - 40));
-    g = int(255 - a * (255 - 100));
-    b = 255;
-  }
-  char s[16];
-  std::snprintf(s, sizeof s, "#%02x%02x%02x", r, g, b);
-  return s;
-}
-
-void write_svg(const std::string& path, const HardnessReport& r, const ImageDataset& ds, const std::string& split) {
-  Svg svg(1000, 500);
-  svg.text(500, 24, "hamu hardness: " + split + ", " + std::to_string(r.n_forget) + " forget x " +
-                        std::to_string(r.n_retain) + " retain samples",
-           15, "middle", "#222", true);
-  svg.text(500, 42, "verdict: " + r.verdict, 13, "middle", r.verdict == "easy" ? "#009E73" : "#D55E00", true);
-  // Histogram of kappa_j.
-  std::vector<double> kap;
-  for (const SampleHardness& x : r.samples) kap.push_back(x.kappa);
-  const int bins = 30;
-  Histogram h = histogram(kap, bins);
-  const int64_t peak = std::max<int64_t>(1, *std::max_element(h.counts.begin(), h.counts.end()));
-  const NiceAxis ya = nice_axis(0, double(peak), 5);
-  PlotArea pa{80, 80, 370, 320, h.lo, h.hi, ya.lo, ya.hi};
-  pa.draw_axes(svg, "kappa_j = <grad l(f_j), g_r>", "forget samples", 5, "%.3g");
-  for (int b = 0; b < bins; ++b) {
-    const double a = h.lo + (h.hi - h.lo) * b / bins, e = h.lo + (h.hi - h.lo) * (b + 1) / bins;
-    const double mid = 0.5 * (a + e);
-    svg.rect(pa.px(a), pa.py(double(h.counts[size_t(b)])), std::max(0.5, pa.px(e) - pa.px(a) - 1),
-             pa.py(0) - pa.py(double(h.counts[size_t(b)])), mid > 0 ? "#D55E00" : "#0072B2");
-  }
-  if (h.lo < 0 && h.hi > 0) svg.line(pa.px(0), pa.top, pa.px(0), pa.top + pa.height, "#222", 1.2, "4,3");
-  char txt[200];
-  std::snprintf(txt, sizeof txt, "hard (kappa_j > 0, orange): %.1f%%; mean kappa %.3g", 100 * r.share_hard, r.kappa);
-  svg.text(pa.left + pa.width / 2, pa.top - 10, txt, 12, "middle");
-  // Heat map of K over a sample, as cosines K / (|grad l(f_j)| |grad l(r_i)|) so that a few large
-  // gradients do not wash out the rest; rows by kappa_j (hardest on top), columns by retain class.
-  const size_t nrow = r.heat.size(), ncol = nrow ? r.heat[0].size() : 0;
-  if (nrow && ncol) {
-    std::vector<size_t> rows(nrow), cols(ncol);
-    std::iota(rows.begin(), rows.end(), 0);
-    std::iota(cols.begin(), cols.end(), 0);
-    std::sort(rows.begin(), rows.end(), [&](size_t a, size_t b) {
-      return r.samples[size_t(r.heat_rows[a])].kappa > r.samples[size_t(r.heat_rows[b])].kappa;
-    });
-    std::stable_sort(cols.begin(), cols.end(), [&](size_t a, size_t b) { return r.heat_col_labels[a] < r.heat_col_labels[b]; });
-    auto cosine = [&](size_t i, size_t j) {
-      const double den = r.samples[size_t(r.heat_rows[i])].norm * r.heat_col_norms[j];
-      return den > 0 ? r.heat[i][j] / den : 0.0;
-    };
-    const double x0 = 590, y0 = 80, size = 320;
-    const double cw = size / double(ncol), ch = size / double(nrow);
-    for (size_t i = 0; i < nrow; ++i)
-      for (size_t j = 0; j < ncol; ++j)
-        svg.rect(x0 + double(j) * cw, y0 + double(i) * ch, cw + 0.3, ch + 0.3, diverging(cosine(rows[i], cols[j])));
-    svg.rect(x0, y0, size, size, "none", "#444");
-    for (size_t j = 0; j < ncol; ++j)
-      if (j == 0 || r.heat_col_labels[cols[j]] != r.heat_col_labels[cols[j - 1]])
-        svg.text(x0 + (double(j) + 0.5) * cw, y0 + size + 12, class_name(ds, r.heat_col_labels[cols[j]]), 9, "start",
-                 "#444", false, 45);
-    for (size_t i = 0; i < nrow; i += std::max<size_t>(1, nrow / 8))
-      svg.text(x0 - 4, y0 + (double(i) + 0.7) * ch, class_name(ds, r.samples[size_t(r.heat_rows[rows[i]])].label), 8, "end", "#444");
-    svg.text(x0 + size / 2, y0 - 10, "K[j,i] on a sample, as cosine (blue -1, white 0, red +1)", 12, "middle");
-    svg.text(x0 - 70, y0 + size / 2, "forget samples (hardest on top)", 11, "middle", "#222", false, -90);
-    svg.text(x0 + size / 2, y0 + size + 72, "retain samples, by class", 11, "middle");
-  }
-  svg.save(path);
 }
 
 }  // namespace
@@ -364,8 +251,10 @@ int cmd_hardness(int argc, char** argv) {
   HardnessReport r = compute_hardness(*m.model, ds.data.train, norm, ds.split.forget, ds.split.retain, opt);
   const std::string model_desc = m.spec.describe() + ", " + device.str() + ", " + fmt("%.1f s", r.seconds);
   print_report(r, ds.data.train, ds.split.spec, model_desc, opt, top);
-  if (!json_path.empty()) save_json(json_path, report_json(r, ds.data.train, ds.split.spec, model_path, opt));
-  if (!svg_path.empty()) write_svg(svg_path, r, ds.data.train, ds.split.spec);
+  const Json report = report_json(r, ds.data.train, ds.split.spec, model_path, opt);
+  if (!json_path.empty()) save_json(json_path, report);
+  // The figure is drawn from the report itself, so any saved --json redraws the same picture.
+  if (!svg_path.empty()) hardness_svg(hardness_from_json(report)).save(svg_path);
   return 0;
 }
 

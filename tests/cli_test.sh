@@ -184,5 +184,17 @@ else
   fail "compare on good input failed"; cat compare.err >&2
 fi
 
+# ---- figures: hamu hardness --svg on good input; the good runs' SVGs render (tests/svg_test.sh) ----------
+
+if "$HAMU" hardness --model orig.safetensors --data "$D" "${S[@]}" --threads 1 --json out/h.json --svg out/h.svg \
+     > hardness.out 2> hardness.err && [[ -s out/h.json && -s out/h.svg ]]; then
+  pass
+else
+  fail "hardness on good input did not write --json and --svg"; cat hardness.err >&2
+fi
+svg_test=$(dirname "${BASH_SOURCE[0]}")/svg_test.sh
+[[ $svg_test == /* ]] || svg_test=$OLDPWD/$svg_test  # this script cd'd into its scratch folder
+if "$svg_test" out/*.svg > svg_test.out 2>&1; then pass; else fail "figures do not render: $(cat svg_test.out)"; fi
+
 echo "cli_test: $PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]

@@ -139,6 +139,7 @@ int cmd_eval(int argc, char** argv) {
   eo.batch = batch;
   eo.device = device;
   eo.keep_probs = args.has("--reference");
+  eo.progress = "evaluate";
   EvalReport report = evaluate_model(*m.model, ds.data, {&ds.split.forget, &ds.split.retain, &ds.test}, norm, eo);
   report.model = ckpt;
   report.data = ds.data.spec;
@@ -149,6 +150,7 @@ int cmd_eval(int argc, char** argv) {
     check_model_fits_data(ref, ds.data.train);
     if (ref.spec.arch != m.spec.arch)
       throw InputError("--reference: " + ref.path + " is a " + ref.spec.arch + ", the model is a " + m.spec.arch);
+    eo.progress = "evaluate reference";
     ref_report = evaluate_model(*ref.model, ds.data, {&ds.split.forget, &ds.split.retain, &ds.test},
                                 model_normalizer(ref, ds.data.train), eo);
     compare_to_reference(report, ref_report);

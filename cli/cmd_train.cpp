@@ -82,6 +82,7 @@ int cmd_train(int argc, char** argv) {
   EvalOptions eo;
   eo.batch = eval_batch;
   eo.device = device;
+  eo.progress = "evaluate";
   Json epochs_json = Json::array();
   double train_seconds = 0;
   auto on_epoch = [&](const EpochSummary& e) {

@@ -5,16 +5,19 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 namespace hamu::cli {
 
 std::vector<Flag> common_flags() {
   return {{"--threads", "N", "CPU threads", "all cores"},
           {"--device", "DEV", "cpu, cuda or cuda:N", "cpu"},
-          {"--seed", "N", "seed for splits, shuffling and initialisation", "0"}};
+          {"--seed", "N", "seed for splits, shuffling and initialisation", "0"},
+          {"--quiet", "", "no progress lines on stderr (as HAMU_NO_PROGRESS=1)", ""}};
 }
 
 Device apply_common(const Args& args) {
+  if (args.on("--quiet")) ::setenv("HAMU_NO_PROGRESS", "1", 1);  // every Progress bar reads it
   if (args.has("--threads")) {
     const int64_t n = args.integer("--threads");
     if (n < 1 || n > 1024) throw InputError("--threads: " + std::to_string(n) + " is not between 1 and 1024");

@@ -4,13 +4,24 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 
 #include "engine/ops.h"
+#include "engine/progress.h"
 
 namespace hamu {
 
-SplitEval evaluate_indices(nn::Module& model, const ImageDataset& ds, const std::vector<int64_t>& indices,
-                           const Normalizer& norm, const EvalOptions& opt) {
+namespace {
+
+std::string fmt_acc(double acc) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f%%", 100 * acc);
+  return b;
+}
+
+// One split; `bar` (may be null) counts images, `done_before` of them evaluated by earlier splits.
+SplitEval evaluate_split(nn::Module& model, const ImageDataset& ds, const std::vector<int64_t>& indices,
+                         const Normalizer& norm, const EvalOptions& opt, Progress* bar, int64_t done_before) {
   SplitEval out;
   out.n = int64_t(indices.size());
   if (out.n == 0) return out;
@@ -45,11 +56,27 @@ SplitEval evaluate_indices(nn::Module& model, const ImageDataset& ds, const std:
       std::vector<float> p = exp(lp).to(Device{}).to_vector<float>();
       out.probs.insert(out.probs.end(), p.begin(), p.end());
     }
+    if (bar) bar->update(done_before + start + len);
   }
   out.acc = correct / double(out.n);
   out.loss = loss_sum / double(out.n);
   out.entropy = ent_sum / double(out.n);
   model.train(was_training);
+  return out;
+}
+
+std::unique_ptr<Progress> eval_bar(const EvalOptions& opt, int64_t images) {
+  if (opt.progress.empty()) return nullptr;
+  return std::make_unique<Progress>(images, opt.progress, "img/s");
+}
+
+}  // namespace
+
+SplitEval evaluate_indices(nn::Module& model, const ImageDataset& ds, const std::vector<int64_t>& indices,
+                           const Normalizer& norm, const EvalOptions& opt) {
+  std::unique_ptr<Progress> bar = eval_bar(opt, int64_t(indices.size()));
+  SplitEval out = evaluate_split(model, ds, indices, norm, opt, bar.get(), 0);
+  if (bar) bar->finish("accuracy " + fmt_acc(out.acc));
   return out;
 }
 
@@ -78,12 +105,14 @@ double roc_auc(const std::vector<float>& negatives, const std::vector<float>& po
 EvalReport evaluate_model(nn::Module& model, const DataBundle& data, const SplitIndices& splits,
                           const Normalizer& norm, const EvalOptions& opt) {
   EvalReport r;
-  EvalOptions forget_opt = opt;
-  r.forget = evaluate_indices(model, data.train, *splits.forget, norm, forget_opt);
+  const int64_t nf = int64_t(splits.forget->size()), nr = int64_t(splits.retain->size());
+  std::unique_ptr<Progress> bar = eval_bar(opt, nf + nr + int64_t(splits.test->size()));
+  r.forget = evaluate_split(model, data.train, *splits.forget, norm, opt, bar.get(), 0);
   EvalOptions plain = opt;
   plain.keep_probs = false;
-  r.retain = evaluate_indices(model, data.train, *splits.retain, norm, plain);
-  r.test = evaluate_indices(model, data.test, *splits.test, norm, plain);
+  r.retain = evaluate_split(model, data.train, *splits.retain, norm, plain, bar.get(), nf);
+  r.test = evaluate_split(model, data.test, *splits.test, norm, plain, bar.get(), nf + nr);
+  if (bar) bar->finish("forget " + fmt_acc(r.forget.acc) + ", retain " + fmt_acc(r.retain.acc) + ", test " + fmt_acc(r.test.acc));
   r.retain_forget_auc = roc_auc(r.retain.losses, r.forget.losses);
   r.forget_test_auc = roc_auc(r.forget.losses, r.test.losses);
   return r;

@@ -24,6 +24,9 @@ struct EvalOptions {
   int64_t batch = 1000;
   Device device;
   bool keep_probs = false;
+  // Label of a progress line on stderr over the whole evaluation (engine/progress.h: silent when it
+  // ends within a second); empty: none (evaluations inside a loop that has its own bar).
+  std::string progress;
 };
 
 // Eval mode (BatchNorm running statistics), no gradients; the model's train/eval mode is restored.

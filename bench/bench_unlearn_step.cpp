@@ -3,7 +3,12 @@
 // the update, as `hamu unlearn` runs it. GPU by default (prints "skipped: no GPU" without one), or
 // --device cpu. The PyTorch eager peer of the same step is bench/peer/hamu_step_torch.py.
 //
-// usage: bench_unlearn_step [--batch 512] [--steps 20] [--device cuda|cpu] [--no-paired]
+// usage: bench_unlearn_step [--batch 512] [--steps 20] [--device cuda|cpu] [--no-paired] [--profile] [--tf32]
+//                           [--deterministic] [--no-find]
+// --profile: after the timed steps, one more step with the per-op-kind profiler on (kernels/perf.h: CUDA
+// events on the GPU, the wall clock on the CPU), printed as a table. --tf32, --deterministic, --no-find: the
+// speed switches of kernels/perf.h (TF32 math; deterministic cuDNN algorithms only; heuristic instead of
+// measured cuDNN algorithm choice).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,6 +20,7 @@
 #include "engine/progress.h"
 #include "engine/ops.h"
 #include "kernels/kernels.h"
+#include "kernels/perf.h"
 #include "models/models.h"
 #include "unlearn/gradients.h"
 #include "unlearn/runner.h"
@@ -38,15 +44,22 @@ void sync(Device d) {
 
 int main(int argc, char** argv) {
   int batch = 512, steps = 20;
-  bool paired = true;
+  bool paired = true, profile = false;
+  kernels::PerfOptions perf = kernels::perf_options();
   std::string device_name = "cuda";
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) batch = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--device") && i + 1 < argc) device_name = argv[++i];
     else if (!std::strcmp(argv[i], "--no-paired")) paired = false;
+    else if (!std::strcmp(argv[i], "--profile")) profile = true;
+    else if (!std::strcmp(argv[i], "--tf32")) perf.tf32 = true;
+    else if (!std::strcmp(argv[i], "--deterministic")) perf.deterministic = true;
+    else if (!std::strcmp(argv[i], "--no-find")) perf.conv_find = false;
     else {
-      std::fprintf(stderr, "usage: bench_unlearn_step [--batch N] [--steps N] [--device cuda|cpu] [--no-paired]\n");
+      std::fprintf(stderr,
+                   "usage: bench_unlearn_step [--batch N] [--steps N] [--device cuda|cpu] [--no-paired] [--profile] "
+                   "[--tf32] [--deterministic] [--no-find]\n");
       return 2;
     }
   }
@@ -54,6 +67,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_unlearn_step: --batch must be >= 2 and --steps >= 1\n");
     return 2;
   }
+  kernels::set_perf_options(perf);
   Device device;
   if (device_name != "cpu") {
 #ifdef HAMU_CUDA
@@ -122,5 +136,17 @@ int main(int argc, char** argv) {
   std::printf("| fused update (stats + coefficients + apply + report copy) | %.3f |\n", 1e3 * median(t_update));
   std::printf("| whole step | %.3f |\n", 1e3 * median(t_total));
   std::printf("  images/s through the step: %.0f\n", 2.0 * batch / median(t_total));
+  if (profile) {
+    // One more step, every op timed by kind (the first steps above were the warm-up: plans, caches).
+    sync(device);
+    kernels::profile_begin(device.is_cuda() ? device.index : -1);
+    compute_gradients(*model, nullptr, update, retain, forget, *opt.method, opt.params, paired, &fallback);
+    update.compute_stats();
+    (void)update.hamu_step(cfg);
+    const kernels::ProfTable t = kernels::profile_end();
+    std::printf("\nprofile of one step (%s; tf32 %s, cuDNN algorithms %s%s):\n", t.clock.c_str(), perf.tf32 ? "on" : "off",
+                perf.conv_find ? "measured" : "heuristic", perf.deterministic ? ", deterministic only" : "");
+    std::printf("%s", kernels::format_profile(t).c_str());
+  }
   return 0;
 }

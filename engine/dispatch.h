@@ -4,13 +4,16 @@
 
 #include "engine/tensor.h"
 #include "kernels/kernels.h"
+#include "kernels/perf.h"
 
 namespace hamu {
 
 // Calls f(ctx, T{}) with the tensor's backend context and floating element type:
-// (CpuCtx, float), (CpuCtx, double) or (CudaCtx, float).
+// (CpuCtx, float), (CpuCtx, double) or (CudaCtx, float). Every op's kernels run inside one profiler scope
+// named by `op` (kernels/perf.h; free when no profile is running).
 template <class F>
 void dispatch(const char* op, const Tensor& t, F&& f) {
+  const kernels::ProfScope prof(op, t.is_cuda() ? t.device().index : -1);
   if (t.is_cuda()) {
 #ifdef HAMU_CUDA
     if (t.dtype() != DType::f32)

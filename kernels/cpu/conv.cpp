@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "kernels/kernels.h"
+#include "kernels/perf.h"
 
 namespace hamu::kernels {
 namespace {
@@ -228,6 +229,7 @@ void conv2d_forward(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* 
 
 template <class T>
 void conv2d_backward_data(const CpuCtx& ctx, const ConvShape& s, const T* gy, const T* w, T* gx, T* ws) {
+  const ProfScope prof(ProfKind::conv_bwd_data, -1);
   const int64_t ohw = s.oh() * s.ow(), chw = s.c * s.h * s.w, crs = s.c * s.r * s.s, col_n = col_elems(s);
   const bool pointwise = is_pointwise(s);
   parallel_items(s.n, [&](int64_t i, int slot) {
@@ -263,6 +265,7 @@ template <class T> T row_sum(const T* x, int64_t n) {
 
 template <class T>
 void conv2d_backward_filter(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* gy, T* gw, T* gb, T* ws) {
+  const ProfScope prof(ProfKind::conv_bwd_filter, -1);
   const int64_t ohw = s.oh() * s.ow(), chw = s.c * s.h * s.w, crs = s.c * s.r * s.s, col_n = col_elems(s);
   const int64_t w_n = s.k * crs, slice = filter_elems(s), chunks = filter_chunks(s);
   const bool pointwise = is_pointwise(s);

@@ -1,6 +1,8 @@
-// kernels/cuda/conv.cu: 2-D convolution (CUDA): cuDNN when built with HAMU_CUDNN, else (or when cuDNN offers
+// kernels/cuda/conv.cu: 2-D convolution (CUDA): cuDNN when built with HAMU_CUDNN (algorithms chosen per shape by
+// measurement, cached; see kernels/perf.h for TF32 and determinism), else (or when cuDNN offers
 // no algorithm for a shape, or HAMU_NO_CUDNN=1 is set) im2col/col2im kernels + cuBLAS GEMM over chunks of
 // images. im2col and col2im of one image are also exported.
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -8,6 +10,7 @@
 #include <tuple>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/perf.h"
 
 namespace hamu::kernels {
 using namespace cuda_detail;
@@ -184,8 +187,10 @@ struct CudnnPlan {
   size_t ws_bytes = 0;  // the largest of the three
 };
 
+// The plan cache key: device, shape, and the switches that change the choice (kernels/perf.h): TF32,
+// determinism, measurement vs heuristics. The workspace limit is a constant (kCudnnWsLimit).
 using PlanKey = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           int64_t, bool>;
+                           int64_t, bool, bool, bool>;
 
 std::mutex g_plan_mu;
 std::map<PlanKey, CudnnPlan> g_plans;
@@ -196,8 +201,10 @@ cudnnConvolutionDescriptor_t make_conv_desc(const ConvShape& cs, bool tf32) {
   HAMU_CUDNN_CHECK("conv2d plan", cudnnSetConvolution2dDescriptor(d, int(cs.pad_h), int(cs.pad_w), int(cs.stride_h),
                                                                    int(cs.stride_w), 1, 1, CUDNN_CROSS_CORRELATION,
                                                                    CUDNN_DATA_FLOAT));
-  // FMA math keeps float32 exact (cuDNN's default math would allow TF32 on this GPU).
-  HAMU_CUDNN_CHECK("conv2d plan", cudnnSetConvolutionMathType(d, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+  // FMA math keeps float32 exact (cuDNN's default math would allow TF32 on this GPU); --tf32 allows the
+  // tensor cores to convert float32 inputs to TF32.
+  HAMU_CUDNN_CHECK("conv2d plan", cudnnSetConvolutionMathType(d, tf32 ? CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
+                                                                      : CUDNN_FMA_MATH));
   return d;
 }
 
@@ -205,27 +212,53 @@ bool math_ok(cudnnMathType_t m, bool tf32) {
   return tf32 || m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH;
 }
 
-// Picks from heuristic results (best first): deterministic ones first, then any; each must succeed,
-// fit the workspace limit and have an acceptable math type. Returns false when none does.
-template <class Perf, class Algo, class WsQuery>
-bool pick_algo(const Perf* perf, int n, bool tf32, WsQuery ws_query, Algo* algo, size_t* ws) {
-  for (int pass = 0; pass < 2; ++pass)
-    for (int i = 0; i < n; ++i) {
-      if (perf[i].status != CUDNN_STATUS_SUCCESS || !math_ok(perf[i].mathType, tf32)) continue;
-      if (pass == 0 && perf[i].determinism != CUDNN_DETERMINISTIC) continue;
-      size_t bytes = 0;
-      if (!ws_query(perf[i].algo, &bytes) || bytes > kCudnnWsLimit) continue;
-      *algo = perf[i].algo;
-      *ws = bytes;
-      return true;
-    }
-  return false;
+struct PlanChoice {
+  bool tf32 = false, deterministic = false, find = true;
+};
+
+// Picks the first usable entry of cuDNN's list (measured: fastest first; heuristic: most promising first):
+// it must have run, have an acceptable math type, fit the workspace limit, and be deterministic when that
+// was asked for. Returns the index, or -1 when none qualifies (the own implementation takes the shape).
+template <class Perf, class WsQuery>
+int pick_algo(const Perf* perf, int n, const PlanChoice& pc, WsQuery ws_query, size_t* ws) {
+  for (int i = 0; i < n; ++i) {
+    if (perf[i].status != CUDNN_STATUS_SUCCESS || !math_ok(perf[i].mathType, pc.tf32)) continue;
+    if (pc.deterministic && perf[i].determinism != CUDNN_DETERMINISTIC) continue;
+    size_t bytes = 0;
+    if (!ws_query(perf[i].algo, &bytes) || bytes > kCudnnWsLimit) continue;
+    *ws = bytes;
+    return i;
+  }
+  return -1;
 }
 
-CudnnPlan build_plan(const CudaCtx& ctx, const ConvShape& cs) {
+bool cudnn_log_on() {
+  static const bool on = [] {
+    const char* v = std::getenv("HAMU_CUDNN_LOG");
+    return v && v[0] == '1';
+  }();
+  return on;
+}
+
+// Measurement (cudnnFind*, which runs every algorithm on scratch buffers it allocates itself, as
+// cudnn.benchmark does) or heuristics (cudnnGet*_v7). A failed measurement (out of memory for its buffers)
+// falls back to the heuristics. Fills perf, returns the count.
+template <class Perf, class FindFn, class GetFn>
+int algo_list(const PlanChoice& pc, int cap, Perf* perf, FindFn find, GetFn get) {
+  int got = 0;
+  if (pc.find && find(cap, &got, perf) == CUDNN_STATUS_SUCCESS && got > 0) return got;
+  got = 0;
+  HAMU_CUDNN_CHECK("conv2d plan", get(cap, &got, perf));
+  return got;
+}
+
+template <class Perf> void set_chosen_math(cudnnConvolutionDescriptor_t d, const Perf& chosen, bool tf32) {
+  if (tf32) HAMU_CUDNN_CHECK("conv2d plan", cudnnSetConvolutionMathType(d, chosen.mathType));
+}
+
+CudnnPlan build_plan(const CudaCtx& ctx, const ConvShape& cs, const PlanChoice& pc) {
   CudnnPlan p;
   cudnnHandle_t h = dnn_of(ctx);
-  const bool tf32 = ctx.tf32;
   HAMU_CUDNN_CHECK("conv2d plan", cudnnCreateTensorDescriptor(&p.x));
   HAMU_CUDNN_CHECK("conv2d plan", cudnnCreateTensorDescriptor(&p.y));
   HAMU_CUDNN_CHECK("conv2d plan", cudnnCreateFilterDescriptor(&p.w));
@@ -235,62 +268,91 @@ CudnnPlan build_plan(const CudaCtx& ctx, const ConvShape& cs) {
                                                               int(cs.k), int(cs.oh()), int(cs.ow())));
   HAMU_CUDNN_CHECK("conv2d plan", cudnnSetFilter4dDescriptor(p.w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, int(cs.k),
                                                               int(cs.c), int(cs.r), int(cs.s)));
-  p.conv_fwd = make_conv_desc(cs, tf32);
-  p.conv_bwd_data = make_conv_desc(cs, tf32);
-  p.conv_bwd_filter = make_conv_desc(cs, tf32);
+  p.conv_fwd = make_conv_desc(cs, pc.tf32);
+  p.conv_bwd_data = make_conv_desc(cs, pc.tf32);
+  p.conv_bwd_filter = make_conv_desc(cs, pc.tf32);
 
   // The output geometry must agree with ConvShape's.
   int on = 0, oc = 0, oh = 0, ow = 0;
   HAMU_CUDNN_CHECK("conv2d plan", cudnnGetConvolution2dForwardOutputDim(p.conv_fwd, p.x, p.w, &on, &oc, &oh, &ow));
   if (on != cs.n || oc != cs.k || oh != cs.oh() || ow != cs.ow()) return p;
+  // cudnnFind* runs on the handle's stream: the work queued before it must not be timed with it.
+  if (pc.find) HAMU_CU("conv2d plan", cudaStreamSynchronize(stream_of(ctx)));
 
   size_t ws_f = 0, ws_d = 0, ws_w = 0;
+  float t_f = 0, t_d = 0, t_w = 0;
   {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    int got = 0;
-    HAMU_CUDNN_CHECK("conv2d plan", cudnnGetConvolutionForwardAlgorithm_v7(h, p.x, p.w, p.conv_fwd, p.y,
-                                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
+    const int got = algo_list(
+        pc, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, perf,
+        [&](int cap, int* n, cudnnConvolutionFwdAlgoPerf_t* out) {
+          return cudnnFindConvolutionForwardAlgorithm(h, p.x, p.w, p.conv_fwd, p.y, cap, n, out);
+        },
+        [&](int cap, int* n, cudnnConvolutionFwdAlgoPerf_t* out) {
+          return cudnnGetConvolutionForwardAlgorithm_v7(h, p.x, p.w, p.conv_fwd, p.y, cap, n, out);
+        });
     auto q = [&](cudnnConvolutionFwdAlgo_t a, size_t* b) {
       return cudnnGetConvolutionForwardWorkspaceSize(h, p.x, p.w, p.conv_fwd, p.y, a, b) == CUDNN_STATUS_SUCCESS;
     };
-    if (!pick_algo(perf, got, tf32, q, &p.fwd_algo, &ws_f)) return p;
-    for (int i = 0; i < got; ++i)
-      if (perf[i].algo == p.fwd_algo && tf32)
-        HAMU_CUDNN_CHECK("conv2d plan", cudnnSetConvolutionMathType(p.conv_fwd, perf[i].mathType));
+    const int i = pick_algo(perf, got, pc, q, &ws_f);
+    if (i < 0) return p;
+    p.fwd_algo = perf[i].algo;
+    t_f = perf[i].time;
+    set_chosen_math(p.conv_fwd, perf[i], pc.tf32);
   }
   {
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    int got = 0;
-    HAMU_CUDNN_CHECK("conv2d plan", cudnnGetConvolutionBackwardDataAlgorithm_v7(
-                                        h, p.w, p.y, p.conv_bwd_data, p.x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got,
-                                        perf));
+    const int got = algo_list(
+        pc, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, perf,
+        [&](int cap, int* n, cudnnConvolutionBwdDataAlgoPerf_t* out) {
+          return cudnnFindConvolutionBackwardDataAlgorithm(h, p.w, p.y, p.conv_bwd_data, p.x, cap, n, out);
+        },
+        [&](int cap, int* n, cudnnConvolutionBwdDataAlgoPerf_t* out) {
+          return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p.w, p.y, p.conv_bwd_data, p.x, cap, n, out);
+        });
     auto q = [&](cudnnConvolutionBwdDataAlgo_t a, size_t* b) {
       return cudnnGetConvolutionBackwardDataWorkspaceSize(h, p.w, p.y, p.conv_bwd_data, p.x, a, b) ==
              CUDNN_STATUS_SUCCESS;
     };
-    if (!pick_algo(perf, got, tf32, q, &p.bwd_data_algo, &ws_d)) return p;
-    for (int i = 0; i < got; ++i)
-      if (perf[i].algo == p.bwd_data_algo && tf32)
-        HAMU_CUDNN_CHECK("conv2d plan", cudnnSetConvolutionMathType(p.conv_bwd_data, perf[i].mathType));
+    const int i = pick_algo(perf, got, pc, q, &ws_d);
+    if (i < 0) return p;
+    p.bwd_data_algo = perf[i].algo;
+    t_d = perf[i].time;
+    set_chosen_math(p.conv_bwd_data, perf[i], pc.tf32);
   }
   {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    int got = 0;
-    HAMU_CUDNN_CHECK("conv2d plan", cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                                        h, p.x, p.y, p.conv_bwd_filter, p.w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                                        &got, perf));
+    const int got = algo_list(
+        pc, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, perf,
+        [&](int cap, int* n, cudnnConvolutionBwdFilterAlgoPerf_t* out) {
+          return cudnnFindConvolutionBackwardFilterAlgorithm(h, p.x, p.y, p.conv_bwd_filter, p.w, cap, n, out);
+        },
+        [&](int cap, int* n, cudnnConvolutionBwdFilterAlgoPerf_t* out) {
+          return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p.x, p.y, p.conv_bwd_filter, p.w, cap, n, out);
+        });
     auto q = [&](cudnnConvolutionBwdFilterAlgo_t a, size_t* b) {
       return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, p.x, p.y, p.conv_bwd_filter, p.w, a, b) ==
              CUDNN_STATUS_SUCCESS;
     };
-    if (!pick_algo(perf, got, tf32, q, &p.bwd_filter_algo, &ws_w)) return p;
-    for (int i = 0; i < got; ++i)
-      if (perf[i].algo == p.bwd_filter_algo && tf32)
-        HAMU_CUDNN_CHECK("conv2d plan", cudnnSetConvolutionMathType(p.conv_bwd_filter, perf[i].mathType));
+    const int i = pick_algo(perf, got, pc, q, &ws_w);
+    if (i < 0) return p;
+    p.bwd_filter_algo = perf[i].algo;
+    t_w = perf[i].time;
+    set_chosen_math(p.conv_bwd_filter, perf[i], pc.tf32);
   }
   p.ws_bytes = ws_f > ws_d ? ws_f : ws_d;
   p.ws_bytes = p.ws_bytes > ws_w ? p.ws_bytes : ws_w;
   p.ok = true;
+  if (cudnn_log_on())
+    std::fprintf(stderr,
+                 "hamu cudnn plan: n%lld c%lld %lldx%lld k%lld %lldx%lld s%lld p%lld (%s%s%s): fwd algo %d%s, "
+                 "bwd-data algo %d%s, bwd-filter algo %d%s, workspace %.1f MiB\n",
+                 (long long)cs.n, (long long)cs.c, (long long)cs.h, (long long)cs.w, (long long)cs.k, (long long)cs.r,
+                 (long long)cs.s, (long long)cs.stride_h, (long long)cs.pad_h, pc.find ? "measured" : "heuristic",
+                 pc.tf32 ? ", tf32" : "", pc.deterministic ? ", deterministic" : "", int(p.fwd_algo),
+                 pc.find ? (" " + std::to_string(t_f) + " ms").c_str() : "", int(p.bwd_data_algo),
+                 pc.find ? (" " + std::to_string(t_d) + " ms").c_str() : "", int(p.bwd_filter_algo),
+                 pc.find ? (" " + std::to_string(t_w) + " ms").c_str() : "", double(p.ws_bytes) / (1 << 20));
   return p;
 }
 
@@ -300,13 +362,18 @@ const CudnnPlan* cudnn_plan(const CudaCtx& ctx, const ConvShape& cs) {
   // cuDNN takes int dimensions.
   const int64_t lim = int64_t(1) << 30;
   if (cs.n >= lim || cs.c >= lim || cs.h >= lim || cs.w >= lim || cs.k >= lim) return nullptr;
+  const PerfOptions o = perf_options();
+  PlanChoice pc;
+  pc.tf32 = ctx.tf32 || o.tf32;
+  pc.deterministic = o.deterministic;
+  pc.find = o.conv_find;
   const PlanKey key{ctx.device, cs.n, cs.c, cs.h, cs.w, cs.k, cs.r, cs.s, cs.stride_h, cs.stride_w, cs.pad_h, cs.pad_w,
-                    ctx.tf32};
+                    pc.tf32, pc.deterministic, pc.find};
   std::lock_guard<std::mutex> lock(g_plan_mu);
   auto it = g_plans.find(key);
   if (it == g_plans.end()) {
     use_device(ctx);
-    it = g_plans.emplace(key, build_plan(ctx, cs)).first;
+    it = g_plans.emplace(key, build_plan(ctx, cs, pc)).first;
   }
   return it->second.ok ? &it->second : nullptr;
 }
@@ -352,6 +419,7 @@ void conv2d_forward(const CudaCtx& ctx, const ConvShape& cs, const float* x, con
 
 void conv2d_backward_data(const CudaCtx& ctx, const ConvShape& cs, const float* gy, const float* w, float* gx,
                           float* ws) {
+  const ProfScope prof(ProfKind::conv_bwd_data, ctx.device);
   if (cs.n <= 0 || cs.c <= 0) return;
   use_device(ctx);
 #ifdef HAMU_CUDNN
@@ -368,6 +436,7 @@ void conv2d_backward_data(const CudaCtx& ctx, const ConvShape& cs, const float* 
 
 void conv2d_backward_filter(const CudaCtx& ctx, const ConvShape& cs, const float* x, const float* gy, float* gw,
                             float* gb, float* ws) {
+  const ProfScope prof(ProfKind::conv_bwd_filter, ctx.device);
   if (cs.k <= 0 || cs.n <= 0) return;
   use_device(ctx);
   if (gb) bias_grad(ctx, cs, gy, gb);

@@ -4,6 +4,7 @@
 // C = op(A) op(B) (row-major) is C^T = op(B)^T op(A)^T (column-major): call cuBLAS with the operands
 // swapped, m and n swapped, and the same transpose flags and leading dimensions.
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/perf.h"
 
 namespace hamu::kernels {
 using namespace cuda_detail;
@@ -11,8 +12,10 @@ using namespace cuda_detail;
 namespace {
 
 void set_math(const CudaCtx& ctx) {
-  // TF32 tensor cores only on explicit opt-in; the default keeps full float32 products.
-  HAMU_CUBLAS("gemm", cublasSetMathMode(blas_of(ctx), ctx.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  // TF32 tensor cores only on explicit opt-in (the context's flag or --tf32, kernels/perf.h); the default keeps
+  // full float32 products.
+  const bool tf32 = ctx.tf32 || perf_options().tf32;
+  HAMU_CUBLAS("gemm", cublasSetMathMode(blas_of(ctx), tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
 }
 
 // k == 0: C = beta * C (C not read when beta == 0), as the CPU does.

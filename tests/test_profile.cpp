@@ -1,0 +1,117 @@
+// tests/test_profile.cpp: the per-op-kind profiler (kernels/perf.h) on the CPU: one unlearning step of
+// resnet20 and one of the cnn lists the op kinds the step is made of, the rows add up to the whole span,
+// profiling changes no number, and the speed switches round-trip. (The CUDA-event clock is the same timeline
+// with events for marks; the GPU run of bench_unlearn_step --profile exercises it.)
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+
+#include "kernels/perf.h"
+#include "models/models.h"
+#include "tests/gradcheck.h"
+#include "unlearn/gradients.h"
+#include "unlearn/method_registry.h"
+#include "unlearn/update.h"
+
+using namespace hamu;
+using kernels::ProfKind;
+
+namespace {
+
+Batch profile_batch(int64_t n, const models::ModelSpec& spec) {
+  Batch b;
+  b.images = testing::random_tensor({n, spec.in_channels, spec.height, spec.width}, -1, 1, DType::f32);
+  b.labels = testing::random_labels(n, int(spec.num_classes));
+  for (int64_t i = 0; i < n; ++i) b.indices.push_back(i);
+  return b;
+}
+
+// One HAMU-Q step (paired gradients, statistics, coefficients, apply) with the profiler on; also returns the
+// first parameter after the step, to compare with an unprofiled step.
+kernels::ProfTable profiled_step(const models::ModelSpec& spec, bool profile, std::vector<double>* theta0) {
+  Rng rng(11);
+  auto model = models::build_model(spec, rng);
+  models::set_batchnorm_frozen(*model, true);
+  model->train(true);
+  testing::test_rng().seed(5);  // the same batches in the profiled and the plain step
+  Batch r = profile_batch(4, spec), f = profile_batch(4, spec);
+  FusedUpdate update(model->parameters());
+  kernels::HamuConfig cfg;
+  cfg.lr = 1e-2;
+  cfg.constraint = 5e-3;
+  std::string why;
+  if (profile) kernels::profile_begin(-1);
+  compute_gradients(*model, nullptr, update, r, f, parse_method("hamu-q"), MethodParams{}, true, &why);
+  update.compute_stats();
+  (void)update.hamu_step(cfg);
+  kernels::ProfTable t;
+  if (profile) t = kernels::profile_end();
+  *theta0 = testing::as_doubles(model->parameters()[0]);
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("profile: a resnet20 unlearning step on the CPU lists its op kinds and adds up") {
+  REQUIRE_FALSE(kernels::profile_on());
+  std::vector<double> with, without;
+  const models::ModelSpec spec{"resnet20", 3, 16, 16, 10};
+  const kernels::ProfTable t = profiled_step(spec, true, &with);
+  REQUIRE_FALSE(kernels::profile_on());
+  CHECK(t.clock == "wall clock (CPU)");
+  for (ProfKind k : {ProfKind::conv_fwd, ProfKind::conv_bwd_data, ProfKind::conv_bwd_filter, ProfKind::batchnorm,
+                     ProfKind::relu, ProfKind::add, ProfKind::gemm, ProfKind::cross_entropy, ProfKind::reduction,
+                     ProfKind::update}) {
+    INFO("kind: " << std::string(kernels::prof_kind_name(k)) << "\n" << kernels::format_profile(t));
+    CHECK(t.calls_of(k) > 0);
+    CHECK(t.ms_of(k) > 0);
+  }
+  // 19 convolutions + 2 projection shortcuts = 21 forward calls (paired: one pass over both batches, whose
+  // filter gradients are formed per half: 42 backward-filter calls).
+  CHECK(t.calls_of(ProfKind::conv_fwd) == 21);
+  CHECK(t.calls_of(ProfKind::conv_bwd_filter) == 42);
+  double sum = 0;
+  for (const kernels::ProfRow& row : t.rows) sum += row.ms;
+  CHECK(std::abs(sum - t.total_ms) <= 1e-9 * (1 + t.total_ms));
+  for (size_t i = 1; i < t.rows.size(); ++i) CHECK(t.rows[i - 1].ms >= t.rows[i].ms);
+  const std::string table = kernels::format_profile(t);
+  CHECK(table.find("| conv forward |") != std::string::npos);
+  CHECK(table.find("whole step") != std::string::npos);
+  // Profiling only reads clocks: the step's result is the same to the bit.
+  profiled_step(spec, false, &without);
+  CHECK(with == without);
+}
+
+TEST_CASE("profile: the cnn's max pooling is its own kind; a second begin is refused; end without begin throws") {
+  std::vector<double> theta;
+  const kernels::ProfTable t = profiled_step(models::ModelSpec{"cnn", 1, 28, 28, 10}, true, &theta);
+  CHECK(t.calls_of(ProfKind::pooling) > 0);
+  CHECK(t.ms_of(ProfKind::pooling) > 0);
+  kernels::profile_begin(-1);
+  CHECK_THROWS(kernels::profile_begin(-1));
+  const kernels::ProfTable empty = kernels::profile_end();
+  CHECK(empty.calls_of(ProfKind::conv_fwd) == 0);
+  CHECK_THROWS(kernels::profile_end());
+}
+
+TEST_CASE("profile: op names map to kinds; the speed switches round-trip") {
+  CHECK(kernels::prof_kind_of("conv2d") == ProfKind::conv_fwd);
+  CHECK(kernels::prof_kind_of("conv2d_backward") == ProfKind::conv_bwd_data);
+  CHECK(kernels::prof_kind_of("batch_norm_backward") == ProfKind::batchnorm);
+  CHECK(kernels::prof_kind_of("linear_backward") == ProfKind::gemm);
+  CHECK(kernels::prof_kind_of("fused_update") == ProfKind::update);
+  CHECK(kernels::prof_kind_of("accumulate_grad") == ProfKind::accumulate);
+  CHECK(kernels::prof_kind_of("no such op") == ProfKind::other_op);
+  const kernels::PerfOptions saved = kernels::perf_options();
+  kernels::PerfOptions o;
+  o.tf32 = true;
+  o.deterministic = true;
+  o.conv_find = false;
+  kernels::set_perf_options(o);
+  const kernels::PerfOptions back = kernels::perf_options();
+  CHECK(back.tf32);
+  CHECK(back.deterministic);
+  CHECK_FALSE(back.conv_find);
+  kernels::set_perf_options(saved);
+}

@@ -7,13 +7,18 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "kernels/perf.h"
+
 namespace hamu::cli {
 
 std::vector<Flag> common_flags() {
   return {{"--threads", "N", "CPU threads", "all cores"},
           {"--device", "DEV", "cpu, cuda or cuda:N", "cpu"},
           {"--seed", "N", "seed for splits, shuffling and initialisation", "0"},
-          {"--quiet", "", "no progress lines on stderr (as HAMU_NO_PROGRESS=1)", ""}};
+          {"--quiet", "", "no progress lines on stderr (as HAMU_NO_PROGRESS=1)", ""},
+          {"--tf32", "", "GPU: allow TF32 tensor-core math in GEMMs and convolutions (faster, ~3e-4 relative error; "
+                         "float32 is the default)", ""},
+          {"--deterministic", "", "GPU: only deterministic cuDNN convolution algorithms (bitwise-repeatable runs)", ""}};
 }
 
 Device apply_common(const Args& args) {
@@ -23,6 +28,10 @@ Device apply_common(const Args& args) {
     if (n < 1 || n > 1024) throw InputError("--threads: " + std::to_string(n) + " is not between 1 and 1024");
     omp_set_num_threads(int(n));
   }
+  kernels::PerfOptions perf = kernels::perf_options();
+  if (args.on("--tf32")) perf.tf32 = true;
+  if (args.on("--deterministic")) perf.deterministic = true;
+  kernels::set_perf_options(perf);
   return Device::parse(args.str("--device"));
 }
 

@@ -8,5 +8,6 @@ int cmd_eval(int argc, char** argv);
 int cmd_unlearn(int argc, char** argv);
 int cmd_hardness(int argc, char** argv);
 int cmd_compare(int argc, char** argv);
+int cmd_generate(int argc, char** argv);
 
 }  // namespace hamu::cli

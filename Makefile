@@ -141,7 +141,7 @@ test:
 	@scripts/install-deps.sh
 	@$(MAKE) --no-print-directory test-run
 test-run: $(TESTS) $(HAMU)
-	./$(TESTS) && tests/cli_test.sh $(HAMU) && tests/svg_test.sh --tests $(TESTS)
+	./$(TESTS) && tests/cli_test.sh $(HAMU) && tests/svg_test.sh --tests $(TESTS)$(if $(filter 1,$(MPI)), && tests/mpi_test.sh $(BUILD))
 
 bench-build: $(BENCHES)
 

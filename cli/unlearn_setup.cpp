@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "engine/rng.h"
+#include "unlearn/parallel.h"
 
 namespace hamu::cli {
 
@@ -23,6 +24,7 @@ std::vector<Flag> unlearn_option_flags() {
       {"--optimizer", "NAME", "sgd (theta moves by exactly the step) or adamw (step as pseudo-gradient)", "sgd"},
       {"--paper-compat", "", "gru/pcgrad: the published code's (inverted) conflict test", ""},
       {"--no-paired", "", "compute the two gradients with two passes even where one paired pass is valid", ""},
+      {"--pairing", "P", "under mpirun: data (each rank a share of both batches) or split (retain on even ranks, forget on odd)", "data"},
       {"--eval-every", "N", "evaluate every N steps (0: before and after only)", "0"},
       {"--eval-samples", "N", "intermediate evaluations use at most N images per split (0: all)", "2000"},
       {"--eval-batch", "N", "evaluation batch size", "1000"},
@@ -54,6 +56,7 @@ UnlearnOptions read_unlearn_options(const Args& args, Device device) {
   o.optimizer = parse_optimizer(args.str("--optimizer"));
   o.params.paper_compat = args.on("--paper-compat");
   o.paired = !args.on("--no-paired");
+  o.pairing = parse_pairing(args.str("--pairing"));
   o.eval_every = args.integer("--eval-every");
   o.seed = uint64_t(args.integer("--seed"));
   o.device = device;
@@ -85,7 +88,6 @@ UnlearnContext load_unlearn_context(const std::string& model_path, const std::st
     eo.batch = eval_batch;
     eo.device = device;
     eo.keep_probs = true;
-    eo.progress = "evaluate reference";
     ctx.reference_report = evaluate_model(*ctx.reference->model, ctx.data.data,
                                           {&ctx.data.split.forget, &ctx.data.split.retain, &ctx.data.test},
                                           model_normalizer(*ctx.reference, ctx.data.data.train), eo);
@@ -104,8 +106,6 @@ EvalReport evaluate_on(nn::Module& model, const UnlearnContext& ctx, const std::
   eo.batch = ctx.eval_batch;
   eo.device = ctx.device;
   eo.keep_probs = with_reference && ctx.reference_report.has_value();
-  // Full evaluations get a progress line; sampled ones run inside the unlearning loop's own bar.
-  if (with_reference) eo.progress = "evaluate " + name.substr(name.find_last_of('/') + 1);
   EvalReport r = evaluate_model(model, ctx.data.data, {&forget, &retain, &test}, ctx.norm, eo);
   r.model = name;
   r.data = ctx.data.data.spec;

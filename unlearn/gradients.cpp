@@ -122,6 +122,20 @@ bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, c
 
 }  // namespace
 
+GradientResult compute_side_gradient(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& batch,
+                                     const Method& method, const MethodParams& params, bool retain_side) {
+  if (method.needs_original() && !original)
+    throw Error("unlearn: method " + method.name() + " needs the original model");
+  GradientResult out;
+  update.zero(!retain_side);
+  const double loss = one_side(model, original, update, batch, method, params, retain_side,
+                               retain_side ? method.uses_retain() : method.uses_forget());
+  update.release_grads();
+  (retain_side ? out.retain_loss : out.forget_loss) = loss;
+  out.finite = std::isfinite(loss);
+  return out;
+}
+
 GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
                                  const Batch& forget, const Method& method, const MethodParams& params, bool allow_paired,
                                  std::string* fallback_reason) {

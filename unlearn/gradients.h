@@ -26,4 +26,9 @@ GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedU
                                  const Batch& forget, const Method& method, const MethodParams& params, bool allow_paired,
                                  std::string* fallback_reason);
 
+// One side alone (split pairing: a rank computes either r or f): the retain (retain_side) or forget
+// objective's gradient on `batch` into its buffer, the other buffer zeroed; the side's loss in the result.
+GradientResult compute_side_gradient(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& batch,
+                                     const Method& method, const MethodParams& params, bool retain_side);
+
 }  // namespace hamu

@@ -10,6 +10,7 @@
 #include "engine/progress.h"
 #include "models/models.h"
 #include "unlearn/gradients.h"
+#include "unlearn/parallel.h"
 #include "unlearn/update.h"
 
 namespace hamu {
@@ -118,6 +119,11 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, const Imag
     ao.weight_decay = 0.0;
     adamw = std::make_unique<AdamW>(model.parameters(), ao);
   }
+  // Many processes (unlearn/parallel.h): this rank's rows of every batch, one exchange per step.
+  Collectives& comm = opt.comm ? *opt.comm : world();
+  const RankPlan plan = plan_ranks(opt.pairing, comm.rank(), comm.size(), std::min<int64_t>(opt.batch, int64_t(split.retain.size())),
+                                   std::min<int64_t>(opt.forget_batch, int64_t(split.forget.size())));
+  GradientExchange exchange(comm, update, plan);
   CyclicBatches retain_batches(train, split.retain, norm, opt.batch, opt.seed * 2 + 1, opt.device);
   CyclicBatches forget_batches(train, split.forget, norm, opt.forget_batch, opt.seed * 2 + 2, opt.device);
 
@@ -142,9 +148,21 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, const Imag
     StepLog log;
     log.step = step;
     std::string fallback;
-    const Batch rb = retain_batches.next();
-    const Batch fb = forget_batches.next();
-    const GradientResult g = compute_gradients(model, original, update, rb, fb, method, opt.params, opt.paired, &fallback);
+    Batch rb = retain_batches.next();
+    Batch fb = forget_batches.next();
+    if (step == 1 && comm.size() > 1)
+      check_same_on_all_ranks(comm, "unlearning configuration (options, model, data, split, seed)",
+                              unlearn_fingerprint(opt, update.params(), rb, fb));
+    const int64_t retain_global = rb.size(), forget_global = fb.size();
+    if (comm.size() > 1) take_shares(plan, rb, fb);
+    GradientResult g;
+    if (plan.retain && plan.forget) {
+      g = compute_gradients(model, original, update, rb, fb, method, opt.params, opt.paired, &fallback);
+    } else {  // split pairing: this rank's side only
+      g = compute_side_gradient(model, original, update, plan.retain ? rb : fb, method, opt.params, plan.retain);
+      fallback = "split pairing: each rank computes one side";
+    }
+    exchange.reduce(g, rb.size(), retain_global, fb.size(), forget_global);
     log.retain_loss = g.retain_loss;
     log.forget_loss = g.forget_loss;
     log.paired = g.paired;
@@ -187,6 +205,7 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, const Imag
     if (opt.eval_every > 0 && step % opt.eval_every == 0 && step != opt.steps) evaluate(step, false);
   }
   if (bar) bar->finish(stop_reason_name(res.stop_reason));
+  res.collective_seconds = exchange.collective_seconds();
   // The final evaluation is of the model after the last step that changed it; when that point was
   // just evaluated (on a subsample), it is evaluated again in full and replaces that point.
   int64_t last_applied = 0;

@@ -44,6 +44,7 @@ struct UnlearnResult {
   double eval_seconds = 0;
   bool collateral_warned = false;
   std::string paired_fallback;      // why the paired pass was not used (empty when it was)
+  double collective_seconds = 0;    // in the exchanges between ranks (0 for one process)
 };
 
 // Validates options (InputError naming the flag): non-positive lr or steps, empty forget set, then the

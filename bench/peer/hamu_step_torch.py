@@ -3,9 +3,12 @@
 # ResNet-20 (3x3 stem, 16/32/64, projection shortcuts, BatchNorm frozen), retain batch + forget batch,
 # done the way the published implementation does it: two forward/backward passes, each gradient
 # clipped, then a per-tensor solve with host round trips (.item() per tensor), the step fed to SGD.
-# Timed on the same card as our bench; prints one markdown table. Run only where torch is importable.
+# Variants: eager (NCHW), channels-last, torch.compile (cuda: all three with cudnn.benchmark; cpu: eager unless
+# --variants says more). Timed on the same card (or CPU) as our bench; prints one markdown table and a
+# "best" line. Run only where torch is importable.
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -100,43 +103,100 @@ def hamu_q_step(model, opt, xr, yr, xf, yf, lr, ratio, clip=1.0, eps=1e-12):
     return True
 
 
+def time_variant(name, args, dev, lr):
+    """Median seconds per step of one PyTorch variant (fresh model, same seed and batches)."""
+    torch.manual_seed(0)
+    channels_last = name in ("channels_last", "compile")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = ResNet20().to(dev).to(memory_format=fmt)
+    model.eval()  # BatchNorm frozen (running statistics), gradients still flow
+    for p in model.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(1)
+    xr = torch.randn(args.batch, 3, 32, 32, generator=g).to(dev).to(memory_format=fmt)
+    xf = torch.randn(args.batch, 3, 32, 32, generator=g).to(dev).to(memory_format=fmt)
+    yr = torch.randint(0, 10, (args.batch,), generator=g).to(dev)
+    yf = torch.randint(0, 10, (args.batch,), generator=g).to(dev)
+    run = model
+    if name == "compile":
+        run = torch.compile(model)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    warm = args.warmup if name != "compile" else max(args.warmup, 3)
+    times = []
+    for s in range(args.steps + warm):
+        sync()
+        t0 = time.perf_counter()
+        hamu_q_step_with(run, model, opt, xr, yr, xf, yf, lr, 0.5)
+        sync()
+        if s >= warm:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def hamu_q_step_with(run, model, opt, xr, yr, xf, yf, lr, ratio):
+    # run: the module or its torch.compile wrapper (same parameters).
+    class _M:
+        def __call__(self, x):
+            return run(x)
+
+        def parameters(self):
+            return model.parameters()
+
+    return hamu_q_step(_M(), opt, xr, yr, xf, yf, lr, ratio)
+
+
+DESCRIPTIONS = {
+    "eager": "pytorch eager, published-style HAMU-Q (two passes, per-tensor host round trips), NCHW",
+    "channels_last": "same, channels-last (NHWC) tensors",
+    "compile": "same, torch.compile(model), channels-last",
+}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when visible)")
+    ap.add_argument("--variants", default="",
+                    help="comma list of eager,channels_last,compile (default: all three on cuda, eager on the cpu)")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("hamu_step_torch: skipped: no GPU visible to PyTorch")
         return
-    dev = torch.device("cuda")
-    torch.manual_seed(0)
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    model = ResNet20().to(dev)
-    model.eval()  # BatchNorm frozen (running statistics), gradients still flow
-    for p in model.parameters():
-        p.requires_grad_(True)
-    lr = 1e-4
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    xr = torch.randn(args.batch, 3, 32, 32, device=dev)
-    xf = torch.randn(args.batch, 3, 32, 32, device=dev)
-    yr = torch.randint(0, 10, (args.batch,), device=dev)
-    yf = torch.randint(0, 10, (args.batch,), device=dev)
-    times = []
-    for s in range(args.steps + 5):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        hamu_q_step(model, opt, xr, yr, xf, yf, lr, 0.5)
-        torch.cuda.synchronize()
-        if s >= 5:
-            times.append(time.perf_counter() - t0)
-    ms = 1e3 * statistics.median(times)
-    print(f"hamu_step_torch: PyTorch {torch.__version__} eager, {torch.cuda.get_device_name(0)}, "
-          f"resnet20, batch {args.batch} + {args.batch}, TF32 off")
+    dev = torch.device(args.device)
+    if dev.type == "cpu":
+        torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    else:
+        # As PyTorch users run it: cuDNN picks algorithms by measurement; exact float32 (no TF32).
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    variants = [v for v in (args.variants or ("eager,channels_last,compile" if dev.type == "cuda" else "eager")).split(",") if v]
+    where = torch.cuda.get_device_name(0) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"hamu_step_torch: PyTorch {torch.__version__}, {where}, resnet20, batch {args.batch} + {args.batch}, "
+          f"TF32 off, median of {args.steps} steps")
+    rows = []
+    for v in variants:
+        if v not in DESCRIPTIONS:
+            print(f"hamu_step_torch: unknown variant {v}", file=sys.stderr)
+            sys.exit(2)
+        try:
+            rows.append((v, 1e3 * time_variant(v, args, dev, 1e-4)))
+        except Exception as e:  # noqa: BLE001  (torch.compile may not run on a machine: say so, go on)
+            msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            print(f"hamu_step_torch: variant {v} did not run: {type(e).__name__}: {msg}")
     print("| implementation | median ms/step |")
     print("|---|---|")
-    print(f"| pytorch eager, published-style HAMU-Q (two passes, per-tensor host round trips) | {ms:.3f} |")
+    for v, ms in rows:
+        print(f"| {DESCRIPTIONS[v]} | {ms:.3f} |")
+    if rows:
+        best = min(rows, key=lambda r: r[1])
+        print(f"hamu_step_torch: best {best[0]} {best[1]:.3f} ms; eager {dict(rows).get('eager', float('nan')):.3f} ms")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ int cmd_eval_text(int argc, char** argv) {
   const std::string data_spec = args.required("--data");
   const std::string json_path = args.str_or("--json", "");
   if (!json_path.empty()) check_output_path("--json", json_path);
-  const PromptTemplate tmpl = parse_template(args.str("--template"));
+  const PromptTemplate tmpl = template_flag(args.str("--template"));
   const int64_t batch = args.integer("--batch");
   if (batch < 1) throw InputError("--batch: must be at least 1");
   const Device device = apply_common(args);

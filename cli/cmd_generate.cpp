@@ -60,7 +60,7 @@ int cmd_generate(int argc, char** argv) {
   if (args.has("--prompt") == args.has("--prompts")) throw InputError("give exactly one of --prompt TEXT and --prompts FILE");
   const std::string json_path = args.str_or("--json", "");
   if (!json_path.empty()) check_output_path("--json", json_path);
-  const PromptTemplate tmpl = parse_template(args.str("--template"));
+  const PromptTemplate tmpl = template_flag(args.str("--template"));
   const int64_t max_new = args.integer("--max-new-tokens"), batch = args.integer("--batch");
   if (max_new < 1) throw InputError("--max-new-tokens: must be at least 1");
   if (batch < 1) throw InputError("--batch: must be at least 1");

@@ -20,6 +20,14 @@ LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device) {
   return out;
 }
 
+PromptTemplate template_flag(const std::string& value) {
+  try {
+    return parse_template(value);
+  } catch (const InputError& e) {
+    throw InputError(std::string("--template: ") + e.what());
+  }
+}
+
 int32_t template_stop_id(PromptTemplate tmpl, const Tokenizer& tok) {
   // chatml prompts are made of <|im_start|> / <|im_end|> turns: both must be single tokens.
   if (tmpl == PromptTemplate::chatml && tok.token_to_id("<|im_start|>") < 0)

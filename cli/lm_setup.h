@@ -18,6 +18,9 @@ struct LmWithTokenizer {
 // a Hugging Face directory, no tokenizer.json, or a tokenizer with more tokens than the model's vocabulary.
 LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device);
 
+// --template VALUE, as an InputError naming the flag when it is not plain, llama2-chat or chatml.
+PromptTemplate template_flag(const std::string& value);
+
 // The id that ends an answer under `tmpl` (EOS; <|im_end|> for chatml). InputError naming --template when the
 // tokenizer cannot express the template (no EOS; chatml without <|im_start|> or <|im_end|>).
 int32_t template_stop_id(PromptTemplate tmpl, const Tokenizer& tok);

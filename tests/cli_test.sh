@@ -196,5 +196,68 @@ svg_test=$(dirname "${BASH_SOURCE[0]}")/svg_test.sh
 [[ $svg_test == /* ]] || svg_test=$OLDPWD/$svg_test  # this script cd'd into its scratch folder
 if "$svg_test" out/*.svg > svg_test.out 2>&1; then pass; else fail "figures do not render: $(cat svg_test.out)"; fi
 
+# ---- language models: hamu generate and hamu eval on a Hugging Face directory (tests/fixtures/lm_text) ---
+
+LM_FIX=$(dirname "${BASH_SOURCE[0]}")/fixtures
+[[ $LM_FIX == /* ]] || LM_FIX=$OLDPWD/$LM_FIX  # this script cd'd into its scratch folder
+LM=$LM_FIX/lm_text/gpt2
+QA=$LM_FIX/qa/tiny.jsonl
+mkdir -p lm_notok lm_empty && cp "$LM/config.json" "$LM/model.safetensors" lm_notok/
+G=(generate --threads 1 --max-new-tokens 4)
+expect_bad gen-missing-dir     "does not exist"      "${G[@]}" --model nowhere --prompt hi --json out/g.json
+expect_bad gen-not-hf-dir      "config.json"         "${G[@]}" --model lm_empty --prompt hi --json out/g.json
+expect_bad gen-no-tokenizer    "tokenizer.json"      "${G[@]}" --model lm_notok --prompt hi --json out/g.json
+expect_bad gen-unknown-tmpl    "--template: unknown" "${G[@]}" --model "$LM" --prompt hi --template alpaca --json out/g.json
+expect_bad gen-tmpl-no-tokens  "chatml"              "${G[@]}" --model "$LM_FIX/lm_text/llama" --prompt hi --template chatml --json out/g.json
+expect_bad gen-no-prompt       "--prompt"            "${G[@]}" --model "$LM" --json out/g.json
+expect_bad gen-two-prompts     "--prompt"            "${G[@]}" --model "$LM" --prompt hi --prompts "$QA" --json out/g.json
+expect_bad gen-prompts-missing "--prompts"           "${G[@]}" --model "$LM" --prompts nowhere.jsonl --json out/g.json
+expect_bad gen-too-long        "context of 48"       "${G[@]}" --model "$LM" --prompts "$QA" --json out/g.json
+expect_bad gen-zero-new        "--max-new-tokens"    generate --threads 1 --model "$LM" --prompt hi --max-new-tokens 0 --json out/g.json
+E=(eval --threads 1 --model "$LM")
+expect_bad eval-lm-image-data  "--data"              "${E[@]}" --data "$D" --json out/e.json
+expect_bad eval-lm-missing-qa  "nowhere.jsonl"       "${E[@]}" --data qa:nowhere.jsonl --json out/e.json
+expect_bad eval-lm-template    "--template: unknown"    "${E[@]}" --data "qa:$QA" --template alpaca --json out/e.json
+expect_bad eval-lm-no-tokenizer "tokenizer.json"     eval --threads 1 --model lm_notok --data "qa:$QA" --json out/e.json
+
+rm -rf out && mkdir out
+if "$HAMU" generate --threads 1 --model "$LM_FIX/lm_text/llama" --prompts "$QA" --max-new-tokens 8 --json out/g.json \
+     > gen.out 2> gen.err && grep -q '^Q: Who wrote' gen.out && grep -q '^A: ' gen.out &&
+   grep -q '"stopped"' out/g.json && [[ $(grep -c '"question"' out/g.json) -eq 10 ]]; then
+  pass
+else
+  fail "generate on good input: $(cat gen.err)"
+fi
+if "$HAMU" eval --threads 1 --model "$LM" --data "qa:$QA" --json out/e.json > eval_lm.out 2> eval_lm.err &&
+   grep -q '"all"' out/e.json && grep -q '"tokens": 115' out/e.json && grep -q '"truncated": 1' out/e.json &&
+   grep -q '^all ' eval_lm.out && grep -q 'truncated' eval_lm.err; then
+  pass
+else
+  fail "eval of a language model on good input: $(cat eval_lm.err)"
+fi
+
+# ---- a --reference made for another forget set is refused (issue #16) -------------------------------
+
+must_make ref_rand train --data "$D" --model mlp --split random=0.3 --subset retain "${TRAIN[@]}" --out ref_rand.safetensors
+expect_bad eval-reference-split   "split 'class=1'" eval --model orig.safetensors --data "$D" --split class=0 --reference ref.safetensors --json out/e.json
+expect_bad eval-reference-random  "split 'class=1'" eval --model orig.safetensors --data "$D" --split random=0.3 --reference ref.safetensors --json out/e.json
+expect_bad eval-reference-seed    "seed=1" eval --model orig.safetensors --data "$D" --split random=0.3 --seed 1 --reference ref_rand.safetensors --json out/e.json
+expect_bad eval-reference-full    "subset 'full'" eval --model orig.safetensors --data "$D" --split class=1 --reference orig.safetensors --json out/e.json
+expect_bad unlearn-reference-split "--force-reference" "${U[@]}" "${N[@]}" --split class=0 --method ga --reference ref.safetensors
+expect_bad compare-reference-split "--force-reference" "${C[@]}" "${N[@]}" --split class=0 --methods ga
+rm -rf out && mkdir out
+if "$HAMU" eval --model orig.safetensors --data "$D" --split class=0 --reference ref.safetensors --force-reference \
+     --json out/e.json > eval.out 2> eval.err && [[ -s out/e.json ]] && grep -q "warning: --force-reference" eval.err; then
+  pass
+else
+  fail "eval --force-reference did not evaluate with a warning"; cat eval.err >&2
+fi
+if "$HAMU" eval --model orig.safetensors --data "$D" --split random=0.3 --reference ref_rand.safetensors \
+     --json out/e.json > eval.out 2> eval.err; then
+  pass
+else
+  fail "eval with a matching random-split reference was refused"; cat eval.err >&2
+fi
+
 echo "cli_test: $PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]

@@ -174,7 +174,7 @@ int cmd_compare(int argc, char** argv) {
   }
   UnlearnContext ctx = load_unlearn_context(model_path, args.str_or("--data", ""), args.str_or("--split", ""),
                                             reference_path, device, seed, args.integer("--eval-batch"),
-                                            args.integer("--eval-samples"));
+                                            args.integer("--eval-samples"), args.on("--force-reference"));
   for (const Method* m : methods) {
     UnlearnOptions o = opt;
     o.method = m;

@@ -3,6 +3,7 @@
 // loss, accuracy and token count per split.
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -117,6 +118,7 @@ int cmd_eval(int argc, char** argv) {
       {"--data", "SPEC", "data set (default: the one the checkpoint was trained on)", ""},
       {"--split", "SPEC", "forget/retain split (default: the checkpoint's)", ""},
       {"--reference", "CKPT", "a retrained model: report accuracy gaps and forget KL against it", ""},
+      {"--force-reference", "", "use a --reference made for another data set, split or seed", ""},
       {"--batch", "N", "evaluation batch size", "1000"},
       {"--json", "FILE", "write the evaluation as JSON", ""},
   };
@@ -135,6 +137,14 @@ int cmd_eval(int argc, char** argv) {
   DataAndSplit ds = load_data_split(data_spec, split_spec, uint64_t(args.integer("--seed")));
   check_model_fits_data(m, ds.data.train);
   const Normalizer norm = model_normalizer(m, ds.data.train);
+  std::optional<models::LoadedModel> ref;
+  if (args.has("--reference")) {  // checked before anything is evaluated
+    ref.emplace(models::load_model(args.str("--reference"), device));
+    check_model_fits_data(*ref, ds.data.train);
+    if (ref->spec.arch != m.spec.arch)
+      throw InputError("--reference: " + ref->path + " is a " + ref->spec.arch + ", the model is a " + m.spec.arch);
+    check_reference(*ref, ds.data.spec, ds.split.spec, args.on("--force-reference"));
+  }
   EvalOptions eo;
   eo.batch = batch;
   eo.device = device;
@@ -145,14 +155,10 @@ int cmd_eval(int argc, char** argv) {
   report.data = ds.data.spec;
   report.split = ds.split.spec;
   EvalReport ref_report;
-  if (args.has("--reference")) {
-    models::LoadedModel ref = models::load_model(args.str("--reference"), device);
-    check_model_fits_data(ref, ds.data.train);
-    if (ref.spec.arch != m.spec.arch)
-      throw InputError("--reference: " + ref.path + " is a " + ref.spec.arch + ", the model is a " + m.spec.arch);
+  if (ref) {
     eo.progress = "evaluate reference";
-    ref_report = evaluate_model(*ref.model, ds.data, {&ds.split.forget, &ds.split.retain, &ds.test},
-                                model_normalizer(ref, ds.data.train), eo);
+    ref_report = evaluate_model(*ref->model, ds.data, {&ds.split.forget, &ds.split.retain, &ds.test},
+                                model_normalizer(*ref, ds.data.train), eo);
     compare_to_reference(report, ref_report);
   }
   std::printf("%s: %s on %s, split %s\n", ckpt.c_str(), m.spec.describe().c_str(), ds.data.spec.c_str(),

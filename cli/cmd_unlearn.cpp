@@ -139,7 +139,7 @@ int cmd_unlearn(int argc, char** argv) {
   const uint64_t seed = uint64_t(args.integer("--seed"));
   UnlearnContext ctx = load_unlearn_context(model_path, args.str_or("--data", ""), args.str_or("--split", ""),
                                             args.str_or("--reference", ""), device, seed, args.integer("--eval-batch"),
-                                            args.integer("--eval-samples"));
+                                            args.integer("--eval-samples"), args.on("--force-reference"));
   validate_unlearn_options(opt, ctx.data.split.forget.size(), ctx.data.split.retain.size());
 
   models::LoadedModel work = fresh_copy(ctx);

@@ -69,6 +69,26 @@ Normalizer model_normalizer(const models::LoadedModel& m, const ImageDataset& tr
   return n;
 }
 
+void check_reference(const models::LoadedModel& ref, const std::string& data_spec, const std::string& split_spec,
+                     bool force) {
+  std::vector<std::string> diff;
+  const std::string data = ref.meta_or("data", ""), split = ref.meta_or("split", ""), subset = ref.meta_or("subset", "");
+  if (!data.empty() && data != data_spec) diff.push_back("data '" + data + "', this run '" + data_spec + "'");
+  if (!data.empty() && (split.empty() || split == "none"))
+    diff.push_back("no split (trained on everything), this run's forget set is '" + split_spec + "'");
+  else if (!split.empty() && split != split_spec)  // canonical specs: random splits carry their seed
+    diff.push_back("split '" + split + "', this run '" + split_spec + "'");
+  if (!subset.empty() && subset != "retain") diff.push_back("subset '" + subset + "' (not the retain set)");
+  if (diff.empty()) return;
+  std::string what;
+  for (const std::string& d : diff) what += (what.empty() ? "" : "; ") + d;
+  if (!force)
+    throw InputError("--reference: " + ref.path + " was not retrained for this forget set: " + what +
+                     " (--force-reference uses it anyway)");
+  std::fprintf(stderr, "hamu: warning: --force-reference: %s was not retrained for this forget set: %s\n", ref.path.c_str(),
+               what.c_str());
+}
+
 void check_output_path(const std::string& flag, const std::string& path) {
   if (path.empty()) throw InputError(flag + ": empty path");
   const size_t slash = path.find_last_of('/');

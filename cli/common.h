@@ -32,6 +32,13 @@ void check_model_fits_data(const models::LoadedModel& m, const ImageDataset& tra
 // The normaliser stored at training time (or computed from the training set for foreign files).
 Normalizer model_normalizer(const models::LoadedModel& m, const ImageDataset& train);
 
+// A --reference (the retrained model) must have been made for this run's forget set: trained on the same
+// data set, for the same split (canonical specs: a random split's seed included), on the retain subset.
+// InputError (exit 2) naming what differs, unless `force` (--force-reference): then a warning on stderr.
+// Checkpoints that record none of these (foreign files) are taken as they are.
+void check_reference(const models::LoadedModel& ref, const std::string& data_spec, const std::string& split_spec,
+                     bool force);
+
 // Refuses to overwrite an input (checkpoint paths) and checks the folder exists, before any work.
 void check_output_path(const std::string& flag, const std::string& path);
 

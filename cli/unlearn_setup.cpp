@@ -14,6 +14,7 @@ std::vector<Flag> unlearn_option_flags() {
       {"--ratio", "X", "HAMU constraint B = ratio * lr: guaranteed first-order forget gain per step", "0.1"},
       {"--radius", "X", "HAMU: fixed radius R per block instead of lr*||a||", ""},
       {"--steps", "N", "unlearning steps (one retain batch + one forget batch each)", "100"},
+      {"--force-reference", "", "use a --reference made for another data set, split or seed", ""},
       {"--batch", "N", "retain batch size", "128"},
       {"--forget-batch", "N", "forget batch size (the forget set cycles)", "128"},
       {"--scope", "S", "HAMU: layer (per parameter tensor) or global (exact global solution)", "layer"},
@@ -65,7 +66,7 @@ UnlearnOptions read_unlearn_options(const Args& args, Device device) {
 
 UnlearnContext load_unlearn_context(const std::string& model_path, const std::string& data_spec,
                                     const std::string& split_spec, const std::string& reference_path, Device device,
-                                    uint64_t seed, int64_t eval_batch, int64_t eval_samples) {
+                                    uint64_t seed, int64_t eval_batch, int64_t eval_samples, bool force_reference) {
   if (eval_batch < 1) throw InputError("--eval-batch: must be at least 1");
   if (eval_samples < 0) throw InputError("--eval-samples: must be >= 0");
   UnlearnContext ctx{models::load_model(model_path, device), {}, {}, {}, {}, device, eval_batch, eval_samples, seed};
@@ -81,9 +82,7 @@ UnlearnContext load_unlearn_context(const std::string& model_path, const std::st
     if (ctx.reference->spec.arch != ctx.original.spec.arch)
       throw InputError("--reference: " + reference_path + " is a " + ctx.reference->spec.arch + ", the model is a " +
                        ctx.original.spec.arch);
-    const std::string ref_data = ctx.reference->meta_or("data", data);
-    if (ref_data != ctx.data.data.spec)
-      throw InputError("--reference: " + reference_path + " was trained on '" + ref_data + "', not '" + ctx.data.data.spec + "'");
+    check_reference(*ctx.reference, ctx.data.data.spec, ctx.data.split.spec, force_reference);
     EvalOptions eo;
     eo.batch = eval_batch;
     eo.device = device;

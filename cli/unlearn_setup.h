@@ -34,7 +34,8 @@ struct UnlearnContext {
 // Loads and checks everything before any output is written.
 UnlearnContext load_unlearn_context(const std::string& model_path, const std::string& data_spec,
                                     const std::string& split_spec, const std::string& reference_path, Device device,
-                                    uint64_t seed, int64_t eval_batch, int64_t eval_samples);
+                                    uint64_t seed, int64_t eval_batch, int64_t eval_samples,
+                                    bool force_reference = false);
 
 // A fresh copy of the original model to unlearn (reloaded from its checkpoint).
 models::LoadedModel fresh_copy(const UnlearnContext& ctx);

@@ -259,5 +259,28 @@ else
   fail "eval with a matching random-split reference was refused"; cat eval.err >&2
 fi
 
+# ---- a --reference made for another forget set is refused (issue #16) -------------------------------
+
+must_make ref_rand train --data "$D" --model mlp --split random=0.3 --subset retain "${TRAIN[@]}" --out ref_rand.safetensors
+expect_bad eval-reference-split   "split 'class=1'" eval --model orig.safetensors --data "$D" --split class=0 --reference ref.safetensors --json out/e.json
+expect_bad eval-reference-random  "split 'class=1'" eval --model orig.safetensors --data "$D" --split random=0.3 --reference ref.safetensors --json out/e.json
+expect_bad eval-reference-seed    "seed=1" eval --model orig.safetensors --data "$D" --split random=0.3 --seed 1 --reference ref_rand.safetensors --json out/e.json
+expect_bad eval-reference-full    "subset 'full'" eval --model orig.safetensors --data "$D" --split class=1 --reference orig.safetensors --json out/e.json
+expect_bad unlearn-reference-split "--force-reference" "${U[@]}" "${N[@]}" --split class=0 --method ga --reference ref.safetensors
+expect_bad compare-reference-split "--force-reference" "${C[@]}" "${N[@]}" --split class=0 --methods ga
+rm -rf out && mkdir out
+if "$HAMU" eval --model orig.safetensors --data "$D" --split class=0 --reference ref.safetensors --force-reference \
+     --json out/e.json > eval.out 2> eval.err && [[ -s out/e.json ]] && grep -q "warning: --force-reference" eval.err; then
+  pass
+else
+  fail "eval --force-reference did not evaluate with a warning"; cat eval.err >&2
+fi
+if "$HAMU" eval --model orig.safetensors --data "$D" --split random=0.3 --reference ref_rand.safetensors \
+     --json out/e.json > eval.out 2> eval.err; then
+  pass
+else
+  fail "eval with a matching random-split reference was refused"; cat eval.err >&2
+fi
+
 echo "cli_test: $PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]

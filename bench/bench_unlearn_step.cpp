@@ -4,11 +4,14 @@
 // --device cpu. The PyTorch eager peer of the same step is bench/peer/hamu_step_torch.py.
 //
 // usage: bench_unlearn_step [--batch 512] [--steps 20] [--device cuda|cpu] [--no-paired] [--profile] [--tf32]
-//                           [--deterministic] [--no-find]
+//                           [--deterministic] [--no-find] [--cuda-graph]
 // --profile: after the timed steps, one more step with the per-op-kind profiler on (kernels/perf.h: CUDA
 // events on the GPU, the wall clock on the CPU), printed as a table. --tf32, --deterministic, --no-find: the
 // speed switches of kernels/perf.h (TF32 math; deterministic cuDNN algorithms only; heuristic instead of
-// measured cuDNN algorithm choice).
+// measured cuDNN algorithm choice). --cuda-graph (GPU): capture one whole step (gradients, statistics,
+// coefficients, apply, the report copied asynchronously into pinned memory) as a CUDA graph and time its
+// replays too; when the capture fails (a host synchronisation or allocation inside the step) the reason is
+// printed and only the ordinary step is timed.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -40,11 +43,48 @@ void sync(Device d) {
   (void)d;
 #endif
 }
+#ifdef HAMU_CUDA
+// Captures step(pinned_report) once as a CUDA graph and times `steps` replays (median), each followed by a
+// synchronisation so the number is comparable with the ordinary step's. The report of replay i is read
+// after replay i+1 is queued, as a runner would.
+template <class Step> void time_graph_step(Device device, Step step, int steps) {
+  auto* pinned = static_cast<kernels::HamuReport*>(kernels::cuda_host_alloc_pinned(2 * sizeof(kernels::HamuReport)));
+  std::string why;
+  void* g = nullptr;
+  try {
+    kernels::cuda_graph_begin(device.index);
+    step(pinned);
+    g = kernels::cuda_graph_end(device.index, &why);
+  } catch (const std::exception& e) {
+    kernels::cuda_graph_abort(device.index);
+    why = std::string("capture aborted: ") + e.what();
+  }
+  if (!g) {
+    std::printf("  cuda graph: not used (%s); the ordinary step above stands\n", why.c_str());
+    kernels::cuda_host_free_pinned(pinned);
+    return;
+  }
+  std::vector<double> t;
+  for (int s = 0; s < steps + 3; ++s) {
+    sync(device);
+    const double t0 = now_s();
+    kernels::cuda_graph_launch(device.index, g);
+    sync(device);
+    if (s >= 3) t.push_back(now_s() - t0);
+  }
+  std::printf("| whole step, CUDA graph replay | %.3f |\n", 1e3 * median(t));
+  std::printf("  cuda graph: captured once, replayed %d times; last report: applied %d, n_blocks %d\n", steps + 3,
+              int(pinned->applied), int(pinned->n_blocks));
+  kernels::cuda_graph_destroy(g);
+  kernels::cuda_host_free_pinned(pinned);
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int batch = 512, steps = 20;
-  bool paired = true, profile = false;
+  bool paired = true, profile = false, graph = false;
   kernels::PerfOptions perf = kernels::perf_options();
   std::string device_name = "cuda";
   for (int i = 1; i < argc; ++i) {
@@ -56,10 +96,11 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--tf32")) perf.tf32 = true;
     else if (!std::strcmp(argv[i], "--deterministic")) perf.deterministic = true;
     else if (!std::strcmp(argv[i], "--no-find")) perf.conv_find = false;
+    else if (!std::strcmp(argv[i], "--cuda-graph")) graph = true;
     else {
       std::fprintf(stderr,
                    "usage: bench_unlearn_step [--batch N] [--steps N] [--device cuda|cpu] [--no-paired] [--profile] "
-                   "[--tf32] [--deterministic] [--no-find]\n");
+                   "[--tf32] [--deterministic] [--no-find] [--cuda-graph]\n");
       return 2;
     }
   }
@@ -136,6 +177,15 @@ int main(int argc, char** argv) {
   std::printf("| fused update (stats + coefficients + apply + report copy) | %.3f |\n", 1e3 * median(t_update));
   std::printf("| whole step | %.3f |\n", 1e3 * median(t_total));
   std::printf("  images/s through the step: %.0f\n", 2.0 * batch / median(t_total));
+#ifdef HAMU_CUDA
+  if (graph && device.is_cuda()) time_graph_step(device, [&](kernels::HamuReport* pinned) {
+      compute_gradients(*model, nullptr, update, retain, forget, *opt.method, opt.params, paired, &fallback);
+      update.compute_stats();
+      update.hamu_step_async(cfg, pinned);
+    }, steps);
+#else
+  if (graph) std::printf("  cuda graph: not available (built without CUDA)\n");
+#endif
   if (profile) {
     // One more step, every op timed by kind (the first steps above were the warm-up: plans, caches).
     sync(device);

@@ -110,6 +110,19 @@ class ProfScope {
 };
 
 #ifdef HAMU_CUDA
+// ---- CUDA graphs -------------------------------------------------------------------------------------
+// Capture of everything queued on a device context's stream between begin and end, replayed as one graph
+// launch (kernels/cuda/graph.cu). Capture runs in relaxed mode; a host synchronisation, a pageable copy or
+// any failing call inside it invalidates the capture: cuda_graph_end then returns null and says why, and the
+// caller runs the work the ordinary way. A replay reuses the addresses seen at capture, so the caller keeps
+// every buffer the step touched alive and unused by others between replays.
+void cuda_graph_begin(int device);
+void* cuda_graph_end(int device, std::string* why);  // an instantiated graph, or null
+void cuda_graph_launch(int device, void* graph);     // asynchronous on the context's stream
+void cuda_graph_destroy(void* graph);
+// Ends a capture abandoned by an exception (the graph, if any, is discarded); no-op when not capturing.
+void cuda_graph_abort(int device);
+
 // The CUDA side of the profiler (kernels/cuda/profile.cu): an event recorded on the device's stream, its
 // index in a reusable pool; elapsed milliseconds between two recorded events (after profile_sync).
 int cuda_profile_mark(int device);

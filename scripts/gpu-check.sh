@@ -2,7 +2,10 @@
 # scripts/gpu-check.sh OUTDIR: the one script for a machine with an NVIDIA (Hopper) GPU: finds nvcc and cuDNN,
 # builds the CUDA library, tests and GPU benches, runs the CUDA parity tests (and a reduced set under
 # compute-sanitizer), the CPU tests if time allows, and the GPU benches; writes OUTDIR/report.md and at most
-# 8 files in all to OUTDIR, and prints a short table last. Needs no network. Run scripts/gpu-prep.sh on the
+# 8 files in all to OUTDIR (build.log, tests.log, sanitizer.log, cpu_tests.log, benches.log, report.md, ncu.txt),
+# and prints a short table last. Issue #12: the step bench with its per-op-kind profile under each speed switch,
+# the PyTorch peers (eager, channels-last, torch.compile), cnn training at batch 512 against PyTorch, the
+# fused-update chunking sweep, ncu where present. Needs no network. Run scripts/gpu-prep.sh on the
 # development machine first (header-only deps in .gpu-deps/, carried along).
 #
 # Whole run: under 8 minutes (every phase has a timeout; optional phases are skipped when time runs short).
@@ -313,6 +316,7 @@ BENCH_TABLES=""
 bench_args() {  # the arguments a bench gets here
   case "$1" in
     bench_hardness) echo "--device cuda" ;;
+    bench_unlearn_step) echo "--profile" ;;
     *) echo "" ;;
   esac
 }
@@ -337,7 +341,7 @@ run_bench() {  # run_bench NAME TIMEOUT CMD...: appends its output to BENCH_LOG
   BENCH_TABLES="$BENCH_TABLES
 ### $name
 
-$(grep -E '^(bench_|hamu_step|  )' "$tmp" | head -20)
+$(grep -E '^(bench_|hamu_step|train_cnn|profile of|  )' "$tmp" | head -24)
 
 $(grep -E '^\|' "$tmp")
 "
@@ -354,19 +358,57 @@ for b in "${ORDERED[@]}"; do
   [ "$(left)" -lt $((t + 40)) ] && t=$(($(left) - 40))
   # shellcheck disable=SC2046
   run_bench "$b" "$t" "$bin" $(bench_args "$b")
-  if [ "$b" = bench_unlearn_step ] && [ "$(left)" -gt 90 ]; then
-    run_bench bench_unlearn_step_two_pass 40 "$bin" --no-paired
-    GPU_BENCHES+=(bench_unlearn_step_two_pass)
+  if [ "$b" = bench_hamu_update ] && [ "$(left)" -gt 200 ]; then
+    # Issue #12 item 5: the chunking knob of reduce_mt.cu swept (default 2 chunks per CTA).
+    for cpc in 4 8; do
+      GPU_BENCHES+=(bench_hamu_update_cpc$cpc)
+      run_bench bench_hamu_update_cpc$cpc 40 env HAMU_MT_CHUNKS_PER_CTA=$cpc "$bin" --reps 10
+    done
   fi
-  if [ "$b" = bench_unlearn_step ] && [ "$(left)" -gt 70 ]; then
-    if python3 -c "import torch" >/dev/null 2>&1; then
+  if [ "$b" = bench_unlearn_step ]; then
+    # Issue #12: the step with the profile table under each switch (the default run above already measured
+    # cuDNN algorithms and printed its profile): heuristic algorithm choice (the runs before #12), TF32, CUDA
+    # graph replay, two passes; then the PyTorch peers (eager, channels-last, torch.compile).
+    for v in "heuristic:--no-find --profile" "tf32:--tf32 --profile" "graph:--cuda-graph" "deterministic:--deterministic" \
+             "two_pass:--no-paired"; do
+      name=bench_unlearn_step_${v%%:*}
+      if [ "$(left)" -gt 150 ]; then
+        GPU_BENCHES+=("$name")
+        # shellcheck disable=SC2086
+        run_bench "$name" 40 "$bin" ${v#*:}
+      else
+        bench_status[$name]="skipped (time)"
+      fi
+    done
+    if python3 -c "import torch" >/dev/null 2>&1 && [ "$(left)" -gt 120 ]; then
       GPU_BENCHES+=(peer_torch)
-      run_bench peer_torch 60 python3 bench/peer/hamu_step_torch.py
+      run_bench peer_torch 150 python3 bench/peer/hamu_step_torch.py
     else
-      bench_status[peer_torch]="skipped (no torch)"
+      bench_status[peer_torch]="skipped (no torch or time)"
     fi
   fi
 done
+
+# ---- cnn training throughput at batch 512: hamu train --device cuda vs the PyTorch eager peer -----------
+if [ "${GPU_CHECK_TESTS_ONLY:-0}" != 1 ] && [ -x "$FULL_BUILD/hamu" ] && [ -d "$ROOT/.gpu-deps/fashion-mnist" ] &&
+   [ "$(left)" -gt 110 ]; then
+  GPU_BENCHES+=(train_cnn_512)
+  run_bench train_cnn_512 45 env HAMU_DATA="$ROOT/.gpu-deps/fashion-mnist" HAMU_NO_PROGRESS=1 \
+    "$FULL_BUILD/hamu" train --device cuda --model cnn --batch 512 --epochs 2 --out "$SHIM/cnn512.safetensors"
+  if python3 -c "import torch" >/dev/null 2>&1; then
+    GPU_BENCHES+=(peer_train_cnn_torch)
+    run_bench peer_train_cnn_torch 60 python3 bench/peer/train_cnn_torch.py --batch 512
+  fi
+fi
+
+# ---- ncu on a few kernels of one step (optional: only where ncu exists and time allows) ---------------
+NCU=$(command -v ncu 2>/dev/null || true)
+[ -z "$NCU" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/ncu" ] && NCU=$CUDA_HOME/bin/ncu
+if [ "${GPU_CHECK_TESTS_ONLY:-0}" != 1 ] && [ -n "$NCU" ] && [ -x "$BUILD/bench/bench_unlearn_step" ] && [ "$(left)" -gt 200 ]; then
+  say "ncu (speed of light, 40 kernels of one step) -> $OUT/ncu.txt"
+  timeout 60 "$NCU" --section SpeedOfLight --launch-skip 400 --launch-count 40 \
+    "$BUILD/bench/bench_unlearn_step" --steps 1 >"$OUT/ncu.txt" 2>&1 || echo "== ncu exit $?" >>"$OUT/ncu.txt"
+fi
 
 # ---- the hamu command on the GPU: train, unlearn, eval on Fashion-MNIST (carried in .gpu-deps) -----
 SMOKE_DATA=$ROOT/.gpu-deps/fashion-mnist
@@ -399,7 +441,7 @@ elif [ "$(left)" -lt 140 ]; then
 else
   t=$(($(left) - 110))
   [ $t -gt 60 ] && t=60
-  SAN_CASES='cuda: hamu_coefficients hits*,cuda: multi_sum_squares*,cuda: im2col*,cuda: max and average pooling,cuda: embedding*,cuda: ghost*,cuda: layernorm*,cuda: reduce_axis*,cuda: hamu_block_stats*'
+  SAN_CASES='cuda: profile of a resnet20*,cuda: a CUDA-graph*,cuda: hamu_coefficients hits*,cuda: multi_sum_squares*,cuda: im2col*,cuda: max and average pooling,cuda: embedding*,cuda: ghost*,cuda: layernorm*,cuda: reduce_axis*,cuda: hamu_block_stats*'
   say "compute-sanitizer memcheck on a reduced set (timeout ${t}s) -> $SAN_LOG"
   timeout "$t" "$SAN" --tool memcheck --error-exitcode 99 --print-limit 20 "$BIN_TESTS" -tc="$SAN_CASES" \
     --order-by=file >"$SAN_LOG" 2>&1

@@ -1,12 +1,16 @@
 // tests/test_profile.cpp: the per-op-kind profiler (kernels/perf.h) on the CPU: one unlearning step of
 // resnet20 and one of the cnn lists the op kinds the step is made of, the rows add up to the whole span,
 // profiling changes no number, and the speed switches round-trip. (The CUDA-event clock is the same timeline
-// with events for marks; the GPU run of bench_unlearn_step --profile exercises it.)
+// with events for marks: the cuda: cases below run it on a GPU, with deterministic algorithms run to run and
+// a CUDA-graph replay of the whole step against the ordinary step.)
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <memory>
 #include <string>
 
+#include "kernels/kernels.h"
 #include "kernels/perf.h"
 #include "models/models.h"
 #include "tests/gradcheck.h"
@@ -19,35 +23,58 @@ using kernels::ProfKind;
 
 namespace {
 
-Batch profile_batch(int64_t n, const models::ModelSpec& spec) {
+Batch profile_batch(int64_t n, const models::ModelSpec& spec, Device device = {}) {
   Batch b;
-  b.images = testing::random_tensor({n, spec.in_channels, spec.height, spec.width}, -1, 1, DType::f32);
-  b.labels = testing::random_labels(n, int(spec.num_classes));
+  b.images = testing::random_tensor({n, spec.in_channels, spec.height, spec.width}, -1, 1, DType::f32).to(device);
+  b.labels = testing::random_labels(n, int(spec.num_classes)).to(device);
   for (int64_t i = 0; i < n; ++i) b.indices.push_back(i);
   return b;
 }
 
 // One HAMU-Q step (paired gradients, statistics, coefficients, apply) with the profiler on; also returns the
 // first parameter after the step, to compare with an unprofiled step.
-kernels::ProfTable profiled_step(const models::ModelSpec& spec, bool profile, std::vector<double>* theta0) {
-  Rng rng(11);
-  auto model = models::build_model(spec, rng);
-  models::set_batchnorm_frozen(*model, true);
-  model->train(true);
-  testing::test_rng().seed(5);  // the same batches in the profiled and the plain step
-  Batch r = profile_batch(4, spec), f = profile_batch(4, spec);
-  FusedUpdate update(model->parameters());
+// A model, its batches and its fused update, ready for HAMU-Q steps.
+struct StepRig {
+  std::shared_ptr<nn::Module> model;
+  Batch r, f;
+  std::unique_ptr<FusedUpdate> update;
   kernels::HamuConfig cfg;
-  cfg.lr = 1e-2;
-  cfg.constraint = 5e-3;
-  std::string why;
-  if (profile) kernels::profile_begin(-1);
-  compute_gradients(*model, nullptr, update, r, f, parse_method("hamu-q"), MethodParams{}, true, &why);
-  update.compute_stats();
-  (void)update.hamu_step(cfg);
+  StepRig(const models::ModelSpec& spec, Device device) {
+    Rng rng(11);
+    model = models::build_model(spec, rng);
+    model->to(device);
+    models::set_batchnorm_frozen(*model, true);
+    model->train(true);
+    testing::test_rng().seed(5);  // the same batches in every rig
+    r = profile_batch(4, spec, device);
+    f = profile_batch(4, spec, device);
+    update = std::make_unique<FusedUpdate>(model->parameters());
+    cfg.lr = 1e-2;
+    cfg.constraint = 5e-3;
+  }
+  // Queues one step; the report lands in *report once the device gets there.
+  void step_async(kernels::HamuReport* report) {
+    std::string why;
+    compute_gradients(*model, nullptr, *update, r, f, parse_method("hamu-q"), MethodParams{}, true, &why);
+    update->compute_stats();
+    update->hamu_step_async(cfg, report);
+  }
+  void step() {
+    kernels::HamuReport rep;
+    step_async(&rep);
+    update->synchronize();
+  }
+  std::vector<double> theta0() { return testing::as_doubles(model->parameters()[0].to(Device{})); }
+};
+
+kernels::ProfTable profiled_step(const models::ModelSpec& spec, bool profile, std::vector<double>* theta0,
+                                 Device device = {}) {
+  StepRig rig(spec, device);
+  if (profile) kernels::profile_begin(device.is_cuda() ? device.index : -1);
+  rig.step();
   kernels::ProfTable t;
   if (profile) t = kernels::profile_end();
-  *theta0 = testing::as_doubles(model->parameters()[0]);
+  *theta0 = rig.theta0();
   return t;
 }
 
@@ -115,3 +142,88 @@ TEST_CASE("profile: op names map to kinds; the speed switches round-trip") {
   CHECK_FALSE(back.conv_find);
   kernels::set_perf_options(saved);
 }
+
+#ifdef HAMU_CUDA
+namespace {
+bool profile_have_gpu() {
+  static const bool gpu = [] {
+    const bool g = kernels::cuda_device_count() > 0;
+    if (!g) std::printf("cuda profile/graph tests: skipped: no GPU\n");
+    return g;
+  }();
+  return gpu;
+}
+// Deterministic cuDNN algorithms for the duration of a test (restored after).
+struct DeterministicScope {
+  kernels::PerfOptions saved = kernels::perf_options();
+  DeterministicScope() {
+    kernels::PerfOptions o = saved;
+    o.deterministic = true;
+    kernels::set_perf_options(o);
+  }
+  ~DeterministicScope() { kernels::set_perf_options(saved); }
+};
+}  // namespace
+
+TEST_CASE("cuda: profile of a resnet20 step with CUDA events; deterministic algorithms repeat to the bit") {
+  if (!profile_have_gpu()) return;
+  const DeterministicScope det;
+  const Device gpu{Device::cuda, 0};
+  const models::ModelSpec spec{"resnet20", 3, 16, 16, 10};
+  std::vector<double> plain, again, profiled;
+  profiled_step(spec, false, &plain, gpu);
+  profiled_step(spec, false, &again, gpu);
+  CHECK(plain == again);
+  const kernels::ProfTable t = profiled_step(spec, true, &profiled, gpu);
+  CHECK(profiled == plain);
+  CHECK(t.clock == "CUDA events on cuda:0");
+  for (ProfKind k : {ProfKind::conv_fwd, ProfKind::conv_bwd_data, ProfKind::conv_bwd_filter, ProfKind::batchnorm,
+                     ProfKind::relu, ProfKind::add, ProfKind::cross_entropy, ProfKind::update}) {
+    INFO("kind: " << std::string(kernels::prof_kind_name(k)) << "\n" << kernels::format_profile(t));
+    CHECK(t.calls_of(k) > 0);
+    CHECK(t.ms_of(k) > 0);
+  }
+  double sum = 0;
+  for (const kernels::ProfRow& row : t.rows) sum += row.ms;
+  CHECK(std::abs(sum - t.total_ms) <= 1e-6 * (1 + t.total_ms));
+}
+
+TEST_CASE("cuda: a CUDA-graph capture of the whole step replays to the ordinary step's parameters") {
+  if (!profile_have_gpu()) return;
+  const DeterministicScope det;
+  const Device gpu{Device::cuda, 0};
+  const models::ModelSpec spec{"resnet20", 3, 16, 16, 10};
+  // Ordinary: warm-up step, then two steps.
+  StepRig plain(spec, gpu);
+  plain.step();
+  plain.step();
+  plain.step();
+  // Graph: the same warm-up step (plans, caches, scratch), then capture one step and replay it twice.
+  StepRig rig(spec, gpu);
+  rig.step();
+  auto* pinned = static_cast<kernels::HamuReport*>(kernels::cuda_host_alloc_pinned(sizeof(kernels::HamuReport)));
+  std::string why;
+  void* g = nullptr;
+  try {
+    kernels::cuda_graph_begin(0);
+    rig.step_async(pinned);
+    g = kernels::cuda_graph_end(0, &why);
+  } catch (const std::exception& e) {
+    kernels::cuda_graph_abort(0);
+    why = e.what();
+  }
+  if (!g) {
+    // The capture is allowed to fail (a host synchronisation inside the step), never silently.
+    MESSAGE("cuda graph capture failed: " << why);
+    CHECK_FALSE(why.empty());
+  } else {
+    kernels::cuda_graph_launch(0, g);
+    kernels::cuda_graph_launch(0, g);
+    kernels::cuda_synchronize(kernels::cuda_context(0));
+    CHECK(pinned->n_blocks == rig.update->count());
+    CHECK(rig.theta0() == plain.theta0());
+    kernels::cuda_graph_destroy(g);
+  }
+  kernels::cuda_host_free_pinned(pinned);
+}
+#endif

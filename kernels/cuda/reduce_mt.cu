@@ -12,6 +12,7 @@
 // - Reductions write one double partial per chunk (so the result does not depend on which CTA took which
 //   chunk: deterministic); the last CTA to finish adds each tensor's partials in chunk order and resets the
 //   counters for the next launch on the stream.
+#include <cstdlib>
 #include <stdexcept>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -47,17 +48,19 @@ __device__ __forceinline__ int64_t block_exclusive_scan(int64_t v, int64_t* sh, 
 
 // Builds prefix[0..count] (chunk index where each tensor starts) and returns the chunk size. Every thread
 // of the CTA calls it; prefix may be shared or global memory.
-__device__ int64_t mt_plan(int count, const int64_t* __restrict__ sizes, int64_t* prefix, int64_t* sh, int64_t ctas) {
-  // Total elements -> chunk size: about two chunks per CTA of the grid (each chunk costs a work-counter
-  // round trip and, for reductions, a block reduction, so small chunks starve the memory system), never
-  // more than kMtMaxChunks, never below kMtMinChunk.
+__device__ int64_t mt_plan(int count, const int64_t* __restrict__ sizes, int64_t* prefix, int64_t* sh, int64_t ctas,
+                           int64_t per_cta) {
+  // Total elements -> chunk size: about `per_cta` chunks per CTA of the grid (each chunk costs a work-counter
+  // round trip and, for reductions, a block reduction, so small chunks starve the memory system; few chunks
+  // per CTA leave a tail where some CTAs take one chunk more than others), never more than kMtMaxChunks,
+  // never below kMtMinChunk. Default 2 (HAMU_MT_CHUNKS_PER_CTA overrides, for tuning runs).
   int64_t local = 0;
   for (int i = threadIdx.x; i < count; i += blockDim.x) local += sizes[i];
   int64_t total = 0;
   block_exclusive_scan(local, sh, &total);
   int64_t chunk = (total + kMtMaxChunks - 1) / kMtMaxChunks;
-  const int64_t per_cta = (total + 2 * ctas - 1) / (2 * ctas);
-  if (per_cta > chunk) chunk = per_cta;
+  const int64_t want = (total + per_cta * ctas - 1) / (per_cta * ctas);
+  if (want > chunk) chunk = want;
   chunk = (chunk + 1023) / 1024 * 1024;
   if (chunk < kMtMinChunk) chunk = kMtMinChunk;
   // Chunks per tensor, scanned over contiguous per-thread runs.
@@ -77,9 +80,9 @@ __device__ int64_t mt_plan(int count, const int64_t* __restrict__ sizes, int64_t
 }
 
 // For tables larger than kMtSmemTensors: the plan goes to global scratch once per launch pair.
-__global__ void mt_plan_kernel(int count, const int64_t* sizes, int64_t* prefix, int64_t ctas) {
+__global__ void mt_plan_kernel(int count, const int64_t* sizes, int64_t* prefix, int64_t ctas, int64_t per_cta) {
   __shared__ int64_t sh[32];
-  const int64_t chunk = mt_plan(count, sizes, prefix, sh, ctas);
+  const int64_t chunk = mt_plan(count, sizes, prefix, sh, ctas, per_cta);
   if (threadIdx.x == 0) prefix[count + 1] = chunk;
 }
 
@@ -273,7 +276,7 @@ struct ScaleOp {
 template <class Op>
 __global__ void __launch_bounds__(kMtThreads) mt_kernel(Op op, int count, const int64_t* __restrict__ sizes,
                                                         const int64_t* gprefix, unsigned* counters, double* partials,
-                                                        float* out) {
+                                                        float* out, int64_t per_cta) {
   extern __shared__ int64_t sh_prefix[];
   __shared__ int64_t sh_tmp[32];
   __shared__ double sh_red[32 * (Op::kStats > 0 ? Op::kStats : 1)];
@@ -287,7 +290,7 @@ __global__ void __launch_bounds__(kMtThreads) mt_kernel(Op op, int count, const 
     prefix = gprefix;
     chunk = gprefix[count + 1];
   } else {
-    chunk = mt_plan(count, sizes, sh_prefix, sh_tmp, gridDim.x);
+    chunk = mt_plan(count, sizes, sh_prefix, sh_tmp, gridDim.x, per_cta);
     prefix = sh_prefix;
   }
   const int64_t nchunks = prefix[count];
@@ -354,6 +357,18 @@ __global__ void __launch_bounds__(kMtThreads) mt_kernel(Op op, int count, const 
   }
 }
 
+// Tuning knobs read once from the environment (bench runs sweep them; unset: the defaults).
+int64_t env_int(const char* name, int64_t fallback, int64_t lo, int64_t hi) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  const long long x = std::atoll(v);
+  return x < lo || x > hi ? fallback : int64_t(x);
+}
+int64_t mt_chunks_per_cta() {
+  static const int64_t n = env_int("HAMU_MT_CHUNKS_PER_CTA", 2, 1, 64);
+  return n;
+}
+
 template <class Op> int mt_ctas_per_sm(size_t smem) {
   static int cached = -1;
   if (cached < 0) {
@@ -362,6 +377,9 @@ template <class Op> int mt_ctas_per_sm(size_t smem) {
             cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, mt_kernel<Op>, kMtThreads,
                                                           (size_t(kMtSmemTensors) + 1) * sizeof(int64_t)));
     cached = n < 1 ? 1 : (n > 8 ? 8 : n);
+    // HAMU_MT_CTAS_PER_SM: fewer resident CTAs (never more than fit: the grid must stay co-resident).
+    const int64_t want = env_int("HAMU_MT_CTAS_PER_SM", cached, 1, cached);
+    cached = int(want);
   }
   (void)smem;
   return cached;
@@ -377,14 +395,14 @@ template <class Op> void mt_launch(const CudaCtx& ctx, const char* name, const O
   size_t smem = 0;
   const unsigned grid = unsigned(device_info(ctx.device).sm_count * mt_ctas_per_sm<Op>(smem));
   if (count > kMtSmemTensors) {
-    mt_plan_kernel<<<1, kMtThreads, 0, stream_of(ctx)>>>(count, sizes, s.mt_prefix, int64_t(grid));
+    mt_plan_kernel<<<1, kMtThreads, 0, stream_of(ctx)>>>(count, sizes, s.mt_prefix, int64_t(grid), mt_chunks_per_cta());
     launch_check(ctx, "mt_plan_kernel");
     gprefix = s.mt_prefix;
   } else {
     smem = (size_t(count) + 1) * sizeof(int64_t);
   }
   mt_kernel<Op><<<grid, kMtThreads, smem, stream_of(ctx)>>>(op, count, sizes, gprefix, s.mt_counters, s.mt_partials,
-                                                            out);
+                                                            out, mt_chunks_per_cta());
   launch_check(ctx, name);
 }
 

@@ -84,6 +84,10 @@ LIB_SRC := $(filter-out $(MPI_SRC) $(NCCL_SRC),$(LIB_SRC))
 endif
 
 LIB_OBJ := $(LIB_SRC:%.cpp=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
+# The C API (capi/) is in the archive too, so libhamu.a is both the engine every binary links and the
+# public static library of `make lib`.
+CAPI_SRC := $(wildcard capi/*.cpp)
+LIB_OBJ += $(CAPI_SRC:%.cpp=$(BUILD)/%.o)
 LIB := $(BUILD)/libhamu.a
 # Every binary links the whole library: registered objects (unlearn/methods/*.cpp and other registries)
 # add themselves from static initialisers that nothing references by symbol, so a plain archive link
@@ -93,8 +97,8 @@ HAMU := $(BUILD)/hamu
 TESTS := $(BUILD)/hamu_tests
 BENCHES := $(BENCH_SRC:bench/%.cpp=$(BUILD)/bench/%)
 
-.PHONY: all test test-run demo bench bench-build deps clean
-all: $(LIB) $(HAMU) $(TESTS)
+.PHONY: all lib examples test test-run demo bench bench-build deps clean
+all: $(LIB) $(HAMU) $(TESTS) lib
 
 # Short build lines (`make V=1` prints the whole commands).
 ifeq ($(V),1)
@@ -136,12 +140,50 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	$(call say,LINK,$@)
 	$(Q)$(CXX) $(LDFLAGS) $(filter-out $(LIB),$^) $(LINK_LIB) $(LDLIBS) -o $@
 
+# ---- libhamu: the C API (capi/hamu.h) as a shared library, the static one, and the header ---------------
+# The shared library needs position-independent objects: a second object set under $(BUILD)/pic/, compiled
+# with -fvisibility=hidden so only the functions hamu.h marks HAMU_API are exported (the engine objects
+# keep their flags, so existing build folders stay valid). Objects, not an archive, go into the link, so
+# every registered method is in it.
+SO := $(BUILD)/libhamu.so
+PIC_OBJ := $(LIB_OBJ:$(BUILD)/%=$(BUILD)/pic/%)
+PIC_FLAGS := -fPIC -fvisibility=hidden -fvisibility-inlines-hidden
+$(BUILD)/pic/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(call say,PIC,$<)
+	$(Q)$(CXX) $(CPPFLAGS) $(CXXFLAGS) $(PIC_FLAGS) -c $< -o $@
+$(BUILD)/pic/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(call say,PICNV,$<)
+	$(Q)$(NVCC) $(CPPFLAGS) $(NVCCFLAGS) $(foreach f,$(PIC_FLAGS),-Xcompiler $(f)) -c $< -o $@
+$(SO): $(PIC_OBJ) capi/libhamu.map
+	$(call say,LINK,$@)
+	$(Q)$(CXX) -shared -Wl,-soname,libhamu.so -Wl,-z,defs -Wl,--version-script=capi/libhamu.map $(LDFLAGS) \
+	  $(filter %.o,$^) $(LDLIBS) -o $@
+$(BUILD)/include/hamu.h: capi/hamu.h
+	@mkdir -p $(dir $@)
+	$(Q)cp $< $@
+lib: $(SO) $(LIB) $(BUILD)/include/hamu.h
+
+# Embedding examples (examples/run.sh runs them): C against the installed header and libhamu.so, strict C99;
+# engine_step is the engine's own step on saved gradients, the reference the Python examples compare with.
+CC ?= cc
+EXAMPLES := $(BUILD)/examples/unlearn_mlp $(BUILD)/examples/engine_step
+$(BUILD)/examples/unlearn_mlp: examples/unlearn_mlp.c $(SO) $(BUILD)/include/hamu.h
+	@mkdir -p $(dir $@)
+	$(call say,CC,$<)
+	$(Q)$(CC) -std=c99 -Wall -Wextra -Werror -pedantic -O2 -I$(BUILD)/include $< -L$(BUILD) -lhamu -Wl,-rpath,'$$ORIGIN/..' -lm -o $@
+$(BUILD)/examples/engine_step: $(BUILD)/examples/engine_step.o $(LIB)
+	$(call say,LINK,$@)
+	$(Q)$(CXX) $(LDFLAGS) $(filter-out $(LIB),$^) $(LINK_LIB) $(LDLIBS) -o $@
+examples: $(EXAMPLES)
+
 # Each README command does its own set-up: the missing Debian packages first, then the build.
 test:
 	@scripts/install-deps.sh
 	@$(MAKE) --no-print-directory test-run
-test-run: $(TESTS) $(HAMU)
-	./$(TESTS) && tests/cli_test.sh $(HAMU) && tests/svg_test.sh --tests $(TESTS)$(if $(filter 1,$(MPI)), && tests/mpi_test.sh $(BUILD))
+test-run: $(TESTS) $(HAMU) $(EXAMPLES)
+	./$(TESTS) && tests/cli_test.sh $(HAMU) && tests/svg_test.sh --tests $(TESTS)$(if $(filter 1,$(MPI)), && tests/mpi_test.sh $(BUILD)) && examples/run.sh $(BUILD)
 
 bench-build: $(BENCHES)
 

@@ -315,6 +315,9 @@ void cuda_host_free_pinned(void* ptr);
 void cuda_synchronize(const CudaCtx&);
 const char* cuda_device_name(int device);
 size_t cuda_free_bytes(int device);
+// The device whose memory p points into (device or managed memory), or -1 for host memory (pageable or
+// pinned) and pointers CUDA does not know. Never throws.
+int cuda_pointer_device(const void* p);
 
 void fill(const CudaCtx&, int64_t n, float value, float* y);
 void copy(const CudaCtx&, int64_t n, const float* x, float* y);

@@ -5,6 +5,8 @@ set -euo pipefail
 
 # openmpi-bin libopenmpi-dev: `make MPI=1` and `mpirun -np N hamu ...` (README "Many processes").
 packages=(g++ make zlib1g-dev libstb-dev doctest-dev libopenblas-dev dataset-fashion-mnist wordnet-base openmpi-bin libopenmpi-dev)
+# python3-numpy: the Python ctypes example of libhamu (examples/python_numpy.py, run by make test).
+packages+=(python3-numpy)
 # librsvg2-bin: rsvg-convert, which renders every figure in make test (tests/svg_test.sh).
 packages+=(librsvg2-bin)
 missing=()

@@ -2,6 +2,7 @@
 #include "unlearn/update.h"
 
 #include <cstring>
+#include <type_traits>
 
 #include "engine/dispatch.h"
 #include "kernels/kernels.h"
@@ -16,7 +17,35 @@ template <class V> Tensor device_table(const std::vector<V>& values, Device devi
   return Tensor::from_vector<uint8_t>(bytes, {int64_t(bytes.size())}).to(device);
 }
 
+// Copies between the host and the blocks' memory, in the order of the context's stream.
+void to_host(const kernels::CpuCtx&, void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void to_device(const kernels::CpuCtx&, void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void to_host_async(const kernels::CpuCtx&, void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void wait(const kernels::CpuCtx&) {}
+#ifdef HAMU_CUDA
+void to_host(const kernels::CudaCtx& c, void* dst, const void* src, size_t bytes) {
+  kernels::cuda_memcpy_d2h(c, dst, src, bytes);
+}
+void to_device(const kernels::CudaCtx& c, void* dst, const void* src, size_t bytes) {
+  kernels::cuda_memcpy_h2d(c, dst, src, bytes);
+}
+void to_host_async(const kernels::CudaCtx& c, void* dst, const void* src, size_t bytes) {
+  kernels::cuda_memcpy_d2h_async(c, dst, src, bytes);
+}
+void wait(const kernels::CudaCtx& c) { kernels::cuda_synchronize(c); }
+#endif
+
 }  // namespace
+
+// f(ctx, T{}) on the blocks' backend and element type, with the caller's stream where one is set.
+template <class F> void FusedUpdate::run(F&& f) const {
+  dispatch("fused_update", stats_, [&](const auto& ctx, auto tag) {
+    auto c = ctx;
+    if constexpr (!std::is_same_v<std::decay_t<decltype(ctx)>, kernels::CpuCtx>)
+      if (use_stream_) c.stream = stream_;
+    f(c, tag);
+  });
+}
 
 // The pointer tables in the form the backend wants: host arrays for the CPU, device arrays for CUDA.
 template <class T> FusedUpdate::Tables<T> FusedUpdate::tables() const {
@@ -43,6 +72,23 @@ FusedUpdate::FusedUpdate(std::vector<Tensor> params) : params_(std::move(params)
     f_ptr_.push_back(f_.back().raw());
     sizes_host_.push_back(p.numel());
   }
+  tables_to_device();
+}
+
+FusedUpdate::FusedUpdate(const std::vector<ExternalBlock>& blocks, Device device, DType dtype)
+    : device_(device), dtype_(dtype) {
+  if (blocks.empty()) throw InputError("fused update: no blocks");
+  for (const ExternalBlock& b : blocks) {
+    theta_ptr_.push_back(b.theta);
+    r_ptr_.push_back(const_cast<void*>(b.r));
+    f_ptr_.push_back(const_cast<void*>(b.f));
+    sizes_host_.push_back(b.n);
+  }
+  tables_to_device();
+}
+
+// Statistics, coefficients and (CUDA) the report and the pointer tables on the blocks' device.
+void FusedUpdate::tables_to_device() {
   stats_ = Tensor::zeros({int64_t(count()) * 3}, dtype_, device_);
   coef_ = Tensor::zeros({int64_t(count()) * 2}, dtype_, device_);
   if (device_.is_cuda()) {
@@ -51,6 +97,8 @@ FusedUpdate::FusedUpdate(std::vector<Tensor> params) : params_(std::move(params)
     f_tab_ = device_table(f_ptr_, device_);
     sizes_ = device_table(sizes_host_, device_);
     report_ = Tensor::zeros({int64_t(sizeof(kernels::HamuReport))}, DType::u8, device_);
+    // The zero fills ran on the device's own stream; a caller's stream must not overtake them.
+    dispatch("fused_update", stats_, [](const auto& ctx, auto) { wait(ctx); });
   }
 }
 
@@ -69,49 +117,58 @@ void FusedUpdate::release_grads() {
 }
 
 void FusedUpdate::compute_stats() {
-  dispatch("fused_update", params_[0], [&](const auto& ctx, auto tag) {
+  run([&](const auto& ctx, auto tag) {
     using T = decltype(tag);
     const Tables<T> t = tables<T>();
     kernels::hamu_block_stats(ctx, count(), t.r, t.f, t.sizes, stats_.data<T>());
   });
 }
 
-std::vector<double> FusedUpdate::stats_host() const {
-  Tensor s = stats_.to(Device{});
-  if (s.dtype() == DType::f64) return s.to_vector<double>();
-  std::vector<float> v = s.to_vector<float>();
-  return std::vector<double>(v.begin(), v.end());
+std::vector<double> FusedUpdate::stats_host() const { return host_copy(stats_); }
+
+std::vector<double> FusedUpdate::coef_host() const { return host_copy(coef_); }
+
+// A host copy of one of the step's device buffers, after the kernels queued before it on the stream.
+std::vector<double> FusedUpdate::host_copy(const Tensor& t) const {
+  std::vector<double> out;
+  run([&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    std::vector<T> v(size_t(t.numel()));
+    to_host(ctx, v.data(), t.raw(), v.size() * sizeof(T));
+    out.assign(v.begin(), v.end());
+  });
+  return out;
 }
 
-std::vector<double> FusedUpdate::coef_host() const {
-  Tensor s = coef_.to(Device{});
-  if (s.dtype() == DType::f64) return s.to_vector<double>();
-  std::vector<float> v = s.to_vector<float>();
-  return std::vector<double>(v.begin(), v.end());
+void FusedUpdate::hamu_step_async(const kernels::HamuConfig& cfg, kernels::HamuReport* host_report) {
+  run([&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    kernels::HamuReport* rep = device_.is_cuda() ? static_cast<kernels::HamuReport*>(report_.raw()) : host_report;
+    kernels::hamu_coefficients(ctx, cfg, count(), stats_.data<T>(), coef_.data<T>(), rep);
+    const Tables<T> t = tables<T>();
+    kernels::hamu_apply(ctx, count(), t.theta, t.r, t.f, t.sizes, coef_.data<T>());
+    // The only transfer of the step: the report, after the apply pass in stream order.
+    if (device_.is_cuda()) to_host_async(ctx, host_report, report_.raw(), sizeof(kernels::HamuReport));
+  });
 }
 
 kernels::HamuReport FusedUpdate::hamu_step(const kernels::HamuConfig& cfg) {
   kernels::HamuReport report;
-  dispatch("fused_update", params_[0], [&](const auto& ctx, auto tag) {
-    using T = decltype(tag);
-    kernels::HamuReport* rep = device_.is_cuda() ? static_cast<kernels::HamuReport*>(report_.raw()) : &report;
-    kernels::hamu_coefficients(ctx, cfg, count(), stats_.data<T>(), coef_.data<T>(), rep);
-    const Tables<T> t = tables<T>();
-    kernels::hamu_apply(ctx, count(), t.theta, t.r, t.f, t.sizes, coef_.data<T>());
-  });
-  if (device_.is_cuda()) {
-    // The only transfer of the step: the report, after the apply pass in stream order.
-    std::vector<uint8_t> bytes = report_.to_vector<uint8_t>();
-    std::memcpy(&report, bytes.data(), sizeof report);
-  }
+  hamu_step_async(cfg, &report);
+  synchronize();
   return report;
+}
+
+void FusedUpdate::synchronize() const {
+  run([](const auto& ctx, auto) { wait(ctx); });
 }
 
 void FusedUpdate::apply(const std::vector<double>& coef) {
   if (coef.size() != size_t(2 * count())) throw Error("fused update: coefficient table has the wrong size");
-  coef_.copy_(Tensor::from_doubles(coef, {int64_t(coef.size())}, dtype_));
-  dispatch("fused_update", params_[0], [&](const auto& ctx, auto tag) {
+  run([&](const auto& ctx, auto tag) {
     using T = decltype(tag);
+    const std::vector<T> c(coef.begin(), coef.end());
+    to_device(ctx, coef_.raw(), c.data(), c.size() * sizeof(T));
     const Tables<T> t = tables<T>();
     kernels::hamu_apply(ctx, count(), t.theta, t.r, t.f, t.sizes, coef_.data<T>());
   });

@@ -8,6 +8,11 @@
 //   pass 2  hamu_apply: one multi-tensor launch.
 // Pointer tables are built once, so a step allocates nothing and, for HAMU, never waits for the host
 // except for its one small report copy.
+//
+// The blocks are either the engine's parameters (the runner: r and f buffers owned here) or caller-owned
+// memory (the C API, capi/: theta, r, f given as raw pointers, nothing allocated for them), and the
+// kernels run on the device's own stream or on a stream the caller sets; both go through the same
+// tables, kernels and coefficient code.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -18,12 +23,28 @@
 
 namespace hamu {
 
+// One caller-owned block: theta (updated in place), r and f, n elements each, all on one device.
+struct ExternalBlock {
+  void* theta = nullptr;
+  const void* r = nullptr;
+  const void* f = nullptr;
+  int64_t n = 0;
+};
+
 class FusedUpdate {
  public:
   // params: the blocks (leaf tensors, one dtype and device). Allocates zeroed r and f buffers.
   explicit FusedUpdate(std::vector<Tensor> params);
+  // Caller-owned blocks of `dtype` on `device` (validated by the caller): only the statistics,
+  // coefficients, report and pointer tables are allocated. params()/retain_grads()/forget_grads() are
+  // empty and gradient routing does not apply.
+  FusedUpdate(const std::vector<ExternalBlock>& blocks, Device device, DType dtype);
 
-  int count() const { return int(params_.size()); }
+  int count() const { return int(sizes_host_.size()); }
+  Device device() const { return device_; }
+  // CUDA: run every kernel and copy of the step on `stream` (a cudaStream_t; null is the default
+  // stream) instead of the device's own stream. Ignored on the CPU.
+  void set_stream(void* stream) { stream_ = stream; use_stream_ = true; }
   const std::vector<Tensor>& params() const { return params_; }
   std::vector<Tensor>& retain_grads() { return r_; }
   std::vector<Tensor>& forget_grads() { return f_; }
@@ -40,6 +61,13 @@ class FusedUpdate {
   std::vector<double> stats_host() const;
   // HAMU's coefficient phase on the parameters' device, then pass 2. Returns the report (one small copy).
   kernels::HamuReport hamu_step(const kernels::HamuConfig& cfg);
+  // The same without waiting: the report is copied to `host_report` in stream order (CUDA: an async copy,
+  // so host_report should be pinned memory and is valid after the stream synchronises; CPU: written
+  // before return). No allocation and no synchronisation: capturable in a CUDA graph once the kernels'
+  // scratch exists (after one step with this block count).
+  void hamu_step_async(const kernels::HamuConfig& cfg, kernels::HamuReport* host_report);
+  // Waits for the stream the kernels run on (CUDA; nothing on the CPU).
+  void synchronize() const;
   // Pass 2 with host-given coefficients [count][2] (baselines).
   void apply(const std::vector<double>& coef);
   // pseudo-gradient for optimizers: p.grad = -(coef_r r + coef_f f)/scale for every block (allocates grads).
@@ -55,6 +83,9 @@ class FusedUpdate {
     const int64_t* sizes;
   };
   template <class T> Tables<T> tables() const;
+  template <class F> void run(F&& f) const;  // dispatch on the blocks' backend, on the chosen stream
+  void tables_to_device();
+  std::vector<double> host_copy(const Tensor& t) const;
 
   std::vector<Tensor> params_, r_, f_;
   Tensor stats_, coef_, report_;           // on the device
@@ -63,6 +94,8 @@ class FusedUpdate {
   std::vector<int64_t> sizes_host_;
   Device device_;
   DType dtype_;
+  void* stream_ = nullptr;
+  bool use_stream_ = false;
 };
 
 }  // namespace hamu

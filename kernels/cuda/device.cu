@@ -250,6 +250,15 @@ const char* cuda_device_name(int device) {
   return device_info(device).name.c_str();
 }
 
+int cuda_pointer_device(const void* p) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged ? a.device : -1;
+}
+
 size_t cuda_free_bytes(int device) {
   use_device(device);
   size_t free_b = 0, total_b = 0;

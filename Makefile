@@ -128,6 +128,17 @@ $(HAMU): $(CLI_SRC:%.cpp=$(BUILD)/%.o) $(LIB)
 	$(call say,LINK,$@)
 	$(Q)$(CXX) $(LDFLAGS) $(filter-out $(LIB),$^) $(LINK_LIB) $(LDLIBS) -o $@
 
+# The commit baked into every report and checkpoint (cli/provenance.cpp): a generated header, rewritten
+# only when the commit changes, so a new commit recompiles one file. "-dirty" marks local changes.
+HAMU_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)$(shell git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet HEAD 2>/dev/null && echo -dirty)
+$(BUILD)/generated/hamu_commit.h: FORCE
+	@mkdir -p $(dir $@)
+	@echo '#define HAMU_GIT_COMMIT "$(HAMU_COMMIT)"' | cmp -s - $@ || echo '#define HAMU_GIT_COMMIT "$(HAMU_COMMIT)"' > $@
+$(BUILD)/cli/provenance.o: $(BUILD)/generated/hamu_commit.h
+$(BUILD)/cli/provenance.o: CPPFLAGS += -I$(BUILD)/generated
+.PHONY: FORCE
+FORCE:
+
 # The figure tests also link the SVG writer and the figures from cli/.
 TEST_CLI_SRC := cli/svg.cpp cli/plots.cpp
 $(TESTS): $(TEST_SRC:%.cpp=$(BUILD)/%.o) $(TEST_CLI_SRC:%.cpp=$(BUILD)/%.o) $(LIB)

@@ -54,6 +54,7 @@ const Flag& Args::find(const std::string& name) const {
 }
 
 bool Args::parse(int argc, char** argv) {
+  argv_.assign(argv, argv + argc);
   for (int i = 0; i < argc; ++i) {
     std::string a = argv[i];
     std::string value;
@@ -88,7 +89,80 @@ bool Args::parse(int argc, char** argv) {
     }
     values_[a] = value;
   }
+  if (values_.count("--config")) apply_config(values_["--config"]);
   return true;
+}
+
+void Args::apply_config(const std::string& path) {
+  const Json j = load_json(path);
+  const Json* cfg = &j;
+  if (const Json* p = j.find("provenance"); p && p->is_object() && p->find("config")) cfg = &p->at("config");
+  else if (const Json* c = j.find("config"); c && c->is_object()) cfg = c;
+  if (!cfg->is_object()) throw InputError("--config: " + path + " holds no configuration object");
+  // (Messages built with append: GCC 12's -Wrestrict misfires on literal + string chains here.)
+  auto bad = [&](const std::string& key, const char* what) {
+    std::string m = "--config: ";
+    m.append(key).append(" in ").append(path).append(what);
+    return InputError(m);
+  };
+  for (const auto& [key, value] : cfg->members()) {
+    if (key == "--config" || key == "--help" || values_.count(key)) continue;  // the command line wins
+    const Flag* flag = nullptr;
+    for (const Flag& f : flags_)
+      if (f.name == key) flag = &f;
+    if (!flag) continue;  // another command's flag (a compare report replayed by unlearn, say)
+    if (flag->value_name.empty()) {
+      if (!value.is_bool()) throw bad(key, " must be true or false");
+      if (value.as_bool()) values_.insert_or_assign(key, std::string("1"));
+    } else if (value.is_string()) {
+      values_[key] = value.as_string();
+    } else if (value.is_number()) {
+      values_[key] = value.dump();
+    } else if (!value.is_null()) {
+      throw bad(key, " must be a string or a number");
+    }
+  }
+}
+
+std::string Args::command_line() const {
+  std::string s = "hamu " + command_;
+  for (const std::string& a : argv_) {
+    const bool plain = !a.empty() && a.find_first_of(" \t\n'\"\\$`*?;&|<>()") == std::string::npos;
+    if (plain) {
+      s += " " + a;
+    } else {
+      std::string q = " '";
+      for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      s += q + "'";
+    }
+  }
+  return s;
+}
+
+Json Args::resolved_config() const {
+  Json j = Json::object();
+  for (const Flag& f : flags_) {
+    if (f.name == "--help" || f.name == "--config") continue;
+    auto r = resolved_.find(f.name);
+    auto v = values_.find(f.name);
+    if (f.value_name.empty()) {
+      j.set(f.name, Json(v != values_.end()));
+    } else if (r != resolved_.end()) {
+      j.set(f.name, Json(r->second));
+    } else if (v != values_.end()) {
+      j.set(f.name, Json(v->second));
+    } else if (!f.default_value.empty() && f.default_value.find(' ') == std::string::npos) {
+      j.set(f.name, Json(f.default_value));  // a literal default (descriptions like "all cores" are resolved by the command)
+    } else {
+      j.set(f.name, Json(nullptr));  // unset, no default: the command's own choice (e.g. the checkpoint's split)
+    }
+  }
+  return j;
+}
+
+void Args::set_resolved(const std::string& name, const std::string& value) const {
+  find(name);
+  resolved_[name] = value;
 }
 
 namespace {

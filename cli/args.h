@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "engine/json.h"
+
 namespace hamu::cli {
 
 struct Flag {
@@ -34,12 +36,23 @@ class Args {
   // The value of a required flag (InputError "missing --out" when absent).
   std::string required(const std::string& name) const;
 
+  // Provenance (cli/provenance.h): "hamu CMD ARGS..." as given, and every flag's effective value as
+  // {"--flag": "value"} (switches true; defaults made explicit; a value the command resolved itself,
+  // e.g. the thread count, as set_resolved recorded it). `--config FILE` (a report's
+  // provenance.config, or a bare {"--flag": value} object) fills in every flag not given here.
+  std::string command_line() const;
+  Json resolved_config() const;
+  void set_resolved(const std::string& name, const std::string& value) const;
+
  private:
   const Flag& find(const std::string& name) const;
   std::string nearest_flag(const std::string& name) const;  // closest declared flag, or empty
   std::string command_, synopsis_, sections_;
   std::vector<Flag> flags_;
   std::map<std::string, std::string> values_;
+  std::vector<std::string> argv_;
+  mutable std::map<std::string, std::string> resolved_;
+  void apply_config(const std::string& path);
 };
 
 }  // namespace hamu::cli

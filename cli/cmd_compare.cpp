@@ -7,6 +7,7 @@
 #include <set>
 
 #include "cli/commands.h"
+#include "cli/provenance.h"
 #include "cli/plots.h"
 #include "cli/unlearn_setup.h"
 #include "models/checkpoint.h"
@@ -248,6 +249,11 @@ int cmd_compare(int argc, char** argv) {
     j.set("methods", list);
     j.set("original", eval_to_json(original));
     j.set("retrained", eval_to_json(retrained));
+    Json prov = provenance_json(args, device);
+    prov.set("data", data_identity_json(ctx.data.data));
+    prov.set("parent", parent_json(model_path));
+    prov.set("reference", parent_json(reference_path));
+    j.set("provenance", prov);
     save_json(json_path, j);
     std::printf("saved %s\n", json_path.c_str());
   }

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "cli/commands.h"
+#include "cli/provenance.h"
 #include "cli/common.h"
 #include "cli/lm_setup.h"
 #include "engine/progress.h"
@@ -171,7 +172,15 @@ int cmd_eval(int argc, char** argv) {
   } else {
     std::printf("%s", eval_table(report).c_str());
   }
-  if (!json_path.empty()) save_json(json_path, eval_to_json(report));
+  if (!json_path.empty()) {
+    Json j = eval_to_json(report);
+    Json prov = provenance_json(args, device);
+    prov.set("data", data_identity_json(ds.data));
+    prov.set("parent", parent_json(ckpt));
+    if (ref) prov.set("reference", parent_json(ref->path));
+    j.set("provenance", prov);
+    save_json(json_path, j);
+  }
   return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "cli/commands.h"
+#include "cli/provenance.h"
 #include "cli/common.h"
 #include "cli/plots.h"
 #include "models/checkpoint.h"
@@ -251,7 +252,11 @@ int cmd_hardness(int argc, char** argv) {
   HardnessReport r = compute_hardness(*m.model, ds.data.train, norm, ds.split.forget, ds.split.retain, opt);
   const std::string model_desc = m.spec.describe() + ", " + device.str() + ", " + fmt("%.1f s", r.seconds);
   print_report(r, ds.data.train, ds.split.spec, model_desc, opt, top);
-  const Json report = report_json(r, ds.data.train, ds.split.spec, model_path, opt);
+  Json report = report_json(r, ds.data.train, ds.split.spec, model_path, opt);
+  Json prov = provenance_json(args, device);
+  prov.set("data", data_identity_json(ds.data));
+  prov.set("parent", parent_json(model_path));
+  report.set("provenance", prov);
   if (!json_path.empty()) save_json(json_path, report);
   // The figure is drawn from the report itself, so any saved --json redraws the same picture.
   if (!svg_path.empty()) hardness_svg(hardness_from_json(report)).save(svg_path);

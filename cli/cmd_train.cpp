@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/provenance.h"
 #include "cli/common.h"
 #include "models/checkpoint.h"
 #include "unlearn/metrics.h"
@@ -124,6 +125,9 @@ int cmd_train(int argc, char** argv) {
       {"metrics", final_eval["splits"].dump()},
       {"hamu_version", kVersion},
   };
+  Json prov = provenance_json(args, device);
+  prov.set("data", data_identity_json(ds.data));
+  facts["provenance"] = prov.dump();
   if (is_output_rank()) models::save_model(out_path, *model, spec, facts);  // under mpirun rank 0 alone writes
   std::printf("%s", eval_table(report).c_str());
   std::printf("saved %s (%s, %.1f s of training)\n", out_path.c_str(), facts["kind"].c_str(), train_seconds);
@@ -133,6 +137,7 @@ int cmd_train(int argc, char** argv) {
                            {"train_seconds", Json(train_seconds)}});
     j.set("epochs", epochs_json);
     j.set("final", final_eval);
+    j.set("provenance", prov);
     save_json(json_path, j);
   }
   return 0;

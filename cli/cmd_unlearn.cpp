@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/provenance.h"
 #include "cli/unlearn_setup.h"
 #include "engine/collectives.h"
 #include "models/checkpoint.h"
@@ -201,15 +202,38 @@ int cmd_unlearn(int argc, char** argv) {
     std::printf("stopped: %lld consecutive steps had non-finite losses or gradients\n", (long long)opt.max_nan_steps);
 
   if (!out_path.empty() && is_output_rank()) {
+    // The original's training facts move under "parent" (with its path and hash), so they never read
+    // as this model's own; what stays is what rebuilds the model (architecture, sizes, normaliser, data).
     std::map<std::string, std::string> facts = work.metadata;
+    Json training = Json::object();
+    for (const char* k : {"kind", "subset", "split", "seed", "epochs", "optimizer", "schedule", "lr", "batch",
+                          "train_seconds", "metrics", "provenance", "unlearning", "parent"})
+      if (auto it = facts.find(k); it != facts.end()) {
+        training.set(k, Json(it->second));
+        facts.erase(it);
+      }
+    Json parent = parent_json(model_path);
+    parent.set("training", training);
+    facts["parent"] = parent.dump();
     facts["kind"] = "unlearned";
-    facts["unlearn_method"] = method_name(*opt.method);
-    facts["unlearn_steps"] = std::to_string(res.steps_done);
-    facts["unlearn_lr"] = fmt("%g", opt.params.lr);
-    facts["unlearn_ratio"] = fmt("%g", opt.ratio);
-    facts["unlearn_stop_reason"] = stop_reason_name(res.stop_reason);
     facts["split"] = ctx.data.split.spec;
+    facts["unlearning"] = Json::object({{"method", Json(method_name(*opt.method))},
+                                        {"lr", Json(opt.params.lr)},
+                                        {"ratio", Json(opt.ratio)},
+                                        {"batch", Json(opt.batch)},
+                                        {"forget_batch", Json(opt.forget_batch)},
+                                        {"clip", Json(opt.params.clip)},
+                                        {"scope", Json(scope_name(opt.scope))},
+                                        {"optimizer", Json(optimizer_name(opt.optimizer))},
+                                        {"max_steps", Json(opt.steps)},
+                                        {"steps", Json(res.steps_done)},
+                                        {"stop_reason", Json(stop_reason_name(res.stop_reason))},
+                                        {"seed", Json(int64_t(seed))}}).dump();
     facts["metrics"] = eval_to_json(after)["splits"].dump();
+    Json prov = provenance_json(args, device);
+    prov.set("data", data_identity_json(ctx.data.data));
+    prov.set("parent", parent_json(model_path));
+    facts["provenance"] = prov.dump();
     models::save_model(out_path, *work.model, work.spec, facts);
     std::printf("saved %s\n", out_path.c_str());
   }
@@ -233,6 +257,11 @@ int cmd_unlearn(int argc, char** argv) {
     if (opt.method->is_hamu()) j.set("branches", step_summary_json(res));
     j.set("before", eval_to_json(before));
     j.set("after", eval_to_json(after));
+    Json prov = provenance_json(args, device);
+    prov.set("data", data_identity_json(ctx.data.data));
+    prov.set("parent", parent_json(model_path));
+    if (ctx.reference) prov.set("reference", parent_json(ctx.reference->path));
+    j.set("provenance", prov);
     save_json(json_path, j);
   }
   return 0;

@@ -16,6 +16,7 @@ std::vector<Flag> common_flags() {
           {"--device", "DEV", "cpu, cuda or cuda:N", "cpu"},
           {"--seed", "N", "seed for splits, shuffling and initialisation", "0"},
           {"--quiet", "", "no progress lines on stderr (as HAMU_NO_PROGRESS=1)", ""},
+          {"--config", "FILE", "replay the configuration a report recorded (provenance.config); flags given here win", ""},
           {"--tf32", "", "GPU: allow TF32 tensor-core math in GEMMs and convolutions (faster, ~3e-4 relative error; "
                          "float32 is the default)", ""},
           {"--deterministic", "", "GPU: only deterministic cuDNN convolution algorithms (bitwise-repeatable runs)", ""}};
@@ -28,6 +29,7 @@ Device apply_common(const Args& args) {
     if (n < 1 || n > 1024) throw InputError("--threads: " + std::to_string(n) + " is not between 1 and 1024");
     omp_set_num_threads(int(n));
   }
+  args.set_resolved("--threads", std::to_string(omp_get_max_threads()));  // "all cores" made explicit
   kernels::PerfOptions perf = kernels::perf_options();
   if (args.on("--tf32")) perf.tf32 = true;
   if (args.on("--deterministic")) perf.deterministic = true;

@@ -259,28 +259,39 @@ else
   fail "eval with a matching random-split reference was refused"; cat eval.err >&2
 fi
 
-# ---- a --reference made for another forget set is refused (issue #16) -------------------------------
+# ---- provenance and --config replay (issue #16) ----------------------------------------------------
 
-must_make ref_rand train --data "$D" --model mlp --split random=0.3 --subset retain "${TRAIN[@]}" --out ref_rand.safetensors
-expect_bad eval-reference-split   "split 'class=1'" eval --model orig.safetensors --data "$D" --split class=0 --reference ref.safetensors --json out/e.json
-expect_bad eval-reference-random  "split 'class=1'" eval --model orig.safetensors --data "$D" --split random=0.3 --reference ref.safetensors --json out/e.json
-expect_bad eval-reference-seed    "seed=1" eval --model orig.safetensors --data "$D" --split random=0.3 --seed 1 --reference ref_rand.safetensors --json out/e.json
-expect_bad eval-reference-full    "subset 'full'" eval --model orig.safetensors --data "$D" --split class=1 --reference orig.safetensors --json out/e.json
-expect_bad unlearn-reference-split "--force-reference" "${U[@]}" "${N[@]}" --split class=0 --method ga --reference ref.safetensors
-expect_bad compare-reference-split "--force-reference" "${C[@]}" "${N[@]}" --split class=0 --methods ga
 rm -rf out && mkdir out
-if "$HAMU" eval --model orig.safetensors --data "$D" --split class=0 --reference ref.safetensors --force-reference \
-     --json out/e.json > eval.out 2> eval.err && [[ -s out/e.json ]] && grep -q "warning: --force-reference" eval.err; then
-  pass
+# header NAME FILE / tensors FILE: a safetensors file's JSON header and the tensor bytes after it.
+header() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); head -c $((8 + n)) "$1" | tail -c +9; }
+tensors() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +$((9 + n)) "$1"; }
+config_of() { sed -n '/"config": {/,/}/p' "$1" | grep -v -e '"--out"' -e '"--json"' -e '"--config"'; }
+if "$HAMU" train --data "$D" --model mlp --split class=1 "${TRAIN[@]}" --lr 0.002 --out out/p1.safetensors \
+     --json out/p1.json > p1.out 2> p1.err &&
+   "$HAMU" train --config out/p1.json --out out/p2.safetensors --json out/p2.json > p2.out 2> p2.err; then
+  if cmp -s <(tensors out/p1.safetensors) <(tensors out/p2.safetensors) && [[ -n $(config_of out/p1.json) ]] &&
+     diff <(config_of out/p1.json) <(config_of out/p2.json) > /dev/null && grep -q '"--lr": "0.002"' out/p2.json &&
+     grep -q '"git_commit"' out/p1.json && grep -q '"command_line": "hamu train --data' out/p1.json &&
+     grep -q '"hash": "fnv1a64:' out/p1.json && header out/p1.safetensors | grep -q '"provenance"'; then
+    pass
+  else
+    fail "train --config replay: other tensors or configuration, or provenance missing"
+  fi
 else
-  fail "eval --force-reference did not evaluate with a warning"; cat eval.err >&2
+  fail "train --config replay failed: $(cat p1.err p2.err)"
 fi
-if "$HAMU" eval --model orig.safetensors --data "$D" --split random=0.3 --reference ref_rand.safetensors \
-     --json out/e.json > eval.out 2> eval.err; then
-  pass
+if "$HAMU" "${U[@]/orig.safetensors/out/p1.safetensors}" "${S[@]}" "${N[@]}" --method ga > pu.out 2> pu.err; then
+  h=$(header out/u.safetensors)
+  if grep -q '"unlearning":"{' <<< "$h" && grep -q '"parent":"{' <<< "$h" && ! grep -q '"epochs":"' <<< "$h" &&
+     ! grep -q '"train_seconds":"' <<< "$h" && grep -q 'fnv1a64:' <<< "$h" && grep -q '"kind":"unlearned"' <<< "$h"; then
+    pass
+  else
+    fail "unlearned checkpoint: no parent/unlearning record, or the original's training facts at the top: $h"
+  fi
 else
-  fail "eval with a matching random-split reference was refused"; cat eval.err >&2
+  fail "unlearn for the provenance check failed: $(cat pu.err)"
 fi
+expect_bad config-missing "nowhere.json" train --data "$D" --model mlp --config nowhere.json --out out/t.safetensors
 
 echo "cli_test: $PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]

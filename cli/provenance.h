@@ -1,0 +1,36 @@
+// cli/provenance.h: what every report and checkpoint records about how it was made — hamu version and
+// git commit, the command line, the fully resolved configuration (every flag, defaults made explicit;
+// `--config FILE` replays it), the machine, the data set's identity and the parent checkpoint's hash.
+// Hashes are FNV-1a 64-bit over the bytes ("fnv1a64:<16 hex digits>"): fast, stable, not cryptographic.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "cli/args.h"
+#include "engine/json.h"
+#include "engine/tensor.h"
+#include "loaders/dataset.h"
+
+namespace hamu::cli {
+
+// The commit the binary was built from (Makefile: git rev-parse --short HEAD, "-dirty" with local
+// changes; "unknown" outside git).
+const char* git_commit();
+
+uint64_t fnv1a64(const void* data, size_t bytes, uint64_t h = 0xcbf29ce484222325ULL);
+// "fnv1a64:..." of a file's bytes (read in chunks: bounded memory for any size); InputError naming the file.
+std::string file_hash(const std::string& path);
+// "fnv1a64:..." of the images and labels read (train, then test): the data set's content identity.
+std::string dataset_hash(const DataBundle& data);
+
+// {"cpu": model name, "cores": hardware threads, "threads": OpenMP threads, "device": "cpu"|"cuda:N", "gpu": name}
+Json machine_json(Device device);
+
+// {"hamu_version", "git_commit", "command_line", "config", "machine"}; callers add "data" and "parent".
+Json provenance_json(const Args& args, Device device);
+// {"spec", "hash"} of a data set.
+Json data_identity_json(const DataBundle& data);
+// {"path", "hash"} of an input checkpoint.
+Json parent_json(const std::string& path);
+
+}  // namespace hamu::cli

@@ -4,7 +4,7 @@
 # Run:   tests/mpi_test.sh [BUILD]     (default build-mpi; `make MPI=1 test` runs it after the other tests)
 #        MPI_TEST_KEEP=1 ...           keeps the scratch folder
 #
-#   1. the collectives suite of hamu_tests under mpirun -np 2 and -np 4 (rank-order sums bitwise the same
+#   1. the collectives suite of hamu_tests under mpirun -np 1, 2 and 4 (rank-order sums bitwise the same
 #      on every rank; data-parallel training of an mlp equals the 1-rank run in-process);
 #   2. `hamu train` (mlp) and `hamu unlearn` (hamu-q, gdiff; data-parallel and --pairing split) under
 #      mpirun -np 2 and -np 4: the checkpoint equals the 1-rank run's within 1e-5 relative (largest
@@ -92,9 +92,9 @@ run() {
 
 echo "mpi_test: $(mpirun --version | head -1), $(nproc) cores"
 
-# ---- 1. the collectives suite under 2 and 4 ranks -------------------------------------------------
+# ---- 1. the collectives suite under 1, 2 and 4 ranks -----------------------------------------------
 
-for np in 2 4; do
+for np in 1 2 4; do
   if run "suite_np$np" "${MPIRUN[@]}" -np "$np" "$TESTS" -ts=collectives; then
     pass; printf '  %-34s %s\n' "hamu_tests collectives -np $np" "$(grep -m1 -o 'max relative parameter difference [^ ]*' "log_suite_np$np.out")"
   fi

@@ -1,6 +1,7 @@
 // cli/cmd_eval.cpp: `hamu eval` — image classifiers: accuracy, loss, entropy and membership AUCs on
 // forget/retain/test; language models (a Hugging Face directory, or QA data): completion-only answer-token
 // loss, accuracy and token count per split.
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -10,6 +11,8 @@
 #include "cli/common.h"
 #include "cli/lm_setup.h"
 #include "engine/progress.h"
+#include "engine/safetensors.h"
+#include "loaders/batch.h"
 #include "loaders/text_spec.h"
 #include "loaders/text_split.h"
 #include "models/checkpoint.h"
@@ -122,6 +125,8 @@ int cmd_eval(int argc, char** argv) {
       {"--force-reference", "", "use a --reference made for another data set, split or seed", ""},
       {"--batch", "N", "evaluation batch size", "1000"},
       {"--json", "FILE", "write the evaluation as JSON", ""},
+      {"--logits", "FILE", "safetensors of the first 16 test images as the model sees them (inputs, normalised) and "
+                           "its logits (logits), for checking the checkpoint in another framework", ""},
   };
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("eval", "--model CKPT [--data SPEC] [--split SPEC] [--reference CKPT] [--json FILE]", flags);
@@ -129,6 +134,8 @@ int cmd_eval(int argc, char** argv) {
   const std::string ckpt = args.required("--model");
   const std::string json_path = args.str_or("--json", "");
   if (!json_path.empty()) check_output_path("--json", json_path);
+  const std::string logits_path = args.str_or("--logits", "");
+  if (!logits_path.empty()) check_output_path("--logits", logits_path);
   const Device device = apply_common(args);
   const int64_t batch = args.integer("--batch");
   if (batch < 1) throw InputError("--batch: must be at least 1");
@@ -180,6 +187,14 @@ int cmd_eval(int argc, char** argv) {
     if (ref) prov.set("reference", parent_json(ref->path));
     j.set("provenance", prov);
     save_json(json_path, j);
+  }
+  if (!logits_path.empty()) {
+    const std::vector<int64_t> first(ds.test.begin(), ds.test.begin() + std::min<size_t>(16, ds.test.size()));
+    const Batch b = gather_batch(ds.data.test, first, norm, device);
+    NoGradGuard no_grad;
+    m.model->eval();
+    save_safetensors(logits_path, {{"inputs", b.images}, {"logits", (*m.model)(b.images)}});
+    std::printf("saved %s\n", logits_path.c_str());
   }
   return 0;
 }

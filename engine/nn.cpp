@@ -228,6 +228,7 @@ BatchNorm2d::BatchNorm2d(int64_t channels, double eps_, double momentum_) : eps(
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
   const bool batch_stats = training() && !frozen;
+  if (batch_stats) ++num_batches_tracked;
   return batch_norm(x, weight, bias, running_mean, running_var, batch_stats, momentum, eps);
 }
 

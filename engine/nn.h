@@ -111,6 +111,9 @@ class BatchNorm2d : public Module {
   Tensor weight, bias, running_mean, running_var;
   double eps, momentum;
   bool frozen = false;
+  // Forward passes that updated the running statistics (PyTorch's num_batches_tracked, which a strict
+  // load_state_dict expects; checkpoints store it as an I64 scalar).
+  int64_t num_batches_tracked = 0;
 };
 
 class ReLU : public Module {

@@ -71,6 +71,7 @@ struct Fd {
 struct Entry {
   std::string name;
   DType dtype = DType::f32;
+  bool i64 = false;  // an I64 integer scalar (e.g. BatchNorm's num_batches_tracked): Checkpoint::int64s
   Shape shape;
   uint64_t begin = 0, end = 0;
 };
@@ -102,8 +103,9 @@ Entry parse_entry(const std::string& file, const std::string& name, const Json& 
   e.name = name;
   const Json& dt = j.at("dtype");
   if (!dt.is_string()) throw InputError(where + "dtype is " + Json::type_name(dt.type()) + ", expected a string");
-  if (!parse_dtype_code(dt.as_string(), e.dtype))
-    throw InputError(where + "dtype '" + dt.as_string() + "' is not supported (F32, F64, I32, U8)");
+  e.i64 = dt.as_string() == "I64";
+  if (!e.i64 && !parse_dtype_code(dt.as_string(), e.dtype))
+    throw InputError(where + "dtype '" + dt.as_string() + "' is not supported (F32, F64, I32, U8; I64 scalars)");
 
   const Json& sh = j.at("shape");
   if (!sh.is_array()) throw InputError(where + "shape is " + Json::type_name(sh.type()) + ", expected an array");
@@ -123,11 +125,13 @@ Entry parse_entry(const std::string& file, const std::string& name, const Json& 
     has_zero = has_zero || n == 0;
     if (n != 0) overflow = overflow || __builtin_mul_overflow(numel, n, &numel);
   }
-  const size_t esize = dtype_size(e.dtype);
+  const size_t esize = e.i64 ? 8 : dtype_size(e.dtype);
   uint64_t bytes = 0;
   if (overflow || numel > uint64_t(INT64_MAX) || __builtin_mul_overflow(numel, uint64_t(esize), &bytes))
     throw InputError(where + "shape " + shape_str(e.shape) + " has too many elements");
   if (has_zero) bytes = 0;
+  if (e.i64 && (has_zero || numel != 1))
+    throw InputError(where + "I64 " + shape_str(e.shape) + ": only single-value I64 entries (counters) are read");
 
   const Json& off = j.at("data_offsets");
   if (!off.is_array() || off.size() != 2 || !as_count(off.at(size_t(0)), e.begin) || !as_count(off.at(size_t(1)), e.end))
@@ -137,7 +141,7 @@ Entry parse_entry(const std::string& file, const std::string& name, const Json& 
     throw InputError(where + "data_offsets " + offsets_str(e.begin, e.end) + " lie outside the data buffer of " +
                      std::to_string(data_len) + " bytes");
   if (e.end - e.begin != bytes)
-    throw InputError(where + dtype_code(e.dtype) + " " + shape_str(e.shape) + " needs " + std::to_string(bytes) +
+    throw InputError(where + (e.i64 ? "I64" : dtype_code(e.dtype)) + " " + shape_str(e.shape) + " needs " + std::to_string(bytes) +
                      " bytes but data_offsets " + offsets_str(e.begin, e.end) + " span " + std::to_string(e.end - e.begin));
   return e;
 }
@@ -202,8 +206,10 @@ const std::string& Checkpoint::meta(const std::string& key) const {
 // Save
 
 void save_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+                      const std::map<std::string, std::string>& metadata, const std::map<std::string, int64_t>& int64s) {
   std::set<std::string> names;
+  for (const auto& [name, v] : int64s)
+    if (name == "__metadata__" || !names.insert(name).second) throw InputError(path + ": tensor name '" + name + "' is reserved or repeated");
   for (const auto& t : tensors) {
     if (!t.tensor.defined()) throw InputError(path + ": tensor '" + t.name + "' is undefined");
     if (t.name == "__metadata__") throw InputError(path + ": '__metadata__' is reserved and cannot name a tensor");
@@ -222,7 +228,7 @@ void save_safetensors(const std::string& path, const std::vector<NamedTensor>& t
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return dtype_size(host[a].dtype()) > dtype_size(host[b].dtype()); });
   std::vector<uint64_t> begin(host.size());
-  uint64_t offset = 0;
+  uint64_t offset = 8 * uint64_t(int64s.size());  // the I64 scalars first: 8-byte aligned like the rest
   for (size_t i : order) {
     begin[i] = offset;
     offset += uint64_t(host[i].numel()) * dtype_size(host[i].dtype());
@@ -240,6 +246,14 @@ void save_safetensors(const std::string& path, const std::vector<NamedTensor>& t
                                               {"shape", Json(host[i].shape())},
                                               {"data_offsets", Json::array({begin[i], begin[i] + bytes})}}));
   }
+  uint64_t scalar_at = 0;
+  std::string scalar_bytes;
+  for (const auto& [name, v] : int64s) {  // shape [] like a PyTorch 0-dim tensor, little-endian
+    header.set(name, Json::object({{"dtype", "I64"}, {"shape", Json::array()},
+                                   {"data_offsets", Json::array({scalar_at, scalar_at + 8})}}));
+    scalar_at += 8;
+    for (int b = 0; b < 8; ++b) scalar_bytes += char(uint64_t(v) >> (8 * b));
+  }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
 
@@ -249,6 +263,7 @@ void save_safetensors(const std::string& path, const std::vector<NamedTensor>& t
   AtomicFile f(path);
   f.write(len, 8);
   f.write(text);
+  f.write(scalar_bytes);
   for (size_t i : order) f.write(host[i].raw(), size_t(host[i].numel()) * dtype_size(host[i].dtype()));
   f.commit();
 }
@@ -312,6 +327,15 @@ Checkpoint load_safetensors(const std::string& path) {
   // Only now, with every size checked against the file, is memory allocated (at most the file's size).
   ck.tensors.reserve(entries.size());
   for (const Entry& e : entries) {
+    if (e.i64) {
+      unsigned char b[8];
+      if (!read_at(file.fd, b, 8, data_start + e.begin))
+        throw InputError(path + ": tensor '" + e.name + "': read failed (file truncated while reading?)");
+      uint64_t v = 0;
+      for (int i = 7; i >= 0; --i) v = (v << 8) | b[i];
+      ck.int64s[e.name] = int64_t(v);
+      continue;
+    }
     Tensor t;
     try {
       t = Tensor::empty(e.shape, e.dtype);

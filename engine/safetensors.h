@@ -15,6 +15,7 @@ struct NamedTensor {
 
 struct Checkpoint {
   std::vector<NamedTensor> tensors;  // in header order, all on the CPU
+  std::map<std::string, int64_t> int64s;  // single-value I64 entries (counters such as num_batches_tracked)
   std::map<std::string, std::string> metadata;
   std::string path;
 
@@ -27,11 +28,13 @@ struct Checkpoint {
 };
 
 // Tensors may live on any device and be strided; they are copied to the host as needed. Supported
-// dtypes: f32, f64, i32, u8 (safetensors F32, F64, I32, U8). The file is written to
+// dtypes: f32, f64, i32, u8 (safetensors F32, F64, I32, U8); `int64s` are written as I64 0-dim
+// entries (PyTorch's num_batches_tracked). The file is written to
 // `path + ".tmp.<pid>"`, fsynced and renamed over `path`, so an existing checkpoint survives any
 // failure. Tensor data is laid out widest dtype first so every tensor is aligned to its element size.
 void save_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
-                      const std::map<std::string, std::string>& metadata = {});
+                      const std::map<std::string, std::string>& metadata = {},
+                      const std::map<std::string, int64_t>& int64s = {});
 
 // Validates the whole header (sizes, dtypes, shapes, offsets: contiguous, non-overlapping, covering
 // the data buffer exactly, as the reference implementation demands) before allocating any tensor;

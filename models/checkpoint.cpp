@@ -8,6 +8,15 @@
 #include "engine/safetensors.h"
 
 namespace hamu::models {
+namespace {
+
+// Every BatchNorm's counter under PyTorch's state_dict name "<path>.num_batches_tracked".
+void batch_norms(nn::Module& m, const std::string& prefix, std::vector<std::pair<std::string, nn::BatchNorm2d*>>& out) {
+  if (auto* bn = dynamic_cast<nn::BatchNorm2d*>(&m)) out.emplace_back(prefix + "num_batches_tracked", bn);
+  for (auto& [name, child] : m.children()) batch_norms(*child, prefix + name + ".", out);
+}
+
+}  // namespace
 
 const std::string& LoadedModel::meta(const std::string& key) const {
   auto it = metadata.find(key);
@@ -28,7 +37,11 @@ void save_model(const std::string& path, nn::Module& model, const ModelSpec& spe
   std::map<std::string, std::string> meta = facts;
   for (auto& [k, v] : spec.to_metadata()) meta[k] = v;
   meta["format"] = "hamu-model-1";
-  save_safetensors(path, tensors, meta);
+  std::vector<std::pair<std::string, nn::BatchNorm2d*>> bns;
+  batch_norms(model, "", bns);
+  std::map<std::string, int64_t> counters;
+  for (auto& [name, bn] : bns) counters[name] = bn->num_batches_tracked;
+  save_safetensors(path, tensors, meta, counters);
 }
 
 LoadedModel load_model(const std::string& path, Device device) {
@@ -69,6 +82,18 @@ LoadedModel load_model(const std::string& path, Device device) {
   for (const NamedTensor& nt : ck.tensors)
     if (!expected.count(nt.name))
       throw InputError(path + ": unexpected tensor '" + nt.name + "' for " + out.spec.describe());
+  // BatchNorm counters: absent in checkpoints written before they were stored (then 0).
+  std::vector<std::pair<std::string, nn::BatchNorm2d*>> bns;
+  batch_norms(*out.model, "", bns);
+  std::map<std::string, int64_t> counters = ck.int64s;
+  for (auto& [name, bn] : bns)
+    if (auto it = counters.find(name); it != counters.end()) {
+      if (it->second < 0) throw InputError(path + ": '" + name + "' is negative (" + std::to_string(it->second) + ")");
+      bn->num_batches_tracked = it->second;
+      counters.erase(it);
+    }
+  if (!counters.empty())
+    throw InputError(path + ": unexpected I64 entry '" + counters.begin()->first + "' for " + out.spec.describe());
   out.model->to(device);
   return out;
 }

@@ -68,6 +68,11 @@ const std::vector<CsvColumn>& csv_columns() {
       {"retain_forget_auc", {}, eval_cell([](const E& r) { return r.retain_forget_auc; })},
       {"forget_test_auc", {}, eval_cell([](const E& r) { return r.forget_test_auc; })},
       {"paired", [](const StepLog& s) { return std::string(s.paired ? "1" : "0"); }, {}},
+      // Reference-free stopping: the probe's measurements on the steps it ran, the reason on the last step.
+      {"stop_auc", [](const StepLog& s) { return s.probed ? cell("%.6f", s.probe_auc) : std::string(); }, {}},
+      {"stop_forget_loss", [](const StepLog& s) { return s.probed ? cell("%.6g", s.probe_forget_loss) : std::string(); }, {}},
+      {"stop_heldout_loss", [](const StepLog& s) { return s.probed ? cell("%.6g", s.probe_heldout_loss) : std::string(); }, {}},
+      {"stop_reason", [](const StepLog& s) { return std::string(s.stop ? s.stop : ""); }, {}},
   };
   return columns;
 }
@@ -170,6 +175,7 @@ int cmd_unlearn(int argc, char** argv) {
     if (csv.is_open()) csv << csv_row(p, &CsvColumn::eval) << std::flush;
   };
   hooks.notice = [](const std::string& msg) { std::fprintf(stderr, "\nhamu unlearn: %s\n", msg.c_str()); };
+  hooks.stop_probe = make_stop_probe(*work.model, ctx, opt.stop.samples);
   UnlearnResult res =
       run_unlearning(*work.model, original ? original->model.get() : nullptr, ctx.data.data.train, ctx.data.split,
                      ctx.norm, opt, hooks);
@@ -198,6 +204,14 @@ int cmd_unlearn(int argc, char** argv) {
                 opt.ratio * opt.params.lr);
   else if (res.stop_reason == StopReason::criterion)
     std::printf("stopped: no retain-neutral forget progress of size B is left (stopping criterion)\n");
+  else if (res.stop_reason == StopReason::mia)
+    std::printf("stopped (--stop mia): the forget set's losses no longer tell it apart from held-out test samples of "
+                "its classes\n");
+  else if (res.stop_reason == StopReason::loss_rise)
+    std::printf("stopped (--stop loss-rise): the forget loss reached the held-out same-class loss\n");
+  else if (res.stop_reason == StopReason::kappa)
+    std::printf("stopped (--stop kappa): kappa > kappa2 in most blocks throughout the last %lld steps: further "
+                "forgetting costs retain utility\n", (long long)opt.stop.check_every);
   else if (res.stop_reason == StopReason::nan)
     std::printf("stopped: %lld consecutive steps had non-finite losses or gradients\n", (long long)opt.max_nan_steps);
 
@@ -253,7 +267,10 @@ int cmd_unlearn(int argc, char** argv) {
                                    {"max_steps", Json(opt.steps)},
                                    {"clip", Json(opt.params.clip)},
                                    {"optimizer", Json(optimizer_name(opt.optimizer))},
-                                   {"seed", Json(int64_t(seed))}}));
+                                   {"seed", Json(int64_t(seed))},
+                                   {"stop", Json(stop_rule_name(opt.stop.rule))},
+                                   {"stop_resolved", Json(stop_rule_name(resolve_stop_rule(opt.stop.rule, true)))},
+                                   {"stop_check_every", Json(opt.stop.check_every)}}));
     if (opt.method->is_hamu()) j.set("branches", step_summary_json(res));
     j.set("before", eval_to_json(before));
     j.set("after", eval_to_json(after));

@@ -2,6 +2,7 @@
 #include "cli/unlearn_setup.h"
 
 #include <algorithm>
+#include <map>
 
 #include "engine/rng.h"
 #include "unlearn/parallel.h"
@@ -19,7 +20,14 @@ std::vector<Flag> unlearn_option_flags() {
       {"--forget-batch", "N", "forget batch size (the forget set cycles)", "128"},
       {"--scope", "S", "HAMU: layer (per parameter tensor) or global (exact global solution)", "layer"},
       {"--constraint-split", "S", "HAMU layer scope: grad-norm, uniform or softmax-dp", "grad-norm"},
-      {"--stop-on-criterion", "", "HAMU: stop when no retain-neutral forget progress of size B is left", ""},
+      {"--stop", "RULE", "when to stop before --steps: none (fixed budget), criterion (HAMU's: no retain-neutral "
+                         "forget progress of size B left), mia (forget looks like held-out test data of its classes), "
+                         "loss-rise (forget loss reached held-out same-class loss), kappa (kappa > kappa2 in most blocks, "
+                         "sustained), auto (the README's chosen rule)", "auto"},
+      {"--stop-on-criterion", "", "the same as --stop criterion", ""},
+      {"--stop-check-every", "K", "--stop: probe (mia, loss-rise) or judge the kappa window every K steps", "10"},
+      {"--stop-samples", "N", "--stop mia/loss-rise: forget and held-out test samples per probe", "500"},
+      {"--stop-band", "X", "--stop mia: stop at forget-vs-held-out loss AUC <= 0.5 + X", "0.05"},
       {"--continue-on-infeasible", "", "HAMU: on an infeasible step take the pure ascent step and go on", ""},
       {"--clip", "X", "clip each objective gradient to this total norm (0 = off)", "1"},
       {"--optimizer", "NAME", "sgd (theta moves by exactly the step) or adamw (step as pseudo-gradient)", "sgd"},
@@ -51,7 +59,19 @@ UnlearnOptions read_unlearn_options(const Args& args, Device device) {
   o.forget_batch = args.integer("--forget-batch");
   o.scope = parse_scope(args.str("--scope"));
   o.split = parse_constraint_split(args.str("--constraint-split"));
-  o.stop_on_criterion = args.on("--stop-on-criterion");
+  o.stop.rule = parse_stop_rule(args.str("--stop"));
+  if (args.on("--stop-on-criterion")) {
+    if (args.has("--stop") && o.stop.rule != StopRule::criterion)
+      throw InputError("--stop-on-criterion: conflicts with --stop " + args.str("--stop"));
+    o.stop.rule = StopRule::criterion;
+  }
+  o.stop.check_every = args.integer("--stop-check-every");
+  o.stop.samples = args.integer("--stop-samples");
+  o.stop.mia_band = args.number("--stop-band");
+  if (o.stop.check_every < 1) throw InputError("--stop-check-every: must be at least 1");
+  if (o.stop.samples < 1) throw InputError("--stop-samples: must be at least 1");
+  if (!(o.stop.mia_band >= 0 && o.stop.mia_band < 0.5)) throw InputError("--stop-band: must be in [0, 0.5)");
+  o.stop_on_criterion = resolve_stop_rule(o.stop.rule, true) == StopRule::criterion;
   o.continue_on_infeasible = args.on("--continue-on-infeasible");
   o.params.clip = args.number("--clip");
   o.optimizer = parse_optimizer(args.str("--optimizer"));
@@ -124,6 +144,35 @@ std::vector<int64_t> sample(const std::vector<int64_t>& v, int64_t n, uint64_t s
 }
 
 }  // namespace
+
+std::function<StopProbe()> make_stop_probe(nn::Module& model, const UnlearnContext& ctx, int64_t samples) {
+  // A fixed forget subsample, and test samples drawn class by class in the forget subsample's class mix
+  // (every run of the same split and seed probes the same samples).
+  const std::vector<int64_t> forget = sample(ctx.data.split.forget, samples, 0x570F);
+  const std::vector<int32_t>& train_labels = ctx.data.data.train.labels;
+  const std::vector<int32_t>& test_labels = ctx.data.data.test.labels;
+  std::map<int32_t, int64_t> want;
+  for (int64_t i : forget) ++want[train_labels[size_t(i)]];
+  std::map<int32_t, std::vector<int64_t>> by_class;
+  for (int64_t i : ctx.data.test)
+    if (want.count(test_labels[size_t(i)])) by_class[test_labels[size_t(i)]].push_back(i);
+  std::vector<int64_t> heldout;
+  for (const auto& [label, n] : want) {
+    const std::vector<int64_t> picked = sample(by_class[label], n, 0x570F + uint64_t(label) + 1);
+    heldout.insert(heldout.end(), picked.begin(), picked.end());
+  }
+  std::sort(heldout.begin(), heldout.end());
+  if (heldout.empty()) return {};  // no held-out sample of those classes: mia and loss-rise refuse to run
+  return [&model, &ctx, forget, heldout]() {
+    EvalOptions eo;
+    eo.batch = ctx.eval_batch;
+    eo.device = ctx.device;
+    StopProbe p;
+    p.forget = evaluate_indices(model, ctx.data.data.train, forget, ctx.norm, eo).losses;
+    p.heldout = evaluate_indices(model, ctx.data.data.test, heldout, ctx.norm, eo).losses;
+    return p;
+  };
+}
 
 EvalReport evaluate_full(nn::Module& model, const UnlearnContext& ctx, const std::string& name) {
   return evaluate_on(model, ctx, name, ctx.data.split.forget, ctx.data.split.retain, ctx.data.test, true);

@@ -37,6 +37,11 @@ UnlearnContext load_unlearn_context(const std::string& model_path, const std::st
                                     uint64_t seed, int64_t eval_batch, int64_t eval_samples,
                                     bool force_reference = false);
 
+// The --stop mia/loss-rise probe of `model` (unlearn/stopping.h): per-sample losses on at most `samples` forget
+// samples and on as many test samples drawn in the forget samples' class mix. Empty when the test set has
+// none of those classes. `model` and `ctx` must outlive it.
+std::function<StopProbe()> make_stop_probe(nn::Module& model, const UnlearnContext& ctx, int64_t samples);
+
 // A fresh copy of the original model to unlearn (reloaded from its checkpoint).
 models::LoadedModel fresh_copy(const UnlearnContext& ctx);
 

@@ -134,6 +134,16 @@ expect_bad unknown-split-rule  "--constraint-split" "${U[@]}" "${S[@]}" "${N[@]}
 expect_bad unknown-flag        "--forget-harder" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --forget-harder
 expect_bad out-folder-missing  "--out"       unlearn --model orig.safetensors --data "$D" "${S[@]}" --method ga --out nowhere/u.safetensors
 expect_bad overwrite-input     "refusing to overwrite" unlearn --model orig.safetensors --data "$D" "${S[@]}" --method ga --out orig.safetensors
+expect_bad unknown-stop-rule   "--stop"      "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --stop soon
+expect_bad stop-conflict       "--stop-on-criterion" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --stop mia --stop-on-criterion
+expect_bad stop-check-zero     "--stop-check-every"  "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --stop mia --stop-check-every 0
+# Reference-free stopping end to end: gradient ascent at a large lr lifts the forget loss past the held-out
+# test losses of its class within a few steps; the reason lands in the JSON and on the CSV's last step row.
+rm -rf out && mkdir out
+if "$HAMU" "${U[@]}" "${S[@]}" --method ga --lr 0.5 --steps 60 --stop loss-rise --stop-check-every 2 >stdout.txt 2>stderr.txt &&
+   grep -q '"stop_reason": *"loss_rise"' out/u.json && grep '^step' out/u.csv | tail -1 | grep -q ',loss_rise$' &&
+   awk -F, '$1 == "step" && $(NF-3) != ""' out/u.csv | grep -q .; then pass
+else fail "unlearn --stop loss-rise: did not stop with loss_rise ($(cat stdout.txt stderr.txt | tail -3))"; fi
 
 # ---- hamu compare ---------------------------------------------------------------------------------
 

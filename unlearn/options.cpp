@@ -17,6 +17,9 @@ const char* stop_reason_name(StopReason r) {
     case StopReason::infeasible: return "infeasible";
     case StopReason::criterion: return "criterion";
     case StopReason::nan: return "nan";
+    case StopReason::mia: return "mia";
+    case StopReason::loss_rise: return "loss_rise";
+    case StopReason::kappa: return "kappa";
   }
   return "?";
 }

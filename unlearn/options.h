@@ -23,8 +23,21 @@ enum class OptimizerKind { sgd, adamw };
 const char* optimizer_name(OptimizerKind o);                 // "sgd" | "adamw"
 OptimizerKind parse_optimizer(const std::string& name);  // InputError naming --optimizer
 
-enum class StopReason { max_steps, infeasible, criterion, nan };
-const char* stop_reason_name(StopReason r);  // "max_steps" | "infeasible" | "criterion" | "nan"
+enum class StopReason { max_steps, infeasible, criterion, nan, mia, loss_rise, kappa };
+// "max_steps" | "infeasible" | "criterion" | "nan" | "mia" | "loss_rise" | "kappa"
+const char* stop_reason_name(StopReason r);
+
+// Reference-free stopping (unlearn/stopping.h): --stop none|criterion|mia|loss-rise|kappa|auto.
+enum class StopRule { none, criterion, mia, loss_rise, kappa, automatic };
+const char* stop_rule_name(StopRule r);              // as --stop spells it
+StopRule parse_stop_rule(const std::string& name);   // InputError naming --stop
+struct StopSettings {
+  StopRule rule = StopRule::none;
+  int64_t check_every = 10;         // probe (mia, loss-rise) or kappa window every this many steps
+  int64_t samples = 500;            // forget and held-out samples per probe
+  double mia_band = 0.05;           // mia: stop at forget-vs-held-out AUC <= 0.5 + band
+  double kappa_share = 0.75;        // kappa: share of the window's steps with kappa > kappa2 in most blocks
+};
 
 // The constants of the methods' objectives and step rules.
 struct MethodParams {
@@ -42,7 +55,8 @@ struct UnlearnOptions {
   double radius = 0.0;
   HamuScope scope = HamuScope::layer;
   ConstraintSplit split = ConstraintSplit::grad_norm;
-  bool stop_on_criterion = false;
+  bool stop_on_criterion = false;   // set by --stop criterion (HAMU refuses the step and stops)
+  StopSettings stop;
   bool continue_on_infeasible = false;
   OptimizerKind optimizer = OptimizerKind::sgd;
   int64_t steps = 100;

@@ -143,6 +143,7 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, const Imag
   std::unique_ptr<Progress> bar;
   if (opt.progress) bar = std::make_unique<Progress>(opt.steps, "unlearn " + method.name(), "step/s");
   int64_t nan_run = 0;
+  StopMonitor monitor(opt.stop, hooks.stop_probe);
   for (int64_t step = 1; step <= opt.steps; ++step) {
     const double t0 = now_s();
     StepLog log;
@@ -198,6 +199,21 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, const Imag
       res.collateral_warned = true;
       if (hooks.notice) hooks.notice(collateral_notice(log));
     }
+    if (!stop && !log.skipped) {  // reference-free stopping; its probes count as evaluation time
+      const double tp = now_s();
+      if (std::optional<StopReason> why = monitor.after_step(step, log.report, log.report.applied)) {
+        stop = true;
+        res.stop_reason = *why;
+      }
+      log.probed = monitor.probed();
+      if (log.probed) {
+        log.probe_auc = monitor.last_auc();
+        log.probe_forget_loss = monitor.last_forget_loss();
+        log.probe_heldout_loss = monitor.last_heldout_loss();
+      }
+      res.eval_seconds += now_s() - tp;
+    }
+    if (stop || step == opt.steps) log.stop = stop_reason_name(res.stop_reason);
     if (hooks.on_step) hooks.on_step(log);
     if (bar) bar->update(step, progress_status(method, log));
     res.log.push_back(log);

@@ -15,6 +15,7 @@
 #include "unlearn/method_registry.h"
 #include "unlearn/metrics.h"
 #include "unlearn/options.h"
+#include "unlearn/stopping.h"
 
 namespace hamu {
 
@@ -26,7 +27,13 @@ struct StepLog {
   bool skipped = false;             // non-finite loss or gradient: no update
   bool paired = false;              // gradients from the single paired pass
   bool projected = false;           // gru/pcgrad projected
+  // Reference-free stopping (unlearn/stopping.h): a probe ran after this step, and what it measured.
+  bool probed = false;
+  double probe_auc = 0.5, probe_forget_loss = 0, probe_heldout_loss = 0;
+  const char* stop = nullptr;       // the stop reason, on the run's last step only
 };
+
+
 
 struct EvalPoint {
   int64_t step = 0;
@@ -56,6 +63,9 @@ struct UnlearnHooks {
   std::function<void(const StepLog&)> on_step;             // e.g. CSV rows
   std::function<void(const EvalPoint&)> on_eval;
   std::function<void(const std::string&)> notice;          // plain-language messages (stderr)
+  // Per-sample losses of the current model on forget and held-out same-class samples, for --stop mia and
+  // loss-rise (unlearn/stopping.h; may be null: those rules then refuse to run).
+  std::function<StopProbe()> stop_probe;
 };
 
 // model: the model to unlearn (modified in place); original: a frozen copy for kl/scrub/npo (may be

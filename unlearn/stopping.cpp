@@ -1,0 +1,90 @@
+// unlearn/stopping.cpp: the reference-free stopping rules and the monitor the runner consults per step.
+#include "unlearn/stopping.h"
+
+#include <algorithm>
+
+#include "engine/tensor.h"
+#include "unlearn/metrics.h"
+
+namespace hamu {
+
+const char* stop_rule_name(StopRule r) {
+  switch (r) {
+    case StopRule::none: return "none";
+    case StopRule::criterion: return "criterion";
+    case StopRule::mia: return "mia";
+    case StopRule::loss_rise: return "loss-rise";
+    case StopRule::kappa: return "kappa";
+    case StopRule::automatic: return "auto";
+  }
+  return "?";
+}
+
+StopRule parse_stop_rule(const std::string& name) {
+  for (StopRule r : {StopRule::none, StopRule::criterion, StopRule::mia, StopRule::loss_rise, StopRule::kappa,
+                     StopRule::automatic})
+    if (name == stop_rule_name(r)) return r;
+  throw InputError("--stop: '" + name + "' is not auto, none, criterion, mia, loss-rise or kappa");
+}
+
+StopRule resolve_stop_rule(StopRule r, bool has_probe) {
+  if (r != StopRule::automatic) return r;
+  (void)has_probe;
+  return StopRule::none;  // the sweep (README "Stopping") found no rule that beats the fixed budget
+}
+
+bool stop_rule_needs_probe(StopRule r) { return r == StopRule::mia || r == StopRule::loss_rise; }
+
+double forget_heldout_auc(const StopProbe& p) { return roc_auc(p.forget, p.heldout); }
+
+double mean_loss(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += x;
+  return v.empty() ? 0.0 : s / double(v.size());
+}
+
+bool mia_rule_met(const StopProbe& p, double band) {
+  if (p.forget.empty() || p.heldout.empty()) return false;
+  return forget_heldout_auc(p) <= 0.5 + band;
+}
+
+bool loss_rise_rule_met(const StopProbe& p) {
+  if (p.forget.empty() || p.heldout.empty()) return false;
+  return mean_loss(p.forget) >= mean_loss(p.heldout);
+}
+
+bool kappa_rule_met(const std::vector<bool>& collateral_majority, double share) {
+  if (collateral_majority.empty()) return false;
+  const auto hits = std::count(collateral_majority.begin(), collateral_majority.end(), true);
+  return double(hits) >= share * double(collateral_majority.size());
+}
+
+StopMonitor::StopMonitor(const StopSettings& s, std::function<StopProbe()> probe)
+    : s_(s), rule_(resolve_stop_rule(s.rule, bool(probe))), probe_(std::move(probe)) {
+  if (s_.check_every < 1) throw InputError("--stop-check-every: must be at least 1");
+  if (stop_rule_needs_probe(rule_) && !probe_)
+    throw InputError(std::string("--stop ") + stop_rule_name(rule_) +
+                     ": needs held-out samples of the forget set's classes, which this run does not have");
+}
+
+std::optional<StopReason> StopMonitor::after_step(int64_t step, const HamuReport& r, bool applied) {
+  probed_ = false;
+  if (rule_ == StopRule::kappa) {
+    window_.push_back(applied && r.n_blocks > 0 && r.n_collateral * 2 > r.n_blocks);
+    if (int64_t(window_.size()) > s_.check_every) window_.erase(window_.begin());
+    // Sustained: judged only on a full window.
+    if (int64_t(window_.size()) == s_.check_every && kappa_rule_met(window_, s_.kappa_share)) return StopReason::kappa;
+    return std::nullopt;
+  }
+  if (!stop_rule_needs_probe(rule_) || step % s_.check_every != 0) return std::nullopt;
+  const StopProbe p = probe_();
+  probed_ = true;
+  auc_ = forget_heldout_auc(p);
+  forget_loss_ = mean_loss(p.forget);
+  heldout_loss_ = mean_loss(p.heldout);
+  if (rule_ == StopRule::mia && mia_rule_met(p, s_.mia_band)) return StopReason::mia;
+  if (rule_ == StopRule::loss_rise && loss_rise_rule_met(p)) return StopReason::loss_rise;
+  return std::nullopt;
+}
+
+}  // namespace hamu

@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/provenance.h"
+#include "cli/unlearn_output.h"
 #include "cli/unlearn_setup.h"
 #include "engine/collectives.h"
 #include "models/checkpoint.h"
@@ -112,6 +113,10 @@ Json step_summary_json(const UnlearnResult& res) {
 
 }  // namespace
 
+std::string unlearn_csv_header() { return csv_header(); }
+std::string unlearn_csv_step_row(const StepLog& s) { return csv_row(s, &CsvColumn::step); }
+std::string unlearn_csv_eval_row(const EvalPoint& p) { return csv_row(p, &CsvColumn::eval); }
+
 int cmd_unlearn(int argc, char** argv) {
   std::vector<Flag> flags = {
       {"--model", "CKPT", "the original model (trained on retain + forget)", ""},
@@ -157,28 +162,20 @@ int cmd_unlearn(int argc, char** argv) {
                ctx.data.split.retain.size(), ctx.data.split.spec.c_str(), (long long)opt.steps, opt.params.lr,
                opt.method->is_hamu() ? (", ratio " + fmt("%g", opt.ratio)).c_str() : "", device.str().c_str());
 
-  std::ofstream csv;
-  if (!log_path.empty() && is_output_rank()) {  // under mpirun rank 0 alone writes
-    csv.open(log_path, std::ios::trunc);
-    if (!csv) throw InputError("--log: cannot write " + log_path);
-    csv << csv_header();
-  }
+  UnlearnLog log;
+  if (!log_path.empty() && is_output_rank()) log = UnlearnLog(log_path, "--log");  // under mpirun rank 0 alone writes
   UnlearnHooks hooks;
   hooks.evaluate = [&](int64_t step, bool final) {
     return (step == 0 || final) ? evaluate_full(*work.model, ctx, "unlearned")
                                 : evaluate_sampled(*work.model, ctx, "unlearned");
   };
-  hooks.on_step = [&](const StepLog& s) {
-    if (csv.is_open()) csv << csv_row(s, &CsvColumn::step) << std::flush;
-  };
-  hooks.on_eval = [&](const EvalPoint& p) {
-    if (csv.is_open()) csv << csv_row(p, &CsvColumn::eval) << std::flush;
-  };
+  log.attach(hooks);
   hooks.notice = [](const std::string& msg) { std::fprintf(stderr, "\nhamu unlearn: %s\n", msg.c_str()); };
   hooks.stop_probe = make_stop_probe(*work.model, ctx, opt.stop.samples);
-  UnlearnResult res =
-      run_unlearning(*work.model, original ? original->model.get() : nullptr, ctx.data.data.train, ctx.data.split,
-                     ctx.norm, opt, hooks);
+  UnlearnResult res = log.run([&] {
+    return run_unlearning(*work.model, original ? original->model.get() : nullptr, ctx.data.data.train, ctx.data.split,
+                          ctx.norm, opt, hooks);
+  });
   EvalReport before = res.evals.front().report;
   EvalReport after = res.evals.back().report;
   before.model = model_path;
@@ -216,39 +213,7 @@ int cmd_unlearn(int argc, char** argv) {
     std::printf("stopped: %lld consecutive steps had non-finite losses or gradients\n", (long long)opt.max_nan_steps);
 
   if (!out_path.empty() && is_output_rank()) {
-    // The original's training facts move under "parent" (with its path and hash), so they never read
-    // as this model's own; what stays is what rebuilds the model (architecture, sizes, normaliser, data).
-    std::map<std::string, std::string> facts = work.metadata;
-    Json training = Json::object();
-    for (const char* k : {"kind", "subset", "split", "seed", "epochs", "optimizer", "schedule", "lr", "batch",
-                          "train_seconds", "metrics", "provenance", "unlearning", "parent"})
-      if (auto it = facts.find(k); it != facts.end()) {
-        training.set(k, Json(it->second));
-        facts.erase(it);
-      }
-    Json parent = parent_json(model_path);
-    parent.set("training", training);
-    facts["parent"] = parent.dump();
-    facts["kind"] = "unlearned";
-    facts["split"] = ctx.data.split.spec;
-    facts["unlearning"] = Json::object({{"method", Json(method_name(*opt.method))},
-                                        {"lr", Json(opt.params.lr)},
-                                        {"ratio", Json(opt.ratio)},
-                                        {"batch", Json(opt.batch)},
-                                        {"forget_batch", Json(opt.forget_batch)},
-                                        {"clip", Json(opt.params.clip)},
-                                        {"scope", Json(scope_name(opt.scope))},
-                                        {"optimizer", Json(optimizer_name(opt.optimizer))},
-                                        {"max_steps", Json(opt.steps)},
-                                        {"steps", Json(res.steps_done)},
-                                        {"stop_reason", Json(stop_reason_name(res.stop_reason))},
-                                        {"seed", Json(int64_t(seed))}}).dump();
-    facts["metrics"] = eval_to_json(after)["splits"].dump();
-    Json prov = provenance_json(args, device);
-    prov.set("data", data_identity_json(ctx.data.data));
-    prov.set("parent", parent_json(model_path));
-    facts["provenance"] = prov.dump();
-    models::save_model(out_path, *work.model, work.spec, facts);
+    save_unlearned_checkpoint(out_path, work, model_path, ctx, opt, res, after, seed, args, device);
     std::printf("saved %s\n", out_path.c_str());
   }
   if (!json_path.empty() && is_output_rank()) {

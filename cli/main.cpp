@@ -9,6 +9,7 @@
 #include "cli/common.h"
 #include "engine/collectives.h"
 #include "engine/error.h"
+#include "engine/interrupt.h"
 
 namespace {
 
@@ -33,6 +34,7 @@ int run(int argc, char** argv) {
     std::printf("hamu %s\n", hamu::cli::kVersion);
     return 0;
   }
+  hamu::install_interrupt_handler();
   try {
     // Under mpirun every rank must run the same command (engine/collectives.h).
     std::string line;
@@ -46,6 +48,9 @@ int run(int argc, char** argv) {
     if (cmd == "generate") return hamu::cli::cmd_generate(argc - 2, argv + 2);
     std::fprintf(stderr, "hamu: unknown command '%s'\n%s", cmd.c_str(), kUsage);
     return 2;
+  } catch (const hamu::Interrupted& e) {  // Ctrl-C, honoured between batches or steps
+    std::fprintf(hamu::error_stream(), "\n%shamu %s: %s\n", hamu::rank_prefix().c_str(), cmd.c_str(), e.what());
+    return 130;
   } catch (const hamu::InputError& e) {
     std::fprintf(hamu::error_stream(), "%shamu %s: error: %s\n", hamu::rank_prefix().c_str(), cmd.c_str(), e.what());
     return 2;

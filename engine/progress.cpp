@@ -1,6 +1,8 @@
 // engine/progress.cpp: the progress line's formatting and its redraw / log-line throttling.
 #include "engine/progress.h"
 
+#include "engine/interrupt.h"
+
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -83,6 +85,7 @@ Progress::~Progress() {
 double Progress::now() const { return opt_.now ? opt_.now() : now_s(); }
 
 void Progress::update(int64_t done, std::string_view status) {
+  throw_if_interrupted();  // every long loop drives a bar: Ctrl-C is honoured between its batches
   done_ = done;
   status_.assign(status);
   if (opt_.mode == Mode::off || finished_) return;

@@ -303,5 +303,31 @@ else
 fi
 expect_bad config-missing "nowhere.json" train --data "$D" --model mlp --config nowhere.json --out out/t.safetensors
 
+# ---- Ctrl-C (issue #16 item 8): exit 130, what was written said, a partial --log marked ---------------
+interrupt_after() {  # interrupt_after SECONDS OUTFILE ERRFILE ARGS...: run in the background, SIGINT, exit code
+  local t=$1 o=$2 e=$3; shift 3
+  "$HAMU" "$@" > "$o" 2> "$e" &
+  local pid=$!
+  sleep "$t"
+  kill -INT "$pid"
+  wait "$pid"
+}
+interrupt_after 1 ci.out ci.err train --data "$D" --model mlp --batch 16 --threads 1 --epochs 100000 --out out/ci.safetensors
+rc=$?
+if [[ $rc -eq 130 ]] && grep -q 'hamu train: interrupted, nothing written' ci.err && [[ ! -e out/ci.safetensors ]] &&
+   [[ -z $(ls out) ]]; then
+  pass
+else
+  fail "train interrupted: exit $rc (want 130), stderr: $(tail -2 ci.err)"
+fi
+interrupt_after 1 cu.out cu.err "${U[@]}" "${S[@]}" --method ga --steps 10000000 --eval-every 0
+rc=$?
+if [[ $rc -eq 130 ]] && grep -q 'interrupted, out/u.csv kept up to step [0-9]* and marked' cu.err &&
+   [[ $(tail -1 out/u.csv) =~ ^#\ interrupted\ at\ step\ [0-9]+$ ]] && [[ $(wc -l < out/u.csv) -gt 2 ]]; then
+  pass
+else
+  fail "unlearn --log interrupted: exit $rc (want 130), stderr: $(tail -2 cu.err), log ends: $(tail -1 out/u.csv 2>/dev/null)"
+fi
+
 echo "cli_test: $PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]

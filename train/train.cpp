@@ -8,6 +8,7 @@
 
 #include "engine/ops.h"
 #include "engine/optim.h"
+#include "engine/interrupt.h"
 #include "engine/progress.h"
 
 namespace hamu {
@@ -101,6 +102,7 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
     double loss_sum = 0, correct = 0;
     int64_t seen = 0, counted_batches = 0;
     for (int64_t step = 0; step < steps; ++step) {
+      throw_if_interrupted();  // Ctrl-C: stop between batches (also when no bar is drawn)
       Batch b = batcher.batch(step);
       const int64_t global_rows = b.size();
       if (ranks > 1) {

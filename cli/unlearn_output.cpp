@@ -1,0 +1,89 @@
+// cli/unlearn_output.cpp: the --log CSV and the unlearned checkpoint (see unlearn_output.h).
+#include "cli/unlearn_output.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "cli/provenance.h"
+#include "engine/interrupt.h"
+#include "models/checkpoint.h"
+
+namespace hamu::cli {
+
+UnlearnLog::UnlearnLog(const std::string& path, const std::string& flag) : path_(path) {
+  csv_.open(path, std::ios::trunc);
+  if (!csv_) throw InputError(flag + ": cannot write " + path);
+  csv_ << unlearn_csv_header() << std::flush;
+}
+
+void UnlearnLog::attach(UnlearnHooks& hooks) {
+  hooks.on_step = [this](const StepLog& s) {
+    if (csv_.is_open()) csv_ << unlearn_csv_step_row(s) << std::flush;
+    last_step_ = s.step;
+  };
+  hooks.on_eval = [this](const EvalPoint& p) {
+    if (csv_.is_open()) csv_ << unlearn_csv_eval_row(p) << std::flush;
+  };
+}
+
+UnlearnResult UnlearnLog::run(const std::function<UnlearnResult()>& body) {
+  try {
+    return body();
+  } catch (const Interrupted&) {
+    if (!csv_.is_open()) throw;
+    csv_ << "# interrupted at step " << last_step_ << "\n" << std::flush;
+    throw Interrupted(path_ + " kept up to step " + std::to_string(last_step_) + " and marked '# interrupted', no model written");
+  }
+}
+
+void check_save_dir(const std::string& flag, const std::string& dir) {
+  if (dir.empty()) throw InputError(flag + ": empty path");
+  struct stat st {};
+  if (stat(dir.c_str(), &st) != 0 && mkdir(dir.c_str(), 0777) != 0)
+    throw InputError(flag + ": cannot create folder '" + dir + "': " + std::strerror(errno));
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) throw InputError(flag + ": '" + dir + "' is not a folder");
+  if (access(dir.c_str(), W_OK | X_OK) != 0) throw InputError(flag + ": folder '" + dir + "' is not writable");
+}
+
+void save_unlearned_checkpoint(const std::string& out_path, models::LoadedModel& work, const std::string& model_path,
+                               const UnlearnContext& ctx, const UnlearnOptions& opt, const UnlearnResult& res,
+                               const EvalReport& after, uint64_t seed, const Args& args, Device device) {
+  // The original's training facts move under "parent" (with its path and hash), so they never read
+  // as this model's own; what stays is what rebuilds the model (architecture, sizes, normaliser, data).
+  std::map<std::string, std::string> facts = work.metadata;
+  Json training = Json::object();
+  for (const char* k : {"kind", "subset", "split", "seed", "epochs", "optimizer", "schedule", "lr", "batch",
+                        "train_seconds", "metrics", "provenance", "unlearning", "parent"})
+    if (auto it = facts.find(k); it != facts.end()) {
+      training.set(k, Json(it->second));
+      facts.erase(it);
+    }
+  Json parent = parent_json(model_path);
+  parent.set("training", training);
+  facts["parent"] = parent.dump();
+  facts["kind"] = "unlearned";
+  facts["split"] = ctx.data.split.spec;
+  facts["unlearning"] = Json::object({{"method", Json(method_name(*opt.method))},
+                                      {"lr", Json(opt.params.lr)},
+                                      {"ratio", Json(opt.ratio)},
+                                      {"batch", Json(opt.batch)},
+                                      {"forget_batch", Json(opt.forget_batch)},
+                                      {"clip", Json(opt.params.clip)},
+                                      {"scope", Json(scope_name(opt.scope))},
+                                      {"optimizer", Json(optimizer_name(opt.optimizer))},
+                                      {"max_steps", Json(opt.steps)},
+                                      {"steps", Json(res.steps_done)},
+                                      {"stop_reason", Json(stop_reason_name(res.stop_reason))},
+                                      {"seed", Json(int64_t(seed))}}).dump();
+  facts["metrics"] = eval_to_json(after)["splits"].dump();
+  Json prov = provenance_json(args, device);
+  prov.set("data", data_identity_json(ctx.data.data));
+  prov.set("parent", parent_json(model_path));
+  facts["provenance"] = prov.dump();
+  models::save_model(out_path, *work.model, work.spec, facts);
+}
+
+}  // namespace hamu::cli

@@ -1,0 +1,45 @@
+// cli/unlearn_output.h: what an image unlearning run leaves behind, shared by `hamu unlearn --out/--log`
+// and `hamu compare --save-dir`: the per-step CSV (marked when Ctrl-C stops the run) and the unlearned
+// checkpoint with its parent, unlearning settings and provenance.
+#pragma once
+#include <cstdint>
+#include <fstream>
+#include <functional>
+#include <string>
+
+#include "cli/args.h"
+#include "cli/unlearn_setup.h"
+
+namespace hamu::cli {
+
+// The --log CSV's header and rows (defined in cli/cmd_unlearn.cpp next to its column table).
+std::string unlearn_csv_header();
+std::string unlearn_csv_step_row(const StepLog& s);
+std::string unlearn_csv_eval_row(const EvalPoint& p);
+
+// The --log CSV: header at open, one row per step and per evaluation through attach()'s hooks, flushed
+// as written. run() turns a Ctrl-C into a final "# interrupted at step N" line and an Interrupted naming
+// the file, so a partial log never looks complete. A default-constructed log (no path) writes nothing.
+class UnlearnLog {
+ public:
+  UnlearnLog() = default;
+  UnlearnLog(const std::string& path, const std::string& flag);
+  void attach(UnlearnHooks& hooks);
+  UnlearnResult run(const std::function<UnlearnResult()>& body);
+
+ private:
+  std::string path_;
+  std::ofstream csv_;
+  int64_t last_step_ = 0;
+};
+
+// --save-dir: the folder exists (or is created, its parent existing) and is writable; InputError otherwise.
+void check_save_dir(const std::string& flag, const std::string& dir);
+
+// Writes the unlearned model `work` (loaded from `model_path`) to `out_path`: the original's training
+// facts under "parent" with its hash, this run's unlearning settings, final metrics and provenance.
+void save_unlearned_checkpoint(const std::string& out_path, models::LoadedModel& work, const std::string& model_path,
+                               const UnlearnContext& ctx, const UnlearnOptions& opt, const UnlearnResult& res,
+                               const EvalReport& after, uint64_t seed, const Args& args, Device device);
+
+}  // namespace hamu::cli

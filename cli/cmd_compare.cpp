@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/provenance.h"
 #include "cli/plots.h"
+#include "cli/unlearn_output.h"
 #include "cli/unlearn_setup.h"
 #include "models/checkpoint.h"
 
@@ -140,6 +141,8 @@ int cmd_compare(int argc, char** argv) {
       {"--methods", "LIST", "comma-separated: " + method_list(), ""},
       {"--json", "FILE", "every method's final evaluation and trajectory, the original and the retrained model", ""},
       {"--svg", "FILE", "trade-off plot: forget vs retain accuracy per method and evaluation step", ""},
+      {"--save-dir", "DIR", "keep each method's unlearned checkpoint DIR/<method>.safetensors and per-step log "
+                            "DIR/<method>.csv (as hamu unlearn --out/--log write them; images only)", ""},
   };
   for (Flag f : unlearn_option_flags()) {
     if (f.name == "--eval-every") {
@@ -164,6 +167,8 @@ int cmd_compare(int argc, char** argv) {
   for (const std::string& p : {json_path, svg_path})
     if (!p.empty() && (p == model_path || p == reference_path)) throw InputError("refusing to overwrite the input checkpoint " + p);
   if (!json_path.empty() && json_path == svg_path) throw InputError("--json and --svg name the same file " + json_path);
+  const std::string save_dir = args.str_or("--save-dir", "");
+  if (!save_dir.empty()) check_save_dir("--save-dir", save_dir);
   const Device device = apply_common(args);
   UnlearnOptions opt = read_unlearn_options(args, device);
   if (opt.eval_every == kAutoEvalEvery) opt.eval_every = std::max<int64_t>(1, opt.steps / kPlotPoints);
@@ -210,8 +215,16 @@ int cmd_compare(int argc, char** argv) {
       return final ? evaluate_full(*work.model, ctx, name) : evaluate_sampled(*work.model, ctx, name);
     };
     hooks.notice = [&](const std::string& msg) { std::fprintf(stderr, "\nhamu compare: %s: %s\n", name, msg.c_str()); };
-    MethodRun run{m, run_unlearning(*work.model, m->needs_original() ? frozen->model.get() : nullptr, ctx.data.data.train,
-                                    ctx.data.split, ctx.norm, o, hooks)};
+    UnlearnLog log;  // --save-dir: the same per-step CSV and checkpoint as hamu unlearn --log/--out
+    if (!save_dir.empty()) log = UnlearnLog(save_dir + "/" + name + ".csv", "--save-dir");
+    log.attach(hooks);
+    MethodRun run{m, log.run([&] {
+                    return run_unlearning(*work.model, m->needs_original() ? frozen->model.get() : nullptr,
+                                          ctx.data.data.train, ctx.data.split, ctx.norm, o, hooks);
+                  })};
+    if (!save_dir.empty())
+      save_unlearned_checkpoint(save_dir + "/" + name + ".safetensors", work, model_path, ctx, o, run.result,
+                                run.result.evals.back().report, seed, args, device);
     const EvalReport& after = run.result.evals.back().report;
     std::fprintf(stderr,
                  "hamu compare: [%zu/%zu] %s: done, %lld steps in %.2f s (%s), evaluation %.2f s; forget %.2f%%, "

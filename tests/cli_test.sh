@@ -303,6 +303,25 @@ else
 fi
 expect_bad config-missing "nowhere.json" train --data "$D" --model mlp --config nowhere.json --out out/t.safetensors
 
+# ---- compare --save-dir (issue #16 item 5): each method's checkpoint and CSV, as unlearn --out/--log write them
+if "$HAMU" compare --model orig.safetensors --reference ref.safetensors --data "$D" "${S[@]}" --methods ga,hamu-q \
+     --batch 8 --forget-batch 8 --threads 1 --steps 3 --save-dir out/kept > sd.out 2> sd.err &&
+   "$HAMU" "${U[@]}" "${S[@]}" "${N[@]}" --method ga > sdu.out 2> sdu.err; then
+  if [[ -s out/kept/ga.safetensors && -s out/kept/hamu-q.safetensors && -s out/kept/hamu-q.csv ]] &&
+     cmp -s <(tensors out/kept/ga.safetensors) <(tensors out/u.safetensors) &&
+     [[ $(head -1 out/kept/ga.csv) == $(head -1 out/u.csv) ]] && grep -q '"kind":"unlearned"' <(header out/kept/ga.safetensors) &&
+     diff -q <(grep '^step' out/kept/ga.csv | cut -d, -f1,2,4-) <(grep '^step' out/u.csv | cut -d, -f1,2,4-) > /dev/null; then
+    pass
+  else
+    fail "compare --save-dir: checkpoints or CSVs missing or unlike hamu unlearn's: $(ls out/kept)"
+  fi
+else
+  fail "compare --save-dir failed: $(cat sd.err sdu.err)"
+fi
+printf 'x' > notadir
+expect_bad save-dir-file "--save-dir" compare --model orig.safetensors --reference ref.safetensors --data "$D" "${S[@]}" \
+  --methods ga --threads 1 --steps 3 --save-dir notadir
+
 # ---- Ctrl-C (issue #16 item 8): exit 130, what was written said, a partial --log marked ---------------
 interrupt_after() {  # interrupt_after SECONDS OUTFILE ERRFILE ARGS...: run in the background, SIGINT, exit code
   local t=$1 o=$2 e=$3; shift 3

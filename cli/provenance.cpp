@@ -70,7 +70,7 @@ Json machine_json(Device device) {
                          {"threads", Json(int64_t(omp_get_max_threads()))},
                          {"device", Json(device.str())}});
 #ifdef HAMU_CUDA
-  if (device.is_cuda()) m.set("gpu", Json(std::string(cuda_device_name(device.index))));
+  if (device.is_cuda()) m.set("gpu", Json(std::string(kernels::cuda_device_name(device.index))));
 #endif
   return m;
 }

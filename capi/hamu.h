@@ -71,7 +71,8 @@ HAMU_API int hamu_context_create(const char* device, hamu_context** out);
 HAMU_API void hamu_context_destroy(hamu_context* ctx);
 /* The device the context is for ("cpu", "cuda:0", ...). Owned by the context. */
 HAMU_API const char* hamu_context_device(const hamu_context* ctx);
-/* CUDA: the stream (a cudaStream_t passed as void*) every step kernel of this context runs on; the
+/* CUDA: the stream (a cudaStream_t passed as void*) every step kernel of this context and its plans runs
+ * on from the next call (a plan's destroy waits for the stream its last step used); the
  * default is the default stream (NULL), which is what PyTorch uses unless told otherwise
  * (torch.cuda.current_stream().cuda_stream). hamu orders its work on that stream only. CPU: accepted
  * and ignored. Errors: INVALID_ARGUMENT (null ctx). */

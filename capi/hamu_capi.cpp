@@ -249,6 +249,7 @@ int plan_step(hamu_plan* plan, const hamu_step_config* cfg, hamu_report* report,
   const hamu::UnlearnOptions opt = step_options(*cfg);
   const hamu::Method& method = *opt.method;
   FusedUpdate& update = *plan->update;
+  update.set_stream(plan->ctx->stream);  // the context's stream as of now (hamu_context_set_stream)
   const bool async = !report && !per_block && method.is_hamu() && plan->pinned;
   update.compute_stats();
   hamu::StepDecision d;
@@ -342,7 +343,6 @@ HAMU_API int hamu_context_set_stream(hamu_context* ctx, void* stream) {
   return guarded(ctx, "hamu_context_set_stream", [&] {
     need(ctx, "ctx");
     ctx->stream = stream;
-    if (ctx->cached) ctx->cached->update->set_stream(stream);
     return HAMU_OK;
   });
 }

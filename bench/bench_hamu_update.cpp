@@ -172,8 +172,9 @@ Row run_case(const std::vector<int64_t>& sizes, int reps) {
   const float* const* tf = static_cast<const float* const*>(upload(hf.data(), hf.size() * sizeof(void*)));
   float* const* tt = static_cast<float* const*>(upload(ht.data(), ht.size() * sizeof(void*)));
   const int64_t* tsz = static_cast<const int64_t*>(upload(sizes.data(), sizes.size() * sizeof(int64_t)));
-  float* stats = static_cast<float*>(kn::cuda_malloc(0, size_t(3 * count) * 4));
-  float* coef = static_cast<float*>(kn::cuda_malloc(0, size_t(2 * count) * 4));
+  double* stats = static_cast<double*>(kn::cuda_malloc(0, size_t(3 * count) * sizeof(double)));
+  double* coef = static_cast<double*>(kn::cuda_malloc(0, size_t(2 * count) * sizeof(double)));
+  float* naive_stats = static_cast<float*>(kn::cuda_malloc(0, size_t(3 * count) * sizeof(float)));
   kn::HamuReport* rep = static_cast<kn::HamuReport*>(kn::cuda_malloc(0, sizeof(kn::HamuReport)));
   const size_t copy_bytes = size_t(params) * 12;  // 12 read + 12 written = 24 bytes per parameter
   void* csrc = kn::cuda_malloc(0, copy_bytes);
@@ -235,20 +236,22 @@ Row run_case(const std::vector<int64_t>& sizes, int reps) {
   // results to the host; coefficients on the host; a per-tensor update (two axpby launches).
   std::vector<double> t_naive;
   const int naive_reps = std::max(3, reps / 2);
-  std::vector<float> hstats(size_t(3 * count)), hcoef(size_t(2 * count));
+  std::vector<float> hstats(size_t(3 * count));
+  std::vector<double> hstats_d(size_t(3 * count)), hcoef(size_t(2 * count));
   for (int it = 0; it < naive_reps + 1; ++it) {
     check(cudaEventRecord(ev[0], st), "record");
     for (int i = 0; i < count; ++i) {
-      kn::sum_squares(ctx, sizes[size_t(i)], hr[size_t(i)], stats + 3 * i);
-      kn::sum_squares(ctx, sizes[size_t(i)], hf[size_t(i)], stats + 3 * i + 1);
-      kn::dot(ctx, sizes[size_t(i)], hr[size_t(i)], hf[size_t(i)], stats + 3 * i + 2);
-      kn::cuda_memcpy_d2h(ctx, &hstats[size_t(3 * i)], stats + 3 * i, 3 * sizeof(float));
+      kn::sum_squares(ctx, sizes[size_t(i)], hr[size_t(i)], naive_stats + 3 * i);
+      kn::sum_squares(ctx, sizes[size_t(i)], hf[size_t(i)], naive_stats + 3 * i + 1);
+      kn::dot(ctx, sizes[size_t(i)], hr[size_t(i)], hf[size_t(i)], naive_stats + 3 * i + 2);
+      kn::cuda_memcpy_d2h(ctx, &hstats[size_t(3 * i)], naive_stats + 3 * i, 3 * sizeof(float));
     }
+    hstats_d.assign(hstats.begin(), hstats.end());
     kn::HamuReport hr2;
-    kn::hamu_coefficients(kn::CpuCtx{}, cfg, count, hstats.data(), hcoef.data(), &hr2);
+    kn::hamu_coefficients(kn::CpuCtx{}, cfg, count, hstats_d.data(), hcoef.data(), &hr2);
     for (int i = 0; i < count; ++i) {
-      kn::axpby(ctx, sizes[size_t(i)], hcoef[size_t(2 * i)], hr[size_t(i)], 1.f, ht[size_t(i)]);
-      kn::axpby(ctx, sizes[size_t(i)], hcoef[size_t(2 * i + 1)], hf[size_t(i)], 1.f, ht[size_t(i)]);
+      kn::axpby(ctx, sizes[size_t(i)], float(hcoef[size_t(2 * i)]), hr[size_t(i)], 1.f, ht[size_t(i)]);
+      kn::axpby(ctx, sizes[size_t(i)], float(hcoef[size_t(2 * i + 1)]), hf[size_t(i)], 1.f, ht[size_t(i)]);
     }
     check(cudaEventRecord(ev[1], st), "record");
     check(cudaEventSynchronize(ev[1]), "sync");
@@ -260,6 +263,7 @@ Row run_case(const std::vector<int64_t>& sizes, int reps) {
   for (const void* p : {static_cast<const void*>(theta), static_cast<const void*>(r), static_cast<const void*>(f),
                         static_cast<const void*>(tr), static_cast<const void*>(tf), static_cast<const void*>(tt),
                         static_cast<const void*>(tsz), static_cast<const void*>(stats), static_cast<const void*>(coef),
+                        static_cast<const void*>(naive_stats),
                         static_cast<const void*>(rep), static_cast<const void*>(csrc), static_cast<const void*>(cdst)})
     kn::cuda_free(0, const_cast<void*>(p));
   return row;

@@ -221,17 +221,22 @@ template <class T> void multi_scale(const CpuCtx&, int count, T* const* x, const
 
 // ------------------------------------------------------------------------------------------------
 // The fused HAMU update (HAMU.md §3; the per-block math is in kernels/hamu_math.h).
-// Pass 1: stats[3*i + {0,1,2}] = (<r_i,r_i>, <f_i,f_i>, <r_i,f_i>) for every block i.
+// The statistics and coefficients are double on every backend whatever the parameter dtype: for nearly
+// colinear r and f the step is mostly a_perp = a - (<a,c>/||c||^2) c, whose norm comes from the
+// cancellation ||a||^2 - <a,c>^2/||c||^2, so every relative error of the statistics is multiplied by
+// (||a||/||a_perp||)^2 (f32 statistics: 0.3-2% error in the step at ||a_perp||/||a|| ~ 1e-3..1e-2).
+// Pass 1: stats[3*i + {0,1,2}] = (<r_i,r_i>, <f_i,f_i>, <r_i,f_i>) for every block i, summed in double.
 template <class T>
-void hamu_block_stats(const CpuCtx&, int count, const T* const* r, const T* const* f, const int64_t* sizes, T* stats);
-// Pass 2: theta_i += coef[2*i] * r_i + coef[2*i + 1] * f_i.
+void hamu_block_stats(const CpuCtx&, int count, const T* const* r, const T* const* f, const int64_t* sizes,
+                      double* stats);
+// Pass 2: theta_i += coef[2*i] * r_i + coef[2*i + 1] * f_i (each coefficient cast to T once per block).
 // Between the passes: coef[2*i + {0,1}] = coefficients on (r_i, f_i) and the step report, from stats
 // (HAMU.md §3-5; the math is hamu_solve_step in kernels/hamu_math.h).
-template <class T>
-void hamu_coefficients(const CpuCtx&, const HamuConfig& cfg, int count, const T* stats, T* coef, HamuReport* report);
+void hamu_coefficients(const CpuCtx&, const HamuConfig& cfg, int count, const double* stats, double* coef,
+                       HamuReport* report);
 template <class T>
 void hamu_apply(const CpuCtx&, int count, T* const* theta, const T* const* r, const T* const* f,
-                const int64_t* sizes, const T* coef);
+                const int64_t* sizes, const double* coef);
 
 // ------------------------------------------------------------------------------------------------
 // Per-sample gradient similarity (ghost products).
@@ -392,12 +397,12 @@ void adamw_step(const CudaCtx&, int64_t n, float* p, const float* g, float* m, f
 void multi_sum_squares(const CudaCtx&, int count, const float* const* x, const int64_t* sizes, float* sq);
 void multi_scale(const CudaCtx&, int count, float* const* x, const int64_t* sizes, const float* scale);
 void hamu_block_stats(const CudaCtx&, int count, const float* const* r, const float* const* f, const int64_t* sizes,
-                      float* stats);
+                      double* stats);
 // report points to device memory; the caller copies it back asynchronously.
-void hamu_coefficients(const CudaCtx&, const HamuConfig& cfg, int count, const float* stats, float* coef,
+void hamu_coefficients(const CudaCtx&, const HamuConfig& cfg, int count, const double* stats, double* coef,
                        HamuReport* report);
 void hamu_apply(const CudaCtx&, int count, float* const* theta, const float* const* r, const float* const* f,
-                const int64_t* sizes, const float* coef);
+                const int64_t* sizes, const double* coef);
 void ghost_hadamard_reduce(const CudaCtx&, int64_t nf, int64_t nr, int64_t tf, int64_t tr, const float* gram_a,
                            const float* gram_g, int64_t ld, float* k);
 void segment_rowdot(const CudaCtx&, int64_t nseg, int64_t seg, int64_t width, const float* p, const float* g,

@@ -39,7 +39,7 @@ void wait(const kernels::CudaCtx& c) { kernels::cuda_synchronize(c); }
 
 // f(ctx, T{}) on the blocks' backend and element type, with the caller's stream where one is set.
 template <class F> void FusedUpdate::run(F&& f) const {
-  dispatch("fused_update", stats_, [&](const auto& ctx, auto tag) {
+  dispatch("fused_update", kind_, [&](const auto& ctx, auto tag) {
     auto c = ctx;
     if constexpr (!std::is_same_v<std::decay_t<decltype(ctx)>, kernels::CpuCtx>)
       if (use_stream_) c.stream = stream_;
@@ -87,10 +87,12 @@ FusedUpdate::FusedUpdate(const std::vector<ExternalBlock>& blocks, Device device
   tables_to_device();
 }
 
-// Statistics, coefficients and (CUDA) the report and the pointer tables on the blocks' device.
+// Statistics, coefficients (double whatever the blocks' dtype: kernels/kernels.h says why; raw bytes, as
+// the engine's CUDA tensors are float only) and (CUDA) the report and the pointer tables on the device.
 void FusedUpdate::tables_to_device() {
-  stats_ = Tensor::zeros({int64_t(count()) * 3}, dtype_, device_);
-  coef_ = Tensor::zeros({int64_t(count()) * 2}, dtype_, device_);
+  kind_ = Tensor::zeros({1}, dtype_, device_);
+  stats_ = Tensor::zeros({int64_t(count()) * 3 * int64_t(sizeof(double))}, DType::u8, device_);
+  coef_ = Tensor::zeros({int64_t(count()) * 2 * int64_t(sizeof(double))}, DType::u8, device_);
   if (device_.is_cuda()) {
     theta_tab_ = device_table(theta_ptr_, device_);
     r_tab_ = device_table(r_ptr_, device_);
@@ -98,7 +100,7 @@ void FusedUpdate::tables_to_device() {
     sizes_ = device_table(sizes_host_, device_);
     report_ = Tensor::zeros({int64_t(sizeof(kernels::HamuReport))}, DType::u8, device_);
     // The zero fills ran on the device's own stream; a caller's stream must not overtake them.
-    dispatch("fused_update", stats_, [](const auto& ctx, auto) { wait(ctx); });
+    dispatch("fused_update", kind_, [](const auto& ctx, auto) { wait(ctx); });
   }
 }
 
@@ -120,7 +122,7 @@ void FusedUpdate::compute_stats() {
   run([&](const auto& ctx, auto tag) {
     using T = decltype(tag);
     const Tables<T> t = tables<T>();
-    kernels::hamu_block_stats(ctx, count(), t.r, t.f, t.sizes, stats_.data<T>());
+    kernels::hamu_block_stats(ctx, count(), t.r, t.f, t.sizes, stats_ptr());
   });
 }
 
@@ -128,15 +130,10 @@ std::vector<double> FusedUpdate::stats_host() const { return host_copy(stats_); 
 
 std::vector<double> FusedUpdate::coef_host() const { return host_copy(coef_); }
 
-// A host copy of one of the step's device buffers, after the kernels queued before it on the stream.
+// A host copy of one of the step's double buffers, after the kernels queued before it on the stream.
 std::vector<double> FusedUpdate::host_copy(const Tensor& t) const {
-  std::vector<double> out;
-  run([&](const auto& ctx, auto tag) {
-    using T = decltype(tag);
-    std::vector<T> v(size_t(t.numel()));
-    to_host(ctx, v.data(), t.raw(), v.size() * sizeof(T));
-    out.assign(v.begin(), v.end());
-  });
+  std::vector<double> out(size_t(t.numel()) / sizeof(double));
+  run([&](const auto& ctx, auto) { to_host(ctx, out.data(), t.raw(), out.size() * sizeof(double)); });
   return out;
 }
 
@@ -144,9 +141,9 @@ void FusedUpdate::hamu_step_async(const kernels::HamuConfig& cfg, kernels::HamuR
   run([&](const auto& ctx, auto tag) {
     using T = decltype(tag);
     kernels::HamuReport* rep = device_.is_cuda() ? static_cast<kernels::HamuReport*>(report_.raw()) : host_report;
-    kernels::hamu_coefficients(ctx, cfg, count(), stats_.data<T>(), coef_.data<T>(), rep);
+    kernels::hamu_coefficients(ctx, cfg, count(), stats_ptr(), coef_ptr(), rep);
     const Tables<T> t = tables<T>();
-    kernels::hamu_apply(ctx, count(), t.theta, t.r, t.f, t.sizes, coef_.data<T>());
+    kernels::hamu_apply(ctx, count(), t.theta, t.r, t.f, t.sizes, coef_ptr());
     // The only transfer of the step: the report, after the apply pass in stream order.
     if (device_.is_cuda()) to_host_async(ctx, host_report, report_.raw(), sizeof(kernels::HamuReport));
   });
@@ -167,10 +164,9 @@ void FusedUpdate::apply(const std::vector<double>& coef) {
   if (coef.size() != size_t(2 * count())) throw Error("fused update: coefficient table has the wrong size");
   run([&](const auto& ctx, auto tag) {
     using T = decltype(tag);
-    const std::vector<T> c(coef.begin(), coef.end());
-    to_device(ctx, coef_.raw(), c.data(), c.size() * sizeof(T));
+    to_device(ctx, coef_.raw(), coef.data(), coef.size() * sizeof(double));
     const Tables<T> t = tables<T>();
-    kernels::hamu_apply(ctx, count(), t.theta, t.r, t.f, t.sizes, coef_.data<T>());
+    kernels::hamu_apply(ctx, count(), t.theta, t.r, t.f, t.sizes, coef_ptr());
   });
 }
 

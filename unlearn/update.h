@@ -87,8 +87,12 @@ class FusedUpdate {
   void tables_to_device();
   std::vector<double> host_copy(const Tensor& t) const;
 
+  double* stats_ptr() const { return static_cast<double*>(stats_.raw()); }
+  double* coef_ptr() const { return static_cast<double*>(coef_.raw()); }
+
   std::vector<Tensor> params_, r_, f_;
-  Tensor stats_, coef_, report_;           // on the device
+  Tensor stats_, coef_, report_;           // on the device; stats and coefficients: double, as raw bytes
+  Tensor kind_;                            // one element of the blocks' dtype and device: picks the backend
   Tensor theta_tab_, r_tab_, f_tab_, sizes_;  // pointer tables and sizes on the device (u8 / raw)
   std::vector<void*> theta_ptr_, r_ptr_, f_ptr_;
   std::vector<int64_t> sizes_host_;

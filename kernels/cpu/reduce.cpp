@@ -121,30 +121,31 @@ template <class T> void multi_scale(const CpuCtx&, int count, T* const* x, const
 }
 
 template <class T>
-void hamu_block_stats(const CpuCtx&, int count, const T* const* r, const T* const* f, const int64_t* sizes, T* stats) {
+void hamu_block_stats(const CpuCtx&, int count, const T* const* r, const T* const* f, const int64_t* sizes,
+                      double* stats) {
   for (int b = 0; b < count; ++b) {
     const T* rb = r[b];
     const T* fb = f[b];
     const int64_t n = sizes[b];
-    stats[3 * b + 0] = T(chunked_sum(n, [&](int64_t i) { return double(rb[i]) * double(rb[i]); }));
-    stats[3 * b + 1] = T(chunked_sum(n, [&](int64_t i) { return double(fb[i]) * double(fb[i]); }));
-    stats[3 * b + 2] = T(chunked_sum(n, [&](int64_t i) { return double(rb[i]) * double(fb[i]); }));
+    stats[3 * b + 0] = chunked_sum(n, [&](int64_t i) { return double(rb[i]) * double(rb[i]); });
+    stats[3 * b + 1] = chunked_sum(n, [&](int64_t i) { return double(fb[i]) * double(fb[i]); });
+    stats[3 * b + 2] = chunked_sum(n, [&](int64_t i) { return double(rb[i]) * double(fb[i]); });
   }
 }
 
-template <class T>
-void hamu_coefficients(const CpuCtx&, const HamuConfig& cfg, int count, const T* stats, T* coef, HamuReport* report) {
+void hamu_coefficients(const CpuCtx&, const HamuConfig& cfg, int count, const double* stats, double* coef,
+                       HamuReport* report) {
   hamu_solve_step(cfg, count, stats, coef, report);
 }
 
 template <class T>
 void hamu_apply(const CpuCtx&, int count, T* const* theta, const T* const* r, const T* const* f, const int64_t* sizes,
-                const T* coef) {
+                const double* coef) {
   for (int b = 0; b < count; ++b) {
     T* p = theta[b];
     const T* rb = r[b];
     const T* fb = f[b];
-    const T cr = coef[2 * b], cf = coef[2 * b + 1];
+    const T cr = T(coef[2 * b]), cf = T(coef[2 * b + 1]);
     if (cr == T(0) && cf == T(0)) continue;
     const int64_t n = sizes[b];
 #pragma omp parallel for schedule(static) if (n >= (1 << 14))
@@ -162,10 +163,10 @@ void hamu_apply(const CpuCtx&, int count, T* const* theta, const T* const* r, co
   template void nonfinite_any<T>(const CpuCtx&, int64_t, const T*, T*);                                       \
   template void multi_sum_squares<T>(const CpuCtx&, int, const T* const*, const int64_t*, T*);                \
   template void multi_scale<T>(const CpuCtx&, int, T* const*, const int64_t*, const T*);                      \
-  template void hamu_block_stats<T>(const CpuCtx&, int, const T* const*, const T* const*, const int64_t*, T*); \
-  template void hamu_coefficients<T>(const CpuCtx&, const HamuConfig&, int, const T*, T*, HamuReport*);       \
+  template void hamu_block_stats<T>(const CpuCtx&, int, const T* const*, const T* const*, const int64_t*,      \
+                                    double*);                                                               \
   template void hamu_apply<T>(const CpuCtx&, int, T* const*, const T* const*, const T* const*, const int64_t*, \
-                              const T*);
+                              const double*);
 HAMU_INSTANTIATE(float)
 HAMU_INSTANTIATE(double)
 #undef HAMU_INSTANTIATE

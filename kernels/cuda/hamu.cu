@@ -16,7 +16,7 @@ namespace {
 constexpr int kCoefThreads = 512;
 
 __global__ void __launch_bounds__(kCoefThreads) hamu_coefficients_kernel(HamuConfig cfg, int count,
-                                                                         const float* __restrict__ stats, float* coef,
+                                                                         const double* __restrict__ stats, double* coef,
                                                                          HamuReport* report) {
   __shared__ double shd[32];
   __shared__ int shi[32];
@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(kCoefThreads) hamu_coefficients_kernel(HamuCon
   double rr = 0, ff = 0, rf = 0, norm_sum = 0, shift = -1e300;
   int finite = 1;
   for (int i = tid; i < count; i += T) {
-    const double st[3] = {double(stats[3 * i]), double(stats[3 * i + 1]), double(stats[3 * i + 2])};
+    const double st[3] = {stats[3 * i], stats[3 * i + 1], stats[3 * i + 2]};
     if (!hamu_finite(st[0]) || !hamu_finite(st[1]) || !hamu_finite(st[2])) finite = 0;
     rr += st[0];
     ff += st[1];
@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(kCoefThreads) hamu_coefficients_kernel(HamuCon
   const double scale3[3] = {sr * sr, sf * sf, sr * sf};
   for (int i = tid; i < count; i += T) {
     double st[3];
-    for (int j = 0; j < 3; ++j) st[j] = double(stats[3 * i + j]) * scale3[j];
+    for (int j = 0; j < 3; ++j) st[j] = stats[3 * i + j] * scale3[j];
     double aa, cc, d;
     hamu_effective(cfg.variant, st, aa, cc, d);
     if (cfg.split == split_softmax_dp) shift = (-d > shift) ? -d : shift;
@@ -65,7 +65,7 @@ __global__ void __launch_bounds__(kCoefThreads) hamu_coefficients_kernel(HamuCon
     double e = 0;
     for (int i = tid; i < count; i += T) {
       double st[3];
-      for (int j = 0; j < 3; ++j) st[j] = double(stats[3 * i + j]) * scale3[j];
+      for (int j = 0; j < 3; ++j) st[j] = stats[3 * i + j] * scale3[j];
       double aa, cc, d;
       hamu_effective(cfg.variant, st, aa, cc, d);
       e += exp(-d - shift);
@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kCoefThreads) hamu_coefficients_kernel(HamuCon
   }
   __syncthreads();
   if (!finite) {
-    for (int i = tid; i < 2 * count; i += T) coef[i] = 0.f;
+    for (int i = tid; i < 2 * count; i += T) coef[i] = 0.0;
     if (tid == 0) *report = sh_rep;
     return;
   }
@@ -121,8 +121,8 @@ __global__ void __launch_bounds__(kCoefThreads) hamu_coefficients_kernel(HamuCon
     double cr, cf;
     hamu_to_rf(cfg.variant, s, cr, cf);
     for (int i = tid; i < count; i += T) {
-      coef[2 * i] = float(cr * sr);
-      coef[2 * i + 1] = float(cf * sf);
+      coef[2 * i] = cr * sr;
+      coef[2 * i + 1] = cf * sf;
     }
     if (tid == 0) {
       const int b = s.branch == branch_zero_constraint ? branch_direct : s.branch;
@@ -136,7 +136,7 @@ __global__ void __launch_bounds__(kCoefThreads) hamu_coefficients_kernel(HamuCon
   } else {
     for (int i = tid; i < count; i += T) {
       double st[3];
-      for (int j = 0; j < 3; ++j) st[j] = double(stats[3 * i + j]) * scale3[j];
+      for (int j = 0; j < 3; ++j) st[j] = stats[3 * i + j] * scale3[j];
       double aa, cc, d;
       hamu_effective(cfg.variant, st, aa, cc, d);
       const double R = hamu_block_radius(cfg, aa);
@@ -152,8 +152,8 @@ __global__ void __launch_bounds__(kCoefThreads) hamu_coefficients_kernel(HamuCon
       if (d > k2 && s.branch != branch_infeasible) ++n_coll;
       double cr, cf;
       hamu_to_rf(cfg.variant, s, cr, cf);
-      coef[2 * i] = float(cr * sr);
-      coef[2 * i + 1] = float(cf * sf);
+      coef[2 * i] = cr * sr;
+      coef[2 * i + 1] = cf * sf;
       if (s.branch == branch_direct || s.branch == branch_zero_constraint) ++n_dir;
       else if (s.branch == branch_rectified) ++n_rect;
       else if (s.branch == branch_colinear) ++n_col;
@@ -190,12 +190,12 @@ __global__ void __launch_bounds__(kCoefThreads) hamu_coefficients_kernel(HamuCon
   }
   __syncthreads();
   if (sh_blocked)
-    for (int i = tid; i < 2 * count; i += T) coef[i] = 0.f;
+    for (int i = tid; i < 2 * count; i += T) coef[i] = 0.0;
 }
 
 }  // namespace
 
-void hamu_coefficients(const CudaCtx& ctx, const HamuConfig& cfg, int count, const float* stats, float* coef,
+void hamu_coefficients(const CudaCtx& ctx, const HamuConfig& cfg, int count, const double* stats, double* coef,
                        HamuReport* report) {
   use_device(ctx);
   hamu_coefficients_kernel<<<1, kCoefThreads, 0, stream_of(ctx)>>>(cfg, count < 0 ? 0 : count, stats, coef, report);

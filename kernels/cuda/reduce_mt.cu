@@ -103,9 +103,11 @@ __device__ __forceinline__ unsigned misalign4(const void* p) {
 
 // ---- per-chunk operations (every thread of the CTA calls chunk(); reductions return per-thread sums) ----
 
-// (<r,r>, <f,f>, <r,f>)
+// (<r,r>, <f,f>, <r,f>): every product and sum in double (exact products of floats), the statistics
+// stored as double (kernels/kernels.h says why f32 statistics are not enough).
 struct StatsOp {
   static constexpr int kStats = 3;
+  using Out = double;
   const float* const* r;
   const float* const* f;
   __device__ __forceinline__ void chunk(int b, int64_t start, int64_t len, double* acc) const {
@@ -139,13 +141,11 @@ struct StatsOp {
       }
 #pragma unroll
       for (int u = 0; u < 4; ++u) {
-        // Four products in float, then into the double accumulators (3 conversions per 4 elements).
-        const float rr = ra[u].x * ra[u].x + ra[u].y * ra[u].y + ra[u].z * ra[u].z + ra[u].w * ra[u].w;
-        const float ff = fa[u].x * fa[u].x + fa[u].y * fa[u].y + fa[u].z * fa[u].z + fa[u].w * fa[u].w;
-        const float rf = ra[u].x * fa[u].x + ra[u].y * fa[u].y + ra[u].z * fa[u].z + ra[u].w * fa[u].w;
-        s0 += double(rr);
-        s1 += double(ff);
-        s2 += double(rf);
+        const double r0 = ra[u].x, r1 = ra[u].y, r2 = ra[u].z, r3 = ra[u].w;
+        const double f0 = fa[u].x, f1 = fa[u].y, f2 = fa[u].z, f3 = fa[u].w;
+        s0 = fma(r0, r0, fma(r1, r1, fma(r2, r2, fma(r3, r3, s0))));
+        s1 = fma(f0, f0, fma(f1, f1, fma(f2, f2, fma(f3, f3, s1))));
+        s2 = fma(r0, f0, fma(r1, f1, fma(r2, f2, fma(r3, f3, s2))));
       }
     }
     // Scalar head and tail.
@@ -169,6 +169,7 @@ struct StatsOp {
 
 struct SumSqOp {
   static constexpr int kStats = 1;
+  using Out = float;
   const float* const* x;
   __device__ __forceinline__ void chunk(int b, int64_t start, int64_t len, double* acc) const {
     const float* __restrict__ xp = x[b] + start;
@@ -198,12 +199,13 @@ struct SumSqOp {
 // theta += cr * r + cf * f; a tensor whose two coefficients are both 0 is left untouched (as on the CPU).
 struct ApplyOp {
   static constexpr int kStats = 0;
+  using Out = float;  // unused
   float* const* theta;
   const float* const* r;
   const float* const* f;
-  const float* coef;
+  const double* coef;  // cast to float once per chunk
   __device__ __forceinline__ void chunk(int b, int64_t start, int64_t len, double*) const {
-    const float cr = coef[2 * b], cf = coef[2 * b + 1];
+    const float cr = float(coef[2 * b]), cf = float(coef[2 * b + 1]);
     if (cr == 0.f && cf == 0.f) return;
     float* __restrict__ tp = theta[b] + start;
     const float* __restrict__ rp = r[b] + start;
@@ -249,6 +251,7 @@ struct ApplyOp {
 
 struct ScaleOp {
   static constexpr int kStats = 0;
+  using Out = float;  // unused
   float* const* x;
   const float* scale;
   __device__ __forceinline__ void chunk(int b, int64_t start, int64_t len, double*) const {
@@ -276,7 +279,7 @@ struct ScaleOp {
 template <class Op>
 __global__ void __launch_bounds__(kMtThreads) mt_kernel(Op op, int count, const int64_t* __restrict__ sizes,
                                                         const int64_t* gprefix, unsigned* counters, double* partials,
-                                                        float* out, int64_t per_cta) {
+                                                        typename Op::Out* out, int64_t per_cta) {
   extern __shared__ int64_t sh_prefix[];
   __shared__ int64_t sh_tmp[32];
   __shared__ double sh_red[32 * (Op::kStats > 0 ? Op::kStats : 1)];
@@ -348,7 +351,7 @@ __global__ void __launch_bounds__(kMtThreads) mt_kernel(Op op, int count, const 
       for (int k = 0; k < NS; ++k) s[k] = warp_sum(s[k]);
       if (lane == 0)
 #pragma unroll
-        for (int k = 0; k < NS; ++k) out[NS * b + k] = float(s[k]);
+        for (int k = 0; k < NS; ++k) out[NS * b + k] = typename Op::Out(s[k]);
     }
   }
   if (threadIdx.x == 0) {
@@ -386,7 +389,7 @@ template <class Op> int mt_ctas_per_sm(size_t smem) {
 }
 
 template <class Op> void mt_launch(const CudaCtx& ctx, const char* name, const Op& op, int count,
-                                   const int64_t* sizes, float* out) {
+                                   const int64_t* sizes, typename Op::Out* out) {
   if (count <= 0) return;
   use_device(ctx);
   ensure_mt_scratch(ctx, count);
@@ -409,12 +412,12 @@ template <class Op> void mt_launch(const CudaCtx& ctx, const char* name, const O
 }  // namespace
 
 void hamu_block_stats(const CudaCtx& ctx, int count, const float* const* r, const float* const* f, const int64_t* sizes,
-                      float* stats) {
+                      double* stats) {
   mt_launch(ctx, "hamu_block_stats_kernel", StatsOp{r, f}, count, sizes, stats);
 }
 
 void hamu_apply(const CudaCtx& ctx, int count, float* const* theta, const float* const* r, const float* const* f,
-                const int64_t* sizes, const float* coef) {
+                const int64_t* sizes, const double* coef) {
   mt_launch(ctx, "hamu_apply_kernel", ApplyOp{theta, r, f, coef}, count, sizes, nullptr);
 }
 

@@ -97,7 +97,7 @@ HAMU := $(BUILD)/hamu
 TESTS := $(BUILD)/hamu_tests
 BENCHES := $(BENCH_SRC:bench/%.cpp=$(BUILD)/bench/%)
 
-.PHONY: all lib examples test test-run demo bench bench-build deps clean
+.PHONY: all lib examples test test-run demo demo-text bench bench-build deps clean
 all: $(LIB) $(HAMU) $(TESTS) lib
 
 # Short build lines (`make V=1` prints the whole commands).
@@ -203,6 +203,9 @@ bench: $(BENCHES)
 
 demo:
 	scripts/demo.sh
+
+demo-text:
+	scripts/demo-text.sh
 
 deps:
 	scripts/install-deps.sh

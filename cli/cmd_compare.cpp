@@ -1,6 +1,9 @@
 // cli/cmd_compare.cpp: `hamu compare` — several unlearning methods, each from a fresh copy of the same
-// original, on the same split and budget: one table, optional JSON, and an SVG trade-off plot.
+// original, on the same split and budget: one table, optional JSON, and an SVG trade-off plot. Images
+// (hamu checkpoints) and text (causal LM directories, text metrics) share everything after loading.
 #include <algorithm>
+#include <functional>
+#include <optional>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -9,8 +12,10 @@
 #include "cli/commands.h"
 #include "cli/provenance.h"
 #include "cli/plots.h"
+#include "cli/text_setup.h"
 #include "cli/unlearn_output.h"
 #include "cli/unlearn_setup.h"
+#include "unlearn/text_task.h"
 #include "models/checkpoint.h"
 
 namespace hamu::cli {
@@ -55,6 +60,14 @@ std::string pct(double v) { return fmt("%.2f", 100 * v); }
 std::string table_row(const std::string& name, const EvalReport& r, const std::string& seconds,
                       const std::string& eval_seconds, const std::string& steps, const std::string& stop) {
   char b[320];
+  if (r.text) {  // text: the Min-K% membership AUC and the KS test of the forget losses against the retrained model
+    std::snprintf(b, sizeof b, "%-10s %8s %8s %8s %9.4f %9.4f %9.4f %8s %9s %8s %8s %6s  %s\n", name.c_str(),
+                  pct(r.forget.acc).c_str(), pct(r.retain.acc).c_str(), pct(r.test.acc).c_str(), r.retain_forget_auc,
+                  r.forget_test_auc, r.forget_test_mink_auc, r.has_reference ? fmt("%.2f", 100 * r.avg_gap).c_str() : "-",
+                  r.has_reference ? fmt("%.3g", r.ks_p).c_str() : "-", seconds.c_str(), eval_seconds.c_str(), steps.c_str(),
+                  stop.c_str());
+    return b;
+  }
   std::snprintf(b, sizeof b, "%-10s %8s %8s %8s %9.4f %9.4f %8s %8s %8s %6s  %s\n", name.c_str(), pct(r.forget.acc).c_str(),
                 pct(r.retain.acc).c_str(), pct(r.test.acc).c_str(), r.retain_forget_auc, r.forget_test_auc,
                 r.has_reference ? fmt("%.2f", 100 * r.avg_gap).c_str() : "-", seconds.c_str(), eval_seconds.c_str(),
@@ -64,8 +77,12 @@ std::string table_row(const std::string& name, const EvalReport& r, const std::s
 
 std::string compare_table(const EvalReport& original, const EvalReport& retrained, const std::vector<MethodRun>& runs) {
   char head[320];
-  std::snprintf(head, sizeof head, "%-10s %8s %8s %8s %9s %9s %8s %8s %8s %6s  %s\n", "method", "forget%", "retain%",
-                "test%", "AUC r-f", "AUC f-t", "avg gap", "seconds", "eval s", "steps", "stop");
+  if (original.text)
+    std::snprintf(head, sizeof head, "%-10s %8s %8s %8s %9s %9s %9s %8s %9s %8s %8s %6s  %s\n", "method", "forget%",
+                  "retain%", "test%", "AUC r-f", "AUC f-t", "MinK f-t", "avg gap", "KS p", "seconds", "eval s", "steps", "stop");
+  else
+    std::snprintf(head, sizeof head, "%-10s %8s %8s %8s %9s %9s %8s %8s %8s %6s  %s\n", "method", "forget%", "retain%",
+                  "test%", "AUC r-f", "AUC f-t", "avg gap", "seconds", "eval s", "steps", "stop");
   std::string s = head;
   s += table_row("original", original, "-", "-", "-", "");
   s += table_row("retrained", retrained, "-", "-", "-", "");
@@ -76,6 +93,9 @@ std::string compare_table(const EvalReport& original, const EvalReport& retraine
   }
   s += "accuracies in %; AUC r-f: retain-vs-forget loss AUC, AUC f-t: forget-vs-test (0.5 = forget looks unseen);\n"
        "avg gap: mean |accuracy - retrained accuracy| over the three splits, in points; seconds: unlearning loop only\n";
+  if (original.text)
+    s += "text: accuracies are teacher-forced answer-token accuracies; MinK f-t: Min-K% (K = 10%) log-prob AUC forget-vs-test;\n"
+         "KS p: two-sample KS test of the per-pair forget losses against the retrained model's (high = indistinguishable)\n";
   return s;
 }
 
@@ -151,6 +171,7 @@ int cmd_compare(int argc, char** argv) {
     }
     flags.push_back(f);
   }
+  for (Flag f : text_context_flags()) flags.push_back(f);
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("compare", "--model CKPT --reference CKPT [--data SPEC] [--split SPEC] --methods a,b,... [--json FILE] [--svg FILE]",
             flags);
@@ -168,6 +189,8 @@ int cmd_compare(int argc, char** argv) {
     if (!p.empty() && (p == model_path || p == reference_path)) throw InputError("refusing to overwrite the input checkpoint " + p);
   if (!json_path.empty() && json_path == svg_path) throw InputError("--json and --svg name the same file " + json_path);
   const std::string save_dir = args.str_or("--save-dir", "");
+  if (!save_dir.empty() && is_text_command(argc, argv))
+    throw InputError("--save-dir: keeps image checkpoints only (text models: hamu unlearn --out DIR per method)");
   if (!save_dir.empty()) check_save_dir("--save-dir", save_dir);
   const Device device = apply_common(args);
   UnlearnOptions opt = read_unlearn_options(args, device);
@@ -178,53 +201,94 @@ int cmd_compare(int argc, char** argv) {
     o.method = m;
     validate_unlearn_options(o, 1, 1);
   }
-  UnlearnContext ctx = load_unlearn_context(model_path, args.str_or("--data", ""), args.str_or("--split", ""),
-                                            reference_path, device, seed, args.integer("--eval-batch"),
-                                            args.integer("--eval-samples"), args.on("--force-reference"));
+  // The modality: images (hamu checkpoints) or text (causal LM directories); the rest is shared.
+  struct Source {
+    std::string describe, data, split;
+    size_t forget_n = 0, retain_n = 0, test_n = 0;
+    int64_t eval_samples = 0;
+    EvalReport original, retrained;
+    // One method from a fresh copy of the original: the evaluation hook is filled in here.
+    std::function<UnlearnResult(const Method*, const UnlearnOptions&, UnlearnHooks&)> run;
+  } src;
+  std::optional<UnlearnContext> image_ctx;
+  std::optional<TextContext> text_ctx;
+  std::unique_ptr<models::LoadedModel> frozen;       // one frozen original for kl/scrub/npo, shared by the runs
+  std::shared_ptr<models::CausalLM> frozen_lm;
+  if (is_text_command(argc, argv)) {
+    text_ctx.emplace(load_text_context(model_path, args, device, seed));
+    TextContext& ctx = *text_ctx;
+    src = {ctx.original.lm->config().describe(), ctx.run.spec.canonical, ctx.run.split.spec, ctx.run.forget.size(),
+           ctx.run.retain.size(), ctx.run.test.size(), ctx.eval_samples, {}, {}, {}};
+    src.original = evaluate_text_full(*ctx.original.lm, ctx, model_path, true);
+    src.retrained = *ctx.reference_report;
+    src.run = [&](const Method* m, const UnlearnOptions& o, UnlearnHooks& hooks) {
+      if (m->needs_original() && !frozen_lm) frozen_lm = load_text_model(model_path, device).lm;
+      std::shared_ptr<models::CausalLM> work = load_text_model(model_path, device).lm;
+      const std::string name = method_name(*m);
+      const EvalReport original = src.original;
+      hooks.evaluate = [&, work, name, original](int64_t step, bool final) {
+        if (step == 0 && !final) return original;
+        return final ? evaluate_text_full(*work, ctx, name, true) : evaluate_text_sampled(*work, ctx, name);
+      };
+      std::unique_ptr<UnlearnTask> task = make_text_task(ctx.run.retain, ctx.run.forget, ctx.run.pad_id, o);
+      return run_unlearning(*work, m->needs_original() ? frozen_lm.get() : nullptr, *task, o, hooks);
+    };
+  } else {
+    image_ctx.emplace(load_unlearn_context(model_path, args.str_or("--data", ""), args.str_or("--split", ""), reference_path,
+                                           device, seed, args.integer("--eval-batch"), args.integer("--eval-samples"),
+                                           args.on("--force-reference")));
+    UnlearnContext& ctx = *image_ctx;
+    src = {ctx.original.spec.describe(), ctx.data.data.spec, ctx.data.split.spec, ctx.data.split.forget.size(),
+           ctx.data.split.retain.size(), ctx.data.test.size(), ctx.eval_samples, {}, {}, {}};
+    src.original = evaluate_full(*ctx.original.model, ctx, model_path);
+    src.retrained = *ctx.reference_report;
+    src.run = [&](const Method* m, const UnlearnOptions& o, UnlearnHooks& hooks) {
+      if (m->needs_original() && !frozen) frozen = std::make_unique<models::LoadedModel>(fresh_copy(ctx));
+      auto work = std::make_shared<models::LoadedModel>(fresh_copy(ctx));
+      const std::string name = method_name(*m);
+      const EvalReport original = src.original;
+      hooks.evaluate = [&, work, name, original](int64_t step, bool final) {
+        if (step == 0 && !final) return original;  // every run starts from the same, already evaluated model
+        return final ? evaluate_full(*work->model, ctx, name) : evaluate_sampled(*work->model, ctx, name);
+      };
+      UnlearnResult r = run_unlearning(*work->model, m->needs_original() ? frozen->model.get() : nullptr,
+                                       ctx.data.data.train, ctx.data.split, ctx.norm, o, hooks);
+      if (!save_dir.empty())  // the same checkpoint as hamu unlearn --out
+        save_unlearned_checkpoint(save_dir + "/" + name + ".safetensors", *work, model_path, ctx, o, r,
+                                  r.evals.back().report, seed, args, device);
+      return r;
+    };
+  }
   for (const Method* m : methods) {
     UnlearnOptions o = opt;
     o.method = m;
-    validate_unlearn_options(o, ctx.data.split.forget.size(), ctx.data.split.retain.size());
+    validate_unlearn_options(o, src.forget_n, src.retain_n);
   }
 
   std::fprintf(stderr, "hamu compare: %zu methods on %s, forget %zu / retain %zu (%s), %lld steps, lr %g, %s\n",
-               methods.size(), ctx.original.spec.describe().c_str(), ctx.data.split.forget.size(),
-               ctx.data.split.retain.size(), ctx.data.split.spec.c_str(), (long long)opt.steps, opt.params.lr,
-               device.str().c_str());
-  EvalReport original = evaluate_full(*ctx.original.model, ctx, model_path);
-  EvalReport retrained = *ctx.reference_report;
-  compare_to_reference(retrained, *ctx.reference_report);  // gaps of 0 by definition, so the table reads uniformly
+               methods.size(), src.describe.c_str(), src.forget_n, src.retain_n, src.split.c_str(), (long long)opt.steps,
+               opt.params.lr, device.str().c_str());
+  const EvalReport& original = src.original;
+  EvalReport retrained = src.retrained;
+  if (retrained.text) compare_text_to_reference(retrained, src.retrained);
+  else compare_to_reference(retrained, src.retrained);  // gaps of 0 by definition, so the table reads uniformly
   retrained.model = reference_path;
   retrained.data = original.data;
   retrained.split = original.split;
 
-  // One frozen original for kl/scrub/npo, shared by the runs (they only read it).
-  std::unique_ptr<models::LoadedModel> frozen;
   std::vector<MethodRun> runs;
   for (size_t i = 0; i < methods.size(); ++i) {
     const Method* m = methods[i];
     const char* name = method_name(*m);
     std::fprintf(stderr, "hamu compare: [%zu/%zu] %s: start\n", i + 1, methods.size(), name);
-    if (m->needs_original() && !frozen) frozen = std::make_unique<models::LoadedModel>(fresh_copy(ctx));
-    models::LoadedModel work = fresh_copy(ctx);
     UnlearnOptions o = opt;
     o.method = m;
     UnlearnHooks hooks;
-    hooks.evaluate = [&](int64_t step, bool final) {
-      if (step == 0 && !final) return original;  // every run starts from the same, already evaluated model
-      return final ? evaluate_full(*work.model, ctx, name) : evaluate_sampled(*work.model, ctx, name);
-    };
     hooks.notice = [&](const std::string& msg) { std::fprintf(stderr, "\nhamu compare: %s: %s\n", name, msg.c_str()); };
-    UnlearnLog log;  // --save-dir: the same per-step CSV and checkpoint as hamu unlearn --log/--out
+    UnlearnLog log;  // --save-dir: the same per-step CSV as hamu unlearn --log
     if (!save_dir.empty()) log = UnlearnLog(save_dir + "/" + name + ".csv", "--save-dir");
     log.attach(hooks);
-    MethodRun run{m, log.run([&] {
-                    return run_unlearning(*work.model, m->needs_original() ? frozen->model.get() : nullptr,
-                                          ctx.data.data.train, ctx.data.split, ctx.norm, o, hooks);
-                  })};
-    if (!save_dir.empty())
-      save_unlearned_checkpoint(save_dir + "/" + name + ".safetensors", work, model_path, ctx, o, run.result,
-                                run.result.evals.back().report, seed, args, device);
+    MethodRun run{m, log.run([&] { return src.run(m, o, hooks); })};
     const EvalReport& after = run.result.evals.back().report;
     std::fprintf(stderr,
                  "hamu compare: [%zu/%zu] %s: done, %lld steps in %.2f s (%s), evaluation %.2f s; forget %.2f%%, "
@@ -235,22 +299,22 @@ int cmd_compare(int argc, char** argv) {
     runs.push_back(std::move(run));
   }
 
-  std::printf("hamu compare: %s, split %s, %lld steps, lr %g, ratio %g, batch %lld/%lld\n", ctx.data.data.spec.c_str(),
-              ctx.data.split.spec.c_str(), (long long)opt.steps, opt.params.lr, opt.ratio, (long long)opt.batch,
+  std::printf("hamu compare: %s, split %s, %lld steps, lr %g, ratio %g, batch %lld/%lld\n", src.data.c_str(),
+              src.split.c_str(), (long long)opt.steps, opt.params.lr, opt.ratio, (long long)opt.batch,
               (long long)opt.forget_batch);
   std::printf("%s", compare_table(original, retrained, runs).c_str());
 
   if (!svg_path.empty()) {
-    const size_t largest = std::max({ctx.data.split.forget.size(), ctx.data.split.retain.size(), ctx.data.test.size()});
-    PlotInfo info{ctx.data.data.spec, ctx.data.split.spec, opt.steps, opt.eval_every, opt.params.lr, opt.ratio,
-                  opt.batch, opt.forget_batch, ctx.eval_samples > 0 && int64_t(largest) > ctx.eval_samples};
+    const size_t largest = std::max({src.forget_n, src.retain_n, src.test_n});
+    PlotInfo info{src.data, src.split, opt.steps, opt.eval_every, opt.params.lr, opt.ratio,
+                  opt.batch, opt.forget_batch, src.eval_samples > 0 && int64_t(largest) > src.eval_samples};
     trade_off_plot(original, retrained, runs, info).save(svg_path);
     std::printf("saved %s\n", svg_path.c_str());
   }
   if (!json_path.empty()) {
     Json list = Json::array();
     for (const MethodRun& r : runs) list.push_back(run_json(r));
-    Json j = Json::object({{"data", Json(ctx.data.data.spec)}, {"split", Json(ctx.data.split.spec)}, {"steps", Json(opt.steps)}});
+    Json j = Json::object({{"data", Json(src.data)}, {"split", Json(src.split)}, {"steps", Json(opt.steps)}});
     j.set("options", Json::object({{"lr", Json(opt.params.lr)},
                                    {"ratio", Json(opt.ratio)},
                                    {"batch", Json(opt.batch)},
@@ -263,7 +327,7 @@ int cmd_compare(int argc, char** argv) {
     j.set("original", eval_to_json(original));
     j.set("retrained", eval_to_json(retrained));
     Json prov = provenance_json(args, device);
-    prov.set("data", data_identity_json(ctx.data.data));
+    if (image_ctx) prov.set("data", data_identity_json(image_ctx->data.data));
     prov.set("parent", parent_json(model_path));
     prov.set("reference", parent_json(reference_path));
     j.set("provenance", prov);

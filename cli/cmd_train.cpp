@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "cli/provenance.h"
 #include "cli/common.h"
+#include "cli/text_setup.h"
 #include "models/checkpoint.h"
 #include "unlearn/metrics.h"
 #include "train/train.h"
@@ -12,6 +13,7 @@
 namespace hamu::cli {
 
 int cmd_train(int argc, char** argv) {
+  if (is_text_command(argc, argv)) return cmd_train_text(argc, argv);
   std::vector<Flag> flags = {
       {"--data", "SPEC", "fashion-mnist, mnist:DIR, idx:DIR, cifar10:DIR, images:DIR", "fashion-mnist"},
       {"--model", "ARCH", "mlp, cnn or resnet20", "cnn"},

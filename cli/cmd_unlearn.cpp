@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/provenance.h"
+#include "cli/text_setup.h"
 #include "cli/unlearn_output.h"
 #include "cli/unlearn_setup.h"
 #include "engine/collectives.h"
@@ -118,6 +119,7 @@ std::string unlearn_csv_step_row(const StepLog& s) { return csv_row(s, &CsvColum
 std::string unlearn_csv_eval_row(const EvalPoint& p) { return csv_row(p, &CsvColumn::eval); }
 
 int cmd_unlearn(int argc, char** argv) {
+  if (is_text_command(argc, argv)) return cmd_unlearn_text(argc, argv);
   std::vector<Flag> flags = {
       {"--model", "CKPT", "the original model (trained on retain + forget)", ""},
       {"--data", "SPEC", "data set (default: the checkpoint's)", ""},

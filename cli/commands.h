@@ -10,4 +10,9 @@ int cmd_hardness(int argc, char** argv);
 int cmd_compare(int argc, char** argv);
 int cmd_generate(int argc, char** argv);
 
+// The text paths (cli/cmd_text.cpp), entered by cmd_train / cmd_unlearn when --data names text or --model
+// is a Hugging Face directory (cli/text_setup.h: is_text_command).
+int cmd_train_text(int argc, char** argv);
+int cmd_unlearn_text(int argc, char** argv);
+
 }  // namespace hamu::cli

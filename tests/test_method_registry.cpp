@@ -58,7 +58,7 @@ TEST_CASE("method registry: every built-in method is registered, in listing orde
     CHECK(m.needs_original() == (n == "kl" || n == "scrub" || n == "npo"));
     CHECK(m.uses_retain() == (n != "ga"));
     CHECK(m.uses_forget() == (n != "ft"));
-    CHECK_FALSE(m.traits().sequence_level);
+    CHECK(m.traits().sequence_level == (n == "npo"));  // npo compares whole-sequence log-likelihoods
   }
   CHECK(&default_method() == &parse_method("hamu-q"));
   CHECK(UnlearnOptions{}.method == &parse_method("hamu-q"));

@@ -19,22 +19,26 @@
 namespace hamu {
 namespace {
 
-Tensor original_logits(nn::Module* original, const Tensor& images) {
+Tensor forward(const UnlearnTask* task, nn::Module& model, const Tensor& inputs) {
+  return task ? task->logits(model, inputs) : model.forward(inputs);
+}
+
+Tensor original_logits(const UnlearnTask* task, nn::Module* original, const Tensor& images) {
   if (!original) return Tensor();
   NoGradGuard ng;
-  return original->forward(images);
+  return forward(task, *original, images);
 }
 
 // One side: forward, loss for the log, objective backward into the routed buffers.
 double one_side(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& b, const Method& method,
-                const MethodParams& params, bool retain_side, bool needed) {
+                const MethodParams& params, bool retain_side, bool needed, const UnlearnTask* task) {
   update.route_grads_to(retain_side);
-  Tensor logits = model.forward(b.images);
-  const Tensor orig = method.needs_original() ? original_logits(original, b.images) : Tensor();
+  Tensor logits = forward(task, model, b.images);
+  const Tensor orig = method.needs_original() ? original_logits(task, original, b.images) : Tensor();
   double ce;
   {
     NoGradGuard ng;
-    ce = cross_entropy(logits.detach(), b.labels).item();
+    ce = task_loss(logits.detach(), b.labels).item();
   }
   if (needed && std::isfinite(ce)) {
     Tensor obj = retain_side ? method.retain_objective(params, logits, b.labels, orig)
@@ -45,10 +49,11 @@ double one_side(nn::Module& model, nn::Module* original, FusedUpdate& update, co
 }
 
 GradientResult two_passes(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
-                          const Batch& forget, const Method& method, const MethodParams& params) {
+                          const Batch& forget, const Method& method, const MethodParams& params,
+                          const UnlearnTask* task) {
   GradientResult out;
-  out.retain_loss = one_side(model, original, update, retain, method, params, true, method.uses_retain());
-  out.forget_loss = one_side(model, original, update, forget, method, params, false, method.uses_forget());
+  out.retain_loss = one_side(model, original, update, retain, method, params, true, method.uses_retain(), task);
+  out.forget_loss = one_side(model, original, update, forget, method, params, false, method.uses_forget(), task);
   update.release_grads();
   out.finite = std::isfinite(out.retain_loss) && std::isfinite(out.forget_loss);
   return out;
@@ -76,26 +81,26 @@ std::string module_objection(const nn::Module& m, const std::string& path) {
 // The paired pass. Returns false (with *why) when its result must be discarded.
 bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
                  const Batch& forget, const Method& method, const MethodParams& params, GradientResult& out,
-                 std::string* why) {
+                 std::string* why, const UnlearnTask* task) {
   const int64_t nr = retain.images.shape()[0], nf = forget.images.shape()[0];
   update.release_grads();
   update.zero(true);
   update.zero(false);
-  Tensor images = concat({retain.images, forget.images}, 0);
+  Tensor images = task ? task->concat_inputs(retain.images, forget.images) : concat({retain.images, forget.images}, 0);
   {
     PairedScope scope(nr + nf, nr);
     const std::vector<Tensor>& ps = update.params();
     for (int i = 0; i < update.count(); ++i) scope.route(ps[size_t(i)], update.retain_grads()[size_t(i)],
                                                          update.forget_grads()[size_t(i)]);
-    Tensor logits = model.forward(images);
-    const Tensor orig = method.needs_original() ? original_logits(original, images) : Tensor();
+    Tensor logits = forward(task, model, images);
+    const Tensor orig = method.needs_original() ? original_logits(task, original, images) : Tensor();
     Tensor lr = logits.narrow(0, 0, nr), lf = logits.narrow(0, nr, nf);
     Tensor orig_r = orig.defined() ? orig.narrow(0, 0, nr) : Tensor();
     Tensor orig_f = orig.defined() ? orig.narrow(0, nr, nf) : Tensor();
     {
       NoGradGuard ng;
-      out.retain_loss = cross_entropy(lr.detach(), retain.labels).item();
-      out.forget_loss = cross_entropy(lf.detach(), forget.labels).item();
+      out.retain_loss = task_loss(lr.detach(), retain.labels).item();
+      out.forget_loss = task_loss(lf.detach(), forget.labels).item();
     }
     out.finite = std::isfinite(out.retain_loss) && std::isfinite(out.forget_loss);
     Tensor total;
@@ -123,13 +128,14 @@ bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, c
 }  // namespace
 
 GradientResult compute_side_gradient(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& batch,
-                                     const Method& method, const MethodParams& params, bool retain_side) {
+                                     const Method& method, const MethodParams& params, bool retain_side,
+                                     const UnlearnTask* task) {
   if (method.needs_original() && !original)
     throw Error("unlearn: method " + method.name() + " needs the original model");
   GradientResult out;
   update.zero(!retain_side);
   const double loss = one_side(model, original, update, batch, method, params, retain_side,
-                               retain_side ? method.uses_retain() : method.uses_forget());
+                               retain_side ? method.uses_retain() : method.uses_forget(), task);
   update.release_grads();
   (retain_side ? out.retain_loss : out.forget_loss) = loss;
   out.finite = std::isfinite(loss);
@@ -138,7 +144,7 @@ GradientResult compute_side_gradient(nn::Module& model, nn::Module* original, Fu
 
 GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
                                  const Batch& forget, const Method& method, const MethodParams& params, bool allow_paired,
-                                 std::string* fallback_reason) {
+                                 std::string* fallback_reason, const UnlearnTask* task) {
   if (method.needs_original() && !original)
     throw Error("unlearn: method " + method.name() + " needs the original model");
   std::string why;
@@ -151,14 +157,14 @@ GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedU
   else why = module_objection(model, "");
   if (why.empty()) {
     GradientResult out;
-    if (paired_pass(model, original, update, retain, forget, method, params, out, &why)) {
+    if (paired_pass(model, original, update, retain, forget, method, params, out, &why, task)) {
       if (fallback_reason) fallback_reason->clear();
       return out;
     }
     update.release_grads();  // discard: the two passes below rebuild r and f from zero
   }
   if (fallback_reason) *fallback_reason = why;
-  return two_passes(model, original, update, retain, forget, method, params);
+  return two_passes(model, original, update, retain, forget, method, params, task);
 }
 
 }  // namespace hamu

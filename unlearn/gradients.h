@@ -6,12 +6,13 @@
 #include "engine/nn.h"
 #include "loaders/batch.h"
 #include "unlearn/method.h"
+#include "unlearn/task.h"
 #include "unlearn/update.h"
 
 namespace hamu {
 
 struct GradientResult {
-  double retain_loss = 0, forget_loss = 0;  // mean cross-entropy of each batch (for the log)
+  double retain_loss = 0, forget_loss = 0;  // task_loss of each batch (for the log)
   bool finite = true;                       // both losses finite
   bool paired = false;                      // one pass over [retain; forget] produced both
 };
@@ -22,13 +23,16 @@ struct GradientResult {
 // dropout, every parametric layer able to split its weight gradient by rows; see gradients.cpp);
 // otherwise two passes, and *fallback_reason says why (it is cleared when the paired pass was used).
 // Both paths give the same r and f (up to float rounding); GradientResult::paired says which ran.
+// task: how a batch's inputs become logits (null: model.forward, the image case); the logged losses are
+// task_loss (cross-entropy of images, mean answer-token loss of text).
 GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
                                  const Batch& forget, const Method& method, const MethodParams& params, bool allow_paired,
-                                 std::string* fallback_reason);
+                                 std::string* fallback_reason, const UnlearnTask* task = nullptr);
 
 // One side alone (split pairing: a rank computes either r or f): the retain (retain_side) or forget
 // objective's gradient on `batch` into its buffer, the other buffer zeroed; the side's loss in the result.
 GradientResult compute_side_gradient(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& batch,
-                                     const Method& method, const MethodParams& params, bool retain_side);
+                                     const Method& method, const MethodParams& params, bool retain_side,
+                                     const UnlearnTask* task = nullptr);
 
 }  // namespace hamu

@@ -26,7 +26,8 @@ struct MethodTraits {
   bool needs_original = false;  // its objectives compare against the frozen original model (kl, scrub, npo)
   bool uses_retain = true;      // fills r (the retain-side gradient)
   bool uses_forget = true;      // fills f (the forget-side gradient)
-  bool sequence_level = false;  // its objective is over whole sequences (text methods), not per image
+  bool sequence_level = false;  // its objective scores whole sequences (npo: the sequence log-likelihood), so on
+                                // text it needs per-sequence sums of answer-token log-probs, not token means
   bool hamu = false;            // HAMU's constrained solver: --ratio/--radius/--scope/... apply, the report
                                 // carries the branch counts
 };
@@ -61,7 +62,7 @@ class Method {
 
   // The objective whose gradient goes to r (retain side) or f (forget side), from the current model's
   // logits on that batch and, where needed, the frozen original model's logits on the same inputs
-  // (undefined unless needs_original). Batch means. Default: cross-entropy.
+  // (undefined unless needs_original). Batch means. Default: cross-entropy (task_loss below: images or text).
   virtual Tensor retain_objective(const MethodParams& p, const Tensor& logits, const Tensor& labels,
                                   const Tensor& original_logits) const;
   virtual Tensor forget_objective(const MethodParams& p, const Tensor& logits, const Tensor& labels,
@@ -82,5 +83,17 @@ class Method {
   std::string name_, help_;
   MethodTraits traits_;
 };
+
+// The losses of both kinds of task, chosen by the rank of the logits. Images: logits [N,C], labels [N].
+// Text: logits [B,T,V], labels [B,T] unshifted with -100 on prompt and padding tokens (position t predicts
+// label t+1, as Hugging Face's causal-LM loss), so only answer tokens (and the end token) count.
+// The mean loss: cross-entropy over the samples | next-token cross-entropy over the batch's answer tokens.
+Tensor task_loss(const Tensor& logits, const Tensor& labels);
+// Per-sample negative log-likelihood [N]: cross-entropy per image | the summed answer-token NLL per
+// sequence, -log p(y|x) (what sequence-level objectives such as npo compare).
+Tensor sample_nll(const Tensor& logits, const Tensor& labels);
+// Mean KL(p_orig || p) (original_logits carry no gradient): over the samples | over the answer-token
+// positions (the positions whose next label is scored), each position's KL over the vocabulary.
+Tensor task_kl(const Tensor& original_logits, const Tensor& logits, const Tensor& labels);
 
 }  // namespace hamu

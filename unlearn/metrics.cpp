@@ -143,7 +143,17 @@ void compare_to_reference(EvalReport& r, const EvalReport& ref) {
 
 namespace {
 
-Json split_json(const SplitEval& s) {
+Json split_json(const SplitEval& s, bool text) {
+  if (text) {
+    Json j = Json::object({{"n", Json(s.n)}, {"tokens", Json(s.tokens)}, {"acc", Json(s.acc)}, {"loss", Json(s.loss)},
+                           {"prob", Json(s.prob)}, {"min_k", Json(s.min_k)}});
+    if (s.gen_n > 0) {
+      j.set("gen_n", Json(s.gen_n));
+      j.set("exact_match", Json(s.exact_match));
+      j.set("rouge_l", Json(s.rouge_l));
+    }
+    return j;
+  }
   return Json::object({{"n", Json(s.n)}, {"acc", Json(s.acc)}, {"loss", Json(s.loss)}, {"entropy", Json(s.entropy)}});
 }
 
@@ -151,17 +161,27 @@ Json split_json(const SplitEval& s) {
 
 Json eval_to_json(const EvalReport& r) {
   Json j = Json::object({{"model", Json(r.model)}, {"data", Json(r.data)}, {"split", Json(r.split)}});
-  j.set("splits", Json::object({{"forget", split_json(r.forget)}, {"retain", split_json(r.retain)},
-                                {"test", split_json(r.test)}}));
-  j.set("mia", Json::object({{"retain_forget_auc", Json(r.retain_forget_auc)},
-                             {"forget_test_auc", Json(r.forget_test_auc)}}));
+  Json splits = Json::object({{"forget", split_json(r.forget, r.text)}, {"retain", split_json(r.retain, r.text)},
+                              {"test", split_json(r.test, r.text)}});
+  if (r.text && r.duplicate.n > 0) splits.set("duplicate", split_json(r.duplicate, true));
+  j.set("splits", splits);
+  Json mia = Json::object({{"retain_forget_auc", Json(r.retain_forget_auc)}, {"forget_test_auc", Json(r.forget_test_auc)}});
+  if (r.text) {
+    mia.set("retain_forget_min_k_auc", Json(r.retain_forget_mink_auc));
+    mia.set("forget_test_min_k_auc", Json(r.forget_test_mink_auc));
+  }
+  j.set("mia", mia);
   if (r.has_reference) {
-    j.set("reference",
-          Json::object({{"acc_gap", Json::object({{"forget", Json(r.gap_forget)},
-                                                  {"retain", Json(r.gap_retain)},
-                                                  {"test", Json(r.gap_test)}})},
-                        {"avg_gap", Json(r.avg_gap)},
-                        {"forget_kl", Json(r.forget_kl)}}));
+    Json ref = Json::object({{"acc_gap", Json::object({{"forget", Json(r.gap_forget)},
+                                                       {"retain", Json(r.gap_retain)},
+                                                       {"test", Json(r.gap_test)}})},
+                             {"avg_gap", Json(r.avg_gap)},
+                             {"forget_kl", Json(r.forget_kl)}});
+    if (r.text) {
+      ref.set("ks_stat", Json(r.ks_stat));
+      ref.set("ks_p", Json(r.ks_p));
+    }
+    j.set("reference", ref);
   }
   return j;
 }
@@ -224,9 +244,39 @@ std::string eval_side_by_side(const std::vector<std::pair<std::string, const Eva
   row("forget loss", [&](const EvalReport& r) { return num(r.forget.loss); });
   row("retain loss", [&](const EvalReport& r) { return num(r.retain.loss); });
   row("test loss", [&](const EvalReport& r) { return num(r.test.loss); });
-  row("forget entropy", [&](const EvalReport& r) { return num(r.forget.entropy); });
+  bool text = false, dup = false, gen = false, ref = false;
+  for (auto& [name, r] : reports) {
+    text = text || r->text;
+    dup = dup || r->duplicate.n > 0;
+    gen = gen || r->forget.gen_n > 0;
+    ref = ref || r->has_reference;
+  }
+  if (!text) row("forget entropy", [&](const EvalReport& r) { return num(r.forget.entropy); });
   row("AUC retain-vs-forget", [&](const EvalReport& r) { return num(r.retain_forget_auc); });
   row("AUC forget-vs-test", [&](const EvalReport& r) { return num(r.forget_test_auc); });
+  if (!text) return s;
+  if (dup) {
+    row("duplicate accuracy", [&](const EvalReport& r) { return pct(r.duplicate.acc); });
+    row("duplicate loss", [&](const EvalReport& r) { return num(r.duplicate.loss); });
+  }
+  row("forget token prob", [&](const EvalReport& r) { return num(r.forget.prob); });
+  row("forget Min-K% logp", [&](const EvalReport& r) { return num(r.forget.min_k); });
+  row("Min-K AUC retain-forget", [&](const EvalReport& r) { return num(r.retain_forget_mink_auc); });
+  row("Min-K AUC forget-test", [&](const EvalReport& r) { return num(r.forget_test_mink_auc); });
+  if (gen) {
+    row("forget exact match", [&](const EvalReport& r) { return pct(r.forget.exact_match); });
+    row("forget ROUGE-L recall", [&](const EvalReport& r) { return num(r.forget.rouge_l); });
+    row("retain exact match", [&](const EvalReport& r) { return pct(r.retain.exact_match); });
+    row("retain ROUGE-L recall", [&](const EvalReport& r) { return num(r.retain.rouge_l); });
+  }
+  if (ref) {
+    row("avg gap to retrained", [&](const EvalReport& r) { return r.has_reference ? pct(r.avg_gap) : std::string("-"); });
+    row("KS p (forget losses)", [&](const EvalReport& r) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%.3g", r.ks_p);
+      return r.has_reference ? std::string(b) : std::string("-");
+    });
+  }
   return s;
 }
 

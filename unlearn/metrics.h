@@ -18,6 +18,14 @@ struct SplitEval {
   std::vector<float> losses;     // per-sample cross-entropy, in index order
   std::vector<int32_t> predicted;
   std::vector<float> probs;      // [n, classes] softmax, only when requested (reference comparisons)
+  // Text (unlearn/text_metrics.h): acc = teacher-forced answer-token accuracy, loss = answer-token NLL over
+  // all the split's answer tokens, losses = per-sequence mean answer-token NLL (the membership score).
+  int64_t tokens = 0;            // scored answer tokens
+  double prob = 0;               // mean answer-token probability
+  double min_k = 0;              // mean over sequences of the Min-K% log-prob (K = 10%)
+  std::vector<float> min_k_scores;  // per sequence
+  int64_t gen_n = 0;             // sequences answered by greedy generation (0: not run)
+  double exact_match = 0, rouge_l = 0;  // over those: share answered exactly, mean ROUGE-L recall
 };
 
 struct EvalOptions {
@@ -44,6 +52,12 @@ struct EvalReport {
   bool has_reference = false;
   double gap_forget = 0, gap_retain = 0, gap_test = 0, avg_gap = 0;  // |acc - acc_ref| in points of 1
   double forget_kl = 0;             // mean KL(p_ref || p) on the forget split
+  // Text reports only.
+  bool text = false;
+  SplitEval duplicate;              // the semantic/exact duplicates added to retain (n = 0: none)
+  double retain_forget_mink_auc = 0.5;  // P(Min-K_retain > Min-K_forget), the published code's orientation
+  double forget_test_mink_auc = 0.5;    // P(Min-K_forget > Min-K_test)
+  double ks_stat = 0, ks_p = 1;     // two-sample KS test of the forget losses against the reference's
 };
 
 struct SplitIndices {

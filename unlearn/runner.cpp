@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 
+#include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/progress.h"
 #include "models/models.h"
@@ -29,29 +30,6 @@ void validate_unlearn_options(const UnlearnOptions& opt, size_t forget_size, siz
 }
 
 namespace {
-
-// Batches from an index list that cycles forever (reshuffled each pass, seeded).
-class CyclicBatches {
- public:
-  CyclicBatches(const ImageDataset& ds, const std::vector<int64_t>& subset, const Normalizer& norm, int64_t batch,
-                uint64_t seed, Device device) {
-    BatchOptions bo;
-    bo.batch_size = std::min<int64_t>(batch, int64_t(subset.size()));
-    bo.shuffle = true;
-    bo.seed = seed;
-    bo.device = device;
-    bo.drop_last = true;  // every step sees a full batch
-    batcher_ = std::make_unique<Batcher>(ds, subset, norm, bo);
-  }
-  Batch next() {
-    Batch b;
-    if (!batcher_->next(b)) batcher_->next(b);  // an epoch ended: continue with the next one
-    return b;
-  }
-
- private:
-  std::unique_ptr<Batcher> batcher_;
-};
 
 std::string branch_mix(const HamuReport& r) {
   char b[96];
@@ -100,11 +78,68 @@ std::string progress_status(const Method& method, const StepLog& log) {
   return status;
 }
 
+// Batches from an index list that cycles forever (reshuffled each pass, seeded).
+class CyclicBatches {
+ public:
+  CyclicBatches(const ImageDataset& ds, const std::vector<int64_t>& subset, const Normalizer& norm, int64_t batch,
+                uint64_t seed, Device device) {
+    BatchOptions bo;
+    bo.batch_size = std::min<int64_t>(batch, int64_t(subset.size()));
+    bo.shuffle = true;
+    bo.seed = seed;
+    bo.device = device;
+    bo.drop_last = true;  // every step sees a full batch
+    batcher_ = std::make_unique<Batcher>(ds, subset, norm, bo);
+  }
+  Batch next() {
+    Batch b;
+    if (!batcher_->next(b)) batcher_->next(b);  // an epoch ended: continue with the next one
+    return b;
+  }
+
+ private:
+  std::unique_ptr<Batcher> batcher_;
+};
+
+class ImageTask final : public UnlearnTask {
+ public:
+  ImageTask(const ImageDataset& train, const Split& split, const Normalizer& norm, const UnlearnOptions& opt)
+      : retain_size_(split.retain.size()),
+        forget_size_(split.forget.size()),
+        retain_(train, split.retain, norm, opt.batch, opt.seed * 2 + 1, opt.device),
+        forget_(train, split.forget, norm, opt.forget_batch, opt.seed * 2 + 2, opt.device) {}
+  size_t retain_size() const override { return retain_size_; }
+  size_t forget_size() const override { return forget_size_; }
+  void next_pair(Batch& retain, Batch& forget) override {
+    retain = retain_.next();
+    forget = forget_.next();
+  }
+  Tensor logits(nn::Module& model, const Tensor& inputs) const override { return model.forward(inputs); }
+
+ private:
+  size_t retain_size_, forget_size_;
+  CyclicBatches retain_, forget_;
+};
+
 }  // namespace
+
+Tensor UnlearnTask::concat_inputs(const Tensor& retain, const Tensor& forget) const { return concat({retain, forget}, 0); }
+
+std::unique_ptr<UnlearnTask> make_image_task(const ImageDataset& train, const Split& split, const Normalizer& norm,
+                                             const UnlearnOptions& opt) {
+  return std::make_unique<ImageTask>(train, split, norm, opt);
+}
 
 UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, const ImageDataset& train, const Split& split,
                              const Normalizer& norm, const UnlearnOptions& opt, const UnlearnHooks& hooks) {
   validate_unlearn_options(opt, split.forget.size(), split.retain.size());
+  std::unique_ptr<UnlearnTask> task = make_image_task(train, split, norm, opt);
+  return run_unlearning(model, original, *task, opt, hooks);
+}
+
+UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTask& task, const UnlearnOptions& opt,
+                             const UnlearnHooks& hooks) {
+  validate_unlearn_options(opt, task.forget_size(), task.retain_size());
   const Method& method = *opt.method;
   UnlearnResult res;
   // Frozen BatchNorm: running statistics, no updates, samples independent (HAMU.md §5).
@@ -121,11 +156,9 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, const Imag
   }
   // Many processes (unlearn/parallel.h): this rank's rows of every batch, one exchange per step.
   Collectives& comm = opt.comm ? *opt.comm : world();
-  const RankPlan plan = plan_ranks(opt.pairing, comm.rank(), comm.size(), std::min<int64_t>(opt.batch, int64_t(split.retain.size())),
-                                   std::min<int64_t>(opt.forget_batch, int64_t(split.forget.size())));
+  const RankPlan plan = plan_ranks(opt.pairing, comm.rank(), comm.size(), std::min<int64_t>(opt.batch, int64_t(task.retain_size())),
+                                   std::min<int64_t>(opt.forget_batch, int64_t(task.forget_size())));
   GradientExchange exchange(comm, update, plan);
-  CyclicBatches retain_batches(train, split.retain, norm, opt.batch, opt.seed * 2 + 1, opt.device);
-  CyclicBatches forget_batches(train, split.forget, norm, opt.forget_batch, opt.seed * 2 + 2, opt.device);
 
   auto evaluate = [&](int64_t step, bool final) {
     if (!hooks.evaluate) return;
@@ -149,8 +182,8 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, const Imag
     StepLog log;
     log.step = step;
     std::string fallback;
-    Batch rb = retain_batches.next();
-    Batch fb = forget_batches.next();
+    Batch rb, fb;
+    task.next_pair(rb, fb);
     if (step == 1 && comm.size() > 1)
       check_same_on_all_ranks(comm, "unlearning configuration (options, model, data, split, seed)",
                               unlearn_fingerprint(opt, update.params(), rb, fb));
@@ -158,9 +191,9 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, const Imag
     if (comm.size() > 1) take_shares(plan, rb, fb);
     GradientResult g;
     if (plan.retain && plan.forget) {
-      g = compute_gradients(model, original, update, rb, fb, method, opt.params, opt.paired, &fallback);
+      g = compute_gradients(model, original, update, rb, fb, method, opt.params, opt.paired, &fallback, &task);
     } else {  // split pairing: this rank's side only
-      g = compute_side_gradient(model, original, update, plan.retain ? rb : fb, method, opt.params, plan.retain);
+      g = compute_side_gradient(model, original, update, plan.retain ? rb : fb, method, opt.params, plan.retain, &task);
       fallback = "split pairing: each rank computes one side";
     }
     exchange.reduce(g, rb.size(), retain_global, fb.size(), forget_global);

@@ -16,6 +16,7 @@
 #include "unlearn/metrics.h"
 #include "unlearn/options.h"
 #include "unlearn/stopping.h"
+#include "unlearn/task.h"
 
 namespace hamu {
 
@@ -32,8 +33,6 @@ struct StepLog {
   double probe_auc = 0.5, probe_forget_loss = 0, probe_heldout_loss = 0;
   const char* stop = nullptr;       // the stop reason, on the run's last step only
 };
-
-
 
 struct EvalPoint {
   int64_t step = 0;
@@ -72,5 +71,8 @@ struct UnlearnHooks {
 // null otherwise). BatchNorm is frozen for the run and restored afterwards.
 UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, const ImageDataset& train, const Split& split,
                              const Normalizer& norm, const UnlearnOptions& opt, const UnlearnHooks& hooks);
+// The same loop over any task (text: unlearn/text_task.h); the image form above builds an image task.
+UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTask& task, const UnlearnOptions& opt,
+                             const UnlearnHooks& hooks);
 
 }  // namespace hamu

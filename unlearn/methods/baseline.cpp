@@ -68,8 +68,4 @@ BaselineStep baseline_step(const Method& m, const MethodParams& p, double rr, do
   return b->step(p, rr, ff, rf);
 }
 
-Tensor mean_kl(const Tensor& original_logits, const Tensor& logits) {
-  return mean(kl_div_per_sample(original_logits, logits));
-}
-
 }  // namespace hamu

@@ -36,7 +36,5 @@ class BaselineMethod : public Method {
 // The step of baseline `m` (Error for a method that is not a baseline, e.g. HAMU).
 BaselineStep baseline_step(const Method& m, const MethodParams& p, double rr, double ff, double rf);
 
-// mean KL(p_orig || p) over the batch (kl, scrub).
-Tensor mean_kl(const Tensor& original_logits, const Tensor& logits);
 
 }  // namespace hamu

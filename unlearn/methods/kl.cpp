@@ -13,7 +13,7 @@ class Kl final : public BaselineMethod {
                        {.needs_original = true}) {}
   Tensor retain_objective(const MethodParams& p, const Tensor& logits, const Tensor& labels,
                           const Tensor& original_logits) const override {
-    return mean_kl(original_logits, logits);
+    return task_kl(original_logits, logits, labels);
   }
   BaselineRule rule(const MethodParams& p, double, double, double) const override { return {-p.lr / 2, p.lr / 2}; }
 };

@@ -11,12 +11,13 @@ class Npo final : public BaselineMethod {
  public:
   Npo()
       : BaselineMethod("npo", "negative preference optimisation against the original model, plus retain cross-entropy",
-                       {.needs_original = true}) {}
+                       {.needs_original = true, .sequence_level = true}) {}
   Tensor forget_objective(const MethodParams& p, const Tensor& logits, const Tensor& labels,
                           const Tensor& original_logits) const override {
-    // log p(y|x) - log p_orig(y|x) = CE_orig - CE; softplus(beta * that), scaled by 2/beta.
-    Tensor ce = cross_entropy_per_sample(logits, labels);
-    Tensor ce_orig = cross_entropy_per_sample(original_logits.detach(), labels);
+    // log p(y|x) - log p_orig(y|x) = NLL_orig - NLL (text: summed over each sequence's answer tokens, the
+    // sequence log-likelihood ratio of the NPO paper); softplus(beta * that), scaled by 2/beta.
+    Tensor ce = sample_nll(logits, labels);
+    Tensor ce_orig = sample_nll(original_logits.detach(), labels);
     Tensor z = mul_scalar(sub(ce_orig, ce), p.npo_beta);
     Tensor softplus = log(add_scalar(exp(z), 1.0));
     return mul_scalar(mean(softplus), 2.0 / p.npo_beta);

@@ -14,12 +14,12 @@ class Scrub final : public BaselineMethod {
                        {.needs_original = true}) {}
   Tensor retain_objective(const MethodParams& p, const Tensor& logits, const Tensor& labels,
                           const Tensor& original_logits) const override {
-    return add(mul_scalar(mean_kl(original_logits, logits), p.scrub_alpha),
-               mul_scalar(cross_entropy(logits, labels), p.scrub_gamma));
+    return add(mul_scalar(task_kl(original_logits, logits, labels), p.scrub_alpha),
+               mul_scalar(task_loss(logits, labels), p.scrub_gamma));
   }
   Tensor forget_objective(const MethodParams& p, const Tensor& logits, const Tensor& labels,
                           const Tensor& original_logits) const override {
-    return mean_kl(original_logits, logits);
+    return task_kl(original_logits, logits, labels);
   }
   BaselineRule rule(const MethodParams& p, double, double, double) const override { return {-p.lr / 2, p.lr / 2}; }
 };

@@ -1,0 +1,329 @@
+// cli/cmd_text.cpp: the text paths of `hamu train` (a causal LM on QA pairs) and `hamu unlearn` (a causal
+// LM directory on a text split), entered when --data names text or --model is a Hugging Face directory.
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "cli/text_setup.h"
+#include "cli/unlearn_setup.h"
+#include "engine/progress.h"
+#include "models/lm/generate.h"
+#include "train/text_train.h"
+#include "unlearn/text_task.h"
+
+namespace hamu::cli {
+namespace {
+
+// The BPE corpus: every pair of the data set (questions, paraphrases and answers) in its template, so the
+// original, the retrained and every unlearned model of one data set share one tokenizer.
+std::vector<std::string> bpe_corpus(const QaDataset& data, PromptTemplate tmpl) {
+  std::vector<std::string> out;
+  for (const QaPair& p : data.pairs) {
+    out.push_back(template_prompt(tmpl, p.question) + p.answer);
+    for (const QaParaphrase& q : p.paraphrases) out.push_back(template_prompt(tmpl, q.question) + (q.answer.empty() ? p.answer : q.answer));
+  }
+  return out;
+}
+
+std::string pct(double v) { return fmt("%.2f", 100 * v); }
+
+}  // namespace
+
+int cmd_train_text(int argc, char** argv) {
+  std::vector<Flag> flags = {
+      {"--data", "SPEC", "qa:FILE.jsonl[,q=FIELD,a=FIELD] or wordnet-qa[:N]", "wordnet-qa"},
+      {"--model", "ARCH|DIR", "gpt-small (trained from scratch with its own BPE tokenizer) or a Hugging Face directory (full fine-tune)", "gpt-small"},
+      {"--split", "SPEC", "fraction=X | group=NAME | forget=FILE, with holdout=X or test=FILE (recorded; needed for --subset retain)", ""},
+      {"--subset", "WHICH", "full (retain + forget: the original model) or retain (the retrained reference)", "full"},
+      {"--duplicates", "MODE", "none, exact, semantic or dup:FILE.jsonl: duplicates of the forget pairs added to retain", "none"},
+      {"--test", "FILE", "a QA file as the test set", ""},
+      {"--template", "T", "plain, llama2-chat or chatml", "plain"},
+      {"--vocab", "N", "gpt-small: BPE vocabulary size", "1024"},
+      {"--max-length", "N", "truncate longer sequences (0: the model's context)", "0"},
+      {"--epochs", "N", "passes over the training pairs", "30"},
+      {"--batch", "N", "sequences per step", "32"},
+      {"--lr", "X", "AdamW learning rate", "0.003"},
+      {"--weight-decay", "X", "AdamW decoupled weight decay", "0"},
+      {"--clip", "X", "clip the gradient to this total norm (0 = off)", "1"},
+      {"--schedule", "S", "cosine or constant", "cosine"},
+      {"--warmup", "N", "linear warmup steps", "20"},
+      {"--eval-batch", "N", "sequences per evaluation pass", "128"},
+      {"--eval-epochs", "N", "evaluate forget/retain/test every N epochs (and after the last)", "1"},
+      {"--out", "DIR", "the model directory to write (config.json, model.safetensors, tokenizer.json, hamu.json)", ""},
+      {"--json", "FILE", "the training log and final evaluation as JSON", ""},
+  };
+  for (Flag f : common_flags()) flags.push_back(f);
+  Args args("train", "--data wordnet-qa|qa:FILE --model gpt-small|DIR --out DIR [--split SPEC --subset full|retain] [flags]",
+            flags);
+  if (!args.parse(argc, argv)) return 0;
+  const std::string out_dir = args.required("--out");
+  const std::string json_path = args.str_or("--json", "");
+  if (!json_path.empty()) check_output_path("--json", json_path);
+  const Device device = apply_common(args);
+  const uint64_t seed = uint64_t(args.integer("--seed"));
+  const std::string subset = args.str("--subset");
+  if (subset != "full" && subset != "retain") throw InputError("--subset: '" + subset + "' is not full or retain");
+  const std::string split_spec = args.str_or("--split", "");
+  if (subset == "retain" && split_spec.empty()) throw InputError("--subset retain needs --split (what to leave out)");
+  const std::string model_arg = args.str("--model");
+  if (model_arg == out_dir) throw InputError("--out: refusing to overwrite the input model " + out_dir);
+  TextTrainOptions opt;
+  opt.lr = args.number("--lr");
+  opt.weight_decay = args.number("--weight-decay");
+  opt.clip = args.number("--clip");
+  opt.schedule = args.str("--schedule");
+  opt.warmup_steps = args.integer("--warmup");
+  opt.epochs = args.integer("--epochs");
+  opt.batch = args.integer("--batch");
+  opt.seed = seed;
+  opt.device = device;
+  if (opt.epochs < 1 || opt.epochs > 100000) throw InputError("--epochs: must be between 1 and 100000");
+  if (opt.batch < 1 || opt.batch > 100000) throw InputError("--batch: must be between 1 and 100000");
+  if (opt.weight_decay < 0 || opt.clip < 0 || opt.warmup_steps < 0) throw InputError("--weight-decay, --clip and --warmup must be >= 0");
+  const int64_t eval_epochs = args.integer("--eval-epochs");
+  if (eval_epochs < 1) throw InputError("--eval-epochs: must be at least 1");
+  TextEvalOptions eo;
+  eo.batch = std::min<int64_t>(256, args.integer("--eval-batch"));
+  if (eo.batch < 1) throw InputError("--eval-batch: must be at least 1");
+  const PromptTemplate tmpl = parse_template(args.str("--template"));
+
+  // The model and its tokenizer.
+  const TextDataSpec spec = parse_text_data_spec(args.str("--data"));
+  std::shared_ptr<models::CausalLM> lm;
+  std::string tok_json;
+  Tokenizer tok = [&] {
+    if (models::is_hf_dir(model_arg)) {
+      TextModel m = load_text_model(model_arg, device);
+      lm = m.lm;
+      tok_json = tokenizer_json_of(model_arg);
+      return m.tok;
+    }
+    models::lm_config_by_name(model_arg, 1024);  // an unknown name fails before the BPE is trained
+    const int64_t vocab = args.integer("--vocab");
+    if (vocab < 260 || vocab > 65536) throw InputError("--vocab: must be between 260 and 65536");
+    const QaDataset all = load_text_data(spec);
+    BpeTrainOptions bo;
+    bo.vocab_size = vocab;
+    const double t0 = now_s();
+    BpeTrainResult bpe = train_bpe(bpe_corpus(all, tmpl), bo);
+    std::fprintf(stderr, "hamu train: BPE tokenizer, %lld merges, %lld tokens for %lld bytes (%.1f s)\n",
+                 (long long)bpe.merges, (long long)bpe.corpus_tokens, (long long)bpe.corpus_bytes, now_s() - t0);
+    tok_json = bpe.json;
+    Tokenizer t = Tokenizer::from_json_text(bpe.json, "trained BPE");
+    models::LmConfig cfg = models::lm_config_by_name(model_arg, t.vocab_size());
+    cfg.bos_token_id = cfg.eos_token_id = t.eos_id();
+    Rng rng(seed);
+    lm = models::build_lm(cfg, rng);
+    lm->to(device);
+    return t;
+  }();
+  int64_t max_length = args.integer("--max-length");
+  const int64_t ctx_len = models::lm_context_length(lm->config());
+  if (max_length <= 0 || max_length > ctx_len) max_length = ctx_len;
+  TextRun run = load_text_run(args.str("--data"), split_spec, args.str("--duplicates"), args.str_or("--test", ""), tok, tmpl,
+                              max_length, seed);
+  opt.pad_id = run.pad_id;
+  eo.pad_id = run.pad_id;
+  std::vector<QaTokens> train_set = run.retain;
+  if (subset == "full") train_set.insert(train_set.end(), run.forget.begin(), run.forget.end());
+  int64_t answer_tokens = 0;
+  for (const QaTokens& s : train_set) answer_tokens += s.length() - s.n_prompt;
+  std::fprintf(stderr, "hamu train: %s, %lld parameters, on %s (%zu pairs, %s, %lld answer tokens), split %s, %s\n",
+               lm->config().describe().c_str(), (long long)lm->num_parameters(), run.spec.canonical.c_str(),
+               train_set.size(), subset.c_str(), (long long)answer_tokens, run.split.spec.c_str(), device.str().c_str());
+
+  Json epochs_json = Json::array();
+  double train_seconds = 0;
+  EvalReport last;
+  auto evaluate = [&] {
+    EvalReport r = evaluate_text_model(*lm, {&run.forget, &run.retain, &run.test, &run.duplicate}, eo);
+    r.data = run.spec.canonical;
+    r.split = run.split.spec;
+    return r;
+  };
+  auto on_epoch = [&](const TextEpochSummary& e) {
+    train_seconds += e.seconds;
+    Json ej = Json::object({{"epoch", Json(e.epoch)}, {"train_loss", Json(e.train_loss)}, {"train_acc", Json(e.train_acc)},
+                            {"seconds", Json(e.seconds)}, {"tokens_per_s", Json(e.tokens_per_s)}});
+    std::fprintf(stderr, "epoch %lld/%lld: loss %.4f, answer-token acc %.2f%% (%.1f s, %.0f tok/s)", (long long)e.epoch,
+                 (long long)opt.epochs, e.train_loss, 100 * e.train_acc, e.seconds, e.tokens_per_s);
+    if (e.epoch % eval_epochs == 0 || e.epoch == opt.epochs) {
+      last = evaluate();
+      std::fprintf(stderr, "; forget %s%% (loss %.3f), retain %s%% (loss %.3f), test %s%% (loss %.3f)", pct(last.forget.acc).c_str(),
+                   last.forget.loss, pct(last.retain.acc).c_str(), last.retain.loss, pct(last.test.acc).c_str(), last.test.loss);
+      ej.set("eval", eval_to_json(last)["splits"]);
+    }
+    std::fprintf(stderr, "\n");
+    epochs_json.push_back(ej);
+  };
+  train_text_model(*lm, train_set, opt, on_epoch);
+  last.model = out_dir;
+  const Json final_eval = eval_to_json(last);
+  Json meta = Json::object({{"kind", Json(subset == "full" ? "original" : "retrained")},
+                            {"data", Json(run.spec.canonical)},
+                            {"split", Json(run.split.spec)},
+                            {"duplicates", Json(parse_duplicates(args.str("--duplicates")).canonical)},
+                            {"subset", Json(subset)},
+                            {"template", Json(template_name(tmpl))},
+                            {"seed", Json(int64_t(seed))},
+                            {"base_model", Json(model_arg)},
+                            {"epochs", Json(opt.epochs)},
+                            {"lr", Json(opt.lr)},
+                            {"batch", Json(opt.batch)},
+                            {"train_seconds", Json(train_seconds)},
+                            {"hamu_version", Json(kVersion)}});
+  meta.set("metrics", final_eval["splits"]);
+  save_text_model(out_dir, *lm, tok_json, meta);
+  std::printf("%s", eval_table(last).c_str());
+  std::printf("saved %s (%s, %.1f s of training)\n", out_dir.c_str(), subset == "full" ? "original" : "retrained", train_seconds);
+  if (!json_path.empty()) {
+    Json j = Json::object({{"model", Json(model_arg)}, {"out", Json(out_dir)}, {"data", Json(run.spec.canonical)},
+                           {"split", Json(run.split.spec)}, {"subset", Json(subset)}, {"seed", Json(int64_t(seed))},
+                           {"train_seconds", Json(train_seconds)}});
+    j.set("epochs", epochs_json);
+    j.set("final", final_eval);
+    save_json(json_path, j);
+  }
+  return 0;
+}
+
+int cmd_unlearn_text(int argc, char** argv) {
+  std::vector<Flag> flags = {
+      {"--model", "DIR", "the original model directory (trained on retain + forget)", ""},
+      {"--data", "SPEC", "qa:FILE or wordnet-qa (default: the model's hamu.json)", ""},
+      {"--split", "SPEC", "the forget set: fraction=X, group=NAME, forget=FILE [+ holdout=X] (default: the model's)", ""},
+      {"--method", "M", method_list(), "hamu-q"},
+      {"--reference", "DIR", "the retrained model: gaps and the KS test against it", ""},
+      {"--out", "DIR", "write the unlearned model directory here", ""},
+      {"--log", "CSV", "one row per step (and per evaluation)", ""},
+      {"--json", "FILE", "summary with the before and after evaluations", ""},
+      {"--show", "N", "print N forget questions with the original's, the unlearned and the retrained model's answers", "5"},
+  };
+  for (Flag f : text_context_flags()) flags.push_back(f);
+  for (Flag f : unlearn_option_flags()) flags.push_back(f);
+  for (Flag f : common_flags()) flags.push_back(f);
+  Args args("unlearn", "--model DIR [--data SPEC] [--split SPEC] --method M [--reference DIR] [--out DIR] [--log CSV] [--json FILE]",
+            flags);
+  args.add_help_section("methods", method_help());
+  if (!args.parse(argc, argv)) return 0;
+  const std::string model_dir = args.required("--model");
+  const std::string out_dir = args.str_or("--out", ""), log_path = args.str_or("--log", ""),
+                    json_path = args.str_or("--json", "");
+  if (!log_path.empty()) check_output_path("--log", log_path);
+  if (!json_path.empty()) check_output_path("--json", json_path);
+  for (const std::string& p : {out_dir, log_path, json_path})
+    if (!p.empty() && (p == model_dir || p == args.str_or("--reference", "")))
+      throw InputError("refusing to overwrite the input model " + p);
+  const Device device = apply_common(args);
+  UnlearnOptions opt = read_unlearn_options(args, device);
+  opt.method = &parse_method(args.str("--method"));
+  const uint64_t seed = uint64_t(args.integer("--seed"));
+  TextContext ctx = load_text_context(model_dir, args, device, seed);
+  validate_unlearn_options(opt, ctx.run.forget.size(), ctx.run.retain.size());
+  std::shared_ptr<models::CausalLM> work = load_text_model(model_dir, device).lm;
+  std::shared_ptr<models::CausalLM> original;
+  if (opt.method->needs_original()) original = load_text_model(model_dir, device).lm;
+  std::fprintf(stderr, "hamu unlearn: %s on %s, forget %zu / retain %zu (%s), %lld steps, lr %g%s, %s\n",
+               method_name(*opt.method), work->config().describe().c_str(), ctx.run.forget.size(), ctx.run.retain.size(),
+               ctx.run.split.spec.c_str(), (long long)opt.steps, opt.params.lr,
+               opt.method->is_hamu() ? (", ratio " + fmt("%g", opt.ratio)).c_str() : "", device.str().c_str());
+  std::ofstream csv;
+  if (!log_path.empty()) {
+    csv.open(log_path, std::ios::trunc);
+    if (!csv) throw InputError("--log: cannot write " + log_path);
+    csv << unlearn_csv_header();
+  }
+  UnlearnHooks hooks;
+  hooks.evaluate = [&](int64_t step, bool final) {
+    return (step == 0 || final) ? evaluate_text_full(*work, ctx, "unlearned", true) : evaluate_text_sampled(*work, ctx, "unlearned");
+  };
+  hooks.on_step = [&](const StepLog& s) {
+    if (csv.is_open()) csv << unlearn_csv_step_row(s) << std::flush;
+  };
+  hooks.on_eval = [&](const EvalPoint& p) {
+    if (csv.is_open()) csv << unlearn_csv_eval_row(p) << std::flush;
+  };
+  hooks.notice = [](const std::string& msg) { std::fprintf(stderr, "\nhamu unlearn: %s\n", msg.c_str()); };
+  std::unique_ptr<UnlearnTask> task = make_text_task(ctx.run.retain, ctx.run.forget, ctx.run.pad_id, opt);
+  UnlearnResult res = run_unlearning(*work, original.get(), *task, opt, hooks);
+  EvalReport before = res.evals.front().report, after = res.evals.back().report;
+  before.model = model_dir;
+  after.model = out_dir.empty() ? "unlearned" : out_dir;
+  if (!res.paired_fallback.empty() && opt.paired)
+    std::fprintf(stderr, "hamu unlearn: gradients from two passes (%s)\n", res.paired_fallback.c_str());
+  std::printf("%s: %lld steps in %.1f s (stopped: %s), evaluation %.1f s\n", method_name(*opt.method),
+              (long long)res.steps_done, res.seconds, stop_reason_name(res.stop_reason), res.eval_seconds);
+  std::vector<std::pair<std::string, const EvalReport*>> cols = {{"before", &before}, {"after", &after}};
+  if (ctx.reference_report) cols.push_back({"retrained", &*ctx.reference_report});
+  std::printf("%s", eval_side_by_side(cols).c_str());
+  if (after.has_reference)
+    std::printf("gap to retrained: forget %.2f, retain %.2f, test %.2f points (avg %.2f); forget-loss KS %.4f (p %.3g)\n",
+                100 * after.gap_forget, 100 * after.gap_retain, 100 * after.gap_test, 100 * after.avg_gap, after.ks_stat,
+                after.ks_p);
+  if (res.stop_reason == StopReason::infeasible)
+    std::printf("stopped: the forget gain B = %g per step is no longer reachable within the step radius\n", opt.ratio * opt.params.lr);
+  else if (res.stop_reason == StopReason::criterion)
+    std::printf("stopped: no retain-neutral forget progress of size B is left (stopping criterion)\n");
+  else if (res.stop_reason == StopReason::nan)
+    std::printf("stopped: %lld consecutive steps had non-finite losses or gradients\n", (long long)opt.max_nan_steps);
+  const int64_t show = args.integer("--show");
+  Json examples = Json::array();
+  if (show > 0) {
+    const size_t n = size_t(std::min<int64_t>(show, int64_t(ctx.run.forget.size())));
+    const std::vector<std::string> orig = greedy_answers(*ctx.original.lm, ctx, ctx.run.forget, n);
+    const std::vector<std::string> unl = greedy_answers(*work, ctx, ctx.run.forget, n);
+    const std::vector<std::string> ref =
+        ctx.reference ? greedy_answers(*ctx.reference->lm, ctx, ctx.run.forget, n) : std::vector<std::string>(n, "-");
+    std::printf("forget questions, greedy answers:\n");
+    for (size_t i = 0; i < n; ++i) {
+      const QaPair& p = ctx.run.split.forget[i];
+      std::printf("  Q: %s\n     true:      %s\n     original:  %s\n     unlearned: %s\n     retrained: %s\n",
+                  p.question.c_str(), p.answer.c_str(), orig[i].c_str(), unl[i].c_str(), ref[i].c_str());
+      examples.push_back(Json::object({{"question", Json(p.question)}, {"answer", Json(p.answer)},
+                                       {"original", Json(orig[i])}, {"unlearned", Json(unl[i])},
+                                       {"retrained", Json(ref[i])}}));
+    }
+  }
+  if (!out_dir.empty()) {
+    Json meta = ctx.original.meta.is_object() ? ctx.original.meta : Json::object({});
+    meta.set("kind", Json("unlearned"));
+    meta.set("data", Json(ctx.run.spec.canonical));
+    meta.set("split", Json(ctx.run.split.spec));
+    meta.set("template", Json(template_name(ctx.run.tmpl)));
+    meta.set("unlearn_method", Json(method_name(*opt.method)));
+    meta.set("unlearn_steps", Json(res.steps_done));
+    meta.set("unlearn_lr", Json(opt.params.lr));
+    meta.set("unlearn_ratio", Json(opt.ratio));
+    meta.set("unlearn_stop_reason", Json(stop_reason_name(res.stop_reason)));
+    meta.set("original", Json(model_dir));
+    meta.set("metrics", eval_to_json(after)["splits"]);
+    save_text_model(out_dir, *work, tokenizer_json_of(model_dir), meta);
+    std::printf("saved %s\n", out_dir.c_str());
+  }
+  if (!json_path.empty()) {
+    Json j = Json::object({{"method", Json(method_name(*opt.method))},
+                           {"steps", Json(res.steps_done)},
+                           {"stop_reason", Json(stop_reason_name(res.stop_reason))},
+                           {"seconds", Json(res.seconds)},
+                           {"eval_seconds", Json(res.eval_seconds)},
+                           {"skipped_steps", Json(res.skipped)},
+                           {"paired_gradients", Json(res.paired_fallback.empty())}});
+    j.set("options", Json::object({{"lr", Json(opt.params.lr)},
+                                   {"ratio", Json(opt.ratio)},
+                                   {"batch", Json(opt.batch)},
+                                   {"forget_batch", Json(opt.forget_batch)},
+                                   {"max_steps", Json(opt.steps)},
+                                   {"clip", Json(opt.params.clip)},
+                                   {"optimizer", Json(optimizer_name(opt.optimizer))},
+                                   {"seed", Json(int64_t(seed))}}));
+    j.set("before", eval_to_json(before));
+    j.set("after", eval_to_json(after));
+    j.set("forget_examples", examples);
+    save_json(json_path, j);
+  }
+  return 0;
+}
+
+}  // namespace hamu::cli

@@ -1,0 +1,268 @@
+// cli/text_setup.cpp: text runs for the CLI: data, split, tokenisation, model directories and evaluation.
+#include "cli/text_setup.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <sys/stat.h>
+
+#include "engine/atomic_file.h"
+#include "engine/rng.h"
+#include "models/lm/generate.h"
+
+namespace hamu::cli {
+
+std::string raw_flag(int argc, char** argv, const std::string& flag) {
+  for (int i = 0; i + 1 < argc; ++i)
+    if (argv[i] == flag) return argv[i + 1];
+  const std::string eq = flag + "=";
+  for (int i = 0; i < argc; ++i)
+    if (std::strncmp(argv[i], eq.c_str(), eq.size()) == 0) return argv[i] + eq.size();
+  return "";
+}
+
+bool is_text_command(int argc, char** argv) {
+  const std::string data = raw_flag(argc, argv, "--data"), model = raw_flag(argc, argv, "--model");
+  return (!data.empty() && is_text_data_spec(data)) || (!model.empty() && models::is_hf_dir(model));
+}
+
+namespace {
+
+std::string read_small_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(what + ": cannot read " + path);
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  if (size < 0 || size > (std::streamoff(256) << 20)) throw InputError(what + ": " + path + " is unreadable or too large");
+  in.seekg(0);
+  std::string s(size_t(size), '\0');
+  in.read(s.data(), size);
+  return s;
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+void write_atomic(const std::string& path, const std::string& text) {
+  AtomicFile f(path);
+  f.write(text);
+  f.commit();
+}
+
+std::vector<QaTokens> tokenize_split(const std::vector<QaPair>& pairs, const Tokenizer& tok, PromptTemplate tmpl,
+                                     int64_t max_length, int64_t* truncated, const char* name) {
+  QaTemplateOptions o;
+  o.max_length = max_length;
+  QaBatchTokens t = tokenize_qa_pairs(tok, tmpl, qa_text_pairs(pairs), o);
+  if (t.truncated) std::fprintf(stderr, "hamu: %s: %s\n", name, t.warning.c_str());
+  *truncated += t.truncated;
+  return std::move(t.pairs);
+}
+
+}  // namespace
+
+Json read_hamu_json(const std::string& dir) {
+  const std::string path = dir + "/hamu.json";
+  if (!file_exists(path)) return Json::object({});
+  return Json::parse(read_small_file(path, "--model"));
+}
+
+std::string hamu_json_str(const Json& meta, const std::string& key, const std::string& fallback) {
+  const Json* v = meta.is_object() ? meta.find(key) : nullptr;
+  return v && v->is_string() ? v->as_string() : fallback;
+}
+
+TextRun load_text_run(const std::string& data_spec, const std::string& split_spec, const std::string& duplicates,
+                      const std::string& test_file, const Tokenizer& tok, PromptTemplate tmpl, int64_t max_length,
+                      uint64_t seed) {
+  TextRun r;
+  r.spec = parse_text_data_spec(data_spec);
+  r.data = load_text_data(r.spec);
+  r.tmpl = tmpl;
+  if (!split_spec.empty() && split_spec != "none") {
+    TextSplitOptions so;
+    so.default_seed = seed;
+    so.test_file = test_file;
+    so.duplicates = duplicates;
+    so.fields = r.spec.fields;
+    r.split = make_text_split(split_spec, r.data, so);
+    for (const std::string& note : r.split.notes) std::fprintf(stderr, "hamu: %s\n", note.c_str());
+  } else {
+    if (!duplicates.empty() && duplicates != "none") throw InputError("--duplicates needs --split (duplicates of which forget pairs?)");
+    r.split.retain = r.data.pairs;
+    r.split.spec = "none";
+  }
+  const int32_t end = template_end_id(tmpl, tok);
+  r.pad_id = end;
+  r.forget = tokenize_split(r.split.forget, tok, tmpl, max_length, &r.truncated, "forget");
+  r.retain = tokenize_split(r.split.retain, tok, tmpl, max_length, &r.truncated, "retain");
+  r.test = tokenize_split(r.split.test, tok, tmpl, max_length, &r.truncated, "test");
+  r.duplicate = tokenize_split(r.split.duplicate, tok, tmpl, max_length, &r.truncated, "duplicate");
+  return r;
+}
+
+TextModel load_text_model(const std::string& dir, Device device) {
+  if (!models::is_hf_dir(dir)) throw InputError("--model: " + dir + " is not a Hugging Face directory (no config.json)");
+  if (!file_exists(dir + "/tokenizer.json")) throw InputError("--model: " + dir + " has no tokenizer.json");
+  Tokenizer tok = Tokenizer::load(dir);
+  return TextModel{dir, models::load_hf_dir(dir, device).model, std::move(tok), read_hamu_json(dir)};
+}
+
+void save_text_model(const std::string& dir, models::CausalLM& lm, const std::string& tokenizer_json, const Json& meta) {
+  models::save_hf_dir(dir, lm);
+  write_atomic(dir + "/tokenizer.json", tokenizer_json);
+  write_atomic(dir + "/tokenizer_config.json",
+               "{\n  \"bos_token\": \"<|endoftext|>\",\n  \"eos_token\": \"<|endoftext|>\",\n  \"unk_token\": \"<|endoftext|>\",\n"
+               "  \"model_max_length\": " + std::to_string(models::lm_context_length(lm.config())) +
+               ",\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\"\n}\n");
+  write_atomic(dir + "/hamu.json", meta.dump(2) + "\n");
+}
+
+std::string tokenizer_json_of(const std::string& dir) { return read_small_file(dir + "/tokenizer.json", "--model"); }
+
+std::vector<Flag> text_context_flags() {
+  return {
+      {"--template", "T", "text: prompt template plain, llama2-chat or chatml (default: the model's hamu.json, else plain)", ""},
+      {"--duplicates", "MODE", "text: none, exact, semantic or dup:FILE.jsonl added to retain (default: the model's)", ""},
+      {"--test", "FILE", "text: a QA file as the test set (instead of holdout=X in --split)", ""},
+      {"--max-length", "N", "text: truncate longer sequences to N tokens (0: the model's context)", "0"},
+      {"--gen-samples", "N", "text: greedy answers scored per split for exact match and ROUGE-L (0: none)", "50"},
+  };
+}
+
+namespace {
+
+TextRun run_for_model(const TextModel& m, const Args& args, uint64_t seed) {
+  const std::string data = args.str_or("--data", hamu_json_str(m.meta, "data", ""));
+  if (data.empty()) throw InputError("--data: no data given and " + m.dir + "/hamu.json records none");
+  const std::string split = args.str_or("--split", hamu_json_str(m.meta, "split", ""));
+  if (split.empty() || split == "none") throw InputError("--split: no forget set given and " + m.dir + " records none");
+  const std::string dup = args.str_or("--duplicates", hamu_json_str(m.meta, "duplicates", "none"));
+  const PromptTemplate tmpl = parse_template(args.str_or("--template", hamu_json_str(m.meta, "template", "plain")));
+  int64_t max_length = args.integer("--max-length");
+  const int64_t ctx = models::lm_context_length(m.lm->config());
+  if (max_length <= 0 || max_length > ctx) max_length = ctx;
+  return load_text_run(data, split, dup, args.str_or("--test", ""), m.tok, tmpl, max_length, seed);
+}
+
+}  // namespace
+
+TextContext load_text_context(const std::string& model_dir, const Args& args, Device device, uint64_t seed) {
+  TextContext ctx(load_text_model(model_dir, device));
+  ctx.device = device;
+  ctx.seed = seed;
+  ctx.run = run_for_model(ctx.original, args, seed);
+  ctx.eval.batch = args.integer("--eval-batch");
+  if (ctx.eval.batch < 1) throw InputError("--eval-batch: must be at least 1");
+  ctx.eval.batch = std::min<int64_t>(ctx.eval.batch, 256);  // sequences per pass: bounds the [B,T,V] logits
+  ctx.eval.pad_id = ctx.run.pad_id;
+  ctx.eval_samples = args.integer("--eval-samples");
+  if (ctx.eval_samples < 0) throw InputError("--eval-samples: must be >= 0");
+  ctx.gen_samples = args.integer("--gen-samples");
+  if (ctx.gen_samples < 0) throw InputError("--gen-samples: must be >= 0");
+  const std::string ref = args.str_or("--reference", "");
+  if (!ref.empty()) {
+    ctx.reference = load_text_model(ref, device);
+    if (tokenizer_json_of(ref) != tokenizer_json_of(model_dir))
+      throw InputError("--reference: " + ref + " has another tokenizer than " + model_dir +
+                       " (token-level metrics would not compare)");
+    ctx.reference_report = evaluate_text_full(*ctx.reference->lm, ctx, ref, true);
+  }
+  return ctx;
+}
+
+std::vector<std::string> greedy_answers(models::CausalLM& lm, const TextContext& ctx, const std::vector<QaTokens>& seqs,
+                                        size_t n) {
+  n = std::min(n, seqs.size());
+  std::vector<std::string> out;
+  if (n == 0) return out;
+  std::vector<std::vector<int32_t>> prompts;
+  int64_t longest = 0, longest_prompt = 0;
+  for (size_t i = 0; i < n; ++i) {
+    prompts.emplace_back(seqs[i].ids.begin(), seqs[i].ids.begin() + seqs[i].n_prompt);
+    longest = std::max<int64_t>(longest, seqs[i].length() - seqs[i].n_prompt);
+    longest_prompt = std::max<int64_t>(longest_prompt, seqs[i].n_prompt);
+  }
+  models::GenerateOptions go;
+  go.eos_id = ctx.run.pad_id;
+  go.max_new_tokens =
+      std::max<int64_t>(1, std::min<int64_t>(longest + 8, models::lm_context_length(lm.config()) - longest_prompt));
+  const size_t chunk = 64;
+  for (size_t start = 0; start < n; start += chunk) {
+    std::vector<std::vector<int32_t>> part(prompts.begin() + int64_t(start),
+                                           prompts.begin() + int64_t(std::min(n, start + chunk)));
+    models::GenerateResult g = models::generate_greedy(lm, part, go);
+    for (std::vector<int32_t> ids : g.tokens) {
+      if (!ids.empty() && ids.back() == go.eos_id) ids.pop_back();
+      std::string answer = ctx.original.tok.decode(ids, true);
+      const size_t a = answer.find_first_not_of(" \t\n"), b = answer.find_last_not_of(" \t\n");
+      out.push_back(a == std::string::npos ? "" : answer.substr(a, b - a + 1));
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// Greedy answers to up to n pairs (the first n, in split order): exact match of the trimmed answer, and
+// ROUGE-L recall against the reference answer.
+void add_generation(SplitEval& s, models::CausalLM& lm, const TextContext& ctx, const std::vector<QaPair>& pairs,
+                    const std::vector<QaTokens>& seqs) {
+  const std::vector<std::string> answers = greedy_answers(lm, ctx, seqs, size_t(ctx.gen_samples));
+  if (answers.empty()) return;
+  double em = 0, rouge = 0;
+  for (size_t i = 0; i < answers.size(); ++i) {
+    em += answers[i] == pairs[i].answer;
+    rouge += rouge_l_recall(pairs[i].answer, answers[i]);
+  }
+  s.gen_n = int64_t(answers.size());
+  s.exact_match = em / double(answers.size());
+  s.rouge_l = rouge / double(answers.size());
+}
+
+std::vector<QaTokens> sample_seqs(const std::vector<QaTokens>& v, int64_t n, uint64_t seed) {
+  if (n <= 0 || int64_t(v.size()) <= n) return v;
+  std::vector<int64_t> idx = Rng(seed).permutation(int64_t(v.size()));
+  idx.resize(size_t(n));
+  std::sort(idx.begin(), idx.end());
+  std::vector<QaTokens> out;
+  for (int64_t i : idx) out.push_back(v[size_t(i)]);
+  return out;
+}
+
+EvalReport finish_report(EvalReport r, const TextContext& ctx, const std::string& name, bool with_reference) {
+  r.model = name;
+  r.data = ctx.run.spec.canonical;
+  r.split = ctx.run.split.spec;
+  if (with_reference && ctx.reference_report) compare_text_to_reference(r, *ctx.reference_report);
+  return r;
+}
+
+}  // namespace
+
+EvalReport evaluate_text_full(models::CausalLM& lm, const TextContext& ctx, const std::string& name, bool generate) {
+  const TextRun& run = ctx.run;
+  EvalReport r = evaluate_text_model(lm, {&run.forget, &run.retain, &run.test, &run.duplicate}, ctx.eval);
+  if (generate && ctx.gen_samples > 0) {
+    add_generation(r.forget, lm, ctx, run.split.forget, run.forget);
+    add_generation(r.retain, lm, ctx, run.split.retain, run.retain);
+    add_generation(r.test, lm, ctx, run.split.test, run.test);
+  }
+  return finish_report(std::move(r), ctx, name, true);
+}
+
+EvalReport evaluate_text_sampled(models::CausalLM& lm, const TextContext& ctx, const std::string& name) {
+  const TextRun& run = ctx.run;
+  if (ctx.eval_samples == 0) return finish_report(evaluate_text_model(lm, {&run.forget, &run.retain, &run.test}, ctx.eval), ctx, name, false);
+  static const uint64_t kSeed = 0x5EED;
+  const std::vector<QaTokens> f = sample_seqs(run.forget, ctx.eval_samples, kSeed),
+                              r = sample_seqs(run.retain, ctx.eval_samples, kSeed + 1),
+                              t = sample_seqs(run.test, ctx.eval_samples, kSeed + 2);
+  return finish_report(evaluate_text_model(lm, {&f, &r, &t}, ctx.eval), ctx, name, false);
+}
+
+}  // namespace hamu::cli

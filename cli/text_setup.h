@@ -1,0 +1,95 @@
+// cli/text_setup.h: what the text paths of `hamu train`, `unlearn` and `compare` share: the text data,
+// split and tokenisation of a run, a text model directory's hamu.json (data, split, template, seed), and
+// the evaluation of a language model on the split.
+#pragma once
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/args.h"
+#include "engine/json.h"
+#include "loaders/qa.h"
+#include "loaders/template.h"
+#include "loaders/text_spec.h"
+#include "loaders/text_split.h"
+#include "loaders/tokenizer.h"
+#include "models/lm/lm.h"
+#include "unlearn/text_metrics.h"
+
+namespace hamu::cli {
+
+// The value of `flag` among the subcommand's arguments (argv[0] is the first flag; "" when absent), read before the subcommand parses its flags:
+// it decides whether the text path handles the command.
+std::string raw_flag(int argc, char** argv, const std::string& flag);
+// True when a command line is a text run: --data names text (qa:FILE, wordnet-qa) or --model is a
+// Hugging Face directory.
+bool is_text_command(int argc, char** argv);
+
+// DIR/hamu.json: what hamu knows about a text model it trained or unlearned (data, split, template, seed,
+// kind, ...). Empty object when absent.
+Json read_hamu_json(const std::string& dir);
+std::string hamu_json_str(const Json& meta, const std::string& key, const std::string& fallback);
+
+// The tokenised splits of one text run.
+struct TextRun {
+  TextDataSpec spec;
+  QaDataset data;
+  TextSplit split;
+  PromptTemplate tmpl = PromptTemplate::plain;
+  std::vector<QaTokens> forget, retain, test, duplicate;
+  int32_t pad_id = 0;
+  int64_t truncated = 0;
+};
+
+// Loads the data, makes the split (empty split_spec: everything is retain, no test) and tokenises every
+// split with `tok` and the template, truncating at max_length (counted, warned on stderr).
+TextRun load_text_run(const std::string& data_spec, const std::string& split_spec, const std::string& duplicates,
+                      const std::string& test_file, const Tokenizer& tok, PromptTemplate tmpl, int64_t max_length,
+                      uint64_t seed);
+
+// A causal LM directory (config.json + model.safetensors + tokenizer.json [+ hamu.json]), loaded.
+struct TextModel {
+  std::string dir;
+  std::shared_ptr<models::CausalLM> lm;
+  Tokenizer tok;
+  Json meta;  // hamu.json (empty object when absent)
+};
+TextModel load_text_model(const std::string& dir, Device device);
+
+// Everything `hamu unlearn` and `hamu compare` need on text, read and checked before anything runs.
+struct TextContext {
+  explicit TextContext(TextModel m) : original(std::move(m)) {}
+  TextModel original;
+  std::optional<TextModel> reference;
+  std::optional<EvalReport> reference_report;
+  TextRun run;
+  TextEvalOptions eval;
+  int64_t eval_samples = 0;  // intermediate evaluations use at most this many sequences per split (0 = all)
+  int64_t gen_samples = 0;   // greedy answers scored per split in full evaluations (0 = none)
+  Device device;
+  uint64_t seed = 0;
+};
+TextContext load_text_context(const std::string& model_dir, const Args& args, Device device, uint64_t seed);
+// Flags of the text context beyond the unlearning options: --template, --duplicates, --test,
+// --max-length, --gen-samples.
+std::vector<Flag> text_context_flags();
+
+// Greedy answers (prompt tokens of seqs, stopping at the template's end token) of the first n sequences, decoded
+// and trimmed.
+std::vector<std::string> greedy_answers(models::CausalLM& lm, const TextContext& ctx, const std::vector<QaTokens>& seqs,
+                                        size_t n);
+
+// Full evaluation (with gaps and the KS test against the reference when one is loaded, and generation
+// metrics on up to ctx.gen_samples pairs per split when `generate`).
+EvalReport evaluate_text_full(models::CausalLM& lm, const TextContext& ctx, const std::string& name, bool generate);
+// On a seeded subsample of at most ctx.eval_samples sequences per split (intermediate points).
+EvalReport evaluate_text_sampled(models::CausalLM& lm, const TextContext& ctx, const std::string& name);
+
+// Writes DIR (config.json, model.safetensors, tokenizer.json = tokenizer_json, tokenizer_config.json naming
+// <|endoftext|> as BOS/EOS, hamu.json = meta), each file atomically.
+void save_text_model(const std::string& dir, models::CausalLM& lm, const std::string& tokenizer_json, const Json& meta);
+// The tokenizer.json text of a model directory (copied when a fine-tuned or unlearned model is saved).
+std::string tokenizer_json_of(const std::string& dir);
+
+}  // namespace hamu::cli

@@ -1,0 +1,106 @@
+// train/text_train.cpp: the completion-only training loop of a causal language model on QA pairs.
+#include "train/text_train.h"
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include "engine/ops.h"
+#include "engine/optim.h"
+#include "engine/progress.h"
+#include "engine/rng.h"
+#include "loaders/text_batch.h"
+
+namespace hamu {
+
+std::vector<TextEpochSummary> train_text_model(models::CausalLM& model, const std::vector<QaTokens>& seqs,
+                                               const TextTrainOptions& opt,
+                                               const std::function<void(const TextEpochSummary&)>& on_epoch) {
+  if (seqs.empty()) throw InputError("train: no training sequences");
+  if (opt.epochs < 1) throw InputError("--epochs must be at least 1, got " + std::to_string(opt.epochs));
+  if (opt.batch < 1) throw InputError("--batch must be at least 1, got " + std::to_string(opt.batch));
+  if (!(opt.lr > 0) || !std::isfinite(opt.lr)) throw InputError("--lr must be a positive number");
+  if (opt.schedule != "constant" && opt.schedule != "cosine")
+    throw InputError("--schedule: '" + opt.schedule + "' is not constant or cosine");
+  AdamWOptions ao;
+  ao.lr = opt.lr;
+  ao.weight_decay = opt.weight_decay;
+  AdamW optimizer(model.parameters(), ao);
+  const int64_t n = int64_t(seqs.size());
+  const int64_t steps_per_epoch = (n + opt.batch - 1) / opt.batch;
+  const int64_t total_steps = opt.epochs * steps_per_epoch;
+  int64_t epoch_tokens = 0;
+  for (const QaTokens& s : seqs) epoch_tokens += s.length();
+  std::vector<TextEpochSummary> out;
+  model.train(true);
+  int64_t global_step = 0;
+  for (int64_t epoch = 1; epoch <= opt.epochs; ++epoch) {
+    const std::vector<int64_t> order = Rng(opt.seed).fork(uint64_t(epoch)).permutation(n);
+    TextEpochSummary es;
+    es.epoch = epoch;
+    const double t0 = now_s();
+    std::unique_ptr<Progress> bar;
+    if (opt.progress)
+      bar = std::make_unique<Progress>(epoch_tokens, "epoch " + std::to_string(epoch) + "/" + std::to_string(opt.epochs),
+                                       "tok/s");
+    double nll = 0;
+    int64_t scored = 0, correct = 0, done_tokens = 0;
+    for (int64_t step = 0; step < steps_per_epoch; ++step) {
+      const std::vector<int64_t> idx(order.begin() + step * opt.batch,
+                                     order.begin() + std::min(n, (step + 1) * opt.batch));
+      Batch b = make_text_batch(seqs, idx, opt.pad_id, 0, opt.device);
+      double lr = opt.lr;
+      if (opt.warmup_steps > 0 && global_step < opt.warmup_steps) lr = opt.lr * double(global_step + 1) / double(opt.warmup_steps);
+      else if (opt.schedule == "cosine") {
+        const double span = double(std::max<int64_t>(1, total_steps - opt.warmup_steps));
+        lr = opt.lr * 0.5 * (1.0 + std::cos(M_PI * double(global_step - opt.warmup_steps) / span));
+      }
+      optimizer.lr = lr;
+      ++global_step;
+      optimizer.zero_grad();
+      Tensor logits = model.logits(b.images, {}, row_positions(b.images));
+      Tensor losses = token_cross_entropy(logits, b.labels, 1, kIgnoreLabel);
+      const int64_t count = count_scored_tokens(b.labels.is_cuda() ? b.labels.to(Device{}) : b.labels, 1, kIgnoreLabel);
+      Tensor loss = mul_scalar(sum(losses), count ? 1.0 / double(count) : 0.0);
+      const double lv = loss.item();
+      if (!std::isfinite(lv)) {
+        ++es.skipped_steps;
+        continue;
+      }
+      loss.backward();
+      if (opt.clip > 0) clip_grad_norm(model.parameters(), opt.clip);
+      optimizer.step();
+      {
+        NoGradGuard ng;
+        const std::vector<int32_t> pred = argmax(logits.detach(), 2).to(Device{}).to_vector<int32_t>();
+        const std::vector<int32_t> lab = b.labels.to(Device{}).to_vector<int32_t>();
+        const int64_t t = b.images.shape()[1];
+        for (size_t r = 0; r < idx.size(); ++r)
+          for (int64_t j = 0; j + 1 < t; ++j) {
+            const int32_t l = lab[r * size_t(t) + size_t(j + 1)];
+            if (l != kIgnoreLabel) correct += pred[r * size_t(t) + size_t(j)] == l;
+          }
+      }
+      nll += lv * double(count);
+      scored += count;
+      for (int64_t i : idx) done_tokens += seqs[size_t(i)].length();
+      if (bar) {
+        char status[64];
+        std::snprintf(status, sizeof status, "loss %.4f acc %.1f%%", scored ? nll / double(scored) : 0.0,
+                      scored ? 100.0 * double(correct) / double(scored) : 0.0);
+        bar->update(done_tokens, status);
+      }
+    }
+    es.seconds = now_s() - t0;
+    es.train_loss = scored ? nll / double(scored) : 0.0;
+    es.train_acc = scored ? double(correct) / double(scored) : 0.0;
+    es.tokens_per_s = es.seconds > 0 ? double(done_tokens) / es.seconds : 0.0;
+    if (bar) bar->finish();
+    out.push_back(es);
+    if (on_epoch) on_epoch(es);
+    model.train(true);
+  }
+  return out;
+}
+
+}  // namespace hamu

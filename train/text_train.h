@@ -1,0 +1,43 @@
+// train/text_train.h: training a causal language model on tokenised QA pairs (completion-only: the loss is
+// the mean next-token cross-entropy over the batch's answer tokens), for the original model (retain ∪
+// forget) and the retrained reference (retain only) of text unlearning.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "loaders/template.h"
+#include "models/lm/lm.h"
+
+namespace hamu {
+
+struct TextTrainOptions {
+  double lr = 3e-3, weight_decay = 0.0;
+  double clip = 1.0;                // total-norm gradient clipping (0 = off)
+  std::string schedule = "cosine";  // constant | cosine (decays to 0 over the run, after the warmup)
+  int64_t warmup_steps = 0;         // linear warmup from 0
+  int64_t epochs = 10, batch = 32;
+  uint64_t seed = 0;
+  int32_t pad_id = 0;
+  Device device;
+  bool progress = true;
+};
+
+struct TextEpochSummary {
+  int64_t epoch = 0;          // 1-based
+  double train_loss = 0;      // answer-token loss over the epoch (token-weighted)
+  double train_acc = 0;       // teacher-forced answer-token accuracy during the epoch
+  double seconds = 0;         // training time of this epoch (evaluation excluded)
+  double tokens_per_s = 0;    // all tokens (prompt and answer) through forward and backward per second
+  int64_t skipped_steps = 0;  // non-finite loss: step skipped
+};
+
+// AdamW (betas 0.9/0.999, eps 1e-8) on `seqs`: each epoch a seeded shuffle (seed, epoch), batches of
+// opt.batch sequences right-padded to their longest (the last one partial), one step per batch. on_epoch
+// runs after each epoch (evaluation, logging); its time is not counted. InputError for bad options or no data.
+std::vector<TextEpochSummary> train_text_model(models::CausalLM& model, const std::vector<QaTokens>& seqs,
+                                               const TextTrainOptions& opt,
+                                               const std::function<void(const TextEpochSummary&)>& on_epoch = {});
+
+}  // namespace hamu

@@ -1,0 +1,34 @@
+// unlearn/task.h: what the unlearning loop runs on: where its retain and forget batches come from and how
+// a batch's inputs become logits. Images and text share the one runner (unlearn/runner.cpp) through it.
+#pragma once
+#include <cstddef>
+#include <memory>
+
+#include "engine/nn.h"
+#include "loaders/batch.h"
+#include "loaders/data.h"
+#include "unlearn/options.h"
+
+namespace hamu {
+
+class UnlearnTask {
+ public:
+  virtual ~UnlearnTask() = default;
+  virtual size_t retain_size() const = 0;
+  virtual size_t forget_size() const = 0;
+  // The next retain batch and the next forget batch (each set cycles, reshuffled every pass, seeded; full
+  // batches only). Their inputs concatenate along dim 0 (text: both padded to one length), so the paired
+  // pass can run over [retain; forget].
+  virtual void next_pair(Batch& retain, Batch& forget) = 0;
+  // The model's logits for a batch's inputs: images [N,C]; text [B,T,V] (labels [B,T], -100 = no loss).
+  virtual Tensor logits(nn::Module& model, const Tensor& inputs) const = 0;
+  // [retain; forget] along dim 0, the paired pass's input (text: int32 token ids).
+  virtual Tensor concat_inputs(const Tensor& retain, const Tensor& forget) const;
+};
+
+// Images: normalised batches of the split's retain and forget indices; logits = model.forward(images).
+// Seeds (opt.seed*2+1 for retain, opt.seed*2+2 for forget) as the runner has always used.
+std::unique_ptr<UnlearnTask> make_image_task(const ImageDataset& train, const Split& split, const Normalizer& norm,
+                                             const UnlearnOptions& opt);
+
+}  // namespace hamu

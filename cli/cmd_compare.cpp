@@ -89,7 +89,8 @@ std::string compare_table(const EvalReport& original, const EvalReport& retraine
   for (const MethodRun& m : runs) {
     const UnlearnResult& r = m.result;
     s += table_row(method_name(*m.method), r.evals.back().report, fmt("%.2f", r.seconds), fmt("%.2f", r.eval_seconds),
-                   std::to_string(r.steps_done), stop_reason_name(r.stop_reason));
+                   std::to_string(r.steps_done),
+                   std::string(stop_reason_name(r.stop_reason)) + (r.steps_done == 0 ? " (no step applied: the original)" : ""));
   }
   s += "accuracies in %; AUC r-f: retain-vs-forget loss AUC, AUC f-t: forget-vs-test (0.5 = forget looks unseen);\n"
        "avg gap: mean |accuracy - retrained accuracy| over the three splits, in points; seconds: unlearning loop only\n";
@@ -145,6 +146,7 @@ Json run_json(const MethodRun& m) {
                        {"eval_seconds", Json(r.eval_seconds)},
                        {"steps_done", Json(r.steps_done)},
                        {"skipped_steps", Json(r.skipped)},
+                       {"no_step_applied", Json(r.steps_done == 0)},
                        {"stop_reason", Json(stop_reason_name(r.stop_reason))},
                        {"collateral_warning", Json(r.collateral_warned)},
                        {"trajectory", traj}});
@@ -253,7 +255,11 @@ int cmd_compare(int argc, char** argv) {
       };
       UnlearnResult r = run_unlearning(*work->model, m->needs_original() ? frozen->model.get() : nullptr,
                                        ctx.data.data.train, ctx.data.split, ctx.norm, o, hooks);
-      if (!save_dir.empty())  // the same checkpoint as hamu unlearn --out
+      // The same checkpoint as hamu unlearn --out, and like it none for a run that applied no step.
+      if (!save_dir.empty() && r.steps_done == 0)
+        std::fprintf(stderr, "\nhamu compare: %s: no step was applied (stop reason %s): no checkpoint in --save-dir\n",
+                     name.c_str(), stop_reason_name(r.stop_reason));
+      else if (!save_dir.empty())
         save_unlearned_checkpoint(save_dir + "/" + name + ".safetensors", *work, model_path, ctx, o, r,
                                   r.evals.back().report, seed, args, device);
       return r;

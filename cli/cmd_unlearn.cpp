@@ -214,7 +214,12 @@ int cmd_unlearn(int argc, char** argv) {
   else if (res.stop_reason == StopReason::nan)
     std::printf("stopped: %lld consecutive steps had non-finite losses or gradients\n", (long long)opt.max_nan_steps);
 
-  if (!out_path.empty() && is_output_rank()) {
+  // A run that applied no step left the original as it was: no checkpoint may claim it is unlearned.
+  const bool no_step = res.steps_done == 0;
+  if (!out_path.empty() && no_step)
+    std::fprintf(stderr, "hamu unlearn: no step was applied (stop reason %s): not writing --out %s\n",
+                 stop_reason_name(res.stop_reason), out_path.c_str());
+  else if (!out_path.empty() && is_output_rank()) {
     save_unlearned_checkpoint(out_path, work, model_path, ctx, opt, res, after, seed, args, device);
     std::printf("saved %s\n", out_path.c_str());
   }
@@ -225,6 +230,7 @@ int cmd_unlearn(int argc, char** argv) {
                            {"seconds", Json(res.seconds)},
                            {"eval_seconds", Json(res.eval_seconds)},
                            {"skipped_steps", Json(res.skipped)},
+                           {"no_step_applied", Json(no_step)},
                            {"collateral_warning", Json(res.collateral_warned)},
                            {"paired_gradients", Json(res.paired_fallback.empty())}});
     j.set("options", Json::object({{"lr", Json(opt.params.lr)},
@@ -248,7 +254,7 @@ int cmd_unlearn(int argc, char** argv) {
     j.set("provenance", prov);
     save_json(json_path, j);
   }
-  return 0;
+  return no_step && !out_path.empty() ? 1 : 0;
 }
 
 }  // namespace hamu::cli

@@ -322,6 +322,27 @@ printf 'x' > notadir
 expect_bad save-dir-file "--save-dir" compare --model orig.safetensors --reference ref.safetensors --data "$D" "${S[@]}" \
   --methods ga --threads 1 --steps 3 --save-dir notadir
 
+# ---- a run that applied no step (issue #15 item 7): hamu-q with ratio 1 is infeasible at step 1. No --out (the
+# model is the original, not an unlearned one), exit 1, the reason said; the JSON and compare mark it.
+rm -rf out && mkdir out
+"$HAMU" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --ratio 1 > ns.out 2> ns.err
+rc=$?
+if [[ $rc -eq 1 ]] && grep -q 'no step was applied (stop reason infeasible): not writing --out out/u.safetensors' ns.err &&
+   [[ ! -e out/u.safetensors ]] && grep -q '"no_step_applied": true' out/u.json; then
+  pass
+else
+  fail "unlearn without a step: exit $rc (want 1), stderr: $(tail -1 ns.err), out: $(ls out | tr '\n' ' ')"
+fi
+if "$HAMU" compare --model orig.safetensors --reference ref.safetensors --data "$D" "${S[@]}" --methods ga,hamu-q --ratio 1 \
+     --batch 8 --forget-batch 8 --threads 1 --steps 3 --save-dir out/ns > nsc.out 2> nsc.err &&
+   grep -q '^hamu-q .* infeasible (no step applied: the original)$' nsc.out && [[ -s out/ns/ga.safetensors ]] &&
+   [[ ! -e out/ns/hamu-q.safetensors ]] && grep -q 'hamu-q: no step was applied' nsc.err; then
+  pass
+else
+  fail "compare with a method that applied no step: $(tail -2 nsc.err)"
+fi
+rm -rf out && mkdir out
+
 # ---- Ctrl-C (issue #16 item 8): exit 130, what was written said, a partial --log marked ---------------
 interrupt_after() {  # interrupt_after SECONDS OUTFILE ERRFILE ARGS...: run in the background, SIGINT, exit code
   local t=$1 o=$2 e=$3; shift 3

@@ -141,7 +141,7 @@ int cmd_unlearn(int argc, char** argv) {
   const std::string out_path = args.str_or("--out", ""), log_path = args.str_or("--log", ""),
                     json_path = args.str_or("--json", "");
   if (!out_path.empty()) check_output_path("--out", out_path);
-  if (!log_path.empty()) check_output_path("--log", log_path);
+  if (!log_path.empty()) check_output_path("--log", log_path, OutputKind::streamed);
   if (!json_path.empty()) check_output_path("--json", json_path);
   for (const std::string& p : {out_path, log_path, json_path})
     if (!p.empty() && (p == model_path || p == args.str_or("--reference", "")))

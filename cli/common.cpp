@@ -1,11 +1,15 @@
 // cli/common.cpp: shared subcommand plumbing.
 #include "cli/common.h"
 
+#include <fcntl.h>
 #include <omp.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "kernels/perf.h"
 
@@ -91,14 +95,37 @@ void check_reference(const models::LoadedModel& ref, const std::string& data_spe
                what.c_str());
 }
 
-void check_output_path(const std::string& flag, const std::string& path) {
+void check_folder_writable(const std::string& flag, const std::string& dir) {
+  struct stat st {};
+  if (stat(dir.c_str(), &st) != 0) {
+    if (errno == ENOTDIR) throw InputError(flag + ": '" + dir + "' is not a folder (a file is in its path)");
+    throw InputError(flag + ": folder '" + dir + "' does not exist");
+  }
+  if (!S_ISDIR(st.st_mode)) throw InputError(flag + ": '" + dir + "' is not a folder");
+  // A probe file, created exclusively and removed at once: only a real create answers for root, read-only
+  // mounts, full inode tables and pseudo file systems.
+  static int probes = 0;
+  const std::string probe = dir + "/.hamu-write-probe." + std::to_string(::getpid()) + "." + std::to_string(probes++);
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) throw InputError(flag + ": folder '" + dir + "' is not writable (" + std::strerror(errno) + ")");
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+void check_output_path(const std::string& flag, const std::string& path, OutputKind kind) {
   if (path.empty()) throw InputError(flag + ": empty path");
   const size_t slash = path.find_last_of('/');
   const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
   struct stat st {};
-  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    throw InputError(flag + ": folder '" + dir + "' does not exist");
-  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) throw InputError(flag + ": '" + path + "' is a folder");
+  if (stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) throw InputError(flag + ": '" + path + "' is a folder");
+    if (!S_ISREG(st.st_mode)) {
+      if (kind == OutputKind::replaced)
+        throw InputError(flag + ": '" + path + "' is not a regular file (it would be replaced, not written to)");
+      return;  // a device or pipe written in place (/dev/stdout): its folder is not ours to probe
+    }
+  }
+  check_folder_writable(flag, dir);
 }
 
 std::string fmt(const char* f, double v) {

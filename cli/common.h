@@ -39,8 +39,15 @@ Normalizer model_normalizer(const models::LoadedModel& m, const ImageDataset& tr
 void check_reference(const models::LoadedModel& ref, const std::string& data_spec, const std::string& split_spec,
                      bool force);
 
-// Refuses to overwrite an input (checkpoint paths) and checks the folder exists, before any work.
-void check_output_path(const std::string& flag, const std::string& path);
+// Every output path is checked before any work (InputError naming the flag): its folder exists and is
+// writable (a probe file is created and removed there: permission bits say nothing to root, a read-only
+// mount or /proc only answer an actual create) and the path is no folder. Outputs written through a
+// temporary renamed over the path (checkpoints, JSON, SVG: `replaced`) must not name a device or pipe,
+// which the rename would replace; a `streamed` output (a CSV log written row by row) may (/dev/stdout).
+enum class OutputKind { replaced, streamed };
+void check_output_path(const std::string& flag, const std::string& path, OutputKind kind = OutputKind::replaced);
+// The folder exists, is a folder and takes a new file (the probe above); InputError naming the flag.
+void check_folder_writable(const std::string& flag, const std::string& dir);
 
 std::string fmt(const char* f, double v);
 

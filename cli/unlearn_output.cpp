@@ -13,20 +13,34 @@
 
 namespace hamu::cli {
 
-UnlearnLog::UnlearnLog(const std::string& path, const std::string& flag) : path_(path) {
+UnlearnLog::UnlearnLog(const std::string& path, const std::string& flag) : path_(path), flag_(flag) {
   csv_.open(path, std::ios::trunc);
   if (!csv_) throw InputError(flag + ": cannot write " + path);
-  csv_ << unlearn_csv_header() << std::flush;
+  write(unlearn_csv_header());
+}
+
+// Every row is flushed and checked: a failed write (a full disk) stops the run with an error naming the
+// file, and the partial log is removed (a regular file only: never /dev/...), so no truncated log is left
+// looking complete.
+void UnlearnLog::write(const std::string& text) {
+  if (!csv_.is_open()) return;
+  errno = 0;
+  csv_ << text << std::flush;
+  if (csv_) return;
+  const int err = errno;
+  csv_.close();
+  struct stat st {};
+  const bool removed = stat(path_.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::unlink(path_.c_str()) == 0;
+  throw Error(flag_ + ": writing " + path_ + " failed" + (err ? std::string(" (") + std::strerror(err) + ")" : "") +
+              (removed ? "; the partial log was removed" : ""));
 }
 
 void UnlearnLog::attach(UnlearnHooks& hooks) {
   hooks.on_step = [this](const StepLog& s) {
-    if (csv_.is_open()) csv_ << unlearn_csv_step_row(s) << std::flush;
+    write(unlearn_csv_step_row(s));
     last_step_ = s.step;
   };
-  hooks.on_eval = [this](const EvalPoint& p) {
-    if (csv_.is_open()) csv_ << unlearn_csv_eval_row(p) << std::flush;
-  };
+  hooks.on_eval = [this](const EvalPoint& p) { write(unlearn_csv_eval_row(p)); };
 }
 
 UnlearnResult UnlearnLog::run(const std::function<UnlearnResult()>& body) {
@@ -44,8 +58,7 @@ void check_save_dir(const std::string& flag, const std::string& dir) {
   struct stat st {};
   if (stat(dir.c_str(), &st) != 0 && mkdir(dir.c_str(), 0777) != 0)
     throw InputError(flag + ": cannot create folder '" + dir + "': " + std::strerror(errno));
-  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) throw InputError(flag + ": '" + dir + "' is not a folder");
-  if (access(dir.c_str(), W_OK | X_OK) != 0) throw InputError(flag + ": folder '" + dir + "' is not writable");
+  check_folder_writable(flag, dir);
 }
 
 void save_unlearned_checkpoint(const std::string& out_path, models::LoadedModel& work, const std::string& model_path,

@@ -28,7 +28,9 @@ class UnlearnLog {
   UnlearnResult run(const std::function<UnlearnResult()>& body);
 
  private:
-  std::string path_;
+  void write(const std::string& text);  // flushed and checked; Error naming the file on failure
+
+  std::string path_, flag_;
   std::ofstream csv_;
   int64_t last_step_ = 0;
 };

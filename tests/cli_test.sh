@@ -322,6 +322,28 @@ printf 'x' > notadir
 expect_bad save-dir-file "--save-dir" compare --model orig.safetensors --reference ref.safetensors --data "$D" "${S[@]}" \
   --methods ga --threads 1 --steps 3 --save-dir notadir
 
+# ---- output paths checked up front (issue #15 item 6): a create in the folder is tried before any work (chmod
+# says nothing to root, so the unwritable folders are a path through a file and /proc); a write that fails
+# later (a full disk: /dev/full) is an error naming the file, exit 1, nothing else written.
+printf 'x' > plainfile
+expect_bad out-under-file     "'plainfile' is not a folder" "${U[@]/out\/u.safetensors/plainfile/u.safetensors}" "${S[@]}" "${N[@]}" --method ga
+expect_bad log-in-proc        "--log: folder '/proc' is not writable" "${U[@]/out\/u.csv/\/proc\/u.csv}" "${S[@]}" "${N[@]}" --method ga
+expect_bad json-in-proc       "--json: folder '/proc' is not writable" "${U[@]/out\/u.json/\/proc\/u.json}" "${S[@]}" "${N[@]}" --method ga
+expect_bad out-device         "--out: '/dev/full' is not a regular file" "${U[@]/out\/u.safetensors/\/dev\/full}" "${S[@]}" "${N[@]}" --method ga
+expect_bad train-out-in-proc  "--out: folder '/proc' is not writable" train --data "$D" --model mlp --out /proc/t.safetensors
+expect_bad compare-svg-in-proc "--svg: folder '/proc' is not writable" compare --model orig.safetensors \
+  --reference ref.safetensors --data "$D" "${S[@]}" --methods ga --threads 1 --steps 3 --svg /proc/c.svg
+expect_bad save-dir-in-proc   "--save-dir" compare --model orig.safetensors --reference ref.safetensors --data "$D" \
+  "${S[@]}" --methods ga --threads 1 --steps 3 --save-dir /proc/kept
+rm -rf out && mkdir out
+"$HAMU" "${U[@]/out\/u.csv/\/dev\/full}" "${S[@]}" "${N[@]}" --method ga > full.out 2> full.err
+rc=$?
+if [[ $rc -eq 1 ]] && grep -q -- '--log: writing /dev/full failed (No space left on device)' full.err && [[ -z $(ls out) ]]; then
+  pass
+else
+  fail "unlearn --log /dev/full: exit $rc (want 1), stderr: $(tail -1 full.err), out: $(ls out | tr '\n' ' ')"
+fi
+
 # ---- a run that applied no step (issue #15 item 7): hamu-q with ratio 1 is infeasible at step 1. No --out (the
 # model is the original, not an unlearned one), exit 1, the reason said; the JSON and compare mark it.
 rm -rf out && mkdir out

@@ -86,6 +86,14 @@ class Library:
     def context(self, device="cpu"):
         return Context(self, device)
 
+    def has_cuda(self):
+        """True when this libhamu has a CUDA backend and sees a device."""
+        ptr = ctypes.c_void_p()
+        if self.lib.hamu_context_create(b"cuda:0", ctypes.byref(ptr)) != HAMU_OK:
+            return False
+        self.lib.hamu_context_destroy(ptr)
+        return True
+
 
 class Context:
     def __init__(self, hl, device):

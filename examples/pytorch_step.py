@@ -61,7 +61,9 @@ def published_delta(g_r, g_f, lr, ratio, clip=1.0, eps=1e-12):
 def main():
     build = sys.argv[1] if len(sys.argv) > 1 else "build"
     hl = hc.Library(os.path.join(build, "libhamu.so"))
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = "cuda" if torch.cuda.is_available() and hl.has_cuda() else "cpu"
+    if torch.cuda.is_available() and dev == "cpu":
+        print("pytorch_step: PyTorch sees a GPU but this libhamu has no CUDA backend (make CUDA=1): on the CPU")
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)).to(dev)
     xr, yr = torch.randn(256, 32, device=dev), torch.randint(0, 10, (256,), device=dev)

@@ -106,7 +106,7 @@ def main():
     ap.add_argument("--reps", type=int, default=15)
     args = ap.parse_args()
     hl = hc.Library(os.path.join(args.build, "libhamu.so"))
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device("cuda" if torch.cuda.is_available() and hl.has_cuda() else "cpu")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     print(f"capi_step_torch: PyTorch {torch.__version__}, {dev.type}"

@@ -8,6 +8,14 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 ifeq ($(filter -j%,$(MAKEFLAGS)),)
 MAKEFLAGS += -j$(JOBS)
 endif
+# SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer, stopping at the first finding, in its own
+# folder (build-san) so it never mixes with the optimised objects.
+SANITIZE ?= 0
+ifeq ($(SANITIZE),1)
+BUILD ?= build-san
+OPT ?= -O1 -g
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+endif
 ifeq ($(MPI),1)
 BUILD ?= $(if $(filter 1,$(CUDA)),build-cuda-mpi,build-mpi)
 endif
@@ -23,8 +31,8 @@ OPT ?= -O3
 EXTRA_INC ?=
 EXTRA_LIBDIR ?=
 CPPFLAGS := -I. $(EXTRA_INC)
-CXXFLAGS := -std=c++20 $(OPT) $(ARCH_FLAGS) -fopenmp -Wall -Wextra -Wno-unused-parameter -MMD -MP
-LDFLAGS := -fopenmp $(EXTRA_LIBDIR)
+CXXFLAGS := -std=c++20 $(OPT) $(ARCH_FLAGS) -fopenmp -Wall -Wextra -Wno-unused-parameter -MMD -MP $(SAN_FLAGS) $(EXTRA_CXXFLAGS)
+LDFLAGS := -fopenmp $(EXTRA_LIBDIR) $(SAN_FLAGS) $(EXTRA_LDFLAGS)
 # ZLIB_LIB lets a machine without the unversioned libz.so link -l:libz.so.1 (scripts/gpu-check.sh).
 ZLIB_LIB ?= -lz
 LDLIBS := $(ZLIB_LIB)
@@ -97,7 +105,7 @@ HAMU := $(BUILD)/hamu
 TESTS := $(BUILD)/hamu_tests
 BENCHES := $(BENCH_SRC:bench/%.cpp=$(BUILD)/bench/%)
 
-.PHONY: all lib examples test test-run demo demo-text bench bench-build deps clean
+.PHONY: fuzz fuzz-build fuzz-corpus all lib examples test test-run demo demo-text bench bench-build deps clean
 all: $(LIB) $(HAMU) $(TESTS) lib
 
 # Short build lines (`make V=1` prints the whole commands).
@@ -193,8 +201,47 @@ examples: $(EXAMPLES)
 test:
 	@scripts/install-deps.sh
 	@$(MAKE) --no-print-directory test-run
-test-run: $(TESTS) $(HAMU) $(EXAMPLES)
-	./$(TESTS) && tests/cli_test.sh $(HAMU) && tests/svg_test.sh --tests $(TESTS)$(if $(filter 1,$(MPI)), && tests/mpi_test.sh $(BUILD)) && examples/run.sh $(BUILD)
+test-run: $(TESTS) $(HAMU) $(EXAMPLES) $(FUZZ_REPLAY)
+	./$(TESTS) && ./$(FUZZ_REPLAY) tests/fuzz/regressions tests/fuzz/corpus && tests/cli_test.sh $(HAMU) && tests/svg_test.sh --tests $(TESTS)$(if $(filter 1,$(MPI)), && tests/mpi_test.sh $(BUILD)) && examples/run.sh $(BUILD)
+
+# ---- fuzzing: tests/fuzz/fuzz_<name>.cpp is a target (tests/fuzz/fuzz.h); a new file is a new target --
+# make test replays every target's regression and seed files through $(FUZZ_REPLAY) (built with $(CXX)).
+# make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="json idx"] builds each target with clang, libFuzzer, ASan
+# and UBSan in build-fuzz/ and runs it for FUZZ_SECONDS (-rss_limit_mb=2048); tests/fuzz/run.sh
+# prints execs and crashes per target. make fuzz-corpus rewrites the seeds from our own writers.
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.cpp)
+FUZZ_TARGETS ?= $(FUZZ_SRC:tests/fuzz/fuzz_%.cpp=%)
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD ?= build-fuzz
+FUZZ_CXX ?= clang++
+FUZZ_REPLAY := $(BUILD)/fuzz_replay
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g
+
+$(FUZZ_REPLAY): $(BUILD)/tests/fuzz/replay.o $(BUILD)/tests/fuzz/support.o $(FUZZ_SRC:%.cpp=$(BUILD)/%.o) $(LIB)
+	$(call say,LINK,$@)
+	$(Q)$(CXX) $(LDFLAGS) $(filter-out $(LIB),$^) $(LINK_LIB) $(LDLIBS) -o $@
+
+# Inside build-fuzz only (make fuzz sets FUZZING=1): the targets' libFuzzer entry points.
+ifeq ($(FUZZING),1)
+CPPFLAGS += -DHAMU_LIBFUZZER
+endif
+$(BUILD)/fuzz/%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/support.o $(LIB)
+	$(call say,LINK,$@)
+	@mkdir -p $(dir $@)
+	$(Q)$(CXX) $(LDFLAGS) -fsanitize=fuzzer $(filter-out $(LIB),$^) $(LINK_LIB) $(LDLIBS) -o $@
+fuzz-build: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+
+fuzz:
+	@scripts/install-fuzz-deps.sh
+	@$(MAKE) --no-print-directory FUZZING=1 BUILD=$(FUZZ_BUILD) CXX="$(FUZZ_CXX)" OPT=-O1 \
+	  EXTRA_CXXFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN) -Wno-pass-failed" EXTRA_LDFLAGS="$(FUZZ_SAN)" fuzz-build
+	tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+$(BUILD)/fuzz_corpus: $(BUILD)/tests/fuzz/make_corpus.o $(LIB)
+	$(call say,LINK,$@)
+	$(Q)$(CXX) $(LDFLAGS) $(filter-out $(LIB),$^) $(LINK_LIB) $(LDLIBS) -o $@
+fuzz-corpus: $(BUILD)/fuzz_corpus
+	./$(BUILD)/fuzz_corpus tests/fuzz
 
 bench-build: $(BENCHES)
 
@@ -211,6 +258,6 @@ deps:
 	scripts/install-deps.sh
 
 clean:
-	rm -rf build build-cuda build-mpi build-cuda-mpi
+	rm -rf build build-cuda build-mpi build-cuda-mpi build-san build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -97,8 +97,8 @@ struct ImageFolderOptions {
 // PNM) are decoded, converted to the channel count and bilinearly resized to h x w.
 DataBundle load_image_folder(const std::string& dir, const ImageFolderOptions& opt);
 // One image file decoded to `want` channels (0: as stored), HWC interleaved. The file's header is
-// checked before stb_image sees the bytes (JPEG marker segments, zero or oversized dimensions against
-// max_image_pixels()); InputError names the file.
+// checked before stb_image sees the bytes (image_header_problem, then zero or oversized dimensions
+// against max_image_pixels()); InputError names the file.
 struct DecodedImage {
   std::vector<uint8_t> hwc;
   int w = 0, h = 0, channels_in_file = 0;
@@ -112,6 +112,15 @@ int64_t max_image_pixels();
 // tables inside theirs, frame and scan headers of the right length with non-zero sizes and 1..4
 // components), else what is wrong. stb_image 2.27 writes out of bounds on some of these.
 std::string jpeg_structure_problem(const uint8_t* data, size_t size);
+// "" unless a binary PGM/PPM header holds a number above 16,776,960 (ten digits overflow stb_image's
+// int parser), has 16-bit samples (stb_image 2.27 converts their channels out of bounds), or the
+// file is shorter than its pixels.
+std::string pnm_header_problem(const uint8_t* data, size_t size);
+// "" unless a PNG chunk runs past the end of the file or the image data inflates to more than the
+// header's size needs (stb_image would allocate either before noticing).
+std::string png_structure_problem(const uint8_t* data, size_t size);
+// The check for whatever format the bytes are: "corrupt JPEG|PNM|PNG (...)" or "".
+std::string image_header_problem(const uint8_t* data, size_t size);
 
 // Bilinear resize of one u8 CHW image (half-pixel centres, edge clamped).
 void resize_bilinear(const uint8_t* src, int64_t c, int64_t sh, int64_t sw, uint8_t* dst, int64_t dh, int64_t dw);

@@ -85,15 +85,13 @@ struct Item {
   int32_t label;
 };
 
-// Refuses, naming the file, what must not reach stb_image: empty files, malformed JPEG segments,
-// zero or oversized dimensions.
+// Refuses, naming the file, what must not reach stb_image: empty files, malformed JPEG segments or
+// PNM numbers, zero or oversized dimensions.
 void check_image_header(const std::string& path, const std::vector<uint8_t>& bytes, DecodedImage& d) {
   if (bytes.empty()) throw InputError(path + ": empty file, not an image");
   if (bytes.size() > size_t(INT32_MAX)) throw InputError(path + ": too large");
-  if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8) {
-    const std::string why = jpeg_structure_problem(bytes.data(), bytes.size());
-    if (!why.empty()) throw InputError(path + ": corrupt JPEG (" + why + ")");
-  }
+  const std::string why = image_header_problem(bytes.data(), bytes.size());
+  if (!why.empty()) throw InputError(path + ": " + why);
   if (!stbi_info_from_memory(bytes.data(), int(bytes.size()), &d.w, &d.h, &d.channels_in_file))
     throw InputError(path + ": not a readable image (" + std::string(stbi_failure_reason()) + ")");
   if (d.w <= 0 || d.h <= 0)

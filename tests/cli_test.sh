@@ -172,6 +172,45 @@ expect_bad eval-corrupt           "corrupt.safetensors" eval --model corrupt.saf
 expect_bad misspelled-flag        "did you mean --steps?" "${U[@]}" "${S[@]}" --setps 3
 expect_bad seed-out-of-range      "--seed"   train --data "$D" --model mlp --seed 9223372036854775808 --out out/t.safetensors
 
+# ---- hostile files (issue #15): each is refused at load with the file named, nothing written --------
+
+# write_pgm FILE W H: a binary PGM of W x H grey pixels (W or H may be 0: the zero-size reproducer).
+write_pgm() { { printf 'P5 %d %d 255\n' "$2" "$3"; head -c $(($2 * $3)) /dev/urandom; } > "$1"; }
+mkdir -p zimg/a zimg/b zfirst/a zfirst/b jimg/a jimg/b
+write_pgm zimg/a/0.pgm 4 4; write_pgm zimg/a/1.pgm 0 16; write_pgm zimg/b/0.pgm 4 4
+write_pgm zfirst/a/0.pgm 0 16; write_pgm zfirst/a/1.pgm 4 4; write_pgm zfirst/b/0.pgm 4 4
+write_pgm jimg/a/0.pgm 4 4; write_pgm jimg/b/0.pgm 4 4
+printf '\xff\xd8\xff\xc4\xac\xee\x11\xac\xee' > jimg/a/1.jpg   # Huffman counts > 256: UB in stb_image 2.27
+T=(--model mlp --epochs 1 --threads 1 --out out/t.safetensors)
+expect_bad zero-width-image       "zimg/a/1.pgm"  train --data "images:$WORK/zimg" "${T[@]}"
+expect_bad zero-width-image-size  "zimg/a/1.pgm"  train --data "images:$WORK/zimg,size=8x8" "${T[@]}"
+expect_bad zero-width-image-first "zfirst/a/0.pgm" train --data "images:$WORK/zfirst" "${T[@]}"
+expect_bad jpeg-huffman-counts    "jimg/a/1.jpg"  train --data "images:$WORK/jimg" "${T[@]}"
+
+# A gzip IDX whose header claims 2^34 bytes (1 x 131072 x 131072) over 8 MiB of zeros.
+mkdir -p bomb && cp data/train-labels-idx1-ubyte data/t10k-* bomb/
+{ printf '\x00\x00\x08\x03'; be32 1; be32 131072; be32 131072; head -c 8388608 /dev/zero; } | gzip -c > bomb/train-images-idx3-ubyte.gz
+expect_bad gzip-idx-claims-16g    "train-images-idx3-ubyte.gz" train --data "idx:$WORK/bomb" "${T[@]}"
+mkdir -p bigdim && cp data/train-labels-idx1-ubyte data/t10k-* bigdim/
+{ printf '\x00\x00\x08\x03'; be32 2147483648; be32 2; be32 2; } > bigdim/train-images-idx3-ubyte
+expect_bad idx-dim-2e31           "2147483648"    train --data "idx:$WORK/bigdim" "${T[@]}"
+export HAMU_MAX_MEMORY=1K
+expect_bad memory-limit           "train-images-idx3-ubyte" train --data "$D" "${T[@]}"
+export HAMU_MAX_MEMORY=lots
+expect_bad memory-limit-syntax    "HAMU_MAX_MEMORY" train --data "$D" "${T[@]}"
+unset HAMU_MAX_MEMORY
+
+# 120 bytes of metadata describing a million-class cnn on 1000x1000 inputs: refused before building.
+meta='{"__metadata__":{"arch":"cnn","height":"1000","in_channels":"1000000","num_classes":"1000000","width":"1000"}}'
+while (( ${#meta} % 8 )); do meta+=' '; done
+{ printf "$(printf '\\x%02x' $((${#meta} & 255)) $((${#meta} >> 8)) 0 0 0 0 0 0)"; printf '%s' "$meta"; } > huge_meta.safetensors
+expect_bad metadata-huge-model    "huge_meta.safetensors" eval --model huge_meta.safetensors --data "$D" --json out/e.json
+# One NaN weight (the last 4 bytes of the data buffer): refused naming the tensor, also by unlearn.
+cp orig.safetensors nan.safetensors
+printf '\x00\x00\xc0\x7f' | dd of=nan.safetensors bs=1 seek=$(( $(stat -c %s nan.safetensors) - 4 )) conv=notrunc 2>/dev/null
+expect_bad nan-weight-eval        "non-finite"    eval --model nan.safetensors --data "$D" --json out/e.json
+expect_bad nan-weight-unlearn     "nan.safetensors" "${U[@]/orig.safetensors/nan.safetensors}" "${S[@]}" "${N[@]}" --method hamu-q
+
 # ---- good runs: the same invocations without the fault do write their outputs ---------------------
 
 rm -rf out && mkdir out

@@ -91,6 +91,10 @@ TEST_CASE("hardening 2: a JPEG whose Huffman counts exceed 256 never reaches stb
   dht.resize(4 + 0x113, 0);
   dht.insert(dht.end(), {0xFF, 0xD9});
   CHECK_MSG_HAS(jpeg_structure_problem(dht.data(), dht.size()), "sum to 510");
+  // stb_image accepts 0xFF fill bytes before the start-of-image marker (found by the fuzzer).
+  Bytes filled = {0xFF, 0xFF};
+  filled.insert(filled.end(), repro.begin() + 1, repro.end());
+  CHECK(image_header_problem(filled.data(), filled.size()) != "");
 
   // Real JPEGs from stb's writer pass the check and decode (grey and colour, odd sizes).
   for (auto [w, h, comp] : {std::tuple{5, 3, 1}, {17, 9, 3}, {64, 48, 3}}) {
@@ -105,6 +109,53 @@ TEST_CASE("hardening 2: a JPEG whose Huffman counts exceed 256 never reaches stb
     CHECK(d.w == w);
     CHECK(d.h == h);
   }
+}
+
+TEST_CASE("hardening (fuzz): a PNM header number that overflows stb_image's int parser is refused") {
+  TempDir t;
+  write_text(t / "a/x.pgm", "P5 2566666666 1 255\n");
+  const std::string msg = input_error([&] { decode_image_file(t / "a/x.pgm", 0); });
+  CHECK_MSG_HAS(msg, t / "a/x.pgm");
+  CHECK_MSG_HAS(msg, "corrupt PNM");
+  // 16-bit samples (stb converts their channels out of bounds) and pixel data shorter than the header says.
+  const std::string wide = "P5 2 2 65535\n" + std::string(8, 'x'), cut = "P6 4 4 255\nxyz";
+  CHECK_MSG_HAS(pnm_header_problem(reinterpret_cast<const uint8_t*>(wide.data()), wide.size()), "16-bit");
+  CHECK_MSG_HAS(pnm_header_problem(reinterpret_cast<const uint8_t*>(cut.data()), cut.size()), "cut short");
+  const std::string ok = "P6 # c\n 2 1 255\nabcdef";
+  CHECK(pnm_header_problem(reinterpret_cast<const uint8_t*>(ok.data()), ok.size()) == "");
+}
+
+TEST_CASE("hardening (fuzz): PNG chunks past the end and zlib bombs are refused before stb_image") {
+  TempDir t;
+  write_png(t / "ok.png", 6, 5, 3);
+  std::ifstream f(t / "ok.png", std::ios::binary);
+  const Bytes good((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  CHECK(png_structure_problem(good.data(), good.size()) == "");
+  Bytes lying = good;  // the IHDR chunk (at byte 8) claims 2^31 bytes
+  lying[8] = 0x80;
+  CHECK_MSG_HAS(png_structure_problem(lying.data(), lying.size()), "runs past the end");
+  // A 4x4 grey image whose IDAT inflates to 1 MiB.
+  Bytes png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  auto chunk = [&](const char* type, const Bytes& body) {
+    put_be32(png, uint32_t(body.size()));
+    const size_t start = png.size();
+    png.insert(png.end(), type, type + 4);
+    png.insert(png.end(), body.begin(), body.end());
+    put_be32(png, uint32_t(crc32(0, png.data() + start, uInt(png.size() - start))));
+  };
+  Bytes ihdr;
+  put_be32(ihdr, 4);
+  put_be32(ihdr, 4);
+  ihdr.insert(ihdr.end(), {8, 0, 0, 0, 0});
+  chunk("IHDR", ihdr);
+  Bytes zeros(size_t(1) << 20, 0);
+  uLongf zlen = compressBound(uLong(zeros.size()));
+  Bytes z(zlen);
+  REQUIRE(compress(z.data(), &zlen, zeros.data(), uLong(zeros.size())) == Z_OK);
+  z.resize(zlen);
+  chunk("IDAT", z);
+  chunk("IEND", {});
+  CHECK_MSG_HAS(png_structure_problem(png.data(), png.size()), "inflates to more");
 }
 
 // ---- 3. signed overflow in shapes -------------------------------------------------------------
@@ -137,6 +188,12 @@ TEST_CASE("hardening 3: shapes whose dimensions multiply past int64 are refused,
   // A shape with a zero whose other dimensions fit still loads (an empty tensor).
   const std::string empty = header_only("empty.safetensors", R"({"x":{"dtype":"F32","shape":[3,0,5],"data_offsets":[0,0]}})");
   CHECK(load_safetensors(empty).get("x").shape() == Shape{3, 0, 5});
+  // Found by the fuzzer: an empty tensor with huge other dimensions copies (saves) in no time.
+  const std::string wide = header_only(
+      "wide.safetensors", R"({"x":{"dtype":"F32","shape":[1073741824,4294967096,0],"data_offsets":[0,0]}})");
+  const Checkpoint ck = load_safetensors(wide);
+  save_safetensors(t / "wide_again.safetensors", ck.tensors);
+  CHECK(load_safetensors(t / "wide_again.safetensors").get("x").numel() == 0);
 
   // The same from model metadata: the value count is computed without overflow and refused.
   models::ModelSpec absurd{"mlp", 1000000, 1000000, 1000000, 1000000};

@@ -55,6 +55,9 @@ void strided_copy(const CpuCtx&, int ndim, const int64_t* shape, const int64_t* 
     y[0] = x[0];
     return;
   }
+  // An empty tensor copies nothing: without this, [2^30, 2^32, 0] would loop over 2^62 empty rows.
+  for (int d = 0; d < ndim; ++d)
+    if (shape[d] == 0) return;
   // Rows of the last dim; each row's start is found from its multi-index.
   int64_t rows = 1;
   for (int d = 0; d < ndim - 1; ++d) rows *= shape[d];

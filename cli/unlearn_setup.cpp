@@ -107,6 +107,7 @@ UnlearnContext load_unlearn_context(const std::string& model_path, const std::st
     eo.batch = eval_batch;
     eo.device = device;
     eo.keep_probs = true;
+    eo.progress = "evaluate reference";
     ctx.reference_report = evaluate_model(*ctx.reference->model, ctx.data.data,
                                           {&ctx.data.split.forget, &ctx.data.split.retain, &ctx.data.test},
                                           model_normalizer(*ctx.reference, ctx.data.data.train), eo);
@@ -125,6 +126,8 @@ EvalReport evaluate_on(nn::Module& model, const UnlearnContext& ctx, const std::
   eo.batch = ctx.eval_batch;
   eo.device = ctx.device;
   eo.keep_probs = with_reference && ctx.reference_report.has_value();
+  // Full evaluations get a progress line; sampled ones run inside the unlearning loop's own bar.
+  if (with_reference) eo.progress = "evaluate " + name.substr(name.find_last_of('/') + 1);
   EvalReport r = evaluate_model(model, ctx.data.data, {&forget, &retain, &test}, ctx.norm, eo);
   r.model = name;
   r.data = ctx.data.data.spec;

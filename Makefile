@@ -15,6 +15,9 @@ ifeq ($(SANITIZE),1)
 BUILD ?= build-san
 OPT ?= -O1 -g
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# The examples load libhamu.so into Python, whose interpreter must get the ASan runtime first (and
+# whose own allocations are not ours to leak-check).
+SAN_RUN = LD_PRELOAD=$(shell $(CXX) -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0
 endif
 ifeq ($(MPI),1)
 BUILD ?= $(if $(filter 1,$(CUDA)),build-cuda-mpi,build-mpi)
@@ -202,7 +205,7 @@ test:
 	@scripts/install-deps.sh
 	@$(MAKE) --no-print-directory test-run
 test-run: $(TESTS) $(HAMU) $(EXAMPLES) $(BUILD)/fuzz_replay
-	./$(TESTS) && ./$(FUZZ_REPLAY) tests/fuzz/regressions tests/fuzz/corpus && tests/cli_test.sh $(HAMU) && tests/svg_test.sh --tests $(TESTS)$(if $(filter 1,$(MPI)), && tests/mpi_test.sh $(BUILD)) && examples/run.sh $(BUILD)
+	./$(TESTS) && ./$(FUZZ_REPLAY) tests/fuzz/regressions tests/fuzz/corpus && tests/cli_test.sh $(HAMU) && tests/svg_test.sh --tests $(TESTS)$(if $(filter 1,$(MPI)), && tests/mpi_test.sh $(BUILD)) && $(SAN_RUN) examples/run.sh $(BUILD)
 
 # ---- fuzzing: tests/fuzz/fuzz_<name>.cpp is a target (tests/fuzz/fuzz.h); a new file is a new target --
 # make test replays every target's regression and seed files through $(FUZZ_REPLAY) (built with $(CXX)).

@@ -5,7 +5,7 @@
 CUDA ?= 0
 # Parallel by default (one job per core); `make -jN` still overrides.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-ifeq ($(filter -j%,$(MAKEFLAGS)),)
+ifeq ($(MAKELEVEL)$(filter -j%,$(MAKEFLAGS)),0)
 MAKEFLAGS += -j$(JOBS)
 endif
 # SANITIZE=1: AddressSanitizer + UndefinedBehaviorSanitizer, stopping at the first finding, in its own

@@ -24,8 +24,15 @@ bool is_rst(uint8_t m) { return m >= 0xD0 && m <= 0xD7; }
 
 std::string at(size_t pos) { return " at byte " + std::to_string(pos); }
 
+// Which Huffman tables (class 0 = DC, 1 = AC; ids 0..3) the file has defined so far: stb_image
+// does not check that a scan's tables exist, and decoding with an undefined one reads its
+// uninitialised code limits past their 18 entries.
+struct HuffmanDefined {
+  bool table[2][4] = {};
+};
+
 // One DHT segment body: any number of tables, each a class/id byte, 16 counts and their symbols.
-std::string check_dht(const uint8_t* s, size_t len, size_t pos) {
+std::string check_dht(const uint8_t* s, size_t len, size_t pos, HuffmanDefined& defined) {
   size_t q = 0;
   while (q < len) {
     if (len - q < 17) return "Huffman table header cut short" + at(pos + q);
@@ -35,6 +42,7 @@ std::string check_dht(const uint8_t* s, size_t len, size_t pos) {
     for (int i = 1; i <= 16; ++i) sum += s[q + size_t(i)];
     if (sum > 256) return "Huffman table counts sum to " + std::to_string(sum) + " (at most 256)" + at(pos + q);
     if (len - q - 17 < sum) return "Huffman table symbols run past their segment" + at(pos + q);
+    defined.table[tc][th] = true;
     q += 17 + sum;
   }
   return "";
@@ -66,10 +74,23 @@ std::string check_sof(const uint8_t* s, size_t len, size_t pos) {
   return "";
 }
 
-std::string check_sos(const uint8_t* s, size_t len, size_t pos) {
+// A scan header, and the Huffman tables its decoding will use: a sequential scan both tables of each
+// component; a progressive DC scan its DC tables on the first pass only; a progressive AC scan
+// (first or refining pass) its AC tables.
+std::string check_sos(const uint8_t* s, size_t len, size_t pos, bool progressive, const HuffmanDefined& defined) {
   if (len < 1) return "scan header cut short" + at(pos);
   const size_t ns = s[0];
   if (ns < 1 || ns > 4 || len != 4 + 2 * ns) return "scan header with " + std::to_string(ns) + " components" + at(pos);
+  const int spectral_start = s[1 + 2 * ns], approx_high = s[3 + 2 * ns] >> 4;
+  const bool needs_dc = !progressive || (spectral_start == 0 && approx_high == 0);
+  const bool needs_ac = !progressive || spectral_start != 0;
+  for (size_t c = 0; c < ns; ++c) {
+    const int td = s[2 + 2 * c] >> 4, ta = s[2 + 2 * c] & 15;
+    if (needs_dc && td <= 3 && !defined.table[0][td])
+      return "scan uses DC Huffman table " + std::to_string(td) + ", which the file never defines" + at(pos);
+    if (needs_ac && ta <= 3 && !defined.table[1][ta])
+      return "scan uses AC Huffman table " + std::to_string(ta) + ", which the file never defines" + at(pos);
+  }
   return "";
 }
 
@@ -89,6 +110,8 @@ std::string jpeg_structure_problem(const uint8_t* d, size_t n) {
   size_t pos = 0;
   while (d[pos] == 0xFF) ++pos;
   ++pos;  // past the 0xD8
+  HuffmanDefined defined;
+  bool progressive = false;
   while (pos < n) {
     if (d[pos] != 0xFF) return "expected a marker" + at(pos);
     while (pos < n && d[pos] == 0xFF) ++pos;  // fill bytes
@@ -104,10 +127,13 @@ std::string jpeg_structure_problem(const uint8_t* d, size_t n) {
     const uint8_t* body = d + pos + 2;
     const size_t len = seg_len - 2;
     std::string why;
-    if (m == 0xC4) why = check_dht(body, len, pos + 2);
+    if (m == 0xC4) why = check_dht(body, len, pos + 2, defined);
     else if (m == 0xDB) why = check_dqt(body, len, pos + 2);
-    else if (is_sof(m)) why = check_sof(body, len, pos + 2);
-    else if (m == 0xDA) why = check_sos(body, len, pos + 2);
+    else if (is_sof(m)) {
+      why = check_sof(body, len, pos + 2);
+      progressive = (m == 0xC2);
+    }
+    else if (m == 0xDA) why = check_sos(body, len, pos + 2, progressive, defined);
     else if (m == 0xDD && seg_len != 4) why = "restart interval segment of length " + std::to_string(seg_len);
     if (!why.empty()) return why;
     pos += seg_len;

@@ -111,6 +111,58 @@ TEST_CASE("hardening 2: a JPEG whose Huffman counts exceed 256 never reaches stb
   }
 }
 
+TEST_CASE("hardening (fuzz): a JPEG scan that uses a Huffman table the file never defines is refused") {
+  // Found by the CI fuzz smoke: stb_image decodes with the undefined table's uninitialised code limits
+  // and reads past them (UBSan: index 18 out of bounds for 'unsigned int[18]').
+  TempDir t;
+  const Bytes sof = {0xFF, 0xC0, 0x00, 0x0B, 0x08, 0x00, 0x08, 0x00, 0x08, 0x01, 0x01, 0x11, 0x00};
+  const Bytes dht_dc0 = {0xFF, 0xC4, 0x00, 0x14, 0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00};
+  const Bytes dht_ac0 = {0xFF, 0xC4, 0x00, 0x14, 0x10, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00};
+  auto jpeg = [&](std::initializer_list<Bytes> parts, Bytes sos) {
+    Bytes b = {0xFF, 0xD8};
+    for (const Bytes& p : parts) b.insert(b.end(), p.begin(), p.end());
+    b.insert(b.end(), sos.begin(), sos.end());
+    b.insert(b.end(), {0x12, 0x34, 0xFF, 0xD9});
+    return b;
+  };
+  const Bytes sos_seq = {0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00};
+  const Bytes none = jpeg({sof}, sos_seq);
+  CHECK_MSG_HAS(jpeg_structure_problem(none.data(), none.size()), "DC Huffman table 0, which the file never defines");
+  const Bytes dc_only = jpeg({sof, dht_dc0}, sos_seq);
+  CHECK_MSG_HAS(jpeg_structure_problem(dc_only.data(), dc_only.size()), "AC Huffman table 0");
+  const Bytes both = jpeg({sof, dht_dc0, dht_ac0}, sos_seq);
+  CHECK(jpeg_structure_problem(both.data(), both.size()) == "");
+  write_bytes(t / "a/x.jpg", none);
+  const std::string msg = input_error([&] { decode_image_file(t / "a/x.jpg", 0); });
+  CHECK_MSG_HAS(msg, t / "a/x.jpg");
+  CHECK_MSG_HAS(msg, "never defines");
+
+  // Progressive: a first DC scan needs DC tables only, a DC refinement none, an AC scan its AC table.
+  Bytes sof2 = sof;
+  sof2[1] = 0xC2;
+  const Bytes dc_first = {0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x00, 0x01};
+  const Bytes dc_refine = {0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x00, 0x10};
+  const Bytes ac_scan = {0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x01, 0x3F, 0x00};
+  const Bytes p1 = jpeg({sof2, dht_dc0}, dc_first), p2 = jpeg({sof2}, dc_refine), p3 = jpeg({sof2, dht_dc0}, ac_scan);
+  CHECK(jpeg_structure_problem(p1.data(), p1.size()) == "");
+  CHECK(jpeg_structure_problem(p2.data(), p2.size()) == "");
+  CHECK_MSG_HAS(jpeg_structure_problem(p3.data(), p3.size()), "AC Huffman table 0");
+
+  // JPEGs from another encoder (libjpeg via Pillow, scripts/make_image_fixtures.py) pass and decode:
+  // progressive colour and grey (tables redefined between scans, refinement scans), optimised 4:2:0.
+  const std::string dir = fs::path(__FILE__).parent_path().string() + "/fixtures/images/";
+  for (const char* name : {"progressive.jpg", "progressive_grey.jpg", "optimized.jpg"}) {
+    CAPTURE(name);
+    std::ifstream f(dir + name, std::ios::binary);
+    const Bytes bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    REQUIRE(!bytes.empty());
+    CHECK(jpeg_structure_problem(bytes.data(), bytes.size()) == "");
+    const DecodedImage d = decode_image_file(dir + name, 0);
+    CHECK(d.w == 23);
+    CHECK(d.h == 17);
+  }
+}
+
 TEST_CASE("hardening (fuzz): a PNM header number that overflows stb_image's int parser is refused") {
   TempDir t;
   write_text(t / "a/x.pgm", "P5 2566666666 1 255\n");

@@ -18,7 +18,9 @@ for t in "$@"; do
   rm -f "$BUILD/artifacts/$t"/*
   log=$BUILD/logs/$t.log
   # -timeout: one input taking over 10 s is a hang; -rss_limit_mb also caps a single malloc.
-  "$bin" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+  # -seed: the same mutation sequence on every run (FUZZ_SEED=0 draws a fresh one), so a CI smoke
+  # explores a prefix of what a longer run with the same seed explored before.
+  "$bin" -seed="${FUZZ_SEED:-1}" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
     -artifact_prefix="$BUILD/artifacts/$t/" "$BUILD/corpus/$t" tests/fuzz/corpus/"$t" tests/fuzz/regressions/"$t" \
     > "$log" 2>&1
   rc=$?

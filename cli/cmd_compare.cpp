@@ -224,8 +224,8 @@ int cmd_compare(int argc, char** argv) {
     src.original = evaluate_text_full(*ctx.original.lm, ctx, model_path, true);
     src.retrained = *ctx.reference_report;
     src.run = [&](const Method* m, const UnlearnOptions& o, UnlearnHooks& hooks) {
-      if (m->needs_original() && !frozen_lm) frozen_lm = load_text_model(model_path, device).lm;
-      std::shared_ptr<models::CausalLM> work = load_text_model(model_path, device).lm;
+      if (m->needs_original() && !frozen_lm) frozen_lm = fresh_text_lm(ctx.original, device);  // base + original adapter
+      std::shared_ptr<models::CausalLM> work = fresh_text_lm(ctx.original, device);
       const std::string name = method_name(*m);
       const EvalReport original = src.original;
       hooks.evaluate = [&, work, name, original](int64_t step, bool final) {

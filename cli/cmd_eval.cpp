@@ -22,11 +22,13 @@
 namespace hamu::cli {
 namespace {
 
-// True when the command line evaluates a language model: --model is a Hugging Face directory or --data text.
+// True when the command line evaluates a language model: --model is a Hugging Face or LoRA adapter directory,
+// --data is text, or --lora is given (the text path then refuses an image model clearly).
 bool is_text_eval(int argc, char** argv) {
   for (int i = 0; i + 1 < argc; ++i) {
-    if (!std::strcmp(argv[i], "--model") && models::is_hf_dir(argv[i + 1])) return true;
+    if (!std::strcmp(argv[i], "--model") && is_lm_path(argv[i + 1])) return true;
     if (!std::strcmp(argv[i], "--data") && is_text_data_spec(argv[i + 1])) return true;
+    if (!std::strcmp(argv[i], "--lora")) return true;
   }
   return false;
 }
@@ -35,7 +37,8 @@ bool is_text_eval(int argc, char** argv) {
 // tokenised by the training rule (loaders/template.h). Loss = summed NLL / scored tokens of the split.
 int cmd_eval_text(int argc, char** argv) {
   std::vector<Flag> flags = {
-      {"--model", "DIR", "a Hugging Face model directory with its tokenizer.json", ""},
+      {"--model", "DIR", "a Hugging Face model directory with its tokenizer.json, or a LoRA adapter directory (on its base)", ""},
+      {"--lora", "DIR", "a LoRA adapter directory (PEFT layout) applied to --model", ""},
       {"--data", "SPEC", "qa:FILE.jsonl[,q=FIELD,a=FIELD] or wordnet-qa[:N]", ""},
       {"--split", "SPEC", "fraction=X | group=NAME | forget=FILE [,holdout=X | test=FILE] (default: one split, all)", ""},
       {"--template", "T", "plain, llama2-chat or chatml (as in training)", "plain"},
@@ -43,9 +46,11 @@ int cmd_eval_text(int argc, char** argv) {
       {"--json", "FILE", "write the evaluation as JSON", ""},
   };
   for (Flag f : common_flags()) flags.push_back(f);
-  Args args("eval", "--model DIR --data qa:FILE.jsonl [--split SPEC] [--template T] [--json FILE]", flags);
+  Args args("eval", "--model DIR [--lora ADAPTER_DIR] --data qa:FILE.jsonl [--split SPEC] [--template T] [--json FILE]", flags);
   if (!args.parse(argc, argv)) return 0;
   const std::string dir = args.required("--model");
+  const std::string lora = args.str_or("--lora", "");
+  if (!lora.empty()) resolve_lm_source(dir, lora, false);  // --lora on an image model: refused before anything else
   const std::string data_spec = args.required("--data");
   const std::string json_path = args.str_or("--json", "");
   if (!json_path.empty()) check_output_path("--json", json_path);
@@ -55,7 +60,7 @@ int cmd_eval_text(int argc, char** argv) {
   const Device device = apply_common(args);
   if (!is_text_data_spec(data_spec))
     throw InputError("--data: a language model is evaluated on text (qa:FILE or wordnet-qa), not '" + data_spec + "'");
-  const LmWithTokenizer m = load_lm_with_tokenizer(dir, device);
+  const LmWithTokenizer m = load_lm_with_tokenizer(dir, device, lora);
   template_stop_id(tmpl, m.tok);
   const TextDataSpec spec = parse_text_data_spec(data_spec);
   const QaDataset data = load_text_data(spec);
@@ -79,8 +84,8 @@ int cmd_eval_text(int argc, char** argv) {
   QaTemplateOptions topt;
   topt.max_length = models::lm_context_length(m.lm->config());
   Json splits_json = Json::object();
-  std::printf("%s: %s on %s, template %s, split %s\n", dir.c_str(), m.lm->config().describe().c_str(), data.source.c_str(),
-              template_name(tmpl), split_name.c_str());
+  std::printf("%s: %s on %s, template %s, split %s\n", m.source.describe().c_str(), m.lm->config().describe().c_str(),
+              data.source.c_str(), template_name(tmpl), split_name.c_str());
   std::printf("%-8s %8s %9s %9s %9s\n", "split", "n", "tokens", "loss", "accuracy");
   int64_t truncated = 0;
   for (const auto& [name, pairs] : splits) {
@@ -105,6 +110,8 @@ int cmd_eval_text(int argc, char** argv) {
   }
   if (!json_path.empty())
     save_json(json_path, Json::object({{"model", dir},
+                                       {"base_model", m.source.base},
+                                       {"adapter", m.source.adapter.empty() ? Json() : Json(m.source.adapter)},
                                        {"data", data.source},
                                        {"split", split_name},
                                        {"template", template_name(tmpl)},

@@ -44,7 +44,8 @@ std::vector<Prompt> read_prompts(const std::string& path) {
 
 int cmd_generate(int argc, char** argv) {
   std::vector<Flag> flags = {
-      {"--model", "DIR", "a Hugging Face model directory with its tokenizer.json (gpt2 or llama family)", ""},
+      {"--model", "DIR", "a Hugging Face model directory with its tokenizer.json (gpt2 or llama family), or a LoRA adapter directory", ""},
+      {"--lora", "DIR", "a LoRA adapter directory (PEFT layout) applied to --model", ""},
       {"--prompt", "TEXT", "one question", ""},
       {"--prompts", "FILE", "QA JSON lines: the question field of every row (the answer, if any, is shown as the reference)", ""},
       {"--template", "T", "how a question becomes a prompt: plain, llama2-chat or chatml (as in training)", "plain"},
@@ -53,10 +54,12 @@ int cmd_generate(int argc, char** argv) {
       {"--json", "FILE", "write questions and answers as JSON", ""},
   };
   for (Flag f : common_flags()) flags.push_back(f);
-  Args args("generate", "--model DIR --prompt TEXT | --prompts FILE.jsonl [--template T] [--max-new-tokens N] [--json FILE]",
+  Args args("generate", "--model DIR [--lora ADAPTER_DIR] --prompt TEXT | --prompts FILE.jsonl [--template T] [--max-new-tokens N] [--json FILE]",
             flags);
   if (!args.parse(argc, argv)) return 0;
   const std::string dir = args.required("--model");
+  const std::string lora = args.str_or("--lora", "");
+  if (!lora.empty()) resolve_lm_source(dir, lora, false);  // --lora on an image model: refused before anything else
   if (args.has("--prompt") == args.has("--prompts")) throw InputError("give exactly one of --prompt TEXT and --prompts FILE");
   const std::string json_path = args.str_or("--json", "");
   if (!json_path.empty()) check_output_path("--json", json_path);
@@ -68,7 +71,7 @@ int cmd_generate(int argc, char** argv) {
   const std::vector<Prompt> prompts =
       args.has("--prompt") ? std::vector<Prompt>{{args.str("--prompt"), ""}} : read_prompts(args.str("--prompts"));
   if (prompts.empty()) throw InputError("--prompts: no questions in " + args.str("--prompts"));
-  const LmWithTokenizer m = load_lm_with_tokenizer(dir, device);
+  const LmWithTokenizer m = load_lm_with_tokenizer(dir, device, lora);
   models::GenerateOptions opt;
   opt.max_new_tokens = max_new;
   opt.eos_id = template_stop_id(tmpl, m.tok);
@@ -121,6 +124,8 @@ int cmd_generate(int argc, char** argv) {
                prompts.size(), seconds, seconds > 0 ? double(generated) / seconds : 0.0);
   if (!json_path.empty())
     save_json(json_path, Json::object({{"model", dir},
+                                       {"base_model", m.source.base},
+                                       {"adapter", m.source.adapter.empty() ? Json() : Json(m.source.adapter)},
                                        {"template", template_name(tmpl)},
                                        {"max_new_tokens", max_new},
                                        {"results", results},

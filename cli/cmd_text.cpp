@@ -10,6 +10,7 @@
 #include "cli/unlearn_setup.h"
 #include "engine/progress.h"
 #include "models/lm/generate.h"
+#include "models/lm/lora.h"
 #include "train/text_train.h"
 #include "unlearn/text_task.h"
 
@@ -34,7 +35,10 @@ std::string pct(double v) { return fmt("%.2f", 100 * v); }
 int cmd_train_text(int argc, char** argv) {
   std::vector<Flag> flags = {
       {"--data", "SPEC", "qa:FILE.jsonl[,q=FIELD,a=FIELD] or wordnet-qa[:N]", "wordnet-qa"},
-      {"--model", "ARCH|DIR", "gpt-small (trained from scratch with its own BPE tokenizer) or a Hugging Face directory (full fine-tune)", "gpt-small"},
+      {"--model", "ARCH|DIR", "gpt-small (trained from scratch with its own BPE tokenizer), a Hugging Face directory (full fine-tune) or a LoRA adapter directory (trained further)", "gpt-small"},
+      {"--lora", "SPEC|DIR", "LoRA fine-tuning of the Hugging Face --model: new adapters (r=8,alpha=16,dropout=0.05,targets=q,k,v,o,gate,up,down) "
+                             "or an adapter directory; the base stays frozen and --out is a PEFT adapter directory", ""},
+      {"--merge", "DIR", "with LoRA: also write the adapter folded into the base as a plain Hugging Face directory", ""},
       {"--split", "SPEC", "fraction=X | group=NAME | forget=FILE, with holdout=X or test=FILE (recorded; needed for --subset retain)", ""},
       {"--subset", "WHICH", "full (retain + forget: the original model) or retain (the retrained reference)", "full"},
       {"--duplicates", "MODE", "none, exact, semantic or dup:FILE.jsonl: duplicates of the forget pairs added to retain", "none"},
@@ -51,11 +55,12 @@ int cmd_train_text(int argc, char** argv) {
       {"--warmup", "N", "linear warmup steps", "20"},
       {"--eval-batch", "N", "sequences per evaluation pass", "128"},
       {"--eval-epochs", "N", "evaluate forget/retain/test every N epochs (and after the last)", "1"},
-      {"--out", "DIR", "the model directory to write (config.json, model.safetensors, tokenizer.json, hamu.json)", ""},
+      {"--out", "DIR", "the model directory to write (config.json, model.safetensors, tokenizer.json, hamu.json; with LoRA: "
+                       "adapter_config.json, adapter_model.safetensors, hamu.json)", ""},
       {"--json", "FILE", "the training log and final evaluation as JSON", ""},
   };
   for (Flag f : common_flags()) flags.push_back(f);
-  Args args("train", "--data wordnet-qa|qa:FILE --model gpt-small|DIR --out DIR [--split SPEC --subset full|retain] [flags]",
+  Args args("train", "--data wordnet-qa|qa:FILE --model gpt-small|DIR [--lora SPEC [--merge DIR]] --out DIR [--split SPEC --subset full|retain] [flags]",
             flags);
   if (!args.parse(argc, argv)) return 0;
   const std::string out_dir = args.required("--out");
@@ -69,6 +74,15 @@ int cmd_train_text(int argc, char** argv) {
   if (subset == "retain" && split_spec.empty()) throw InputError("--subset retain needs --split (what to leave out)");
   const std::string model_arg = args.str("--model");
   if (model_arg == out_dir) throw InputError("--out: refusing to overwrite the input model " + out_dir);
+  // LoRA: what --model/--lora name, resolved (and an image model or a bad spec refused) before any work.
+  const std::string lora_arg = args.str_or("--lora", ""), merge_dir = args.str_or("--merge", "");
+  const bool lm_dir = is_lm_path(model_arg);
+  const LmSource source = lm_dir || !lora_arg.empty() ? resolve_lm_source(model_arg, lora_arg, true, seed) : LmSource{};
+  if (!merge_dir.empty() && !source.has_lora())
+    throw InputError("--merge: folds LoRA adapters into the base: give --lora (or an adapter directory as --model)");
+  for (const std::string& p : {source.base, source.adapter})
+    if (!p.empty() && (p == out_dir || p == merge_dir)) throw InputError("refusing to overwrite the input model " + p);
+  if (!merge_dir.empty() && merge_dir == out_dir) throw InputError("--merge: must be another directory than --out");
   TextTrainOptions opt;
   opt.lr = args.number("--lr");
   opt.weight_decay = args.number("--weight-decay");
@@ -94,10 +108,10 @@ int cmd_train_text(int argc, char** argv) {
   std::shared_ptr<models::CausalLM> lm;
   std::string tok_json;
   Tokenizer tok = [&] {
-    if (models::is_hf_dir(model_arg)) {
-      TextModel m = load_text_model(model_arg, device);
+    if (lm_dir) {
+      TextModel m = load_text_model(model_arg, device, lora_arg, seed);
       lm = m.lm;
-      tok_json = tokenizer_json_of(model_arg);
+      tok_json = tokenizer_json_of(m.source.base);
       return m.tok;
     }
     models::lm_config_by_name(model_arg, 1024);  // an unknown name fails before the BPE is trained
@@ -133,6 +147,8 @@ int cmd_train_text(int argc, char** argv) {
   std::fprintf(stderr, "hamu train: %s, %lld parameters, on %s (%zu pairs, %s, %lld answer tokens), split %s, %s\n",
                lm->config().describe().c_str(), (long long)lm->num_parameters(), run.spec.canonical.c_str(),
                train_set.size(), subset.c_str(), (long long)answer_tokens, run.split.spec.c_str(), device.str().c_str());
+  const bool lora = models::has_lora(*lm);
+  if (lora) std::fprintf(stderr, "hamu train: %s on %s (base frozen)\n", models::lora_summary(*lm).c_str(), source.describe().c_str());
 
   Json epochs_json = Json::array();
   double train_seconds = 0;
@@ -154,10 +170,12 @@ int cmd_train_text(int argc, char** argv) {
       std::fprintf(stderr, "; forget %s%% (loss %.3f), retain %s%% (loss %.3f), test %s%% (loss %.3f)", pct(last.forget.acc).c_str(),
                    last.forget.loss, pct(last.retain.acc).c_str(), last.retain.loss, pct(last.test.acc).c_str(), last.test.loss);
       ej.set("eval", eval_to_json(last)["splits"]);
+      lm->train();  // the evaluation left the model in eval mode: LoRA dropout trains again
     }
     std::fprintf(stderr, "\n");
     epochs_json.push_back(ej);
   };
+  lm->train();
   train_text_model(*lm, train_set, opt, on_epoch);
   last.model = out_dir;
   const Json final_eval = eval_to_json(last);
@@ -168,16 +186,24 @@ int cmd_train_text(int argc, char** argv) {
                             {"subset", Json(subset)},
                             {"template", Json(template_name(tmpl))},
                             {"seed", Json(int64_t(seed))},
-                            {"base_model", Json(model_arg)},
+                            {"base_model", Json(lora ? source.base : model_arg)},
                             {"epochs", Json(opt.epochs)},
                             {"lr", Json(opt.lr)},
                             {"batch", Json(opt.batch)},
                             {"train_seconds", Json(train_seconds)},
                             {"hamu_version", Json(kVersion)}});
   meta.set("metrics", final_eval["splits"]);
-  save_text_model(out_dir, *lm, tok_json, meta);
+  if (lora) {
+    meta.set("lora", Json(models::lora_summary(*lm)));
+    if (!source.adapter.empty()) meta.set("adapter", Json(source.adapter));
+    save_text_adapter(out_dir, *lm, source.base, meta, merge_dir, tok_json);
+  } else {
+    save_text_model(out_dir, *lm, tok_json, meta);
+  }
   std::printf("%s", eval_table(last).c_str());
-  std::printf("saved %s (%s, %.1f s of training)\n", out_dir.c_str(), subset == "full" ? "original" : "retrained", train_seconds);
+  std::printf("saved %s (%s%s, %.1f s of training)\n", out_dir.c_str(), subset == "full" ? "original" : "retrained",
+              lora ? ", LoRA adapter" : "", train_seconds);
+  if (!merge_dir.empty()) std::printf("saved %s (base + adapter merged)\n", merge_dir.c_str());
   if (!json_path.empty()) {
     Json j = Json::object({{"model", Json(model_arg)}, {"out", Json(out_dir)}, {"data", Json(run.spec.canonical)},
                            {"split", Json(run.split.spec)}, {"subset", Json(subset)}, {"seed", Json(int64_t(seed))},
@@ -191,12 +217,13 @@ int cmd_train_text(int argc, char** argv) {
 
 int cmd_unlearn_text(int argc, char** argv) {
   std::vector<Flag> flags = {
-      {"--model", "DIR", "the original model directory (trained on retain + forget)", ""},
+      {"--model", "DIR", "the original model directory (trained on retain + forget), or its LoRA adapter directory", ""},
       {"--data", "SPEC", "qa:FILE or wordnet-qa (default: the model's hamu.json)", ""},
       {"--split", "SPEC", "the forget set: fraction=X, group=NAME, forget=FILE [+ holdout=X] (default: the model's)", ""},
       {"--method", "M", method_list(), "hamu-q"},
       {"--reference", "DIR", "the retrained model: gaps and the KS test against it", ""},
-      {"--out", "DIR", "write the unlearned model directory here", ""},
+      {"--out", "DIR", "write the unlearned model directory here (with LoRA: the unlearned adapter, PEFT layout)", ""},
+      {"--merge", "DIR", "with LoRA: also write the unlearned adapter folded into the base as a plain Hugging Face directory", ""},
       {"--log", "CSV", "one row per step (and per evaluation)", ""},
       {"--json", "FILE", "summary with the before and after evaluations", ""},
       {"--show", "N", "print N forget questions with the original's, the unlearned and the retrained model's answers", "5"},
@@ -204,27 +231,37 @@ int cmd_unlearn_text(int argc, char** argv) {
   for (Flag f : text_context_flags()) flags.push_back(f);
   for (Flag f : unlearn_option_flags()) flags.push_back(f);
   for (Flag f : common_flags()) flags.push_back(f);
-  Args args("unlearn", "--model DIR [--data SPEC] [--split SPEC] --method M [--reference DIR] [--out DIR] [--log CSV] [--json FILE]",
+  Args args("unlearn", "--model DIR [--lora DIR] [--data SPEC] [--split SPEC] --method M [--reference DIR] [--out DIR] [--merge DIR] [--log CSV] [--json FILE]",
             flags);
   args.add_help_section("methods", method_help());
   if (!args.parse(argc, argv)) return 0;
   const std::string model_dir = args.required("--model");
   const std::string out_dir = args.str_or("--out", ""), log_path = args.str_or("--log", ""),
-                    json_path = args.str_or("--json", "");
+                    json_path = args.str_or("--json", ""), merge_dir = args.str_or("--merge", "");
   if (!log_path.empty()) check_output_path("--log", log_path);
   if (!json_path.empty()) check_output_path("--json", json_path);
-  for (const std::string& p : {out_dir, log_path, json_path})
-    if (!p.empty() && (p == model_dir || p == args.str_or("--reference", "")))
+  for (const std::string& p : {out_dir, log_path, json_path, merge_dir})
+    if (!p.empty() && (p == model_dir || p == args.str_or("--reference", "") || p == args.str_or("--lora", "")))
       throw InputError("refusing to overwrite the input model " + p);
+  if (!merge_dir.empty() && merge_dir == out_dir) throw InputError("--merge: must be another directory than --out");
   const Device device = apply_common(args);
   UnlearnOptions opt = read_unlearn_options(args, device);
   opt.method = &parse_method(args.str("--method"));
   const uint64_t seed = uint64_t(args.integer("--seed"));
   TextContext ctx = load_text_context(model_dir, args, device, seed);
+  const LmSource& source = ctx.original.source;
+  if (!merge_dir.empty() && !source.has_lora())
+    throw InputError("--merge: folds LoRA adapters into the base: give an adapter (--model ADAPTER_DIR or --lora)");
+  for (const std::string& p : {out_dir, merge_dir})
+    if (!p.empty() && (p == source.base || p == source.adapter)) throw InputError("refusing to overwrite the input model " + p);
   validate_unlearn_options(opt, ctx.run.forget.size(), ctx.run.retain.size());
-  std::shared_ptr<models::CausalLM> work = load_text_model(model_dir, device).lm;
+  // With LoRA the working copy's parameters are the adapters' A and B only; the original of kl / scrub / npo is
+  // the base with the original adapter, frozen.
+  std::shared_ptr<models::CausalLM> work = fresh_text_lm(ctx.original, device);
   std::shared_ptr<models::CausalLM> original;
-  if (opt.method->needs_original()) original = load_text_model(model_dir, device).lm;
+  if (opt.method->needs_original()) original = fresh_text_lm(ctx.original, device);
+  if (source.has_lora())
+    std::fprintf(stderr, "hamu unlearn: %s on %s (base frozen)\n", models::lora_summary(*work).c_str(), source.describe().c_str());
   std::fprintf(stderr, "hamu unlearn: %s on %s, forget %zu / retain %zu (%s), %lld steps, lr %g%s, %s\n",
                method_name(*opt.method), work->config().describe().c_str(), ctx.run.forget.size(), ctx.run.retain.size(),
                ctx.run.split.spec.c_str(), (long long)opt.steps, opt.params.lr,
@@ -286,7 +323,7 @@ int cmd_unlearn_text(int argc, char** argv) {
                                        {"retrained", Json(ref[i])}}));
     }
   }
-  if (!out_dir.empty()) {
+  if (!out_dir.empty() || !merge_dir.empty()) {
     Json meta = ctx.original.meta.is_object() ? ctx.original.meta : Json::object({});
     meta.set("kind", Json("unlearned"));
     meta.set("data", Json(ctx.run.spec.canonical));
@@ -297,10 +334,17 @@ int cmd_unlearn_text(int argc, char** argv) {
     meta.set("unlearn_lr", Json(opt.params.lr));
     meta.set("unlearn_ratio", Json(opt.ratio));
     meta.set("unlearn_stop_reason", Json(stop_reason_name(res.stop_reason)));
-    meta.set("original", Json(model_dir));
+    meta.set("original", Json(source.describe()));
     meta.set("metrics", eval_to_json(after)["splits"]);
-    save_text_model(out_dir, *work, tokenizer_json_of(model_dir), meta);
-    std::printf("saved %s\n", out_dir.c_str());
+    if (source.has_lora()) {
+      meta.set("base_model", Json(source.base));
+      meta.set("lora", Json(models::lora_summary(*work)));
+      save_text_adapter(out_dir, *work, source.base, meta, merge_dir, tokenizer_json_of(source.base));
+    } else {
+      save_text_model(out_dir, *work, tokenizer_json_of(source.base), meta);
+    }
+    if (!out_dir.empty()) std::printf("saved %s%s\n", out_dir.c_str(), source.has_lora() ? " (LoRA adapter)" : "");
+    if (!merge_dir.empty()) std::printf("saved %s (base + unlearned adapter merged)\n", merge_dir.c_str());
   }
   if (!json_path.empty()) {
     Json j = Json::object({{"method", Json(method_name(*opt.method))},

@@ -1,18 +1,108 @@
-// cli/lm_setup.cpp: a language-model directory with its tokenizer, and the token a template's answer ends with.
+// cli/lm_setup.cpp: a language model as --model [--lora] names it (base directory, PEFT adapter), with its
+// tokenizer, and the token a template's answer ends with.
 #include "cli/lm_setup.h"
 
 #include <filesystem>
 
+#include "models/lm/lora.h"
+
 namespace hamu::cli {
 
-LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device) {
-  namespace fs = std::filesystem;
+namespace fs = std::filesystem;
+
+bool is_adapter_dir(const std::string& path) {
+  std::error_code ec;
+  return !path.empty() && fs::is_regular_file(fs::path(path) / "adapter_config.json", ec);
+}
+
+bool is_lm_path(const std::string& path) { return models::is_hf_dir(path) || is_adapter_dir(path); }
+
+std::string adapter_base_dir(const std::string& adapter_dir) {
+  const std::string cfg_path = (fs::path(adapter_dir) / "adapter_config.json").string();
+  const Json cfg = load_json(cfg_path);
+  const Json* b = cfg.is_object() ? cfg.find("base_model_name_or_path") : nullptr;
+  if (!b || !b->is_string() || b->as_string().empty())
+    throw InputError("--model: " + cfg_path + " names no base model (base_model_name_or_path): give it with --model BASE --lora " +
+                     adapter_dir);
+  const std::string base = b->as_string();
+  if (fs::path(base).is_absolute()) {
+    if (!models::is_hf_dir(base))
+      throw InputError("--model: the base model of adapter " + adapter_dir + ", " + base +
+                       " (base_model_name_or_path), is not a Hugging Face directory (missing, or no config.json)");
+    return base;
+  }
+  if (models::is_hf_dir(base)) return base;  // peft's reading: relative to the working directory
+  const std::string beside = (fs::path(adapter_dir) / base).lexically_normal().string();
+  if (models::is_hf_dir(beside)) return beside;
+  throw InputError("--model: the base model of adapter " + adapter_dir + ", '" + base +
+                   "' (base_model_name_or_path), is not a Hugging Face directory, neither from the working directory nor as " +
+                   beside + ": give it with --model BASE --lora " + adapter_dir);
+}
+
+std::string LmSource::describe() const {
+  if (!adapter.empty()) return base + " + adapter " + adapter;
+  if (!spec.empty()) return base + " + new LoRA " + spec;
+  return base;
+}
+
+LmSource resolve_lm_source(const std::string& model, const std::string& lora, bool allow_spec, uint64_t seed) {
+  LmSource src;
+  src.seed = seed;
+  if (is_adapter_dir(model)) {
+    if (!lora.empty())
+      throw InputError("--lora: --model " + model + " is an adapter already (give its base as --model to use another adapter)");
+    src.base = adapter_base_dir(model);
+    src.adapter = model;
+    return src;
+  }
+  if (!lora.empty() && !models::is_hf_dir(model))
+    throw InputError("--lora: LoRA adapts language models: --model must be a Hugging Face directory (gpt2 or llama family) "
+                     "or an adapter directory, not '" + model + "'");
+  src.base = model;
+  if (lora.empty()) return src;
+  std::error_code ec;
+  if (is_adapter_dir(lora)) src.adapter = lora;
+  else if (fs::is_directory(lora, ec))
+    throw InputError("--lora: directory " + lora + " holds no adapter_config.json (not a PEFT adapter)");
+  else if (!allow_spec)
+    throw InputError("--lora: '" + lora + "' is not an adapter directory (a new adapter spec makes sense only when training or unlearning)");
+  else src.spec = lora;
+  if (!src.spec.empty()) models::parse_lora_spec(src.spec);  // a bad spec fails before the model loads
+  return src;
+}
+
+std::shared_ptr<models::CausalLM> load_lm_source(const LmSource& src, Device device) {
+  std::shared_ptr<models::CausalLM> lm = models::load_hf_dir(src.base, device).model;
+  if (!src.adapter.empty()) models::load_lora(src.adapter, *lm, src.seed);
+  if (!src.spec.empty()) {
+    try {
+      models::LoraSpec spec = models::parse_lora_spec(src.spec);
+      // The default targets are Llama's seven projections; GPT-2 has no gate projection, so a spec that names
+      // no targets takes the other six there (q, k, v -> c_attn, o, up, down) instead of failing on "gate".
+      const bool named = src.spec.find("targets") != std::string::npos || src.spec.find("target_modules") != std::string::npos;
+      if (!named && lm->config().family == models::LmFamily::gpt2) spec.targets = {"q", "k", "v", "o", "up", "down"};
+      models::add_lora(*lm, spec, src.seed);
+    } catch (const InputError& e) {
+      const std::string what = e.what();
+      if (what.rfind("--lora", 0) == 0) throw;
+      throw InputError("--lora: " + (what.rfind("LoRA: ", 0) == 0 ? what.substr(6) : what));
+    }
+  }
+  // Inference mode (adapter dropout off) for evaluation, generation and unlearning; training switches it on.
+  lm->eval();
+  return lm;
+}
+
+LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device, const std::string& lora) {
   if (!fs::exists(dir)) throw InputError("--model: " + dir + " does not exist");
-  if (!models::is_hf_dir(dir))
-    throw InputError("--model: " + dir + " is not a Hugging Face model directory (no config.json)");
-  const std::string tok_path = (fs::path(dir) / "tokenizer.json").string();
-  if (!fs::exists(tok_path)) throw InputError("--model: " + dir + " has no tokenizer.json (the model's tokenizer is needed)");
-  LmWithTokenizer out{models::load_hf_dir(dir, device).model, Tokenizer::load(tok_path)};
+  if (!is_lm_path(dir))
+    throw InputError("--model: " + dir + " is not a Hugging Face model directory (no config.json) nor a LoRA adapter "
+                     "(no adapter_config.json)");
+  const LmSource src = resolve_lm_source(dir, lora, false);
+  const std::string tok_path = (fs::path(src.base) / "tokenizer.json").string();
+  if (!fs::exists(tok_path))
+    throw InputError("--model: " + src.base + " has no tokenizer.json (the model's tokenizer is needed)");
+  LmWithTokenizer out{load_lm_source(src, device), Tokenizer::load(tok_path), src};
   const int64_t vocab = out.lm->config().vocab_size;
   if (out.tok.vocab_size() > vocab)
     throw InputError("--model: " + tok_path + " has " + std::to_string(out.tok.vocab_size()) +

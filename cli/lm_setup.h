@@ -1,5 +1,6 @@
-// cli/lm_setup.h: what `hamu generate` and the text path of `hamu eval` share: a Hugging Face model directory
-// loaded with its tokenizer, and the token that ends an answer under a prompt template.
+// cli/lm_setup.h: what the language-model paths of the commands share: what `--model DIR [--lora X]` names
+// (a Hugging Face directory, a PEFT adapter directory and its base, or a base plus an adapter or a fresh
+// adapter spec), loaded with its tokenizer, and the token that ends an answer under a prompt template.
 #pragma once
 #include <memory>
 #include <string>
@@ -10,13 +11,42 @@
 
 namespace hamu::cli {
 
+// True when DIR holds a PEFT adapter (adapter_config.json).
+bool is_adapter_dir(const std::string& path);
+// A Hugging Face model directory or a PEFT adapter directory: what --model may name for a language model.
+bool is_lm_path(const std::string& path);
+
+// The base model an adapter directory names (base_model_name_or_path): an absolute path as it is; a relative
+// one as peft reads it (against the working directory), else against the adapter directory. InputError naming
+// the adapter and the field when it is absent, or when neither place is a Hugging Face directory.
+std::string adapter_base_dir(const std::string& adapter_dir);
+
+// What `--model M [--lora L]` names for a language model.
+struct LmSource {
+  std::string base;     // the Hugging Face directory (config.json, weights, tokenizer.json)
+  std::string adapter;  // a PEFT adapter directory on top of it ("" = none)
+  std::string spec;     // or a --lora spec: fresh adapters ("" = none)
+  uint64_t seed = 0;    // fresh adapters' initialisation and every adapter's dropout stream
+  bool has_lora() const { return !adapter.empty() || !spec.empty(); }
+  std::string describe() const;  // "BASE", "BASE + adapter DIR" or "BASE + new LoRA SPEC"
+};
+// M is an adapter directory (its base resolved; then L must be empty) or a Hugging Face directory; L is an
+// adapter directory or, when `allow_spec` (training), a spec. InputError naming --model / --lora: L with an
+// image model or an adapter --model, a directory L that is no adapter, a spec where only adapters make sense.
+LmSource resolve_lm_source(const std::string& model, const std::string& lora, bool allow_spec, uint64_t seed = 0);
+// The base loaded (memory-mapped, copied to `device`) with the adapter attached (base frozen; its
+// parameters() are then the adapters' A and B only), in eval mode: adapter dropout off until train().
+std::shared_ptr<models::CausalLM> load_lm_source(const LmSource& src, Device device);
+
 struct LmWithTokenizer {
   std::shared_ptr<models::CausalLM> lm;
   Tokenizer tok;
+  LmSource source;
 };
-// DIR/config.json + weights and DIR/tokenizer.json. InputError naming --model and the cause: DIR missing, not
-// a Hugging Face directory, no tokenizer.json, or a tokenizer with more tokens than the model's vocabulary.
-LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device);
+// The model --model DIR [--lora ADAPTER_DIR] names, with the base directory's tokenizer.json. InputError naming
+// --model and the cause: DIR missing, not a Hugging Face or adapter directory, no tokenizer.json, or a tokenizer
+// with more tokens than the model's vocabulary; the adapter's errors name its files.
+LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device, const std::string& lora = "");
 
 // --template VALUE, as an InputError naming the flag when it is not plain, llama2-chat or chatml.
 PromptTemplate template_flag(const std::string& value);

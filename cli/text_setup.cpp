@@ -11,6 +11,7 @@
 #include "engine/atomic_file.h"
 #include "engine/rng.h"
 #include "models/lm/generate.h"
+#include "models/lm/lora.h"
 
 namespace hamu::cli {
 
@@ -25,7 +26,8 @@ std::string raw_flag(int argc, char** argv, const std::string& flag) {
 
 bool is_text_command(int argc, char** argv) {
   const std::string data = raw_flag(argc, argv, "--data"), model = raw_flag(argc, argv, "--model");
-  return (!data.empty() && is_text_data_spec(data)) || (!model.empty() && models::is_hf_dir(model));
+  return (!data.empty() && is_text_data_spec(data)) || (!model.empty() && is_lm_path(model)) ||
+         !raw_flag(argc, argv, "--lora").empty();
 }
 
 namespace {
@@ -105,12 +107,18 @@ TextRun load_text_run(const std::string& data_spec, const std::string& split_spe
   return r;
 }
 
-TextModel load_text_model(const std::string& dir, Device device) {
-  if (!models::is_hf_dir(dir)) throw InputError("--model: " + dir + " is not a Hugging Face directory (no config.json)");
-  if (!file_exists(dir + "/tokenizer.json")) throw InputError("--model: " + dir + " has no tokenizer.json");
-  Tokenizer tok = Tokenizer::load(dir);
-  return TextModel{dir, models::load_hf_dir(dir, device).model, std::move(tok), read_hamu_json(dir)};
+TextModel load_text_model(const std::string& dir, Device device, const std::string& lora, uint64_t seed) {
+  if (lora.empty() && !is_lm_path(dir))  // with --lora, resolve_lm_source says what --lora needs
+    throw InputError("--model: " + dir + " is not a Hugging Face directory (no config.json) nor a LoRA adapter (no adapter_config.json)");
+  LmSource src = resolve_lm_source(dir, lora, true, seed);
+  if (!file_exists(src.base + "/tokenizer.json")) throw InputError("--model: " + src.base + " has no tokenizer.json");
+  Tokenizer tok = Tokenizer::load(src.base);
+  Json meta = read_hamu_json(src.adapter.empty() ? src.base : src.adapter);
+  std::shared_ptr<models::CausalLM> lm = load_lm_source(src, device);
+  return TextModel{dir, std::move(src), std::move(lm), std::move(tok), std::move(meta)};
 }
+
+std::shared_ptr<models::CausalLM> fresh_text_lm(const TextModel& m, Device device) { return load_lm_source(m.source, device); }
 
 void save_text_model(const std::string& dir, models::CausalLM& lm, const std::string& tokenizer_json, const Json& meta) {
   models::save_hf_dir(dir, lm);
@@ -124,8 +132,22 @@ void save_text_model(const std::string& dir, models::CausalLM& lm, const std::st
 
 std::string tokenizer_json_of(const std::string& dir) { return read_small_file(dir + "/tokenizer.json", "--model"); }
 
+void save_text_adapter(const std::string& dir, models::CausalLM& lm, const std::string& base, const Json& meta,
+                       const std::string& merge_dir, const std::string& tokenizer_json) {
+  if (!dir.empty()) {
+    models::save_lora(dir, lm, base);
+    write_atomic(dir + "/hamu.json", meta.dump(2) + "\n");
+  }
+  if (merge_dir.empty()) return;
+  models::merge_lora(lm);
+  Json merged = meta;
+  if (!dir.empty()) merged.set("merged_from", Json(dir));
+  save_text_model(merge_dir, lm, tokenizer_json, merged);
+}
 std::vector<Flag> text_context_flags() {
   return {
+      {"--lora", "DIR|SPEC", "text: a LoRA adapter directory on --model (or a spec such as r=8,alpha=16 for new adapters): "
+                             "only the adapter's A and B are updated", ""},
       {"--template", "T", "text: prompt template plain, llama2-chat or chatml (default: the model's hamu.json, else plain)", ""},
       {"--duplicates", "MODE", "text: none, exact, semantic or dup:FILE.jsonl added to retain (default: the model's)", ""},
       {"--test", "FILE", "text: a QA file as the test set (instead of holdout=X in --split)", ""},
@@ -152,7 +174,7 @@ TextRun run_for_model(const TextModel& m, const Args& args, uint64_t seed) {
 }  // namespace
 
 TextContext load_text_context(const std::string& model_dir, const Args& args, Device device, uint64_t seed) {
-  TextContext ctx(load_text_model(model_dir, device));
+  TextContext ctx(load_text_model(model_dir, device, args.str_or("--lora", ""), seed));
   ctx.device = device;
   ctx.seed = seed;
   ctx.run = run_for_model(ctx.original, args, seed);
@@ -167,7 +189,7 @@ TextContext load_text_context(const std::string& model_dir, const Args& args, De
   const std::string ref = args.str_or("--reference", "");
   if (!ref.empty()) {
     ctx.reference = load_text_model(ref, device);
-    if (tokenizer_json_of(ref) != tokenizer_json_of(model_dir))
+    if (tokenizer_json_of(ctx.reference->source.base) != tokenizer_json_of(ctx.original.source.base))
       throw InputError("--reference: " + ref + " has another tokenizer than " + model_dir +
                        " (token-level metrics would not compare)");
     ctx.reference_report = evaluate_text_full(*ctx.reference->lm, ctx, ref, true);

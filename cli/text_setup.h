@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cli/args.h"
+#include "cli/lm_setup.h"
 #include "engine/json.h"
 #include "loaders/qa.h"
 #include "loaders/template.h"
@@ -22,8 +23,8 @@ namespace hamu::cli {
 // The value of `flag` among the subcommand's arguments (argv[0] is the first flag; "" when absent), read before the subcommand parses its flags:
 // it decides whether the text path handles the command.
 std::string raw_flag(int argc, char** argv, const std::string& flag);
-// True when a command line is a text run: --data names text (qa:FILE, wordnet-qa) or --model is a
-// Hugging Face directory.
+// True when a command line is a text run: --data names text (qa:FILE, wordnet-qa), --model is a Hugging Face
+// or LoRA adapter directory, or --lora is given (the text path then refuses an image model clearly).
 bool is_text_command(int argc, char** argv);
 
 // DIR/hamu.json: what hamu knows about a text model it trained or unlearned (data, split, template, seed,
@@ -48,14 +49,20 @@ TextRun load_text_run(const std::string& data_spec, const std::string& split_spe
                       const std::string& test_file, const Tokenizer& tok, PromptTemplate tmpl, int64_t max_length,
                       uint64_t seed);
 
-// A causal LM directory (config.json + model.safetensors + tokenizer.json [+ hamu.json]), loaded.
+// A causal LM directory (config.json + model.safetensors + tokenizer.json [+ hamu.json]), loaded; or a LoRA
+// adapter on one (--model ADAPTER_DIR, --model DIR --lora ADAPTER_DIR, or --lora SPEC for fresh adapters).
 struct TextModel {
-  std::string dir;
+  std::string dir;  // what --model named
+  LmSource source;  // the base directory (its tokenizer.json) and the adapter
   std::shared_ptr<models::CausalLM> lm;
   Tokenizer tok;
-  Json meta;  // hamu.json (empty object when absent)
+  Json meta;  // hamu.json of the adapter directory, else of the model directory (empty object when absent)
 };
-TextModel load_text_model(const std::string& dir, Device device);
+// lora: --lora's value ("" = none); a spec is accepted (fresh adapters seeded by `seed`).
+TextModel load_text_model(const std::string& dir, Device device, const std::string& lora = "", uint64_t seed = 0);
+// Another copy of the same model (base + the same adapter): the unlearning run's working copy and the frozen
+// original of kl / scrub / npo.
+std::shared_ptr<models::CausalLM> fresh_text_lm(const TextModel& m, Device device);
 
 // Everything `hamu unlearn` and `hamu compare` need on text, read and checked before anything runs.
 struct TextContext {
@@ -71,7 +78,7 @@ struct TextContext {
   uint64_t seed = 0;
 };
 TextContext load_text_context(const std::string& model_dir, const Args& args, Device device, uint64_t seed);
-// Flags of the text context beyond the unlearning options: --template, --duplicates, --test,
+// Flags of the text context beyond the unlearning options: --lora, --template, --duplicates, --test,
 // --max-length, --gen-samples.
 std::vector<Flag> text_context_flags();
 
@@ -91,5 +98,11 @@ EvalReport evaluate_text_sampled(models::CausalLM& lm, const TextContext& ctx, c
 void save_text_model(const std::string& dir, models::CausalLM& lm, const std::string& tokenizer_json, const Json& meta);
 // The tokenizer.json text of a model directory (copied when a fine-tuned or unlearned model is saved).
 std::string tokenizer_json_of(const std::string& dir);
+// Writes a LoRA run's result: the adapter in PEFT's layout (DIR/adapter_config.json naming `base` as
+// base_model_name_or_path, DIR/adapter_model.safetensors) and DIR/hamu.json = meta (none for DIR ""); with merge_dir, also the
+// adapter folded into the base (models::merge_lora; the model keeps no adapter afterwards) as a plain Hugging
+// Face directory (save_text_model, hamu.json = meta plus "merged_from": DIR).
+void save_text_adapter(const std::string& dir, models::CausalLM& lm, const std::string& base, const Json& meta,
+                       const std::string& merge_dir, const std::string& tokenizer_json);
 
 }  // namespace hamu::cli

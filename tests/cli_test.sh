@@ -285,6 +285,83 @@ else
   fail "eval of a language model on good input: $(cat eval_lm.err)"
 fi
 
+# hamu hardness on QA pairs: exact duplicates of the forget pairs are their nearest retain pairs, shown as text.
+H=(hardness --threads 1 --model "$LM" --data "qa:$QA")
+expect_bad hard-lm-no-paraphrase "paraphrases"    "${H[@]}" --split fraction=0.3 --duplicates semantic --json out/h.json
+expect_bad hard-lm-no-group      "group"          "${H[@]}" --split group=nobody --json out/h.json
+expect_bad hard-lm-memory       "--memory-mb"    "${H[@]}" --split fraction=0.3 --memory-mb 0 --json out/h.json
+if "$HAMU" "${H[@]}" --split fraction=0.3 --duplicates exact --top 3 --json out/ht.json --svg out/ht.svg \
+     > hard_lm.out 2> hard_lm.err && grep -q '^      nearest  Q: .*\[an added duplicate: same answer\]' hard_lm.out &&
+   grep -q '^verdict: ' hard_lm.out && [[ $(grep -c '"similar_is_duplicate": true' out/ht.json) -ge 2 ]] &&
+   grep -q '"tokens_per_pair": 48' out/ht.json && [[ -s out/ht.svg ]]; then
+  pass
+else
+  fail "hardness of a language model on good input: $(tail -3 hard_lm.err)"
+fi
+
+# ---- LoRA on a language model: train, load in both forms, merge, unlearn; bad --lora input ------------------
+
+LT=$LM_FIX/lm_text
+LTRAIN=(--threads 1 --data "qa:$QA" --lora r=4,alpha=8 --epochs 12 --batch 5 --lr 0.02 --warmup 0)
+cp "$LT/gpt2/model.safetensors" base_before.safetensors
+must_make lora_g train "${LTRAIN[@]}" --model "$LT/gpt2" --out lora_g --merge merged_g --json lora_g.json
+must_make lora_l train "${LTRAIN[@]}" --model "$LT/llama" --split fraction=0.3 --out lora_l
+losses=$(grep -o '"train_loss": [0-9.e+-]*' lora_g.json | awk '{print $2}')
+if awk -v a="$(head -1 <<< "$losses")" -v b="$(tail -1 <<< "$losses")" 'BEGIN { exit !(b < 0.7 * a) }' &&
+   cmp -s base_before.safetensors "$LT/gpt2/model.safetensors" &&
+   [[ $(ls lora_g | tr '\n' ' ') == "adapter_config.json adapter_model.safetensors hamu.json " ]] &&
+   [[ $(grep -ao '"dtype"' lora_g/adapter_model.safetensors | wc -l) -eq 16 ]] &&
+   [[ $(grep -aoE '"base_model\.model\.transformer\.h\.[01]\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.lora_[AB]\.weight"' lora_g/adapter_model.safetensors | sort -u | wc -l) -eq 16 ]] &&
+   grep -q '"base_model_name_or_path": "'"$LT/gpt2"'"' lora_g/adapter_config.json && grep -q '"kind": "original"' lora_g/hamu.json &&
+   [[ -f merged_g/config.json && -f merged_g/tokenizer.json ]]; then
+  pass
+else
+  fail "lora train: loss ($(tr '\n' ' ' <<< "$losses")), base file, PEFT files or merge: $(cat log_lora_g.err | tail -3)"
+fi
+# The two ways to load an adapter give the same numbers, the merged model the same to rel. 1e-5.
+"$HAMU" eval --threads 1 --model lora_g --data "qa:$QA" --json lora_e1.json > /dev/null 2>&1
+"$HAMU" eval --threads 1 --model "$LT/gpt2" --lora lora_g --data "qa:$QA" --json lora_e2.json > /dev/null 2>&1
+"$HAMU" eval --threads 1 --model merged_g --data "qa:$QA" --json lora_e3.json > /dev/null 2>&1
+l1=$(grep '"loss"' lora_e1.json); l2=$(grep '"loss"' lora_e2.json); l3=$(grep '"loss"' lora_e3.json)
+if [[ -n $l1 && $l1 == "$l2" ]] && grep -q '"adapter": "lora_g"' lora_e1.json &&
+   awk -v a="${l1##*: }" -v b="${l3##*: }" 'BEGIN { a += 0; b += 0; d = a - b; if (d < 0) d = -d; exit !(d <= 1e-5 * a) }'; then
+  pass
+else
+  fail "lora eval: adapter dir '$l1', base + --lora '$l2', merged '$l3'"
+fi
+# Unlearning an adapter writes an unlearned adapter (other A/B bytes), never the base.
+for m in hamu-q ga; do
+  if "$HAMU" unlearn --threads 1 --model lora_l --method "$m" --steps 3 --batch 4 --forget-batch 3 --lr 0.05 --gen-samples 0 \
+       --show 0 --out "unl_$m" > "unl_$m.out" 2> "unl_$m.err" &&
+     [[ $(ls "unl_$m" | tr '\n' ' ') == "adapter_config.json adapter_model.safetensors hamu.json " ]] &&
+     ! cmp -s lora_l/adapter_model.safetensors "unl_$m/adapter_model.safetensors" && grep -q '"kind": "unlearned"' "unl_$m/hamu.json" &&
+     grep -q "base frozen" "unl_$m.err"; then
+    pass
+  else
+    fail "lora unlearn $m: $(tail -3 "unl_$m.err")"
+  fi
+done
+mkdir -p lora_nobase lora_shape
+cp lora_g/adapter_model.safetensors lora_nobase/ && cp lora_g/adapter_model.safetensors lora_shape/
+sed 's#"base_model_name_or_path": ".*"#"base_model_name_or_path": "nowhere/gpt2"#' lora_g/adapter_config.json > lora_nobase/adapter_config.json
+sed 's#"r": 4#"r": 8#' lora_g/adapter_config.json > lora_shape/adapter_config.json
+LB=(train --threads 1 --data "qa:$QA" --model "$LT/gpt2" --out out/a)
+expect_bad lora-zero-rank      "--lora: r must"        "${LB[@]}" --lora r=0
+expect_bad lora-unknown-field  "unknown field 'foo'"   "${LB[@]}" --lora r=4,foo=1
+expect_bad lora-gpt2-gate      "target 'gate'"         "${LB[@]}" --lora r=4,targets=gate
+expect_bad lora-no-layer       "matches no Linear"     "${LB[@]}" --lora r=4,targets=nothing
+expect_bad lora-merge-no-lora  "--merge"               "${LB[@]}" --merge out/m
+expect_bad lora-gpt-small      "--lora"                train --threads 1 --data "qa:$QA" --model gpt-small --lora r=4 --out out/a
+expect_bad lora-base-missing   "nowhere/gpt2"          eval --threads 1 --model lora_nobase --data "qa:$QA" --json out/e.json
+expect_bad lora-unlearn-nobase "nowhere/gpt2"          unlearn --threads 1 --model lora_nobase --method ga --out out/u
+expect_bad lora-other-arch     "down_proj"             eval --threads 1 --model "$LT/gpt2" --lora lora_l --data "qa:$QA" --json out/e.json
+expect_bad lora-shape          "another base model"    eval --threads 1 --model "$LT/gpt2" --lora lora_shape --data "qa:$QA" --json out/e.json
+expect_bad lora-not-adapter    "adapter_config.json"   eval --threads 1 --model "$LT/gpt2" --lora "$LT/llama" --data "qa:$QA" --json out/e.json
+expect_bad lora-spec-on-eval   "not an adapter"        eval --threads 1 --model "$LT/gpt2" --lora r=8 --data "qa:$QA" --json out/e.json
+expect_bad lora-image-train    "LoRA adapts language"  train --data "$D" --model mlp --lora r=8 "${TRAIN[@]}" --out out/t.safetensors
+expect_bad lora-image-eval     "LoRA adapts language"  eval --model orig.safetensors --data "$D" --lora lora_g --json out/e.json
+expect_bad lora-image-unlearn  "LoRA adapts language"  unlearn --model orig.safetensors --data "$D" --split class=1 --method ga --lora lora_g --out out/u.safetensors
+
 # ---- a --reference made for another forget set is refused (issue #16) -------------------------------
 
 must_make ref_rand train --data "$D" --model mlp --split random=0.3 --subset retain "${TRAIN[@]}" --out ref_rand.safetensors

@@ -15,6 +15,7 @@
 
 #include "engine/atomic_file.h"
 #include "engine/json.h"
+#include "engine/safetensors_header.h"
 
 namespace hamu {
 
@@ -23,8 +24,6 @@ namespace hamu {
 static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
 
 namespace {
-
-constexpr int kMaxRank = 64;
 
 const char* dtype_code(DType t) {
   switch (t) {
@@ -67,109 +66,13 @@ struct Fd {
   }
 };
 
-// One header entry after validation.
-struct Entry {
-  std::string name;
-  DType dtype = DType::f32;
-  bool i64 = false;  // an I64 integer scalar (e.g. BatchNorm's num_batches_tracked): Checkpoint::int64s
-  Shape shape;
-  uint64_t begin = 0, end = 0;
-};
-
-std::string offsets_str(uint64_t b, uint64_t e) {
-  std::string s = "[";  // built by appending: GCC 12 misreports `"[" + std::to_string(..)` (-Wrestrict)
-  s += std::to_string(b);
-  s += ", ";
-  s += std::to_string(e);
-  s += ']';
-  return s;
+// The dtypes hamu checkpoints hold (I64 only as single-value counters, Checkpoint::int64s).
+size_t checkpoint_code_size(const std::string& code) {
+  DType t;
+  if (code == "I64") return 8;
+  return parse_dtype_code(code, t) ? dtype_size(t) : 0;
 }
-
-// Non-negative integer (exact in a double) or nothing.
-bool as_count(const Json& j, uint64_t& out) {
-  if (!j.is_integer() || j.as_number() < 0) return false;
-  out = uint64_t(j.as_int());
-  return true;
-}
-
-Entry parse_entry(const std::string& file, const std::string& name, const Json& j, uint64_t data_len) {
-  const std::string where = file + ": tensor '" + name + "': ";
-  if (!j.is_object())
-    throw InputError(where + "entry is " + Json::type_name(j.type()) + ", expected an object with dtype, shape and data_offsets");
-  for (const char* key : {"dtype", "shape", "data_offsets"})
-    if (!j.contains(key)) throw InputError(where + "missing \"" + key + "\"");
-
-  Entry e;
-  e.name = name;
-  const Json& dt = j.at("dtype");
-  if (!dt.is_string()) throw InputError(where + "dtype is " + Json::type_name(dt.type()) + ", expected a string");
-  e.i64 = dt.as_string() == "I64";
-  if (!e.i64 && !parse_dtype_code(dt.as_string(), e.dtype))
-    throw InputError(where + "dtype '" + dt.as_string() + "' is not supported (F32, F64, I32, U8; I64 scalars)");
-
-  const Json& sh = j.at("shape");
-  if (!sh.is_array()) throw InputError(where + "shape is " + Json::type_name(sh.type()) + ", expected an array");
-  if (sh.size() > size_t(kMaxRank))
-    throw InputError(where + "shape has " + std::to_string(sh.size()) + " dimensions (at most " + std::to_string(kMaxRank) + ")");
-  uint64_t numel = 1;
-  bool overflow = false, has_zero = false;
-  for (const Json& d : sh.as_array()) {
-    uint64_t n = 0;
-    if (!as_count(d, n)) {
-      const bool huge = d.is_number() && d.as_number() > 0 && d.as_number() == std::floor(d.as_number());
-      throw InputError(where + "shape entry " + d.dump() + (huge ? " is too large" : " is not a non-negative integer"));
-    }
-    e.shape.push_back(int64_t(n));
-    // A zero dimension makes the tensor empty but must not hide that the others multiply past
-    // int64: strides and every later numel() are formed from them (shape_numel refuses them too).
-    has_zero = has_zero || n == 0;
-    if (n != 0) overflow = overflow || __builtin_mul_overflow(numel, n, &numel);
-  }
-  const size_t esize = e.i64 ? 8 : dtype_size(e.dtype);
-  uint64_t bytes = 0;
-  if (overflow || numel > uint64_t(INT64_MAX) || __builtin_mul_overflow(numel, uint64_t(esize), &bytes))
-    throw InputError(where + "shape " + shape_str(e.shape) + " has too many elements");
-  if (has_zero) bytes = 0;
-  if (e.i64 && (has_zero || numel != 1))
-    throw InputError(where + "I64 " + shape_str(e.shape) + ": only single-value I64 entries (counters) are read");
-
-  const Json& off = j.at("data_offsets");
-  if (!off.is_array() || off.size() != 2 || !as_count(off.at(size_t(0)), e.begin) || !as_count(off.at(size_t(1)), e.end))
-    throw InputError(where + "data_offsets " + off.dump() + " is not a pair of non-negative integers");
-  if (e.end < e.begin) throw InputError(where + "data_offsets " + offsets_str(e.begin, e.end) + " end before they begin");
-  if (e.end > data_len)
-    throw InputError(where + "data_offsets " + offsets_str(e.begin, e.end) + " lie outside the data buffer of " +
-                     std::to_string(data_len) + " bytes");
-  if (e.end - e.begin != bytes)
-    throw InputError(where + (e.i64 ? "I64" : dtype_code(e.dtype)) + " " + shape_str(e.shape) + " needs " + std::to_string(bytes) +
-                     " bytes but data_offsets " + offsets_str(e.begin, e.end) + " span " + std::to_string(e.end - e.begin));
-  return e;
-}
-
-// Tensors must tile the data buffer exactly: no overlaps, no gaps, nothing left over.
-void check_layout(const std::string& file, const std::vector<Entry>& entries, uint64_t data_len) {
-  std::vector<size_t> order(entries.size());
-  std::iota(order.begin(), order.end(), size_t(0));
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return std::pair(entries[a].begin, entries[a].end) < std::pair(entries[b].begin, entries[b].end);
-  });
-  uint64_t covered = 0;
-  const Entry* prev = nullptr;
-  for (size_t i : order) {
-    const Entry& e = entries[i];
-    if (e.begin < covered)
-      throw InputError(file + ": tensor '" + e.name + "': data_offsets " + offsets_str(e.begin, e.end) +
-                       " overlap tensor '" + prev->name + "' " + offsets_str(prev->begin, prev->end));
-    if (e.begin > covered)
-      throw InputError(file + ": tensor '" + e.name + "': data_offsets " + offsets_str(e.begin, e.end) + " leave a gap of " +
-                       std::to_string(e.begin - covered) + " bytes before them (tensors must be contiguous)");
-    covered = e.end;
-    prev = &e;
-  }
-  if (covered != data_len)
-    throw InputError(file + ": the data buffer has " + std::to_string(data_len) + " bytes but the tensors cover only " +
-                     std::to_string(covered));
-}
+constexpr SafetensorsDtypes kCheckpointDtypes{checkpoint_code_size, "F32, F64, I32, U8; I64 scalars"};
 
 }  // namespace
 
@@ -284,50 +187,23 @@ Checkpoint load_safetensors(const std::string& path) {
 
   unsigned char len[8];
   if (!read_at(file.fd, len, 8, 0)) throw InputError(path + ": read failed");
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len[i];
-  if (header_len > kSafetensorsMaxHeader)
-    throw InputError(path + ": header length " + std::to_string(header_len) + " is implausible (limit " +
-                     std::to_string(kSafetensorsMaxHeader) + "); not a safetensors file?");
-  if (header_len > file_size - 8)
-    throw InputError(path + ": header length " + std::to_string(header_len) + " runs past the end of the file (" +
-                     std::to_string(file_size - 8) + " bytes follow the length); the file is truncated or not safetensors");
-
+  const uint64_t header_len = safetensors_header_length(path, len, file_size);
   std::string text(size_t(header_len), '\0');
   if (!read_at(file.fd, text.data(), text.size(), 8)) throw InputError(path + ": read failed (file truncated?)");
-  JsonParseOptions opt;
-  opt.source = path + ": header is not valid JSON";
-  opt.max_depth = 8;  // a valid header nests three levels
-  opt.max_values = kSafetensorsMaxHeaderValues;
-  const Json header = Json::parse(text, opt);
-  if (!header.is_object())
-    throw InputError(path + ": header is a JSON " + Json::type_name(header.type()) + ", expected an object");
-
-  const uint64_t data_start = 8 + header_len;
-  const uint64_t data_len = file_size - data_start;
+  SafetensorsHeader header = parse_safetensors_header(path, text, file_size, kCheckpointDtypes);
+  const uint64_t data_start = header.data_start;
   Checkpoint ck;
   ck.path = path;
-  std::vector<Entry> entries;
-  for (const auto [name, value] : header.members()) {
-    if (name == "__metadata__") {
-      if (!value.is_object())
-        throw InputError(path + ": __metadata__ is " + Json::type_name(value.type()) + ", expected an object of strings");
-      for (const auto [k, v] : value.members()) {
-        if (!v.is_string())
-          throw InputError(path + ": metadata '" + k + "' is " + Json::type_name(v.type()) +
-                           ", but metadata values must be strings");
-        ck.metadata[k] = v.as_string();
-      }
-      continue;
-    }
-    entries.push_back(parse_entry(path, name, value, data_len));
-  }
-  check_layout(path, entries, data_len);
+  ck.metadata = std::move(header.metadata);
+  for (const SafetensorsEntry& e : header.entries)
+    if (e.dtype == "I64" && (e.shape.empty() ? 1 : shape_numel(e.shape)) != 1)
+      throw InputError(path + ": tensor '" + e.name + "': I64 " + shape_str(e.shape) +
+                       ": only single-value I64 entries (counters) are read");
 
   // Only now, with every size checked against the file, is memory allocated (at most the file's size).
-  ck.tensors.reserve(entries.size());
-  for (const Entry& e : entries) {
-    if (e.i64) {
+  ck.tensors.reserve(header.entries.size());
+  for (const SafetensorsEntry& e : header.entries) {
+    if (e.dtype == "I64") {
       unsigned char b[8];
       if (!read_at(file.fd, b, 8, data_start + e.begin))
         throw InputError(path + ": tensor '" + e.name + "': read failed (file truncated while reading?)");
@@ -336,9 +212,11 @@ Checkpoint load_safetensors(const std::string& path) {
       ck.int64s[e.name] = int64_t(v);
       continue;
     }
+    DType dtype = DType::f32;
+    parse_dtype_code(e.dtype, dtype);
     Tensor t;
     try {
-      t = Tensor::empty(e.shape, e.dtype);
+      t = Tensor::empty(e.shape, dtype);
     } catch (const InputError&) {
       throw;
     } catch (const std::exception& ex) {  // bad_alloc, or the allocator's out-of-memory Error

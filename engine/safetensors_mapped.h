@@ -6,16 +6,12 @@
 #include <string>
 #include <vector>
 
+#include "engine/safetensors_header.h"
 #include "engine/tensor.h"
 
 namespace hamu {
 
-struct MappedTensorInfo {
-  std::string name;
-  std::string dtype;  // the file's code: F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL
-  Shape shape;
-  uint64_t begin = 0, end = 0;  // byte range within the data buffer
-};
+using MappedTensorInfo = SafetensorsEntry;
 
 // Opening validates the whole header (sizes, dtypes, shapes, offsets tiling the data buffer exactly, as
 // load_safetensors does) before anything is read; every problem is one InputError naming the file (and

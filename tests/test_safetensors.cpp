@@ -207,7 +207,7 @@ TEST_CASE("safetensors: every bad input is one clear InputError naming the file"
   SUBCASE("truncated data") {
     const std::string full = make_file(ok_header, data);
     CHECK(load_error(dir, full.substr(0, full.size() - 3)) ==
-          path + ": tensor 'a': data_offsets [0, 8] lie outside the data buffer of 5 bytes");
+          path + ": tensor 'a': data_offsets [0, 8] lie outside the data buffer of 5 bytes (file truncated?)");
   }
   SUBCASE("malformed JSON") {
     CHECK(err(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})", data) ==
@@ -269,7 +269,7 @@ TEST_CASE("safetensors: every bad input is one clear InputError naming the file"
   }
   SUBCASE("offsets outside the buffer, reversed, overlapping, with gaps or leftovers") {
     CHECK(err(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", data) ==
-          path + ": tensor 'a': data_offsets [0, 16] lie outside the data buffer of 8 bytes");
+          path + ": tensor 'a': data_offsets [0, 16] lie outside the data buffer of 8 bytes (file truncated?)");
     CHECK(err(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}})", data) ==
           path + ": tensor 'a': data_offsets [8, 4] end before they begin");
     CHECK(err(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
@@ -279,7 +279,7 @@ TEST_CASE("safetensors: every bad input is one clear InputError naming the file"
     CHECK(err(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", data) ==
           path + ": tensor 'a': data_offsets [4, 8] leave a gap of 4 bytes before them (tensors must be contiguous)");
     CHECK(err(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", data) ==
-          path + ": the data buffer has 8 bytes but the tensors cover only 4");
+          path + ": the data buffer has 8 bytes but the tensors cover only 4 (truncated or padded file)");
   }
   SUBCASE("duplicate tensor names") {
     CHECK(err(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",

@@ -20,7 +20,9 @@
 
 #include "engine/json.h"
 #include "engine/safetensors.h"
+#include "loaders/tokenizer.h"
 #include "models/checkpoint.h"
+#include "models/lm/lm.h"
 
 using namespace hamu;
 namespace fs = std::filesystem;
@@ -247,6 +249,18 @@ void text_seeds() {
   regression("data_spec", "issue15_9_holdout_digits", text("images:/x,holdout=0.1234567"));
 }
 
+// Our own writers' config.json and tokenizer.json (the committed seeds also hold transformers' and
+// the tokenizers library's files, copied from tests/fixtures).
+void lm_seeds() {
+  seed("hf_config", "hamu_gpt_small.json", text(models::lm_config_by_name("gpt-small", 300).to_hf_json().dump()));
+  BpeTrainOptions o;
+  o.vocab_size = 300;
+  o.min_frequency = 1;
+  const BpeTrainResult r = train_bpe({"Question: Who wrote it?\nAnswer: Alice wrote it in 1999.",
+                                      "Question: Where was she born?\nAnswer: She was born in Paris."}, o);
+  seed("tokenizer", "hamu_trained_bpe.json", text(r.json));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -263,6 +277,7 @@ int main(int argc, char** argv) {
   image_seeds();
   image_folder_seeds();
   text_seeds();
+  lm_seeds();
   std::printf("fuzz_corpus: seeds written under %s/corpus and %s/regressions\n", g_root.c_str(), g_root.c_str());
   return 0;
 }

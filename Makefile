@@ -205,7 +205,7 @@ test:
 	@scripts/install-deps.sh
 	@$(MAKE) --no-print-directory test-run
 test-run: $(TESTS) $(HAMU) $(EXAMPLES) $(BUILD)/fuzz_replay
-	./$(TESTS) && ./$(FUZZ_REPLAY) tests/fuzz/regressions tests/fuzz/corpus && tests/cli_test.sh $(HAMU) && tests/svg_test.sh --tests $(TESTS)$(if $(filter 1,$(MPI)), && tests/mpi_test.sh $(BUILD)) && $(SAN_RUN) examples/run.sh $(BUILD)
+	./$(TESTS) && ./$(FUZZ_REPLAY) tests/fuzz/regressions tests/fuzz/corpus && tests/cli_test.sh $(HAMU) && tests/resume_test.sh $(HAMU) && tests/svg_test.sh --tests $(TESTS)$(if $(filter 1,$(MPI)), && tests/mpi_test.sh $(BUILD)) && $(SAN_RUN) examples/run.sh $(BUILD)
 
 # ---- fuzzing: tests/fuzz/fuzz_<name>.cpp is a target (tests/fuzz/fuzz.h); a new file is a new target --
 # make test replays every target's regression and seed files through $(FUZZ_REPLAY) (built with $(CXX)).

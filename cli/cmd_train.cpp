@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "cli/provenance.h"
+#include "cli/resume.h"
 #include "cli/common.h"
 #include "cli/text_setup.h"
 #include "models/checkpoint.h"
@@ -31,6 +32,7 @@ int cmd_train(int argc, char** argv) {
       {"--out", "CKPT", "where to write the safetensors checkpoint", ""},
       {"--json", "FILE", "also write the training log and final evaluation as JSON", ""},
   };
+  for (Flag f : resume_flags("training steps")) flags.push_back(f);
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("train", "--out CKPT [--data SPEC] [--model ARCH] [--split SPEC --subset full|retain] [flags]", flags);
   if (!args.parse(argc, argv)) return 0;
@@ -68,6 +70,9 @@ int cmd_train(int argc, char** argv) {
   DataAndSplit ds = load_data_split(args.str("--data"), split_spec, seed);
   const ImageDataset& train = ds.data.train;
   models::ModelSpec spec{args.str("--model"), train.c, train.h, train.w, train.num_classes};
+  // A resumed run must see the options and data it started with (checked before any work).
+  const ResumableRun run(args, "train", out_path,
+                         [&] { return Json::object({{"data", Json(dataset_hash(ds.data))}}); });
   Rng rng(seed);
   auto model = models::build_model(spec, rng);
   model->to(device);
@@ -103,6 +108,21 @@ int cmd_train(int argc, char** argv) {
                             {"images_per_s", Json(e.images_per_s)}, {"skipped_steps", Json(e.skipped_steps)}});
     if (ds.has_split) ej.set("forget_acc", Json(forget.acc));
     epochs_json.push_back(ej);
+  };
+  if (const RunState* st = run.resumed()) {  // the finished epochs' records and time come back with the state
+    const Json rec = run.records();
+    if (!rec.is_object() || !rec.find("epochs") || !rec["epochs"].is_array() || !rec.find("train_seconds"))
+      throw InputError(st->path() + ": the state's training records are malformed");
+    epochs_json = rec["epochs"];
+    train_seconds = rec["train_seconds"].as_number();
+    std::fprintf(stderr, "hamu train: resuming from %s (epoch %lld, step %lld)\n", st->path().c_str(),
+                 (long long)st->counter("loop.epoch"), (long long)st->counter("loop.step"));
+  }
+  opt.resume = run.resumed();
+  opt.checkpoint_every = run.every();
+  opt.write_state = [&](RunState& st) {
+    run.write(st, st.counter("loop.global_step"),
+              Json::object({{"epochs", epochs_json}, {"train_seconds", Json(train_seconds)}}));
   };
   train_model(*model, train, subset_idx, norm, opt, on_epoch);
 
@@ -142,6 +162,7 @@ int cmd_train(int argc, char** argv) {
     j.set("provenance", prov);
     save_json(json_path, j);
   }
+  if (is_output_rank()) run.finish();
   return 0;
 }
 

@@ -1,12 +1,14 @@
 // cli/cmd_unlearn.cpp: `hamu unlearn` — make a trained model forget a split, with a per-step log,
 // before/after evaluation, and the plain-language hardness warning.
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <memory>
 
 #include "cli/commands.h"
 #include "cli/provenance.h"
+#include "cli/resume.h"
 #include "cli/text_setup.h"
 #include "cli/unlearn_output.h"
 #include "cli/unlearn_setup.h"
@@ -131,6 +133,7 @@ int cmd_unlearn(int argc, char** argv) {
       {"--json", "FILE", "summary with the before and after evaluations", ""},
   };
   for (Flag f : unlearn_option_flags()) flags.push_back(f);
+  for (Flag f : resume_flags("unlearning steps")) flags.push_back(f);
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("unlearn", "--model CKPT [--split SPEC] --method M [--reference CKPT] [--out CKPT] [--log CSV] [--json FILE]",
             flags);
@@ -154,19 +157,50 @@ int cmd_unlearn(int argc, char** argv) {
                                             args.str_or("--reference", ""), device, seed, args.integer("--eval-batch"),
                                             args.integer("--eval-samples"), args.on("--force-reference"));
   validate_unlearn_options(opt, ctx.data.split.forget.size(), ctx.data.split.retain.size());
+  // A resumed run must see the options and inputs it started with (checked before any work).
+  const ResumableRun run(args, "unlearn", out_path, [&] {
+    Json id = Json::object({{"data", Json(dataset_hash(ctx.data.data))}, {"--model", parent_json(model_path)}});
+    if (ctx.reference) id.set("--reference", parent_json(ctx.reference->path));
+    return id;
+  });
 
   models::LoadedModel work = fresh_copy(ctx);
   std::unique_ptr<models::LoadedModel> original;
   if (opt.method->needs_original()) original = std::make_unique<models::LoadedModel>(fresh_copy(ctx));
 
+  UnlearnLog log;
+  if (!log_path.empty() && is_output_rank()) {  // under mpirun rank 0 alone writes
+    if (const RunState* st = run.resumed()) {
+      const Json rec = run.records();
+      const Json* bytes = rec.is_object() ? rec.find("log_bytes") : nullptr;
+      const Json* hash = rec.is_object() ? rec.find("log_hash") : nullptr;
+      if (!bytes || !hash || !hash->is_string()) throw InputError(st->path() + ": the state's log records are malformed");
+      if (bytes->as_int() < 0)
+        throw InputError("--log: the resumed run wrote no --log, so there is no log to continue (drop --log)");
+      char* end = nullptr;
+      const uint64_t h = std::strtoull(hash->as_string().c_str(), &end, 16);
+      if (hash->as_string().size() != 16 || *end) throw InputError(st->path() + ": the state's log hash is malformed");
+      log = UnlearnLog(log_path, "--log", bytes->as_int(), h);
+    } else {
+      log = UnlearnLog(log_path, "--log");
+    }
+  }
   std::fprintf(stderr, "hamu unlearn: %s on %s, forget %zu / retain %zu (%s), %lld steps, lr %g%s, %s\n",
                method_name(*opt.method), ctx.original.spec.describe().c_str(), ctx.data.split.forget.size(),
                ctx.data.split.retain.size(), ctx.data.split.spec.c_str(), (long long)opt.steps, opt.params.lr,
                opt.method->is_hamu() ? (", ratio " + fmt("%g", opt.ratio)).c_str() : "", device.str().c_str());
-
-  UnlearnLog log;
-  if (!log_path.empty() && is_output_rank()) log = UnlearnLog(log_path, "--log");  // under mpirun rank 0 alone writes
+  if (const RunState* st = run.resumed())
+    std::fprintf(stderr, "hamu unlearn: resuming from %s (after step %lld)\n", st->path().c_str(),
+                 (long long)st->counter("loop.step"));
   UnlearnHooks hooks;
+  hooks.resume = run.resumed();
+  hooks.checkpoint_every = run.every();
+  hooks.write_state = [&](RunState& st) {
+    char hash[24];
+    std::snprintf(hash, sizeof hash, "%016llx", (unsigned long long)log.hash());
+    run.write(st, st.counter("loop.step"),
+              Json::object({{"log_bytes", Json(log.open() ? log.bytes() : int64_t(-1))}, {"log_hash", Json(hash)}}));
+  };
   hooks.evaluate = [&](int64_t step, bool final) {
     return (step == 0 || final) ? evaluate_full(*work.model, ctx, "unlearned")
                                 : evaluate_sampled(*work.model, ctx, "unlearned");
@@ -254,6 +288,7 @@ int cmd_unlearn(int argc, char** argv) {
     j.set("provenance", prov);
     save_json(json_path, j);
   }
+  if (is_output_rank()) run.finish();
   return no_step && !out_path.empty() ? 1 : 0;
 }
 

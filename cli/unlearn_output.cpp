@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 #include "cli/provenance.h"
 #include "engine/interrupt.h"
@@ -19,6 +20,32 @@ UnlearnLog::UnlearnLog(const std::string& path, const std::string& flag) : path_
   write(unlearn_csv_header());
 }
 
+UnlearnLog::UnlearnLog(const std::string& path, const std::string& flag, int64_t bytes, uint64_t hash)
+    : path_(path), flag_(flag) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || int64_t(st.st_size) < bytes)
+    throw InputError(flag + ": cannot continue " + path + ": the resumed state recorded " + std::to_string(bytes) +
+                     " bytes of it, the file " + (stat(path.c_str(), &st) != 0 ? "is missing" : "is shorter or not a regular file"));
+  {
+    std::ifstream in(path, std::ios::binary);
+    std::vector<char> buf(1 << 16);
+    for (int64_t left = bytes; left > 0;) {
+      const int64_t n = std::min<int64_t>(left, int64_t(buf.size()));
+      if (!in.read(buf.data(), n)) throw InputError(flag + ": cannot read " + path);
+      hash_ = fnv1a64(buf.data(), size_t(n), hash_);
+      left -= n;
+    }
+  }
+  if (hash_ != hash)
+    throw InputError(flag + ": cannot continue " + path + ": its first " + std::to_string(bytes) +
+                     " bytes are not the log the resumed state recorded (the file was changed or belongs to another run)");
+  if (::truncate(path.c_str(), off_t(bytes)) != 0)
+    throw InputError(flag + ": cannot cut " + path + " back to the resumed state: " + std::strerror(errno));
+  bytes_ = bytes;
+  csv_.open(path, std::ios::app);
+  if (!csv_) throw InputError(flag + ": cannot write " + path);
+}
+
 // Every row is flushed and checked: a failed write (a full disk) stops the run with an error naming the
 // file, and the partial log is removed (a regular file only: never /dev/...), so no truncated log is left
 // looking complete.
@@ -26,6 +53,8 @@ void UnlearnLog::write(const std::string& text) {
   if (!csv_.is_open()) return;
   errno = 0;
   csv_ << text << std::flush;
+  bytes_ += int64_t(text.size());
+  hash_ = fnv1a64(text.data(), text.size(), hash_);
   if (csv_) return;
   const int err = errno;
   csv_.close();

@@ -24,7 +24,13 @@ class UnlearnLog {
  public:
   UnlearnLog() = default;
   UnlearnLog(const std::string& path, const std::string& flag);
+  // Continues the log of a resumed run: the file's first `bytes` bytes must be those a state recorded
+  // (their FNV-1a hash `hash`); what follows them (rows of steps after the state) is cut off.
+  UnlearnLog(const std::string& path, const std::string& flag, int64_t bytes, uint64_t hash);
   void attach(UnlearnHooks& hooks);
+  bool open() const { return csv_.is_open(); }
+  int64_t bytes() const { return bytes_; }  // written so far, and their hash (what a run state records)
+  uint64_t hash() const { return hash_; }
   UnlearnResult run(const std::function<UnlearnResult()>& body);
 
  private:
@@ -33,6 +39,8 @@ class UnlearnLog {
   std::string path_, flag_;
   std::ofstream csv_;
   int64_t last_step_ = 0;
+  int64_t bytes_ = 0;
+  uint64_t hash_ = 0xcbf29ce484222325ULL;  // FNV-1a offset basis: the hash of nothing
 };
 
 // --save-dir: the folder exists (or is created, its parent existing) and is writable; InputError otherwise.

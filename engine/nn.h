@@ -155,6 +155,9 @@ class Dropout : public Module {
   Dropout(double p, uint64_t seed) : p(p), seed_(seed) {}
   Tensor forward(const Tensor& x) override;
   double p;
+  // The mask stream's position (resumable runs store it: engine/run_state.h).
+  uint64_t calls() const { return calls_; }
+  void set_calls(uint64_t n) { calls_ = n; }
 
  private:
   uint64_t seed_, calls_ = 0;

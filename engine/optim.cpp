@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "engine/dispatch.h"
+#include "engine/run_state.h"
 #include "kernels/kernels.h"
 
 namespace hamu {
@@ -41,6 +42,28 @@ void Sgd::step() {
   }
 }
 
+// A momentum buffer exists once its parameter took a step with momentum on: the flag says which are stored.
+void Sgd::save_state(RunState& state, const std::string& prefix) const {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string key = prefix + std::to_string(i);
+    state.put_counter(key + ".started", started_[i] ? 1 : 0);
+    if (buf_[i].defined()) state.put(key + ".momentum", buf_[i]);
+  }
+}
+
+void Sgd::load_state(const RunState& state, const std::string& prefix) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string key = prefix + std::to_string(i);
+    started_[i] = state.counter(key + ".started") != 0;
+    if (state.data.has(key + ".momentum")) {
+      buf_[i] = Tensor::zeros(params_[i].shape(), params_[i].dtype(), params_[i].device());
+      state.restore(key + ".momentum", buf_[i]);
+    } else {
+      buf_[i] = Tensor();
+    }
+  }
+}
+
 AdamW::AdamW(std::vector<Tensor> params, const AdamWOptions& o) : Optimizer(std::move(params)), opt(o) {
   if (!(o.lr >= 0) || !(o.beta1 >= 0 && o.beta1 < 1) || !(o.beta2 >= 0 && o.beta2 < 1) || !(o.eps > 0) ||
       !(o.weight_decay >= 0))
@@ -63,6 +86,23 @@ void AdamW::step() {
       kernels::adamw_step(ctx, p.numel(), p.data<T>(), g.data<T>(), m_[i].data<T>(), v_[i].data<T>(), T(lr),
                           T(opt.beta1), T(opt.beta2), T(opt.eps), T(opt.weight_decay), step_);
     });
+  }
+}
+
+void AdamW::save_state(RunState& state, const std::string& prefix) const {
+  state.put_counter(prefix + "step", step_);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    state.put(prefix + std::to_string(i) + ".m", m_[i]);
+    state.put(prefix + std::to_string(i) + ".v", v_[i]);
+  }
+}
+
+void AdamW::load_state(const RunState& state, const std::string& prefix) {
+  step_ = state.counter(prefix + "step");
+  if (step_ < 0) throw InputError(state.path() + ": '" + prefix + "step' is negative");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    state.restore(prefix + std::to_string(i) + ".m", m_[i]);
+    state.restore(prefix + std::to_string(i) + ".v", v_[i]);
   }
 }
 

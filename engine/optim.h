@@ -1,11 +1,14 @@
 // engine/optim.h: SGD and AdamW over a parameter list, and total-norm gradient clipping.
 // Optimizers hold the parameter tensors themselves: build them after moving a model to its device.
 #pragma once
+#include <string>
 #include <vector>
 
 #include "engine/tensor.h"
 
 namespace hamu {
+
+struct RunState;
 
 class Optimizer {
  public:
@@ -15,6 +18,10 @@ class Optimizer {
   void zero_grad();
   double lr = 1e-3;
   const std::vector<Tensor>& params() const { return params_; }
+  // Resumable runs (engine/run_state.h): the moments and counters under `prefix`, and their restoration
+  // (InputError naming the state file when an entry is missing or of another shape).
+  virtual void save_state(RunState& state, const std::string& prefix) const = 0;
+  virtual void load_state(const RunState& state, const std::string& prefix) = 0;
 
  protected:
   std::vector<Tensor> params_;
@@ -29,6 +36,8 @@ class Sgd : public Optimizer {
  public:
   Sgd(std::vector<Tensor> params, const SgdOptions& opt);
   void step() override;
+  void save_state(RunState& state, const std::string& prefix) const override;
+  void load_state(const RunState& state, const std::string& prefix) override;
   SgdOptions opt;
 
  private:
@@ -44,6 +53,8 @@ class AdamW : public Optimizer {
  public:
   AdamW(std::vector<Tensor> params, const AdamWOptions& opt);
   void step() override;
+  void save_state(RunState& state, const std::string& prefix) const override;
+  void load_state(const RunState& state, const std::string& prefix) override;
   AdamWOptions opt;
   int64_t steps() const { return step_; }
 

@@ -196,6 +196,14 @@ Batch Batcher::batch(int64_t b) const {
   return gather_batch(*ds_, idx, norm_, opt_.device);
 }
 
+void Batcher::seek(int64_t epoch, int64_t cursor) {
+  if (epoch < 0 || cursor < 0 || cursor > num_batches())
+    throw InputError("Batcher: position (epoch " + std::to_string(epoch) + ", batch " + std::to_string(cursor) +
+                     ") is outside an epoch of " + std::to_string(num_batches()) + " batches");
+  set_epoch(epoch);
+  cursor_ = cursor;
+}
+
 bool Batcher::next(Batch& out) {
   if (cursor_ >= num_batches()) {
     set_epoch(epoch_ + 1);

@@ -66,6 +66,9 @@ class Batcher {
   Batch batch(int64_t b) const;   // batch b of the current epoch
   // Iteration: the next batch of the current epoch; false (and set_epoch(epoch()+1)) at the end.
   bool next(Batch& out);
+  // Where next() stands, and a jump back there (resumable runs): set_epoch(epoch), then the cursor.
+  int64_t cursor() const { return cursor_; }
+  void seek(int64_t epoch, int64_t cursor);
 
  private:
   const ImageDataset* ds_;

@@ -85,24 +85,65 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
                    "hamu train: %d ranks: BatchNorm normalises each rank's rows with their own statistics, so the "
                    "result is close to, not equal to, the 1-rank run's\n", ranks);
   }
+  if ((opt.checkpoint_every > 0 || opt.resume) && ranks > 1)
+    throw InputError("--checkpoint-every/--resume: resumable runs are single-process (this run has " +
+                     std::to_string(ranks) + " ranks)");
   std::vector<EpochSummary> out;
   model.train(true);
   const int64_t total_steps = opt.epochs * batcher.num_batches();
   int64_t global_step = 0;
-  for (int64_t epoch = 1; epoch <= opt.epochs; ++epoch) {
+  // Where the run starts: epoch 1, step 0, or a state's epoch and step with the epoch's accumulators.
+  int64_t first_epoch = 1, first_step = 0;
+  double resumed_loss = 0, resumed_correct = 0, resumed_seconds = 0;
+  int64_t resumed_seen = 0, resumed_counted = 0, resumed_skipped = 0;
+  if (opt.resume) {
+    const RunState& st = *opt.resume;
+    restore_module_state(st, model, "model/");
+    optimizer->load_state(st, "optim/");
+    first_epoch = st.counter("loop.epoch");
+    first_step = st.counter("loop.step");
+    global_step = st.counter("loop.global_step");
+    resumed_seen = st.counter("loop.seen");
+    resumed_counted = st.counter("loop.counted_batches");
+    resumed_skipped = st.counter("loop.skipped");
+    const std::vector<double> acc = st.get_doubles("loop.accumulators", 3);
+    resumed_loss = acc[0];
+    resumed_correct = acc[1];
+    resumed_seconds = acc[2];
+    const std::vector<double> done = st.get_doubles("loop.epochs");
+    if (first_epoch < 1 || first_epoch > opt.epochs || first_step < 0 || first_step > batcher.num_batches() ||
+        global_step != (first_epoch - 1) * batcher.num_batches() + first_step || done.size() % 6 != 0 ||
+        int64_t(done.size() / 6) != first_epoch - 1)
+      throw InputError(st.path() + ": its loop position (epoch " + std::to_string(first_epoch) + ", step " +
+                       std::to_string(first_step) + ") does not fit this run");
+    for (size_t i = 0; i < done.size(); i += 6) {
+      EpochSummary es;
+      es.epoch = int64_t(done[i]);
+      es.train_loss = done[i + 1];
+      es.train_acc = done[i + 2];
+      es.seconds = done[i + 3];
+      es.images_per_s = done[i + 4];
+      es.skipped_steps = int64_t(done[i + 5]);
+      out.push_back(es);
+    }
+  }
+  for (int64_t epoch = first_epoch; epoch <= opt.epochs; ++epoch) {
     batcher.set_epoch(epoch - 1);
+    const bool resumed = opt.resume && epoch == first_epoch;
     EpochSummary es;
     es.epoch = epoch;
+    es.skipped_steps = resumed ? resumed_skipped : 0;
     const auto t0 = std::chrono::steady_clock::now();
+    const double seconds_before = resumed ? resumed_seconds : 0;  // this epoch's training time before the resume
     const int64_t steps = batcher.num_batches();
     std::unique_ptr<Progress> bar;
     if (opt.progress)
       bar = std::make_unique<Progress>(steps * opt.batch, "epoch " + std::to_string(epoch) + "/" + std::to_string(opt.epochs),
                                        "img/s");
-    double loss_sum = 0, correct = 0;
-    int64_t seen = 0, counted_batches = 0;
-    for (int64_t step = 0; step < steps; ++step) {
-      throw_if_interrupted();  // Ctrl-C: stop between batches (also when no bar is drawn)
+    double loss_sum = resumed ? resumed_loss : 0, correct = resumed ? resumed_correct : 0;
+    int64_t seen = resumed ? resumed_seen : 0, counted_batches = resumed ? resumed_counted : 0;
+    // One step; returns early (the step skipped) on a non-finite loss or gradient.
+    auto train_step = [&](int64_t step) {
       Batch b = batcher.batch(step);
       const int64_t global_rows = b.size();
       if (ranks > 1) {
@@ -118,7 +159,7 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
       double lv = loss.item();
       if (ranks == 1 && !std::isfinite(lv)) {
         ++es.skipped_steps;
-        continue;
+        return;
       }
       if (std::isfinite(lv)) loss.backward();
       int64_t batch_correct = 0;
@@ -145,13 +186,13 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
         batch_correct = int64_t(sums[1]);
         if (!std::isfinite(lv)) {
           ++es.skipped_steps;
-          continue;
+          return;
         }
       }
       const double gnorm = opt.clip > 0 ? clip_grad_norm(optimizer->params(), opt.clip) : 0.0;
       if (!std::isfinite(gnorm)) {
         ++es.skipped_steps;
-        continue;
+        return;
       }
       optimizer->step();
       correct += double(batch_correct);
@@ -164,8 +205,35 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
                       100.0 * correct / double(std::max<int64_t>(seen, 1)));
         bar->update(seen, status);
       }
+    };
+    // The state after step `step` of this epoch (parameters, optimizer, position, accumulators, past epochs).
+    auto write_state = [&](int64_t step) {
+      RunState st;
+      st.kind = "train";
+      put_module_state(st, model, "model/");
+      optimizer->save_state(st, "optim/");
+      st.put_counter("loop.epoch", epoch);
+      st.put_counter("loop.step", step);
+      st.put_counter("loop.global_step", global_step);
+      st.put_counter("loop.seen", seen);
+      st.put_counter("loop.counted_batches", counted_batches);
+      st.put_counter("loop.skipped", es.skipped_steps);
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      st.put_doubles("loop.accumulators", {loss_sum, correct, seconds_before + elapsed});
+      std::vector<double> done;
+      for (const EpochSummary& e : out)
+        done.insert(done.end(), {double(e.epoch), e.train_loss, e.train_acc, e.seconds, e.images_per_s, double(e.skipped_steps)});
+      st.put_doubles("loop.epochs", done);
+      opt.write_state(st);
+    };
+    for (int64_t step = resumed ? first_step : 0; step < steps; ++step) {
+      throw_if_interrupted();  // Ctrl-C: stop between batches (also when no bar is drawn)
+      train_step(step);
+      if (opt.checkpoint_every > 0 && opt.write_state && global_step % opt.checkpoint_every == 0 &&
+          global_step < total_steps)
+        write_state(step + 1);
     }
-    es.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    es.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     es.train_loss = counted_batches ? loss_sum / double(counted_batches) : NAN;
     es.train_acc = seen ? correct / double(seen) : 0;
     es.images_per_s = es.seconds > 0 ? double(seen) / es.seconds : 0;

@@ -9,6 +9,7 @@
 
 #include "engine/collectives.h"
 #include "engine/nn.h"
+#include "engine/run_state.h"
 #include "loaders/data.h"
 
 namespace hamu {
@@ -29,6 +30,14 @@ struct TrainOptions {
   // statistics are averaged over the ranks after every epoch: such models match the 1-rank run only
   // approximately; BatchNorm-free models (mlp) match it to float rounding.
   Collectives* comm = nullptr;
+  // Resumable runs (engine/run_state.h; one process only): after every checkpoint_every-th step of the run
+  // (global count; 0 = never) the loop's state goes to write_state, which adds the caller's records and
+  // writes the file. A non-null resume continues from such a state: parameters, buffers, optimizer moments,
+  // epoch and batch, the epoch's accumulators and the finished epochs' summaries (on_epoch runs only for the
+  // epochs that end after it). On the CPU the result is bitwise that of the uninterrupted run.
+  int64_t checkpoint_every = 0;
+  std::function<void(RunState&)> write_state;
+  const RunState* resume = nullptr;
 };
 
 struct EpochSummary {

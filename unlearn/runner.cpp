@@ -96,6 +96,9 @@ class CyclicBatches {
     if (!batcher_->next(b)) batcher_->next(b);  // an epoch ended: continue with the next one
     return b;
   }
+  int64_t epoch() const { return batcher_->epoch(); }
+  int64_t cursor() const { return batcher_->cursor(); }
+  void seek(int64_t epoch, int64_t cursor) { batcher_->seek(epoch, cursor); }
 
  private:
   std::unique_ptr<Batcher> batcher_;
@@ -114,12 +117,137 @@ class ImageTask final : public UnlearnTask {
     retain = retain_.next();
     forget = forget_.next();
   }
+  std::vector<int64_t> position() const override {
+    return {retain_.epoch(), retain_.cursor(), forget_.epoch(), forget_.cursor()};
+  }
+  void seek(const std::vector<int64_t>& p) override {
+    if (p.size() != 4) throw InputError("resume: an image task's batch position has 4 entries");
+    retain_.seek(p[0], p[1]);
+    forget_.seek(p[2], p[3]);
+  }
   Tensor logits(nn::Module& model, const Tensor& inputs) const override { return model.forward(inputs); }
 
  private:
   size_t retain_size_, forget_size_;
   CyclicBatches retain_, forget_;
 };
+
+// The step log in a state file: one row of doubles per step (counts and flags exactly representable).
+constexpr int64_t kStepColumns = 30;
+
+void append_step_row(std::vector<double>& out, const StepLog& s) {
+  const HamuReport& r = s.report;
+  out.insert(out.end(), {double(s.step), s.seconds, s.retain_loss, s.forget_loss, r.kappa, r.kappa1, r.kappa2,
+                         r.retain_norm, r.forget_norm, r.retain_scale, r.forget_scale, r.angle_deg, r.feasibility_margin,
+                         r.stopping_margin, double(r.n_direct), double(r.n_rectified), double(r.n_colinear),
+                         double(r.n_infeasible), double(r.n_collateral), double(r.n_blocks), double(r.nonfinite),
+                         double(r.criterion_met), double(r.applied), double(s.skipped), double(s.paired),
+                         double(s.projected), double(s.probed), s.probe_auc, s.probe_forget_loss, s.probe_heldout_loss});
+}
+
+StepLog step_from_row(const double* v) {
+  StepLog s;
+  HamuReport& r = s.report;
+  s.step = int64_t(v[0]);
+  s.seconds = v[1];
+  s.retain_loss = v[2];
+  s.forget_loss = v[3];
+  r.kappa = v[4];
+  r.kappa1 = v[5];
+  r.kappa2 = v[6];
+  r.retain_norm = v[7];
+  r.forget_norm = v[8];
+  r.retain_scale = v[9];
+  r.forget_scale = v[10];
+  r.angle_deg = v[11];
+  r.feasibility_margin = v[12];
+  r.stopping_margin = v[13];
+  r.n_direct = int32_t(v[14]);
+  r.n_rectified = int32_t(v[15]);
+  r.n_colinear = int32_t(v[16]);
+  r.n_infeasible = int32_t(v[17]);
+  r.n_collateral = int32_t(v[18]);
+  r.n_blocks = int32_t(v[19]);
+  r.nonfinite = int32_t(v[20]);
+  r.criterion_met = int32_t(v[21]);
+  r.applied = int32_t(v[22]);
+  s.skipped = v[23] != 0;
+  s.paired = v[24] != 0;
+  s.projected = v[25] != 0;
+  s.probed = v[26] != 0;
+  s.probe_auc = v[27];
+  s.probe_forget_loss = v[28];
+  s.probe_heldout_loss = v[29];
+  return s;
+}
+
+// Everything the loop carries from one step to the next, after step `step`.
+RunState unlearn_state(nn::Module& model, const AdamW* adamw, const UnlearnTask& task, const StopMonitor& monitor,
+                       const UnlearnResult& res, int64_t step, int64_t nan_run) {
+  RunState st;
+  st.kind = "unlearn";
+  put_module_state(st, model, "model/");
+  if (adamw) adamw->save_state(st, "optim/");
+  st.put_counter("loop.step", step);
+  st.put_counter("loop.nan_run", nan_run);
+  st.put_counter("loop.steps_done", res.steps_done);
+  st.put_counter("loop.skipped", res.skipped);
+  st.put_counter("loop.collateral_warned", res.collateral_warned ? 1 : 0);
+  st.put_doubles("loop.seconds", {res.seconds, res.eval_seconds});
+  std::vector<double> pos;
+  for (int64_t p : task.position()) pos.push_back(double(p));
+  st.put_doubles("loop.batch_position", pos);
+  std::vector<double> window;
+  for (bool b : monitor.window()) window.push_back(b ? 1 : 0);
+  st.put_doubles("loop.stop_window", window);
+  std::vector<double> rows;
+  for (const StepLog& s : res.log) append_step_row(rows, s);
+  st.put_doubles("loop.step_log", rows);
+  std::vector<double> evals;
+  for (const EvalPoint& p : res.evals) evals.insert(evals.end(), {double(p.step), p.seconds});
+  st.put_doubles("loop.evals", evals);
+  st.meta.set("paired_fallback", Json(res.paired_fallback));
+  return st;
+}
+
+// Restores unlearn_state's state into the loop's pieces; returns the step it was written after. res.evals
+// must hold the recomputed step-0 evaluation.
+int64_t restore_unlearn_state(const RunState& st, nn::Module& model, AdamW* adamw, UnlearnTask& task,
+                              StopMonitor& monitor, UnlearnResult& res, int64_t& nan_run, int64_t max_steps) {
+  const int64_t step = st.counter("loop.step");
+  if (step < 1 || step >= max_steps)
+    throw InputError(st.path() + ": its step " + std::to_string(step) + " is outside this run's 1.." +
+                     std::to_string(max_steps - 1));
+  restore_module_state(st, model, "model/");
+  if (adamw) adamw->load_state(st, "optim/");
+  nan_run = st.counter("loop.nan_run");
+  res.steps_done = st.counter("loop.steps_done");
+  res.skipped = st.counter("loop.skipped");
+  res.collateral_warned = st.counter("loop.collateral_warned") != 0;
+  const std::vector<double> secs = st.get_doubles("loop.seconds", 2);
+  res.seconds = secs[0];
+  res.eval_seconds = secs[1];
+  std::vector<int64_t> pos;
+  for (double p : st.get_doubles("loop.batch_position", 4)) pos.push_back(int64_t(p));
+  task.seek(pos);
+  std::vector<bool> window;
+  for (double w : st.get_doubles("loop.stop_window")) window.push_back(w != 0);
+  monitor.restore_window(std::move(window));
+  const std::vector<double> rows = st.get_doubles("loop.step_log", step * kStepColumns);
+  res.log.clear();
+  for (int64_t i = 0; i < step; ++i) res.log.push_back(step_from_row(rows.data() + i * kStepColumns));
+  const std::vector<double> evals = st.get_doubles("loop.evals");
+  if (evals.size() < 2 || evals.size() % 2 != 0 || evals[0] != 0)
+    throw InputError(st.path() + ": its evaluation points are malformed");
+  for (size_t i = 2; i < evals.size(); i += 2) {  // the points after step 0: step and time only
+    EvalPoint p;
+    p.step = int64_t(evals[i]);
+    p.seconds = evals[i + 1];
+    res.evals.push_back(std::move(p));
+  }
+  res.paired_fallback = st.meta_at("paired_fallback").as_string();
+  return step;
+}
 
 }  // namespace
 
@@ -171,13 +299,23 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
     if (hooks.on_eval) hooks.on_eval(p);
     res.evals.push_back(std::move(p));
   };
-  evaluate(0, false);
+  if ((hooks.checkpoint_every > 0 || hooks.resume) && comm.size() > 1)
+    throw InputError("--checkpoint-every/--resume: resumable runs are single-process (this run has " +
+                     std::to_string(comm.size()) + " ranks)");
+  int64_t nan_run = 0, first_step = 1;
+  StopMonitor monitor(opt.stop, hooks.stop_probe);
+  if (hooks.resume) {
+    // The step-0 point of the original model (its row is already in the caller's log), then the state.
+    if (hooks.evaluate) res.evals.push_back(EvalPoint{0, 0.0, hooks.evaluate(0, false)});
+    first_step = restore_unlearn_state(*hooks.resume, model, adamw.get(), task, monitor, res, nan_run, opt.steps) + 1;
+    if (!hooks.evaluate) res.evals.clear();
+  } else {
+    evaluate(0, false);
+  }
 
   std::unique_ptr<Progress> bar;
   if (opt.progress) bar = std::make_unique<Progress>(opt.steps, "unlearn " + method.name(), "step/s");
-  int64_t nan_run = 0;
-  StopMonitor monitor(opt.stop, hooks.stop_probe);
-  for (int64_t step = 1; step <= opt.steps; ++step) {
+  for (int64_t step = first_step; step <= opt.steps; ++step) {
     const double t0 = now_s();
     StepLog log;
     log.step = step;
@@ -252,6 +390,10 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
     res.log.push_back(log);
     if (stop) break;
     if (opt.eval_every > 0 && step % opt.eval_every == 0 && step != opt.steps) evaluate(step, false);
+    if (hooks.checkpoint_every > 0 && hooks.write_state && step % hooks.checkpoint_every == 0 && step != opt.steps) {
+      RunState st = unlearn_state(model, adamw.get(), task, monitor, res, step, nan_run);
+      hooks.write_state(st);
+    }
   }
   if (bar) bar->finish(stop_reason_name(res.stop_reason));
   res.collective_seconds = exchange.collective_seconds();

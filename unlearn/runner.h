@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/nn.h"
+#include "engine/run_state.h"
 #include "loaders/data.h"
 #include "unlearn/hamu_config.h"
 #include "unlearn/method.h"
@@ -65,6 +66,15 @@ struct UnlearnHooks {
   // Per-sample losses of the current model on forget and held-out same-class samples, for --stop mia and
   // loss-rise (unlearn/stopping.h; may be null: those rules then refuse to run).
   std::function<StopProbe()> stop_probe;
+  // Resumable runs (engine/run_state.h; one process): after every checkpoint_every-th step that does not end
+  // the run (0 = never), the loop's state goes to write_state, which adds the caller's records and writes
+  // the file: parameters and buffers, AdamW moments, both batch cycles' positions, the stop rule's window,
+  // the step log and the counters. A non-null resume continues after such a state's step; the step-0
+  // evaluation is recomputed (the model is still the original then) without calling on_eval again, the
+  // other earlier evaluation points keep their step and time only (their rows are in the caller's log).
+  int64_t checkpoint_every = 0;
+  std::function<void(RunState&)> write_state;
+  const RunState* resume = nullptr;
 };
 
 // model: the model to unlearn (modified in place); original: a frozen copy for kl/scrub/npo (may be

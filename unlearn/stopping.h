@@ -47,6 +47,9 @@ class StopMonitor {
   double last_auc() const { return auc_; }
   double last_forget_loss() const { return forget_loss_; }
   double last_heldout_loss() const { return heldout_loss_; }
+  // The kappa rule's window of recent steps: all the state a resumed run needs (the probe rules keep none).
+  const std::vector<bool>& window() const { return window_; }
+  void restore_window(std::vector<bool> w) { window_ = std::move(w); }
 
  private:
   StopSettings s_;

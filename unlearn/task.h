@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <memory>
+#include <vector>
 
 #include "engine/nn.h"
 #include "loaders/batch.h"
@@ -20,6 +21,10 @@ class UnlearnTask {
   // batches only). Their inputs concatenate along dim 0 (text: both padded to one length), so the paired
   // pass can run over [retain; forget].
   virtual void next_pair(Batch& retain, Batch& forget) = 0;
+  // Where the two cycles stand (pass and batch of each: {retain pass, retain batch, forget pass, forget
+  // batch}), and a jump back there: a resumed run (engine/run_state.h) continues with the same batches.
+  virtual std::vector<int64_t> position() const = 0;
+  virtual void seek(const std::vector<int64_t>& position) = 0;
   // The model's logits for a batch's inputs: images [N,C]; text [B,T,V] (labels [B,T], -100 = no loss).
   virtual Tensor logits(nn::Module& model, const Tensor& inputs) const = 0;
   // [retain; forget] along dim 0, the paired pass's input (text: int32 token ids).

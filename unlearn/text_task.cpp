@@ -23,6 +23,16 @@ class CyclicIndices {
     cursor_ += batch_;
     return out;
   }
+  int64_t pass() const { return pass_; }
+  int64_t cursor() const { return cursor_; }
+  void seek(int64_t pass, int64_t cursor) {
+    if (pass < 0 || cursor < 0 || cursor > n_)
+      throw InputError("resume: batch position (pass " + std::to_string(pass) + ", row " + std::to_string(cursor) +
+                       ") is outside a set of " + std::to_string(n_));
+    pass_ = pass;
+    reshuffle();
+    cursor_ = cursor;
+  }
 
  private:
   void reshuffle() {
@@ -53,6 +63,14 @@ class TextTask final : public UnlearnTask {
     const int64_t t = std::max(longest_sequence(retain_, ri), longest_sequence(forget_, fi));
     retain = make_text_batch(retain_, ri, pad_id_, t, device_);
     forget = make_text_batch(forget_, fi, pad_id_, t, device_);
+  }
+  std::vector<int64_t> position() const override {
+    return {retain_order_.pass(), retain_order_.cursor(), forget_order_.pass(), forget_order_.cursor()};
+  }
+  void seek(const std::vector<int64_t>& p) override {
+    if (p.size() != 4) throw InputError("resume: a text task's batch position has 4 entries");
+    retain_order_.seek(p[0], p[1]);
+    forget_order_.seek(p[2], p[3]);
   }
   Tensor logits(nn::Module& model, const Tensor& inputs) const override { return text_logits(model, inputs); }
   // Token ids are int32 (concat is for floating tensors): joined on the host, they are small.

@@ -7,11 +7,20 @@ thread_local CaptureScope* t_scope = nullptr;
 }  // namespace
 
 CaptureScope::CaptureScope() : prev_(t_scope) { t_scope = this; }
+CaptureScope::CaptureScope(const std::vector<Tensor>& only) : CaptureScope() {
+  filtered_ = true;
+  for (const Tensor& t : only) only_.insert(t.impl());
+}
 CaptureScope::~CaptureScope() { t_scope = prev_; }
+
+bool CaptureScope::wants(const Tensor& weight, const Tensor& bias) const {
+  if (!filtered_) return true;
+  return (weight.defined() && only_.count(weight.impl())) || (bias.defined() && only_.count(bias.impl()));
+}
 
 CaptureTicket capture_layer(const char* op, const Tensor& weight, const Tensor& bias, const Tensor& input,
                             int64_t samples, int64_t positions, const kernels::ConvShape& conv) {
-  if (!t_scope || !grad_enabled()) return {};
+  if (!t_scope || !grad_enabled() || !t_scope->wants(weight, bias)) return {};
   auto rec = std::make_shared<CaptureRecord>();
   rec->op = op;
   rec->name = weight.name();

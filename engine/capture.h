@@ -20,6 +20,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/tensor.h"
@@ -44,6 +45,10 @@ struct CaptureRecord {
 class CaptureScope {
  public:
   CaptureScope();
+  // Records only the ops whose weight or bias is one of `only` (the trainable parameters): a frozen layer (a
+  // LoRA adapter's base weight, a frozen embedding or norm) has no per-sample gradient anyone reads, and its A
+  // and G would only hold memory until the scope ends.
+  explicit CaptureScope(const std::vector<Tensor>& only);
   ~CaptureScope();
   CaptureScope(const CaptureScope&) = delete;
   CaptureScope& operator=(const CaptureScope&) = delete;
@@ -51,9 +56,13 @@ class CaptureScope {
   const std::vector<std::shared_ptr<CaptureRecord>>& records() const { return records_; }
   void clear() { records_.clear(); }
   void add_record(std::shared_ptr<CaptureRecord> r) { records_.push_back(std::move(r)); }
+  // Whether an op with these parameters is recorded (always, unless the scope names its parameters).
+  bool wants(const Tensor& weight, const Tensor& bias) const;
 
  private:
   std::vector<std::shared_ptr<CaptureRecord>> records_;
+  std::unordered_set<const TensorImpl*> only_;
+  bool filtered_ = false;
   CaptureScope* prev_ = nullptr;
 };
 

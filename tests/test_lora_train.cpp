@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/capture.h"
+#include "engine/ops.h"
 #include "engine/safetensors_mapped.h"
 #include "loaders/qa.h"
 #include "loaders/template.h"
@@ -188,4 +190,28 @@ TEST_CASE("lora unlearning on the text fixtures: hamu-q and ga update the adapte
       CHECK(mean_loss(*work, forget) > forget_before);
     }
   }
+}
+
+TEST_CASE("lora capture: a scope given the trainable parameters records the adapters' A and B linears only") {
+  const Fixture f = text_fixture("llama");
+  auto lm = models::load_hf_dir(f.dir).model;
+  models::add_lora(*lm, spec_for("llama"), 3);
+  lm->eval();
+  const std::vector<Tensor> params = lm->parameters();
+  const Tensor ids = Tensor::from_vector<int32_t>(std::vector<int32_t>(f.seqs[0].ids.begin(), f.seqs[0].ids.begin() + 8), {1, 8});
+  auto records = [&](bool filtered) {
+    std::unique_ptr<CaptureScope> scope = filtered ? std::make_unique<CaptureScope>(params) : std::make_unique<CaptureScope>();
+    sum(models::lm_sequence_losses(lm->logits(ids), ids)).backward();
+    lm->zero_grad();
+    return scope->records();
+  };
+  const auto all = records(false), adapters = records(true);
+  // Unfiltered: every Linear (frozen bases included), the frozen embedding and norms too.
+  CHECK(all.size() > adapters.size());
+  REQUIRE(adapters.size() == params.size());  // one record per A and per B
+  for (const auto& rec : adapters) {
+    CHECK_MESSAGE(is_adapter_name(rec->name), rec->name);
+    CHECK(rec->output_grad.defined());
+  }
+  MESSAGE("llama fixture with 14 adapters: " << all.size() << " records unfiltered, " << adapters.size() << " with the parameters");
 }

@@ -112,7 +112,7 @@ CapturedBatch capture_batch(nn::Module& model, const Tensor& inputs, const Tenso
       x = inputs.detach();
       x.requires_grad_(true);
     }
-    CaptureScope scope;
+    CaptureScope scope(params);  // trainable layers only: a LoRA model records its adapters, not the frozen base
     Tensor logits = model.forward(x);
     if (logits.dim() != 2 || logits.shape()[0] != cb.n)
       throw InputError("hardness: the model's output " + shape_str(logits.shape()) + " is not [samples, classes]");
@@ -388,7 +388,7 @@ PairedRowForm row_form_paired(nn::Module& model, const BlockPlan& plan, const Te
       fsum.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
       if (p.requires_grad()) scope.route(p, rsum.back(), fsum.back());
     }
-    CaptureScope capture;
+    CaptureScope capture(params);
     Tensor losses = cross_entropy_per_sample(model.forward(cb.inputs), cb.labels);
     cb.losses = host_doubles(losses);
     sum(losses).backward();

@@ -123,10 +123,18 @@ std::shared_ptr<models::CausalLM> fresh_text_lm(const TextModel& m, Device devic
 void save_text_model(const std::string& dir, models::CausalLM& lm, const std::string& tokenizer_json, const Json& meta) {
   models::save_hf_dir(dir, lm);
   write_atomic(dir + "/tokenizer.json", tokenizer_json);
-  write_atomic(dir + "/tokenizer_config.json",
-               "{\n  \"bos_token\": \"<|endoftext|>\",\n  \"eos_token\": \"<|endoftext|>\",\n  \"unk_token\": \"<|endoftext|>\",\n"
-               "  \"model_max_length\": " + std::to_string(models::lm_context_length(lm.config())) +
-               ",\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\"\n}\n");
+  // The tokenizer's own special tokens (a Llama tokenizer's are <s> / </s>; gpt-small's BPE has <|endoftext|>
+  // for all three): tokenizer_config.json is read back with the tokenizer and must name tokens it has.
+  const Tokenizer tok = Tokenizer::from_json_text(tokenizer_json, dir + "/tokenizer.json");
+  const std::string eos = tok.eos_id() >= 0 ? tok.id_to_token(tok.eos_id()) : "<|endoftext|>";
+  const std::string bos = tok.bos_id() >= 0 ? tok.id_to_token(tok.bos_id()) : eos;
+  const std::string unk = tok.token_to_id("<unk>") >= 0 ? "<unk>" : eos;
+  Json cfg = Json::object({{"bos_token", Json(bos)},
+                           {"eos_token", Json(eos)},
+                           {"unk_token", Json(unk)},
+                           {"model_max_length", Json(models::lm_context_length(lm.config()))},
+                           {"tokenizer_class", Json("PreTrainedTokenizerFast")}});
+  write_atomic(dir + "/tokenizer_config.json", cfg.dump(2) + "\n");
   write_atomic(dir + "/hamu.json", meta.dump(2) + "\n");
 }
 

@@ -305,7 +305,7 @@ LT=$LM_FIX/lm_text
 LTRAIN=(--threads 1 --data "qa:$QA" --lora r=4,alpha=8 --epochs 12 --batch 5 --lr 0.02 --warmup 0)
 cp "$LT/gpt2/model.safetensors" base_before.safetensors
 must_make lora_g train "${LTRAIN[@]}" --model "$LT/gpt2" --out lora_g --merge merged_g --json lora_g.json
-must_make lora_l train "${LTRAIN[@]}" --model "$LT/llama" --split fraction=0.3 --out lora_l
+must_make lora_l train "${LTRAIN[@]}" --model "$LT/llama" --split fraction=0.3 --out lora_l --merge merged_l
 losses=$(grep -o '"train_loss": [0-9.e+-]*' lora_g.json | awk '{print $2}')
 if awk -v a="$(head -1 <<< "$losses")" -v b="$(tail -1 <<< "$losses")" 'BEGIN { exit !(b < 0.7 * a) }' &&
    cmp -s base_before.safetensors "$LT/gpt2/model.safetensors" &&
@@ -322,12 +322,15 @@ fi
 "$HAMU" eval --threads 1 --model lora_g --data "qa:$QA" --json lora_e1.json > /dev/null 2>&1
 "$HAMU" eval --threads 1 --model "$LT/gpt2" --lora lora_g --data "qa:$QA" --json lora_e2.json > /dev/null 2>&1
 "$HAMU" eval --threads 1 --model merged_g --data "qa:$QA" --json lora_e3.json > /dev/null 2>&1
+"$HAMU" eval --threads 1 --model lora_l --data "qa:$QA" --json lora_e4.json > /dev/null 2>&1
+"$HAMU" eval --threads 1 --model merged_l --data "qa:$QA" --json lora_e5.json > /dev/null 2>&1
 l1=$(grep '"loss"' lora_e1.json); l2=$(grep '"loss"' lora_e2.json); l3=$(grep '"loss"' lora_e3.json)
-if [[ -n $l1 && $l1 == "$l2" ]] && grep -q '"adapter": "lora_g"' lora_e1.json &&
-   awk -v a="${l1##*: }" -v b="${l3##*: }" 'BEGIN { a += 0; b += 0; d = a - b; if (d < 0) d = -d; exit !(d <= 1e-5 * a) }'; then
+l4=$(grep '"loss"' lora_e4.json); l5=$(grep '"loss"' lora_e5.json)
+close() { awk -v a="${1##*: }" -v b="${2##*: }" 'BEGIN { a += 0; b += 0; d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= 1e-5 * a) }'; }
+if [[ -n $l1 && $l1 == "$l2" ]] && grep -q '"adapter": "lora_g"' lora_e1.json && close "$l1" "$l3" && close "$l4" "$l5"; then
   pass
 else
-  fail "lora eval: adapter dir '$l1', base + --lora '$l2', merged '$l3'"
+  fail "lora eval: adapter dir '$l1', base + --lora '$l2', merged '$l3'; llama adapter '$l4', merged '$l5'"
 fi
 # Unlearning an adapter writes an unlearned adapter (other A/B bytes), never the base.
 for m in hamu-q ga; do

@@ -14,5 +14,6 @@ int cmd_generate(int argc, char** argv);
 // is a Hugging Face directory (cli/text_setup.h: is_text_command).
 int cmd_train_text(int argc, char** argv);
 int cmd_unlearn_text(int argc, char** argv);
+int cmd_hardness_text(int argc, char** argv);  // cli/cmd_hardness_text.cpp
 
 }  // namespace hamu::cli

@@ -164,9 +164,7 @@ std::vector<Flag> text_context_flags() {
   };
 }
 
-namespace {
-
-TextRun run_for_model(const TextModel& m, const Args& args, uint64_t seed) {
+TextRun text_run_for_model(const TextModel& m, const Args& args, uint64_t seed) {
   const std::string data = args.str_or("--data", hamu_json_str(m.meta, "data", ""));
   if (data.empty()) throw InputError("--data: no data given and " + m.dir + "/hamu.json records none");
   const std::string split = args.str_or("--split", hamu_json_str(m.meta, "split", ""));
@@ -179,13 +177,11 @@ TextRun run_for_model(const TextModel& m, const Args& args, uint64_t seed) {
   return load_text_run(data, split, dup, args.str_or("--test", ""), m.tok, tmpl, max_length, seed);
 }
 
-}  // namespace
-
 TextContext load_text_context(const std::string& model_dir, const Args& args, Device device, uint64_t seed) {
   TextContext ctx(load_text_model(model_dir, device, args.str_or("--lora", ""), seed));
   ctx.device = device;
   ctx.seed = seed;
-  ctx.run = run_for_model(ctx.original, args, seed);
+  ctx.run = text_run_for_model(ctx.original, args, seed);
   ctx.eval.batch = args.integer("--eval-batch");
   if (ctx.eval.batch < 1) throw InputError("--eval-batch: must be at least 1");
   ctx.eval.batch = std::min<int64_t>(ctx.eval.batch, 256);  // sequences per pass: bounds the [B,T,V] logits

@@ -64,6 +64,10 @@ TextModel load_text_model(const std::string& dir, Device device, const std::stri
 // original of kl / scrub / npo.
 std::shared_ptr<models::CausalLM> fresh_text_lm(const TextModel& m, Device device);
 
+// The run's data, split and tokens from --data, --split, --duplicates, --template, --test, --max-length, each
+// defaulting to what the model's hamu.json records (InputError when data or split is known from neither).
+TextRun text_run_for_model(const TextModel& m, const Args& args, uint64_t seed);
+
 // Everything `hamu unlearn` and `hamu compare` need on text, read and checked before anything runs.
 struct TextContext {
   explicit TextContext(TextModel m) : original(std::move(m)) {}

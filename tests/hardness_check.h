@@ -26,6 +26,26 @@ inline std::vector<double> matmul_t(const std::vector<double>& a, const std::vec
   return c;
 }
 
+// From per-sample gradients pf [nf, total] and pr [nr, total]: K = pf pr^T, the row form against the
+// summed retain gradient and the forget samples' squared norms.
+struct PerSampleReference {
+  std::vector<double> k, row, norm;
+};
+inline PerSampleReference per_sample_reference(const std::vector<double>& pf, const std::vector<double>& pr, int64_t nf,
+                                               int64_t nr, int64_t total) {
+  PerSampleReference ref{matmul_t(pf, pr, nf, nr, total), std::vector<double>(size_t(nf), 0.0),
+                         std::vector<double>(size_t(nf), 0.0)};
+  std::vector<double> h(size_t(total), 0.0);
+  for (int64_t i = 0; i < nr; ++i)
+    for (int64_t q = 0; q < total; ++q) h[size_t(q)] += pr[size_t(i * total + q)];
+  for (int64_t j = 0; j < nf; ++j)
+    for (int64_t q = 0; q < total; ++q) {
+      ref.row[size_t(j)] += pf[size_t(j * total + q)] * h[size_t(q)];
+      ref.norm[size_t(j)] += pf[size_t(j * total + q)] * pf[size_t(j * total + q)];
+    }
+  return ref;
+}
+
 // K (whole and in two retain tiles), the row form against the summed retain gradient, the per-sample
 // norms and a sub-range of a capture, by `path`, against per-sample gradients from one backward per
 // sample. inputs(n): n fresh samples of the model's input.
@@ -40,15 +60,10 @@ inline void check_against_per_sample(nn::Module& model, const std::function<Tens
   for (const Tensor& p : params) total += p.numel();
   const std::vector<double> pf = as_doubles(per_sample_gradients(model, xf, yf, params));
   const std::vector<double> pr = as_doubles(per_sample_gradients(model, xr, yr, params));
-  const std::vector<double> k_ref = matmul_t(pf, pr, nf, nr, total);
-  std::vector<double> h_ref(size_t(total), 0.0), row_ref(size_t(nf), 0.0), norm_ref(size_t(nf), 0.0);
-  for (int64_t i = 0; i < nr; ++i)
-    for (int64_t q = 0; q < total; ++q) h_ref[size_t(q)] += pr[size_t(i * total + q)];
-  for (int64_t j = 0; j < nf; ++j)
-    for (int64_t q = 0; q < total; ++q) {
-      row_ref[size_t(j)] += pf[size_t(j * total + q)] * h_ref[size_t(q)];
-      norm_ref[size_t(j)] += pf[size_t(j * total + q)] * pf[size_t(j * total + q)];
-    }
+  const PerSampleReference ref = per_sample_reference(pf, pr, nf, nr, total);
+  const std::vector<double>& k_ref = ref.k;
+  const std::vector<double>& row_ref = ref.row;
+  const std::vector<double>& norm_ref = ref.norm;
 
   CapturedBatch cf = capture_batch(model, xf, yf, true), cr = capture_batch(model, xr, yr, true);
   BlockPlan plan = plan_blocks(model, cr, path);

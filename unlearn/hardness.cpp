@@ -93,12 +93,27 @@ GhostPath parse_ghost_path(const std::string& s) {
 // ------------------------------------------------------------------------------------------------
 // Capture and the per-sample reference
 
-CapturedBatch capture_batch(nn::Module& model, const Tensor& inputs, const Tensor& labels, bool param_grads) {
+Tensor image_sample_losses(nn::Module& model, const Tensor& inputs, const Tensor& labels) {
+  Tensor logits = model.forward(inputs);
+  if (logits.dim() != 2 || logits.shape()[0] != inputs.shape()[0])
+    throw InputError("hardness: the model's output " + shape_str(logits.shape()) + " is not [samples, classes]");
+  return cross_entropy_per_sample(logits, labels);
+}
+
+Batch ImageHardnessSource::gather(const std::vector<int64_t>& idx, DType dt, Device dev) const {
+  Batch batch = gather_batch(train_, idx, norm_, dev);
+  if (batch.images.dtype() != dt) batch.images = batch.images.to(dt);
+  return batch;
+}
+
+CapturedBatch capture_batch(nn::Module& model, const Tensor& inputs, const Tensor& labels, bool param_grads,
+                            const SampleLoss& loss) {
   if (!inputs.defined() || inputs.dim() < 1 || inputs.shape()[0] < 1) throw InputError("hardness: empty batch");
   CapturedBatch cb;
   cb.inputs = inputs;
   cb.labels = labels;
   cb.n = inputs.shape()[0];
+  cb.loss = loss;
   const std::vector<Tensor> params = model.parameters();
   clear_grads(params);
   const bool skip_params = !param_grads && inputs.is_floating();
@@ -113,10 +128,9 @@ CapturedBatch capture_batch(nn::Module& model, const Tensor& inputs, const Tenso
       x.requires_grad_(true);
     }
     CaptureScope scope(params);  // trainable layers only: a LoRA model records its adapters, not the frozen base
-    Tensor logits = model.forward(x);
-    if (logits.dim() != 2 || logits.shape()[0] != cb.n)
-      throw InputError("hardness: the model's output " + shape_str(logits.shape()) + " is not [samples, classes]");
-    Tensor losses = cross_entropy_per_sample(logits, labels);
+    Tensor losses = loss(model, x, labels);
+    if (losses.dim() != 1 || losses.shape()[0] != cb.n)
+      throw Error("hardness: the per-sample loss " + shape_str(losses.shape()) + " is not [samples]");
     cb.losses = host_doubles(losses);
     Tensor total = sum(losses);
     if (total.requires_grad()) total.backward();
@@ -134,7 +148,7 @@ CapturedBatch capture_batch(nn::Module& model, const Tensor& inputs, const Tenso
 }
 
 Tensor per_sample_gradients(nn::Module& model, const Tensor& inputs, const Tensor& labels,
-                            const std::vector<Tensor>& params) {
+                            const std::vector<Tensor>& params, const SampleLoss& sample_loss) {
   if (params.empty()) throw Error("per_sample_gradients: no parameters");
   const int64_t n = inputs.shape()[0];
   int64_t total = 0;
@@ -144,7 +158,7 @@ Tensor per_sample_gradients(nn::Module& model, const Tensor& inputs, const Tenso
   for (int64_t i = 0; i < n; ++i) {
     clear_grads(all);
     Tensor xi = inputs.narrow(0, i, 1).contiguous(), yi = labels.narrow(0, i, 1).contiguous();
-    Tensor loss = sum(cross_entropy_per_sample(model.forward(xi), yi));
+    Tensor loss = sum(sample_loss(model, xi, yi));
     if (loss.requires_grad()) loss.backward();
     int64_t off = 0;
     for (const Tensor& p : params) {
@@ -246,7 +260,7 @@ SampleReps build_reps(nn::Module& model, const BlockPlan& plan, const CapturedBa
   for (const HardnessBlock& b : plan.blocks) {
     if (!b.rule) {
       BlockRep r;
-      r.p = per_sample_gradients(model, cb.inputs.narrow(0, s0, n), cb.labels.narrow(0, s0, n), b.params);
+      r.p = per_sample_gradients(model, cb.inputs.narrow(0, s0, n), cb.labels.narrow(0, s0, n), b.params, cb.loss);
       reps.blocks.push_back(r);
     } else {
       reps.blocks.push_back(b.rule->rep(record_of(b, cb), b, s0, n, b.ghost));
@@ -353,7 +367,7 @@ void add_row_form(nn::Module& model, const BlockPlan& plan, const CapturedBatch&
       continue;
     }
     // Uncaptured parameters: per-sample gradients by backward passes times h, one GEMV.
-    const Tensor p = per_sample_gradients(model, cb.inputs.narrow(0, s0, n), cb.labels.narrow(0, s0, n), b.params);
+    const Tensor p = per_sample_gradients(model, cb.inputs.narrow(0, s0, n), cb.labels.narrow(0, s0, n), b.params, cb.loss);
     std::vector<Tensor> parts;
     for (int idx : b.param_index) parts.push_back(h[size_t(idx)].reshape({-1}));
     add_rows_dot(p, concat(parts, 0), n, b.numel, out);
@@ -381,6 +395,7 @@ PairedRowForm row_form_paired(nn::Module& model, const BlockPlan& plan, const Te
   cb.inputs = concat({retain_x, forget_x}, 0);
   cb.labels = concat_labels(retain_y, forget_y);
   cb.n = nr + nf;
+  cb.loss = image_sample_losses;
   {
     PairedScope scope(nr + nf, nr);
     for (const Tensor& p : params) {
@@ -389,7 +404,7 @@ PairedRowForm row_form_paired(nn::Module& model, const BlockPlan& plan, const Te
       if (p.requires_grad()) scope.route(p, rsum.back(), fsum.back());
     }
     CaptureScope capture(params);
-    Tensor losses = cross_entropy_per_sample(model.forward(cb.inputs), cb.labels);
+    Tensor losses = image_sample_losses(model, cb.inputs, cb.labels);
     cb.losses = host_doubles(losses);
     sum(losses).backward();
     if (!scope.valid()) throw Error("row_form_paired: the paired pass is not valid here: " + scope.reason());
@@ -505,21 +520,17 @@ void check_options(const std::vector<int64_t>& forget_all, const std::vector<int
 // The model and data of one `hamu hardness` run: batches in the model's dtype on its device, captured.
 struct Pass {
   nn::Module& model;
-  const ImageDataset& train;
-  const Normalizer& norm;
+  const HardnessSource& source;
   DType dt;
   Device dev;
 
   Batch gather(const std::vector<int64_t>& idx, size_t a, size_t b) const {
-    std::vector<int64_t> sub(idx.begin() + int64_t(a), idx.begin() + int64_t(b));
-    Batch batch = gather_batch(train, sub, norm, dev);
-    if (batch.images.dtype() != dt) batch.images = batch.images.to(dt);
-    return batch;
+    return source.gather(std::vector<int64_t>(idx.begin() + int64_t(a), idx.begin() + int64_t(b)), dt, dev);
   }
   // Samples [a, b) of idx captured with parameter gradients; a non-finite loss is refused by name.
   CapturedBatch capture(const std::vector<int64_t>& idx, size_t a, size_t b, const char* side) const {
     Batch batch = gather(idx, a, b);
-    CapturedBatch cb = capture_batch(model, batch.images, batch.labels, true);
+    CapturedBatch cb = capture_batch(model, batch.images, batch.labels, true, source.loss());
     for (size_t i = 0; i < cb.losses.size(); ++i)
       if (!std::isfinite(cb.losses[i]))
         throw Error(std::string("hardness: ") + side + " sample " + std::to_string(idx[a + i]) +
@@ -532,7 +543,7 @@ struct Pass {
 BlockPlan probe_plan(const Pass& pass, const std::vector<int64_t>& retain_order, GhostPath path) {
   std::vector<int64_t> probe_idx(retain_order.begin(), retain_order.begin() + std::min<size_t>(4, retain_order.size()));
   Batch pb = pass.gather(probe_idx, 0, probe_idx.size());
-  CapturedBatch probe = capture_batch(pass.model, pb.images, pb.labels, true);
+  CapturedBatch probe = capture_batch(pass.model, pb.images, pb.labels, true, pass.source.loss());
   return plan_blocks(pass.model, probe, path);
 }
 
@@ -628,7 +639,7 @@ struct HeatGrid {
   }
 };
 HeatGrid init_heat(HardnessReport& rep, int heat, int64_t nf_all, const std::vector<int64_t>& retain,
-                   const ImageDataset& train, const std::vector<double>& r_norms) {
+                   const HardnessSource& source, const std::vector<double>& r_norms) {
   const int64_t nr = int64_t(retain.size());
   HeatGrid grid;
   if (heat <= 0) return grid;
@@ -637,7 +648,7 @@ HeatGrid init_heat(HardnessReport& rep, int heat, int64_t nf_all, const std::vec
   for (int64_t j = 0; j < nf_all && int64_t(rep.heat_rows.size()) < heat; j += grid.stride_f) rep.heat_rows.push_back(j);
   for (int64_t i = 0; i < nr && int64_t(rep.heat_cols.size()) < heat; i += grid.stride_r) {
     rep.heat_cols.push_back(retain[size_t(i)]);
-    rep.heat_col_labels.push_back(train.labels[size_t(retain[size_t(i)])]);
+    rep.heat_col_labels.push_back(source.label(retain[size_t(i)]));
   }
   rep.heat.assign(rep.heat_rows.size(), std::vector<double>(rep.heat_cols.size(), 0.0));
   for (size_t c = 0; c < rep.heat_cols.size(); ++c) rep.heat_col_norms.push_back(r_norms[c * size_t(grid.stride_r)]);
@@ -696,14 +707,14 @@ std::vector<Tensor> forget_phase(const Pass& pass, const BlockPlan& plan, const 
     for (int64_t j = 0; j < n; ++j) {
       SampleHardness& s = rep.samples[a + size_t(j)];
       s.index = forget[a + size_t(j)];
-      s.label = pass.train.labels[size_t(s.index)];
+      s.label = pass.source.label(s.index);
       s.loss = cb.losses[size_t(j)];
       s.kappa = kap[size_t(j)];
       s.kappa_k = ksum[size_t(j)] / double(nr);
       s.norm = std::sqrt(std::max(0.0, fn2[size_t(j)]));
       if (best_i[size_t(j)] >= 0) {
         s.similar_index = retain[size_t(best_i[size_t(j)])];
-        s.similar_label = pass.train.labels[size_t(s.similar_index)];
+        s.similar_label = pass.source.label(s.similar_index);
         s.similar_k = best_k[size_t(j)];
         s.similar_cosine = best_cos[size_t(j)];
       }
@@ -790,7 +801,7 @@ void report_blocks(HardnessReport& rep, const Pass& pass, const BlockPlan& plan,
 }
 
 // Per-sample summaries and the verdict.
-void summarise(HardnessReport& rep, const HardnessOptions& opt) {
+void summarise(HardnessReport& rep, const HardnessOptions& opt, const char* same_label) {
   const double nf_all = double(rep.samples.size());
   const double grn = rep.retain_norm;
   int64_t hard = 0;
@@ -818,13 +829,13 @@ void summarise(HardnessReport& rep, const HardnessOptions& opt) {
   std::snprintf(detail, sizeof detail,
                 "kappa = <g_r, g_f> = %.4g, cosine %.3f: %s; at ratio %g, lr %g (clip %g) kappa_l > kappa2_l in %d of "
                 "%d blocks%s; %.1f%% of the %lld forget samples are hard (kappa_j > 0), and for %.1f%% the most "
-                "similar retain sample is of their own class (mean cosine %.3f)",
+                "similar retain sample %s (mean cosine %.3f)",
                 rep.kappa, rep.cosine,
                 rep.kappa > 0 ? "descending the retain loss also lowers the forget loss"
                               : "descending the retain loss already raises the forget loss",
                 opt.ratio, opt.lr, opt.clip, rep.solver.n_collateral, rep.solver.n_blocks,
                 rep.solver.n_collateral > 0 ? " (there every step that keeps forgetting also raises the retain loss)" : "",
-                100.0 * rep.share_hard, (long long)rep.samples.size(), 100.0 * rep.share_same_class,
+                100.0 * rep.share_hard, (long long)rep.samples.size(), 100.0 * rep.share_same_class, same_label,
                 rep.mean_similar_cosine);
   rep.verdict_detail = detail;
   if (rep.solver.criterion_met) rep.verdict_detail += "; the stopping criterion is already met (no retain-neutral forget step of size B)";
@@ -838,14 +849,19 @@ void summarise(HardnessReport& rep, const HardnessOptions& opt) {
 }  // namespace
 
 HardnessReport compute_hardness(nn::Module& model, const ImageDataset& train, const Normalizer& norm,
-                                const std::vector<int64_t>& forget_all, const std::vector<int64_t>& retain_all,
+                                const std::vector<int64_t>& forget, const std::vector<int64_t>& retain,
                                 const HardnessOptions& opt) {
+  return compute_hardness(model, ImageHardnessSource(train, norm), forget, retain, opt);
+}
+
+HardnessReport compute_hardness(nn::Module& model, const HardnessSource& source, const std::vector<int64_t>& forget_all,
+                                const std::vector<int64_t>& retain_all, const HardnessOptions& opt) {
   const double t_start = now_s();
   check_options(forget_all, retain_all, opt);
   EvalMode eval_mode(model);
   const std::vector<Tensor> params = model.parameters();
   if (params.empty()) throw InputError("hardness: the model has no parameters");
-  const Pass pass{model, train, norm, params[0].dtype(), params[0].device()};
+  const Pass pass{model, source, params[0].dtype(), params[0].device()};
   HardnessReport rep;
   rep.forget_total = int64_t(forget_all.size());
   rep.retain_total = int64_t(retain_all.size());
@@ -856,6 +872,12 @@ HardnessReport compute_hardness(nn::Module& model, const ImageDataset& train, co
   {
     Rng rng(opt.seed * 7919 + 2);
     rng.shuffle(retain_order);
+  }
+  if (!opt.retain_priority.empty()) {
+    std::vector<int64_t> first = opt.retain_priority;
+    std::sort(first.begin(), first.end());
+    std::stable_partition(retain_order.begin(), retain_order.end(),
+                          [&](int64_t i) { return std::binary_search(first.begin(), first.end(), i); });
   }
   const BlockPlan plan = probe_plan(pass, retain_order, opt.path);
   rep.notices = plan.notices;
@@ -871,16 +893,16 @@ HardnessReport compute_hardness(nn::Module& model, const ImageDataset& train, co
   rep.retain_tile = sz.br;
 
   std::unique_ptr<Progress> bar;
-  if (opt.progress) bar = std::make_unique<Progress>(sz.nr + nf_all, "hardness", "img/s");
+  if (opt.progress) bar = std::make_unique<Progress>(sz.nr + nf_all, "hardness", source.unit());
   int64_t done = 0;
   const RetainSide rs = retain_phase(pass, plan, params, retain, opt.chunk, bar.get(), done);
   rep.samples.resize(forget.size());
-  const HeatGrid grid = init_heat(rep, opt.heat_size, nf_all, retain, train, rs.norms);
+  const HeatGrid grid = init_heat(rep, opt.heat_size, nf_all, retain, source, rs.norms);
   const std::vector<Tensor> forget_sum = forget_phase(pass, plan, rs, forget, retain, sz, grid, rep, bar.get(), done);
   if (bar) bar->finish();
 
   report_blocks(rep, pass, plan, params, rs.g_r, forget_sum, nf_all, opt);
-  summarise(rep, opt);
+  summarise(rep, opt, source.same_label());
   rep.seconds = now_s() - t_start;
   return rep;
 }

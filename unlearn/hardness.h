@@ -28,6 +28,7 @@
 // CUDA f32).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -36,6 +37,7 @@
 #include "engine/capture.h"
 #include "engine/nn.h"
 #include "kernels/hamu_math.h"
+#include "loaders/batch.h"
 #include "loaders/data.h"
 #include "unlearn/hardness_rule.h"
 
@@ -44,7 +46,13 @@ namespace hamu {
 enum class GhostPath { automatic, ghost, materialise };
 GhostPath parse_ghost_path(const std::string& s);  // auto | ghost | materialise (InputError naming --path)
 
-// One forward/backward of sum_i loss_i (cross-entropy) over a batch under a CaptureScope.
+// The per-sample losses [n] of a model on a batch: what a sample's gradient is the gradient of. Images:
+// the cross-entropy of logits [N, C] (image_sample_losses, the default everywhere); text: each QA pair's
+// mean answer-token loss (unlearn/hardness_text.h).
+using SampleLoss = std::function<Tensor(nn::Module& model, const Tensor& inputs, const Tensor& labels)>;
+Tensor image_sample_losses(nn::Module& model, const Tensor& inputs, const Tensor& labels);
+
+// One forward/backward of sum_i loss_i over a batch under a CaptureScope.
 struct CapturedBatch {
   Tensor inputs, labels;                              // what the model saw (kept for the fallback)
   std::vector<std::shared_ptr<CaptureRecord>> records;
@@ -53,15 +61,17 @@ struct CapturedBatch {
                                                       // (empty when param_grads was false)
   std::vector<double> losses;                         // per sample
   int64_t n = 0;
+  SampleLoss loss;                                    // the loss it was captured with (for the fallback)
 };
 // param_grads false: parameters are not differentiated (only what the capture needs), which skips
-// the weight-gradient GEMMs of the backward.
-CapturedBatch capture_batch(nn::Module& model, const Tensor& inputs, const Tensor& labels, bool param_grads);
+// the weight-gradient GEMMs of the backward (floating inputs only).
+CapturedBatch capture_batch(nn::Module& model, const Tensor& inputs, const Tensor& labels, bool param_grads,
+                            const SampleLoss& loss = image_sample_losses);
 
 // Per-sample gradients by one forward/backward per sample (the reference and the fallback):
 // [n, sum of numel] in the order of `params`, on the model's device.
 Tensor per_sample_gradients(nn::Module& model, const Tensor& inputs, const Tensor& labels,
-                            const std::vector<Tensor>& params);
+                            const std::vector<Tensor>& params, const SampleLoss& loss = image_sample_losses);
 
 struct BlockPlan {
   std::vector<HardnessBlock> blocks;
@@ -130,6 +140,9 @@ struct HardnessOptions {
   double lr = 0.01, ratio = 0.1, clip = 1.0;  // for kappa1/kappa2 and the margins (hamu unlearn's defaults)
   int heat_size = 32;                         // K over a heat_size x heat_size sample for the heat map
   uint64_t seed = 0;                          // which retain (and forget) samples when subsampling
+  std::vector<int64_t> retain_priority;       // retain indices taken before the random rest when the
+                                              // budget holds only part of the retain set (text: the added
+                                              // duplicates, so a forget pair's paraphrase is compared)
   bool progress = false;
 };
 
@@ -145,8 +158,8 @@ struct BlockHardness {
 };
 
 struct SampleHardness {
-  int64_t index = 0;       // training-set index
-  int32_t label = 0;
+  int64_t index = 0;       // training-set index (text: the source's index)
+  int32_t label = 0;       // text: the answer's id (pairs with the same answer share it)
   double loss = 0;
   double kappa = 0;        // <grad l(f_j), g_r> (row form)
   double kappa_k = 0;      // the row mean of K (the same number by another route)
@@ -165,7 +178,8 @@ struct HardnessReport {
   double share_hard = 0;       // fraction of forget samples with kappa_j > 0
   double mean_sample_cosine = 0;
   double row_form_check = 0;   // max |kappa_j(row form) - kappa_j(mean of K)| / max |kappa_j|
-  double share_same_class = 0; // forget samples whose most similar retain sample has their label
+  double share_same_class = 0; // forget samples whose most similar retain sample has their label (text:
+                               // their answer, i.e. a paraphrase or duplicate of the pair)
   double mean_similar_cosine = 0;  // mean over forget samples of that largest cosine
   std::vector<BlockHardness> blocks;    // model order
   std::vector<SampleHardness> samples;  // forget order
@@ -182,9 +196,41 @@ struct HardnessReport {
   int64_t forget_tile = 0, retain_tile = 0;
 };
 
+// The samples a `hamu hardness` run scores: one index space (forget and retain are lists of its
+// indices), batches of any of them, the per-sample loss and each sample's class.
+class HardnessSource {
+ public:
+  virtual ~HardnessSource() = default;
+  // The samples `idx` as one batch on `dev`, floating inputs in `dt`. Every batch of one source has the
+  // same positions per sample (the retain store keeps each block's data at one T).
+  virtual Batch gather(const std::vector<int64_t>& idx, DType dt, Device dev) const = 0;
+  virtual const SampleLoss& loss() const = 0;
+  virtual int32_t label(int64_t index) const = 0;
+  virtual const char* unit() const { return "img/s"; }  // of the progress bar
+  // How the verdict words "the most similar retain sample ..." for a match of labels.
+  virtual const char* same_label() const { return "is of their own class"; }
+};
+
+// Images of a data set, normalised, cross-entropy per image.
+class ImageHardnessSource final : public HardnessSource {
+ public:
+  ImageHardnessSource(const ImageDataset& train, const Normalizer& norm) : train_(train), norm_(norm) {}
+  Batch gather(const std::vector<int64_t>& idx, DType dt, Device dev) const override;
+  const SampleLoss& loss() const override { return loss_; }
+  int32_t label(int64_t index) const override { return train_.labels[size_t(index)]; }
+
+ private:
+  const ImageDataset& train_;
+  const Normalizer& norm_;
+  SampleLoss loss_ = image_sample_losses;
+};
+
 // model: evaluated as is in eval mode (BatchNorm on running statistics, dropout off); it is put back
 // into its previous training mode afterwards. InputError for bad sizes (more samples asked than exist,
 // a budget too small for one tile, a budget that cannot hold the asked retain sample).
+HardnessReport compute_hardness(nn::Module& model, const HardnessSource& source, const std::vector<int64_t>& forget,
+                                const std::vector<int64_t>& retain, const HardnessOptions& opt);
+// Images (an ImageHardnessSource).
 HardnessReport compute_hardness(nn::Module& model, const ImageDataset& train, const Normalizer& norm,
                                 const std::vector<int64_t>& forget, const std::vector<int64_t>& retain,
                                 const HardnessOptions& opt);

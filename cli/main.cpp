@@ -1,6 +1,9 @@
 // cli/main.cpp: the `hamu` command: dispatches to a subcommand and maps errors to exit codes
 // (2: bad usage or input, 1: runtime failure), each as one line on stderr.
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -60,10 +63,26 @@ int run(int argc, char** argv) {
   }
 }
 
+// OpenMP waiting on a shared machine. libgomp reads OMP_WAIT_POLICY once, when it is loaded (before
+// main); unset, a thread that reaches a barrier spins for up to 300,000 iterations before sleeping.
+// On idle cores that saves a wake-up, but when other jobs keep the cores busy a spinning thread burns
+// the time slice its descheduled sibling needs, and every parallel region waits for that sibling:
+// bench_unlearn_step (resnet20, 2 threads, load average ~11 on 2 cores) took 7.1-9.3 s per step with
+// the default against 1.0-1.6 s with PASSIVE (bench/RESULTS.md, "Threads under load"). So unless the
+// user chose a policy (OMP_WAIT_POLICY or GOMP_SPINCOUNT set), hamu re-executes itself once with
+// OMP_WAIT_POLICY=PASSIVE; if that exec fails (no /proc), it runs on with the runtime's default.
+void prefer_passive_openmp_waits(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) return;
+  if (::setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0) return;
+  ::execv("/proc/self/exe", argv);
+  ::unsetenv("OMP_WAIT_POLICY");
+}
+
 }  // namespace
 
 // Under mpirun: one process per rank; rank 0 prints and writes (engine/collectives.h).
 int main(int argc, char** argv) {
+  prefer_passive_openmp_waits(argv);
   hamu::ProcessGroupScope group;
   return group.finish(run(argc, argv));
 }

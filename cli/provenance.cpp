@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -69,6 +70,9 @@ Json machine_json(Device device) {
                          {"cores", Json(int64_t(std::thread::hardware_concurrency()))},
                          {"threads", Json(int64_t(omp_get_max_threads()))},
                          {"device", Json(device.str())}});
+  // What OpenMP's threads do while they wait (cli/main.cpp makes PASSIVE the default).
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  m.set("omp_wait_policy", Json(std::string(wait_policy ? wait_policy : "runtime default")));
 #ifdef HAMU_CUDA
   if (device.is_cuda()) m.set("gpu", Json(std::string(kernels::cuda_device_name(device.index))));
 #endif

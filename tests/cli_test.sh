@@ -420,6 +420,17 @@ if "$HAMU" "${U[@]/orig.safetensors/out/p1.safetensors}" "${S[@]}" "${N[@]}" --m
 else
   fail "unlearn for the provenance check failed: $(cat pu.err)"
 fi
+# OpenMP waits (cli/main.cpp): PASSIVE unless the caller chose a policy, recorded in the provenance.
+if env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT "$HAMU" eval --model out/p1.safetensors --threads 1 --json out/w1.json > w1.out 2> w1.err &&
+   OMP_WAIT_POLICY=active "$HAMU" eval --model out/p1.safetensors --threads 1 --json out/w2.json > w2.out 2> w2.err; then
+  if grep -q '"omp_wait_policy": "PASSIVE"' out/w1.json && grep -q '"omp_wait_policy": "active"' out/w2.json; then
+    pass
+  else
+    fail "OMP_WAIT_POLICY: want PASSIVE by default and the caller's value kept: $(grep omp_wait out/w1.json out/w2.json)"
+  fi
+else
+  fail "eval for the OpenMP wait-policy check failed: $(cat w1.err w2.err)"
+fi
 expect_bad config-missing "nowhere.json" train --data "$D" --model mlp --config nowhere.json --out out/t.safetensors
 
 # ---- compare --save-dir (issue #16 item 5): each method's checkpoint and CSV, as unlearn --out/--log write them

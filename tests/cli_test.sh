@@ -332,6 +332,13 @@ if [[ -n $l1 && $l1 == "$l2" ]] && grep -q '"adapter": "lora_g"' lora_e1.json &&
 else
   fail "lora eval: adapter dir '$l1', base + --lora '$l2', merged '$l3'; llama adapter '$l4', merged '$l5'"
 fi
+# hamu hardness on an adapter directory: the adapter's blocks only.
+if "$HAMU" hardness --threads 1 --model lora_l --duplicates exact --top 1 --json lora_h.json > lora_h.out 2> lora_h.err &&
+   [[ $(grep -c '"kind": "linear"' lora_h.json) -gt 0 ]] && ! grep '"name": ' lora_h.json | grep -qv 'lora_[AB]'; then
+  pass
+else
+  fail "hardness of an adapter: $(tail -3 lora_h.err)"
+fi
 # Unlearning an adapter writes an unlearned adapter (other A/B bytes), never the base.
 for m in hamu-q ga; do
   if "$HAMU" unlearn --threads 1 --model lora_l --method "$m" --steps 3 --batch 4 --forget-batch 3 --lr 0.05 --gen-samples 0 \

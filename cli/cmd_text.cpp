@@ -6,7 +6,10 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/provenance.h"
+#include "cli/resume.h"
 #include "cli/text_setup.h"
+#include "cli/unlearn_output.h"
 #include "cli/unlearn_setup.h"
 #include "engine/progress.h"
 #include "models/lm/generate.h"
@@ -29,6 +32,25 @@ std::vector<std::string> bpe_corpus(const QaDataset& data, PromptTemplate tmpl) 
 }
 
 std::string pct(double v) { return fmt("%.2f", 100 * v); }
+
+// What a resumed text run must find unchanged besides its options: the token ids it trains on (data, split,
+// template, tokenizer and truncation in one) and the model directories it starts from.
+Json text_identity(std::initializer_list<const std::vector<QaTokens>*> sets, const LmSource& source) {
+  uint64_t h = fnv1a64(nullptr, 0);
+  for (const std::vector<QaTokens>* set : sets)
+    for (const QaTokens& q : *set) {
+      const int64_t sizes[2] = {q.length(), q.n_prompt};
+      h = fnv1a64(sizes, sizeof sizes, h);
+      h = fnv1a64(q.ids.data(), q.ids.size() * sizeof(int32_t), h);
+      h = fnv1a64(q.labels.data(), q.labels.size() * sizeof(int32_t), h);
+    }
+  char hex[32];
+  std::snprintf(hex, sizeof hex, "fnv1a64:%016llx", (unsigned long long)h);
+  Json id = Json::object({{"tokens", Json(hex)}});
+  if (!source.base.empty()) id.set("--model", parent_json(source.base));
+  if (!source.adapter.empty()) id.set("--lora", parent_json(source.adapter));
+  return id;
+}
 
 }  // namespace
 
@@ -59,6 +81,7 @@ int cmd_train_text(int argc, char** argv) {
                        "adapter_config.json, adapter_model.safetensors, hamu.json)", ""},
       {"--json", "FILE", "the training log and final evaluation as JSON", ""},
   };
+  for (Flag f : resume_flags("training steps")) flags.push_back(f);
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("train", "--data wordnet-qa|qa:FILE --model gpt-small|DIR [--lora SPEC [--merge DIR]] --out DIR [--split SPEC --subset full|retain] [flags]",
             flags);
@@ -175,6 +198,12 @@ int cmd_train_text(int argc, char** argv) {
     std::fprintf(stderr, "\n");
     epochs_json.push_back(ej);
   };
+  // A resumed run must see the options, tokens and model directories it started with.
+  const ResumableRun resumable(args, "text-train", out_dir, [&] { return text_identity({&train_set}, source); });
+  resumable.resume_training_records(epochs_json, train_seconds);  // the finished epochs' records and time
+  opt.resume = resumable.resumed();
+  opt.checkpoint_every = resumable.every();
+  opt.write_state = [&](RunState& st) { resumable.write_training_state(st, epochs_json, train_seconds); };
   lm->train();
   train_text_model(*lm, train_set, opt, on_epoch);
   last.model = out_dir;
@@ -212,6 +241,7 @@ int cmd_train_text(int argc, char** argv) {
     j.set("final", final_eval);
     save_json(json_path, j);
   }
+  resumable.finish();
   return 0;
 }
 
@@ -230,6 +260,7 @@ int cmd_unlearn_text(int argc, char** argv) {
   };
   for (Flag f : text_context_flags()) flags.push_back(f);
   for (Flag f : unlearn_option_flags()) flags.push_back(f);
+  for (Flag f : resume_flags("unlearning steps")) flags.push_back(f);
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("unlearn", "--model DIR [--lora DIR] [--data SPEC] [--split SPEC] --method M [--reference DIR] [--out DIR] [--merge DIR] [--log CSV] [--json FILE]",
             flags);
@@ -255,6 +286,12 @@ int cmd_unlearn_text(int argc, char** argv) {
   for (const std::string& p : {out_dir, merge_dir})
     if (!p.empty() && (p == source.base || p == source.adapter)) throw InputError("refusing to overwrite the input model " + p);
   validate_unlearn_options(opt, ctx.run.forget.size(), ctx.run.retain.size());
+  // A resumed run must see the options, tokens and model directories it started with.
+  const ResumableRun resumable(args, "text-unlearn", out_dir, [&] {
+    Json id = text_identity({&ctx.run.retain, &ctx.run.forget, &ctx.run.test, &ctx.run.duplicate}, source);
+    if (ctx.reference) id.set("--reference", parent_json(args.str("--reference")));
+    return id;
+  });
   // With LoRA the working copy's parameters are the adapters' A and B only; the original of kl / scrub / npo is
   // the base with the original adapter, frozen.
   std::shared_ptr<models::CausalLM> work = fresh_text_lm(ctx.original, device);
@@ -266,25 +303,16 @@ int cmd_unlearn_text(int argc, char** argv) {
                method_name(*opt.method), work->config().describe().c_str(), ctx.run.forget.size(), ctx.run.retain.size(),
                ctx.run.split.spec.c_str(), (long long)opt.steps, opt.params.lr,
                opt.method->is_hamu() ? (", ratio " + fmt("%g", opt.ratio)).c_str() : "", device.str().c_str());
-  std::ofstream csv;
-  if (!log_path.empty()) {
-    csv.open(log_path, std::ios::trunc);
-    if (!csv) throw InputError("--log: cannot write " + log_path);
-    csv << unlearn_csv_header();
-  }
+  UnlearnLog log = open_unlearn_log(log_path, resumable);
   UnlearnHooks hooks;
+  attach_resumable(hooks, resumable, log);
   hooks.evaluate = [&](int64_t step, bool final) {
     return (step == 0 || final) ? evaluate_text_full(*work, ctx, "unlearned", true) : evaluate_text_sampled(*work, ctx, "unlearned");
   };
-  hooks.on_step = [&](const StepLog& s) {
-    if (csv.is_open()) csv << unlearn_csv_step_row(s) << std::flush;
-  };
-  hooks.on_eval = [&](const EvalPoint& p) {
-    if (csv.is_open()) csv << unlearn_csv_eval_row(p) << std::flush;
-  };
+  log.attach(hooks);
   hooks.notice = [](const std::string& msg) { std::fprintf(stderr, "\nhamu unlearn: %s\n", msg.c_str()); };
   std::unique_ptr<UnlearnTask> task = make_text_task(ctx.run.retain, ctx.run.forget, ctx.run.pad_id, opt);
-  UnlearnResult res = run_unlearning(*work, original.get(), *task, opt, hooks);
+  UnlearnResult res = log.run([&] { return run_unlearning(*work, original.get(), *task, opt, hooks); });
   EvalReport before = res.evals.front().report, after = res.evals.back().report;
   before.model = model_dir;
   after.model = out_dir.empty() ? "unlearned" : out_dir;
@@ -367,6 +395,7 @@ int cmd_unlearn_text(int argc, char** argv) {
     j.set("forget_examples", examples);
     save_json(json_path, j);
   }
+  resumable.finish();
   return 0;
 }
 

@@ -109,21 +109,10 @@ int cmd_train(int argc, char** argv) {
     if (ds.has_split) ej.set("forget_acc", Json(forget.acc));
     epochs_json.push_back(ej);
   };
-  if (const RunState* st = run.resumed()) {  // the finished epochs' records and time come back with the state
-    const Json rec = run.records();
-    if (!rec.is_object() || !rec.find("epochs") || !rec["epochs"].is_array() || !rec.find("train_seconds"))
-      throw InputError(st->path() + ": the state's training records are malformed");
-    epochs_json = rec["epochs"];
-    train_seconds = rec["train_seconds"].as_number();
-    std::fprintf(stderr, "hamu train: resuming from %s (epoch %lld, step %lld)\n", st->path().c_str(),
-                 (long long)st->counter("loop.epoch"), (long long)st->counter("loop.step"));
-  }
+  run.resume_training_records(epochs_json, train_seconds);  // the finished epochs' records and time
   opt.resume = run.resumed();
   opt.checkpoint_every = run.every();
-  opt.write_state = [&](RunState& st) {
-    run.write(st, st.counter("loop.global_step"),
-              Json::object({{"epochs", epochs_json}, {"train_seconds", Json(train_seconds)}}));
-  };
+  opt.write_state = [&](RunState& st) { run.write_training_state(st, epochs_json, train_seconds); };
   train_model(*model, train, subset_idx, norm, opt, on_epoch);
 
   EvalReport report = evaluate_model(*model, ds.data, {&ds.split.forget, &ds.split.retain, &ds.test}, norm, eo);

@@ -1,7 +1,6 @@
 // cli/cmd_unlearn.cpp: `hamu unlearn` — make a trained model forget a split, with a per-step log,
 // before/after evaluation, and the plain-language hardness warning.
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -169,38 +168,13 @@ int cmd_unlearn(int argc, char** argv) {
   if (opt.method->needs_original()) original = std::make_unique<models::LoadedModel>(fresh_copy(ctx));
 
   UnlearnLog log;
-  if (!log_path.empty() && is_output_rank()) {  // under mpirun rank 0 alone writes
-    if (const RunState* st = run.resumed()) {
-      const Json rec = run.records();
-      const Json* bytes = rec.is_object() ? rec.find("log_bytes") : nullptr;
-      const Json* hash = rec.is_object() ? rec.find("log_hash") : nullptr;
-      if (!bytes || !hash || !hash->is_string()) throw InputError(st->path() + ": the state's log records are malformed");
-      if (bytes->as_int() < 0)
-        throw InputError("--log: the resumed run wrote no --log, so there is no log to continue (drop --log)");
-      char* end = nullptr;
-      const uint64_t h = std::strtoull(hash->as_string().c_str(), &end, 16);
-      if (hash->as_string().size() != 16 || *end) throw InputError(st->path() + ": the state's log hash is malformed");
-      log = UnlearnLog(log_path, "--log", bytes->as_int(), h);
-    } else {
-      log = UnlearnLog(log_path, "--log");
-    }
-  }
+  if (is_output_rank()) log = open_unlearn_log(log_path, run);  // under mpirun rank 0 alone writes
   std::fprintf(stderr, "hamu unlearn: %s on %s, forget %zu / retain %zu (%s), %lld steps, lr %g%s, %s\n",
                method_name(*opt.method), ctx.original.spec.describe().c_str(), ctx.data.split.forget.size(),
                ctx.data.split.retain.size(), ctx.data.split.spec.c_str(), (long long)opt.steps, opt.params.lr,
                opt.method->is_hamu() ? (", ratio " + fmt("%g", opt.ratio)).c_str() : "", device.str().c_str());
-  if (const RunState* st = run.resumed())
-    std::fprintf(stderr, "hamu unlearn: resuming from %s (after step %lld)\n", st->path().c_str(),
-                 (long long)st->counter("loop.step"));
   UnlearnHooks hooks;
-  hooks.resume = run.resumed();
-  hooks.checkpoint_every = run.every();
-  hooks.write_state = [&](RunState& st) {
-    char hash[24];
-    std::snprintf(hash, sizeof hash, "%016llx", (unsigned long long)log.hash());
-    run.write(st, st.counter("loop.step"),
-              Json::object({{"log_bytes", Json(log.open() ? log.bytes() : int64_t(-1))}, {"log_hash", Json(hash)}}));
-  };
+  attach_resumable(hooks, run, log);
   hooks.evaluate = [&](int64_t step, bool final) {
     return (step == 0 || final) ? evaluate_full(*work.model, ctx, "unlearned")
                                 : evaluate_sampled(*work.model, ctx, "unlearned");

@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <set>
@@ -120,6 +121,18 @@ Json ResumableRun::records() const {
   if (!state_) return Json();
   const Json* r = state_->meta.find("records");
   return r ? *r : Json();
+}
+
+void ResumableRun::resume_training_records(Json& epochs, double& seconds) const {
+  if (!state_) return;
+  const Json rec = records();
+  if (!rec.is_object() || !rec.find("epochs") || !rec["epochs"].is_array() || !rec.find("train_seconds") ||
+      !rec["train_seconds"].is_number())
+    throw InputError(path_ + ": the state's training records are malformed");
+  epochs = rec["epochs"];
+  seconds = rec["train_seconds"].as_number();
+  std::fprintf(stderr, "hamu train: resuming from %s (epoch %lld, step %lld)\n", path_.c_str(),
+               (long long)state_->counter("loop.epoch"), (long long)state_->counter("loop.step"));
 }
 
 void ResumableRun::finish() const {

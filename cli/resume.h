@@ -38,6 +38,13 @@ class ResumableRun {
   void write(RunState& state, int64_t step, const Json& records) const;
   // The caller's records of the resumed state (null without --resume).
   Json records() const;
+  // Training runs (image and text) carry their per-epoch JSON records and the training time: with --resume they
+  // are read back into `epochs` and `seconds` (InputError when malformed; a notice on stderr); otherwise
+  // nothing changes.
+  void resume_training_records(Json& epochs, double& seconds) const;
+  void write_training_state(RunState& state, const Json& epochs, double seconds) const {
+    write(state, state.counter("loop.global_step"), Json::object({{"epochs", epochs}, {"train_seconds", Json(seconds)}}));
+  }
   // After a completed run whose outputs are written: the state file is removed (it would resume nothing).
   void finish() const;
 

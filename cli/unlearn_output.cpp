@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -80,6 +82,36 @@ UnlearnResult UnlearnLog::run(const std::function<UnlearnResult()>& body) {
     csv_ << "# interrupted at step " << last_step_ << "\n" << std::flush;
     throw Interrupted(path_ + " kept up to step " + std::to_string(last_step_) + " and marked '# interrupted', no model written");
   }
+}
+
+UnlearnLog open_unlearn_log(const std::string& path, const ResumableRun& run) {
+  if (path.empty()) return UnlearnLog();
+  const RunState* st = run.resumed();
+  if (!st) return UnlearnLog(path, "--log");
+  const Json rec = run.records();
+  const Json* bytes = rec.is_object() ? rec.find("log_bytes") : nullptr;
+  const Json* hash = rec.is_object() ? rec.find("log_hash") : nullptr;
+  if (!bytes || !hash || !bytes->is_integer() || !hash->is_string())
+    throw InputError(st->path() + ": the state's log records are malformed");
+  if (bytes->as_int() < 0) throw InputError("--log: the resumed run wrote no --log, so there is no log to continue (drop --log)");
+  char* end = nullptr;
+  const uint64_t h = std::strtoull(hash->as_string().c_str(), &end, 16);
+  if (hash->as_string().size() != 16 || *end) throw InputError(st->path() + ": the state's log hash is malformed");
+  return UnlearnLog(path, "--log", bytes->as_int(), h);
+}
+
+void attach_resumable(UnlearnHooks& hooks, const ResumableRun& run, const UnlearnLog& log) {
+  hooks.resume = run.resumed();
+  hooks.checkpoint_every = run.every();
+  if (const RunState* st = run.resumed())
+    std::fprintf(stderr, "hamu unlearn: resuming from %s (after step %lld)\n", st->path().c_str(),
+                 (long long)st->counter("loop.step"));
+  hooks.write_state = [&run, &log](RunState& st) {
+    char hash[24];
+    std::snprintf(hash, sizeof hash, "%016llx", (unsigned long long)log.hash());
+    run.write(st, st.counter("loop.step"),
+              Json::object({{"log_bytes", Json(log.open() ? log.bytes() : int64_t(-1))}, {"log_hash", Json(hash)}}));
+  };
 }
 
 void check_save_dir(const std::string& flag, const std::string& dir) {

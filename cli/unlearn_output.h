@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cli/args.h"
+#include "cli/resume.h"
 #include "cli/unlearn_setup.h"
 
 namespace hamu::cli {
@@ -42,6 +43,13 @@ class UnlearnLog {
   int64_t bytes_ = 0;
   uint64_t hash_ = 0xcbf29ce484222325ULL;  // FNV-1a offset basis: the hash of nothing
 };
+
+// The --log of `hamu unlearn` (images and text): a new log, or with --resume the one the state recorded,
+// cut back to the state's rows (InputError when it was changed since). No path: a log that writes nothing.
+UnlearnLog open_unlearn_log(const std::string& path, const ResumableRun& run);
+// Wires --checkpoint-every/--resume into the runner's hooks (saying on stderr where a resumed run continues);
+// each state records the log's length and hash.
+void attach_resumable(UnlearnHooks& hooks, const ResumableRun& run, const UnlearnLog& log);
 
 // --save-dir: the folder exists (or is created, its parent existing) and is writable; InputError otherwise.
 void check_save_dir(const std::string& flag, const std::string& dir);

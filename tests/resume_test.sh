@@ -15,6 +15,7 @@ set -u
 HAMU=${1:-build/hamu}
 [[ -x $HAMU ]] || { echo "resume_test: $HAMU is not an executable (build it with make first)" >&2; exit 1; }
 HAMU=$(cd "$(dirname "$HAMU")" && pwd)/$(basename "$HAMU")
+QA=$(cd "$(dirname "$0")" && pwd)/fixtures/qa/tiny.jsonl
 WORK=$(mktemp -d /tmp/hamu_resume_test.XXXXXX)
 if [[ -n ${RESUME_TEST_KEEP:-} ]]; then echo "resume_test: scratch folder $WORK" >&2; else trap 'rm -rf "$WORK"' EXIT; fi
 cd "$WORK" || exit 1
@@ -64,7 +65,7 @@ rand_between() { echo $(( $1 + RANDOM % ($2 - $1 + 1) )); }
 # 1 (and fails NAME) unless the first part died by SIGKILL leaving a state and the resumed part completed.
 kill_at_step() {
   local name=$1 k=$2 out=$3; shift 3
-  rm -f "$out" "$out.state" "$out.csv"
+  rm -rf "$out" "$out.state" "$out.csv"
   # (In a subshell, so bash's "Killed" notice goes to /dev/null.)
   ( HAMU_TEST_KILL_AT_STEP=$k "$HAMU" "$@" --checkpoint-every 1 > /dev/null 2> killed.err; exit $? ) 2> /dev/null
   local rc=$?
@@ -129,6 +130,27 @@ for m in "hamu-q" "hamu-u --scope global" "scrub" "npo" "gdiff --optimizer adamw
   kill_at_step "unlearn $m k=$k" "$k" u.st "${U[@]}" "${M[@]}" --out u.st --log u.st.csv || continue
   if same_tensors ref.st u.st && same_log ref.csv u.st.csv; then pass
   else fail "unlearn $m killed after step $k: the resumed checkpoint or log differs"; fi
+done
+
+# ---- text: a causal LM trained from scratch, a LoRA adapter with dropout on it, text unlearning ----------
+TX=(train --data "qa:$QA" --model gpt-small --vocab 300 --max-length 32 --split fraction=0.3 --batch 4 --threads 1)
+"$HAMU" "${TX[@]}" --epochs 3 --out lm > /dev/null 2>&1 || { echo "resume_test: text training failed" >&2; exit 1; }
+k=$(rand_between 1 8)   # 3 steps an epoch
+kill_at_step "text train k=$k" "$k" lm_k "${TX[@]}" --epochs 3 --out lm_k &&
+  { same_tensors lm/model.safetensors lm_k/model.safetensors && pass || fail "text train killed after step $k: the resumed model differs"; }
+TXL=(train --data "qa:$QA" --model lm --lora r=4,alpha=8,dropout=0.3 --max-length 32 --split fraction=0.3 --batch 4 --epochs 2 --threads 1)
+"$HAMU" "${TXL[@]}" --out lora > /dev/null 2>&1
+k=$(rand_between 1 5)
+kill_at_step "text LoRA train k=$k" "$k" lora_k "${TXL[@]}" --out lora_k &&
+  { same_tensors lora/adapter_model.safetensors lora_k/adapter_model.safetensors && pass ||
+    fail "LoRA training with dropout killed after step $k: the resumed adapter differs"; }
+for m in hamu-q npo; do
+  TU=(unlearn --model lm --method "$m" --steps 8 --batch 4 --forget-batch 2 --max-length 32 --eval-every 3 --gen-samples 0 --show 0 --threads 1)
+  "$HAMU" "${TU[@]}" --out tref --log tref.csv > /dev/null 2>&1
+  k=$(rand_between 1 7)
+  kill_at_step "text unlearn $m k=$k" "$k" tu "${TU[@]}" --out tu --log tu.csv &&
+    { if same_tensors tref/model.safetensors tu/model.safetensors && same_log tref.csv tu.csv; then pass
+      else fail "text unlearn $m killed after step $k: the resumed model or log differs"; fi; }
 done
 
 # ---- real kill -9 at random times, repeatedly; states every few steps so work after them is redone ----

@@ -10,6 +10,7 @@
 #include "engine/progress.h"
 #include "engine/rng.h"
 #include "loaders/text_batch.h"
+#include "train/train.h"
 
 namespace hamu {
 
@@ -34,8 +35,18 @@ std::vector<TextEpochSummary> train_text_model(models::CausalLM& model, const st
   std::vector<TextEpochSummary> out;
   model.train(true);
   int64_t global_step = 0;
-  for (int64_t epoch = 1; epoch <= opt.epochs; ++epoch) {
+  // Where the run starts: epoch 1, step 0, or a state's epoch and step with the epoch's accumulators.
+  int64_t first_epoch = 1, first_step = 0;
+  if (opt.resume) {
+    const TrainPosition p = restore_train_state(*opt.resume, model, optimizer, opt.epochs, steps_per_epoch);
+    first_epoch = p.epoch;
+    first_step = p.step;
+    global_step = p.global_step;
+    out = epoch_rows(*opt.resume, first_epoch - 1, &TextEpochSummary::tokens_per_s);
+  }
+  for (int64_t epoch = first_epoch; epoch <= opt.epochs; ++epoch) {
     const std::vector<int64_t> order = Rng(opt.seed).fork(uint64_t(epoch)).permutation(n);
+    const bool resumed = opt.resume && epoch == first_epoch;
     TextEpochSummary es;
     es.epoch = epoch;
     const double t0 = now_s();
@@ -43,9 +54,36 @@ std::vector<TextEpochSummary> train_text_model(models::CausalLM& model, const st
     if (opt.progress)
       bar = std::make_unique<Progress>(epoch_tokens, "epoch " + std::to_string(epoch) + "/" + std::to_string(opt.epochs),
                                        "tok/s");
-    double nll = 0;
+    double nll = 0, seconds_before = 0;  // seconds_before: this epoch's training time before a resume
     int64_t scored = 0, correct = 0, done_tokens = 0;
-    for (int64_t step = 0; step < steps_per_epoch; ++step) {
+    if (resumed) {
+      const RunState& st = *opt.resume;
+      const std::vector<double> acc = st.get_doubles("loop.accumulators", 2);
+      nll = acc[0];
+      seconds_before = acc[1];
+      scored = st.counter("loop.scored");
+      correct = st.counter("loop.correct");
+      done_tokens = st.counter("loop.done_tokens");
+      es.skipped_steps = st.counter("loop.skipped");
+    }
+    // The state after step `step` of this epoch.
+    auto write_state = [&](int64_t step) {
+      RunState st;
+      st.kind = "text-train";
+      put_train_state(st, model, optimizer, {epoch, step, global_step});
+      st.put_counter("loop.scored", scored);
+      st.put_counter("loop.correct", correct);
+      st.put_counter("loop.done_tokens", done_tokens);
+      st.put_counter("loop.skipped", es.skipped_steps);
+      st.put_doubles("loop.accumulators", {nll, seconds_before + now_s() - t0});
+      put_epoch_rows(st, out, &TextEpochSummary::tokens_per_s);
+      opt.write_state(st);
+    };
+    auto maybe_write_state = [&](int64_t step) {
+      if (opt.checkpoint_every > 0 && opt.write_state && global_step % opt.checkpoint_every == 0 && global_step < total_steps)
+        write_state(step + 1);
+    };
+    for (int64_t step = resumed ? first_step : 0; step < steps_per_epoch; ++step) {
       const std::vector<int64_t> idx(order.begin() + step * opt.batch,
                                      order.begin() + std::min(n, (step + 1) * opt.batch));
       Batch b = make_text_batch(seqs, idx, opt.pad_id, 0, opt.device);
@@ -65,6 +103,7 @@ std::vector<TextEpochSummary> train_text_model(models::CausalLM& model, const st
       const double lv = loss.item();
       if (!std::isfinite(lv)) {
         ++es.skipped_steps;
+        maybe_write_state(step);
         continue;
       }
       loss.backward();
@@ -90,8 +129,9 @@ std::vector<TextEpochSummary> train_text_model(models::CausalLM& model, const st
                       scored ? 100.0 * double(correct) / double(scored) : 0.0);
         bar->update(done_tokens, status);
       }
+      maybe_write_state(step);
     }
-    es.seconds = now_s() - t0;
+    es.seconds = seconds_before + now_s() - t0;
     es.train_loss = scored ? nll / double(scored) : 0.0;
     es.train_acc = scored ? double(correct) / double(scored) : 0.0;
     es.tokens_per_s = es.seconds > 0 ? double(done_tokens) / es.seconds : 0.0;

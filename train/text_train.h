@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/run_state.h"
 #include "loaders/template.h"
 #include "models/lm/lm.h"
 
@@ -22,6 +23,12 @@ struct TextTrainOptions {
   int32_t pad_id = 0;
   Device device;
   bool progress = true;
+  // Resumable runs, as TrainOptions (train/train.h): a state after every checkpoint_every-th step goes to
+  // write_state; resume continues from one (trainable parameters, LoRA dropout positions, AdamW, epoch and
+  // batch, the epoch's accumulators, the finished epochs' summaries), bitwise on the CPU.
+  int64_t checkpoint_every = 0;
+  std::function<void(RunState&)> write_state;
+  const RunState* resume = nullptr;
 };
 
 struct TextEpochSummary {

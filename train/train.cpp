@@ -33,6 +33,30 @@ bool has_batchnorm(const nn::Module& m) {
 
 }  // namespace
 
+void put_train_state(RunState& st, nn::Module& model, const Optimizer& opt, const TrainPosition& p) {
+  put_module_state(st, model, "model/");
+  opt.save_state(st, "optim/");
+  st.put_counter("loop.epoch", p.epoch);
+  st.put_counter("loop.step", p.step);
+  st.put_counter("loop.global_step", p.global_step);
+}
+
+TrainPosition restore_train_state(const RunState& st, nn::Module& model, Optimizer& opt, int64_t epochs,
+                                  int64_t steps_per_epoch) {
+  restore_module_state(st, model, "model/");
+  opt.load_state(st, "optim/");
+  TrainPosition p;
+  p.epoch = st.counter("loop.epoch");
+  p.step = st.counter("loop.step");
+  p.global_step = st.counter("loop.global_step");
+  if (p.epoch < 1 || p.epoch > epochs || p.step < 0 || p.step > steps_per_epoch ||
+      p.global_step != (p.epoch - 1) * steps_per_epoch + p.step)
+    throw InputError(st.path() + ": its loop position (epoch " + std::to_string(p.epoch) + ", step " +
+                     std::to_string(p.step) + ") does not fit this run of " + std::to_string(epochs) + " epochs of " +
+                     std::to_string(steps_per_epoch) + " steps");
+  return p;
+}
+
 std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds, const std::vector<int64_t>& subset,
                                       const Normalizer& norm, const TrainOptions& opt,
                                       const std::function<void(const EpochSummary&)>& on_epoch) {
@@ -98,11 +122,10 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
   int64_t resumed_seen = 0, resumed_counted = 0, resumed_skipped = 0;
   if (opt.resume) {
     const RunState& st = *opt.resume;
-    restore_module_state(st, model, "model/");
-    optimizer->load_state(st, "optim/");
-    first_epoch = st.counter("loop.epoch");
-    first_step = st.counter("loop.step");
-    global_step = st.counter("loop.global_step");
+    const TrainPosition p = restore_train_state(st, model, *optimizer, opt.epochs, batcher.num_batches());
+    first_epoch = p.epoch;
+    first_step = p.step;
+    global_step = p.global_step;
     resumed_seen = st.counter("loop.seen");
     resumed_counted = st.counter("loop.counted_batches");
     resumed_skipped = st.counter("loop.skipped");
@@ -110,22 +133,7 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
     resumed_loss = acc[0];
     resumed_correct = acc[1];
     resumed_seconds = acc[2];
-    const std::vector<double> done = st.get_doubles("loop.epochs");
-    if (first_epoch < 1 || first_epoch > opt.epochs || first_step < 0 || first_step > batcher.num_batches() ||
-        global_step != (first_epoch - 1) * batcher.num_batches() + first_step || done.size() % 6 != 0 ||
-        int64_t(done.size() / 6) != first_epoch - 1)
-      throw InputError(st.path() + ": its loop position (epoch " + std::to_string(first_epoch) + ", step " +
-                       std::to_string(first_step) + ") does not fit this run");
-    for (size_t i = 0; i < done.size(); i += 6) {
-      EpochSummary es;
-      es.epoch = int64_t(done[i]);
-      es.train_loss = done[i + 1];
-      es.train_acc = done[i + 2];
-      es.seconds = done[i + 3];
-      es.images_per_s = done[i + 4];
-      es.skipped_steps = int64_t(done[i + 5]);
-      out.push_back(es);
-    }
+    out = epoch_rows(st, first_epoch - 1, &EpochSummary::images_per_s);
   }
   for (int64_t epoch = first_epoch; epoch <= opt.epochs; ++epoch) {
     batcher.set_epoch(epoch - 1);
@@ -210,20 +218,13 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
     auto write_state = [&](int64_t step) {
       RunState st;
       st.kind = "train";
-      put_module_state(st, model, "model/");
-      optimizer->save_state(st, "optim/");
-      st.put_counter("loop.epoch", epoch);
-      st.put_counter("loop.step", step);
-      st.put_counter("loop.global_step", global_step);
+      put_train_state(st, model, *optimizer, {epoch, step, global_step});
       st.put_counter("loop.seen", seen);
       st.put_counter("loop.counted_batches", counted_batches);
       st.put_counter("loop.skipped", es.skipped_steps);
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       st.put_doubles("loop.accumulators", {loss_sum, correct, seconds_before + elapsed});
-      std::vector<double> done;
-      for (const EpochSummary& e : out)
-        done.insert(done.end(), {double(e.epoch), e.train_loss, e.train_acc, e.seconds, e.images_per_s, double(e.skipped_steps)});
-      st.put_doubles("loop.epochs", done);
+      put_epoch_rows(st, out, &EpochSummary::images_per_s);
       opt.write_state(st);
     };
     for (int64_t step = resumed ? first_step : 0; step < steps; ++step) {

@@ -14,6 +14,8 @@
 
 namespace hamu {
 
+class Optimizer;
+
 struct TrainOptions {
   std::string optimizer = "adamw";  // adamw | sgd
   double lr = 1e-3, weight_decay = 0.0, momentum = 0.9;
@@ -48,6 +50,40 @@ struct EpochSummary {
   double images_per_s = 0;
   int64_t skipped_steps = 0;  // non-finite loss or gradient: step skipped
 };
+
+// What the image and text training loops share in their resumable states (engine/run_state.h).
+struct TrainPosition {
+  int64_t epoch = 1, step = 0;  // the next step: `step` (0-based) of `epoch` (1-based)
+  int64_t global_step = 0;      // steps taken before it
+};
+// The model (trainable parameters, buffers, counters), the optimizer and the position.
+void put_train_state(RunState& st, nn::Module& model, const Optimizer& opt, const TrainPosition& p);
+// Restores what put_train_state wrote; InputError naming the state when the position does not fit a run of
+// `epochs` epochs of `steps_per_epoch` steps.
+TrainPosition restore_train_state(const RunState& st, nn::Module& model, Optimizer& opt, int64_t epochs,
+                                  int64_t steps_per_epoch);
+// The finished epochs' summaries as "loop.epochs" rows (epoch, loss, acc, seconds, rate, skipped steps) and
+// back; `rate` names the summary's throughput field.
+template <class Summary> void put_epoch_rows(RunState& st, const std::vector<Summary>& done, double Summary::*rate) {
+  std::vector<double> rows;
+  for (const Summary& e : done)
+    rows.insert(rows.end(), {double(e.epoch), e.train_loss, e.train_acc, e.seconds, e.*rate, double(e.skipped_steps)});
+  st.put_doubles("loop.epochs", rows);
+}
+template <class Summary> std::vector<Summary> epoch_rows(const RunState& st, int64_t count, double Summary::*rate) {
+  const std::vector<double> rows = st.get_doubles("loop.epochs", 6 * count);
+  std::vector<Summary> out(static_cast<size_t>(count));
+  for (size_t i = 0; i < out.size(); ++i) {
+    const double* r = rows.data() + 6 * i;
+    out[i].epoch = int64_t(r[0]);
+    out[i].train_loss = r[1];
+    out[i].train_acc = r[2];
+    out[i].seconds = r[3];
+    out[i].*rate = r[4];
+    out[i].skipped_steps = int64_t(r[5]);
+  }
+  return out;
+}
 
 // Trains `model` on `subset` of `ds` (seeded shuffling per epoch). on_epoch runs after each epoch
 // (evaluation, logging); its time is not counted in the epoch's seconds.

@@ -113,9 +113,10 @@ int cmd_hardness(int argc, char** argv) {
   prov.set("data", data_identity_json(ds.data));
   prov.set("parent", parent_json(model_path));
   report.set("provenance", prov);
-  if (!json_path.empty()) save_json(json_path, report);
+  // Under mpirun every rank holds the whole report; rank 0 alone writes it.
+  if (!json_path.empty() && is_output_rank()) save_json(json_path, report);
   // The figure is drawn from the report itself, so any saved --json redraws the same picture.
-  if (!svg_path.empty()) hardness_svg(hardness_from_json(report)).save(svg_path);
+  if (!svg_path.empty() && is_output_rank()) hardness_svg(hardness_from_json(report)).save(svg_path);
   return 0;
 }
 

@@ -150,8 +150,9 @@ int cmd_hardness_text(int argc, char** argv) {
   Json prov = provenance_json(args, device);
   prov.set("parent", parent_json(model_dir));
   report.set("provenance", prov);
-  if (!json_path.empty()) save_json(json_path, report);
-  if (!svg_path.empty()) hardness_svg(hardness_from_json(report)).save(svg_path);
+  // Under mpirun every rank holds the whole report; rank 0 alone writes it.
+  if (!json_path.empty() && is_output_rank()) save_json(json_path, report);
+  if (!svg_path.empty() && is_output_rank()) hardness_svg(hardness_from_json(report)).save(svg_path);
   return 0;
 }
 

@@ -185,6 +185,7 @@ Json hardness_report_json(const HardnessReport& r, const std::string& split, con
                                                      {"memory_mb", Json(double(opt.memory_bytes) / (1 << 20))},
                                                      {"seed", Json(int64_t(opt.seed))}})},
                            {"seconds", Json(r.seconds)},
+                           {"ranks", Json(int64_t(world().size()))},
                            {"notices", notices},
                            {"blocks", blocks},
                            {"samples", samples},

@@ -9,6 +9,7 @@
 #   2. `hamu train` (mlp) and `hamu unlearn` (hamu-q, gdiff; data-parallel and --pairing split) under
 #      mpirun -np 2 and -np 4: the checkpoint equals the 1-rank run's within 1e-5 relative (largest
 #      |difference| over the largest |weight|), and rank 0 alone writes;
+#   2b. `hamu hardness` (image and text) under -np 2 and -np 4: the report equals the 1-rank one within 1e-5;
 #   3. faults: different command lines refused with exit code 2; a rank that dies or hangs (HAMU_FAULT)
 #      stops the run within a bounded time with an error naming the collective; no checkpoint written.
 # The data is a tiny synthetic IDX set written with awk, so the whole script takes well under a minute.
@@ -24,6 +25,7 @@ command -v mpirun >/dev/null || { echo "mpi_test: mpirun not found (scripts/inst
 HAMU=$(cd "$(dirname "$HAMU")" && pwd)/hamu
 TESTS=$(cd "$(dirname "$TESTS")" && pwd)/hamu_tests
 
+FIX=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/fixtures
 WORK=$(mktemp -d /tmp/hamu_mpi_test.XXXXXX)
 if [[ -n ${MPI_TEST_KEEP:-} ]]; then echo "mpi_test: scratch folder $WORK" >&2; else trap 'rm -rf "$WORK"' EXIT; fi
 cd "$WORK" || exit 1
@@ -133,6 +135,42 @@ if [[ -s log_$tag.out ]]; then
   [[ $n -eq 1 ]] && pass || fail "$tag: the CSV has $n header lines, expected one"
 fi
 ls ./*.tmp.* >/dev/null 2>&1 && fail "temporary files left: $(ls ./*.tmp.*)" || pass
+
+# ---- 2b. hardness across ranks: each rank scores its share of the retain and forget samples (its tiles of
+# K); the gathered report equals the 1-rank one within 1e-5 relative (per field: largest |difference| over
+# the largest |value|), the most similar retain sample of every forget sample the same.
+hardness_fields() {  # FILE: "name value" per line, in file order
+  grep -oE '"(kappa|kappa_clipped|cosine|retain_grad_norm|forget_grad_norm|share_hard|norm|loss|similar_index|similar_k|similar_cosine)": [-0-9.e+]+' "$1" |
+    tr -d '":,'
+}
+expect_same_hardness() {  # NAME FILE REF
+  local r
+  if [[ ! -s $2 ]]; then fail "$1: $2 was not written"; return; fi
+  r=$(paste -d' ' <(hardness_fields "$2") <(hardness_fields "$3") | awk '
+    $1 != $3 { bad = 1 }
+    { d = $2 - $4; if (d < 0) d = -d; b = $4 < 0 ? -$4 : $4
+      if (d > m[$1]) m[$1] = d; if (b > s[$1]) s[$1] = b
+      if ($1 == "similar_index" && d != 0) bad = 1; n++ }
+    END { if (bad || n < 10) { print "mismatch"; exit }
+          w = 0; for (k in m) if (s[k] > 0 && m[k] / s[k] > w) w = m[k] / s[k]; printf "%.3g\n", w }')
+  if awk -v r="$r" 'BEGIN { exit !(r == r + 0 && r <= 1e-5) }'; then
+    pass; printf '  %-34s max rel diff %s\n' "$1" "$r"
+  else
+    fail "$1: the report differs from the 1-rank one ($r)"
+  fi
+}
+HI=(hardness --model train_1.safetensors --data "$D" --split class=1 --batch 8 --threads 1)
+HT=(hardness --model "$FIX/lm_text/gpt2" --data "qa:$FIX/qa/tiny.jsonl" --split fraction=0.3 --duplicates exact --batch 2 --threads 1)
+for kind in image text; do
+  if [[ $kind == image ]]; then H=("${HI[@]}"); else H=("${HT[@]}"); fi
+  run "hard_${kind}_1" "$HAMU" "${H[@]}" --json "h_${kind}_1.json" || continue
+  for np in 2 4; do
+    run "hard_${kind}_$np" "${MPIRUN[@]}" -np "$np" "$HAMU" "${H[@]}" --json "h_${kind}_$np.json" &&
+      expect_same_hardness "hardness $kind -np $np" "h_${kind}_$np.json" "h_${kind}_1.json"
+  done
+done
+n=$(grep -c '^verdict: ' log_hard_image_4.out 2>/dev/null)
+[[ $n -eq 1 ]] && pass || fail "hardness -np 4: the verdict was printed $n times, expected once"
 
 # ---- 3. faults ------------------------------------------------------------------------------------
 

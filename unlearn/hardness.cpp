@@ -499,6 +499,34 @@ void accumulate(std::vector<Tensor>& sums, const std::vector<Tensor>& add) {
   }
 }
 
+// The samples [start, start + count) of n that a rank handles: whole chunks of `chunk` samples dealt
+// out by shard_of, so every capture batch is the one the 1-rank run makes (per-sample results then do
+// not depend on the number of ranks; only the sums over samples change order).
+Shard chunk_shard(int64_t n, int64_t chunk, int rank, int ranks) {
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  const Shard c = shard_of(chunks, rank, ranks);
+  const int64_t start = std::min(n, c.start * chunk);
+  return {start, std::min(n, (c.start + c.count) * chunk) - start};
+}
+
+// Sums a tensor in place over the ranks (host or device memory, f32 or f64).
+void all_reduce_tensor(Collectives& comm, Tensor& t) {
+  if (comm.size() == 1 || t.numel() == 0) return;
+  if (!t.is_contiguous()) throw Error("hardness: all_reduce of a non-contiguous tensor");
+  if (t.dtype() == DType::f64) comm.all_reduce_sum(t.data<double>(), size_t(t.numel()), t.device());
+  else comm.all_reduce_sum(t.data<float>(), size_t(t.numel()), t.device());
+}
+
+// Per-parameter gradient sums over the ranks; a rank without a gradient for a parameter adds zeros.
+void all_reduce_sums(Collectives& comm, std::vector<Tensor>& sums, const std::vector<Tensor>& params, DType dt, Device dev) {
+  if (comm.size() == 1) return;
+  sums.resize(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!sums[i].defined()) sums[i] = Tensor::zeros(params[i].shape(), dt, dev);
+    all_reduce_tensor(comm, sums[i]);
+  }
+}
+
 void check_options(const std::vector<int64_t>& forget_all, const std::vector<int64_t>& retain_all,
                    const HardnessOptions& opt) {
   if (forget_all.empty()) throw InputError("--split: the forget set is empty");
@@ -602,14 +630,22 @@ struct RetainSide {
   std::vector<double> norms;   // ||grad l(r_i)||
 };
 RetainSide retain_phase(const Pass& pass, const BlockPlan& plan, const std::vector<Tensor>& params,
-                        const std::vector<int64_t>& retain, int64_t chunk, Progress* bar, int64_t& done) {
+                        const std::vector<int64_t>& retain, int64_t chunk, Collectives& comm, Progress* bar,
+                        int64_t& done) {
   const int64_t nr = int64_t(retain.size());
   RetainSide rs;
   rs.store = allocate_reps(plan, nr, pass.dt, pass.dev);
+  // Several ranks: each fills its shard of the store and the others add zeros.
+  if (comm.size() > 1)
+    for (BlockRep& r : rs.store.blocks)
+      for (Tensor* t : {&r.p, &r.x, &r.y})
+        if (t->defined()) t->zero_();
   Tensor r_norm2 = Tensor::zeros({nr}, pass.dt, pass.dev);
   std::vector<Tensor> retain_sum;
-  for (size_t a = 0; a < retain.size(); a += size_t(chunk)) {
-    const size_t b = std::min(retain.size(), a + size_t(chunk));
+  const Shard mine = chunk_shard(nr, chunk, comm.rank(), comm.size());
+  const size_t end = size_t(mine.start + mine.count);
+  for (size_t a = size_t(mine.start); a < end; a += size_t(chunk)) {
+    const size_t b = std::min(end, a + size_t(chunk));
     CapturedBatch cb = pass.capture(retain, a, b, "retain");
     SampleReps reps = build_reps(pass.model, plan, cb, 0, cb.n);
     store_reps(plan, reps, rs.store, int64_t(a));
@@ -618,6 +654,13 @@ RetainSide retain_phase(const Pass& pass, const BlockPlan& plan, const std::vect
     accumulate(retain_sum, cb.param_grads);
     done += cb.n;
     if (bar) bar->update(done, "retain");
+  }
+  if (comm.size() > 1) {
+    for (BlockRep& r : rs.store.blocks)
+      for (Tensor* t : {&r.p, &r.x, &r.y})
+        if (t->defined()) all_reduce_tensor(comm, *t);
+    all_reduce_tensor(comm, r_norm2);
+    all_reduce_sums(comm, retain_sum, params, pass.dt, pass.dev);
   }
   rs.g_r.resize(params.size());
   for (size_t i = 0; i < params.size(); ++i)
@@ -656,18 +699,20 @@ HeatGrid init_heat(HardnessReport& rep, int heat, int64_t nf_all, const std::vec
 }
 
 // Phase 2: forget tiles against the retain store: K (tiled), row form and norms, per forget sample
-// (rep.samples) and into the heat map. Returns the summed forget gradient per model parameter.
+// (rep.samples) and into the heat map, for this rank's shard `mine` of the forget samples. Returns the
+// summed forget gradient per model parameter (of the shard).
 std::vector<Tensor> forget_phase(const Pass& pass, const BlockPlan& plan, const RetainSide& rs,
                                  const std::vector<int64_t>& forget, const std::vector<int64_t>& retain,
-                                 const Sizing& sz, const HeatGrid& grid, HardnessReport& rep, Progress* bar,
-                                 int64_t& done) {
+                                 const Sizing& sz, const HeatGrid& grid, const Shard& mine, HardnessReport& rep,
+                                 Progress* bar, int64_t& done) {
   const int64_t nr = sz.nr, br = sz.br;
   std::vector<Tensor> forget_sum;
   Tensor gram = plan.max_ghost_t > 0 ? Tensor::empty({std::max<int64_t>(1, gram_elems(plan, sz.bf, br))}, pass.dt, pass.dev)
                                      : Tensor();
   Tensor ktile = Tensor::empty({sz.bf * br}, pass.dt, pass.dev);
-  for (size_t a = 0; a < forget.size(); a += size_t(sz.bf)) {
-    const size_t b = std::min(forget.size(), a + size_t(sz.bf));
+  const size_t end = size_t(mine.start + mine.count);
+  for (size_t a = size_t(mine.start); a < end; a += size_t(sz.bf)) {
+    const size_t b = std::min(end, a + size_t(sz.bf));
     CapturedBatch cb = pass.capture(forget, a, b, "forget");
     const int64_t n = cb.n;
     SampleReps reps = build_reps(pass.model, plan, cb, 0, n);
@@ -723,6 +768,51 @@ std::vector<Tensor> forget_phase(const Pass& pass, const BlockPlan& plan, const 
     if (bar) bar->update(done, "forget");
   }
   return forget_sum;
+}
+
+// Every rank's forget samples (and heat-map rows) to every rank: fixed-size records, each rank's shard
+// (whole forget tiles of `tile` samples) padded to the largest, in rank order.
+void gather_samples(Collectives& comm, HardnessReport& rep, int64_t tile) {
+  if (comm.size() == 1) return;
+  constexpr size_t kFields = 10;
+  const int64_t nf = int64_t(rep.samples.size());
+  const int ranks = comm.size();
+  int64_t widest = 1;
+  for (int r = 0; r < ranks; ++r) widest = std::max(widest, chunk_shard(nf, tile, r, ranks).count);
+  const Shard mine = chunk_shard(nf, tile, comm.rank(), ranks);
+  std::vector<double> pack(size_t(widest) * kFields, 0.0);
+  for (int64_t j = 0; j < mine.count; ++j) {
+    const SampleHardness& x = rep.samples[size_t(mine.start + j)];
+    const double f[kFields] = {double(x.index), double(x.label), x.loss, x.kappa, x.kappa_k, x.norm,
+                               double(x.similar_index), double(x.similar_label), x.similar_k, x.similar_cosine};
+    std::copy(f, f + kFields, pack.begin() + int64_t(size_t(j) * kFields));
+  }
+  const std::vector<uint8_t> all = comm.all_gather(pack.data(), pack.size() * sizeof(double));
+  for (int r = 0; r < ranks; ++r) {
+    const Shard sh = chunk_shard(nf, tile, r, ranks);
+    const double* base = reinterpret_cast<const double*>(all.data()) + size_t(r) * pack.size();
+    for (int64_t j = 0; j < sh.count; ++j) {
+      const double* f = base + size_t(j) * kFields;
+      SampleHardness& x = rep.samples[size_t(sh.start + j)];
+      x.index = int64_t(f[0]);
+      x.label = int32_t(f[1]);
+      x.loss = f[2];
+      x.kappa = f[3];
+      x.kappa_k = f[4];
+      x.norm = f[5];
+      x.similar_index = int64_t(f[6]);
+      x.similar_label = int32_t(f[7]);
+      x.similar_k = f[8];
+      x.similar_cosine = f[9];
+    }
+  }
+  // Heat-map rows: each is filled on the rank that owns its forget sample, zero elsewhere.
+  std::vector<double> heat;
+  for (const auto& row : rep.heat) heat.insert(heat.end(), row.begin(), row.end());
+  all_reduce_host(comm, heat);
+  size_t k = 0;
+  for (auto& row : rep.heat)
+    for (double& v : row) v = heat[k++];
 }
 
 kernels::HamuConfig solver_config(const HardnessOptions& opt) {
@@ -892,14 +982,20 @@ HardnessReport compute_hardness(nn::Module& model, const HardnessSource& source,
   rep.forget_tile = sz.bf;
   rep.retain_tile = sz.br;
 
+  Collectives& comm = opt.comm ? *opt.comm : world();
+  const Shard retain_part = chunk_shard(sz.nr, opt.chunk, comm.rank(), comm.size()),
+              forget_part = chunk_shard(nf_all, sz.bf, comm.rank(), comm.size());
   std::unique_ptr<Progress> bar;
-  if (opt.progress) bar = std::make_unique<Progress>(sz.nr + nf_all, "hardness", source.unit());
+  if (opt.progress) bar = std::make_unique<Progress>(retain_part.count + forget_part.count, "hardness", source.unit());
   int64_t done = 0;
-  const RetainSide rs = retain_phase(pass, plan, params, retain, opt.chunk, bar.get(), done);
+  const RetainSide rs = retain_phase(pass, plan, params, retain, opt.chunk, comm, bar.get(), done);
   rep.samples.resize(forget.size());
   const HeatGrid grid = init_heat(rep, opt.heat_size, nf_all, retain, source, rs.norms);
-  const std::vector<Tensor> forget_sum = forget_phase(pass, plan, rs, forget, retain, sz, grid, rep, bar.get(), done);
+  std::vector<Tensor> forget_sum =
+      forget_phase(pass, plan, rs, forget, retain, sz, grid, forget_part, rep, bar.get(), done);
   if (bar) bar->finish();
+  all_reduce_sums(comm, forget_sum, params, pass.dt, pass.dev);
+  gather_samples(comm, rep, sz.bf);
 
   report_blocks(rep, pass, plan, params, rs.g_r, forget_sum, nf_all, opt);
   summarise(rep, opt, source.same_label());

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "engine/capture.h"
+#include "engine/collectives.h"
 #include "engine/nn.h"
 #include "kernels/hamu_math.h"
 #include "loaders/batch.h"
@@ -144,6 +145,12 @@ struct HardnessOptions {
                                               // budget holds only part of the retain set (text: the added
                                               // duplicates, so a forget pair's paraphrase is compared)
   bool progress = false;
+  // The ranks that share the work (null: world(), one process unless launched by mpirun). Each rank
+  // captures its share of the retain sample's chunks (the store, the norms and g_r are then summed over
+  // the ranks: every rank holds all of it) and of the forget tiles (their rows of K against the whole
+  // store); the per-sample results are gathered, so every rank returns the whole report. The chunks and
+  // tiles are the 1-rank run's, so only sums over samples change order with the number of ranks.
+  Collectives* comm = nullptr;
 };
 
 struct BlockHardness {

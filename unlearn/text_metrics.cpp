@@ -5,11 +5,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
-#include <limits>
 #include <numeric>
 
-#include "engine/ops.h"
-#include "loaders/text_batch.h"
+#include "models/lm/generate.h"
 
 namespace hamu {
 
@@ -19,63 +17,53 @@ SplitEval evaluate_text_split(models::CausalLM& model, const std::vector<QaToken
   out.losses.assign(seqs.size(), 0.0f);
   out.min_k_scores.assign(seqs.size(), 0.0f);
   if (seqs.empty()) return out;
+  std::vector<std::vector<int32_t>> ids, labels;
+  ids.reserve(seqs.size());
+  labels.reserve(seqs.size());
+  for (const QaTokens& s : seqs) {
+    ids.push_back(s.ids);
+    labels.push_back(s.labels);
+  }
+  models::ScoreOptions so;
+  so.batch = std::max<int64_t>(1, opt.batch);
+  so.pad_id = opt.pad_id;
+  // Longest first, so each batch pads to about its own length.
+  so.order.resize(seqs.size());
+  std::iota(so.order.begin(), so.order.end(), 0);
+  std::stable_sort(so.order.begin(), so.order.end(),
+                   [&](int64_t a, int64_t b) { return seqs[size_t(a)].length() > seqs[size_t(b)].length(); });
   const bool was_training = model.training();
   model.eval();
-  NoGradGuard ng;
-  // Longest first, so each batch pads to about its own length.
-  std::vector<int64_t> order(seqs.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return seqs[size_t(a)].length() > seqs[size_t(b)].length(); });
-  double nll = 0, prob = 0, min_k_sum = 0;
-  int64_t tokens = 0, correct = 0;
-  const Device device = model.parameters().empty() ? Device{} : model.parameters().front().device();
-  const int64_t batch = std::max<int64_t>(1, opt.batch);
-  std::vector<double> logps;
-  for (size_t start = 0; start < order.size(); start += size_t(batch)) {
-    const std::vector<int64_t> idx(order.begin() + int64_t(start),
-                                   order.begin() + int64_t(std::min(order.size(), start + size_t(batch))));
-    Batch b = make_text_batch(seqs, idx, opt.pad_id, 0, device);
-    Tensor logits = model.logits(b.images, {}, row_positions(b.images));
-    const std::vector<float> losses = token_cross_entropy(logits, b.labels, 1, kIgnoreLabel).to(Device{}).to_vector<float>();
-    const std::vector<int32_t> pred = argmax(logits, 2).to(Device{}).to_vector<int32_t>();
-    const int64_t t = b.images.shape()[1];
-    for (size_t r = 0; r < idx.size(); ++r) {
-      const QaTokens& s = seqs[size_t(idx[r])];
-      logps.clear();
-      int64_t seq_correct = 0;
-      for (int64_t j = 0; j + 1 < s.length(); ++j) {
-        const int32_t label = s.labels[size_t(j + 1)];
-        if (label == kIgnoreLabel) continue;
-        const double l = losses[r * size_t(t) + size_t(j)];
-        logps.push_back(-l);
-        seq_correct += pred[r * size_t(t) + size_t(j)] == label;
-        prob += std::exp(-l);
-      }
-      const int64_t n = int64_t(logps.size());
-      double seq_nll = 0;
-      for (double lp : logps) seq_nll -= lp;
-      nll += seq_nll;
-      tokens += n;
-      correct += seq_correct;
-      out.losses[size_t(idx[r])] = float(n ? seq_nll / double(n) : 0.0);
-      // Min-K%: the mean of the k lowest token log-probs (the published code's k = max(1, floor(k_pct * n))).
-      double mk = 0;
-      if (n > 0) {
-        const int64_t k = std::max<int64_t>(1, int64_t(std::floor(opt.k_pct * double(n))));
-        std::partial_sort(logps.begin(), logps.begin() + k, logps.end());
-        for (int64_t i = 0; i < k; ++i) mk += logps[size_t(i)];
-        mk /= double(k);
-      }
-      out.min_k_scores[size_t(idx[r])] = float(mk);
-      min_k_sum += mk;
-    }
-  }
-  out.tokens = tokens;
-  out.loss = tokens ? nll / double(tokens) : 0.0;
-  out.acc = tokens ? double(correct) / double(tokens) : 0.0;
-  out.prob = tokens ? prob / double(tokens) : 0.0;
-  out.min_k = min_k_sum / double(seqs.size());
+  const models::ScoreResult scores = models::score_sequences(model, ids, labels, so);
   model.train(was_training);
+  // Sums in the batching order, token by token.
+  double prob = 0, min_k_sum = 0;
+  std::vector<double> logps;
+  for (const int64_t i : so.order) {
+    const models::TokenScore& s = scores.sequences[size_t(i)];
+    logps.clear();
+    for (const float l : s.token_nll) {
+      logps.push_back(-double(l));
+      prob += std::exp(-double(l));
+    }
+    out.losses[size_t(i)] = float(s.loss());
+    // Min-K%: the mean of the k lowest token log-probs (the published code's k = max(1, floor(k_pct * n))).
+    const int64_t n = int64_t(logps.size());
+    double mk = 0;
+    if (n > 0) {
+      const int64_t k = std::max<int64_t>(1, int64_t(std::floor(opt.k_pct * double(n))));
+      std::partial_sort(logps.begin(), logps.begin() + k, logps.end());
+      for (int64_t j = 0; j < k; ++j) mk += logps[size_t(j)];
+      mk /= double(k);
+    }
+    out.min_k_scores[size_t(i)] = float(mk);
+    min_k_sum += mk;
+  }
+  out.tokens = scores.total.tokens;
+  out.loss = scores.total.loss();
+  out.acc = scores.total.accuracy();
+  out.prob = out.tokens ? prob / double(out.tokens) : 0.0;
+  out.min_k = min_k_sum / double(seqs.size());
   return out;
 }
 

@@ -50,6 +50,24 @@ LeftPadded left_pad(const std::vector<std::vector<int32_t>>& rows, int64_t width
   return p;
 }
 
+// The order in which score_sequences batches n sequences: `order` when it is a permutation of [0, n), the
+// identity when it is empty; InputError otherwise.
+std::vector<int64_t> batch_order(const std::vector<int64_t>& order, int64_t n) {
+  if (order.empty()) {
+    std::vector<int64_t> identity(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) identity[size_t(i)] = i;
+    return identity;
+  }
+  std::vector<bool> seen(size_t(n), false);
+  for (const int64_t i : order) {
+    if (i < 0 || i >= n || seen[size_t(i)]) break;
+    seen[size_t(i)] = true;
+  }
+  if (int64_t(order.size()) != n || std::find(seen.begin(), seen.end(), false) != seen.end())
+    throw InputError("score: the order is not a permutation of the " + std::to_string(n) + " sequences");
+  return order;
+}
+
 // Row b's argmax of logits [B,V] (ties: lowest id; NaN wins).
 std::vector<int32_t> greedy_tokens(const Tensor& logits) { return argmax(logits, 1).to_vector<int32_t>(); }
 
@@ -143,11 +161,11 @@ GenerateResult generate_greedy(CausalLM& model, const std::vector<std::vector<in
 }
 
 ScoreResult score_sequences(CausalLM& model, const std::vector<std::vector<int32_t>>& ids,
-                            const std::vector<std::vector<int32_t>>& labels, int64_t batch,
-                            const std::function<void(int64_t, int64_t)>& on_batch) {
+                            const std::vector<std::vector<int32_t>>& labels, const ScoreOptions& options) {
   if (ids.size() != labels.size())
     throw InputError("score: " + std::to_string(ids.size()) + " sequences but " + std::to_string(labels.size()) +
                      " label rows");
+  const int64_t batch = options.batch;
   if (batch < 1) throw InputError("score: batch must be at least 1");
   const int64_t context = lm_context_length(model.config()), vocab = model.config().vocab_size;
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -163,20 +181,23 @@ ScoreResult score_sequences(CausalLM& model, const std::vector<std::vector<int32
       if (l != -100 && (l < 0 || l >= vocab))
         throw InputError(what + ": label " + std::to_string(l) + " is outside the vocabulary of " + std::to_string(vocab));
   }
+  const int64_t n = int64_t(ids.size());
+  const std::vector<int64_t> order = batch_order(options.order, n);
   NoGradGuard no_grad;
   const Device dev = model_device(model);
   ScoreResult res;
   res.sequences.resize(ids.size());
-  const int64_t n = int64_t(ids.size()), batches = (n + batch - 1) / batch;
+  const int64_t batches = (n + batch - 1) / batch;
   for (int64_t first = 0, k = 0; first < n; first += batch, ++k) {
     const int64_t rows = std::min(batch, n - first);
+    const int64_t* row = order.data() + first;  // the batch's sequences
     int64_t width = 0;
-    for (int64_t r = 0; r < rows; ++r) width = std::max<int64_t>(width, int64_t(ids[size_t(first + r)].size()));
-    // Right padding: tokens at [0, len), then pad id 0 with mask 0 and label -100.
-    std::vector<int32_t> x(size_t(rows * width), 0), m(x.size(), 0), y(x.size(), -100);
+    for (int64_t r = 0; r < rows; ++r) width = std::max<int64_t>(width, int64_t(ids[size_t(row[r])].size()));
+    // Right padding: tokens at [0, len), then pad_id with mask 0 and label -100.
+    std::vector<int32_t> x(size_t(rows * width), options.pad_id), m(x.size(), 0), y(x.size(), -100);
     for (int64_t r = 0; r < rows; ++r) {
-      const auto& si = ids[size_t(first + r)];
-      const auto& sl = labels[size_t(first + r)];
+      const auto& si = ids[size_t(row[r])];
+      const auto& sl = labels[size_t(row[r])];
       std::copy(si.begin(), si.end(), x.begin() + r * width);
       std::fill_n(m.begin() + r * width, si.size(), 1);
       std::copy(sl.begin(), sl.end(), y.begin() + r * width);
@@ -187,12 +208,14 @@ ScoreResult score_sequences(CausalLM& model, const std::vector<std::vector<int32
     const std::vector<float> losses = token_cross_entropy(logits, label_t).to(DType::f32).to_vector<float>();
     const std::vector<int32_t> pred = argmax(logits, 2).to_vector<int32_t>();
     for (int64_t r = 0; r < rows; ++r) {
-      TokenScore& s = res.sequences[size_t(first + r)];
+      TokenScore& s = res.sequences[size_t(row[r])];
       for (int64_t t = 1; t < width; ++t) {
         const int32_t target = y[size_t(r * width + t)];
         if (target == -100) continue;
         // Position t-1 predicts token t (its loss sits at t-1, as token_cross_entropy shifts).
-        s.nll += double(losses[size_t(r * width + t - 1)]);
+        const float nll = losses[size_t(r * width + t - 1)];
+        s.token_nll.push_back(nll);
+        s.nll += double(nll);
         s.correct += pred[size_t(r * width + t - 1)] == target;
         ++s.tokens;
       }
@@ -200,9 +223,18 @@ ScoreResult score_sequences(CausalLM& model, const std::vector<std::vector<int32
       res.total.tokens += s.tokens;
       res.total.correct += s.correct;
     }
-    if (on_batch) on_batch(k + 1, batches);
+    if (options.on_batch) options.on_batch(k + 1, batches);
   }
   return res;
+}
+
+ScoreResult score_sequences(CausalLM& model, const std::vector<std::vector<int32_t>>& ids,
+                            const std::vector<std::vector<int32_t>>& labels, int64_t batch,
+                            const std::function<void(int64_t, int64_t)>& on_batch) {
+  ScoreOptions o;
+  o.batch = batch;
+  o.on_batch = on_batch;
+  return score_sequences(model, ids, labels, o);
 }
 
 }  // namespace hamu::models

@@ -45,18 +45,31 @@ struct TokenScore {
   double nll = 0;       // summed negative log-likelihood of the scored tokens
   int64_t tokens = 0;   // scored tokens
   int64_t correct = 0;  // scored tokens whose label is the argmax of the logits at the position before
+  std::vector<float> token_nll;  // per sequence (not in the total): each scored token's NLL, in order
   double loss() const { return tokens ? nll / double(tokens) : 0.0; }
   double accuracy() const { return tokens ? double(correct) / double(tokens) : 0.0; }
 };
 
 struct ScoreResult {
-  TokenScore total;
-  std::vector<TokenScore> sequences;  // one per input sequence, in order
+  TokenScore total;  // summed over the sequences in the order they were batched
+  std::vector<TokenScore> sequences;  // one per input sequence, in input order
 };
 
-// Scores `ids` (non-empty, at most the model's positions) against `labels` (same lengths) in batches of
-// `batch` sequences, right-padded with the attention mask (padding labelled -100), under NoGradGuard.
-// on_batch(done, total) after each batch (progress). InputError for mismatched lengths or bad ids.
+struct ScoreOptions {
+  int64_t batch = 16;  // sequences per forward pass (at least 1)
+  int32_t pad_id = 0;  // the id in padded slots (masked, so it changes no score)
+  // The order in which sequences are batched (a permutation of their indices; empty: as given), e.g. longest
+  // first so each batch pads to about its own length.
+  std::vector<int64_t> order;
+  std::function<void(int64_t, int64_t)> on_batch;  // (batches done, batches) after each batch (progress)
+};
+
+// Scores `ids` (non-empty, at most the model's positions) against `labels` (same lengths) in batches,
+// right-padded with the attention mask (padding labelled -100), under NoGradGuard. InputError for
+// mismatched lengths, bad ids or labels, a bad batch or order.
+ScoreResult score_sequences(CausalLM& model, const std::vector<std::vector<int32_t>>& ids,
+                            const std::vector<std::vector<int32_t>>& labels, const ScoreOptions& options);
+// The same with `batch` sequences a batch, in input order.
 ScoreResult score_sequences(CausalLM& model, const std::vector<std::vector<int32_t>>& ids,
                             const std::vector<std::vector<int32_t>>& labels, int64_t batch,
                             const std::function<void(int64_t, int64_t)>& on_batch = {});

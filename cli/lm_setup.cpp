@@ -93,16 +93,20 @@ std::shared_ptr<models::CausalLM> load_lm_source(const LmSource& src, Device dev
   return lm;
 }
 
-LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device, const std::string& lora) {
-  if (!fs::exists(dir)) throw InputError("--model: " + dir + " does not exist");
-  if (!is_lm_path(dir))
-    throw InputError("--model: " + dir + " is not a Hugging Face model directory (no config.json) nor a LoRA adapter "
-                     "(no adapter_config.json)");
-  const LmSource src = resolve_lm_source(dir, lora, false);
+LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device, const std::string& lora, bool allow_spec,
+                                       uint64_t seed) {
+  if (lora.empty()) {  // with --lora, resolve_lm_source says what --lora needs of --model
+    if (!fs::exists(dir)) throw InputError("--model: " + dir + " does not exist");
+    if (!is_lm_path(dir))
+      throw InputError("--model: " + dir + " is not a Hugging Face model directory (no config.json) nor a LoRA adapter "
+                       "(no adapter_config.json)");
+  }
+  LmSource src = resolve_lm_source(dir, lora, allow_spec, seed);
   const std::string tok_path = (fs::path(src.base) / "tokenizer.json").string();
   if (!fs::exists(tok_path))
     throw InputError("--model: " + src.base + " has no tokenizer.json (the model's tokenizer is needed)");
-  LmWithTokenizer out{load_lm_source(src, device), Tokenizer::load(tok_path), src};
+  Tokenizer tok = Tokenizer::load(tok_path);  // before the weights: a bad tokenizer fails fast
+  LmWithTokenizer out{load_lm_source(src, device), std::move(tok), std::move(src)};
   const int64_t vocab = out.lm->config().vocab_size;
   if (out.tok.vocab_size() > vocab)
     throw InputError("--model: " + tok_path + " has " + std::to_string(out.tok.vocab_size()) +

@@ -43,10 +43,12 @@ struct LmWithTokenizer {
   Tokenizer tok;
   LmSource source;
 };
-// The model --model DIR [--lora ADAPTER_DIR] names, with the base directory's tokenizer.json. InputError naming
-// --model and the cause: DIR missing, not a Hugging Face or adapter directory, no tokenizer.json, or a tokenizer
-// with more tokens than the model's vocabulary; the adapter's errors name its files.
-LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device, const std::string& lora = "");
+// The model --model DIR [--lora L] names (resolve_lm_source: L an adapter directory, or with `allow_spec` a spec
+// for fresh adapters seeded by `seed`), with the base directory's tokenizer.json. InputError naming --model and
+// the cause: DIR missing, not a Hugging Face or adapter directory, no tokenizer.json, or a tokenizer with more
+// tokens than the model's vocabulary; --lora's errors name --lora, the adapter's name its files.
+LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device, const std::string& lora = "",
+                                       bool allow_spec = false, uint64_t seed = 0);
 
 // --template VALUE, as an InputError naming the flag when it is not plain, llama2-chat or chatml.
 PromptTemplate template_flag(const std::string& value);

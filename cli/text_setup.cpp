@@ -108,14 +108,9 @@ TextRun load_text_run(const std::string& data_spec, const std::string& split_spe
 }
 
 TextModel load_text_model(const std::string& dir, Device device, const std::string& lora, uint64_t seed) {
-  if (lora.empty() && !is_lm_path(dir))  // with --lora, resolve_lm_source says what --lora needs
-    throw InputError("--model: " + dir + " is not a Hugging Face directory (no config.json) nor a LoRA adapter (no adapter_config.json)");
-  LmSource src = resolve_lm_source(dir, lora, true, seed);
-  if (!file_exists(src.base + "/tokenizer.json")) throw InputError("--model: " + src.base + " has no tokenizer.json");
-  Tokenizer tok = Tokenizer::load(src.base);
-  Json meta = read_hamu_json(src.adapter.empty() ? src.base : src.adapter);
-  std::shared_ptr<models::CausalLM> lm = load_lm_source(src, device);
-  return TextModel{dir, std::move(src), std::move(lm), std::move(tok), std::move(meta)};
+  LmWithTokenizer m = load_lm_with_tokenizer(dir, device, lora, true, seed);
+  Json meta = read_hamu_json(m.source.adapter.empty() ? m.source.base : m.source.adapter);
+  return TextModel{dir, std::move(m.source), std::move(m.lm), std::move(m.tok), std::move(meta)};
 }
 
 std::shared_ptr<models::CausalLM> fresh_text_lm(const TextModel& m, Device device) { return load_lm_source(m.source, device); }

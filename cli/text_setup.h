@@ -58,7 +58,8 @@ struct TextModel {
   Tokenizer tok;
   Json meta;  // hamu.json of the adapter directory, else of the model directory (empty object when absent)
 };
-// lora: --lora's value ("" = none); a spec is accepted (fresh adapters seeded by `seed`).
+// lora: --lora's value ("" = none); a spec is accepted (fresh adapters seeded by `seed`). load_lm_with_tokenizer's
+// checks and errors, plus hamu.json.
 TextModel load_text_model(const std::string& dir, Device device, const std::string& lora = "", uint64_t seed = 0);
 // Another copy of the same model (base + the same adapter): the unlearning run's working copy and the frozen
 // original of kl / scrub / npo.

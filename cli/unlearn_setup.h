@@ -50,10 +50,4 @@ EvalReport evaluate_full(nn::Module& model, const UnlearnContext& ctx, const std
 // Evaluation on a seeded subsample (at most ctx.eval_samples per split) for intermediate points.
 EvalReport evaluate_sampled(nn::Module& model, const UnlearnContext& ctx, const std::string& name);
 
-// The --log CSV of `hamu unlearn` (cli/cmd_unlearn.cpp): the header and one row per step or evaluation,
-// the same for images and text.
-std::string unlearn_csv_header();
-std::string unlearn_csv_step_row(const StepLog& s);
-std::string unlearn_csv_eval_row(const EvalPoint& p);
-
 }  // namespace hamu::cli

@@ -161,8 +161,9 @@ TEST_CASE("text hardness: K, row form and norms on an LM equal per-pair gradient
       check_lm(*llama, path, seed * 7 + 2);
     }
   }
-  // gpt2's tied token embedding is one block of two layers; llama's RMSNorm weights are uncaptured: both
-  // still count exactly (checked above); the plan says which path each took.
+  // gpt2's tied token embedding is one block of two layers (the sum of both layers' per-sample
+  // gradients); llama's RMSNorm weights are uncaptured (one backward per pair): both count exactly
+  // (checked above).
   auto gpt2 = tiny_lm(LmFamily::gpt2, 5);
   Rng rng(6);
   std::vector<QaTokens> pairs = random_pairs(2, rng);
@@ -170,8 +171,16 @@ TEST_CASE("text hardness: K, row form and norms on an LM equal per-pair gradient
   BlockPlan plan = plan_blocks(*gpt2, capture_batch(*gpt2, b.images, b.labels, true, text_sample_losses), GhostPath::automatic);
   bool wte_found = false;
   for (const HardnessBlock& blk : plan.blocks)
-    if (blk.name.find("transformer.wte.weight") != std::string::npos) wte_found = true;
+    if (blk.name == "transformer.wte.weight") {
+      // Shared by the embedding and the output layer: materialised from both captures, no fallback.
+      wte_found = true;
+      CHECK(blk.parts.size() == 2);
+      CHECK(blk.rule != nullptr);
+      CHECK(std::string(blk.path()) == "materialise");
+      CHECK(blk.kind == "embedding + linear (shared)");
+    }
   CHECK(wte_found);
+  CHECK(plan.notices.empty());
   // LoRA: only the adapters' blocks.
   auto llama = tiny_lm(LmFamily::llama, 7);
   models::LoraSpec spec;

@@ -70,11 +70,13 @@ std::string captured_ops() {
   return s;
 }
 
-const CaptureRecord& record_of(const HardnessBlock& b, const CapturedBatch& cb) {
+// The record of a block (or of part `part` of a shared block) in a capture.
+const CaptureRecord& record_of(const HardnessBlock& b, const CapturedBatch& cb, size_t part = 0) {
   auto it = cb.by_param.find(b.params[0].impl());
-  if (it == cb.by_param.end() || it->second.size() != 1)
+  const size_t want = b.parts.empty() ? 1 : b.parts.size();
+  if (it == cb.by_param.end() || it->second.size() != want)
     throw Error("hardness: block '" + b.name + "' was not captured in this pass (the model's layers changed between passes?)");
-  const CaptureRecord& rec = *it->second[0];
+  const CaptureRecord& rec = *it->second[part];
   if (!rec.output_grad.defined()) throw Error("hardness: layer '" + rec.name + "' received no output gradient");
   return rec;
 }
@@ -180,6 +182,58 @@ Tensor per_sample_gradients(nn::Module& model, const Tensor& inputs, const Tenso
 // ------------------------------------------------------------------------------------------------
 // Plans
 
+namespace {
+
+// A parameter several captured layers use: one part per layer (forward order), always materialised as
+// the sum of the parts' per-sample gradients (the ghost form would need the parts' cross terms).
+HardnessBlock shared_block(const std::string& name, const Tensor& p, int index,
+                           const std::vector<std::shared_ptr<CaptureRecord>>& records) {
+  HardnessBlock b;
+  b.name = name;
+  b.params = {p};
+  b.param_index = {index};
+  b.numel = p.numel();
+  b.positions = 0;
+  for (const auto& rec : records) {
+    HardnessBlock part;
+    part.name = name;
+    part.rule = find_hardness_rule(rec->op);
+    part.role = rec->weight.impl() == p.impl() ? ParamRole::weight : ParamRole::bias;
+    part.params = {p};
+    part.param_index = {index};
+    part.numel = p.numel();
+    part.positions = rec->positions;
+    part.rule->plan(*rec, part);
+    b.kind += (b.kind.empty() ? "" : " + ") + part.kind;
+    b.positions = std::max(b.positions, part.positions);
+    b.mat_sample_flops += part.factored ? 2.0 * double(part.positions) * double(part.out) * double(part.in)
+                                        : 2.0 * double(part.positions) * double(part.numel);
+    b.parts.push_back(part);
+  }
+  b.kind += " (shared)";
+  b.rule = b.parts[0].rule;
+  b.mat_pair_flops = 2.0 * double(b.numel);
+  b.rep_elems = b.numel;
+  return b;
+}
+
+// A shared block's per-sample gradients: the sum of its parts'.
+BlockRep shared_rep(const HardnessBlock& b, const CapturedBatch& cb, int64_t s0, int64_t n) {
+  BlockRep out;
+  out.p = Tensor::zeros({n, b.numel}, b.params[0].dtype(), b.params[0].device());
+  for (size_t k = 0; k < b.parts.size(); ++k) {
+    const BlockRep r = b.parts[k].rule->rep(record_of(b, cb, k), b.parts[k], s0, n, false);
+    const Tensor pc = r.p.contiguous();
+    hardness_kernels(out.p, [&](const auto& ctx, auto tag) {
+      using T = decltype(tag);
+      kernels::axpby(ctx, n * b.numel, T(1), pc.data<T>(), T(1), out.p.data<T>());
+    });
+  }
+  return out;
+}
+
+}  // namespace
+
 BlockPlan plan_blocks(nn::Module& model, const CapturedBatch& probe, GhostPath path) {
   if (probe.param_grads.empty()) throw Error("plan_blocks: the probe capture needs parameter gradients");
   BlockPlan plan;
@@ -195,8 +249,17 @@ BlockPlan plan_blocks(nn::Module& model, const CapturedBatch& probe, GhostPath p
     std::string uncaptured;
     if (count == 1 && !rule) uncaptured = "its op '" + it->second[0]->op + "' has no hardness rule";
     else if (count == 1 && !it->second[0]->output_grad.defined()) uncaptured = "its layer received no output gradient";
-    else if (count > 1)
-      uncaptured = "shared by " + std::to_string(count) + " layers (its per-sample gradient needs their cross terms)";
+    else if (count > 1) {
+      std::string why;
+      for (const auto& rec : it->second)
+        if (!find_hardness_rule(rec->op)) why = "its op '" + rec->op + "' has no hardness rule";
+        else if (!rec->output_grad.defined()) why = "a layer using it received no output gradient";
+      if (why.empty()) {
+        plan.blocks.push_back(shared_block(name, p, int(i), it->second));
+        continue;
+      }
+      uncaptured = "shared by " + std::to_string(count) + " layers and " + why;
+    }
     else if (count == 0) {
       if (i < probe.param_grads.size() && probe.param_grads[i].defined())
         uncaptured = "reached by an op other than " + captured_ops();
@@ -263,7 +326,7 @@ SampleReps build_reps(nn::Module& model, const BlockPlan& plan, const CapturedBa
       r.p = per_sample_gradients(model, cb.inputs.narrow(0, s0, n), cb.labels.narrow(0, s0, n), b.params, cb.loss);
       reps.blocks.push_back(r);
     } else {
-      reps.blocks.push_back(b.rule->rep(record_of(b, cb), b, s0, n, b.ghost));
+      reps.blocks.push_back(b.parts.empty() ? b.rule->rep(record_of(b, cb), b, s0, n, b.ghost) : shared_rep(b, cb, s0, n));
     }
   }
   return reps;
@@ -363,7 +426,9 @@ void add_row_form(nn::Module& model, const BlockPlan& plan, const CapturedBatch&
                   const std::vector<Tensor>& h, Tensor& out) {
   for (const HardnessBlock& b : plan.blocks) {
     if (b.rule) {
-      b.rule->row_form(record_of(b, cb), b, s0, n, h[size_t(b.param_index[0])].contiguous(), out);
+      const Tensor hb = h[size_t(b.param_index[0])].contiguous();
+      if (b.parts.empty()) b.rule->row_form(record_of(b, cb), b, s0, n, hb, out);
+      for (size_t k = 0; k < b.parts.size(); ++k) b.parts[k].rule->row_form(record_of(b, cb, k), b.parts[k], s0, n, hb, out);
       continue;
     }
     // Uncaptured parameters: per-sample gradients by backward passes times h, one GEMV.

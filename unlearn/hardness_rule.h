@@ -41,6 +41,10 @@ struct HardnessBlock {
   bool ghost = false;
   double ghost_pair_flops = 0, mat_pair_flops = 0, mat_sample_flops = 0;
   int64_t rep_elems = 0;        // elements stored per sample (ghost: T (p+d); materialised: numel)
+  // A parameter used by several captured layers (GPT-2's token embedding, also its output layer): one
+  // part per layer, in forward order, each planned by its own rule; the block is materialised as the
+  // sum of the parts' per-sample gradients, and its row form is the sum of theirs.
+  std::vector<HardnessBlock> parts;
   const char* path() const;     // "ghost", "materialise" or "per-sample backward"
 };
 

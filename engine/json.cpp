@@ -1,17 +1,13 @@
 // engine/json.cpp: the JSON value's accessors, the strict parser and the writer.
 #include "engine/json.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstring>
 #include <unordered_set>
 
 #include "engine/atomic_file.h"
+#include "engine/input_file.h"
 
 namespace hamu {
 namespace {
@@ -664,31 +660,12 @@ std::string Json::dump(int indent) const {
 // Files
 
 Json load_json(const std::string& path, size_t max_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw InputError(path + ": cannot open: " + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw InputError(path + ": not a regular file");
-  }
-  if (uint64_t(st.st_size) > max_bytes) {
-    ::close(fd);
-    throw InputError(path + ": " + std::to_string(st.st_size) + " bytes is more than the " +
+  const InputFile file(path);
+  if (file.size() > max_bytes)
+    throw InputError(path + ": " + std::to_string(file.size()) + " bytes is more than the " +
                      std::to_string(max_bytes) + " allowed for a JSON file");
-  }
-  std::string text(size_t(st.st_size), '\0');
-  size_t got = 0;
-  while (got < text.size()) {
-    const ssize_t n = ::read(fd, text.data() + got, text.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : 0;
-      ::close(fd);
-      throw InputError(path + ": read failed" + (err ? std::string(": ") + std::strerror(err) : ": file shrank"));
-    }
-    got += size_t(n);
-  }
-  ::close(fd);
+  std::string text(size_t(file.size()), '\0');
+  if (file.read_at(text.data(), text.size(), 0) != text.size()) throw InputError(path + ": read failed: file shrank");
   JsonParseOptions opt;
   opt.source = path;
   return Json::parse(text, opt);

@@ -1,19 +1,15 @@
 // engine/safetensors.cpp: safetensors writing (atomic) and reading (validated before any allocation).
 #include "engine/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <bit>
-#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <numeric>
 #include <set>
 
 #include "engine/atomic_file.h"
+#include "engine/input_file.h"
 #include "engine/json.h"
 #include "engine/safetensors_header.h"
 
@@ -46,26 +42,6 @@ bool parse_dtype_code(const std::string& s, DType& out) {
 }
 
 // Reads exactly n bytes at `offset`; false on a short read (the file shrank under us).
-bool read_at(int fd, void* dst, size_t n, uint64_t offset) {
-  char* p = static_cast<char*>(dst);
-  while (n > 0) {
-    const ssize_t got = ::pread(fd, p, n < (size_t(1) << 30) ? n : (size_t(1) << 30), off_t(offset));
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return false;
-    p += got;
-    n -= size_t(got);
-    offset += uint64_t(got);
-  }
-  return true;
-}
-
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
 // The dtypes hamu checkpoints hold (I64 only as single-value counters, Checkpoint::int64s).
 size_t checkpoint_code_size(const std::string& code) {
   DType t;
@@ -175,21 +151,16 @@ void save_safetensors(const std::string& path, const std::vector<NamedTensor>& t
 // Load
 
 Checkpoint load_safetensors(const std::string& path) {
-  Fd file;
-  file.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (file.fd < 0) throw InputError(path + ": cannot open: " + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(file.fd, &st) != 0) throw InputError(path + ": cannot stat: " + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) throw InputError(path + ": not a regular file");
-  const uint64_t file_size = uint64_t(st.st_size);
+  const InputFile file(path);
+  const uint64_t file_size = file.size();
   if (file_size < 8)
     throw InputError(path + ": " + std::to_string(file_size) + " bytes is too short for a safetensors file (the header length alone is 8)");
 
   unsigned char len[8];
-  if (!read_at(file.fd, len, 8, 0)) throw InputError(path + ": read failed");
+  if (file.read_at(len, 8, 0) != 8) throw InputError(path + ": read failed");
   const uint64_t header_len = safetensors_header_length(path, len, file_size);
   std::string text(size_t(header_len), '\0');
-  if (!read_at(file.fd, text.data(), text.size(), 8)) throw InputError(path + ": read failed (file truncated?)");
+  if (file.read_at(text.data(), text.size(), 8) != text.size()) throw InputError(path + ": read failed (file truncated?)");
   SafetensorsHeader header = parse_safetensors_header(path, text, file_size, kCheckpointDtypes);
   const uint64_t data_start = header.data_start;
   Checkpoint ck;
@@ -205,7 +176,7 @@ Checkpoint load_safetensors(const std::string& path) {
   for (const SafetensorsEntry& e : header.entries) {
     if (e.dtype == "I64") {
       unsigned char b[8];
-      if (!read_at(file.fd, b, 8, data_start + e.begin))
+      if (file.read_at(b, 8, data_start + e.begin) != 8)
         throw InputError(path + ": tensor '" + e.name + "': read failed (file truncated while reading?)");
       uint64_t v = 0;
       for (int i = 7; i >= 0; --i) v = (v << 8) | b[i];
@@ -223,7 +194,7 @@ Checkpoint load_safetensors(const std::string& path) {
       throw InputError(path + ": tensor '" + e.name + "': cannot allocate its " + std::to_string(e.end - e.begin) +
                        " bytes (" + ex.what() + ")");
     }
-    if (!read_at(file.fd, t.raw(), size_t(e.end - e.begin), data_start + e.begin))
+    if (file.read_at(t.raw(), size_t(e.end - e.begin), data_start + e.begin) != size_t(e.end - e.begin))
       throw InputError(path + ": tensor '" + e.name + "': read failed (file truncated while reading?)");
     t.set_name(e.name);
     ck.tensors.push_back({e.name, t});

@@ -1,10 +1,7 @@
 // engine/safetensors_mapped.cpp: memory-mapped safetensors reading with F16/BF16 conversion.
 #include "engine/safetensors_mapped.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <bit>
 #include <cerrno>
@@ -12,6 +9,7 @@
 #include <cstring>
 #include <limits>
 
+#include "engine/input_file.h"
 #include "engine/json.h"
 #include "engine/safetensors.h"
 #include "engine/safetensors_header.h"
@@ -76,21 +74,17 @@ constexpr SafetensorsDtypes kAnyDtype{safetensors_code_size, "F64, F32, F16, BF1
 }  // namespace
 
 MappedSafetensors::MappedSafetensors(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw InputError(path + ": cannot open: " + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw InputError(path + ": not a regular file");
+  uint64_t file_size = 0;
+  void* m = MAP_FAILED;
+  int map_err = 0;
+  {
+    const InputFile file(path);  // closed once mapped: the mapping keeps the file
+    file_size = file.size();
+    if (file_size < 8)
+      throw InputError(path + ": " + std::to_string(file_size) + " bytes is too short for a safetensors file (truncated?)");
+    m = ::mmap(nullptr, size_t(file_size), PROT_READ, MAP_PRIVATE, file.fd(), 0);
+    map_err = errno;
   }
-  const uint64_t file_size = uint64_t(st.st_size);
-  if (file_size < 8) {
-    ::close(fd);
-    throw InputError(path + ": " + std::to_string(file_size) + " bytes is too short for a safetensors file (truncated?)");
-  }
-  void* m = ::mmap(nullptr, size_t(file_size), PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_err = errno;
-  ::close(fd);  // the mapping keeps the file
   if (m == MAP_FAILED) throw InputError(path + ": cannot map: " + std::strerror(map_err));
   map_ = static_cast<const unsigned char*>(m);
   map_bytes_ = size_t(file_size);

@@ -69,7 +69,8 @@ struct SplitIndices {
 // Evaluates all three splits (keep_probs is forced on the forget split when a reference is given).
 EvalReport evaluate_model(nn::Module& model, const DataBundle& data, const SplitIndices& splits,
                           const Normalizer& norm, const EvalOptions& opt);
-// Adds the gaps and forget KL against a reference model's report (both must carry forget probs).
+// Adds the accuracy gaps and the forget KL against a reference model's report (the KL when both carry forget
+// probs, else 0: text reports keep none).
 void compare_to_reference(EvalReport& report, const EvalReport& reference);
 
 // {"model", "data", "split", "splits": {"forget": {"n","acc","loss","entropy"}, ...},

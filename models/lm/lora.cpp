@@ -24,13 +24,9 @@ constexpr const char* kAdapterConfig = "adapter_config.json";
 constexpr const char* kAdapterWeights = "adapter_model.safetensors";
 constexpr const char* kPeftPrefix = "base_model.model.";
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // PEFT's rule for a list of target names: the module path is the name or ends with "." + name.
 bool path_matches(const std::string& path, const std::string& target) {
-  return path == target || ends_with(path, "." + target);
+  return path == target || path.ends_with("." + target);
 }
 
 // Every Linear layer of the tree in model order with its dotted path; an adapter's own A and B (children

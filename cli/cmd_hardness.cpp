@@ -35,7 +35,9 @@ const char* kAbout =
     "             means collateral forgetting is unavoidable there\n"
     "Most similar retain sample: the largest cosine K[j,i] / (||grad l(f_j)|| ||grad l(r_i)||).\n"
     "Memory: the retain sample's per-sample data is kept (ghost factors or materialised gradients per block);\n"
-    "by default as many retain images as --memory-mb holds, at random (seeded).\n";
+    "by default as many retain images as --memory-mb holds, at random (seeded).\n"
+    "Language models: --model a Hugging Face or LoRA adapter directory scores QA pairs (see\n"
+    "`hamu hardness --model DIR --help`).\n";
 
 std::string class_name(const ImageDataset& ds, int32_t label) {
   if (label >= 0 && size_t(label) < ds.class_names.size()) return ds.class_names[size_t(label)];

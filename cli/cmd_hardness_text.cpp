@@ -23,7 +23,8 @@ const char* kAboutText =
     "Linear and Embedding blocks take the ghost or materialised path; a model with LoRA adapters is scored\n"
     "over the adapters' blocks only. The most similar retain pair with the same answer is a paraphrase or\n"
     "duplicate of the forget pair (--duplicates semantic|exact adds them to the retain set): the share of\n"
-    "forget pairs whose nearest retain pair is one measures how much the two sets overlap.\n";
+    "forget pairs whose nearest retain pair is one measures how much the two sets overlap.\n"
+    "kappa, kappa_j, kappa1, kappa2 and the verdict mean what `hamu hardness --help` says for images.\n";
 
 std::string one_line(std::string s, size_t width) {
   for (char& c : s)

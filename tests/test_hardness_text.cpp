@@ -237,6 +237,13 @@ TEST_CASE("text hardness driver: tiles agree, mean K = kappa, an exact duplicate
   // Without the duplicates the same forget pairs are less similar to the retain set.
   const HardnessReport c = compute_hardness(*model, source, forget, std::vector<int64_t>(retain.begin(), retain.begin() + 8), one);
   CHECK(c.mean_similar_cosine < a.mean_similar_cosine);
+  // A retain sample of 5 with the duplicates first: all four are in it, and still the nearest.
+  HardnessOptions few = one;
+  few.retain_samples = 5;
+  few.retain_priority = {12, 13, 14, 15};
+  const HardnessReport d = compute_hardness(*model, source, forget, retain, few);
+  CHECK(d.n_retain == 5);
+  for (size_t j = 0; j < 4; ++j) CHECK(d.samples[j].similar_index == int64_t(12 + j));
 }
 
 }  // namespace hamu

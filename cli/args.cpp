@@ -93,12 +93,29 @@ bool Args::parse(int argc, char** argv) {
   return true;
 }
 
+namespace {
+// The configuration object of a --config file (see config_file_value).
+Json config_object(const std::string& path) {
+  Json j = load_json(path);
+  if (const Json* p = j.find("provenance"); p && p->is_object() && p->find("config")) return p->at("config");
+  if (const Json* c = j.find("config"); c && c->is_object()) return *c;
+  if (!j.is_object()) throw InputError("--config: " + path + " holds no configuration object");
+  return j;
+}
+}  // namespace
+
+std::string config_file_value(const std::string& path, const std::string& flag) {
+  const Json cfg = config_object(path);
+  const Json* v = cfg.find(flag);
+  if (!v || v->is_null()) return "";
+  if (v->is_string()) return v->as_string();
+  if (v->is_bool()) return v->as_bool() ? "1" : "";
+  return v->dump();
+}
+
 void Args::apply_config(const std::string& path) {
-  const Json j = load_json(path);
+  const Json j = config_object(path);
   const Json* cfg = &j;
-  if (const Json* p = j.find("provenance"); p && p->is_object() && p->find("config")) cfg = &p->at("config");
-  else if (const Json* c = j.find("config"); c && c->is_object()) cfg = c;
-  if (!cfg->is_object()) throw InputError("--config: " + path + " holds no configuration object");
   // (Messages built with append: GCC 12's -Wrestrict misfires on literal + string chains here.)
   auto bad = [&](const std::string& key, const char* what) {
     std::string m = "--config: ";

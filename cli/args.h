@@ -18,6 +18,11 @@ struct Flag {
   std::string default_value;  // shown in --help; empty = none
 };
 
+// The value `flag` has in a --config FILE (a report's provenance.config, a "config" object or a bare
+// {"--flag": value} object; numbers as written, switches "1"), "" when absent or null. Read before a command
+// parses its flags: what the file records decides, like the command line, which path handles the command.
+std::string config_file_value(const std::string& path, const std::string& flag);
+
 class Args {
  public:
   Args(std::string command, std::string synopsis, std::vector<Flag> flags);

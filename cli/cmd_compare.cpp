@@ -163,8 +163,9 @@ int cmd_compare(int argc, char** argv) {
       {"--methods", "LIST", "comma-separated: " + method_list(), ""},
       {"--json", "FILE", "every method's final evaluation and trajectory, the original and the retrained model", ""},
       {"--svg", "FILE", "trade-off plot: forget vs retain accuracy per method and evaluation step", ""},
-      {"--save-dir", "DIR", "keep each method's unlearned checkpoint DIR/<method>.safetensors and per-step log "
-                            "DIR/<method>.csv (as hamu unlearn --out/--log write them; images only)", ""},
+      {"--save-dir", "DIR", "keep each method's unlearned model and per-step log DIR/<method>.csv, as hamu unlearn "
+                            "--out/--log write them: DIR/<method>.safetensors for images, the model (or LoRA adapter) "
+                            "directory DIR/<method> for text", ""},
   };
   for (Flag f : unlearn_option_flags()) {
     if (f.name == "--eval-every") {
@@ -191,9 +192,7 @@ int cmd_compare(int argc, char** argv) {
     if (!p.empty() && (p == model_path || p == reference_path)) throw InputError("refusing to overwrite the input checkpoint " + p);
   if (!json_path.empty() && json_path == svg_path) throw InputError("--json and --svg name the same file " + json_path);
   const std::string save_dir = args.str_or("--save-dir", "");
-  if (!save_dir.empty() && is_text_command(argc, argv))
-    throw InputError("--save-dir: keeps image checkpoints only (text models: hamu unlearn --out DIR per method)");
-  if (!save_dir.empty()) check_save_dir("--save-dir", save_dir);
+  if (!save_dir.empty()) check_output_dir("--save-dir", save_dir);
   const Device device = apply_common(args);
   UnlearnOptions opt = read_unlearn_options(args, device);
   if (opt.eval_every == kAutoEvalEvery) opt.eval_every = std::max<int64_t>(1, opt.steps / kPlotPoints);
@@ -233,7 +232,11 @@ int cmd_compare(int argc, char** argv) {
         return final ? evaluate_text_full(*work, ctx, name, true) : evaluate_text_sampled(*work, ctx, name);
       };
       std::unique_ptr<UnlearnTask> task = make_text_task(ctx.run.retain, ctx.run.forget, ctx.run.pad_id, o);
-      return run_unlearning(*work, m->needs_original() ? frozen_lm.get() : nullptr, *task, o, hooks);
+      UnlearnResult r = run_unlearning(*work, m->needs_original() ? frozen_lm.get() : nullptr, *task, o, hooks);
+      // The same model directory as hamu unlearn --out, and like it none for a run that applied no step.
+      if (unlearned_output_wanted("\nhamu compare: " + name, "--save-dir", save_dir.empty() ? "" : save_dir + "/" + name, r))
+        save_unlearned_text_model(save_dir + "/" + name, "", *work, ctx, o, r, r.evals.back().report, seed, args, device);
+      return r;
     };
   } else {
     image_ctx.emplace(load_unlearn_context(model_path, args.str_or("--data", ""), args.str_or("--split", ""), reference_path,
@@ -256,10 +259,7 @@ int cmd_compare(int argc, char** argv) {
       UnlearnResult r = run_unlearning(*work->model, m->needs_original() ? frozen->model.get() : nullptr,
                                        ctx.data.data.train, ctx.data.split, ctx.norm, o, hooks);
       // The same checkpoint as hamu unlearn --out, and like it none for a run that applied no step.
-      if (!save_dir.empty() && r.steps_done == 0)
-        std::fprintf(stderr, "\nhamu compare: %s: no step was applied (stop reason %s): no checkpoint in --save-dir\n",
-                     name.c_str(), stop_reason_name(r.stop_reason));
-      else if (!save_dir.empty())
+      if (unlearned_output_wanted("\nhamu compare: " + name, "--save-dir", save_dir.empty() ? "" : save_dir + "/" + name + ".safetensors", r))
         save_unlearned_checkpoint(save_dir + "/" + name + ".safetensors", *work, model_path, ctx, o, r,
                                   r.evals.back().report, seed, args, device);
       return r;
@@ -282,6 +282,7 @@ int cmd_compare(int argc, char** argv) {
   retrained.data = original.data;
   retrained.split = original.split;
 
+  if (!save_dir.empty()) create_save_dir("--save-dir", save_dir);  // every input read and checked by now
   std::vector<MethodRun> runs;
   for (size_t i = 0; i < methods.size(); ++i) {
     const Method* m = methods[i];
@@ -333,9 +334,13 @@ int cmd_compare(int argc, char** argv) {
     j.set("original", eval_to_json(original));
     j.set("retrained", eval_to_json(retrained));
     Json prov = provenance_json(args, device);
-    if (image_ctx) prov.set("data", data_identity_json(image_ctx->data.data));
-    prov.set("parent", parent_json(model_path));
-    prov.set("reference", parent_json(reference_path));
+    if (image_ctx) {
+      prov.set("data", data_identity_json(image_ctx->data.data));
+      prov.set("parent", parent_json(model_path));
+      prov.set("reference", parent_json(reference_path));
+    } else {
+      prov = text_provenance_json(args, device, *text_ctx);  // the parent is the adapter with LoRA, "base" its base
+    }
     j.set("provenance", prov);
     save_json(json_path, j);
     std::printf("saved %s\n", json_path.c_str());

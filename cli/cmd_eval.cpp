@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/provenance.h"
+#include "cli/text_setup.h"
 #include "cli/common.h"
 #include "cli/lm_setup.h"
 #include "engine/progress.h"
@@ -25,12 +26,9 @@ namespace {
 // True when the command line evaluates a language model: --model is a Hugging Face or LoRA adapter directory,
 // --data is text, or --lora is given (the text path then refuses an image model clearly).
 bool is_text_eval(int argc, char** argv) {
-  for (int i = 0; i + 1 < argc; ++i) {
-    if (!std::strcmp(argv[i], "--model") && is_lm_path(argv[i + 1])) return true;
-    if (!std::strcmp(argv[i], "--data") && is_text_data_spec(argv[i + 1])) return true;
-    if (!std::strcmp(argv[i], "--lora")) return true;
-  }
-  return false;
+  for (int i = 0; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--lora")) return true;  // even without a value: the text path says what is missing
+  return is_text_command(argc, argv);
 }
 
 // `hamu eval --model DIR --data qa:FILE`: every split's answer tokens scored teacher-forced, with the pairs
@@ -108,7 +106,13 @@ int cmd_eval_text(int argc, char** argv) {
                                         {"acc", r.total.accuracy()},
                                         {"tokens", r.total.tokens}}));
   }
-  if (!json_path.empty())
+  if (!json_path.empty()) {
+    Json prov = provenance_json(args, device);
+    std::vector<std::vector<QaPair>> read;  // the pairs of every split, in the order evaluated
+    for (const auto& split : splits) read.push_back(split.second);
+    if (read.size() < 3) read.resize(3);
+    prov.set("data", text_data_identity_json(spec.canonical, {&read[0], &read[1], &read[2]}));
+    set_lm_parents(prov, m.source);
     save_json(json_path, Json::object({{"model", dir},
                                        {"base_model", m.source.base},
                                        {"adapter", m.source.adapter.empty() ? Json() : Json(m.source.adapter)},
@@ -116,7 +120,9 @@ int cmd_eval_text(int argc, char** argv) {
                                        {"split", split_name},
                                        {"template", template_name(tmpl)},
                                        {"truncated", truncated},
-                                       {"splits", splits_json}}));
+                                       {"splits", splits_json},
+                                       {"provenance", prov}}));
+  }
   return 0;
 }
 

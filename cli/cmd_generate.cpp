@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "cli/lm_setup.h"
+#include "cli/provenance.h"
 #include "engine/progress.h"
 #include "loaders/qa.h"
 #include "models/lm/generate.h"
@@ -122,7 +123,12 @@ int cmd_generate(int argc, char** argv) {
   }
   std::fprintf(stderr, "generated %lld tokens for %zu questions in %.2f s (%.1f tokens/s)\n", (long long)generated,
                prompts.size(), seconds, seconds > 0 ? double(generated) / seconds : 0.0);
-  if (!json_path.empty())
+  if (!json_path.empty()) {
+    Json prov = provenance_json(args, device);
+    std::vector<QaPair> asked;  // the questions (and references) read: the data's identity
+    for (const Prompt& p : prompts) asked.push_back(QaPair{p.question, p.reference, "", {}, 0});
+    prov.set("data", text_data_identity_json(args.has("--prompt") ? "--prompt" : args.str("--prompts"), {&asked}));
+    set_lm_parents(prov, m.source);
     save_json(json_path, Json::object({{"model", dir},
                                        {"base_model", m.source.base},
                                        {"adapter", m.source.adapter.empty() ? Json() : Json(m.source.adapter)},
@@ -130,7 +136,9 @@ int cmd_generate(int argc, char** argv) {
                                        {"max_new_tokens", max_new},
                                        {"results", results},
                                        {"tokens", generated},
-                                       {"seconds", seconds}}));
+                                       {"seconds", seconds},
+                                       {"provenance", prov}}));
+  }
   return 0;
 }
 

@@ -88,7 +88,9 @@ int cmd_train_text(int argc, char** argv) {
   if (!args.parse(argc, argv)) return 0;
   const std::string out_dir = args.required("--out");
   const std::string json_path = args.str_or("--json", "");
+  check_output_dir("--out", out_dir);
   if (!json_path.empty()) check_output_path("--json", json_path);
+  if (!args.str_or("--merge", "").empty()) check_output_dir("--merge", args.str("--merge"));
   const Device device = apply_common(args);
   const uint64_t seed = uint64_t(args.integer("--seed"));
   const std::string subset = args.str("--subset");
@@ -107,18 +109,9 @@ int cmd_train_text(int argc, char** argv) {
     if (!p.empty() && (p == out_dir || p == merge_dir)) throw InputError("refusing to overwrite the input model " + p);
   if (!merge_dir.empty() && merge_dir == out_dir) throw InputError("--merge: must be another directory than --out");
   TextTrainOptions opt;
-  opt.lr = args.number("--lr");
-  opt.weight_decay = args.number("--weight-decay");
-  opt.clip = args.number("--clip");
-  opt.schedule = args.str("--schedule");
+  read_loop_options(args, opt, seed, device);
   opt.warmup_steps = args.integer("--warmup");
-  opt.epochs = args.integer("--epochs");
-  opt.batch = args.integer("--batch");
-  opt.seed = seed;
-  opt.device = device;
-  if (opt.epochs < 1 || opt.epochs > 100000) throw InputError("--epochs: must be between 1 and 100000");
-  if (opt.batch < 1 || opt.batch > 100000) throw InputError("--batch: must be between 1 and 100000");
-  if (opt.weight_decay < 0 || opt.clip < 0 || opt.warmup_steps < 0) throw InputError("--weight-decay, --clip and --warmup must be >= 0");
+  if (opt.warmup_steps < 0) throw InputError("--warmup: must be >= 0");
   const int64_t eval_epochs = args.integer("--eval-epochs");
   if (eval_epochs < 1) throw InputError("--eval-epochs: must be at least 1");
   TextEvalOptions eo;
@@ -129,7 +122,7 @@ int cmd_train_text(int argc, char** argv) {
   // The model and its tokenizer.
   const TextDataSpec spec = parse_text_data_spec(args.str("--data"));
   std::shared_ptr<models::CausalLM> lm;
-  std::string tok_json;
+  std::string tok_json, bpe_note;
   Tokenizer tok = [&] {
     if (lm_dir) {
       TextModel m = load_text_model(model_arg, device, lora_arg, seed);
@@ -145,8 +138,11 @@ int cmd_train_text(int argc, char** argv) {
     bo.vocab_size = vocab;
     const double t0 = now_s();
     BpeTrainResult bpe = train_bpe(bpe_corpus(all, tmpl), bo);
-    std::fprintf(stderr, "hamu train: BPE tokenizer, %lld merges, %lld tokens for %lld bytes (%.1f s)\n",
-                 (long long)bpe.merges, (long long)bpe.corpus_tokens, (long long)bpe.corpus_bytes, now_s() - t0);
+    // Said once the split is made too, so a bad split is the only line a refused run prints.
+    char note[192];
+    std::snprintf(note, sizeof note, "hamu train: BPE tokenizer, %lld merges, %lld tokens for %lld bytes (%.1f s)\n",
+                  (long long)bpe.merges, (long long)bpe.corpus_tokens, (long long)bpe.corpus_bytes, now_s() - t0);
+    bpe_note = note;
     tok_json = bpe.json;
     Tokenizer t = Tokenizer::from_json_text(bpe.json, "trained BPE");
     models::LmConfig cfg = models::lm_config_by_name(model_arg, t.vocab_size());
@@ -161,6 +157,7 @@ int cmd_train_text(int argc, char** argv) {
   if (max_length <= 0 || max_length > ctx_len) max_length = ctx_len;
   TextRun run = load_text_run(args.str("--data"), split_spec, args.str("--duplicates"), args.str_or("--test", ""), tok, tmpl,
                               max_length, seed);
+  std::fprintf(stderr, "%s", bpe_note.c_str());
   opt.pad_id = run.pad_id;
   eo.pad_id = run.pad_id;
   std::vector<QaTokens> train_set = run.retain;
@@ -222,6 +219,10 @@ int cmd_train_text(int argc, char** argv) {
                             {"train_seconds", Json(train_seconds)},
                             {"hamu_version", Json(kVersion)}});
   meta.set("metrics", final_eval["splits"]);
+  Json prov = provenance_json(args, device);
+  prov.set("data", text_data_identity_json(run.spec.canonical, {&run.split.forget, &run.split.retain, &run.split.test}));
+  set_lm_parents(prov, source);
+  meta.set("provenance", prov);
   if (lora) {
     meta.set("lora", Json(models::lora_summary(*lm)));
     if (!source.adapter.empty()) meta.set("adapter", Json(source.adapter));
@@ -239,6 +240,7 @@ int cmd_train_text(int argc, char** argv) {
                            {"train_seconds", Json(train_seconds)}});
     j.set("epochs", epochs_json);
     j.set("final", final_eval);
+    j.set("provenance", prov);
     save_json(json_path, j);
   }
   resumable.finish();
@@ -269,7 +271,9 @@ int cmd_unlearn_text(int argc, char** argv) {
   const std::string model_dir = args.required("--model");
   const std::string out_dir = args.str_or("--out", ""), log_path = args.str_or("--log", ""),
                     json_path = args.str_or("--json", ""), merge_dir = args.str_or("--merge", "");
-  if (!log_path.empty()) check_output_path("--log", log_path);
+  if (!out_dir.empty()) check_output_dir("--out", out_dir);
+  if (!merge_dir.empty()) check_output_dir("--merge", merge_dir);
+  if (!log_path.empty()) check_output_path("--log", log_path, OutputKind::streamed);
   if (!json_path.empty()) check_output_path("--json", json_path);
   for (const std::string& p : {out_dir, log_path, json_path, merge_dir})
     if (!p.empty() && (p == model_dir || p == args.str_or("--reference", "") || p == args.str_or("--lora", "")))
@@ -327,12 +331,7 @@ int cmd_unlearn_text(int argc, char** argv) {
     std::printf("gap to retrained: forget %.2f, retain %.2f, test %.2f points (avg %.2f); forget-loss KS %.4f (p %.3g)\n",
                 100 * after.gap_forget, 100 * after.gap_retain, 100 * after.gap_test, 100 * after.avg_gap, after.ks_stat,
                 after.ks_p);
-  if (res.stop_reason == StopReason::infeasible)
-    std::printf("stopped: the forget gain B = %g per step is no longer reachable within the step radius\n", opt.ratio * opt.params.lr);
-  else if (res.stop_reason == StopReason::criterion)
-    std::printf("stopped: no retain-neutral forget progress of size B is left (stopping criterion)\n");
-  else if (res.stop_reason == StopReason::nan)
-    std::printf("stopped: %lld consecutive steps had non-finite losses or gradients\n", (long long)opt.max_nan_steps);
+  print_stop_reason(res, opt);
   const int64_t show = args.integer("--show");
   Json examples = Json::array();
   if (show > 0) {
@@ -351,52 +350,23 @@ int cmd_unlearn_text(int argc, char** argv) {
                                        {"retrained", Json(ref[i])}}));
     }
   }
-  if (!out_dir.empty() || !merge_dir.empty()) {
-    Json meta = ctx.original.meta.is_object() ? ctx.original.meta : Json::object({});
-    meta.set("kind", Json("unlearned"));
-    meta.set("data", Json(ctx.run.spec.canonical));
-    meta.set("split", Json(ctx.run.split.spec));
-    meta.set("template", Json(template_name(ctx.run.tmpl)));
-    meta.set("unlearn_method", Json(method_name(*opt.method)));
-    meta.set("unlearn_steps", Json(res.steps_done));
-    meta.set("unlearn_lr", Json(opt.params.lr));
-    meta.set("unlearn_ratio", Json(opt.ratio));
-    meta.set("unlearn_stop_reason", Json(stop_reason_name(res.stop_reason)));
-    meta.set("original", Json(source.describe()));
-    meta.set("metrics", eval_to_json(after)["splits"]);
-    if (source.has_lora()) {
-      meta.set("base_model", Json(source.base));
-      meta.set("lora", Json(models::lora_summary(*work)));
-      save_text_adapter(out_dir, *work, source.base, meta, merge_dir, tokenizer_json_of(source.base));
-    } else {
-      save_text_model(out_dir, *work, tokenizer_json_of(source.base), meta);
-    }
+  // A run that applied no step left the original as it was: no model directory may claim it is unlearned.
+  const bool no_step = res.steps_done == 0;
+  if (unlearned_output_wanted("hamu unlearn", out_dir.empty() ? "--merge" : "--out", out_dir.empty() ? merge_dir : out_dir, res)) {
+    save_unlearned_text_model(out_dir, merge_dir, *work, ctx, opt, res, after, seed, args, device);
     if (!out_dir.empty()) std::printf("saved %s%s\n", out_dir.c_str(), source.has_lora() ? " (LoRA adapter)" : "");
     if (!merge_dir.empty()) std::printf("saved %s (base + unlearned adapter merged)\n", merge_dir.c_str());
   }
   if (!json_path.empty()) {
-    Json j = Json::object({{"method", Json(method_name(*opt.method))},
-                           {"steps", Json(res.steps_done)},
-                           {"stop_reason", Json(stop_reason_name(res.stop_reason))},
-                           {"seconds", Json(res.seconds)},
-                           {"eval_seconds", Json(res.eval_seconds)},
-                           {"skipped_steps", Json(res.skipped)},
-                           {"paired_gradients", Json(res.paired_fallback.empty())}});
-    j.set("options", Json::object({{"lr", Json(opt.params.lr)},
-                                   {"ratio", Json(opt.ratio)},
-                                   {"batch", Json(opt.batch)},
-                                   {"forget_batch", Json(opt.forget_batch)},
-                                   {"max_steps", Json(opt.steps)},
-                                   {"clip", Json(opt.params.clip)},
-                                   {"optimizer", Json(optimizer_name(opt.optimizer))},
-                                   {"seed", Json(int64_t(seed))}}));
+    Json j = unlearn_summary_json(opt, res, seed);
     j.set("before", eval_to_json(before));
     j.set("after", eval_to_json(after));
     j.set("forget_examples", examples);
+    j.set("provenance", text_provenance_json(args, device, ctx));
     save_json(json_path, j);
   }
   resumable.finish();
-  return 0;
+  return no_step && (!out_dir.empty() || !merge_dir.empty()) ? 1 : 0;
 }
 
 }  // namespace hamu::cli

@@ -48,22 +48,11 @@ int cmd_train(int argc, char** argv) {
   if (subset == "retain" && split_spec.empty()) throw InputError("--subset retain needs --split (what to leave out)");
 
   TrainOptions opt;
+  read_loop_options(args, opt, seed, device);
   opt.optimizer = args.str("--optimizer");
-  opt.schedule = args.str("--schedule");
-  opt.lr = args.number("--lr");
-  opt.weight_decay = args.number("--weight-decay");
   opt.momentum = args.number("--momentum");
-  opt.clip = args.number("--clip");
-  opt.epochs = args.integer("--epochs");
-  opt.batch = args.integer("--batch");
-  opt.seed = seed;
-  opt.device = device;
-  if (opt.epochs < 1 || opt.epochs > 100000) throw InputError("--epochs: must be between 1 and 100000");
-  if (opt.batch < 1 || opt.batch > 1000000) throw InputError("--batch: must be between 1 and 1000000");
-  if (!(opt.lr > 0)) throw InputError("--lr: must be positive");
-  if (opt.weight_decay < 0 || opt.clip < 0 || opt.momentum < 0) throw InputError("--weight-decay, --clip and --momentum must be >= 0");
+  if (opt.momentum < 0) throw InputError("--momentum: must be >= 0");
   if (opt.optimizer != "adamw" && opt.optimizer != "sgd") throw InputError("--optimizer: '" + opt.optimizer + "' is not adamw or sgd");
-  if (opt.schedule != "constant" && opt.schedule != "cosine") throw InputError("--schedule: '" + opt.schedule + "' is not constant or cosine");
   const int64_t eval_batch = args.integer("--eval-batch");
   if (eval_batch < 1) throw InputError("--eval-batch: must be at least 1");
 

@@ -205,53 +205,16 @@ int cmd_unlearn(int argc, char** argv) {
   if (after.has_reference)
     std::printf("gap to retrained: forget %.2f, retain %.2f, test %.2f points (avg %.2f); forget KL %.4f\n",
                 100 * after.gap_forget, 100 * after.gap_retain, 100 * after.gap_test, 100 * after.avg_gap, after.forget_kl);
-  if (res.stop_reason == StopReason::infeasible)
-    std::printf("stopped: the forget gain B = %g per step is no longer reachable within the step radius "
-                "(retain and forget gradients too aligned or too small); lower --ratio or raise --lr\n",
-                opt.ratio * opt.params.lr);
-  else if (res.stop_reason == StopReason::criterion)
-    std::printf("stopped: no retain-neutral forget progress of size B is left (stopping criterion)\n");
-  else if (res.stop_reason == StopReason::mia)
-    std::printf("stopped (--stop mia): the forget set's losses no longer tell it apart from held-out test samples of "
-                "its classes\n");
-  else if (res.stop_reason == StopReason::loss_rise)
-    std::printf("stopped (--stop loss-rise): the forget loss reached the held-out same-class loss\n");
-  else if (res.stop_reason == StopReason::kappa)
-    std::printf("stopped (--stop kappa): kappa > kappa2 in most blocks throughout the last %lld steps: further "
-                "forgetting costs retain utility\n", (long long)opt.stop.check_every);
-  else if (res.stop_reason == StopReason::nan)
-    std::printf("stopped: %lld consecutive steps had non-finite losses or gradients\n", (long long)opt.max_nan_steps);
+  print_stop_reason(res, opt);
 
   // A run that applied no step left the original as it was: no checkpoint may claim it is unlearned.
   const bool no_step = res.steps_done == 0;
-  if (!out_path.empty() && no_step)
-    std::fprintf(stderr, "hamu unlearn: no step was applied (stop reason %s): not writing --out %s\n",
-                 stop_reason_name(res.stop_reason), out_path.c_str());
-  else if (!out_path.empty() && is_output_rank()) {
+  if (unlearned_output_wanted("hamu unlearn", "--out", out_path, res) && is_output_rank()) {
     save_unlearned_checkpoint(out_path, work, model_path, ctx, opt, res, after, seed, args, device);
     std::printf("saved %s\n", out_path.c_str());
   }
   if (!json_path.empty() && is_output_rank()) {
-    Json j = Json::object({{"method", Json(method_name(*opt.method))},
-                           {"steps", Json(res.steps_done)},
-                           {"stop_reason", Json(stop_reason_name(res.stop_reason))},
-                           {"seconds", Json(res.seconds)},
-                           {"eval_seconds", Json(res.eval_seconds)},
-                           {"skipped_steps", Json(res.skipped)},
-                           {"no_step_applied", Json(no_step)},
-                           {"collateral_warning", Json(res.collateral_warned)},
-                           {"paired_gradients", Json(res.paired_fallback.empty())}});
-    j.set("options", Json::object({{"lr", Json(opt.params.lr)},
-                                   {"ratio", Json(opt.ratio)},
-                                   {"batch", Json(opt.batch)},
-                                   {"forget_batch", Json(opt.forget_batch)},
-                                   {"max_steps", Json(opt.steps)},
-                                   {"clip", Json(opt.params.clip)},
-                                   {"optimizer", Json(optimizer_name(opt.optimizer))},
-                                   {"seed", Json(int64_t(seed))},
-                                   {"stop", Json(stop_rule_name(opt.stop.rule))},
-                                   {"stop_resolved", Json(stop_rule_name(resolve_stop_rule(opt.stop.rule, true)))},
-                                   {"stop_check_every", Json(opt.stop.check_every)}}));
+    Json j = unlearn_summary_json(opt, res, seed);
     if (opt.method->is_hamu()) j.set("branches", step_summary_json(res));
     j.set("before", eval_to_json(before));
     j.set("after", eval_to_json(after));

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -112,6 +113,18 @@ void check_folder_writable(const std::string& flag, const std::string& dir) {
   ::unlink(probe.c_str());
 }
 
+void check_output_dir(const std::string& flag, const std::string& dir) {
+  if (dir.empty()) throw InputError(flag + ": empty path");
+  std::string probe = dir;
+  while (probe.size() > 1 && probe.back() == '/') probe.pop_back();
+  struct stat st {};
+  while (stat(probe.c_str(), &st) != 0 && errno == ENOENT) {  // climb to the first folder that exists
+    const size_t slash = probe.find_last_of('/');
+    probe = slash == std::string::npos ? "." : (slash == 0 ? "/" : probe.substr(0, slash));
+  }
+  check_folder_writable(flag, probe);
+}
+
 void check_output_path(const std::string& flag, const std::string& path, OutputKind kind) {
   if (path.empty()) throw InputError(flag + ": empty path");
   const size_t slash = path.find_last_of('/');
@@ -126,6 +139,24 @@ void check_output_path(const std::string& flag, const std::string& path, OutputK
     }
   }
   check_folder_writable(flag, dir);
+}
+
+void read_loop_options(const Args& args, LoopOptions& opt, uint64_t seed, Device device) {
+  opt.lr = args.number("--lr");
+  opt.weight_decay = args.number("--weight-decay");
+  opt.clip = args.number("--clip");
+  opt.schedule = args.str("--schedule");
+  opt.epochs = args.integer("--epochs");
+  opt.batch = args.integer("--batch");
+  opt.seed = seed;
+  opt.device = device;
+  if (opt.epochs < 1 || opt.epochs > 100000) throw InputError("--epochs: must be between 1 and 100000");
+  if (opt.batch < 1 || opt.batch > 1000000) throw InputError("--batch: must be between 1 and 1000000");
+  if (!(opt.lr > 0) || !std::isfinite(opt.lr)) throw InputError("--lr: must be positive");
+  if (opt.weight_decay < 0) throw InputError("--weight-decay: must be >= 0");
+  if (opt.clip < 0) throw InputError("--clip: must be >= 0");
+  if (opt.schedule != "constant" && opt.schedule != "cosine")
+    throw InputError("--schedule: '" + opt.schedule + "' is not constant or cosine");
 }
 
 std::string fmt(const char* f, double v) {

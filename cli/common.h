@@ -9,6 +9,7 @@
 #include "engine/json.h"
 #include "loaders/data.h"
 #include "models/checkpoint.h"
+#include "train/train.h"
 
 namespace hamu::cli {
 
@@ -48,6 +49,14 @@ enum class OutputKind { replaced, streamed };
 void check_output_path(const std::string& flag, const std::string& path, OutputKind kind = OutputKind::replaced);
 // The folder exists, is a folder and takes a new file (the probe above); InputError naming the flag.
 void check_folder_writable(const std::string& flag, const std::string& dir);
+// An output folder (a Hugging Face model or adapter directory) written at the end of a run: an existing folder
+// takes a new file, or the nearest existing folder above it does (the run creates what is missing then);
+// nothing is created here. InputError naming the flag.
+void check_output_dir(const std::string& flag, const std::string& dir);
+
+// The training loop's flags shared by image and text training (--lr, --weight-decay, --clip, --schedule,
+// --epochs, --batch) into `opt`, with the seed and device; InputError naming the flag on a bad value.
+void read_loop_options(const Args& args, LoopOptions& opt, uint64_t seed, Device device);
 
 std::string fmt(const char* f, double v);
 

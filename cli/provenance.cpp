@@ -58,6 +58,34 @@ std::string dataset_hash(const DataBundle& data) {
   return hex_hash(h);
 }
 
+std::string qa_pairs_hash(std::initializer_list<const std::vector<QaPair>*> sets) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  auto put = [&h](const std::string& text) {
+    const uint64_t n = text.size();
+    h = fnv1a64(&n, sizeof n, h);
+    h = fnv1a64(text.data(), text.size(), h);
+  };
+  for (const std::vector<QaPair>* set : sets) {
+    const uint64_t n = set->size();
+    h = fnv1a64(&n, sizeof n, h);
+    for (const QaPair& p : *set) {
+      put(p.question);
+      put(p.answer);
+      put(p.group);
+      put(std::to_string(p.paraphrases.size()));
+      for (const QaParaphrase& q : p.paraphrases) {
+        put(q.question);
+        put(q.answer);
+      }
+    }
+  }
+  return hex_hash(h);
+}
+
+Json text_data_identity_json(const std::string& spec, std::initializer_list<const std::vector<QaPair>*> sets) {
+  return Json::object({{"spec", Json(spec)}, {"hash", Json(qa_pairs_hash(sets))}});
+}
+
 Json machine_json(Device device) {
   std::string cpu = "unknown";
   std::ifstream info("/proc/cpuinfo");
@@ -102,6 +130,15 @@ Json parent_json(const std::string& path) {
   Json files = Json::object();
   for (const std::string& n : names) files.set(n, Json(file_hash((fs::path(path) / n).string())));
   return Json::object({{"path", Json(path)}, {"files", files}});
+}
+
+void set_lm_parents(Json& prov, const LmSource& source) {
+  if (!source.adapter.empty()) {
+    prov.set("parent", parent_json(source.adapter));
+    prov.set("base", parent_json(source.base));
+  } else if (!source.base.empty()) {
+    prov.set("parent", parent_json(source.base));
+  }
 }
 
 }  // namespace hamu::cli

@@ -4,12 +4,15 @@
 // Hashes are FNV-1a 64-bit over the bytes ("fnv1a64:<16 hex digits>"): fast, stable, not cryptographic.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "cli/args.h"
+#include "cli/lm_setup.h"
 #include "engine/json.h"
 #include "engine/tensor.h"
 #include "loaders/dataset.h"
+#include "loaders/qa.h"
 
 namespace hamu::cli {
 
@@ -30,7 +33,16 @@ Json machine_json(Device device);
 Json provenance_json(const Args& args, Device device);
 // {"spec", "hash"} of a data set.
 Json data_identity_json(const DataBundle& data);
+// "fnv1a64:..." of QA pairs as read (each pair's question, answer, group and paraphrases, set after set, every
+// string with its length): a text data set's content identity, forget=/test=/dup: files included.
+std::string qa_pairs_hash(std::initializer_list<const std::vector<QaPair>*> sets);
+// {"spec", "hash"} of a text run's data: the pairs of its forget, retain (added duplicates included) and test sets.
+Json text_data_identity_json(const std::string& spec, std::initializer_list<const std::vector<QaPair>*> sets);
 // {"path", "hash"} of an input checkpoint.
 Json parent_json(const std::string& path);
+
+// A language model's inputs in `prov`: "parent" the adapter directory with LoRA (and "base" its base), else the
+// Hugging Face directory; nothing for a model built from scratch (no base).
+void set_lm_parents(Json& prov, const LmSource& source);
 
 }  // namespace hamu::cli

@@ -21,6 +21,9 @@ std::string raw_flag(int argc, char** argv, const std::string& flag) {
   const std::string eq = flag + "=";
   for (int i = 0; i < argc; ++i)
     if (std::strncmp(argv[i], eq.c_str(), eq.size()) == 0) return argv[i] + eq.size();
+  // A run replayed from a report (--config FILE) takes the path its recorded flags name.
+  if (flag != "--config")
+    if (const std::string config = raw_flag(argc, argv, "--config"); !config.empty()) return config_file_value(config, flag);
   return "";
 }
 

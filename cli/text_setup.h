@@ -20,8 +20,9 @@
 
 namespace hamu::cli {
 
-// The value of `flag` among the subcommand's arguments (argv[0] is the first flag; "" when absent), read before the subcommand parses its flags:
-// it decides whether the text path handles the command.
+// The value of `flag` among the subcommand's arguments (argv[0] is the first flag), else in the --config file
+// given ("" when absent), read before the subcommand parses its flags: it decides whether the text path handles
+// the command.
 std::string raw_flag(int argc, char** argv, const std::string& flag);
 // True when a command line is a text run: --data names text (qa:FILE, wordnet-qa), --model is a Hugging Face
 // or LoRA adapter directory, or --lora is given (the text path then refuses an image model clearly).

@@ -8,11 +8,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <vector>
 
 #include "cli/provenance.h"
 #include "engine/interrupt.h"
 #include "models/checkpoint.h"
+#include "models/lm/lora.h"
 
 namespace hamu::cli {
 
@@ -114,12 +116,116 @@ void attach_resumable(UnlearnHooks& hooks, const ResumableRun& run, const Unlear
   };
 }
 
-void check_save_dir(const std::string& flag, const std::string& dir) {
-  if (dir.empty()) throw InputError(flag + ": empty path");
-  struct stat st {};
-  if (stat(dir.c_str(), &st) != 0 && mkdir(dir.c_str(), 0777) != 0)
-    throw InputError(flag + ": cannot create folder '" + dir + "': " + std::strerror(errno));
-  check_folder_writable(flag, dir);
+void create_save_dir(const std::string& flag, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (!std::filesystem::is_directory(dir))
+    throw Error(flag + ": cannot create folder '" + dir + "'" + (ec ? ": " + ec.message() : std::string()));
+}
+
+Json unlearning_json(const UnlearnOptions& opt, const UnlearnResult& res, uint64_t seed) {
+  return Json::object({{"method", Json(method_name(*opt.method))},
+                       {"lr", Json(opt.params.lr)},
+                       {"ratio", Json(opt.ratio)},
+                       {"batch", Json(opt.batch)},
+                       {"forget_batch", Json(opt.forget_batch)},
+                       {"clip", Json(opt.params.clip)},
+                       {"scope", Json(scope_name(opt.scope))},
+                       {"optimizer", Json(optimizer_name(opt.optimizer))},
+                       {"max_steps", Json(opt.steps)},
+                       {"steps", Json(res.steps_done)},
+                       {"stop_reason", Json(stop_reason_name(res.stop_reason))},
+                       {"seed", Json(int64_t(seed))}});
+}
+
+Json unlearn_summary_json(const UnlearnOptions& opt, const UnlearnResult& res, uint64_t seed) {
+  Json j = Json::object({{"method", Json(method_name(*opt.method))},
+                         {"steps", Json(res.steps_done)},
+                         {"stop_reason", Json(stop_reason_name(res.stop_reason))},
+                         {"seconds", Json(res.seconds)},
+                         {"eval_seconds", Json(res.eval_seconds)},
+                         {"skipped_steps", Json(res.skipped)},
+                         {"no_step_applied", Json(res.steps_done == 0)},
+                         {"collateral_warning", Json(res.collateral_warned)},
+                         {"paired_gradients", Json(res.paired_fallback.empty())}});
+  j.set("options", Json::object({{"lr", Json(opt.params.lr)},
+                                 {"ratio", Json(opt.ratio)},
+                                 {"batch", Json(opt.batch)},
+                                 {"forget_batch", Json(opt.forget_batch)},
+                                 {"max_steps", Json(opt.steps)},
+                                 {"clip", Json(opt.params.clip)},
+                                 {"optimizer", Json(optimizer_name(opt.optimizer))},
+                                 {"seed", Json(int64_t(seed))},
+                                 {"stop", Json(stop_rule_name(opt.stop.rule))},
+                                 {"stop_resolved", Json(stop_rule_name(resolve_stop_rule(opt.stop.rule, true)))},
+                                 {"stop_check_every", Json(opt.stop.check_every)}}));
+  return j;
+}
+
+void print_stop_reason(const UnlearnResult& res, const UnlearnOptions& opt) {
+  if (res.stop_reason == StopReason::infeasible)
+    std::printf("stopped: the forget gain B = %g per step is no longer reachable within the step radius "
+                "(retain and forget gradients too aligned or too small); lower --ratio or raise --lr\n",
+                opt.ratio * opt.params.lr);
+  else if (res.stop_reason == StopReason::criterion)
+    std::printf("stopped: no retain-neutral forget progress of size B is left (stopping criterion)\n");
+  else if (res.stop_reason == StopReason::mia)
+    std::printf("stopped (--stop mia): the forget set's losses no longer tell it apart from held-out test samples of "
+                "its classes\n");
+  else if (res.stop_reason == StopReason::loss_rise)
+    std::printf("stopped (--stop loss-rise): the forget loss reached the held-out same-class loss\n");
+  else if (res.stop_reason == StopReason::kappa)
+    std::printf("stopped (--stop kappa): kappa > kappa2 in most blocks throughout the last %lld steps: further "
+                "forgetting costs retain utility\n", (long long)opt.stop.check_every);
+  else if (res.stop_reason == StopReason::nan)
+    std::printf("stopped: %lld consecutive steps had non-finite losses or gradients\n", (long long)opt.max_nan_steps);
+}
+
+bool unlearned_output_wanted(const std::string& command, const std::string& flag, const std::string& path,
+                             const UnlearnResult& res) {
+  if (path.empty()) return false;
+  if (res.steps_done > 0) return true;
+  std::fprintf(stderr, "%s: no step was applied (stop reason %s): not writing %s %s\n", command.c_str(),
+               stop_reason_name(res.stop_reason), flag.c_str(), path.c_str());
+  return false;
+}
+
+Json text_provenance_json(const Args& args, Device device, const TextContext& ctx) {
+  Json prov = provenance_json(args, device);
+  const TextSplit& s = ctx.run.split;
+  prov.set("data", text_data_identity_json(ctx.run.spec.canonical, {&s.forget, &s.retain, &s.test}));
+  set_lm_parents(prov, ctx.original.source);
+  if (ctx.reference) prov.set("reference", parent_json(ctx.reference->dir));
+  return prov;
+}
+
+void save_unlearned_text_model(const std::string& out_dir, const std::string& merge_dir, models::CausalLM& work,
+                               const TextContext& ctx, const UnlearnOptions& opt, const UnlearnResult& res,
+                               const EvalReport& after, uint64_t seed, const Args& args, Device device) {
+  const LmSource& source = ctx.original.source;
+  // As for checkpoints: the original's training facts move under "parent", so they never read as this model's.
+  Json training = Json::object();
+  if (ctx.original.meta.is_object())
+    for (const auto& [key, value] : ctx.original.meta.members()) training.set(key, value);
+  Json parent = parent_json(source.adapter.empty() ? source.base : source.adapter);
+  parent.set("training", training);
+  Json meta = Json::object({{"kind", Json("unlearned")},
+                            {"data", Json(ctx.run.spec.canonical)},
+                            {"split", Json(ctx.run.split.spec)},
+                            {"duplicates", Json(parse_duplicates(args.str_or("--duplicates", hamu_json_str(ctx.original.meta, "duplicates", "none"))).canonical)},
+                            {"template", Json(template_name(ctx.run.tmpl))},
+                            {"original", Json(source.describe())}});
+  meta.set("parent", parent);
+  meta.set("unlearning", unlearning_json(opt, res, seed));
+  meta.set("metrics", eval_to_json(after)["splits"]);
+  meta.set("provenance", text_provenance_json(args, device, ctx));
+  if (source.has_lora()) {
+    meta.set("base_model", Json(source.base));
+    meta.set("lora", Json(models::lora_summary(work)));
+    save_text_adapter(out_dir, work, source.base, meta, merge_dir, tokenizer_json_of(source.base));
+  } else {
+    save_text_model(out_dir, work, tokenizer_json_of(source.base), meta);
+  }
 }
 
 void save_unlearned_checkpoint(const std::string& out_path, models::LoadedModel& work, const std::string& model_path,
@@ -140,18 +246,7 @@ void save_unlearned_checkpoint(const std::string& out_path, models::LoadedModel&
   facts["parent"] = parent.dump();
   facts["kind"] = "unlearned";
   facts["split"] = ctx.data.split.spec;
-  facts["unlearning"] = Json::object({{"method", Json(method_name(*opt.method))},
-                                      {"lr", Json(opt.params.lr)},
-                                      {"ratio", Json(opt.ratio)},
-                                      {"batch", Json(opt.batch)},
-                                      {"forget_batch", Json(opt.forget_batch)},
-                                      {"clip", Json(opt.params.clip)},
-                                      {"scope", Json(scope_name(opt.scope))},
-                                      {"optimizer", Json(optimizer_name(opt.optimizer))},
-                                      {"max_steps", Json(opt.steps)},
-                                      {"steps", Json(res.steps_done)},
-                                      {"stop_reason", Json(stop_reason_name(res.stop_reason))},
-                                      {"seed", Json(int64_t(seed))}}).dump();
+  facts["unlearning"] = unlearning_json(opt, res, seed).dump();
   facts["metrics"] = eval_to_json(after)["splits"].dump();
   Json prov = provenance_json(args, device);
   prov.set("data", data_identity_json(ctx.data.data));

@@ -1,6 +1,7 @@
-// cli/unlearn_output.h: what an image unlearning run leaves behind, shared by `hamu unlearn --out/--log`
-// and `hamu compare --save-dir`: the per-step CSV (marked when Ctrl-C stops the run) and the unlearned
-// checkpoint with its parent, unlearning settings and provenance.
+// cli/unlearn_output.h: what an unlearning run (images or text) leaves behind, shared by `hamu unlearn
+// --out/--log/--json` and `hamu compare --save-dir`: the per-step CSV (marked when Ctrl-C stops the run), the
+// unlearned checkpoint or model directory with its parent, unlearning settings and provenance, the JSON summary
+// and the stop message.
 #pragma once
 #include <cstdint>
 #include <fstream>
@@ -9,6 +10,7 @@
 
 #include "cli/args.h"
 #include "cli/resume.h"
+#include "cli/text_setup.h"
 #include "cli/unlearn_setup.h"
 
 namespace hamu::cli {
@@ -51,13 +53,37 @@ UnlearnLog open_unlearn_log(const std::string& path, const ResumableRun& run);
 // each state records the log's length and hash.
 void attach_resumable(UnlearnHooks& hooks, const ResumableRun& run, const UnlearnLog& log);
 
-// --save-dir: the folder exists (or is created, its parent existing) and is writable; InputError otherwise.
-void check_save_dir(const std::string& flag, const std::string& dir);
+// --save-dir is checked before any work with check_output_dir (nothing created) and created here, once every
+// input is read and checked (Error naming the flag when that fails).
+void create_save_dir(const std::string& flag, const std::string& dir);
 
 // Writes the unlearned model `work` (loaded from `model_path`) to `out_path`: the original's training
 // facts under "parent" with its hash, this run's unlearning settings, final metrics and provenance.
 void save_unlearned_checkpoint(const std::string& out_path, models::LoadedModel& work, const std::string& model_path,
                                const UnlearnContext& ctx, const UnlearnOptions& opt, const UnlearnResult& res,
+                               const EvalReport& after, uint64_t seed, const Args& args, Device device);
+
+// The unlearning settings and outcome a saved unlearned model records under "unlearning" (images and text).
+Json unlearning_json(const UnlearnOptions& opt, const UnlearnResult& res, uint64_t seed);
+// The head of `hamu unlearn --json` (images and text): method, steps, stop reason, times, no_step_applied and the
+// options; callers add the evaluations and the provenance.
+Json unlearn_summary_json(const UnlearnOptions& opt, const UnlearnResult& res, uint64_t seed);
+// Prints (stdout) why the run stopped before its last step, for each reason that needs words.
+void print_stop_reason(const UnlearnResult& res, const UnlearnOptions& opt);
+// `hamu unlearn` writes --out only when a step was applied (a run without one left the original as it was: no
+// model may claim it is unlearned); otherwise it says so on stderr. True when `path` (given as `flag`) is written.
+bool unlearned_output_wanted(const std::string& command, const std::string& flag, const std::string& path,
+                             const UnlearnResult& res);
+
+// The provenance of a text run: the common block, the data's identity, the model it started from ("parent":
+// the adapter directory with LoRA, "base" its base then) and the reference.
+Json text_provenance_json(const Args& args, Device device, const TextContext& ctx);
+// Writes the unlearned language model of a text run: with LoRA the adapter directory (PEFT layout; with merge_dir
+// also folded into the base), otherwise a Hugging Face directory. hamu.json keeps what rebuilds the run's data
+// (data, split, duplicates, template) at the top, moves the original's training facts under "parent" (with its
+// files' hashes), and adds "unlearning", the final metrics and the provenance.
+void save_unlearned_text_model(const std::string& out_dir, const std::string& merge_dir, models::CausalLM& work,
+                               const TextContext& ctx, const UnlearnOptions& opt, const UnlearnResult& res,
                                const EvalReport& after, uint64_t seed, const Args& args, Device device);
 
 }  // namespace hamu::cli

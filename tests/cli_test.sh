@@ -341,7 +341,7 @@ else
 fi
 # Unlearning an adapter writes an unlearned adapter (other A/B bytes), never the base.
 for m in hamu-q ga; do
-  if "$HAMU" unlearn --threads 1 --model lora_l --method "$m" --steps 3 --batch 4 --forget-batch 3 --lr 0.05 --gen-samples 0 \
+  if "$HAMU" unlearn --threads 1 --model lora_l --method "$m" --steps 3 --batch 4 --forget-batch 3 --lr 0.05 --ratio 0.1 --gen-samples 0 \
        --show 0 --out "unl_$m" > "unl_$m.out" 2> "unl_$m.err" &&
      [[ $(ls "unl_$m" | tr '\n' ' ') == "adapter_config.json adapter_model.safetensors hamu.json " ]] &&
      ! cmp -s lora_l/adapter_model.safetensors "unl_$m/adapter_model.safetensors" && grep -q '"kind": "unlearned"' "unl_$m/hamu.json" &&
@@ -534,6 +534,107 @@ if [[ $rc -eq 130 ]] && grep -q 'interrupted, out/u.csv kept up to step [0-9]* a
 else
   fail "unlearn --log interrupted: exit $rc (want 130), stderr: $(tail -2 cu.err), log ends: $(tail -1 out/u.csv 2>/dev/null)"
 fi
+
+# ---- text train/unlearn/compare (issues #11, #15, #16): bad input, outputs checked first, no-step runs,
+# provenance and --config replay, compare --save-dir -------------------------------------------------------
+
+TQ=(--threads 1 --model gpt-small --vocab 300 --epochs 2 --batch 4)
+must_make gs_orig train "${TQ[@]}" --data "qa:$QA" --split fraction=0.3 --out gs_orig --json gs_orig.json
+head -2 "$QA" > qa_bad_line.jsonl; printf '{"question": "x", "answer": \n' >> qa_bad_line.jsonl; sed -n 3,5p "$QA" >> qa_bad_line.jsonl
+head -2 "$QA" > qa_no_answer.jsonl; printf '{"question": "x"}\n' >> qa_no_answer.jsonl
+: > qa_empty.jsonl
+TU=(unlearn --threads 1 --model gs_orig --steps 3 --batch 2 --forget-batch 2 --show 0 --gen-samples 0)
+expect_bad text-train-bad-line     "qa_bad_line.jsonl:3:"     train "${TQ[@]}" --data qa:qa_bad_line.jsonl --out out/m
+expect_bad text-train-no-field     "qa_no_answer.jsonl:3: missing field 'answer'" train "${TQ[@]}" --data qa:qa_no_answer.jsonl --out out/m
+expect_bad text-train-empty-forget "qa_empty.jsonl: no QA pairs" train "${TQ[@]}" --data "qa:$QA" --split forget=qa_empty.jsonl --out out/m
+expect_bad text-train-no-group     "group 'nobody' matches no pair" train "${TQ[@]}" --data "qa:$QA" --split group=nobody --out out/m
+expect_bad text-train-template     "needs token <|im_end|>"   train --threads 1 --model "$LM_FIX/lm_text/llama" --data "qa:$QA" --template chatml --out out/m
+expect_bad text-unlearn-bad-line   "qa_bad_line.jsonl:3:"     "${TU[@]}" --method ga --data qa:qa_bad_line.jsonl --out out/u
+expect_bad text-unlearn-no-field   "qa_no_answer.jsonl:3: missing field 'answer'" "${TU[@]}" --method ga --data qa:qa_no_answer.jsonl --out out/u
+expect_bad text-unlearn-empty-forget "qa_empty.jsonl: no QA pairs" "${TU[@]}" --method ga --split forget=qa_empty.jsonl --out out/u
+expect_bad text-unlearn-no-group   "group 'nobody' matches no pair" "${TU[@]}" --method ga --split group=nobody --out out/u --log out/u.csv
+expect_bad text-unlearn-template   "needs token <|im_end|>"   "${TU[@]}" --method ga --template chatml --out out/u --json out/u.json
+expect_bad text-compare-no-group   "group 'nobody' matches no pair" compare --threads 1 --model gs_orig --reference gs_orig --methods ga \
+  --steps 3 --split group=nobody --save-dir out/kept
+expect_bad text-train-out-in-proc  "--out: folder '/proc' is not writable" train "${TQ[@]}" --data "qa:$QA" --out /proc/m
+expect_bad text-train-out-under-file "--out: 'plainfile/m' is not a folder (a file is in its path)" train "${TQ[@]}" --data "qa:$QA" --out plainfile/m
+expect_bad text-unlearn-out-in-proc "--out: folder '/proc' is not writable" "${TU[@]}" --method ga --out /proc/u
+expect_bad text-unlearn-log-in-proc "--log: folder '/proc' is not writable" "${TU[@]}" --method ga --out out/u --log /proc/u.csv
+expect_bad text-lora-merge-in-proc "--merge: folder '/proc' is not writable" train --threads 1 --data "qa:$QA" --model "$LT/gpt2" \
+  --lora r=4 --epochs 1 --out out/a --merge /proc/m
+# A sequence longer than --max-length (or the context) is truncated with a counted warning (README "Text unlearning").
+if "$HAMU" train "${TQ[@]}" --data "qa:$QA" --max-length 10 --out out/trunc > trunc.out 2> trunc.err &&
+   grep -q 'warning: 10 of 10 QA pairs truncated to 10 tokens' trunc.err; then
+  pass
+else
+  fail "text train with --max-length 10: no counted truncation warning: $(tail -2 trunc.err)"
+fi
+rm -rf out && mkdir out
+# No step applied (hamu-q, ratio 1): no model directory, exit 1, the JSON says so.
+"$HAMU" "${TU[@]}" --method hamu-q --ratio 1 --out out/u --json out/u.json > tns.out 2> tns.err
+rc=$?
+if [[ $rc -eq 1 ]] && grep -q 'no step was applied (stop reason infeasible): not writing --out out/u' tns.err &&
+   [[ ! -e out/u ]] && grep -q '"no_step_applied": true' out/u.json; then
+  pass
+else
+  fail "text unlearn without a step: exit $rc (want 1), stderr: $(tail -1 tns.err), out: $(ls out | tr '\n' ' ')"
+fi
+if [[ -c /dev/full ]]; then
+rm -rf out && mkdir out
+"$HAMU" "${TU[@]}" --method ga --out out/u --log /dev/full > tfull.out 2> tfull.err
+rc=$?
+if [[ $rc -eq 1 ]] && grep -q -- '--log: writing /dev/full failed' tfull.err && [[ -z $(ls out) ]]; then
+  pass
+else
+  fail "text unlearn --log /dev/full: exit $rc (want 1), stderr: $(tail -1 tfull.err), out: $(ls out | tr '\n' ' ')"
+fi
+fi
+# Provenance: a text train replays from its report with --config to the same tensor bytes; hamu.json of the trained and
+# the unlearned model record the data's hash, the parent and the configuration.
+rm -rf out && mkdir out
+if "$HAMU" train --config gs_orig.json --out out/gs2 --json out/gs2.json > gsr.out 2> gsr.err; then
+  if cmp -s <(tensors gs_orig/model.safetensors) <(tensors out/gs2/model.safetensors) &&
+     diff <(config_of gs_orig.json) <(config_of out/gs2.json) > /dev/null && grep -q '"--vocab": "300"' out/gs2.json &&
+     grep -q '"hash": "fnv1a64:' gs_orig/hamu.json && grep -q '"command_line": "hamu train --threads 1 --model gpt-small' gs_orig/hamu.json; then
+    pass
+  else
+    fail "text train --config replay: other tensors or configuration, or provenance missing"
+  fi
+else
+  fail "text train --config replay failed: $(tail -2 gsr.err)"
+fi
+if "$HAMU" "${TU[@]}" --method ga --out out/u --log out/u.csv --json out/u.json > tu.out 2> tu.err &&
+   "$HAMU" unlearn --config out/u.json --out out/u2 > tu2.out 2> tu2.err; then
+  if grep -q '"unlearning": {' out/u/hamu.json && grep -q '"training": {' out/u/hamu.json && grep -q '"parent": {' out/u.json &&
+     grep -q '"hash": "fnv1a64:' out/u.json && cmp -s out/u/model.safetensors out/u2/model.safetensors; then
+    pass
+  else
+    fail "text unlearn: provenance (unlearning, parent, data hash) missing or --config replay differs"
+  fi
+else
+  fail "text unlearn for the provenance check failed: $(tail -2 tu.err tu2.err)"
+fi
+# compare --save-dir on text: each method's model directory and CSV, as hamu unlearn --out/--log write them.
+if "$HAMU" compare --threads 1 --model gs_orig --reference gs_orig --steps 3 --batch 2 --forget-batch 2 --ratio 0.1 --gen-samples 0 \
+     --methods ga,hamu-q --save-dir out/kept > tsd.out 2> tsd.err; then
+  if [[ -s out/kept/hamu-q/model.safetensors && -s out/kept/hamu-q.csv ]] && cmp -s out/kept/ga/model.safetensors out/u/model.safetensors &&
+     grep -q '"kind": "unlearned"' out/kept/ga/hamu.json && [[ $(head -1 out/kept/ga.csv) == $(head -1 out/u.csv) ]] &&
+     diff -q <(grep '^step' out/kept/ga.csv | cut -d, -f1,2,4-) <(grep '^step' out/u.csv | cut -d, -f1,2,4-) > /dev/null; then
+    pass
+  else
+    fail "text compare --save-dir: model directories or CSVs missing or unlike hamu unlearn's: $(ls out/kept | tr '\n' ' ')"
+  fi
+else
+  fail "text compare --save-dir failed: $(tail -2 tsd.err)"
+fi
+if "$HAMU" compare --threads 1 --model lora_l --reference lora_l --steps 2 --batch 4 --forget-batch 3 --lr 0.05 --ratio 0.1 --gen-samples 0 \
+     --methods ga --save-dir out/kept_lora > tsl.out 2> tsl.err &&
+   [[ $(ls out/kept_lora/ga | tr '\n' ' ') == "adapter_config.json adapter_model.safetensors hamu.json " ]]; then
+  pass
+else
+  fail "text compare --save-dir on a LoRA adapter: $(tail -2 tsl.err) $(ls out/kept_lora/ga 2>/dev/null | tr '\n' ' ')"
+fi
+rm -rf out && mkdir out
 
 echo "cli_test: $PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]

@@ -18,11 +18,7 @@ std::vector<TextEpochSummary> train_text_model(models::CausalLM& model, const st
                                                const TextTrainOptions& opt,
                                                const std::function<void(const TextEpochSummary&)>& on_epoch) {
   if (seqs.empty()) throw InputError("train: no training sequences");
-  if (opt.epochs < 1) throw InputError("--epochs must be at least 1, got " + std::to_string(opt.epochs));
-  if (opt.batch < 1) throw InputError("--batch must be at least 1, got " + std::to_string(opt.batch));
-  if (!(opt.lr > 0) || !std::isfinite(opt.lr)) throw InputError("--lr must be a positive number");
-  if (opt.schedule != "constant" && opt.schedule != "cosine")
-    throw InputError("--schedule: '" + opt.schedule + "' is not constant or cosine");
+  check_loop_options(opt.epochs, opt.batch, opt.lr, opt.schedule);
   AdamWOptions ao;
   ao.lr = opt.lr;
   ao.weight_decay = opt.weight_decay;
@@ -80,20 +76,13 @@ std::vector<TextEpochSummary> train_text_model(models::CausalLM& model, const st
       opt.write_state(st);
     };
     auto maybe_write_state = [&](int64_t step) {
-      if (opt.checkpoint_every > 0 && opt.write_state && global_step % opt.checkpoint_every == 0 && global_step < total_steps)
-        write_state(step + 1);
+      if (checkpoint_due(opt.checkpoint_every, bool(opt.write_state), global_step, total_steps)) write_state(step + 1);
     };
     for (int64_t step = resumed ? first_step : 0; step < steps_per_epoch; ++step) {
       const std::vector<int64_t> idx(order.begin() + step * opt.batch,
                                      order.begin() + std::min(n, (step + 1) * opt.batch));
       Batch b = make_text_batch(seqs, idx, opt.pad_id, 0, opt.device);
-      double lr = opt.lr;
-      if (opt.warmup_steps > 0 && global_step < opt.warmup_steps) lr = opt.lr * double(global_step + 1) / double(opt.warmup_steps);
-      else if (opt.schedule == "cosine") {
-        const double span = double(std::max<int64_t>(1, total_steps - opt.warmup_steps));
-        lr = opt.lr * 0.5 * (1.0 + std::cos(M_PI * double(global_step - opt.warmup_steps) / span));
-      }
-      optimizer.lr = lr;
+      optimizer.lr = scheduled_lr(opt.lr, opt.schedule, global_step, total_steps, opt.warmup_steps);
       ++global_step;
       optimizer.zero_grad();
       Tensor logits = model.logits(b.images, {}, row_positions(b.images));

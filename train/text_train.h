@@ -8,27 +8,23 @@
 #include <vector>
 
 #include "engine/run_state.h"
+#include "train/train.h"
 #include "loaders/template.h"
 #include "models/lm/lm.h"
 
 namespace hamu {
 
-struct TextTrainOptions {
-  double lr = 3e-3, weight_decay = 0.0;
-  double clip = 1.0;                // total-norm gradient clipping (0 = off)
-  std::string schedule = "cosine";  // constant | cosine (decays to 0 over the run, after the warmup)
-  int64_t warmup_steps = 0;         // linear warmup from 0
-  int64_t epochs = 10, batch = 32;
-  uint64_t seed = 0;
+// LoopOptions (train/train.h) with the text defaults; AdamW always. Resumable as the image loop: the state also
+// holds the LoRA dropout mask positions.
+struct TextTrainOptions : LoopOptions {
+  TextTrainOptions() {
+    lr = 3e-3;
+    clip = 1.0;
+    epochs = 10;
+    batch = 32;
+  }
+  int64_t warmup_steps = 0;  // linear warmup from 0
   int32_t pad_id = 0;
-  Device device;
-  bool progress = true;
-  // Resumable runs, as TrainOptions (train/train.h): a state after every checkpoint_every-th step goes to
-  // write_state; resume continues from one (trainable parameters, LoRA dropout positions, AdamW, epoch and
-  // batch, the epoch's accumulators, the finished epochs' summaries), bitwise on the CPU.
-  int64_t checkpoint_every = 0;
-  std::function<void(RunState&)> write_state;
-  const RunState* resume = nullptr;
 };
 
 struct TextEpochSummary {

@@ -1,6 +1,7 @@
 // train/train.cpp: the supervised training loop (forward, cross-entropy, backward, optimizer step).
 #include "train/train.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -33,6 +34,20 @@ bool has_batchnorm(const nn::Module& m) {
 
 }  // namespace
 
+void check_loop_options(int64_t epochs, int64_t batch, double lr, const std::string& schedule) {
+  if (epochs < 1) throw InputError("--epochs must be at least 1, got " + std::to_string(epochs));
+  if (batch < 1) throw InputError("--batch must be at least 1, got " + std::to_string(batch));
+  if (!(lr > 0) || !std::isfinite(lr)) throw InputError("--lr must be a positive number");
+  if (schedule != "constant" && schedule != "cosine") throw InputError("--schedule: '" + schedule + "' is not constant or cosine");
+}
+
+double scheduled_lr(double lr, const std::string& schedule, int64_t global_step, int64_t total_steps, int64_t warmup_steps) {
+  if (warmup_steps > 0 && global_step < warmup_steps) return lr * double(global_step + 1) / double(warmup_steps);
+  if (schedule != "cosine") return lr;
+  const double span = double(std::max<int64_t>(1, total_steps - warmup_steps));
+  return lr * 0.5 * (1.0 + std::cos(M_PI * double(global_step - warmup_steps) / span));
+}
+
 void put_train_state(RunState& st, nn::Module& model, const Optimizer& opt, const TrainPosition& p) {
   put_module_state(st, model, "model/");
   opt.save_state(st, "optim/");
@@ -61,9 +76,7 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
                                       const Normalizer& norm, const TrainOptions& opt,
                                       const std::function<void(const EpochSummary&)>& on_epoch) {
   if (subset.empty()) throw InputError("train: the training subset is empty");
-  if (opt.epochs < 1) throw InputError("--epochs must be at least 1, got " + std::to_string(opt.epochs));
-  if (opt.batch < 1) throw InputError("--batch must be at least 1, got " + std::to_string(opt.batch));
-  if (!(opt.lr > 0) || !std::isfinite(opt.lr)) throw InputError("--lr must be a positive number");
+  check_loop_options(opt.epochs, opt.batch, opt.lr, opt.schedule);
   std::unique_ptr<Optimizer> optimizer;
   if (opt.optimizer == "adamw") {
     AdamWOptions o;
@@ -79,8 +92,6 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
   } else {
     throw InputError("--optimizer: unknown optimizer '" + opt.optimizer + "' (choose adamw or sgd)");
   }
-  if (opt.schedule != "constant" && opt.schedule != "cosine")
-    throw InputError("--schedule: '" + opt.schedule + "' is not constant or cosine");
   BatchOptions bo;
   bo.batch_size = opt.batch;
   bo.shuffle = true;
@@ -158,8 +169,7 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
         const Shard share = shard_of(global_rows, comm.rank(), ranks);
         b = batch_rows(b, share.start, share.count);
       }
-      if (opt.schedule == "cosine")
-        optimizer->lr = opt.lr * 0.5 * (1.0 + std::cos(M_PI * double(global_step) / double(total_steps)));
+      optimizer->lr = scheduled_lr(opt.lr, opt.schedule, global_step, total_steps);
       ++global_step;
       optimizer->zero_grad();
       Tensor logits = model.forward(b.images);
@@ -230,9 +240,7 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
     for (int64_t step = resumed ? first_step : 0; step < steps; ++step) {
       throw_if_interrupted();  // Ctrl-C: stop between batches (also when no bar is drawn)
       train_step(step);
-      if (opt.checkpoint_every > 0 && opt.write_state && global_step % opt.checkpoint_every == 0 &&
-          global_step < total_steps)
-        write_state(step + 1);
+      if (checkpoint_due(opt.checkpoint_every, bool(opt.write_state), global_step, total_steps)) write_state(step + 1);
     }
     es.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     es.train_loss = counted_batches ? loss_sum / double(counted_batches) : NAN;

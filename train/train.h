@@ -16,22 +16,15 @@ namespace hamu {
 
 class Optimizer;
 
-struct TrainOptions {
-  std::string optimizer = "adamw";  // adamw | sgd
-  double lr = 1e-3, weight_decay = 0.0, momentum = 0.9;
+// What the image and the text training loops (train/text_train.h) both take.
+struct LoopOptions {
+  double lr = 1e-3, weight_decay = 0.0;
   double clip = 0.0;                 // total-norm gradient clipping (0 = off)
-  std::string schedule = "cosine";   // constant | cosine (lr decays to 0 over all steps)
+  std::string schedule = "cosine";   // constant | cosine (lr decays to 0 over all steps, after any warmup)
   int64_t epochs = 3, batch = 128;
-  uint64_t seed = 0;
+  uint64_t seed = 0;                 // the per-epoch shuffles
   Device device;
   bool progress = true;
-  // The ranks (null: world(), a single process unless launched by mpirun). With N ranks each takes rows
-  // [floor(B*k/N), floor(B*(k+1)/N)) of every batch and the gradients are summed (weighted by the rows)
-  // before the optimizer step, so every rank takes the 1-rank run's step. BatchNorm in training mode
-  // normalises each rank's rows with their own statistics (as DDP without SyncBatchNorm) and the running
-  // statistics are averaged over the ranks after every epoch: such models match the 1-rank run only
-  // approximately; BatchNorm-free models (mlp) match it to float rounding.
-  Collectives* comm = nullptr;
   // Resumable runs (engine/run_state.h; one process only): after every checkpoint_every-th step of the run
   // (global count; 0 = never) the loop's state goes to write_state, which adds the caller's records and
   // writes the file. A non-null resume continues from such a state: parameters, buffers, optimizer moments,
@@ -40,6 +33,18 @@ struct TrainOptions {
   int64_t checkpoint_every = 0;
   std::function<void(RunState&)> write_state;
   const RunState* resume = nullptr;
+};
+
+struct TrainOptions : LoopOptions {
+  std::string optimizer = "adamw";  // adamw | sgd
+  double momentum = 0.9;
+  // The ranks (null: world(), a single process unless launched by mpirun). With N ranks each takes rows
+  // [floor(B*k/N), floor(B*(k+1)/N)) of every batch and the gradients are summed (weighted by the rows)
+  // before the optimizer step, so every rank takes the 1-rank run's step. BatchNorm in training mode
+  // normalises each rank's rows with their own statistics (as DDP without SyncBatchNorm) and the running
+  // statistics are averaged over the ranks after every epoch: such models match the 1-rank run only
+  // approximately; BatchNorm-free models (mlp) match it to float rounding.
+  Collectives* comm = nullptr;
 };
 
 struct EpochSummary {
@@ -56,6 +61,18 @@ struct TrainPosition {
   int64_t epoch = 1, step = 0;  // the next step: `step` (0-based) of `epoch` (1-based)
   int64_t global_step = 0;      // steps taken before it
 };
+// The loop options both loops refuse alike (InputError naming the flag): epochs and batch at least 1, a positive
+// finite learning rate, a known schedule.
+void check_loop_options(int64_t epochs, int64_t batch, double lr, const std::string& schedule);
+// The learning rate of step `global_step` (0-based) of `total_steps`: a linear warmup over the first
+// `warmup_steps`, then `lr` (constant) or a cosine decay to 0 over the remaining steps.
+double scheduled_lr(double lr, const std::string& schedule, int64_t global_step, int64_t total_steps, int64_t warmup_steps = 0);
+// True when a resumable run writes its state after `global_step` steps: every `every`-th step (0 = never), not
+// after the last one (the run's result follows at once), and only with a writer.
+inline bool checkpoint_due(int64_t every, bool has_writer, int64_t global_step, int64_t total_steps) {
+  return every > 0 && has_writer && global_step % every == 0 && global_step < total_steps;
+}
+
 // The model (trainable parameters, buffers, counters), the optimizer and the position.
 void put_train_state(RunState& st, nn::Module& model, const Optimizer& opt, const TrainPosition& p);
 // Restores what put_train_state wrote; InputError naming the state when the position does not fit a run of

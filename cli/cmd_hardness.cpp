@@ -51,7 +51,8 @@ void print_samples(const HardnessReport& r, const ImageDataset& ds, int64_t top)
               "most similar retain (label)", "K", "cosine");
   for (size_t k = 0; k < hard.size() && int64_t(k) < top; ++k) {
     const SampleHardness& x = r.samples[hard[k]];
-    const std::string sim = std::to_string(x.similar_index) + " (" + class_name(ds, x.similar_label) + ")";
+    const std::string sim = x.similar_index < 0 ? std::string("- (zero gradient)")
+                                                : std::to_string(x.similar_index) + " (" + class_name(ds, x.similar_label) + ")";
     std::printf("  %8lld %-12s %11.3e %8.4f %8.4f   %-28s %11.3e %8.4f\n", (long long)x.index,
                 class_name(ds, x.label).c_str(), x.kappa, x.cosine, x.loss, sim.c_str(), x.similar_k, x.similar_cosine);
   }

@@ -55,7 +55,10 @@ void print_pairs(const HardnessReport& r, const TextSides& sides, int64_t top) {
     std::printf("  %2zu. kappa_j %10.3e  cosine %7.4f  loss %.4f\n", k + 1, x.kappa, x.cosine, x.loss);
     std::printf("      forget   Q: %s\n               A: %s\n", one_line(f.question, 100).c_str(),
                 one_line(f.answer, 100).c_str());
-    if (x.similar_index < 0) continue;
+    if (x.similar_index < 0) {
+      std::printf("      nearest  none (a zero gradient: no answer token left, or a perfect fit)\n");
+      continue;
+    }
     const QaPair& s = sides.pair(x.similar_index);
     const char* what = x.similar_label != x.label ? ""
                        : sides.is_duplicate(x.similar_index) ? "  [an added duplicate: same answer]"

@@ -803,8 +803,10 @@ std::vector<Tensor> forget_phase(const Pass& pass, const BlockPlan& plan, const 
           const double kv = kh[size_t(j * m + i)];
           ksum[size_t(j)] += kv;
           const double den = fnorm * rs.norms[size_t(r0 + i)];
+          // A zero gradient (a pair whose answer was truncated away, a saturated image) has no direction:
+          // no retain sample is similar to it (similar_index stays -1).
           const double c = den > 0 ? kv / den : 0.0;
-          if (c > best_cos[size_t(j)]) {
+          if (den > 0 && c > best_cos[size_t(j)]) {
             best_cos[size_t(j)] = c;
             best_k[size_t(j)] = kv;
             best_i[size_t(j)] = r0 + i;

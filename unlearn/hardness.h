@@ -172,7 +172,8 @@ struct SampleHardness {
   double kappa_k = 0;      // the row mean of K (the same number by another route)
   double norm = 0;         // ||grad l(f_j)||
   double cosine = 0;       // kappa / (norm ||g_r||)
-  int64_t similar_index = -1;  // the retain sample with the largest cosine to f_j
+  int64_t similar_index = -1;  // the retain sample with the largest cosine to f_j (-1: f_j or every
+                               // retain sample has a zero gradient)
   int32_t similar_label = -1;
   double similar_k = 0, similar_cosine = 0;
 };

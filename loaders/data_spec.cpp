@@ -4,6 +4,7 @@
 
 #include "engine/error.h"
 #include "loaders/data.h"
+#include "loaders/number_text.h"
 
 namespace hamu {
 namespace {
@@ -32,13 +33,6 @@ int64_t parse_positive(const std::string& spec, const std::string& text, const c
   if (ec != std::errc() || p != text.data() + text.size() || v <= 0)
     bad(spec, std::string(what) + " '" + text + "' is not a positive integer");
   return v;
-}
-
-// Shortest text that parses back to the same double, so the canonical spec reproduces the holdout.
-std::string format_double(double v) {
-  char buf[32];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, r.ptr);
 }
 
 void parse_image_options(const std::string& spec, const std::vector<std::string>& opts, DataSpec& out) {
@@ -109,7 +103,7 @@ DataSpec parse_data_spec(const std::string& spec_in) {
     if (out.images.h) out.canonical += ",size=" + std::to_string(out.images.h) + "x" + std::to_string(out.images.w);
     if (out.images.channels) out.canonical += ",channels=" + std::to_string(out.images.channels);
     if (out.images.holdout != ImageFolderOptions{}.holdout)
-      out.canonical += ",holdout=" + format_double(out.images.holdout);
+      out.canonical += ",holdout=" + exact_number_text(out.images.holdout);
   }
   return out;
 }

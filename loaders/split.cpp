@@ -9,6 +9,7 @@
 #include "engine/error.h"
 #include "engine/rng.h"
 #include "loaders/dataset.h"
+#include "loaders/number_text.h"
 
 namespace hamu {
 namespace {
@@ -18,12 +19,6 @@ constexpr int64_t kMaxIndexFileBytes = int64_t(1) << 30;
 
 [[noreturn]] void bad(const std::string& spec, const std::string& why) {
   throw InputError("--split " + spec + ": " + why);
-}
-
-std::string shortest(double v) {
-  char buf[32];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, r.ptr);
 }
 
 std::string trim(const std::string& s) {
@@ -186,7 +181,7 @@ Split make_split(const std::string& spec_in, const std::vector<int32_t>& labels,
       const int32_t cls = parse_class(spec, value, num_classes, class_names);
       s.forget = class_rho_forget(labels, cls, rho, s.seed);
       s.spec = "class=" + std::to_string(cls);
-      if (rho > 0.0) s.spec += ",rho=" + shortest(rho) + seed_text;
+      if (rho > 0.0) s.spec += ",rho=" + exact_number_text(rho) + seed_text;
       if (s.forget.empty()) bad(spec, "class " + value + " has no training images, so the forget set is empty");
     } else {
       double frac = 0;
@@ -199,7 +194,7 @@ Split make_split(const std::string& spec_in, const std::vector<int32_t>& labels,
       s.forget.assign(perm.begin(), perm.begin() + std::min(m, n));
       // A random set has no natural order; ascending keeps forget batches easy to compare by eye.
       std::sort(s.forget.begin(), s.forget.end());
-      s.spec = "random=" + shortest(frac) + seed_text;
+      s.spec = "random=" + exact_number_text(frac) + seed_text;
     }
   }
   if (int64_t(s.forget.size()) >= n)

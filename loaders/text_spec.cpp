@@ -49,12 +49,6 @@ std::vector<std::pair<std::string, std::string>> parse_text_options(const std::s
   return out;
 }
 
-std::string exact_number_text(double v) {
-  char buf[32];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, r.ptr);
-}
-
 bool is_text_data_spec(const std::string& spec) {
   const std::string kind = spec.substr(0, spec.find_first_of(":,"));
   return kind == "qa" || kind == "wordnet-qa";

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "loaders/number_text.h"
 #include "loaders/qa.h"
 #include "loaders/wordnet_qa.h"
 
@@ -36,7 +37,5 @@ QaDataset load_text_data(const std::string& spec);
 std::vector<std::pair<std::string, std::string>> parse_text_options(const std::string& flag, const std::string& spec,
                                                                     const std::vector<std::string>& items);
 std::vector<std::string> split_text_commas(std::string_view s);
-// Exact decimal text of a number that parses back to the same double (shortest round-trip form).
-std::string exact_number_text(double v);
 
 }  // namespace hamu

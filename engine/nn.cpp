@@ -125,17 +125,27 @@ void Module::assign_names(const std::string& prefix) {
 // ------------------------------------------------------------------------------------------------
 // Layers
 
+namespace {
+
+// PyTorch's default initialisation of Linear and Conv2d: weight of `shape` [out, ...], then (with has_bias) bias
+// [out], both U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with fan_in the weight's elements per output, drawn in that order.
+void init_fan_in_uniform(Tensor& weight, Tensor& bias, const Shape& shape, bool has_bias, Rng& rng) {
+  const int64_t out = shape[0], fan_in = shape_numel(shape) / out;
+  const double bound = 1.0 / std::sqrt(double(fan_in));
+  weight = Tensor::empty(shape);
+  rng.fill_uniform(weight, -bound, bound);
+  if (!has_bias) return;
+  bias = Tensor::empty({out});
+  rng.fill_uniform(bias, -bound, bound);
+}
+
+}  // namespace
+
 Linear::Linear(int64_t in, int64_t out, bool has_bias, Rng& rng) {
   if (in < 1 || out < 1) throw InputError("Linear: sizes must be positive, got " + std::to_string(in) + "->" + std::to_string(out));
-  const double bound = 1.0 / std::sqrt(double(in));
-  weight = Tensor::empty({out, in});
-  rng.fill_uniform(weight, -bound, bound);
+  init_fan_in_uniform(weight, bias, {out, in}, has_bias, rng);
   register_parameter("weight", &weight);
-  if (has_bias) {
-    bias = Tensor::empty({out});
-    rng.fill_uniform(bias, -bound, bound);
-    register_parameter("bias", &bias);
-  }
+  if (has_bias) register_parameter("bias", &bias);
 }
 
 Tensor Linear::forward(const Tensor& x) {
@@ -202,15 +212,9 @@ Conv2d::Conv2d(int64_t in, int64_t out, int kernel, int stride, int pad, bool ha
                      " kernel=" + std::to_string(kernel));
   opt.stride_h = opt.stride_w = stride;
   opt.pad_h = opt.pad_w = pad;
-  const double bound = 1.0 / std::sqrt(double(in * kernel * kernel));
-  weight = Tensor::empty({out, in, kernel, kernel});
-  rng.fill_uniform(weight, -bound, bound);
+  init_fan_in_uniform(weight, bias, {out, in, kernel, kernel}, has_bias, rng);
   register_parameter("weight", &weight);
-  if (has_bias) {
-    bias = Tensor::empty({out});
-    rng.fill_uniform(bias, -bound, bound);
-    register_parameter("bias", &bias);
-  }
+  if (has_bias) register_parameter("bias", &bias);
 }
 
 Tensor Conv2d::forward(const Tensor& x) { return conv2d(x, weight, bias, opt); }

@@ -17,6 +17,7 @@ namespace {
 
 struct Prompt {
   std::string question, reference;  // reference: the file's answer ("" when it has none)
+  int64_t line = 0;                 // the row's line in --prompts (0: --prompt)
 };
 
 // QA JSON lines (loaders/qa.h). Rows need a question; when every row also has an answer it is shown as the
@@ -37,7 +38,7 @@ std::vector<Prompt> read_prompts(const std::string& path) {
     with_answers = false;
   }
   std::vector<Prompt> out;
-  for (const QaPair& p : data.pairs) out.push_back({p.question, with_answers ? p.answer : ""});
+  for (const QaPair& p : data.pairs) out.push_back({p.question, with_answers ? p.answer : "", p.line});
   return out;
 }
 
@@ -83,7 +84,9 @@ int cmd_generate(int argc, char** argv) {
   for (size_t i = 0; i < prompts.size(); ++i) {
     prompt_ids.push_back(m.tok.encode(template_prompt(tmpl, prompts[i].question), true));
     if (int64_t(prompt_ids.back().size()) > context)
-      throw InputError((args.has("--prompt") ? std::string("--prompt") : "--prompts: question " + std::to_string(i + 1)) +
+      throw InputError((args.has("--prompt") ? std::string("--prompt")
+                                             : "--prompts: " + args.str("--prompts") + ":" + std::to_string(prompts[i].line) +
+                                                   ": the question") +
                        " is " + std::to_string(prompt_ids.back().size()) + " tokens in template " + template_name(tmpl) +
                        ", more than the model's context of " + std::to_string(context));
   }

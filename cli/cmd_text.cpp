@@ -93,10 +93,7 @@ int cmd_train_text(int argc, char** argv) {
   if (!args.str_or("--merge", "").empty()) check_output_dir("--merge", args.str("--merge"));
   const Device device = apply_common(args);
   const uint64_t seed = uint64_t(args.integer("--seed"));
-  const std::string subset = args.str("--subset");
-  if (subset != "full" && subset != "retain") throw InputError("--subset: '" + subset + "' is not full or retain");
-  const std::string split_spec = args.str_or("--split", "");
-  if (subset == "retain" && split_spec.empty()) throw InputError("--subset retain needs --split (what to leave out)");
+  const auto [subset, split_spec] = read_train_subset(args);
   const std::string model_arg = args.str("--model");
   if (model_arg == out_dir) throw InputError("--out: refusing to overwrite the input model " + out_dir);
   // LoRA: what --model/--lora name, resolved (and an image model or a bad spec refused) before any work.

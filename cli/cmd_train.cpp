@@ -42,10 +42,7 @@ int cmd_train(int argc, char** argv) {
   if (!json_path.empty()) check_output_path("--json", json_path);
   const Device device = apply_common(args);
   const uint64_t seed = uint64_t(args.integer("--seed"));
-  const std::string subset = args.str("--subset");
-  if (subset != "full" && subset != "retain") throw InputError("--subset: '" + subset + "' is not full or retain");
-  const std::string split_spec = args.str_or("--split", "");
-  if (subset == "retain" && split_spec.empty()) throw InputError("--subset retain needs --split (what to leave out)");
+  const auto [subset, split_spec] = read_train_subset(args);
 
   TrainOptions opt;
   read_loop_options(args, opt, seed, device);

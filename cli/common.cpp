@@ -141,6 +141,13 @@ void check_output_path(const std::string& flag, const std::string& path, OutputK
   check_folder_writable(flag, dir);
 }
 
+TrainSubset read_train_subset(const Args& args) {
+  TrainSubset t{args.str("--subset"), args.str_or("--split", "")};
+  if (t.subset != "full" && t.subset != "retain") throw InputError("--subset: '" + t.subset + "' is not full or retain");
+  if (t.subset == "retain" && t.split.empty()) throw InputError("--subset retain needs --split (what to leave out)");
+  return t;
+}
+
 void read_loop_options(const Args& args, LoopOptions& opt, uint64_t seed, Device device) {
   opt.lr = args.number("--lr");
   opt.weight_decay = args.number("--weight-decay");

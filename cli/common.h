@@ -54,6 +54,13 @@ void check_folder_writable(const std::string& flag, const std::string& dir);
 // nothing is created here. InputError naming the flag.
 void check_output_dir(const std::string& flag, const std::string& dir);
 
+// `hamu train`'s --subset (full | retain) and --split, images and text alike: retain needs a split (what to leave
+// out); InputError naming the flag otherwise.
+struct TrainSubset {
+  std::string subset, split;
+};
+TrainSubset read_train_subset(const Args& args);
+
 // The training loop's flags shared by image and text training (--lr, --weight-decay, --clip, --schedule,
 // --epochs, --batch) into `opt`, with the seed and device; InputError naming the flag on a bad value.
 void read_loop_options(const Args& args, LoopOptions& opt, uint64_t seed, Device device);

@@ -261,7 +261,7 @@ expect_bad gen-tmpl-no-tokens  "chatml"              "${G[@]}" --model "$LM_FIX/
 expect_bad gen-no-prompt       "--prompt"            "${G[@]}" --model "$LM" --json out/g.json
 expect_bad gen-two-prompts     "--prompt"            "${G[@]}" --model "$LM" --prompt hi --prompts "$QA" --json out/g.json
 expect_bad gen-prompts-missing "--prompts"           "${G[@]}" --model "$LM" --prompts nowhere.jsonl --json out/g.json
-expect_bad gen-too-long        "context of 48"       "${G[@]}" --model "$LM" --prompts "$QA" --json out/g.json
+expect_bad gen-too-long        "tiny.jsonl:10: the question"       "${G[@]}" --model "$LM" --prompts "$QA" --json out/g.json
 expect_bad gen-zero-new        "--max-new-tokens"    generate --threads 1 --model "$LM" --prompt hi --max-new-tokens 0 --json out/g.json
 E=(eval --threads 1 --model "$LM")
 expect_bad eval-lm-image-data  "--data"              "${E[@]}" --data "$D" --json out/e.json

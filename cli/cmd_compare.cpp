@@ -167,7 +167,7 @@ int cmd_compare(int argc, char** argv) {
                             "--out/--log write them: DIR/<method>.safetensors for images, the model (or LoRA adapter) "
                             "directory DIR/<method> for text", ""},
   };
-  for (Flag f : unlearn_option_flags()) {
+  for (Flag f : unlearn_option_flags(is_text_command(argc, argv))) {
     if (f.name == "--eval-every") {
       f.help = "evaluate (subsampled) every N steps for the plot; -1: steps/8; 0: before and after only";
       f.default_value = std::to_string(kAutoEvalEvery);

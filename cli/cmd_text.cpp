@@ -227,7 +227,7 @@ int cmd_train_text(int argc, char** argv) {
   } else {
     save_text_model(out_dir, *lm, tok_json, meta);
   }
-  std::printf("%s", eval_table(last).c_str());
+  std::printf("%s", eval_side_by_side({{subset == "full" ? "original" : "retrained", &last}}).c_str());
   std::printf("saved %s (%s%s, %.1f s of training)\n", out_dir.c_str(), subset == "full" ? "original" : "retrained",
               lora ? ", LoRA adapter" : "", train_seconds);
   if (!merge_dir.empty()) std::printf("saved %s (base + adapter merged)\n", merge_dir.c_str());
@@ -258,7 +258,7 @@ int cmd_unlearn_text(int argc, char** argv) {
       {"--show", "N", "print N forget questions with the original's, the unlearned and the retrained model's answers", "5"},
   };
   for (Flag f : text_context_flags()) flags.push_back(f);
-  for (Flag f : unlearn_option_flags()) flags.push_back(f);
+  for (Flag f : unlearn_option_flags(/*text=*/true)) flags.push_back(f);
   for (Flag f : resume_flags("unlearning steps")) flags.push_back(f);
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("unlearn", "--model DIR [--lora DIR] [--data SPEC] [--split SPEC] --method M [--reference DIR] [--out DIR] [--merge DIR] [--log CSV] [--json FILE]",

@@ -9,8 +9,8 @@
 
 namespace hamu::cli {
 
-std::vector<Flag> unlearn_option_flags() {
-  return {
+std::vector<Flag> unlearn_option_flags(bool text) {
+  std::vector<Flag> flags = {
       {"--lr", "X", "learning rate eta (HAMU radius R = eta*||a|| per block; baselines' SGD step)", "0.01"},
       {"--ratio", "X", "HAMU constraint B = ratio * lr: guaranteed first-order forget gain per step", "0.1"},
       {"--radius", "X", "HAMU: fixed radius R per block instead of lr*||a||", ""},
@@ -38,6 +38,17 @@ std::vector<Flag> unlearn_option_flags() {
       {"--eval-samples", "N", "intermediate evaluations use at most N images per split (0: all)", "2000"},
       {"--eval-batch", "N", "evaluation batch size", "1000"},
   };
+  if (!text) return flags;
+  // A language model's defaults (README "Text unlearning", from a sweep of HAMU-Q on the demo's memorised
+  // gpt-small): a forget set of a few dozen QA pairs takes small batches, and pushing its answer loss up to
+  // that of unseen questions takes a larger step than the image defaults allow.
+  const std::pair<const char*, const char*> text_defaults[] = {
+      {"--lr", "0.1"}, {"--ratio", "0.5"}, {"--steps", "160"},
+      {"--batch", "32"}, {"--forget-batch", "16"}, {"--eval-batch", "128"}};
+  for (Flag& f : flags)
+    for (const auto& [name, value] : text_defaults)
+      if (f.name == name) f.default_value = value;
+  return flags;
 }
 
 std::vector<std::pair<std::string, std::string>> method_help() {

@@ -12,8 +12,9 @@
 
 namespace hamu::cli {
 
-// Flags of the unlearning options (method excluded) with the README's defaults.
-std::vector<Flag> unlearn_option_flags();
+// Flags of the unlearning options (method excluded) with the README's defaults: the image ones, or with
+// `text` a language model's (README "Text unlearning": its own sweep on the demo's gpt-small).
+std::vector<Flag> unlearn_option_flags(bool text = false);
 // Reads them (InputError naming the flag on bad values).
 UnlearnOptions read_unlearn_options(const Args& args, Device device);
 // The registered methods with their help lines (the "methods:" section of --help).

@@ -614,6 +614,15 @@ if "$HAMU" "${TU[@]}" --method ga --out out/u --log out/u.csv --json out/u.json 
 else
   fail "text unlearn for the provenance check failed: $(tail -2 tu.err tu2.err)"
 fi
+# hamu unlearn and compare on a language model show and use the text defaults (README "Text unlearning"); images
+# keep theirs. The run above gave no --lr.
+if "$HAMU" unlearn --model gs_orig --help 2>&1 | grep -q -- '--steps N .*(default 160)' &&
+   "$HAMU" compare --model gs_orig --help 2>&1 | grep -q -- '--lr X .*(default 0.1)' &&
+   "$HAMU" unlearn --help 2>&1 | grep -q -- '--steps N .*(default 100)' && grep -q '"lr": 0.1,' out/u.json; then
+  pass
+else
+  fail "text unlearn/compare: the text defaults (--lr 0.1, --steps 160) are not shown or not used"
+fi
 # compare --save-dir on text: each method's model directory and CSV, as hamu unlearn --out/--log write them.
 if "$HAMU" compare --threads 1 --model gs_orig --reference gs_orig --steps 3 --batch 2 --forget-batch 2 --ratio 0.1 --gen-samples 0 \
      --methods ga,hamu-q --save-dir out/kept > tsd.out 2> tsd.err; then

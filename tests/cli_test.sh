@@ -623,6 +623,15 @@ if "$HAMU" unlearn --model gs_orig --help 2>&1 | grep -q -- '--steps N .*(defaul
 else
   fail "text unlearn/compare: the text defaults (--lr 0.1, --steps 160) are not shown or not used"
 fi
+# The data's hash is over the pairs read: one changed answer gives another hash, the same file the same one.
+sed '2s/Paris/Lyon/' "$QA" > qa_lyon.jsonl
+hash_of() { "$HAMU" eval --threads 1 --model gs_orig --data "qa:$1" --json "$2" > /dev/null 2>&1; grep -A2 '"data": {' "$2" | grep -o 'fnv1a64:[0-9a-f]*'; }
+h1=$(hash_of "$QA" out/h1.json); h2=$(hash_of "$QA" out/h2.json); h3=$(hash_of qa_lyon.jsonl out/h3.json)
+if [[ -n $h1 && $h1 == "$h2" && -n $h3 && $h1 != "$h3" ]] && ! cmp -s "$QA" qa_lyon.jsonl; then
+  pass
+else
+  fail "text data hash: same data '$h1' '$h2', one answer changed '$h3'"
+fi
 # compare --save-dir on text: each method's model directory and CSV, as hamu unlearn --out/--log write them.
 if "$HAMU" compare --threads 1 --model gs_orig --reference gs_orig --steps 3 --batch 2 --forget-batch 2 --ratio 0.1 --gen-samples 0 \
      --methods ga,hamu-q --save-dir out/kept > tsd.out 2> tsd.err; then

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <memory>
 #include <optional>
+#include <type_traits>
 
 #include "engine/ops.h"
 #include "engine/optim.h"
@@ -135,49 +136,26 @@ class ImageTask final : public UnlearnTask {
 // The step log in a state file: one row of doubles per step (counts and flags exactly representable).
 constexpr int64_t kStepColumns = 30;
 
+// The columns of a step row in order: the one list that writing and reading share (S: StepLog or const StepLog).
+template <class S, class F>
+void for_each_step_column(S& s, F f) {
+  auto& r = s.report;
+  f(s.step), f(s.seconds), f(s.retain_loss), f(s.forget_loss), f(r.kappa), f(r.kappa1), f(r.kappa2);
+  f(r.retain_norm), f(r.forget_norm), f(r.retain_scale), f(r.forget_scale), f(r.angle_deg), f(r.feasibility_margin);
+  f(r.stopping_margin), f(r.n_direct), f(r.n_rectified), f(r.n_colinear), f(r.n_infeasible), f(r.n_collateral);
+  f(r.n_blocks), f(r.nonfinite), f(r.criterion_met), f(r.applied), f(s.skipped), f(s.paired), f(s.projected);
+  f(s.probed), f(s.probe_auc), f(s.probe_forget_loss), f(s.probe_heldout_loss);
+}
+
 void append_step_row(std::vector<double>& out, const StepLog& s) {
-  const HamuReport& r = s.report;
-  out.insert(out.end(), {double(s.step), s.seconds, s.retain_loss, s.forget_loss, r.kappa, r.kappa1, r.kappa2,
-                         r.retain_norm, r.forget_norm, r.retain_scale, r.forget_scale, r.angle_deg, r.feasibility_margin,
-                         r.stopping_margin, double(r.n_direct), double(r.n_rectified), double(r.n_colinear),
-                         double(r.n_infeasible), double(r.n_collateral), double(r.n_blocks), double(r.nonfinite),
-                         double(r.criterion_met), double(r.applied), double(s.skipped), double(s.paired),
-                         double(s.projected), double(s.probed), s.probe_auc, s.probe_forget_loss, s.probe_heldout_loss});
+  for_each_step_column(s, [&](const auto& v) { out.push_back(double(v)); });
 }
 
 StepLog step_from_row(const double* v) {
   StepLog s;
-  HamuReport& r = s.report;
-  s.step = int64_t(v[0]);
-  s.seconds = v[1];
-  s.retain_loss = v[2];
-  s.forget_loss = v[3];
-  r.kappa = v[4];
-  r.kappa1 = v[5];
-  r.kappa2 = v[6];
-  r.retain_norm = v[7];
-  r.forget_norm = v[8];
-  r.retain_scale = v[9];
-  r.forget_scale = v[10];
-  r.angle_deg = v[11];
-  r.feasibility_margin = v[12];
-  r.stopping_margin = v[13];
-  r.n_direct = int32_t(v[14]);
-  r.n_rectified = int32_t(v[15]);
-  r.n_colinear = int32_t(v[16]);
-  r.n_infeasible = int32_t(v[17]);
-  r.n_collateral = int32_t(v[18]);
-  r.n_blocks = int32_t(v[19]);
-  r.nonfinite = int32_t(v[20]);
-  r.criterion_met = int32_t(v[21]);
-  r.applied = int32_t(v[22]);
-  s.skipped = v[23] != 0;
-  s.paired = v[24] != 0;
-  s.projected = v[25] != 0;
-  s.probed = v[26] != 0;
-  s.probe_auc = v[27];
-  s.probe_forget_loss = v[28];
-  s.probe_heldout_loss = v[29];
+  int64_t i = 0;
+  // Integers and flags were stored exactly; a flag is set when its column is non-zero.
+  for_each_step_column(s, [&](auto& x) { x = static_cast<std::remove_reference_t<decltype(x)>>(v[i++]); });
   return s;
 }
 

@@ -86,13 +86,17 @@ void check_reference(const models::LoadedModel& ref, const std::string& data_spe
   else if (!split.empty() && split != split_spec)  // canonical specs: random splits carry their seed
     diff.push_back("split '" + split + "', this run '" + split_spec + "'");
   if (!subset.empty() && subset != "retain") diff.push_back("subset '" + subset + "' (not the retain set)");
+  refuse_reference(ref.path, diff, force);
+}
+
+void refuse_reference(const std::string& path, const std::vector<std::string>& diff, bool force) {
   if (diff.empty()) return;
   std::string what;
   for (const std::string& d : diff) what += (what.empty() ? "" : "; ") + d;
   if (!force)
-    throw InputError("--reference: " + ref.path + " was not retrained for this forget set: " + what +
+    throw InputError("--reference: " + path + " was not retrained for this forget set: " + what +
                      " (--force-reference uses it anyway)");
-  std::fprintf(stderr, "hamu: warning: --force-reference: %s was not retrained for this forget set: %s\n", ref.path.c_str(),
+  std::fprintf(stderr, "hamu: warning: --force-reference: %s was not retrained for this forget set: %s\n", path.c_str(),
                what.c_str());
 }
 

@@ -39,6 +39,10 @@ Normalizer model_normalizer(const models::LoadedModel& m, const ImageDataset& tr
 // Checkpoints that record none of these (foreign files) are taken as they are.
 void check_reference(const models::LoadedModel& ref, const std::string& data_spec, const std::string& split_spec,
                      bool force);
+// What check_reference and the text path's check do with the differences found: nothing when there are none,
+// else InputError "--reference: PATH was not retrained for this forget set: D1; D2 (...)", or with `force` the
+// same as a warning line on stderr.
+void refuse_reference(const std::string& path, const std::vector<std::string>& diff, bool force);
 
 // Every output path is checked before any work (InputError naming the flag): its folder exists and is
 // writable (a probe file is created and removed there: permission bits say nothing to root, a read-only

@@ -8,6 +8,8 @@
 #include <sstream>
 #include <sys/stat.h>
 
+#include "cli/common.h"
+#include "cli/provenance.h"
 #include "engine/atomic_file.h"
 #include "engine/rng.h"
 #include "models/lm/generate.h"
@@ -175,6 +177,86 @@ TextRun text_run_for_model(const TextModel& m, const Args& args, uint64_t seed) 
   return load_text_run(data, split, dup, args.str_or("--test", ""), m.tok, tmpl, max_length, seed);
 }
 
+namespace {
+
+// A canonical text split (loaders/text_split.h) in the two parts a reference is checked on: what picks the
+// forget, retain and test pairs (kind, holdout, test file, and the seed only where something is drawn at random:
+// fraction= or holdout=), and the duplicates added to retain ("none" when the spec names none: then
+// `recorded_duplicates`, hamu.json's own field, else "none").
+struct SplitParts {
+  std::string pairs, duplicates;
+};
+SplitParts split_parts(const std::string& spec, const std::string& recorded_duplicates) {
+  SplitParts out;
+  out.duplicates = recorded_duplicates.empty() ? "none" : recorded_duplicates;
+  std::string seed;
+  bool drawn = false;
+  for (size_t start = 0; start <= spec.size();) {
+    const size_t comma = std::min(spec.find(',', start), spec.size());
+    const std::string item = spec.substr(start, comma - start);
+    start = comma + 1;
+    if (item.rfind("duplicates=", 0) == 0) {
+      out.duplicates = item.substr(11);
+    } else if (item.rfind("seed=", 0) == 0) {
+      seed = item;
+    } else {
+      drawn = drawn || item.rfind("fraction=", 0) == 0 || item.rfind("holdout=", 0) == 0;
+      out.pairs += (out.pairs.empty() ? "" : ",") + item;
+    }
+  }
+  if (drawn && !seed.empty()) out.pairs += "," + seed;
+  return out;
+}
+
+const Json* json_path(const Json& j, std::initializer_list<const char*> keys) {
+  const Json* at = &j;
+  for (const char* k : keys) {
+    if (!at->is_object() || !(at = at->find(k))) return nullptr;
+  }
+  return at;
+}
+
+}  // namespace
+
+void check_text_reference(const TextModel& ref, const TextRun& run, bool force) {
+  const Json& meta = ref.meta;
+  const std::string& path = ref.dir;
+  const std::string kind = hamu_json_str(meta, "kind", ""), subset = hamu_json_str(meta, "subset", ""),
+                    data = hamu_json_str(meta, "data", ""), split = hamu_json_str(meta, "split", ""),
+                    tmpl = hamu_json_str(meta, "template", "");
+  if (kind.empty() && subset.empty() && data.empty() && split.empty()) {
+    std::fprintf(stderr, "hamu: warning: --reference: %s records no training data, split or subset (no hamu.json from hamu "
+                 "train): cannot check it was retrained on this run's retain set\n", path.c_str());
+    return;
+  }
+  std::vector<std::string> diff;
+  if (!subset.empty() && subset != "retain") diff.push_back("subset '" + subset + "' (not the retain set)");
+  else if (subset.empty() && kind != "retrained")
+    diff.push_back((kind.empty() ? std::string("no subset recorded") : "kind '" + kind + "'") + " (not a model retrained on the retain set)");
+  if (!data.empty() && data != run.spec.canonical) diff.push_back("data '" + data + "', this run '" + run.spec.canonical + "'");
+  const SplitParts mine = split_parts(run.split.spec, "none");
+  if (split.empty() || split == "none") {
+    diff.push_back("no split (trained on everything), this run's forget set is '" + mine.pairs + "'");
+  } else {
+    const SplitParts theirs = split_parts(split, hamu_json_str(meta, "duplicates", ""));
+    if (theirs.pairs != mine.pairs) diff.push_back("split '" + theirs.pairs + "', this run '" + mine.pairs + "'");
+    if (theirs.duplicates != mine.duplicates)
+      diff.push_back("duplicates '" + theirs.duplicates + "' added to retain, this run '" + mine.duplicates + "'");
+  }
+  if (!tmpl.empty() && tmpl != template_name(run.tmpl))
+    diff.push_back("template '" + tmpl + "', this run '" + template_name(run.tmpl) + "'");
+  // The same specs read other pairs when a file changed since the reference was trained: its recorded hash of
+  // the forget, retain (duplicates included) and test pairs is the run's.
+  const Json* hash = json_path(meta, {"provenance", "data", "hash"});
+  if (diff.empty() && hash && hash->is_string()) {
+    const std::string now = qa_pairs_hash({&run.split.forget, &run.split.retain, &run.split.test});
+    if (hash->as_string() != now)
+      diff.push_back("the forget, retain and test pairs it recorded differ from this run's (data hash " + hash->as_string() +
+                     ", this run " + now + "): a data, forget= or test= file changed since it was trained");
+  }
+  refuse_reference(path, diff, force);
+}
+
 TextContext load_text_context(const std::string& model_dir, const Args& args, Device device, uint64_t seed) {
   TextContext ctx(load_text_model(model_dir, device, args.str_or("--lora", ""), seed));
   ctx.device = device;
@@ -191,6 +273,7 @@ TextContext load_text_context(const std::string& model_dir, const Args& args, De
   const std::string ref = args.str_or("--reference", "");
   if (!ref.empty()) {
     ctx.reference = load_text_model(ref, device);
+    check_text_reference(*ctx.reference, ctx.run, args.on("--force-reference"));
     if (tokenizer_json_of(ctx.reference->source.base) != tokenizer_json_of(ctx.original.source.base))
       throw InputError("--reference: " + ref + " has another tokenizer than " + model_dir +
                        " (token-level metrics would not compare)");

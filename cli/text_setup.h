@@ -70,6 +70,14 @@ std::shared_ptr<models::CausalLM> fresh_text_lm(const TextModel& m, Device devic
 // defaulting to what the model's hamu.json records (InputError when data or split is known from neither).
 TextRun text_run_for_model(const TextModel& m, const Args& args, uint64_t seed);
 
+// A --reference (the retrained model) must have been trained on this run's retain set: its hamu.json must record
+// subset retain (kind retrained), the run's data spec, split (a random fraction's or holdout's seed included),
+// duplicates added to retain and template; when all of these agree, the data hash it recorded (of the forget,
+// retain and test pairs read, cli/provenance.h) must be the run's, else a file changed. Differences: InputError
+// (exit 2) naming them, unless `force` (--force-reference): then a warning. A reference that records none of
+// these (a Hugging Face directory without hamu.json) cannot be checked: a warning on stderr.
+void check_text_reference(const TextModel& ref, const TextRun& run, bool force);
+
 // Everything `hamu unlearn` and `hamu compare` need on text, read and checked before anything runs.
 struct TextContext {
   explicit TextContext(TextModel m) : original(std::move(m)) {}

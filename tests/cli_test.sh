@@ -540,6 +540,7 @@ fi
 
 TQ=(--threads 1 --model gpt-small --vocab 300 --epochs 2 --batch 4)
 must_make gs_orig train "${TQ[@]}" --data "qa:$QA" --split fraction=0.3 --out gs_orig --json gs_orig.json
+must_make gs_ref  train "${TQ[@]}" --data "qa:$QA" --split fraction=0.3 --subset retain --out gs_ref
 head -2 "$QA" > qa_bad_line.jsonl; printf '{"question": "x", "answer": \n' >> qa_bad_line.jsonl; sed -n 3,5p "$QA" >> qa_bad_line.jsonl
 head -2 "$QA" > qa_no_answer.jsonl; printf '{"question": "x"}\n' >> qa_no_answer.jsonl
 : > qa_empty.jsonl
@@ -554,7 +555,7 @@ expect_bad text-unlearn-no-field   "qa_no_answer.jsonl:3: missing field 'answer'
 expect_bad text-unlearn-empty-forget "qa_empty.jsonl: no QA pairs" "${TU[@]}" --method ga --split forget=qa_empty.jsonl --out out/u
 expect_bad text-unlearn-no-group   "group 'nobody' matches no pair" "${TU[@]}" --method ga --split group=nobody --out out/u --log out/u.csv
 expect_bad text-unlearn-template   "needs token <|im_end|>"   "${TU[@]}" --method ga --template chatml --out out/u --json out/u.json
-expect_bad text-compare-no-group   "group 'nobody' matches no pair" compare --threads 1 --model gs_orig --reference gs_orig --methods ga \
+expect_bad text-compare-no-group   "group 'nobody' matches no pair" compare --threads 1 --model gs_orig --reference gs_ref --methods ga \
   --steps 3 --split group=nobody --save-dir out/kept
 expect_bad text-train-out-in-proc  "--out: folder '/proc' is not writable" train "${TQ[@]}" --data "qa:$QA" --out /proc/m
 expect_bad text-train-out-under-file "--out: 'plainfile/m' is not a folder (a file is in its path)" train "${TQ[@]}" --data "qa:$QA" --out plainfile/m
@@ -633,7 +634,7 @@ else
   fail "text data hash: same data '$h1' '$h2', one answer changed '$h3'"
 fi
 # compare --save-dir on text: each method's model directory and CSV, as hamu unlearn --out/--log write them.
-if "$HAMU" compare --threads 1 --model gs_orig --reference gs_orig --steps 3 --batch 2 --forget-batch 2 --ratio 0.1 --gen-samples 0 \
+if "$HAMU" compare --threads 1 --model gs_orig --reference gs_ref --steps 3 --batch 2 --forget-batch 2 --ratio 0.1 --gen-samples 0 \
      --methods ga,hamu-q --save-dir out/kept > tsd.out 2> tsd.err; then
   if [[ -s out/kept/hamu-q/model.safetensors && -s out/kept/hamu-q.csv ]] && cmp -s out/kept/ga/model.safetensors out/u/model.safetensors &&
      grep -q '"kind": "unlearned"' out/kept/ga/hamu.json && [[ $(head -1 out/kept/ga.csv) == $(head -1 out/u.csv) ]] &&
@@ -645,12 +646,54 @@ if "$HAMU" compare --threads 1 --model gs_orig --reference gs_orig --steps 3 --b
 else
   fail "text compare --save-dir failed: $(tail -2 tsd.err)"
 fi
-if "$HAMU" compare --threads 1 --model lora_l --reference lora_l --steps 2 --batch 4 --forget-batch 3 --lr 0.05 --ratio 0.1 --gen-samples 0 \
+must_make lora_l_ref train --threads 1 --data "qa:$QA" --lora r=4,alpha=8 --epochs 1 --batch 5 --model "$LT/llama" --split fraction=0.3 \
+  --subset retain --out lora_l_ref  # the retrained reference of lora_l (an adapter's hamu.json is checked)
+if "$HAMU" compare --threads 1 --model lora_l --reference lora_l_ref --steps 2 --batch 4 --forget-batch 3 --lr 0.05 --ratio 0.1 --gen-samples 0 \
      --methods ga --save-dir out/kept_lora > tsl.out 2> tsl.err &&
    [[ $(ls out/kept_lora/ga | tr '\n' ' ') == "adapter_config.json adapter_model.safetensors hamu.json " ]]; then
   pass
 else
   fail "text compare --save-dir on a LoRA adapter: $(tail -2 tsl.err) $(ls out/kept_lora/ga 2>/dev/null | tr '\n' ' ')"
+fi
+rm -rf out && mkdir out
+# A text --reference must be retrained on this run's retain set (hamu.json: subset retain, data, split, duplicates,
+# template, then the data hash). Nine pairs, none longer than gpt-small's context: a refusal is the only stderr line.
+head -9 "$QA" > qa9.jsonl && cp qa9.jsonl qa9_copy.jsonl
+must_make gs9       train "${TQ[@]}" --data qa:qa9.jsonl --split fraction=0.3 --out gs9
+must_make gs9_ref   train "${TQ[@]}" --data qa:qa9.jsonl --split fraction=0.3 --subset retain --out gs9_ref
+must_make gs9_copy  train "${TQ[@]}" --data qa:qa9_copy.jsonl --split fraction=0.3 --subset retain --out gs9_copy
+must_make gs9_unl   unlearn --threads 1 --model gs9 --method ga --steps 1 --batch 2 --forget-batch 2 --show 0 --gen-samples 0 --out gs9_unl
+sed -i '2s/Paris/Lyon/' qa9_copy.jsonl  # same spec, another answer: only the recorded hash tells
+cp -r gs9_ref gs9_bare && rm gs9_bare/hamu.json
+TR=(unlearn --threads 1 --model gs9 --method ga --steps 2 --batch 2 --forget-batch 2 --show 0 --gen-samples 0 --out out/u --json out/u.json)
+expect_bad text-ref-full       "gs9 was not retrained for this forget set: subset 'full' (not the retain set)" "${TR[@]}" --reference gs9
+expect_bad text-ref-unlearned  "kind 'unlearned'"  "${TR[@]}" --reference gs9_unl
+expect_bad text-ref-split      "split 'fraction=0.3,seed=0', this run 'fraction=0.5,seed=0'" "${TR[@]}" --reference gs9_ref --split fraction=0.5
+expect_bad text-ref-seed       "this run 'fraction=0.3,seed=1'" "${TR[@]}" --reference gs9_ref --split fraction=0.3,seed=1
+expect_bad text-ref-data       "data 'qa:$QA', this run 'qa:qa9.jsonl'" "${TR[@]}" --reference gs_ref
+expect_bad text-ref-duplicates "duplicates 'none' added to retain, this run 'exact'" "${TR[@]}" --reference gs9_ref --duplicates exact
+expect_bad text-ref-hash       "a data, forget= or test= file changed" "${TR[@]}" --reference gs9_copy --data qa:qa9_copy.jsonl
+expect_bad text-ref-compare    "--force-reference" compare --threads 1 --model gs9 --reference gs9_ref --split fraction=0.5 --methods ga \
+  --steps 2 --json out/c.json
+if "$HAMU" "${TR[@]}" --reference gs9_ref > tref.out 2> tref.err && [[ -s out/u/model.safetensors ]] && ! grep -q warning tref.err &&
+   grep -q '^gap to retrained' tref.out; then
+  pass
+else
+  fail "text unlearn with a matching retrained reference: $(tail -2 tref.err)"
+fi
+rm -rf out && mkdir out
+if "$HAMU" "${TR[@]}" --reference gs9 --force-reference > tref.out 2> tref.err && [[ -s out/u/model.safetensors ]] &&
+   grep -q "warning: --force-reference: gs9 was not retrained for this forget set: subset 'full'" tref.err; then
+  pass
+else
+  fail "text unlearn --force-reference: not accepted with a warning: $(tail -2 tref.err)"
+fi
+rm -rf out && mkdir out
+if "$HAMU" "${TR[@]}" --reference gs9_bare > tref.out 2> tref.err && [[ -s out/u/model.safetensors ]] &&
+   grep -q "warning: --reference: gs9_bare records no training data.*cannot check" tref.err; then
+  pass
+else
+  fail "text unlearn with a reference without hamu.json: not accepted with a warning: $(tail -2 tref.err)"
 fi
 rm -rf out && mkdir out
 

@@ -617,12 +617,12 @@ else
 fi
 # hamu unlearn and compare on a language model show and use the text defaults (README "Text unlearning"); images
 # keep theirs. The run above gave no --lr.
-if "$HAMU" unlearn --model gs_orig --help 2>&1 | grep -q -- '--steps N .*(default 160)' &&
+if "$HAMU" unlearn --model gs_orig --help 2>&1 | grep -q -- '--steps N .*(default 240)' &&
    "$HAMU" compare --model gs_orig --help 2>&1 | grep -q -- '--lr X .*(default 0.1)' &&
    "$HAMU" unlearn --help 2>&1 | grep -q -- '--steps N .*(default 100)' && grep -q '"lr": 0.1,' out/u.json; then
   pass
 else
-  fail "text unlearn/compare: the text defaults (--lr 0.1, --steps 160) are not shown or not used"
+  fail "text unlearn/compare: the text defaults (--lr 0.1, --steps 240) are not shown or not used"
 fi
 # The data's hash is over the pairs read: one changed answer gives another hash, the same file the same one.
 sed '2s/Paris/Lyon/' "$QA" > qa_lyon.jsonl

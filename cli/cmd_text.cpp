@@ -333,10 +333,11 @@ int cmd_unlearn_text(int argc, char** argv) {
   Json examples = Json::array();
   if (show > 0) {
     const size_t n = size_t(std::min<int64_t>(show, int64_t(ctx.run.forget.size())));
-    const std::vector<std::string> orig = greedy_answers(*ctx.original.lm, ctx, ctx.run.forget, n);
-    const std::vector<std::string> unl = greedy_answers(*work, ctx, ctx.run.forget, n);
-    const std::vector<std::string> ref =
-        ctx.reference ? greedy_answers(*ctx.reference->lm, ctx, ctx.run.forget, n) : std::vector<std::string>(n, "-");
+    const std::vector<std::string> orig = greedy_answers(*ctx.original.lm, ctx, ctx.run.split.forget, ctx.run.forget, n);
+    const std::vector<std::string> unl = greedy_answers(*work, ctx, ctx.run.split.forget, ctx.run.forget, n);
+    const std::vector<std::string> ref = ctx.reference
+                                             ? greedy_answers(*ctx.reference->lm, ctx, ctx.run.split.forget, ctx.run.forget, n)
+                                             : std::vector<std::string>(n, "-");
     std::printf("forget questions, greedy answers:\n");
     for (size_t i = 0; i < n; ++i) {
       const QaPair& p = ctx.run.split.forget[i];

@@ -282,9 +282,9 @@ TextContext load_text_context(const std::string& model_dir, const Args& args, De
   return ctx;
 }
 
-std::vector<std::string> greedy_answers(models::CausalLM& lm, const TextContext& ctx, const std::vector<QaTokens>& seqs,
-                                        size_t n) {
-  n = std::min(n, seqs.size());
+std::vector<std::string> greedy_answers(models::CausalLM& lm, const TextContext& ctx, const std::vector<QaPair>& pairs,
+                                        const std::vector<QaTokens>& seqs, size_t n) {
+  n = std::min(n, std::min(seqs.size(), pairs.size()));
   std::vector<std::string> out;
   if (n == 0) return out;
   std::vector<std::vector<int32_t>> prompts;
@@ -303,11 +303,11 @@ std::vector<std::string> greedy_answers(models::CausalLM& lm, const TextContext&
     std::vector<std::vector<int32_t>> part(prompts.begin() + int64_t(start),
                                            prompts.begin() + int64_t(std::min(n, start + chunk)));
     models::GenerateResult g = models::generate_greedy(lm, part, go);
-    for (std::vector<int32_t> ids : g.tokens) {
+    for (size_t k = 0; k < g.tokens.size(); ++k) {
+      std::vector<int32_t> ids = g.tokens[k];
       if (!ids.empty() && ids.back() == go.eos_id) ids.pop_back();
-      std::string answer = ctx.original.tok.decode(ids, true);
-      const size_t a = answer.find_first_not_of(" \t\n"), b = answer.find_last_not_of(" \t\n");
-      out.push_back(a == std::string::npos ? "" : answer.substr(a, b - a + 1));
+      out.push_back(qa_answer_text(ctx.original.tok, template_prompt(ctx.run.tmpl, pairs[start + k].question),
+                                   prompts[start + k], ids));
     }
   }
   return out;
@@ -319,7 +319,7 @@ namespace {
 // ROUGE-L recall against the reference answer.
 void add_generation(SplitEval& s, models::CausalLM& lm, const TextContext& ctx, const std::vector<QaPair>& pairs,
                     const std::vector<QaTokens>& seqs) {
-  const std::vector<std::string> answers = greedy_answers(lm, ctx, seqs, size_t(ctx.gen_samples));
+  const std::vector<std::string> answers = greedy_answers(lm, ctx, pairs, seqs, size_t(ctx.gen_samples));
   if (answers.empty()) return;
   double em = 0, rouge = 0;
   for (size_t i = 0; i < answers.size(); ++i) {

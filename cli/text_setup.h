@@ -97,9 +97,10 @@ TextContext load_text_context(const std::string& model_dir, const Args& args, De
 std::vector<Flag> text_context_flags();
 
 // Greedy answers (prompt tokens of seqs, stopping at the template's end token) of the first n sequences, decoded
-// and trimmed.
-std::vector<std::string> greedy_answers(models::CausalLM& lm, const TextContext& ctx, const std::vector<QaTokens>& seqs,
-                                        size_t n);
+// and trimmed; pairs[i] is the pair seqs[i] was tokenised from.
+std::vector<std::string> greedy_answers(models::CausalLM& lm, const TextContext& ctx, const std::vector<QaPair>& pairs,
+                                        const std::vector<QaTokens>& seqs, size_t n);
+
 
 // Full evaluation (with gaps and the KS test against the reference when one is loaded, and generation
 // metrics on up to ctx.gen_samples pairs per split when `generate`).

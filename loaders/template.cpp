@@ -83,4 +83,14 @@ QaBatchTokens tokenize_qa_pairs(const Tokenizer& tok, PromptTemplate t,
   return out;
 }
 
+std::string qa_answer_text(const Tokenizer& tok, const std::string& prompt, const std::vector<int32_t>& prompt_ids,
+                           const std::vector<int32_t>& generated) {
+  std::vector<int32_t> all = prompt_ids;
+  all.insert(all.end(), generated.begin(), generated.end());
+  const std::string full = tok.decode(all, true), head = tok.decode(tok.encode(prompt, true), true);
+  std::string answer = full.compare(0, head.size(), head) == 0 ? full.substr(head.size()) : tok.decode(generated, true);
+  const size_t a = answer.find_first_not_of(" \t\n"), b = answer.find_last_not_of(" \t\n");
+  return a == std::string::npos ? "" : answer.substr(a, b - a + 1);
+}
+
 }  // namespace hamu

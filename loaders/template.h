@@ -68,4 +68,12 @@ QaBatchTokens tokenize_qa_pairs(const Tokenizer& tok, PromptTemplate t,
                                 const std::vector<std::pair<std::string, std::string>>& pairs,
                                 const QaTemplateOptions& options = {});
 
+// The answer text of a greedy continuation: decode(prompt ids + generated) after the text of `prompt` (the
+// template's prompt) tokenised alone, trimmed. Under TOFU's rule (prompt + answer tokenised in one piece,
+// n_prompt = the prompt's own token count) a byte-level BPE merges the plain template's trailing space with
+// the answer's first word, so the last prompt token already holds that word: decoding only the generated ids
+// lost it. Where the decoded sequence does not start with that text, the generated ids alone.
+std::string qa_answer_text(const Tokenizer& tok, const std::string& prompt, const std::vector<int32_t>& prompt_ids,
+                           const std::vector<int32_t>& generated);
+
 }  // namespace hamu

@@ -152,6 +152,7 @@ int cmd_hardness_text(int argc, char** argv) {
   report.set("duplicates", Json(int64_t(run.split.duplicate.size())));
   report.set("tokens_per_pair", Json(source.length()));
   Json prov = provenance_json(args, device);
+  prov.set("data", text_data_identity_json(run.spec.canonical, {&run.split.forget, &run.split.retain, &run.split.test}));
   prov.set("parent", parent_json(model_dir));
   report.set("provenance", prov);
   // Under mpirun every rank holds the whole report; rank 0 alone writes it.

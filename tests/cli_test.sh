@@ -293,7 +293,7 @@ expect_bad hard-lm-memory       "--memory-mb"    "${H[@]}" --split fraction=0.3 
 if "$HAMU" "${H[@]}" --split fraction=0.3 --duplicates exact --top 3 --json out/ht.json --svg out/ht.svg \
      > hard_lm.out 2> hard_lm.err && grep -q '^      nearest  Q: .*\[an added duplicate: same answer\]' hard_lm.out &&
    grep -q '^verdict: ' hard_lm.out && [[ $(grep -c '"similar_is_duplicate": true' out/ht.json) -ge 2 ]] &&
-   grep -q '"tokens_per_pair": 48' out/ht.json && [[ -s out/ht.svg ]]; then
+   grep -q '"tokens_per_pair": 48' out/ht.json && grep -q '"hash": "fnv1a64:' out/ht.json && [[ -s out/ht.svg ]]; then
   pass
 else
   fail "hardness of a language model on good input: $(tail -3 hard_lm.err)"

@@ -1,6 +1,6 @@
 // bench/bench_lm_step.cpp: CPU forward + backward of a GPT-2-124M-shaped model (random weights, 12 layers,
 // hidden 768, 12 heads, vocab 50257) at batch B x T tokens, with the time split into forward and backward.
-// The PyTorch peer for the ratio (<= 1.5x) is owed (bench/peer/); this prints our side.
+// The PyTorch peer for the ratio (<= 1.5x) is bench/peer/lm_step_torch.py; bench/RESULTS.md has both.
 //
 // usage: bench_lm_step [--batch 4] [--tokens 256] [--steps 3] [--layers 12]
 #include <omp.h>

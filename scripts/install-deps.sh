@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# scripts/install-deps.sh: installs the Debian packages the build, tests, benches and demo need,
-# only those that are missing. Safe to run repeatedly.
+# scripts/install-deps.sh [PACKAGE...]: installs the Debian packages the build, tests, benches and demo
+# need (or, given arguments, those packages instead: scripts/install-fuzz-deps.sh), only those that are
+# missing. Safe to run repeatedly.
 set -euo pipefail
 
 # openmpi-bin libopenmpi-dev: `make MPI=1` and `mpirun -np N hamu ...` (README "Many processes").
@@ -9,6 +10,7 @@ packages=(g++ make zlib1g-dev libstb-dev doctest-dev libopenblas-dev dataset-fas
 packages+=(python3-numpy)
 # librsvg2-bin: rsvg-convert, which renders every figure in make test (tests/svg_test.sh).
 packages+=(librsvg2-bin)
+if [ $# -gt 0 ]; then packages=("$@"); fi
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -11,6 +11,7 @@
 #include "engine/optim.h"
 #include "engine/progress.h"
 #include "models/models.h"
+#include "train/train.h"
 #include "unlearn/gradients.h"
 #include "unlearn/parallel.h"
 #include "unlearn/update.h"
@@ -368,7 +369,7 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
     res.log.push_back(log);
     if (stop) break;
     if (opt.eval_every > 0 && step % opt.eval_every == 0 && step != opt.steps) evaluate(step, false);
-    if (hooks.checkpoint_every > 0 && hooks.write_state && step % hooks.checkpoint_every == 0 && step != opt.steps) {
+    if (checkpoint_due(hooks.checkpoint_every, bool(hooks.write_state), step, opt.steps)) {
       RunState st = unlearn_state(model, adamw.get(), task, monitor, res, step, nan_run);
       hooks.write_state(st);
     }

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include "cli/common.h"
@@ -38,6 +39,23 @@ std::string hex_hash(uint64_t h) {
 }  // namespace
 
 std::string file_hash(const std::string& path) {
+  // A run hashes its inputs more than once (the --resume fingerprint, the report's provenance, the saved
+  // model's record); a multi-GB model is read once per process. The key holds the file's size and
+  // modification time, so a file rewritten since is hashed again.
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path canonical = fs::canonical(path, ec);
+  std::string key;
+  if (!ec && fs::is_regular_file(canonical, ec)) {
+    const auto size = fs::file_size(canonical, ec);
+    const auto mtime = fs::last_write_time(canonical, ec);
+    if (!ec)
+      key = canonical.string() + '\0' + std::to_string(size) + '\0' +
+            std::to_string(mtime.time_since_epoch().count());
+  }
+  static std::map<std::string, std::string> known;
+  if (!key.empty())
+    if (const auto it = known.find(key); it != known.end()) return it->second;
   std::ifstream f(path, std::ios::binary);
   if (!f) throw InputError(path + ": cannot be read to hash it");
   std::vector<char> buf(size_t(1) << 20);
@@ -46,7 +64,9 @@ std::string file_hash(const std::string& path) {
     f.read(buf.data(), std::streamsize(buf.size()));
     h = fnv1a64(buf.data(), size_t(f.gcount()), h);
   }
-  return hex_hash(h);
+  const std::string hash = hex_hash(h);
+  if (!key.empty()) known[key] = hash;
+  return hash;
 }
 
 std::string dataset_hash(const DataBundle& data) {

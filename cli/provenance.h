@@ -21,7 +21,8 @@ namespace hamu::cli {
 const char* git_commit();
 
 uint64_t fnv1a64(const void* data, size_t bytes, uint64_t h = 0xcbf29ce484222325ULL);
-// "fnv1a64:..." of a file's bytes (read in chunks: bounded memory for any size); InputError naming the file.
+// "fnv1a64:..." of a file's bytes (read in chunks: bounded memory for any size; remembered per path, size and
+// modification time, so a run reads each input once); InputError naming the file.
 std::string file_hash(const std::string& path);
 // "fnv1a64:..." of the images and labels read (train, then test): the data set's content identity.
 std::string dataset_hash(const DataBundle& data);

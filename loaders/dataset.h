@@ -119,6 +119,10 @@ std::string pnm_header_problem(const uint8_t* data, size_t size);
 // "" unless a PNG chunk runs past the end of the file or the image data inflates to more than the
 // header's size needs (stb_image would allocate either before noticing).
 std::string png_structure_problem(const uint8_t* data, size_t size);
+// Removes a PNG's zero-length IDAT chunks (the image data is the concatenation of the IDAT bodies, so
+// the image is unchanged): stb_image 2.27 copies a first, empty one into its not yet allocated buffer
+// (memcpy to null, found by the CI fuzz smoke). Bytes that are not a PNG are left as they are.
+void drop_empty_png_data_chunks(std::vector<uint8_t>& bytes);
 // The check for whatever format the bytes are: "corrupt JPEG|PNM|PNG (...)" or "".
 std::string image_header_problem(const uint8_t* data, size_t size);
 

@@ -244,6 +244,27 @@ std::string png_structure_problem(const uint8_t* d, size_t n) {
   return "";
 }
 
+void drop_empty_png_data_chunks(std::vector<uint8_t>& bytes) {
+  static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (bytes.size() < 8 || !std::equal(sig, sig + 8, bytes.data())) return;
+  // Chunks are copied through unchanged (each carries its own CRC) except empty IDATs: the image data
+  // is the concatenation of the IDAT bodies, so an empty one adds nothing.
+  std::vector<uint8_t> out(bytes.begin(), bytes.begin() + 8);
+  size_t pos = 8;
+  bool dropped = false;
+  while (bytes.size() - pos >= 12) {
+    const uint32_t len = be32(bytes.data() + pos);
+    if (len > bytes.size() - pos - 12) break;  // png_structure_problem refuses these
+    const size_t end = pos + 12 + size_t(len);
+    if (len == 0 && be32(bytes.data() + pos + 4) == 0x49444154u) dropped = true;
+    else out.insert(out.end(), bytes.begin() + std::ptrdiff_t(pos), bytes.begin() + std::ptrdiff_t(end));
+    pos = end;
+  }
+  if (!dropped) return;
+  out.insert(out.end(), bytes.begin() + std::ptrdiff_t(pos), bytes.end());
+  bytes.swap(out);
+}
+
 std::string image_header_problem(const uint8_t* d, size_t n) {
   if (starts_as_jpeg(d, n)) {
     const std::string why = jpeg_structure_problem(d, n);

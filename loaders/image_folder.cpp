@@ -171,9 +171,10 @@ std::vector<Item> items_of(const fs::path& root, const std::vector<std::string>&
 int64_t max_image_pixels() { return std::clamp<int64_t>(data_memory_limit() / 64, 1, kMaxImagePixels); }
 
 DecodedImage decode_image_file(const std::string& path, int want) {
-  const std::vector<uint8_t> bytes = read_file_bytes(path, kMaxImageFileBytes);
+  std::vector<uint8_t> bytes = read_file_bytes(path, kMaxImageFileBytes);
   DecodedImage d;
   check_image_header(path, bytes, d);
+  drop_empty_png_data_chunks(bytes);
   return with_memory_guard(path, [&] {
     int w = 0, h = 0, comp = 0;
     stbi_uc* px = stbi_load_from_memory(bytes.data(), int(bytes.size()), &w, &h, &comp, want);

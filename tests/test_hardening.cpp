@@ -210,6 +210,47 @@ TEST_CASE("hardening (fuzz): PNG chunks past the end and zlib bombs are refused 
   CHECK_MSG_HAS(png_structure_problem(png.data(), png.size()), "inflates to more");
 }
 
+TEST_CASE("hardening (fuzz): a PNG whose first image-data chunk is empty decodes as without it") {
+  // Found by the CI fuzz smoke: stb_image 2.27 copies a first, zero-length IDAT into its not yet
+  // allocated buffer (memcpy to null). Empty IDATs are legal and carry nothing, so they are dropped.
+  TempDir t;
+  write_png(t / "ok.png", 7, 3, 3);
+  std::ifstream f(t / "ok.png", std::ios::binary);
+  const Bytes good((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  // Insert an empty IDAT (length 0, type, CRC of the type) before the first IDAT and after the last.
+  auto find_chunk = [&](const Bytes& b, const char* type) {
+    for (size_t pos = 8; pos + 12 <= b.size();) {
+      if (std::equal(type, type + 4, b.begin() + std::ptrdiff_t(pos + 4))) return pos;
+      pos += 12 + (size_t(b[pos]) << 24 | size_t(b[pos + 1]) << 16 | size_t(b[pos + 2]) << 8 | b[pos + 3]);
+    }
+    return size_t(0);
+  };
+  Bytes empty;
+  put_be32(empty, 0);
+  empty.insert(empty.end(), {'I', 'D', 'A', 'T'});
+  put_be32(empty, uint32_t(crc32(0, empty.data() + 4, 4)));
+  Bytes odd = good;
+  const size_t first = find_chunk(odd, "IDAT");
+  REQUIRE(first > 0);
+  odd.insert(odd.begin() + std::ptrdiff_t(first), empty.begin(), empty.end());
+  const size_t iend = find_chunk(odd, "IEND");
+  REQUIRE(iend > first);
+  odd.insert(odd.begin() + std::ptrdiff_t(iend), empty.begin(), empty.end());
+  CHECK(png_structure_problem(odd.data(), odd.size()) == "");
+  Bytes stripped = odd;
+  drop_empty_png_data_chunks(stripped);
+  CHECK(stripped == good);
+  Bytes not_png = {'P', '5', ' ', '1', ' ', '1', ' ', '2', '5', '5', '\n', 7};
+  const Bytes before = not_png;
+  drop_empty_png_data_chunks(not_png);
+  CHECK(not_png == before);
+  write_bytes(t / "odd.png", odd);
+  const DecodedImage a = decode_image_file(t / "ok.png", 0), b = decode_image_file(t / "odd.png", 0);
+  CHECK(b.w == 7);
+  CHECK(b.h == 3);
+  CHECK(a.hwc == b.hwc);
+}
+
 // ---- 3. signed overflow in shapes -------------------------------------------------------------
 
 TEST_CASE("hardening 3: shapes whose dimensions multiply past int64 are refused, zero or not") {

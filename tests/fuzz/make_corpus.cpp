@@ -115,6 +115,22 @@ Bytes pnm(const char* magic, int w, int h, int comp) {
   Bytes b = text(std::string(magic) + "\n" + std::to_string(w) + " " + std::to_string(h) + "\n255\n");
   return cat(b, pixels(w, h, comp));
 }
+// The PNG with an empty IDAT chunk before its first one (legal; stb_image 2.27 memcpy'd it to null).
+Bytes png_empty_first_idat(const Bytes& png) {
+  for (size_t pos = 8; pos + 12 <= png.size();) {
+    const size_t len = size_t(png[pos]) << 24 | size_t(png[pos + 1]) << 16 | size_t(png[pos + 2]) << 8 | png[pos + 3];
+    if (std::string(png.begin() + std::ptrdiff_t(pos + 4), png.begin() + std::ptrdiff_t(pos + 8)) == "IDAT") {
+      Bytes empty;
+      put_be32(empty, 0);
+      empty.insert(empty.end(), {'I', 'D', 'A', 'T'});
+      put_be32(empty, uint32_t(crc32(0, empty.data() + 4, 4)));
+      Bytes out(png.begin(), png.begin() + std::ptrdiff_t(pos));
+      return cat(cat(out, empty), Bytes(png.begin() + std::ptrdiff_t(pos), png.end()));
+    }
+    pos += 12 + len;
+  }
+  return png;
+}
 // A 2x1 two-colour GIF89a (header, global colour table, image descriptor, LZW data).
 const Bytes kGif = {'G', 'I', 'F', '8', '9', 'a', 2, 0, 1, 0, 0x80, 0, 0, 0, 0, 0, 255, 255, 255, 0x2C, 0, 0, 0,
                     0, 2, 0, 1, 0, 0, 2, 2, 0x44, 0x01, 0, 0x3B};
@@ -218,6 +234,7 @@ void image_seeds() {
   // Issue #15 items 1 and 2.
   regression("image", "issue15_1_zero_width_pgm", cat({0}, kZeroWidthPgm));
   regression("image", "issue15_2_jpeg_huffman_counts", cat({0}, kJpegHuffman));
+  regression("image", "ci_png_empty_first_idat", cat({0}, png_empty_first_idat(png(5, 4, 3))));
 }
 
 void image_folder_seeds() {
@@ -233,6 +250,8 @@ void image_folder_seeds() {
              cat(cat(cat({0}, entry("a/0.pgm", kZeroWidthPgm)), entry("a/1.png", png(4, 4, 1))), entry("b/0.png", png(4, 4, 1))));
   regression("image_folder", "issue15_2_jpeg_huffman_counts",
              cat(cat({0}, entry("a/0.png", png(4, 4, 1))), entry("a/1.jpg", kJpegHuffman)));
+  regression("image_folder", "ci_png_empty_first_idat",
+             cat(cat({0}, entry("a/0.png", png(4, 4, 1))), entry("b/0.png", png_empty_first_idat(png(4, 4, 1)))));
 }
 
 void text_seeds() {

@@ -22,6 +22,7 @@
 
 #include "engine/progress.h"
 #include "engine/ops.h"
+#include "bench/bench_common.h"
 #include "kernels/kernels.h"
 #include "kernels/perf.h"
 #include "models/models.h"
@@ -32,17 +33,8 @@
 using namespace hamu;
 
 namespace {
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-void sync(Device d) {
-#ifdef HAMU_CUDA
-  if (d.is_cuda()) kernels::cuda_synchronize(kernels::cuda_context(d.index));
-#else
-  (void)d;
-#endif
-}
+using bench::median;
+using bench::sync;
 #ifdef HAMU_CUDA
 // Captures step(pinned_report) once as a CUDA graph and times `steps` replays (median), each followed by a
 // synchronisation so the number is comparable with the ordinary step's. The report of replay i is read

@@ -1,6 +1,7 @@
 // engine/lm_ops.cpp: language-model ops (RMSNorm, GELU-tanh, SwiGLU, rotary embeddings, grouped-query
 // causal attention with a padding mask, fused token cross-entropy) with their backward passes.
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "engine/dispatch.h"
@@ -209,6 +210,53 @@ Tensor rope(const Tensor& x, const RopeTables& tables) {
 // ------------------------------------------------------------------------------------------------
 // Attention
 
+#ifdef HAMU_CUDA
+namespace {
+
+// HAMU_ATTENTION=unfused makes CUDA attention take the GEMM + softmax path (bench/bench_attention compares).
+bool fused_attention_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("HAMU_ATTENTION");
+    return !(v && std::string(v) == "unfused");
+  }();
+  return on;
+}
+
+// The fused CUDA path (kernels/cuda/attention.cu): saves y and the per-query log-sum-exp [B,H,T] instead of
+// the [B,H,T,T] probabilities.
+Tensor gqa_attention_fused(const Tensor& qc, const Tensor& kc, const Tensor& vc, const Tensor& mask, int64_t b,
+                           int64_t h, int64_t hkv, int64_t t, int64_t dh, double scale) {
+  const Device dev = qc.device();
+  Tensor y = empty_like(qc);
+  Tensor lse = Tensor::empty({b, h, t}, DType::f32, dev);
+  const int32_t* mp = mask.defined() ? mask.data<int32_t>() : nullptr;
+  {
+    const kernels::ProfScope prof("gqa_attention", dev.index);
+    kernels::flash_attention_forward(kernels::cuda_context(dev.index), b, h, hkv, t, dh, float(scale), mp,
+                                     qc.data<float>(), kc.data<float>(), vc.data<float>(), y.data<float>(),
+                                     lse.data<float>());
+  }
+  if (needs_grad({&qc, &kc, &vc})) {
+    Tensor qd = qc.detach(), kd = kc.detach(), vd = vc.detach(), yd = y.detach();
+    record(y, "gqa_attention", {qc, kc, vc}, [=](const Tensor& grad) {
+      Tensor gy = grad.contiguous();
+      Tensor gq = empty_like(qd), gk = empty_like(kd), gv = empty_like(vd);
+      Tensor dsum = Tensor::empty({b, h, t}, DType::f32, dev);
+      const kernels::ProfScope prof("gqa_attention_backward", dev.index);
+      kernels::flash_attention_backward(kernels::cuda_context(dev.index), b, h, hkv, t, dh, float(scale),
+                                        mask.defined() ? mask.data<int32_t>() : nullptr, qd.data<float>(),
+                                        kd.data<float>(), vd.data<float>(), yd.data<float>(), lse.data<float>(),
+                                        gy.data<float>(), dsum.data<float>(), gq.data<float>(), gk.data<float>(),
+                                        gv.data<float>());
+      return std::vector<Tensor>{gq, gk, gv};
+    });
+  }
+  return y;
+}
+
+}  // namespace
+#endif
+
 Tensor gqa_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask) {
   const char* op = "gqa_attention";
   check_same(op, q, k);
@@ -227,6 +275,10 @@ Tensor gqa_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
   const double scale = 1.0 / std::sqrt(double(std::max<int64_t>(dh, 1)));
   Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   Tensor mask = key_mask.defined() ? key_mask.contiguous() : Tensor();
+#ifdef HAMU_CUDA
+  if (qc.is_cuda() && qc.dtype() == DType::f32 && dh <= kernels::kMaxFlashHeadDim && fused_attention_enabled())
+    return gqa_attention_fused(qc, kc, vc, mask, b, h, hkv, t, dh, scale);
+#endif
   // The g query heads of one key/value head are adjacent in [B,H,T,Dh], so they form one [g*T, Dh]
   // matrix against that head's [T, Dh] keys: GQA needs no repeated keys, only taller GEMMs.
   Tensor probs = Tensor::empty({b, h, t, t}, q.dtype(), q.device());

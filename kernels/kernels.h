@@ -25,6 +25,9 @@ namespace hamu::kernels {
 
 struct CpuCtx {};
 
+// Largest head dimension of the fused CUDA attention kernels (larger heads take the unfused path).
+constexpr int64_t kMaxFlashHeadDim = 128;
+
 #ifdef HAMU_CUDA
 // Opaque handles so this header needs no CUDA include. Filled by cuda_context().
 struct CudaCtx {
@@ -423,6 +426,17 @@ void swiglu_backward(const CudaCtx&, int64_t n, const float* gate, const float* 
                      float* gup);
 void attention_softmax_forward(const CudaCtx&, int64_t b, int64_t h, int64_t t, float scale, const int32_t* key_mask,
                                const float* scores, float* probs);
+// Fused causal attention (kernels/cuda/attention.cu; the CPU computes the same with gemm_batched and
+// attention_softmax_forward): q [b,h,t,dh], k, v [b,hkv,t,dh] (h % hkv == 0), dh <= kMaxFlashHeadDim,
+// key_mask int32 [b,t] or null; y like q and lse [b,h,t] (log-sum-exp of the scaled visible scores,
+// -inf for a query that sees no key: its y row is 0). Never materialises the t x t scores. The backward
+// takes the forward's y and lse and dsum scratch [b,h,t]; writes gq, gk, gv (no accumulation, no atomics).
+void flash_attention_forward(const CudaCtx&, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh, float scale,
+                             const int32_t* key_mask, const float* q, const float* k, const float* v, float* y,
+                             float* lse);
+void flash_attention_backward(const CudaCtx&, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh, float scale,
+                              const int32_t* key_mask, const float* q, const float* k, const float* v, const float* y,
+                              const float* lse, const float* gy, float* dsum, float* gq, float* gk, float* gv);
 void token_cross_entropy_forward(const CudaCtx&, int64_t b, int64_t t, int64_t vocab, const float* logits,
                                  const int32_t* labels, int64_t shift, int32_t ignore_index, float* losses, float* lse);
 void token_cross_entropy_backward(const CudaCtx&, int64_t b, int64_t t, int64_t vocab, const float* logits,

@@ -341,7 +341,7 @@ run_bench() {  # run_bench NAME TIMEOUT CMD...: appends its output to BENCH_LOG
   BENCH_TABLES="$BENCH_TABLES
 ### $name
 
-$(grep -E '^(bench_|hamu_step|train_cnn|profile of|  )' "$tmp" | head -24)
+$(grep -E '^(bench_|hamu_step|train_cnn|attention_torch|profile of|  )' "$tmp" | head -24)
 
 $(grep -E '^\|' "$tmp")
 "
@@ -364,6 +364,15 @@ for b in "${ORDERED[@]}"; do
       GPU_BENCHES+=(bench_hamu_update_cpc$cpc)
       run_bench bench_hamu_update_cpc$cpc 40 env HAMU_MT_CHUNKS_PER_CTA=$cpc "$bin" --reps 10
     done
+  fi
+  if [ "$b" = bench_attention ] && [ "$(left)" -gt 120 ]; then
+    # Issue #10: the fused kernels above against the unfused GEMM + softmax path and PyTorch's SDPA.
+    GPU_BENCHES+=(bench_attention_unfused)
+    run_bench bench_attention_unfused 60 env HAMU_ATTENTION=unfused "$bin"
+    if python3 -c "import torch" >/dev/null 2>&1; then
+      GPU_BENCHES+=(peer_attention_torch)
+      run_bench peer_attention_torch 60 python3 bench/peer/attention_torch.py
+    fi
   fi
   if [ "$b" = bench_unlearn_step ]; then
     # Issue #12: the step with the profile table under each switch (the default run above already measured

@@ -220,3 +220,55 @@ TEST_CASE("cuda: lm ops match the CPU (forward and backward)") {
        {random_tensor({2, 5, 2000}, -3, 3)}, 1e-5);
 }
 #endif
+
+#ifdef HAMU_CUDA
+// The fused kernels (kernels/cuda/attention.cu) against the CPU's GEMM + softmax path: tiles of 32 rows
+// cut at odd lengths, head dimensions of each register width (<= 32, <= 64, <= 128, not multiples of 4),
+// grouped heads, left and right padding, a batch row that is all padding (every query sees no key: output
+// and gradients 0), and a gradient reaching y through every row.
+TEST_CASE("cuda: fused attention matches the CPU on long, padded and grouped shapes") {
+  if (!lm_gpu_ready()) return;
+  struct Case {
+    int64_t b, h, hkv, t, dh;
+    int pad;  // 0 none, 1 left/right padding, 2 one row all padding
+  };
+  for (const Case& c : {Case{1, 1, 1, 1, 8, 0}, Case{2, 4, 2, 77, 64, 1}, Case{1, 8, 1, 130, 128, 0},
+                        Case{3, 2, 2, 33, 40, 1}, Case{2, 3, 3, 64, 20, 2}, Case{1, 6, 3, 95, 127, 1},
+                        Case{2, 2, 1, 31, 1, 0}}) {
+    CAPTURE(c.t);
+    CAPTURE(c.dh);
+    std::vector<int32_t> m(size_t(c.b * c.t), 1);
+    for (int64_t bi = 0; bi < c.b; ++bi)
+      for (int64_t j = 0; j < c.t; ++j) {
+        if (c.pad == 1) m[size_t(bi * c.t + j)] = bi % 2 == 0 ? int32_t(j >= std::min<int64_t>(5, c.t - 1)) : int32_t(j < c.t - 9);
+        if (c.pad == 2 && bi == 1) m[size_t(bi * c.t + j)] = 0;
+      }
+    const Tensor mask = c.pad ? Tensor::from_vector<int32_t>(m, {c.b, c.t}) : Tensor();
+    Inputs host = {random_tensor({c.b, c.h, c.t, c.dh}, -2, 2), random_tensor({c.b, c.hkv, c.t, c.dh}, -2, 2),
+                   random_tensor({c.b, c.hkv, c.t, c.dh})};
+    Inputs hc, gc;
+    for (const Tensor& x : host) {
+      hc.push_back(leaf(f32(x)));
+      gc.push_back(leaf(f32(x).to(kGpu)));
+    }
+    Tensor yc = gqa_attention(hc[0], hc[1], hc[2], mask);
+    Tensor yg = gqa_attention(gc[0], gc[1], gc[2], mask.defined() ? mask.to(kGpu) : mask);
+    CHECK(rel(yg.to(Device{}), yc) < 1e-5);
+    Tensor proj = random_tensor(yc.shape(), -1, 1, DType::f32);
+    sum(mul(yc, proj)).backward();
+    sum(mul(yg, proj.to(kGpu))).backward();
+    for (size_t i = 0; i < hc.size(); ++i) {
+      CAPTURE(i);
+      CHECK(rel(gc[i].grad().to(Device{}), hc[i].grad()) < 1e-5);
+    }
+    if (c.pad == 2) {  // the all-padding row: zero output and zero gradients
+      const std::vector<float> y = yg.to(Device{}).to_vector<float>(), gq = gc[0].grad().to(Device{}).to_vector<float>();
+      const size_t row = size_t(c.h * c.t * c.dh);
+      for (size_t i = row; i < 2 * row; ++i) {
+        REQUIRE(y[i] == 0.f);
+        REQUIRE(gq[i] == 0.f);
+      }
+    }
+  }
+}
+#endif

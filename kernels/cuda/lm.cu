@@ -1,7 +1,7 @@
 // kernels/cuda/lm.cu: language-model kernels (CUDA): RMSNorm, rotary embeddings, GELU-tanh, SwiGLU, the
 // masked causal attention softmax and token cross-entropy fused with the log-softmax. Same formulas as
 // kernels/cpu/lm.cpp. Straightforward kernels: one CTA per row for the row-wise ones, a grid-stride map for
-// the elementwise ones; a fused, tiled attention kernel is a later task.
+// the elementwise ones. The fused, tiled attention kernels are in kernels/cuda/attention.cu.
 #include "kernels/cuda/cuda_common.cuh"
 
 namespace hamu::kernels {

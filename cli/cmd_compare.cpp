@@ -256,6 +256,7 @@ int cmd_compare(int argc, char** argv) {
         if (step == 0 && !final) return original;  // every run starts from the same, already evaluated model
         return final ? evaluate_full(*work->model, ctx, name) : evaluate_sampled(*work->model, ctx, name);
       };
+      hooks.stop_probe = make_stop_probe(*work->model, ctx, o.stop.samples);  // each run probes its own model
       UnlearnResult r = run_unlearning(*work->model, m->needs_original() ? frozen->model.get() : nullptr,
                                        ctx.data.data.train, ctx.data.split, ctx.norm, o, hooks);
       // The same checkpoint as hamu unlearn --out, and like it none for a run that applied no step.

@@ -75,6 +75,7 @@ const std::vector<CsvColumn>& csv_columns() {
       {"stop_auc", [](const StepLog& s) { return s.probed ? cell("%.6f", s.probe_auc) : std::string(); }, {}},
       {"stop_forget_loss", [](const StepLog& s) { return s.probed ? cell("%.6g", s.probe_forget_loss) : std::string(); }, {}},
       {"stop_heldout_loss", [](const StepLog& s) { return s.probed ? cell("%.6g", s.probe_heldout_loss) : std::string(); }, {}},
+      {"stop_retain_loss", [](const StepLog& s) { return s.probed ? cell("%.6g", s.probe_retain_loss) : std::string(); }, {}},
       {"stop_reason", [](const StepLog& s) { return std::string(s.stop ? s.stop : ""); }, {}},
   };
   return columns;

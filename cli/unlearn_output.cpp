@@ -157,8 +157,11 @@ Json unlearn_summary_json(const UnlearnOptions& opt, const UnlearnResult& res, u
                                  {"optimizer", Json(optimizer_name(opt.optimizer))},
                                  {"seed", Json(int64_t(seed))},
                                  {"stop", Json(stop_rule_name(opt.stop.rule))},
-                                 {"stop_resolved", Json(stop_rule_name(resolve_stop_rule(opt.stop.rule, true)))},
-                                 {"stop_check_every", Json(opt.stop.check_every)}}));
+                                 {"stop_resolved", Json(resolve_stop_rule(opt.stop.rule, true) == StopRule::automatic
+                                                            ? "loss-rise+retain-rise"
+                                                            : stop_rule_name(resolve_stop_rule(opt.stop.rule, true)))},
+                                 {"stop_check_every", Json(opt.stop.check_every)},
+                                 {"stop_retain_tol", Json(opt.stop.retain_tol)}}));
   return j;
 }
 
@@ -173,7 +176,10 @@ void print_stop_reason(const UnlearnResult& res, const UnlearnOptions& opt) {
     std::printf("stopped (--stop mia): the forget set's losses no longer tell it apart from held-out test samples of "
                 "its classes\n");
   else if (res.stop_reason == StopReason::loss_rise)
-    std::printf("stopped (--stop loss-rise): the forget loss reached the held-out same-class loss\n");
+    std::printf("stopped (--stop %s): the forget loss reached the held-out same-class loss\n", stop_rule_name(opt.stop.rule));
+  else if (res.stop_reason == StopReason::retain_rise)
+    std::printf("stopped (--stop %s): the retain loss rose more than %g%% above the original model's: further "
+                "forgetting costs the retained data\n", stop_rule_name(opt.stop.rule), 100 * opt.stop.retain_tol);
   else if (res.stop_reason == StopReason::kappa)
     std::printf("stopped (--stop kappa): kappa > kappa2 in most blocks throughout the last %lld steps: further "
                 "forgetting costs retain utility\n", (long long)opt.stop.check_every);

@@ -23,10 +23,12 @@ std::vector<Flag> unlearn_option_flags(bool text) {
       {"--stop", "RULE", "when to stop before --steps: none (fixed budget), criterion (HAMU's: no retain-neutral "
                          "forget progress of size B left), mia (forget looks like held-out test data of its classes), "
                          "loss-rise (forget loss reached held-out same-class loss), kappa (kappa > kappa2 in most blocks, "
-                         "sustained), auto (the README's chosen rule)", "auto"},
+                         "sustained), retain-rise (retain loss rose more than --stop-retain-tol above the original's), "
+                         "auto (loss-rise or retain-rise; none on text)", "auto"},
       {"--stop-on-criterion", "", "the same as --stop criterion", ""},
-      {"--stop-check-every", "K", "--stop: probe (mia, loss-rise) or judge the kappa window every K steps", "10"},
-      {"--stop-samples", "N", "--stop mia/loss-rise: forget and held-out test samples per probe", "500"},
+      {"--stop-check-every", "K", "--stop: probe (mia, loss-rise, retain-rise, auto) or judge the kappa window every K steps", "10"},
+      {"--stop-samples", "N", "--stop probes: forget and held-out test samples per probe (retain: 4N)", "500"},
+      {"--stop-retain-tol", "X", "--stop retain-rise/auto: stop once the retain loss exceeds the original's by this fraction", "0.05"},
       {"--stop-band", "X", "--stop mia: stop at forget-vs-held-out loss AUC <= 0.5 + X", "0.05"},
       {"--continue-on-infeasible", "", "HAMU: on an infeasible step take the pure ascent step and go on", ""},
       {"--clip", "X", "clip each objective gradient to this total norm (0 = off)", "1"},
@@ -79,6 +81,8 @@ UnlearnOptions read_unlearn_options(const Args& args, Device device) {
   o.stop.check_every = args.integer("--stop-check-every");
   o.stop.samples = args.integer("--stop-samples");
   o.stop.mia_band = args.number("--stop-band");
+  o.stop.retain_tol = args.number("--stop-retain-tol");
+  if (!(o.stop.retain_tol >= 0 && o.stop.retain_tol < 100)) throw InputError("--stop-retain-tol: must be in [0, 100)");
   if (o.stop.check_every < 1) throw InputError("--stop-check-every: must be at least 1");
   if (o.stop.samples < 1) throw InputError("--stop-samples: must be at least 1");
   if (!(o.stop.mia_band >= 0 && o.stop.mia_band < 0.5)) throw InputError("--stop-band: must be in [0, 0.5)");
@@ -176,14 +180,16 @@ std::function<StopProbe()> make_stop_probe(nn::Module& model, const UnlearnConte
     heldout.insert(heldout.end(), picked.begin(), picked.end());
   }
   std::sort(heldout.begin(), heldout.end());
-  if (heldout.empty()) return {};  // no held-out sample of those classes: mia and loss-rise refuse to run
-  return [&model, &ctx, forget, heldout]() {
+  if (heldout.empty()) return {};  // no held-out sample of those classes: the probe rules refuse to run
+  const std::vector<int64_t> retain = sample(ctx.data.split.retain, 4 * samples, 0x570F + 0x1000);
+  return [&model, &ctx, forget, heldout, retain]() {
     EvalOptions eo;
     eo.batch = ctx.eval_batch;
     eo.device = ctx.device;
     StopProbe p;
     p.forget = evaluate_indices(model, ctx.data.data.train, forget, ctx.norm, eo).losses;
     p.heldout = evaluate_indices(model, ctx.data.data.test, heldout, ctx.norm, eo).losses;
+    p.retain = evaluate_indices(model, ctx.data.data.train, retain, ctx.norm, eo).losses;
     return p;
   };
 }

@@ -137,6 +137,7 @@ expect_bad overwrite-input     "refusing to overwrite" unlearn --model orig.safe
 expect_bad unknown-stop-rule   "--stop"      "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --stop soon
 expect_bad stop-conflict       "--stop-on-criterion" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --stop mia --stop-on-criterion
 expect_bad stop-check-zero     "--stop-check-every"  "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --stop mia --stop-check-every 0
+expect_bad stop-retain-tol     "--stop-retain-tol"   "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --stop retain-rise --stop-retain-tol -1
 # Reference-free stopping end to end: gradient ascent at a large lr lifts the forget loss past the held-out
 # test losses of its class within a few steps; the reason lands in the JSON and on the CSV's last step row.
 rm -rf out && mkdir out
@@ -144,6 +145,13 @@ if "$HAMU" "${U[@]}" "${S[@]}" --method ga --lr 0.5 --steps 60 --stop loss-rise 
    grep -q '"stop_reason": *"loss_rise"' out/u.json && grep '^step' out/u.csv | tail -1 | grep -q ',loss_rise$' &&
    awk -F, '$1 == "step" && $(NF-3) != ""' out/u.csv | grep -q .; then pass
 else fail "unlearn --stop loss-rise: did not stop with loss_rise ($(cat stdout.txt stderr.txt | tail -3))"; fi
+# retain-rise: the same ascent raises the retain loss too; measured against the original model's retain probe
+# (taken before the first step, recorded in the JSON options).
+rm -rf out && mkdir out
+if "$HAMU" "${U[@]}" "${S[@]}" --method ga --lr 0.5 --steps 60 --stop retain-rise --stop-check-every 2 >stdout.txt 2>stderr.txt &&
+   grep -q '"stop_reason": *"retain_rise"' out/u.json && grep -q '"stop_retain_tol": *0.05' out/u.json &&
+   grep -q 'the retain loss rose more than 5% above' stdout.txt && grep '^step' out/u.csv | tail -1 | grep -q ',retain_rise$'; then pass
+else fail "unlearn --stop retain-rise: did not stop with retain_rise ($(cat stdout.txt stderr.txt | tail -3))"; fi
 
 # ---- hamu compare ---------------------------------------------------------------------------------
 
@@ -526,7 +534,7 @@ if [[ $rc -eq 130 ]] && grep -q 'hamu train: interrupted, nothing written' ci.er
 else
   fail "train interrupted: exit $rc (want 130), stderr: $(tail -2 ci.err)"
 fi
-interrupt_after 1 cu.out cu.err "${U[@]}" "${S[@]}" --method ga --steps 10000000 --eval-every 0
+interrupt_after 1 cu.out cu.err "${U[@]}" "${S[@]}" --method ga --steps 10000000 --eval-every 0 --stop none
 rc=$?
 if [[ $rc -eq 130 ]] && grep -q 'interrupted, out/u.csv kept up to step [0-9]* and marked' cu.err &&
    [[ $(tail -1 out/u.csv) =~ ^#\ interrupted\ at\ step\ [0-9]+$ ]] && [[ $(wc -l < out/u.csv) -gt 2 ]]; then

@@ -121,7 +121,8 @@ kill_at_step "train cnn k=$k" "$k" tc.st "${TC[@]}" --out tc.st &&
 # ---- hamu unlearn -----------------------------------------------------------------------------------
 "$HAMU" train --data "$D" --model mlp --epochs 2 --batch 8 --split class=1 --threads 1 --out orig.st > /dev/null 2>&1
 U=(unlearn --model orig.st --steps 16 --batch 8 --forget-batch 4 --eval-every 5 --eval-samples 10 --threads 1)
-for m in "hamu-q" "hamu-u --scope global" "scrub" "npo" "gdiff --optimizer adamw" "hamu-q --stop kappa --stop-check-every 3" "ga --stop mia --stop-check-every 4 --stop-samples 8"; do
+for m in "hamu-q" "hamu-u --scope global" "scrub" "npo" "gdiff --optimizer adamw" "hamu-q --stop kappa --stop-check-every 3" "ga --stop mia --stop-check-every 4 --stop-samples 8" \
+         "gdiff --stop auto --stop-check-every 2 --stop-retain-tol 0.01"; do
   read -r -a M <<< "--method $m"
   "$HAMU" "${U[@]}" "${M[@]}" --out ref.st --log ref.csv > /dev/null 2>&1
   last=$(grep -c '^step' ref.csv)

@@ -30,8 +30,13 @@ HamuReport report(int collateral, int blocks) {
 
 TEST_CASE("stopping: rule names round-trip and bad names name --stop") {
   for (StopRule r : {StopRule::none, StopRule::criterion, StopRule::mia, StopRule::loss_rise, StopRule::kappa,
-                     StopRule::automatic})
+                     StopRule::retain_rise, StopRule::automatic})
     CHECK(parse_stop_rule(stop_rule_name(r)) == r);
+  CHECK(std::string(stop_reason_name(StopReason::retain_rise)) == "retain_rise");
+  // auto is loss-rise or retain-rise where held-out data exists (images), none where it does not (text).
+  CHECK(resolve_stop_rule(StopRule::automatic, true) == StopRule::automatic);
+  CHECK(resolve_stop_rule(StopRule::automatic, false) == StopRule::none);
+  CHECK(resolve_stop_rule(StopRule::kappa, false) == StopRule::kappa);
   CHECK_THROWS_WITH_AS(parse_stop_rule("soon"), doctest::Contains("--stop"), InputError);
   CHECK(std::string(stop_reason_name(StopReason::mia)) == "mia");
   CHECK(std::string(stop_reason_name(StopReason::loss_rise)) == "loss_rise");
@@ -141,4 +146,71 @@ TEST_CASE("stopping: none never stops; probe rules without held-out data are ref
   s.rule = StopRule::kappa;
   s.check_every = 0;
   CHECK_THROWS_WITH_AS(StopMonitor(s, {}), doctest::Contains("--stop-check-every"), InputError);
+}
+
+TEST_CASE("stopping: retain-rise compares the retain mean loss with the original model's, relatively") {
+  std::mt19937 g(std::random_device{}());
+  StopProbe p;
+  p.retain = losses(g, 2000, 0.5);
+  const double base = mean_loss(p.retain);
+  CHECK_FALSE(retain_rise_rule_met(p, base, 0.05));  // unchanged
+  for (float& x : p.retain) x *= 1.04f;
+  CHECK_FALSE(retain_rise_rule_met(p, base, 0.05));  // +4%
+  for (float& x : p.retain) x *= 1.02f;
+  CHECK(retain_rise_rule_met(p, base, 0.05));  // +6.1%
+  CHECK_FALSE(retain_rise_rule_met(p, 0.0, 0.05));  // no baseline measured: never fires
+  CHECK_FALSE(retain_rise_rule_met(StopProbe{}, base, 0.05));
+  CHECK(retain_rise_rule_met(p, base, 0.0));
+}
+
+TEST_CASE("stopping: auto stops on whichever of loss-rise and retain-rise fires first, against start()'s baseline") {
+  std::mt19937 g(std::random_device{}());
+  struct Path {
+    double forget_per_step, retain_per_step;
+    StopReason want;
+    int64_t at;
+  };
+  // Forget loss from 0.1 towards the held-out 1.0; retain loss from 0.2, rising (or falling) per step.
+  for (const Path& path : {Path{0.05, 0.0, StopReason::loss_rise, 20}, Path{0.01, 0.002, StopReason::retain_rise, 10},
+                           Path{0.05, -0.001, StopReason::loss_rise, 20}, Path{0.002, 0.0008, StopReason::retain_rise, 15}}) {
+    CAPTURE(path.forget_per_step);
+    CAPTURE(path.retain_per_step);
+    StopSettings s;
+    s.rule = StopRule::automatic;
+    s.check_every = 5;
+    double forget_mean = 0.1, retain_mean = 0.2;
+    int probes = 0;
+    StopMonitor m(s, [&] {
+      ++probes;
+      StopProbe p;
+      p.heldout = losses(g, 500, 1.0);
+      p.forget = losses(g, 500, forget_mean);
+      p.retain = std::vector<float>(2000, float(retain_mean));
+      return p;
+    });
+    m.start();
+    CHECK(probes == 1);
+    CHECK(std::abs(m.retain_baseline() - 0.2) < 1e-6);
+    int64_t stopped = 0;
+    for (int64_t step = 1; step <= 60 && !stopped; ++step) {
+      forget_mean += path.forget_per_step;
+      retain_mean += path.retain_per_step;
+      if (std::optional<StopReason> why = m.after_step(step, report(0, 10), true)) {
+        CHECK(*why == path.want);
+        stopped = step;
+      }
+    }
+    // retain +5% of 0.2 = 0.01: passed after 5.x steps at 0.002 (check at 10), 12.5 steps at 0.0008 (check at 15).
+    CHECK(stopped == path.at);
+  }
+  // Only retain-rise and auto spend a probe on start().
+  StopSettings s;
+  s.rule = StopRule::loss_rise;
+  int probes = 0;
+  StopMonitor m(s, [&] {
+    ++probes;
+    return StopProbe{};
+  });
+  m.start();
+  CHECK(probes == 0);
 }

@@ -20,6 +20,7 @@ const char* stop_reason_name(StopReason r) {
     case StopReason::mia: return "mia";
     case StopReason::loss_rise: return "loss_rise";
     case StopReason::kappa: return "kappa";
+    case StopReason::retain_rise: return "retain_rise";
   }
   return "?";
 }

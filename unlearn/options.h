@@ -23,20 +23,23 @@ enum class OptimizerKind { sgd, adamw };
 const char* optimizer_name(OptimizerKind o);                 // "sgd" | "adamw"
 OptimizerKind parse_optimizer(const std::string& name);  // InputError naming --optimizer
 
-enum class StopReason { max_steps, infeasible, criterion, nan, mia, loss_rise, kappa };
-// "max_steps" | "infeasible" | "criterion" | "nan" | "mia" | "loss_rise" | "kappa"
+enum class StopReason { max_steps, infeasible, criterion, nan, mia, loss_rise, kappa, retain_rise };
+// "max_steps" | "infeasible" | "criterion" | "nan" | "mia" | "loss_rise" | "kappa" | "retain_rise"
 const char* stop_reason_name(StopReason r);
 
-// Reference-free stopping (unlearn/stopping.h): --stop none|criterion|mia|loss-rise|kappa|auto.
-enum class StopRule { none, criterion, mia, loss_rise, kappa, automatic };
+// Reference-free stopping (unlearn/stopping.h): --stop none|criterion|mia|loss-rise|kappa|retain-rise|auto
+// (auto: loss-rise or retain-rise, whichever fires first).
+enum class StopRule { none, criterion, mia, loss_rise, kappa, retain_rise, automatic };
 const char* stop_rule_name(StopRule r);              // as --stop spells it
 StopRule parse_stop_rule(const std::string& name);   // InputError naming --stop
 struct StopSettings {
   StopRule rule = StopRule::none;
   int64_t check_every = 10;         // probe (mia, loss-rise) or kappa window every this many steps
-  int64_t samples = 500;            // forget and held-out samples per probe
+  int64_t samples = 500;            // forget and held-out samples per probe (retain: 4 times as many)
   double mia_band = 0.05;           // mia: stop at forget-vs-held-out AUC <= 0.5 + band
   double kappa_share = 0.75;        // kappa: share of the window's steps with kappa > kappa2 in most blocks
+  double retain_tol = 0.05;         // retain-rise: stop once the retain probe's mean loss exceeds the
+                                    // original model's by more than this fraction
 };
 
 // The constants of the methods' objectives and step rules.

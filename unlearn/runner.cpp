@@ -135,7 +135,7 @@ class ImageTask final : public UnlearnTask {
 };
 
 // The step log in a state file: one row of doubles per step (counts and flags exactly representable).
-constexpr int64_t kStepColumns = 30;
+constexpr int64_t kStepColumns = 31;
 
 // The columns of a step row in order: the one list that writing and reading share (S: StepLog or const StepLog).
 template <class S, class F>
@@ -145,7 +145,7 @@ void for_each_step_column(S& s, F f) {
   f(r.retain_norm), f(r.forget_norm), f(r.retain_scale), f(r.forget_scale), f(r.angle_deg), f(r.feasibility_margin);
   f(r.stopping_margin), f(r.n_direct), f(r.n_rectified), f(r.n_colinear), f(r.n_infeasible), f(r.n_collateral);
   f(r.n_blocks), f(r.nonfinite), f(r.criterion_met), f(r.applied), f(s.skipped), f(s.paired), f(s.projected);
-  f(s.probed), f(s.probe_auc), f(s.probe_forget_loss), f(s.probe_heldout_loss);
+  f(s.probed), f(s.probe_auc), f(s.probe_forget_loss), f(s.probe_heldout_loss), f(s.probe_retain_loss);
 }
 
 void append_step_row(std::vector<double>& out, const StepLog& s) {
@@ -179,6 +179,7 @@ RunState unlearn_state(nn::Module& model, const AdamW* adamw, const UnlearnTask&
   std::vector<double> window;
   for (bool b : monitor.window()) window.push_back(b ? 1 : 0);
   st.put_doubles("loop.stop_window", window);
+  st.put_doubles("loop.stop_retain_baseline", {monitor.retain_baseline()});
   std::vector<double> rows;
   for (const StepLog& s : res.log) append_step_row(rows, s);
   st.put_doubles("loop.step_log", rows);
@@ -212,6 +213,7 @@ int64_t restore_unlearn_state(const RunState& st, nn::Module& model, AdamW* adam
   std::vector<bool> window;
   for (double w : st.get_doubles("loop.stop_window")) window.push_back(w != 0);
   monitor.restore_window(std::move(window));
+  monitor.restore_retain_baseline(st.get_doubles("loop.stop_retain_baseline", 1)[0]);
   const std::vector<double> rows = st.get_doubles("loop.step_log", step * kStepColumns);
   res.log.clear();
   for (int64_t i = 0; i < step; ++i) res.log.push_back(step_from_row(rows.data() + i * kStepColumns));
@@ -290,6 +292,9 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
     if (!hooks.evaluate) res.evals.clear();
   } else {
     evaluate(0, false);
+    const double tp = now_s();
+    monitor.start();  // the original model's retain-probe loss (retain-rise, auto)
+    res.eval_seconds += now_s() - tp;
   }
 
   std::unique_ptr<Progress> bar;
@@ -360,6 +365,7 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
         log.probe_auc = monitor.last_auc();
         log.probe_forget_loss = monitor.last_forget_loss();
         log.probe_heldout_loss = monitor.last_heldout_loss();
+        log.probe_retain_loss = monitor.last_retain_loss();
       }
       res.eval_seconds += now_s() - tp;
     }

@@ -31,7 +31,7 @@ struct StepLog {
   bool projected = false;           // gru/pcgrad projected
   // Reference-free stopping (unlearn/stopping.h): a probe ran after this step, and what it measured.
   bool probed = false;
-  double probe_auc = 0.5, probe_forget_loss = 0, probe_heldout_loss = 0;
+  double probe_auc = 0.5, probe_forget_loss = 0, probe_heldout_loss = 0, probe_retain_loss = 0;
   const char* stop = nullptr;       // the stop reason, on the run's last step only
 };
 

@@ -39,7 +39,7 @@ CaptureTicket capture_norm(const char* op, const Tensor& gamma, const Tensor& be
                            bool mixes_samples) {
   CaptureTicket ticket = capture_layer(op, gamma, beta, input, samples, positions);
   if (!ticket.record) return ticket;
-  ticket.record->stat_a = mean.detach();
+  if (mean.defined()) ticket.record->stat_a = mean.detach();  // RMSNorm has none
   ticket.record->stat_b = invstd.detach();
   ticket.record->mixes_samples = mixes_samples;
   return ticket;

@@ -13,6 +13,8 @@
 //                ([C]), T = H*W; G = [N, C, ...]. Only the fixed-statistics branch (eval / frozen) has
 //                per-sample gradients; with batch statistics the record says so (mixes_samples).
 //   "layer_norm" A = input rows [N*T, d], stat_a/stat_b = mean and 1/std per row ([N*T]), G = [N*T, d]
+//   "rms_norm"   A = input rows [N*T, d], stat_a undefined (no centring), stat_b = 1/rms per row ([N*T]),
+//                G = [N*T, d]; weight only
 // G is exactly the gradient of whatever scalar was backpropagated. It is per-sample only when that
 // scalar is the SUM of per-sample losses; for a batch-mean loss every G carries a factor 1/N. The
 // consumer (unlearn/hardness) therefore backpropagates sum_i loss_i, and anything else must undo the

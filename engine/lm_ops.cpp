@@ -45,6 +45,8 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   });
   const int64_t samples = x.dim() >= 2 ? x.shape()[0] : 1;
   const int64_t per_sample = samples ? rows / samples : 0;
+  // Per-sample capture (hardness): the input rows and 1/rms per row; no mean (unlearn/hardness/rmsnorm.cpp).
+  CaptureTicket ticket = capture_norm("rms_norm", weight, Tensor(), xc, Tensor(), rstd, samples, per_sample, false);
   const PairedTicket paired = paired_ticket("rms_norm", weight, Tensor(), samples);
   if (needs_grad({&xc, &wc})) {
     Tensor xd = xc.detach(), wd = wc.detach();
@@ -52,6 +54,7 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
     const int64_t split_rows = paired.split * per_sample;
     record(y, "rms_norm", {xc, wc}, [=](const Tensor& g) {
       Tensor gc = g.contiguous();
+      capture_output_grad(ticket, gc);
       Tensor gx = empty_like(xd);
       Tensor gw = route ? Tensor() : zeros_like(wd);
       dispatch("rms_norm_backward", gc, [&](const auto& ctx, auto tag) {

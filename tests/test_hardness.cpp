@@ -37,6 +37,20 @@ struct SeqNet : nn::Module {
   std::shared_ptr<nn::LayerNorm> ln;
 };
 
+// x [B, T, D] -> linear -> rms_norm (Llama's norm, weight only) -> mean over T -> linear.
+struct RmsNet : nn::Module {
+  RmsNet(Rng& rng, int64_t d, int64_t classes) {
+    l1 = register_module("l1", std::make_shared<nn::Linear>(d, 6, true, rng));
+    head = register_module("head", std::make_shared<nn::Linear>(6, classes, true, rng));
+    weight = Tensor::full({6}, 1.0);
+    register_parameter("norm_weight", &weight);
+    rng.fill_uniform(weight, 0.5, 1.5);
+  }
+  Tensor forward(const Tensor& x) override { return (*head)(mean(rms_norm((*l1)(x), weight, 1e-6), 1)); }
+  std::shared_ptr<nn::Linear> l1, head;
+  Tensor weight;
+};
+
 // tokens [B, T] -> embedding -> layer_norm -> mean over T -> linear.
 struct EmbNet : nn::Module {
   EmbNet(Rng& rng, int64_t vocab, int64_t classes) {
@@ -108,6 +122,7 @@ std::vector<Case> cases(DType dt) {
   out.push_back({"conv with bias + batch_norm (T=9)", std::make_shared<ConvNet>(rng, 3), floats({2, 5, 5}), 3});
   out.push_back({"cnn (conv T=64/16, BN frozen)", models::build_model({"cnn", 1, 8, 8, 3}, rng), floats({1, 8, 8}), 3});
   out.push_back({"embedding T=3 + layer_norm", std::make_shared<EmbNet>(rng, 7, 3), tokens(3, 7), 3});
+  out.push_back({"sequence linear + rms_norm (T=4)", std::make_shared<RmsNet>(rng, 3, 3), floats({4, 3}), 3});
   out.push_back({"embedding T=1", std::make_shared<EmbNet>(rng, 6, 3), tokens(1, 6), 3});
   out.push_back({"shared layer (uses summed) + foreign op (fallback)", std::make_shared<OddNet>(rng, 3), floats({4}), 3});
   for (Case& c : out) {

@@ -116,7 +116,7 @@ TEST_CASE("an op tag without a hardness rule falls back to per-sample backward p
 }
 
 TEST_CASE("hardness rule registry: the built-in layers, one rule per tag") {
-  for (const char* op : {"linear", "conv2d", "embedding", "batch_norm", "layer_norm"}) {
+  for (const char* op : {"linear", "conv2d", "embedding", "batch_norm", "layer_norm", "rms_norm"}) {
     CAPTURE(op);
     CHECK(find_hardness_rule(op) != nullptr);
   }

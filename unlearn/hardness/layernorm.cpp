@@ -13,11 +13,7 @@ class LayerNormRule : public HardnessRule {
   }
 
   BlockRep rep(const CaptureRecord& rec, const HardnessBlock& b, int64_t s0, int64_t n, bool) const override {
-    const int64_t c = rec.weight.numel(), t = rec.positions;
-    // [n * t, c] rows with statistics per row; sums over a sample's t rows.
-    const NormLayout l{.per = t * c, .ndim = 2, .shape = {n * t, c}, .x_strides = {c, 1}, .stat_strides = {1, 0},
-                       .stat_offset = s0 * t, .outer = n, .len = t, .inner = c};
-    return norm_affine_rep(rec, b, s0, n, l);
+    return row_norm_rep(rec, b, s0, n);
   }
 };
 

@@ -1,7 +1,7 @@
 // unlearn/hardness/norm_affine.h: the per-sample gradients of a normalisation's affine parameters,
 // shared by the normalisation rules (batch_norm, layer_norm, ...): for y = gamma x_hat + beta with
-// x_hat = (x - stat_a) * stat_b, gamma's per-sample gradient sums x_hat * g and beta's sums g over the
-// elements of a sample that share a channel.
+// x_hat = (x - stat_a) * stat_b (x * stat_b where the record has no stat_a: RMSNorm), gamma's per-sample
+// gradient sums x_hat * g and beta's sums g over the elements of a sample that share a channel.
 #pragma once
 #include <cstdint>
 
@@ -20,5 +20,8 @@ struct NormLayout {
 
 // p [n, channels]: the materialised per-sample gradients of b (role weight: gamma, bias: beta).
 BlockRep norm_affine_rep(const CaptureRecord& rec, const HardnessBlock& b, int64_t s0, int64_t n, const NormLayout& l);
+// The same for a normalisation over the last dimension of [N*T, d] rows with statistics per row
+// (layer_norm, rms_norm): sums over each sample's T rows.
+BlockRep row_norm_rep(const CaptureRecord& rec, const HardnessBlock& b, int64_t s0, int64_t n);
 
 }  // namespace hamu

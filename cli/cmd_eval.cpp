@@ -19,6 +19,7 @@
 #include "models/checkpoint.h"
 #include "models/lm/generate.h"
 #include "unlearn/metrics.h"
+#include "unlearn/text_metrics.h"
 
 namespace hamu::cli {
 namespace {
@@ -40,11 +41,14 @@ int cmd_eval_text(int argc, char** argv) {
       {"--data", "SPEC", "qa:FILE.jsonl[,q=FIELD,a=FIELD] or wordnet-qa[:N]", ""},
       {"--split", "SPEC", "fraction=X | group=NAME | forget=FILE [,holdout=X | test=FILE] (default: one split, all)", ""},
       {"--template", "T", "plain, llama2-chat or chatml (as in training)", "plain"},
+      {"--reference", "DIR", "a retrained model (same tokenizer): answer-token accuracy gaps and the KS test of the "
+                             "forget losses against it", ""},
       {"--batch", "N", "sequences per forward pass (right-padded)", "16"},
       {"--json", "FILE", "write the evaluation as JSON", ""},
   };
   for (Flag f : common_flags()) flags.push_back(f);
-  Args args("eval", "--model DIR [--lora ADAPTER_DIR] --data qa:FILE.jsonl [--split SPEC] [--template T] [--json FILE]", flags);
+  Args args("eval", "--model DIR [--lora ADAPTER_DIR] --data qa:FILE.jsonl [--split SPEC] [--template T] [--reference DIR] [--json FILE]",
+            flags);
   if (!args.parse(argc, argv)) return 0;
   const std::string dir = args.required("--model");
   const std::string lora = args.str_or("--lora", "");
@@ -60,6 +64,12 @@ int cmd_eval_text(int argc, char** argv) {
     throw InputError("--data: a language model is evaluated on text (qa:FILE or wordnet-qa), not '" + data_spec + "'");
   const LmWithTokenizer m = load_lm_with_tokenizer(dir, device, lora);
   template_stop_id(tmpl, m.tok);
+  std::optional<LmWithTokenizer> ref;  // loaded and checked before anything is evaluated
+  const std::string ref_dir = args.str_or("--reference", "");
+  if (!ref_dir.empty()) {
+    ref.emplace(load_lm_with_tokenizer(ref_dir, device));
+    template_stop_id(tmpl, ref->tok);
+  }
   const TextDataSpec spec = parse_text_data_spec(data_spec);
   const QaDataset data = load_text_data(spec);
 
@@ -84,10 +94,28 @@ int cmd_eval_text(int argc, char** argv) {
   Json splits_json = Json::object();
   std::printf("%s: %s on %s, template %s, split %s\n", m.source.describe().c_str(), m.lm->config().describe().c_str(),
               data.source.c_str(), template_name(tmpl), split_name.c_str());
-  std::printf("%-8s %8s %9s %9s %9s\n", "split", "n", "tokens", "loss", "accuracy");
-  int64_t truncated = 0;
+  if (ref) topt.max_length = std::min(topt.max_length, models::lm_context_length(ref->lm->config()));
+  std::vector<QaBatchTokens> split_tokens;
   for (const auto& [name, pairs] : splits) {
-    const QaBatchTokens toks = tokenize_qa_pairs(m.tok, tmpl, qa_text_pairs(pairs), topt);
+    split_tokens.push_back(tokenize_qa_pairs(m.tok, tmpl, qa_text_pairs(pairs), topt));
+    if (!ref) continue;
+    // The reference scores the same token ids: a different tokenizer would make the gaps meaningless.
+    const QaBatchTokens ref_toks = tokenize_qa_pairs(ref->tok, tmpl, qa_text_pairs(pairs), topt);
+    const QaBatchTokens& toks = split_tokens.back();
+    for (size_t i = 0; i < toks.pairs.size(); ++i)
+      if (ref_toks.pairs[i].ids != toks.pairs[i].ids || ref_toks.pairs[i].labels != toks.pairs[i].labels)
+        throw InputError("--reference: " + ref_dir + " tokenizes the " + name + " split differently from --model (pair " +
+                         std::to_string(i + 1) + "); gaps need the same tokenizer and template");
+  }
+  if (ref) std::printf("%-8s %8s %9s %9s %9s %9s %9s %7s\n", "split", "n", "tokens", "loss", "accuracy", "ref loss", "ref acc", "gap");
+  else std::printf("%-8s %8s %9s %9s %9s\n", "split", "n", "tokens", "loss", "accuracy");
+  int64_t truncated = 0;
+  Json ref_json = Json::object();
+  double gap_sum = 0;
+  std::vector<double> forget_losses, ref_forget_losses;
+  for (size_t si = 0; si < splits.size(); ++si) {
+    const auto& [name, pairs] = splits[si];
+    const QaBatchTokens& toks = split_tokens[si];
     if (!toks.warning.empty()) std::fprintf(stderr, "%s (split %s)\n", toks.warning.c_str(), name.c_str());
     truncated += toks.truncated;
     std::vector<std::vector<int32_t>> ids, labels;
@@ -99,12 +127,41 @@ int cmd_eval_text(int argc, char** argv) {
     const models::ScoreResult r =
         models::score_sequences(*m.lm, ids, labels, batch, [&](int64_t done, int64_t) { bar.update(done); });
     bar.finish();
-    std::printf("%-8s %8zu %9lld %9.4f %8.2f%%\n", name.c_str(), pairs.size(), (long long)r.total.tokens, r.total.loss(),
-                100.0 * r.total.accuracy());
     splits_json.set(name, Json::object({{"n", int64_t(pairs.size())},
                                         {"loss", r.total.loss()},
                                         {"acc", r.total.accuracy()},
                                         {"tokens", r.total.tokens}}));
+    if (!ref) {
+      std::printf("%-8s %8zu %9lld %9.4f %8.2f%%\n", name.c_str(), pairs.size(), (long long)r.total.tokens, r.total.loss(),
+                  100.0 * r.total.accuracy());
+      continue;
+    }
+    Progress ref_bar((int64_t(ids.size()) + batch - 1) / batch, "eval " + name + " (reference)", "batch/s");
+    const models::ScoreResult rr =
+        models::score_sequences(*ref->lm, ids, labels, batch, [&](int64_t done, int64_t) { ref_bar.update(done); });
+    ref_bar.finish();
+    const double gap = std::abs(r.total.accuracy() - rr.total.accuracy());
+    gap_sum += gap;
+    std::printf("%-8s %8zu %9lld %9.4f %8.2f%% %9.4f %8.2f%% %7.2f\n", name.c_str(), pairs.size(),
+                (long long)r.total.tokens, r.total.loss(), 100.0 * r.total.accuracy(), rr.total.loss(),
+                100.0 * rr.total.accuracy(), 100.0 * gap);
+    ref_json.set(name, Json::object({{"loss", rr.total.loss()}, {"acc", rr.total.accuracy()}, {"gap", gap}}));
+    if (name == "forget" || splits.size() == 1) {
+      for (const auto& sq : r.sequences) forget_losses.push_back(sq.loss());
+      for (const auto& sq : rr.sequences) ref_forget_losses.push_back(sq.loss());
+    }
+  }
+  Json reference;
+  if (ref) {
+    const double avg = gap_sum / double(splits.size());
+    const KsResult ks = ks_2samp(forget_losses, ref_forget_losses);
+    const char* ks_split = splits.size() == 1 ? "all" : "forget";
+    std::printf("gap to reference: avg %.2f points over %zu splits; KS test of the %s losses: D %.4f, p %.4g\n", 100 * avg,
+                splits.size(), ks_split, ks.statistic, ks.p_value);
+    reference = Json::object({{"model", ref_dir},
+                              {"splits", ref_json},
+                              {"avg_gap", avg},
+                              {"ks", Json::object({{"split", ks_split}, {"statistic", ks.statistic}, {"p_value", ks.p_value}})}});
   }
   if (!json_path.empty()) {
     Json prov = provenance_json(args, device);
@@ -113,15 +170,18 @@ int cmd_eval_text(int argc, char** argv) {
     if (read.size() < 3) read.resize(3);
     prov.set("data", text_data_identity_json(spec.canonical, {&read[0], &read[1], &read[2]}));
     set_lm_parents(prov, m.source);
-    save_json(json_path, Json::object({{"model", dir},
-                                       {"base_model", m.source.base},
-                                       {"adapter", m.source.adapter.empty() ? Json() : Json(m.source.adapter)},
-                                       {"data", data.source},
-                                       {"split", split_name},
-                                       {"template", template_name(tmpl)},
-                                       {"truncated", truncated},
-                                       {"splits", splits_json},
-                                       {"provenance", prov}}));
+    if (ref) prov.set("reference", parent_json(ref_dir));
+    Json out = Json::object({{"model", dir},
+                             {"base_model", m.source.base},
+                             {"adapter", m.source.adapter.empty() ? Json() : Json(m.source.adapter)},
+                             {"data", data.source},
+                             {"split", split_name},
+                             {"template", template_name(tmpl)},
+                             {"truncated", truncated},
+                             {"splits", splits_json},
+                             {"provenance", prov}});
+    if (ref) out.set("reference", reference);
+    save_json(json_path, out);
   }
   return 0;
 }

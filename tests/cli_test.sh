@@ -292,6 +292,15 @@ if "$HAMU" eval --threads 1 --model "$LM" --data "qa:$QA" --json out/e.json > ev
 else
   fail "eval of a language model on good input: $(cat eval_lm.err)"
 fi
+# --reference: a model against itself has zero gaps and a KS D of 0; one with another tokenizer is refused.
+if "$HAMU" eval --threads 1 --model "$LM" --data "qa:$QA" --split fraction=0.3 --reference "$LM" --json out/er.json \
+     > eval_ref.out 2> eval_ref.err && grep -q '^forget .* 0.00$' eval_ref.out && grep -q 'avg 0.00 points over 2 splits' eval_ref.out &&
+   grep -q '"avg_gap": 0,' out/er.json && grep -q '"statistic": 0,' out/er.json && grep -q '"split": "forget"' out/er.json; then
+  pass
+else
+  fail "eval of a language model with --reference: $(cat eval_ref.err)"
+fi
+expect_bad eval-lm-ref-tokenizer "tokenizes the all split differently" "${E[@]}" --data "qa:$QA" --reference "$LM_FIX/lm_text/llama" --json out/e.json
 
 # hamu hardness on QA pairs: exact duplicates of the forget pairs are their nearest retain pairs, shown as text.
 H=(hardness --threads 1 --model "$LM" --data "qa:$QA")

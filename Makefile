@@ -108,7 +108,7 @@ HAMU := $(BUILD)/hamu
 TESTS := $(BUILD)/hamu_tests
 BENCHES := $(BENCH_SRC:bench/%.cpp=$(BUILD)/bench/%)
 
-.PHONY: fuzz fuzz-build fuzz-corpus all lib examples test test-run demo demo-text bench bench-build deps clean
+.PHONY: fuzz fuzz-build fuzz-corpus all lib examples test test-run demo demo-text sweep bench bench-build deps clean
 all: $(LIB) $(HAMU) $(TESTS) lib
 
 # Short build lines (`make V=1` prints the whole commands).
@@ -256,6 +256,10 @@ demo:
 
 demo-text:
 	scripts/demo-text.sh
+
+# The rho sweep of README "Stopping" (about 75 min on 2 cores; settings in the script's header).
+sweep: $(HAMU)
+	HAMU=$(HAMU) scripts/sweep-rho.sh runs/sweep
 
 deps:
 	scripts/install-deps.sh

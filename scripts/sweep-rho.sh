@@ -16,8 +16,11 @@
 #   STOPS    stopping rules to compare ("auto"; e.g. "none mia loss-rise kappa criterion")
 #   STEPS    the budget (100)                 THREADS (all cores)   EXTRA  more hamu unlearn flags
 #   SEED     split seed (0)
-# Time (2-core dev box, quiet): cnn, 3 epochs, all 7 splits, 10 methods, one rule: 8 trainings of
-# ~3 min and 70 unlearning runs of ~40 s: about 75 min. Quick subset (loaded machine, minutes):
+# Time (2-core dev box): cnn, 3 epochs, all 7 splits, 10 methods, one rule: 8 trainings of ~40 s to
+# 3 min and 70 unlearning runs of 20-60 s (a run that stops early is quicker): about an hour. The README's
+# table (`make sweep` = this script into runs/sweep) was one such run plus hamu-q under the other rules
+# (STOPS="none criterion kappa mia loss-rise", METHODS=hamu-q, EXTRA="--eval-every 10"), 2026-11-29.
+# Quick subset (loaded machine, minutes):
 #   MODEL=mlp EPOCHS=1 RHOS="0 0.5" RANDOMS="0.1" METHODS="hamu-q gdiff npo" scripts/sweep-rho.sh runs/rho
 # Needs python3 for the table and the figure (standard library only).
 set -euo pipefail
@@ -132,34 +135,51 @@ for stop in stops:
 open(os.path.join(out, "sweep.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 
-# Figure: one panel per stopping rule, groups = splits, bars = methods (avg gap, points).
-colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-W, PH, L, T = 900, 260, 60, 40
-H = T + len(stops) * (PH + 50) + 30
-vmax = max([pct(v["after"]["reference"]["avg_gap"]) for v in runs.values()] + [1.0])
-step_tick = next(t for t in [0.5, 1, 2, 5, 10, 20, 25, 50] if vmax / t <= 6)
-vmax = step_tick * (int(vmax / step_tick) + 1)
+# Figure: avg gap per split (groups) in panels: first hamu-q under each stopping rule it ran with (bars =
+# rules), then one panel per rule that several methods ran with (bars = methods). Bars above the axis's
+# top are cut there and carry their value.
+colors = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7", "#F0E442", "#000000", "#999999", "#8C564B"]
+panels = []  # (title, [(label, key function)])
+q_stops = [st for st in stops if any(k[1] == st and k[2] == "hamu-q" for k in runs)]
+if len(q_stops) > 1:
+    panels.append(("hamu-q by stopping rule (--stop)", [(st, (lambda st: lambda s: runs.get((s, st, "hamu-q")))(st)) for st in q_stops]))
+for st in stops:
+    ms = [m for m in methods if any(k[1] == st and k[2] == m for k in runs)]
+    if len(ms) > 1:
+        panels.append(("every method, --stop %s" % st, [(m, (lambda m, st: lambda s: runs.get((s, st, m)))(m, st)) for m in ms]))
+if not panels:
+    panels.append(("--stop %s" % stops[0], [(m, (lambda m: lambda s: runs.get((s, stops[0], m)))(m)) for m in methods]))
+W, PH, L, T = 980, 240, 50, 34
+H = T + len(panels) * (PH + 78) + 10
+vmax = 10.0
+all_v = [pct(v["after"]["reference"]["avg_gap"]) for v in runs.values()]
+if all_v and max(all_v) < vmax: vmax = max(2.0, 2 * (int(max(all_v) / 2) + 1))
+step_tick = 2.0 if vmax >= 6 else 1.0
 svg = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">' % (W, H),
        '<rect width="100%" height="100%" fill="white"/>',
-       '<text x="%d" y="20" font-size="14" font-weight="bold">rho sweep (%s, %s epochs, %s steps): avg gap to the retrained model per split</text>' % (L, model, epochs, steps)]
-for i, m in enumerate(methods):
-    x = L + i * 80
-    svg.append('<rect x="%d" y="28" width="10" height="10" fill="%s"/><text x="%d" y="37">%s</text>' % (x, colors[i % 10], x + 14, m))
+       '<text x="%d" y="20" font-size="14" font-weight="bold">rho sweep (%s, %s epochs, at most %s steps): avg gap to each split\'s retrained model, points</text>' % (L, model, epochs, steps)]
 gw = (W - L - 20) / max(1, len(splits))
-for p, stop in enumerate(stops):
-    y0 = T + 20 + p * (PH + 50)
-    svg.append('<text x="%d" y="%d" font-weight="bold">stop = %s</text>' % (L, y0 - 4, stop))
+for p, (title, series) in enumerate(panels):
+    y0 = T + 40 + p * (PH + 78)
+    svg.append('<text x="%d" y="%d" font-weight="bold" font-size="12">%s</text>' % (L, y0 - 26, title))
+    x = L
+    for i, (label, _) in enumerate(series):
+        svg.append('<rect x="%.0f" y="%d" width="10" height="10" fill="%s"/><text x="%.0f" y="%d">%s</text>' % (x, y0 - 18, colors[i % 10], x + 14, y0 - 9, label))
+        x += 24 + 7.5 * len(label)
     for k in range(int(round(vmax / step_tick)) + 1):
         v = k * step_tick; y = y0 + PH - PH * v / vmax
         svg.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%g</text>' % (L, W - 20, y, y, L - 4, y + 4, v))
-    for j, s in enumerate(splits):
-        gx = L + j * gw; bw = (gw - 14) / max(1, len(methods))
-        for i, m in enumerate(methods):
-            r = runs.get((s, stop, m))
+    for j, sp in enumerate(splits):
+        gx = L + j * gw; bw = (gw - 14) / max(1, len(series))
+        for i, (label, get) in enumerate(series):
+            r = get(sp)
             if not r: continue
             v = pct(r["after"]["reference"]["avg_gap"]); h = PH * min(v, vmax) / vmax
-            svg.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s: %.2f</title></rect>' % (gx + 7 + i * bw, y0 + PH - h, bw - 1, h, colors[i % 10], m, s, v))
-        svg.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>' % (gx + gw / 2, y0 + PH + 14, s))
+            bx = gx + 7 + i * bw
+            svg.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s: %.2f</title></rect>' % (bx, y0 + PH - h, bw - 1, h, colors[i % 10], label, sp, v))
+            if v > vmax:
+                svg.append('<text x="%.1f" y="%.1f" font-size="8" text-anchor="middle" transform="rotate(-90 %.1f %.1f)">%.0f</text>' % (bx + bw / 2 + 3, y0 + 14, bx + bw / 2 + 3, y0 + 14, v))
+        svg.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>' % (gx + gw / 2, y0 + PH + 14, sp))
     svg.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="black"/>' % (L, W - 20, y0 + PH, y0 + PH))
 svg.append("</svg>")
 open(os.path.join(out, "sweep.svg"), "w").write("\n".join(svg) + "\n")

@@ -1,7 +1,10 @@
 // engine/nn.cpp: module bookkeeping (names, devices, modes) and the layer implementations.
 #include "engine/nn.h"
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 namespace hamu::nn {
 
@@ -234,6 +237,30 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   const bool batch_stats = training() && !frozen;
   if (batch_stats) ++num_batches_tracked;
   return batch_norm(x, weight, bias, running_mean, running_var, batch_stats, momentum, eps);
+}
+
+namespace {
+std::atomic<int> g_fusion_override{-1};
+}  // namespace
+
+bool batchnorm_fusion_enabled() {
+  const int o = g_fusion_override.load();
+  if (o >= 0) return o != 0;
+  static const bool from_env = [] {
+    const char* v = std::getenv("HAMU_FUSE_BN");
+    return !(v && std::string(v) == "0");
+  }();
+  return from_env;
+}
+
+int set_batchnorm_fusion(int mode) { return g_fusion_override.exchange(mode < 0 ? -1 : mode != 0); }
+
+Tensor BatchNorm2d::forward_act(const Tensor& x, const Tensor& residual, bool relu_after) {
+  if ((!training() || frozen) && batchnorm_fusion_enabled())
+    return batch_norm_act(x, weight, bias, running_mean, running_var, eps, residual, relu_after);
+  Tensor y = forward(x);
+  if (residual.defined()) y = add(y, residual);
+  return relu_after ? relu(y) : y;
 }
 
 MaxPool2d::MaxPool2d(int kernel, int stride, int pad) {

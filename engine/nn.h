@@ -108,6 +108,9 @@ class BatchNorm2d : public Module {
  public:
   explicit BatchNorm2d(int64_t channels, double eps = 1e-5, double momentum = 0.1);
   Tensor forward(const Tensor& x) override;
+  // relu?(forward(x) + residual) (residual may be undefined): one fused pass (batch_norm_act) when the
+  // statistics are fixed (eval or frozen) and fusion is on, the separate ops otherwise.
+  Tensor forward_act(const Tensor& x, const Tensor& residual, bool relu);
   Tensor weight, bias, running_mean, running_var;
   double eps, momentum;
   bool frozen = false;
@@ -115,6 +118,12 @@ class BatchNorm2d : public Module {
   // load_state_dict expects; checkpoints store it as an I64 scalar).
   int64_t num_batches_tracked = 0;
 };
+
+// Whether BatchNorm2d::forward_act fuses: the environment's HAMU_FUSE_BN (0 turns fusion off, for
+// before/after measurements and debugging; default on) unless set_batchnorm_fusion overrode it.
+bool batchnorm_fusion_enabled();
+// 1: on, 0: off, -1: back to the environment's choice. Returns the previous override (-1 if none).
+int set_batchnorm_fusion(int mode);
 
 class ReLU : public Module {
  public:

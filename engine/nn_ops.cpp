@@ -287,6 +287,82 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
   return y;
 }
 
+Tensor batch_norm_act(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                      const Tensor& running_var, double eps, const Tensor& residual, bool relu) {
+  const char* op = "batch_norm_act";
+  if (x.dim() != 4 && x.dim() != 2)
+    throw InputError("batch_norm_act: expected an [N,C,H,W] or [N,C] input, got " + shape_str(x.shape()));
+  for (const Tensor* p : {&gamma, &beta, &running_mean, &running_var}) {
+    if (!p->defined()) throw InputError("batch_norm_act: needs gamma, beta and the running statistics");
+    check_same(op, x, *p);
+  }
+  const int64_t n = x.shape()[0], c = x.shape()[1], hw = x.dim() == 4 ? x.shape()[2] * x.shape()[3] : 1;
+  for (const Tensor* p : {&gamma, &beta, &running_mean, &running_var})
+    if (p->numel() != c)
+      throw InputError("batch_norm_act: parameter or statistics " + shape_str(p->shape()) + " do not match " +
+                       std::to_string(c) + " channels of input " + shape_str(x.shape()));
+  const bool has_res = residual.defined();
+  if (has_res) {
+    check_same(op, x, residual);
+    if (residual.shape() != x.shape())
+      throw InputError("batch_norm_act: residual " + shape_str(residual.shape()) + " does not match input " +
+                       shape_str(x.shape()));
+  }
+  Tensor xc = x.contiguous(), gc_ = gamma.contiguous(), bc = beta.contiguous();
+  Tensor rc = has_res ? residual.contiguous() : Tensor();
+  Tensor rm = running_mean.contiguous(), rv = running_var.contiguous();
+  Tensor y = empty_like(xc);
+  Tensor save_mean = Tensor::empty({c}, x.dtype(), x.device()), save_invstd = Tensor::empty({c}, x.dtype(), x.device());
+  dispatch("fused_batch_norm_act", xc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    kernels::batchnorm_act_forward(ctx, n, c, hw, xc.data<T>(), gc_.data<T>(), bc.data<T>(), rm.data<T>(), rv.data<T>(),
+                                   T(eps), has_res ? rc.data<T>() : nullptr, relu, y.data<T>(), save_mean.data<T>(),
+                                   save_invstd.data<T>());
+  });
+  // The same record batch_norm makes (the hardness rule of "batch_norm" reads it); its G is the gradient
+  // at the normalisation's output, i.e. before the add and the ReLU, handed over by the backward below.
+  CaptureTicket ticket = capture_norm("batch_norm", gamma, beta, xc, save_mean, save_invstd, n, hw, false);
+  const PairedTicket paired = paired_ticket("batch_norm", gamma, beta, n);
+  if (needs_grad({&xc, &gc_, &bc, &rc})) {
+    // Saved: x (for the gamma gradient) and, with the ReLU, the output y, whose sign is the mask. y is the
+    // tensor the next layer holds anyway, so the mask costs no memory (a byte mask would cost N*C*H*W).
+    Tensor xd = xc.detach(), gd = gc_.detach(), yd = relu ? y.detach() : Tensor();
+    const bool need_g = gc_.requires_grad(), need_b = bc.requires_grad(), need_r = has_res && rc.requires_grad();
+    const bool route_g = need_g && paired.weight, route_b = need_b && paired.bias;
+    std::vector<Tensor> inputs{xc, gc_, bc};
+    if (has_res) inputs.push_back(rc);
+    record(y, "batch_norm_act", inputs, [=](const Tensor& g) {
+      Tensor gcont = g.contiguous();
+      Tensor gx = empty_like(xd);
+      Tensor gres = need_r ? empty_like(xd) : Tensor();
+      Tensor gz = ticket.record ? empty_like(xd) : Tensor();
+      Tensor ggamma = need_g && !route_g ? Tensor::zeros({c}, g.dtype(), g.device()) : Tensor();
+      Tensor gbeta = need_b && !route_b ? Tensor::zeros({c}, g.dtype(), g.device()) : Tensor();
+      dispatch("fused_batch_norm_act_backward", gcont, [&](const auto& ctx, auto tag) {
+        using T = decltype(tag);
+        auto ptr = [](const Tensor& t) { return t.defined() ? t.template data<T>() : static_cast<T*>(nullptr); };
+        // Unrouted: both sample ranges add into the one gradient. Routed: each range into its own buffer.
+        T* gg[2] = {ptr(ggamma), ptr(ggamma)};
+        T* gb[2] = {ptr(gbeta), ptr(gbeta)};
+        if (route_g) gg[0] = ptr(paired.weight->first), gg[1] = ptr(paired.weight->second);
+        if (route_b) gb[0] = ptr(paired.bias->first), gb[1] = ptr(paired.bias->second);
+        const int64_t split = route_g || route_b ? paired.split : n;
+        Tensor ws = workspace_for(gcont, kernels::batchnorm_act_workspace_elems(ctx, n, c, hw));
+        kernels::batchnorm_act_backward(ctx, n, c, hw, split, xd.data<T>(), relu ? yd.data<T>() : nullptr,
+                                        gcont.data<T>(), relu, gd.data<T>(), save_mean.data<T>(),
+                                        save_invstd.data<T>(), gx.data<T>(), ptr(gres), ptr(gz), gg[0], gb[0], gg[1],
+                                        gb[1], ws.data<T>());
+      });
+      if (gz.defined()) capture_output_grad(ticket, gz);
+      std::vector<Tensor> grads{gx, ggamma.defined() ? ggamma.reshape(gd.shape()) : Tensor(),
+                                gbeta.defined() ? gbeta.reshape(gd.shape()) : Tensor()};
+      if (has_res) grads.push_back(gres);
+      return grads;
+    });
+  }
+  return y;
+}
+
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps) {
   check_same("layer_norm", x, gamma);
   check_same("layer_norm", x, beta);

@@ -79,6 +79,13 @@ Tensor global_avg_pool2d(const Tensor& x);  // [N,C,H,W] -> [N,C]
 // (eval / frozen), a per-channel affine map for the gradient.
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                   const Tensor& running_var, bool batch_stats, double momentum, double eps);
+// BatchNorm on fixed (running) statistics, an optional residual add and an optional ReLU in one pass,
+// forward and backward: y = relu?(batch_norm(x, eval) + residual). The same gradients, paired routing and
+// per-sample capture (a "batch_norm" record whose G is the gradient before the add/ReLU) as the three
+// separate ops. Only valid when the statistics are fixed (eval or frozen BatchNorm): nn::BatchNorm2d's
+// forward_act picks it. residual may be undefined (no add); otherwise the shape of x.
+Tensor batch_norm_act(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                      const Tensor& running_var, double eps, const Tensor& residual, bool relu);
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps);  // last dim
 
 Tensor softmax(const Tensor& x);      // last dim

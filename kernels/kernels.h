@@ -159,6 +159,25 @@ void batchnorm_backward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, bool ba
                         const T* gy, const T* gamma, const T* save_mean, const T* save_invstd, T* gx, T* ggamma,
                         T* gbeta);
 
+// Fused BatchNorm on fixed statistics (eval / frozen) + optional residual add + optional ReLU, x [n, c, hw]:
+// y = act((x - mean) * gamma / sqrt(var + eps) + beta + residual), mean/var the running statistics; one pass.
+// residual may be null. save_mean/save_invstd [c] written as batchnorm_forward_infer writes them.
+template <class T>
+void batchnorm_act_forward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, const T* x, const T* gamma,
+                           const T* beta, const T* running_mean, const T* running_var, T eps, const T* residual,
+                           bool relu, T* y, T* save_mean, T* save_invstd);
+// Its backward in one pass. relu: the mask is recomputed from the forward output y (y <= 0: no gradient, as
+// the unfused relu decides on its input), so no mask is stored; y may be null without relu.
+// gz = gy masked; gx = gz * gamma * invstd (overwritten); gresidual = gz and gz (the pre-activation gradient,
+// for per-sample capture) overwritten when not null. Samples [0, split) accumulate sum(gz * xhat) and sum(gz)
+// into ggamma/gbeta, samples [split, n) into ggamma2/gbeta2 (the paired backward; split = n: one range);
+// every parameter-gradient pointer may be null. ws: batchnorm_act_workspace_elems() elements.
+int64_t batchnorm_act_workspace_elems(const CpuCtx&, int64_t n, int64_t c, int64_t hw);
+template <class T>
+void batchnorm_act_backward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, int64_t split, const T* x, const T* y,
+                            const T* gy, bool relu, const T* gamma, const T* save_mean, const T* save_invstd, T* gx,
+                            T* gresidual, T* gz, T* ggamma, T* gbeta, T* ggamma2, T* gbeta2, T* ws);
+
 // LayerNorm over the last dim d of x [rows, d]. mean, rstd [rows]. ggamma, gbeta accumulate.
 template <class T>
 void layernorm_forward(const CpuCtx&, int64_t rows, int64_t d, const T* x, const T* gamma, const T* beta, T eps,
@@ -321,6 +340,13 @@ void cuda_memcpy_d2h_async(const CudaCtx&, void* dst_pinned, const void* src, si
 void* cuda_host_alloc_pinned(size_t bytes);
 void cuda_host_free_pinned(void* ptr);
 void cuda_synchronize(const CudaCtx&);
+// A second stream of the device for work that overlaps the main one (the gradient all-reduce of
+// engine/overlap.h): the context of cuda_context(device) with its own non-blocking stream. Only
+// elementwise kernels and copies run on it (its cuBLAS/cuDNN handles are null).
+CudaCtx& cuda_side_context(int device);
+// Work queued on `waiter` from now on starts after everything queued on `signaler` so far (an event
+// recorded on signaler and waited for on waiter; the host does not wait).
+void cuda_stream_wait(const CudaCtx& waiter, const CudaCtx& signaler);
 const char* cuda_device_name(int device);
 size_t cuda_free_bytes(int device);
 // The device whose memory p points into (device or managed memory), or -1 for host memory (pageable or
@@ -373,6 +399,14 @@ void batchnorm_forward_infer(const CudaCtx&, int64_t n, int64_t c, int64_t hw, c
 void batchnorm_backward(const CudaCtx&, int64_t n, int64_t c, int64_t hw, bool batch_stats, const float* x,
                         const float* gy, const float* gamma, const float* save_mean, const float* save_invstd,
                         float* gx, float* ggamma, float* gbeta);
+void batchnorm_act_forward(const CudaCtx&, int64_t n, int64_t c, int64_t hw, const float* x, const float* gamma,
+                           const float* beta, const float* running_mean, const float* running_var, float eps,
+                           const float* residual, bool relu, float* y, float* save_mean, float* save_invstd);
+int64_t batchnorm_act_workspace_elems(const CudaCtx&, int64_t n, int64_t c, int64_t hw);
+void batchnorm_act_backward(const CudaCtx&, int64_t n, int64_t c, int64_t hw, int64_t split, const float* x,
+                            const float* y, const float* gy, bool relu, const float* gamma, const float* save_mean,
+                            const float* save_invstd, float* gx, float* gresidual, float* gz, float* ggamma,
+                            float* gbeta, float* ggamma2, float* gbeta2, float* ws);
 void layernorm_forward(const CudaCtx&, int64_t rows, int64_t d, const float* x, const float* gamma,
                        const float* beta, float eps, float* y, float* mean, float* rstd);
 void layernorm_backward(const CudaCtx&, int64_t rows, int64_t d, const float* x, const float* gy, const float* gamma,

@@ -47,8 +47,8 @@ class Cnn : public nn::Module {
   }
   Tensor forward(const Tensor& x) override {
     const Pool2dOptions pool{2, 2, 2, 2, 0, 0};
-    Tensor h = max_pool2d(relu((*bn1)((*conv1)(x))), pool);
-    h = max_pool2d(relu((*bn2)((*conv2)(h))), pool);
+    Tensor h = max_pool2d(bn1->forward_act((*conv1)(x), Tensor(), true), pool);
+    h = max_pool2d(bn2->forward_act((*conv2)(h), Tensor(), true), pool);
     return (*fc2)(relu((*fc1)(h.flatten(1))));
   }
   std::shared_ptr<Conv2d> conv1, conv2;
@@ -75,9 +75,10 @@ class BasicBlock : public nn::Module {
     }
   }
   Tensor forward(const Tensor& x) override {
-    Tensor h = relu((*bn1)((*conv1)(x)));
-    h = (*bn2)((*conv2)(h));
-    return relu(add(h, shortcut ? (*shortcut)(x) : x));
+    // BatchNorm + ReLU (+ the residual add) are one fused pass when BatchNorm is frozen or in eval mode.
+    Tensor h = (*conv2)(bn1->forward_act((*conv1)(x), Tensor(), true));
+    const Tensor skip = shortcut ? (*shortcut)(x) : x;
+    return bn2->forward_act(h, skip, true);
   }
   std::shared_ptr<Conv2d> conv1, conv2;
   std::shared_ptr<BatchNorm2d> bn1, bn2;
@@ -107,7 +108,7 @@ class ResNet20 : public nn::Module {
     fc = register_module("fc", std::make_shared<Linear>(64, s.num_classes, true, rng));
   }
   Tensor forward(const Tensor& x) override {
-    Tensor h = relu((*bn1)((*conv1)(x)));
+    Tensor h = bn1->forward_act((*conv1)(x), Tensor(), true);
     for (auto& layer : layers) h = (*layer)(h);
     return (*fc)(global_avg_pool2d(h));
   }

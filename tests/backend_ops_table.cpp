@@ -437,6 +437,28 @@ std::vector<OpCase> build_table() {
                                           constant(random_tensor({s.c}, 0.5, 2.0))}, f});
                  return v;
                }});
+  // Fused BatchNorm on fixed statistics + residual add + ReLU (batch_norm_act), every combination.
+  t.push_back({.name = "batch_norm_act",
+               .variants = [] {
+                 V v;
+                 for (int res = 0; res < 2; ++res)
+                   for (int act = 0; act < 2; ++act) {
+                     auto f = [res, act](const Ins& x) {
+                       return batch_norm_act(x[0], x[1], x[2], x[3], x[4], 1e-5, res ? x[5] : Tensor(), act);
+                     };
+                     auto add_case = [&](const std::string& label, const Shape& shape) {
+                       const int64_t c = shape[1];
+                       std::vector<OpInput> ins{in(shape, -2.0, 3.0), in({c}, -1.5, 1.5), in({c}),
+                                                constant(random_tensor({c})), constant(random_tensor({c}, 0.5, 2.0))};
+                       if (res) ins.push_back(in(shape));
+                       v.push_back({label + (res ? " +residual" : "") + (act ? " relu" : ""), ins, f});
+                     };
+                     add_case("[4,3,3,5]", {4, 3, 3, 5});
+                     add_case("[6,3]", {6, 3});
+                     for (const BnCase& s : kBnCases) add_case("shape", bn_shape(s));
+                   }
+                 return v;
+               }});
   t.push_back({.name = "layer_norm",
                .variants = [] {
                  auto f = [](const Ins& x) { return layer_norm(x[0], x[1], x[2], 1e-5); };

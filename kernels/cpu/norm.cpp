@@ -1,5 +1,5 @@
-// kernels/cpu/norm.cpp: BatchNorm (train, inference, backward with batch or fixed statistics) and
-// LayerNorm over the last dim, forward and backward.
+// kernels/cpu/norm.cpp: BatchNorm (train, inference, backward with batch or fixed statistics), the fused
+// BatchNorm(fixed statistics) + residual add + ReLU pass, and LayerNorm over the last dim, forward and backward.
 //
 // Statistics are accumulated in double and the variance is two-pass (mean first, then squared
 // deviations), so float inputs with a large mean do not lose the variance to cancellation.
@@ -7,6 +7,7 @@
 // frozen or non-affine layers then need no dummy buffers.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/kernels.h"
 
@@ -133,6 +134,120 @@ void batchnorm_backward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, bool ba
   }
 }
 
+// ---- Fused BatchNorm on fixed statistics + residual add + ReLU ----------------------------------------
+
+namespace {
+
+// ReLU exactly as kernels/cpu/elementwise.cpp has it (NaN passes).
+template <class T> inline T relu_value(T v) { return (v > T(0) || v != v) ? v : T(0); }
+
+// One plane (hw values of sample i, channel ch). Template flags so every variant is a branch-free loop.
+template <bool Relu, bool Res, class T>
+void bn_act_plane(int64_t hw, const T* xp, const T* rp, T mean, T scale, T shift, T* yp) {
+#pragma omp simd
+  for (int64_t k = 0; k < hw; ++k) {
+    T v = (xp[k] - mean) * scale + shift;
+    if constexpr (Res) v = v + rp[k];
+    yp[k] = Relu ? relu_value(v) : v;
+  }
+}
+
+// Backward of one plane: gz = gy masked by y (the ReLU passed where its output is not <= 0, which is
+// exactly where its input was not <= 0: the unfused relu's rule), written where asked; returns the sums.
+template <bool Relu, bool Res, bool Gz, class T>
+void bn_act_plane_backward(int64_t hw, const T* xp, const T* yp, const T* gp, double mean, T scale, T* gxp, T* grp,
+                           T* gzp, double& sum_gz, double& sum_gz_xc) {
+  double s = 0, sx = 0;
+#pragma omp simd reduction(+ : s, sx)
+  for (int64_t k = 0; k < hw; ++k) {
+    const T g = Relu ? (yp[k] <= T(0) ? T(0) : gp[k]) : gp[k];
+    gxp[k] = g * scale;
+    if constexpr (Res) grp[k] = g;
+    if constexpr (Gz) gzp[k] = g;
+    s += double(g);
+    sx += double(g) * (double(xp[k]) - mean);
+  }
+  sum_gz += s;
+  sum_gz_xc += sx;
+}
+
+template <bool Relu, bool Res, bool Gz, class T>
+void bn_act_backward_impl(int64_t n, int64_t c, int64_t hw, int64_t split, const T* x, const T* y, const T* gy,
+                          const T* gamma, const T* save_mean, const T* save_invstd, T* gx, T* gresidual, T* gz,
+                          T* ggamma, T* gbeta, T* ggamma2, T* gbeta2) {
+  // Channels in parallel: each task owns its channel's sums (race-free, deterministic order).
+#pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const double mean = save_mean[ch], invstd = save_invstd[ch];
+    const T scale = T(double(gamma_at(gamma, ch)) * invstd);
+    double sum[2] = {0, 0}, sum_xc[2] = {0, 0};
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t off = (i * c + ch) * hw;
+      const int h = i >= split;
+      bn_act_plane_backward<Relu, Res, Gz>(hw, x + off, Relu ? y + off : nullptr, gy + off, mean, scale, gx + off,
+                                           Res ? gresidual + off : nullptr, Gz ? gz + off : nullptr, sum[h],
+                                           sum_xc[h]);
+    }
+    if (ggamma) ggamma[ch] += T(sum_xc[0] * invstd);
+    if (gbeta) gbeta[ch] += T(sum[0]);
+    if (split < n) {
+      if (ggamma2) ggamma2[ch] += T(sum_xc[1] * invstd);
+      if (gbeta2) gbeta2[ch] += T(sum[1]);
+    }
+  }
+}
+
+}  // namespace
+
+int64_t batchnorm_act_workspace_elems(const CpuCtx&, int64_t, int64_t, int64_t) { return 0; }
+
+template <class T>
+void batchnorm_act_forward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, const T* x, const T* gamma,
+                           const T* beta, const T* running_mean, const T* running_var, T eps, const T* residual,
+                           bool relu, T* y, T* save_mean, T* save_invstd) {
+  for (int64_t ch = 0; ch < c; ++ch) {
+    save_mean[ch] = running_mean[ch];
+    save_invstd[ch] = T(1.0 / std::sqrt(double(running_var[ch]) + double(eps)));
+  }
+  // Planes (sample, channel) in parallel: one read of x (and the residual), one write of y.
+#pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
+  for (int64_t p = 0; p < n * c; ++p) {
+    const int64_t ch = p % c;
+    // The scale as batchnorm_forward_infer rounds it (from the double 1/std), so the two paths agree.
+    const double invstd = 1.0 / std::sqrt(double(running_var[ch]) + double(eps));
+    const T scale = T(double(gamma_at(gamma, ch)) * invstd);
+    const T mean = running_mean[ch], shift = beta_at(beta, ch);
+    const T* rp = residual ? residual + p * hw : nullptr;
+    if (relu) {
+      if (rp) bn_act_plane<true, true>(hw, x + p * hw, rp, mean, scale, shift, y + p * hw);
+      else bn_act_plane<true, false>(hw, x + p * hw, rp, mean, scale, shift, y + p * hw);
+    } else {
+      if (rp) bn_act_plane<false, true>(hw, x + p * hw, rp, mean, scale, shift, y + p * hw);
+      else bn_act_plane<false, false>(hw, x + p * hw, rp, mean, scale, shift, y + p * hw);
+    }
+  }
+}
+
+template <class T>
+void batchnorm_act_backward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, int64_t split, const T* x, const T* y,
+                            const T* gy, bool relu, const T* gamma, const T* save_mean, const T* save_invstd, T* gx,
+                            T* gresidual, T* gz, T* ggamma, T* gbeta, T* ggamma2, T* gbeta2, T*) {
+  const bool res = gresidual != nullptr, keep = gz != nullptr;
+  auto run = [&](auto relu_c, auto res_c, auto gz_c) {
+    bn_act_backward_impl<decltype(relu_c)::value, decltype(res_c)::value, decltype(gz_c)::value>(
+        n, c, hw, split, x, y, gy, gamma, save_mean, save_invstd, gx, gresidual, gz, ggamma, gbeta, ggamma2, gbeta2);
+  };
+  using Y = std::true_type;
+  using N = std::false_type;
+  if (relu) {
+    if (res) keep ? run(Y{}, Y{}, Y{}) : run(Y{}, Y{}, N{});
+    else keep ? run(Y{}, N{}, Y{}) : run(Y{}, N{}, N{});
+  } else {
+    if (res) keep ? run(N{}, Y{}, Y{}) : run(N{}, Y{}, N{});
+    else keep ? run(N{}, N{}, Y{}) : run(N{}, N{}, N{});
+  }
+}
+
 template <class T>
 void layernorm_forward(const CpuCtx&, int64_t rows, int64_t d, const T* x, const T* gamma, const T* beta, T eps, T* y,
                        T* mean, T* rstd) {
@@ -211,6 +326,11 @@ void layernorm_backward(const CpuCtx&, int64_t rows, int64_t d, const T* x, cons
                                            const T*, const T*, const T*, T, T*, T*, T*);                      \
   template void batchnorm_backward<T>(const CpuCtx&, int64_t, int64_t, int64_t, bool, const T*, const T*,     \
                                       const T*, const T*, const T*, T*, T*, T*);                              \
+  template void batchnorm_act_forward<T>(const CpuCtx&, int64_t, int64_t, int64_t, const T*, const T*,        \
+                                         const T*, const T*, const T*, T, const T*, bool, T*, T*, T*);        \
+  template void batchnorm_act_backward<T>(const CpuCtx&, int64_t, int64_t, int64_t, int64_t, const T*,        \
+                                          const T*, const T*, bool, const T*, const T*, const T*, T*, T*, T*, \
+                                          T*, T*, T*, T*, T*);                                                \
   template void layernorm_forward<T>(const CpuCtx&, int64_t, int64_t, const T*, const T*, const T*, T, T*,   \
                                      T*, T*);                                                                 \
   template void layernorm_backward<T>(const CpuCtx&, int64_t, int64_t, const T*, const T*, const T*,          \

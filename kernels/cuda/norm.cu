@@ -1,5 +1,6 @@
-// kernels/cuda/norm.cu: BatchNorm (train, inference, backward with batch or fixed statistics) and LayerNorm
-// over the last dim, forward and backward (CUDA). Same formulas as kernels/cpu/norm.cpp: statistics in
+// kernels/cuda/norm.cu: BatchNorm (train, inference, backward with batch or fixed statistics), the fused
+// BatchNorm(fixed statistics) + residual add + ReLU pass, and LayerNorm over the last dim, forward and
+// backward (CUDA). Same formulas as kernels/cpu/norm.cpp: statistics in
 // double, two-pass variance, nullable gamma/beta/ggamma/gbeta/running buffers/saved statistics.
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -110,6 +111,95 @@ __global__ void batchnorm_backward_kernel(int64_t n, int64_t c, int64_t hw, bool
       const int64_t k = bn_index(e, c, hw, ch);
       gx[k] = float(a * double(gy[k]) + b * (double(x[k]) - mean) + d);
     }
+  }
+}
+
+// ---- Fused BatchNorm on fixed statistics + residual add + ReLU ----
+
+__device__ __forceinline__ float relu_value(float v) { return (v > 0.f || v != v) ? v : 0.f; }  // as elementwise.cu
+
+// Forward: grid (chunks, channels) as the inference kernel; one read of x (and the residual), one write.
+__global__ void batchnorm_act_forward_kernel(int64_t n, int64_t c, int64_t hw, const float* __restrict__ x,
+                                             const float* gamma, const float* beta, const float* running_mean,
+                                             const float* running_var, float eps, const float* __restrict__ residual,
+                                             bool relu, float* __restrict__ y, float* save_mean, float* save_invstd) {
+  const int64_t count = n * hw;
+  for (int64_t ch = blockIdx.y; ch < c; ch += gridDim.y) {
+    const double mean = running_mean[ch];
+    const double invstd = 1.0 / sqrt(double(running_var[ch]) + double(eps));
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+      save_mean[ch] = float(mean);
+      save_invstd[ch] = float(invstd);
+    }
+    const float fm = float(mean), fs = float(double(gamma_at(gamma, ch)) * invstd), fb = beta_at(beta, ch);
+    for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
+      const int64_t k = bn_index(e, c, hw, ch);
+      float v = (x[k] - fm) * fs + fb;
+      if (residual) v = v + residual[k];
+      y[k] = relu ? relu_value(v) : v;
+    }
+  }
+}
+
+// Chunks per channel of the backward: enough CTAs to fill the chip, at least kThreads * 4 elements each.
+int64_t bn_act_chunks(const CudaCtx& ctx, int64_t n, int64_t c, int64_t hw) {
+  int64_t chunks = ceil_div(n * hw > 0 ? n * hw : 1, kThreads * 4);
+  const int64_t per_ch = ceil_div(int64_t(device_info(ctx.device).sm_count) * 8, c > 0 ? c : 1);
+  if (chunks > per_ch) chunks = per_ch;
+  return chunks < 1 ? 1 : chunks;
+}
+
+// Backward, pass 1: grid (chunks, channels). Each thread masks gy by y, writes gx/gresidual/gz, and sums
+// gz and gz * (x - mean) for the two sample ranges; each CTA's four sums go to ws[(ch * chunks + chunk) * 4].
+__global__ void batchnorm_act_backward_kernel(int64_t n, int64_t c, int64_t hw, int64_t split,
+                                              const float* __restrict__ x, const float* __restrict__ y,
+                                              const float* __restrict__ gy, bool relu, const float* gamma,
+                                              const float* save_mean, const float* save_invstd,
+                                              float* __restrict__ gx, float* __restrict__ gresidual,
+                                              float* __restrict__ gz, double* ws) {
+  __shared__ double sh[32];
+  const int64_t count = n * hw, split_e = split * hw;
+  const int64_t chunks = gridDim.x;
+  for (int64_t ch = blockIdx.y; ch < c; ch += gridDim.y) {
+    const double mean = save_mean[ch], invstd = save_invstd[ch];
+    const float scale = float(double(gamma_at(gamma, ch)) * invstd);
+    double s[2] = {0, 0}, sx[2] = {0, 0};
+    for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += chunks * blockDim.x) {
+      const int64_t k = bn_index(e, c, hw, ch);
+      const float g = relu ? (y[k] <= 0.f ? 0.f : gy[k]) : gy[k];
+      gx[k] = g * scale;
+      if (gresidual) gresidual[k] = g;
+      if (gz) gz[k] = g;
+      const int h = e >= split_e;
+      s[h] += double(g);
+      sx[h] += double(g) * (double(x[k]) - mean);
+    }
+    const double t0 = block_sum(s[0], sh), t1 = block_sum(s[1], sh);
+    const double u0 = block_sum(sx[0], sh), u1 = block_sum(sx[1], sh);
+    if (threadIdx.x == 0) {
+      double* w = ws + (ch * chunks + blockIdx.x) * 4;
+      w[0] = t0;
+      w[1] = u0 * invstd;
+      w[2] = t1;
+      w[3] = u1 * invstd;
+    }
+  }
+}
+
+// Backward, pass 2: one thread per channel adds its chunks' sums in chunk order (deterministic) into the
+// parameter gradients of the two ranges.
+__global__ void batchnorm_act_param_grad_kernel(int64_t n, int64_t c, int64_t split, int64_t chunks, const double* ws,
+                                                float* ggamma, float* gbeta, float* ggamma2, float* gbeta2) {
+  const int64_t ch = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (ch >= c) return;
+  double acc[4] = {0, 0, 0, 0};
+  for (int64_t j = 0; j < chunks; ++j)
+    for (int q = 0; q < 4; ++q) acc[q] += ws[(ch * chunks + j) * 4 + q];
+  if (ggamma) ggamma[ch] += float(acc[1]);
+  if (gbeta) gbeta[ch] += float(acc[0]);
+  if (split < n) {
+    if (ggamma2) ggamma2[ch] += float(acc[3]);
+    if (gbeta2) gbeta2[ch] += float(acc[2]);
   }
 }
 
@@ -232,6 +322,47 @@ void batchnorm_backward(const CudaCtx& ctx, int64_t n, int64_t c, int64_t hw, bo
   batchnorm_backward_kernel<<<channel_grid(c), kThreads, 0, stream_of(ctx)>>>(
       n, c, hw, batch_stats, x, gy, gamma, save_mean, save_invstd, gx, ggamma, gbeta);
   launch_check(ctx, "batchnorm_backward_kernel");
+}
+
+void batchnorm_act_forward(const CudaCtx& ctx, int64_t n, int64_t c, int64_t hw, const float* x, const float* gamma,
+                           const float* beta, const float* running_mean, const float* running_var, float eps,
+                           const float* residual, bool relu, float* y, float* save_mean, float* save_invstd) {
+  if (c <= 0) return;
+  use_device(ctx);
+  const int64_t count = n * hw;
+  int64_t chunks = ceil_div(count > 0 ? count : 1, kThreads * 4);
+  const int64_t per_ch = ceil_div(int64_t(device_info(ctx.device).sm_count) * 16, c);
+  if (chunks > per_ch) chunks = per_ch;
+  if (chunks < 1) chunks = 1;
+  dim3 grid(unsigned(chunks), channel_grid(c));
+  batchnorm_act_forward_kernel<<<grid, kThreads, 0, stream_of(ctx)>>>(n, c, hw, x, gamma, beta, running_mean,
+                                                                     running_var, eps, residual, relu, y, save_mean,
+                                                                     save_invstd);
+  launch_check(ctx, "batchnorm_act_forward_kernel");
+}
+
+// Four doubles (eight floats) per channel and chunk.
+int64_t batchnorm_act_workspace_elems(const CudaCtx& ctx, int64_t n, int64_t c, int64_t hw) {
+  return 8 * (c > 0 ? c : 1) * bn_act_chunks(ctx, n, c, hw);
+}
+
+void batchnorm_act_backward(const CudaCtx& ctx, int64_t n, int64_t c, int64_t hw, int64_t split, const float* x,
+                            const float* y, const float* gy, bool relu, const float* gamma, const float* save_mean,
+                            const float* save_invstd, float* gx, float* gresidual, float* gz, float* ggamma,
+                            float* gbeta, float* ggamma2, float* gbeta2, float* ws) {
+  if (c <= 0 || n * hw <= 0) return;
+  use_device(ctx);
+  const int64_t chunks = bn_act_chunks(ctx, n, c, hw);
+  double* wsd = reinterpret_cast<double*>(ws);
+  // Every (channel, chunk) slot is written by pass 1, so the workspace needs no clearing; the channel grid
+  // covers every channel (c > 65535 loops over channels inside a CTA).
+  batchnorm_act_backward_kernel<<<dim3(unsigned(chunks), channel_grid(c)), kThreads, 0, stream_of(ctx)>>>(
+      n, c, hw, split, x, y, gy, relu, gamma, save_mean, save_invstd, gx, gresidual, gz, wsd);
+  launch_check(ctx, "batchnorm_act_backward_kernel");
+  if (!ggamma && !gbeta && !ggamma2 && !gbeta2) return;
+  batchnorm_act_param_grad_kernel<<<unsigned(ceil_div(c, kThreads)), kThreads, 0, stream_of(ctx)>>>(
+      n, c, split, chunks, wsd, ggamma, gbeta, ggamma2, gbeta2);
+  launch_check(ctx, "batchnorm_act_param_grad_kernel");
 }
 
 void layernorm_forward(const CudaCtx& ctx, int64_t rows, int64_t d, const float* x, const float* gamma,

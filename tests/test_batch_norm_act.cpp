@@ -1,0 +1,408 @@
+// tests/test_batch_norm_act.cpp: the fused BatchNorm(fixed statistics) + residual add + ReLU op
+// (batch_norm_act): float64 finite differences, equality with the unfused batch_norm -> add -> relu in
+// float32 (outputs, gradients, the paired routing and the per-sample capture record), the models with
+// fusion on and off (a HAMU-Q step on resnet20, hardness on cnn and resnet20), and CUDA parity.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/capture.h"
+#include "engine/nn.h"
+#include "engine/ops.h"
+#include "engine/paired.h"
+#include "kernels/kernels.h"
+#include "models/models.h"
+#include "tests/gradcheck.h"
+#include "unlearn/gradients.h"
+#include "unlearn/hardness.h"
+#include "unlearn/method_registry.h"
+#include "unlearn/update.h"
+
+using namespace hamu;
+using testing::as_doubles;
+using testing::random_tensor;
+using testing::rel_error;
+
+namespace {
+
+// Sets the fusion switch for one scope, restoring the previous override after.
+struct FusionGuard {
+  explicit FusionGuard(bool on) : prev(nn::set_batchnorm_fusion(on ? 1 : 0)) {}
+  ~FusionGuard() { nn::set_batchnorm_fusion(prev); }
+  int prev;
+};
+
+// The unfused composition the op replaces.
+Tensor unfused(const Tensor& x, const Tensor& g, const Tensor& b, const Tensor& rm, const Tensor& rv,
+               const Tensor& res, bool act) {
+  Tensor y = batch_norm(x, g, b, rm, rv, false, 0.1, 1e-5);
+  if (res.defined()) y = add(y, res);
+  return act ? relu(y) : y;
+}
+
+struct BnInputs {
+  Tensor x, gamma, beta, rm, rv, res;
+};
+
+BnInputs make_inputs(const Shape& shape, bool with_res, DType dt) {
+  const int64_t c = shape[1];
+  BnInputs in;
+  in.x = random_tensor(shape, -2.0, 3.0, dt).requires_grad_();
+  in.gamma = random_tensor({c}, -1.5, 1.5, dt).requires_grad_();  // both signs
+  in.beta = random_tensor({c}, -0.5, 0.5, dt).requires_grad_();
+  in.rm = random_tensor({c}, -0.5, 1.0, dt);
+  in.rv = random_tensor({c}, 0.5, 2.0, dt);
+  if (with_res) in.res = random_tensor(shape, -1.0, 1.0, dt).requires_grad_();
+  return in;
+}
+
+std::vector<Tensor> grads_of(const BnInputs& in) {
+  std::vector<Tensor> g{in.x.grad(), in.gamma.grad(), in.beta.grad()};
+  if (in.res.defined()) g.push_back(in.res.grad());
+  return g;
+}
+
+void zero_grads(BnInputs& in) {
+  for (Tensor* t : {&in.x, &in.gamma, &in.beta, &in.res})
+    if (t->defined()) t->zero_grad();
+}
+
+const Shape kShapes[] = {{4, 3, 5, 6}, {5, 7}, {3, 16, 8, 8}, {2, 4, 1, 1}};
+
+}  // namespace
+
+TEST_CASE("batch_norm_act: float64 finite differences (x, gamma, beta, residual; with/without add and ReLU)") {
+  for (const Shape& shape : {Shape{3, 4, 3, 5}, Shape{6, 5}})
+    for (int with_res = 0; with_res < 2; ++with_res)
+      for (int act = 0; act < 2; ++act) {
+        CAPTURE(shape_str(shape));
+        CAPTURE(with_res);
+        CAPTURE(act);
+        BnInputs in = make_inputs(shape, with_res, DType::f64);
+        std::vector<Tensor> leaves{in.x, in.gamma, in.beta};
+        if (with_res) leaves.push_back(in.res);
+        const double err = testing::gradcheck(
+            [&](const std::vector<Tensor>& t) {
+              return batch_norm_act(t[0], t[1], t[2], in.rm, in.rv, 1e-5, with_res ? t[3] : Tensor(), act);
+            },
+            leaves);
+        CHECK(err < 1e-6);
+      }
+}
+
+TEST_CASE("batch_norm_act equals batch_norm -> add -> relu in float32 (outputs and gradients)") {
+  for (const Shape& shape : kShapes)
+    for (int with_res = 0; with_res < 2; ++with_res)
+      for (int act = 0; act < 2; ++act) {
+        CAPTURE(shape_str(shape));
+        CAPTURE(with_res);
+        CAPTURE(act);
+        BnInputs in = make_inputs(shape, with_res, DType::f32);
+        Tensor proj = random_tensor(shape, -1.0, 1.0, DType::f32);
+        Tensor y_ref = unfused(in.x, in.gamma, in.beta, in.rm, in.rv, in.res, act);
+        sum(mul(y_ref, proj)).backward();
+        const std::vector<Tensor> g_ref = grads_of(in);
+        zero_grads(in);
+        Tensor y = batch_norm_act(in.x, in.gamma, in.beta, in.rm, in.rv, 1e-5, in.res, act);
+        sum(mul(y, proj)).backward();
+        const std::vector<Tensor> g = grads_of(in);
+        CHECK(rel_error(as_doubles(y), as_doubles(y_ref)) < 1e-6);
+        REQUIRE(g.size() == g_ref.size());
+        for (size_t i = 0; i < g.size(); ++i) {
+          CAPTURE(i);
+          REQUIRE(g[i].defined());
+          CHECK(rel_error(as_doubles(g[i]), as_doubles(g_ref[i])) < 1e-6);
+        }
+        if (act) {  // the ReLU really cut something
+          int64_t zeros = 0;
+          for (double v : as_doubles(y)) zeros += v == 0.0;
+          CHECK(zeros > 0);
+        }
+      }
+}
+
+TEST_CASE("batch_norm_act: the ReLU mask from the output keeps NaN and -0 as the unfused relu does") {
+  // x chosen so that bn(x) + res is exactly -0, +0, NaN and ordinary values.
+  Tensor x = Tensor::from_doubles({0.0, 1.0, std::nan(""), -1.0, 2.0, 0.0}, {6, 1}, DType::f32).requires_grad_();
+  Tensor gamma = Tensor::full({1}, 1.0, DType::f32).requires_grad_(), beta = Tensor::zeros({1}, DType::f32);
+  Tensor rm = Tensor::zeros({1}, DType::f32), rv = Tensor::full({1}, 1.0 - 1e-5, DType::f32);
+  Tensor res = Tensor::from_doubles({-0.0, 0.0, 0.0, 0.5, -2.0, 0.25}, {6, 1}, DType::f32).requires_grad_();
+  Tensor proj = Tensor::from_doubles({1, 2, 3, 4, 5, 6}, {6, 1}, DType::f32);
+  auto run = [&](bool fused) {
+    for (Tensor* t : {&x, &gamma, &res}) t->zero_grad();
+    Tensor y = fused ? batch_norm_act(x, gamma, beta, rm, rv, 1e-5, res, true) : unfused(x, gamma, beta, rm, rv, res, true);
+    sum(mul(y, proj)).backward();
+    return std::vector<std::vector<double>>{as_doubles(y), as_doubles(x.grad()), as_doubles(res.grad())};
+  };
+  const auto a = run(true), b = run(false);
+  for (size_t k = 0; k < a.size(); ++k)
+    for (size_t i = 0; i < a[k].size(); ++i) {
+      CAPTURE(k);
+      CAPTURE(i);
+      if (std::isnan(b[k][i])) CHECK(std::isnan(a[k][i]));
+      else CHECK(a[k][i] == doctest::Approx(b[k][i]).epsilon(1e-6));
+    }
+}
+
+TEST_CASE("batch_norm_act: the paired backward routes gamma/beta like the unfused ops, and captures the same record") {
+  const int64_t n = 7, split = 3;
+  for (int with_res = 0; with_res < 2; ++with_res) {
+    CAPTURE(with_res);
+    BnInputs in = make_inputs({n, 5, 4, 3}, with_res, DType::f32);
+    Tensor proj = random_tensor(in.x.shape(), -1.0, 1.0, DType::f32);
+    struct Out {
+      std::vector<double> gg[2], gb[2], gx, gres, cap_in, cap_g, cap_mean, cap_invstd;
+    };
+    auto run = [&](bool fused) {
+      zero_grads(in);
+      Out o;
+      Tensor gg[2] = {Tensor::zeros({5}, DType::f32), Tensor::zeros({5}, DType::f32)};
+      Tensor gb[2] = {Tensor::zeros({5}, DType::f32), Tensor::zeros({5}, DType::f32)};
+      {
+        PairedScope scope(n, split);
+        scope.route(in.gamma, gg[0], gg[1]);
+        scope.route(in.beta, gb[0], gb[1]);
+        CaptureScope cap;
+        Tensor y = fused ? batch_norm_act(in.x, in.gamma, in.beta, in.rm, in.rv, 1e-5, in.res, true)
+                         : unfused(in.x, in.gamma, in.beta, in.rm, in.rv, in.res, true);
+        sum(mul(y, proj)).backward();
+        CHECK(scope.valid());
+        REQUIRE(cap.records().size() == 1);
+        const CaptureRecord& r = *cap.records()[0];
+        CHECK(r.op == "batch_norm");
+        CHECK_FALSE(r.mixes_samples);
+        CHECK(r.samples == n);
+        CHECK(r.positions == 12);
+        REQUIRE(r.output_grad.defined());
+        o.cap_in = as_doubles(r.input);
+        o.cap_g = as_doubles(r.output_grad);
+        o.cap_mean = as_doubles(r.stat_a);
+        o.cap_invstd = as_doubles(r.stat_b);
+      }
+      CHECK_FALSE(in.gamma.grad().defined());
+      CHECK_FALSE(in.beta.grad().defined());
+      for (int h = 0; h < 2; ++h) {
+        o.gg[h] = as_doubles(gg[h]);
+        o.gb[h] = as_doubles(gb[h]);
+      }
+      o.gx = as_doubles(in.x.grad());
+      if (with_res) o.gres = as_doubles(in.res.grad());
+      return o;
+    };
+    const Out a = run(true), b = run(false);
+    for (int h = 0; h < 2; ++h) {
+      CHECK(rel_error(a.gg[h], b.gg[h]) < 1e-6);
+      CHECK(rel_error(a.gb[h], b.gb[h]) < 1e-6);
+    }
+    // The two ranges really differ (the routing is not a copy of the total).
+    CHECK(rel_error(a.gg[0], a.gg[1]) > 1e-3);
+    CHECK(rel_error(a.gx, b.gx) < 1e-6);
+    if (with_res) CHECK(rel_error(a.gres, b.gres) < 1e-6);
+    CHECK(a.cap_in == b.cap_in);
+    CHECK(a.cap_mean == b.cap_mean);
+    CHECK(a.cap_invstd == b.cap_invstd);
+    CHECK(rel_error(a.cap_g, b.cap_g) < 1e-6);
+  }
+}
+
+TEST_CASE("batch_norm_act: bad input gets one clear error") {
+  BnInputs in = make_inputs({2, 3, 4, 4}, true, DType::f32);
+  CHECK_THROWS_WITH_AS(batch_norm_act(in.x, in.gamma, in.beta, in.rm, in.rv, 1e-5, random_tensor({2, 3, 4, 5}, -1, 1, DType::f32), true),
+                       doctest::Contains("residual [2, 3, 4, 5] does not match input [2, 3, 4, 4]"), InputError);
+  CHECK_THROWS_AS(batch_norm_act(in.x, in.gamma, in.beta, Tensor(), in.rv, 1e-5, Tensor(), true), InputError);
+  CHECK_THROWS_AS(batch_norm_act(in.x, random_tensor({4}, -1, 1, DType::f32), in.beta, in.rm, in.rv, 1e-5, Tensor(), true),
+                  InputError);
+  CHECK_THROWS_AS(batch_norm_act(random_tensor({2, 3, 4}, -1, 1, DType::f32), in.gamma, in.beta, in.rm, in.rv, 1e-5, Tensor(), true),
+                  InputError);
+}
+
+namespace {
+
+// Non-trivial running statistics and affine parameters, so frozen BatchNorm is not the identity.
+void perturb_batchnorm(nn::Module& m, uint64_t seed) {
+  Rng rng(seed);
+  for (auto& [name, t] : m.named_buffers()) {
+    Tensor v = t;
+    if (name.find("running_mean") != std::string::npos) rng.fill_uniform(v, -0.3, 0.3);
+    if (name.find("running_var") != std::string::npos) rng.fill_uniform(v, 0.5, 2.0);
+  }
+  for (auto& [name, t] : m.named_parameters()) {
+    Tensor v = t.detach();
+    if (name.find("bn") != std::string::npos || name.find("shortcut.1") != std::string::npos)
+      rng.fill_uniform(v, name.find("weight") != std::string::npos ? 0.5 : -0.2, 1.0);
+  }
+}
+
+Batch random_batch(int64_t n, int64_t c, int64_t h, int64_t w, int classes) {
+  Batch b;
+  b.images = random_tensor({n, c, h, w}, -1, 1, DType::f32);
+  b.labels = testing::random_labels(n, classes);
+  for (int64_t i = 0; i < n; ++i) b.indices.push_back(i);
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("models: one HAMU-Q step on resnet20 and cnn gives the same parameters with BatchNorm fusion on and off") {
+  for (const char* arch : {"resnet20", "cnn"}) {
+    CAPTURE(arch);
+    const models::ModelSpec spec{arch, 3, 8, 8, 5};
+    Batch r = random_batch(6, 3, 8, 8, 5), f = random_batch(4, 3, 8, 8, 5);
+    std::vector<std::vector<double>> after[2];
+    for (int fused = 0; fused < 2; ++fused) {
+      FusionGuard guard(fused);
+      Rng rng(21);
+      auto model = models::build_model(spec, rng);
+      perturb_batchnorm(*model, 5);
+      models::set_batchnorm_frozen(*model, true);
+      model->train(true);
+      FusedUpdate u(model->parameters());
+      std::string why;
+      const GradientResult g =
+          compute_gradients(*model, nullptr, u, r, f, parse_method("hamu-q"), MethodParams{}, true, &why);
+      CHECK(g.paired);
+      kernels::HamuConfig cfg;
+      cfg.lr = 0.05;
+      cfg.constraint = 0.5 * cfg.lr;
+      cfg.clip = 1.0;
+      u.compute_stats();
+      u.hamu_step(cfg);
+      for (const Tensor& p : model->parameters()) after[fused].push_back(as_doubles(p));
+    }
+    REQUIRE(after[0].size() == after[1].size());
+    double worst = 0;
+    for (size_t i = 0; i < after[0].size(); ++i) worst = std::max(worst, rel_error(after[1][i], after[0][i]));
+    CHECK(worst < 1e-5);
+  }
+}
+
+TEST_CASE("models: eval logits and training-mode (batch statistics) fallback are unchanged by the fusion switch") {
+  const models::ModelSpec spec{"resnet20", 3, 8, 8, 5};
+  Tensor x = random_tensor({5, 3, 8, 8}, -1, 1, DType::f32);
+  std::vector<double> logits[2][2];
+  for (int fused = 0; fused < 2; ++fused) {
+    FusionGuard guard(fused);
+    Rng rng(22);
+    auto model = models::build_model(spec, rng);
+    perturb_batchnorm(*model, 6);
+    {
+      NoGradGuard ng;
+      model->eval();
+      logits[fused][0] = as_doubles(model->forward(x));
+    }
+    model->train(true);  // batch statistics: the separate ops in both settings
+    logits[fused][1] = as_doubles(model->forward(x));
+  }
+  CHECK(rel_error(logits[1][0], logits[0][0]) < 1e-6);
+  CHECK(rel_error(logits[1][1], logits[0][1]) == 0.0);
+}
+
+TEST_CASE("models: hardness numbers of cnn and resnet20 do not change with BatchNorm fusion") {
+  for (const char* arch : {"cnn", "resnet20"}) {
+    CAPTURE(arch);
+    ImageDataset ds;
+    ds.n = 24;
+    ds.c = 1;
+    ds.h = ds.w = 8;
+    ds.num_classes = 2;
+    ds.class_names = {"a", "b"};
+    Rng data(7);
+    for (int64_t i = 0; i < ds.n; ++i) {
+      ds.labels.push_back(int32_t(i % 2));
+      for (int64_t k = 0; k < 64; ++k) ds.pixels.push_back(uint8_t(255.0 * data.uniform()));
+    }
+    std::vector<int64_t> forget, retain;
+    for (int64_t i = 0; i < ds.n; ++i) (i % 3 == 0 ? forget : retain).push_back(i);
+    HardnessReport rep[2];
+    for (int fused = 0; fused < 2; ++fused) {
+      FusionGuard guard(fused);
+      Rng rng(23);
+      auto model = models::build_model({arch, 1, 8, 8, 2}, rng);
+      perturb_batchnorm(*model, 8);
+      HardnessOptions opt;
+      opt.heat_size = 4;
+      rep[fused] = compute_hardness(*model, ds, Normalizer::identity(1), forget, retain, opt);
+    }
+    CHECK(rep[1].kappa == doctest::Approx(rep[0].kappa).epsilon(1e-5));
+    CHECK(rep[1].retain_norm == doctest::Approx(rep[0].retain_norm).epsilon(1e-5));
+    CHECK(rep[1].forget_norm == doctest::Approx(rep[0].forget_norm).epsilon(1e-5));
+    CHECK(rep[1].share_hard == rep[0].share_hard);
+    REQUIRE(rep[1].samples.size() == rep[0].samples.size());
+    for (size_t j = 0; j < rep[0].samples.size(); ++j) {
+      CAPTURE(j);
+      CHECK(rep[1].samples[j].kappa_k == doctest::Approx(rep[0].samples[j].kappa_k).epsilon(1e-4).scale(1e-6));
+      CHECK(rep[1].samples[j].similar_index == rep[0].samples[j].similar_index);
+    }
+    REQUIRE(rep[1].blocks.size() == rep[0].blocks.size());
+    CHECK(rep[1].verdict == rep[0].verdict);
+  }
+}
+
+#ifdef HAMU_CUDA
+TEST_CASE("cuda: fused batchnorm+add+relu matches the CPU (forward, backward, paired routing, capture)") {
+  if (kernels::cuda_device_count() == 0) {
+    std::printf("cuda fused batchnorm test: skipped: no GPU\n");
+    return;
+  }
+  const Device gpu{Device::cuda, 0};
+  // Odd sizes cross CTA and chunk boundaries; {256, 16, 32, 32} gives each channel many chunks.
+  const Shape shapes[] = {{7, 5, 3, 11}, {257, 3}, {1, 1, 1, 1}, {64, 16, 32, 32}, {3, 64, 9, 9}};
+  for (const Shape& shape : shapes)
+    for (int with_res = 0; with_res < 2; ++with_res)
+      for (int act = 0; act < 2; ++act)
+        for (int paired = 0; paired < 2; ++paired) {
+          CAPTURE(shape_str(shape));
+          CAPTURE(with_res);
+          CAPTURE(act);
+          CAPTURE(paired);
+          const int64_t n = shape[0], c = shape[1], split = n / 2;
+          BnInputs cpu = make_inputs(shape, with_res, DType::f32);
+          Tensor proj = random_tensor(shape, -1.0, 1.0, DType::f32);
+          BnInputs dev;
+          dev.x = cpu.x.detach().to(gpu).requires_grad_();
+          dev.gamma = cpu.gamma.detach().to(gpu).requires_grad_();
+          dev.beta = cpu.beta.detach().to(gpu).requires_grad_();
+          dev.rm = cpu.rm.to(gpu);
+          dev.rv = cpu.rv.to(gpu);
+          if (with_res) dev.res = cpu.res.detach().to(gpu).requires_grad_();
+          auto run = [&](BnInputs& in, const Tensor& pr, Device d) {
+            std::vector<std::vector<double>> out;
+            Tensor gg[2] = {Tensor::zeros({c}, DType::f32, d), Tensor::zeros({c}, DType::f32, d)};
+            Tensor gb[2] = {Tensor::zeros({c}, DType::f32, d), Tensor::zeros({c}, DType::f32, d)};
+            std::unique_ptr<PairedScope> scope;
+            if (paired) {
+              scope = std::make_unique<PairedScope>(n, split);
+              scope->route(in.gamma, gg[0], gg[1]);
+              scope->route(in.beta, gb[0], gb[1]);
+            }
+            CaptureScope cap;
+            Tensor y = batch_norm_act(in.x, in.gamma, in.beta, in.rm, in.rv, 1e-5, in.res, act);
+            sum(mul(y, pr)).backward();
+            out.push_back(as_doubles(y.to(Device{})));
+            out.push_back(as_doubles(in.x.grad().to(Device{})));
+            if (with_res) out.push_back(as_doubles(in.res.grad().to(Device{})));
+            if (paired) {
+              for (int h = 0; h < 2; ++h) {
+                out.push_back(as_doubles(gg[h].to(Device{})));
+                out.push_back(as_doubles(gb[h].to(Device{})));
+              }
+            } else {
+              out.push_back(as_doubles(in.gamma.grad().to(Device{})));
+              out.push_back(as_doubles(in.beta.grad().to(Device{})));
+            }
+            REQUIRE(cap.records().size() == 1);
+            out.push_back(as_doubles(cap.records()[0]->output_grad.to(Device{})));
+            return out;
+          };
+          const auto a = run(dev, proj.to(gpu), gpu), b = run(cpu, proj, Device{});
+          REQUIRE(a.size() == b.size());
+          for (size_t i = 0; i < a.size(); ++i) {
+            CAPTURE(i);
+            CHECK(rel_error(a[i], b[i]) < 1e-5);
+          }
+        }
+}
+#endif

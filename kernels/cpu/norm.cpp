@@ -6,7 +6,9 @@
 // gamma/beta may be null (taken as 1 and 0), and so may ggamma/gbeta and the running buffers (skipped):
 // frozen or non-affine layers then need no dummy buffers.
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 
 #include "kernels/kernels.h"
@@ -157,10 +159,15 @@ void bn_act_plane(int64_t hw, const T* xp, const T* rp, T mean, T scale, T shift
 template <bool Relu, bool Res, bool Gz, class T>
 void bn_act_plane_backward(int64_t hw, const T* xp, const T* yp, const T* gp, double mean, T scale, T* gxp, T* grp,
                            T* gzp, double& sum_gz, double& sum_gz_xc) {
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
   double s = 0, sx = 0;
 #pragma omp simd reduction(+ : s, sx)
   for (int64_t k = 0; k < hw; ++k) {
-    const T g = Relu ? (yp[k] <= T(0) ? T(0) : gp[k]) : gp[k];
+    // The mask as bits: gcc keeps a float select feeding the double sums as a branch (mispredicted half
+    // the time on a random sign pattern, slower than the whole pass); an AND vectorises. Passes where
+    // !(y <= 0), NaN included, and gives an exact 0 elsewhere, as the unfused relu backward does.
+    const Bits keep = Relu && !(yp[k] <= T(0)) ? ~Bits(0) : Bits(0);
+    const T g = Relu ? std::bit_cast<T>(std::bit_cast<Bits>(gp[k]) & keep) : gp[k];
     gxp[k] = g * scale;
     if constexpr (Res) grp[k] = g;
     if constexpr (Gz) gzp[k] = g;

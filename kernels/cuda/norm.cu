@@ -163,19 +163,24 @@ __global__ void batchnorm_act_backward_kernel(int64_t n, int64_t c, int64_t hw, 
   for (int64_t ch = blockIdx.y; ch < c; ch += gridDim.y) {
     const double mean = save_mean[ch], invstd = save_invstd[ch];
     const float scale = float(double(gamma_at(gamma, ch)) * invstd);
-    double s[2] = {0, 0}, sx[2] = {0, 0};
+    double s0 = 0, sx0 = 0, s1 = 0, sx1 = 0;  // samples [0, split) and [split, n), kept in registers
     for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += chunks * blockDim.x) {
       const int64_t k = bn_index(e, c, hw, ch);
       const float g = relu ? (y[k] <= 0.f ? 0.f : gy[k]) : gy[k];
       gx[k] = g * scale;
       if (gresidual) gresidual[k] = g;
       if (gz) gz[k] = g;
-      const int h = e >= split_e;
-      s[h] += double(g);
-      sx[h] += double(g) * (double(x[k]) - mean);
+      const double gd = g, gxc = gd * (double(x[k]) - mean);
+      if (e < split_e) {
+        s0 += gd;
+        sx0 += gxc;
+      } else {
+        s1 += gd;
+        sx1 += gxc;
+      }
     }
-    const double t0 = block_sum(s[0], sh), t1 = block_sum(s[1], sh);
-    const double u0 = block_sum(sx[0], sh), u1 = block_sum(sx[1], sh);
+    const double t0 = block_sum(s0, sh), t1 = block_sum(s1, sh);
+    const double u0 = block_sum(sx0, sh), u1 = block_sum(sx1, sh);
     if (threadIdx.x == 0) {
       double* w = ws + (ch * chunks + blockIdx.x) * 4;
       w[0] = t0;

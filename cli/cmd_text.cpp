@@ -220,12 +220,11 @@ int cmd_train_text(int argc, char** argv) {
   prov.set("data", text_data_identity_json(run.spec.canonical, {&run.split.forget, &run.split.retain, &run.split.test}));
   set_lm_parents(prov, source);
   meta.set("provenance", prov);
-  if (lora) {
-    meta.set("lora", Json(models::lora_summary(*lm)));
-    if (!source.adapter.empty()) meta.set("adapter", Json(source.adapter));
-    save_text_adapter(out_dir, *lm, source.base, meta, merge_dir, tok_json);
-  } else {
-    save_text_model(out_dir, *lm, tok_json, meta);
+  if (lora) meta.set("lora", Json(models::lora_summary(*lm)));
+  if (lora && !source.adapter.empty()) meta.set("adapter", Json(source.adapter));
+  if (is_output_rank()) {  // under mpirun rank 0 alone writes
+    if (lora) save_text_adapter(out_dir, *lm, source.base, meta, merge_dir, tok_json);
+    else save_text_model(out_dir, *lm, tok_json, meta);
   }
   std::printf("%s", eval_side_by_side({{subset == "full" ? "original" : "retrained", &last}}).c_str());
   std::printf("saved %s (%s%s, %.1f s of training)\n", out_dir.c_str(), subset == "full" ? "original" : "retrained",
@@ -238,9 +237,9 @@ int cmd_train_text(int argc, char** argv) {
     j.set("epochs", epochs_json);
     j.set("final", final_eval);
     j.set("provenance", prov);
-    save_json(json_path, j);
+    if (is_output_rank()) save_json(json_path, j);
   }
-  resumable.finish();
+  if (is_output_rank()) resumable.finish();
   return 0;
 }
 
@@ -304,7 +303,8 @@ int cmd_unlearn_text(int argc, char** argv) {
                method_name(*opt.method), work->config().describe().c_str(), ctx.run.forget.size(), ctx.run.retain.size(),
                ctx.run.split.spec.c_str(), (long long)opt.steps, opt.params.lr,
                opt.method->is_hamu() ? (", ratio " + fmt("%g", opt.ratio)).c_str() : "", device.str().c_str());
-  UnlearnLog log = open_unlearn_log(log_path, resumable);
+  UnlearnLog log;
+  if (is_output_rank()) log = open_unlearn_log(log_path, resumable);  // under mpirun rank 0 alone writes
   UnlearnHooks hooks;
   attach_resumable(hooks, resumable, log);
   hooks.evaluate = [&](int64_t step, bool final) {
@@ -350,7 +350,8 @@ int cmd_unlearn_text(int argc, char** argv) {
   }
   // A run that applied no step left the original as it was: no model directory may claim it is unlearned.
   const bool no_step = res.steps_done == 0;
-  if (unlearned_output_wanted("hamu unlearn", out_dir.empty() ? "--merge" : "--out", out_dir.empty() ? merge_dir : out_dir, res)) {
+  if (unlearned_output_wanted("hamu unlearn", out_dir.empty() ? "--merge" : "--out", out_dir.empty() ? merge_dir : out_dir, res) &&
+      is_output_rank()) {
     save_unlearned_text_model(out_dir, merge_dir, *work, ctx, opt, res, after, seed, args, device);
     if (!out_dir.empty()) std::printf("saved %s%s\n", out_dir.c_str(), source.has_lora() ? " (LoRA adapter)" : "");
     if (!merge_dir.empty()) std::printf("saved %s (base + unlearned adapter merged)\n", merge_dir.c_str());
@@ -361,9 +362,9 @@ int cmd_unlearn_text(int argc, char** argv) {
     j.set("after", eval_to_json(after));
     j.set("forget_examples", examples);
     j.set("provenance", text_provenance_json(args, device, ctx));
-    save_json(json_path, j);
+    if (is_output_rank()) save_json(json_path, j);
   }
-  resumable.finish();
+  if (is_output_rank()) resumable.finish();
   return no_step && (!out_dir.empty() || !merge_dir.empty()) ? 1 : 0;
 }
 

@@ -176,6 +176,14 @@ void TensorReducer::all_reduce(const std::vector<Tensor*>& tensors, const std::v
   });
 }
 
+namespace {
+thread_local bool t_yielding = false;
+}  // namespace
+
+YieldingWaits::YieldingWaits() : prev_(t_yielding) { t_yielding = true; }
+YieldingWaits::~YieldingWaits() { t_yielding = prev_; }
+bool yielding_waits() { return t_yielding; }
+
 void all_reduce_host(Collectives& c, std::vector<double>& values) {
   if (c.size() == 1 || values.empty()) return;
   c.all_reduce_sum(values.data(), values.size(), Device{});

@@ -35,9 +35,34 @@ class Collectives {
   // Rank `root`'s bytes to every rank.
   virtual void broadcast(void* data, size_t bytes, int root, Device device) = 0;
   virtual void barrier() = 0;
+  // True when the host collectives may be called from a thread other than the one that made the group,
+  // one thread at a time (MPI granted MPI_THREAD_SERIALIZED): engine/overlap.h then runs them on its
+  // communication thread.
+  virtual bool thread_handoff() const { return true; }
+  // CUDA buffers: queues the sum on `stream` (a cudaStream_t of the buffer's device) and returns without
+  // waiting for it. The default waits (all_reduce_sum); the NCCL world queues ncclAllReduce.
+  virtual void all_reduce_sum_async(float* data, size_t n, Device device, void* stream) {
+    (void)stream;
+    all_reduce_sum(data, n, device);
+  }
   // Every rank's `bytes` host bytes (the same count on every rank), concatenated in rank order.
   virtual std::vector<uint8_t> all_gather(const void* data, size_t bytes) = 0;
 };
+
+// While a YieldingWaits is alive on a thread, the host collectives that thread calls wait for their
+// peers by polling with short sleeps instead of spinning (MPI; a no-op for one process): the
+// communication thread of engine/overlap.h, which must leave the cores to the backward it overlaps.
+class YieldingWaits {
+ public:
+  YieldingWaits();
+  ~YieldingWaits();
+  YieldingWaits(const YieldingWaits&) = delete;
+  YieldingWaits& operator=(const YieldingWaits&) = delete;
+
+ private:
+  bool prev_;
+};
+bool yielding_waits();
 
 // The process group of this run: MPI's world when the build has MPI and the process was started by a
 // launcher (mpirun/srun set their environment; HAMU_MPI=1 forces it), else the single process.

@@ -59,6 +59,8 @@ class DeviceCollectives {
   virtual void all_reduce_sum(float* data, size_t n, Device device) = 0;
   virtual void all_reduce_sum(double* data, size_t n, Device device) = 0;
   virtual void broadcast(void* data, size_t bytes, int root, Device device) = 0;
+  // Queued on `stream` (cudaStream_t), not waited for.
+  virtual void all_reduce_sum_async(float* data, size_t n, Device device, void* stream) = 0;
 };
 
 // engine/collectives_mpi.cpp (MPI=1): the world when launched by mpirun; null when the build has no MPI

@@ -9,7 +9,9 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
+#include <thread>
 #include <cstdlib>
 #include <type_traits>
 
@@ -36,7 +38,12 @@ class MpiWorld final : public Collectives {
   MpiWorld() {
     int inited = 0;
     MPI_Initialized(&inited);
-    if (!inited) check(MPI_Init(nullptr, nullptr), "init");
+    // Serialized: engine/overlap.h hands the host collectives of one step to its communication thread
+    // while the main thread, which made them before and makes them after, waits for it.
+    int provided = MPI_THREAD_SINGLE;
+    if (!inited) check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), "init");
+    else MPI_Query_thread(&provided);
+    handoff_ = provided >= MPI_THREAD_SERIALIZED;
     owns_init_ = !inited;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
@@ -64,6 +71,14 @@ class MpiWorld final : public Collectives {
 
   void all_reduce_sum(float* data, size_t n, Device device) override { reduce(data, n, device); }
   void all_reduce_sum(double* data, size_t n, Device device) override { reduce(data, n, device); }
+
+  bool thread_handoff() const override { return handoff_; }
+  void all_reduce_sum_async(float* data, size_t n, Device device, void* stream) override {
+    if (!device.is_cuda()) return all_reduce_sum(data, n, device);
+    if (size_ == 1 || n == 0) return;
+    Watchdog::Guard g(*watchdog_, "all_reduce (nccl, queued)");
+    nccl(device).all_reduce_sum_async(data, n, device, stream);
+  }
 
   void broadcast(void* data, size_t bytes, int root, Device device) override {
     Watchdog::Guard g(*watchdog_, "broadcast");
@@ -125,9 +140,17 @@ class MpiWorld final : public Collectives {
       else return scratch_d_;
     }();
     slices.resize(mine * size_t(P));
-    check(MPI_Alltoallv(data, send_counts.data(), send_displs.data(), mpi_type<T>(), slices.data(), recv_counts.data(),
-                        recv_displs.data(), mpi_type<T>(), MPI_COMM_WORLD),
-          "all_reduce (exchange)");
+    if (yielding_waits()) {
+      MPI_Request req;
+      check(MPI_Ialltoallv(data, send_counts.data(), send_displs.data(), mpi_type<T>(), slices.data(),
+                           recv_counts.data(), recv_displs.data(), mpi_type<T>(), MPI_COMM_WORLD, &req),
+            "all_reduce (exchange)");
+      wait_yielding(req, "all_reduce (exchange)");
+    } else {
+      check(MPI_Alltoallv(data, send_counts.data(), send_displs.data(), mpi_type<T>(), slices.data(),
+                          recv_counts.data(), recv_displs.data(), mpi_type<T>(), MPI_COMM_WORLD),
+            "all_reduce (exchange)");
+    }
     T* out = data + lo(n, rank_);
     for (size_t i = 0; i < mine; ++i) {
       T acc = slices[i];
@@ -135,13 +158,34 @@ class MpiWorld final : public Collectives {
       out[i] = acc;
     }
     // Every rank's sums to every rank (in place: the own slice is already where it belongs).
-    check(MPI_Allgatherv(MPI_IN_PLACE, 0, mpi_type<T>(), data, send_counts.data(), send_displs.data(), mpi_type<T>(),
-                         MPI_COMM_WORLD),
-          "all_reduce (gather)");
+    if (yielding_waits()) {
+      MPI_Request req;
+      check(MPI_Iallgatherv(MPI_IN_PLACE, 0, mpi_type<T>(), data, send_counts.data(), send_displs.data(),
+                            mpi_type<T>(), MPI_COMM_WORLD, &req),
+            "all_reduce (gather)");
+      wait_yielding(req, "all_reduce (gather)");
+    } else {
+      check(MPI_Allgatherv(MPI_IN_PLACE, 0, mpi_type<T>(), data, send_counts.data(), send_displs.data(),
+                           mpi_type<T>(), MPI_COMM_WORLD),
+            "all_reduce (gather)");
+    }
+  }
+
+  // Open MPI's blocking calls spin on the shared-memory queues. The communication thread of
+  // engine/overlap.h must not take a core from the backward it overlaps, so there a collective is
+  // started non-blocking and polled with short sleeps in between (each MPI_Test also moves the data).
+  static void wait_yielding(MPI_Request& req, const char* what) {
+    for (int spins = 0;; ++spins) {
+      int flag = 0;
+      check(MPI_Test(&req, &flag, MPI_STATUS_IGNORE), what);
+      if (flag) return;
+      if (spins >= 8) std::this_thread::sleep_for(std::chrono::microseconds(50));
+      else std::this_thread::yield();
+    }
   }
 
   int rank_ = 0, size_ = 1;
-  bool owns_init_ = false;
+  bool owns_init_ = false, handoff_ = false;
   std::unique_ptr<Watchdog> watchdog_;
   std::unique_ptr<DeviceCollectives> device_;
   std::vector<float> scratch_f_;

@@ -37,6 +37,11 @@ class Nccl final : public DeviceCollectives {
   void all_reduce_sum(float* data, size_t n, Device device) override { run(data, n, ncclFloat32, device); }
   void all_reduce_sum(double* data, size_t n, Device device) override { run(data, n, ncclFloat64, device); }
 
+  void all_reduce_sum_async(float* data, size_t n, Device device, void* stream) override {
+    context(device);
+    check(ncclAllReduce(data, data, n, ncclFloat32, ncclSum, comm_, static_cast<cudaStream_t>(stream)), "all_reduce");
+  }
+
   void broadcast(void* data, size_t bytes, int root, Device device) override {
     const kernels::CudaCtx& ctx = context(device);
     check(ncclBroadcast(data, data, bytes, ncclUint8, root, comm_, static_cast<cudaStream_t>(ctx.stream)), "broadcast");

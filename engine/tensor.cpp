@@ -526,6 +526,24 @@ std::vector<std::shared_ptr<TensorImpl>> topo_order(const std::shared_ptr<Tensor
 
 }  // namespace
 
+namespace {
+thread_local GradReadyScope* t_grad_ready = nullptr;
+}  // namespace
+
+GradReadyScope::GradReadyScope(const std::vector<Tensor>& watched, std::function<void(size_t)> ready)
+    : ready_(std::move(ready)), prev_(t_grad_ready) {
+  for (size_t i = 0; i < watched.size(); ++i)
+    if (watched[i].defined()) index_.emplace(watched[i].impl(), i);
+  t_grad_ready = this;
+}
+
+GradReadyScope::~GradReadyScope() { t_grad_ready = prev_; }
+
+int64_t GradReadyScope::index_of(const TensorImpl* leaf) const {
+  auto it = index_.find(leaf);
+  return it == index_.end() ? -1 : int64_t(it->second);
+}
+
 void Tensor::backward(const Tensor& grad) const {
   if (!requires_grad()) throw Error("backward: tensor does not require a gradient");
   Tensor g0 = grad;
@@ -534,17 +552,44 @@ void Tensor::backward(const Tensor& grad) const {
       throw Error("backward: an implicit gradient needs a one-element output, got " + shape_str(shape()));
     g0 = Tensor::full(shape(), 1.0, dtype(), device());
   }
+  const GradReadyScope* watch = t_grad_ready;
   if (is_leaf()) {
     accumulate_grad(p_.get(), g0);
+    if (watch && watch->index_of(p_.get()) >= 0) watch->notify(size_t(watch->index_of(p_.get())));
     return;
   }
   NoGradGuard no_grad;
   std::unordered_map<TensorImpl*, Tensor> pending;
   pending[p_.get()] = g0;
-  for (const std::shared_ptr<TensorImpl>& tp : topo_order(p_)) {
-    TensorImpl* t = tp.get();
+  const std::vector<std::shared_ptr<TensorImpl>> order = topo_order(p_);
+  // Watched leaves: how many recorded ops have yet to send each one its gradient (uses, by watched
+  // index), and which watched leaves each op takes (by position in `order`: the ops release their
+  // inputs as the backward goes).
+  std::unordered_map<size_t, int> uses;
+  std::vector<std::vector<size_t>> watched_inputs;
+  if (watch) {
+    watched_inputs.resize(order.size());
+    for (size_t k = 0; k < order.size(); ++k)
+      for (const Tensor& in : order[k]->grad_fn->inputs) {
+        if (!in.defined() || in.impl()->grad_fn) continue;
+        const int64_t w = watch->index_of(in.impl());
+        if (w < 0) continue;
+        ++uses[size_t(w)];
+        watched_inputs[k].push_back(size_t(w));
+      }
+  }
+  auto op_done = [&](size_t k) {
+    if (!watch) return;
+    for (size_t w : watched_inputs[k])
+      if (--uses[w] == 0) watch->notify(w);
+  };
+  for (size_t k = 0; k < order.size(); ++k) {
+    TensorImpl* t = order[k].get();
     auto it = pending.find(t);
-    if (it == pending.end()) continue;
+    if (it == pending.end()) {
+      op_done(k);  // no gradient reaches this op: it sends none
+      continue;
+    }
     Tensor g = std::move(it->second);
     pending.erase(it);
     Node& node = *t->grad_fn;
@@ -571,6 +616,7 @@ void Tensor::backward(const Tensor& grad) const {
     // Free what this node saved; the tensor keeps its grad_fn so a second backward is reported.
     node.backward = nullptr;
     node.inputs.clear();
+    op_done(k);
   }
 }
 

@@ -5,6 +5,7 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/error.h"
@@ -156,5 +157,29 @@ void record(Tensor& out, const char* op, std::vector<Tensor> inputs,
 
 // Adds `g` into the leaf gradient of `t` (allocating it on first use).
 void accumulate_grad(TensorImpl* t, const Tensor& g);
+
+// Tells the caller, during a backward, the moment each of some leaves has received its last gradient of
+// that backward, so that work on the finished gradients (a data-parallel all-reduce) can start while the
+// rest of the backward runs. While a scope is active on this thread, every backward counts, for each
+// watched leaf, the recorded ops that take it as an input, and calls ready(i) (i: its index in
+// `watched`) right after the last of those ops ran its backward, or was passed over because no gradient
+// reached it. Gradients routed by an op straight into other buffers (the paired backward) are final then
+// too. Leaves the backward never reaches are not reported; a leaf on which backward() is called itself
+// is reported after its accumulation. Scopes nest (the innermost one is used).
+class GradReadyScope {
+ public:
+  GradReadyScope(const std::vector<Tensor>& watched, std::function<void(size_t)> ready);
+  ~GradReadyScope();
+  GradReadyScope(const GradReadyScope&) = delete;
+  GradReadyScope& operator=(const GradReadyScope&) = delete;
+  // The index of a watched leaf, or -1.
+  int64_t index_of(const TensorImpl* leaf) const;
+  void notify(size_t i) const { ready_(i); }
+
+ private:
+  std::unordered_map<const TensorImpl*, size_t> index_;
+  std::function<void(size_t)> ready_;
+  GradReadyScope* prev_;
+};
 
 }  // namespace hamu

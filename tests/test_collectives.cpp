@@ -7,10 +7,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "engine/collectives.h"
+#include "engine/overlap.h"
 #include "engine/rng.h"
+#include "kernels/kernels.h"
 #include "models/models.h"
 #include "train/train.h"
 
@@ -217,5 +220,176 @@ TEST_CASE("data-parallel training equals the 1-rank run (BatchNorm-free mlp), ra
     check_same_on_all_ranks(world(), "trained parameters", hash_tensors(dp->parameters()));
   }
 }
+
+namespace {
+
+// One session of the overlapped reducer against TensorReducer on copies of the same tensors: ranks mark
+// their tensors ready in different orders (and leave some to finish()); the sums must be bitwise equal.
+template <class T>
+void check_overlap_session(Collectives& c, OverlappedReducer& ov, const std::vector<int64_t>& sizes, uint64_t seed) {
+  std::vector<Tensor> mine, ref;
+  std::vector<double> factors;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (sizes[i] < 0) {  // an undefined tensor is skipped on every rank
+      mine.emplace_back();
+      ref.emplace_back();
+      factors.push_back(1.0);
+      continue;
+    }
+    std::vector<T> v = rank_values<T>(c.rank(), size_t(sizes[i]), seed + i);
+    const double f = i % 4 == 2 ? 0.0 : (i % 3 == 1 ? 1.0 : 0.375);
+    if (f == 0 && !v.empty()) v[0] = T(NAN);  // scaled by 0: not read
+    mine.push_back(Tensor::full({sizes[i]}, 1e30, Tensor::from_vector<T>(v, {sizes[i]}).dtype()));  // not yet written
+    ref.push_back(Tensor::from_vector<T>(v, {sizes[i]}));
+    factors.push_back(f);
+  }
+  TensorReducer packed(c);
+  std::vector<Tensor*> ptrs;
+  for (Tensor& t : ref) ptrs.push_back(&t);
+  packed.all_reduce(ptrs, factors);
+  ov.begin(mine, factors);
+  std::vector<size_t> order(sizes.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  Rng rng(seed * 31 + uint64_t(c.rank()));  // a different order on every rank
+  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[size_t(rng.below(i))]);
+  // Like a backward, each tensor gets its value after begin() and is marked ready after that; nothing
+  // may be read or written back before (tensors scaled by 0 included). The last two are left to finish().
+  std::vector<Tensor> values;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    values.push_back(sizes[i] < 0 ? Tensor() : Tensor::from_vector<T>(rank_values<T>(c.rank(), size_t(sizes[i]), seed + i), {sizes[i]}));
+    if (sizes[i] > 0 && factors[i] == 0) values.back().data<T>()[0] = T(NAN);
+  }
+  auto write = [&](size_t i) {
+    if (sizes[i] > 0) std::memcpy(mine[i].template data<T>(), values[i].template data<T>(), size_t(sizes[i]) * sizeof(T));
+  };
+  for (size_t k = 0; k + 2 < order.size(); ++k) {
+    write(order[k]);
+    ov.ready(order[k]);
+  }
+  ov.ready(order[0]);  // a repeated mark is ignored
+  write(order[order.size() - 2]);
+  write(order[order.size() - 1]);
+  ov.finish();
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (sizes[i] < 0) continue;
+    const std::vector<T> a = mine[i].to_vector<T>(), b = ref[i].to_vector<T>();
+    CHECK((a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("overlapped all-reduce: buckets in any ready order equal the packed all-reduce bitwise") {
+  Collectives& w = world();
+  const std::vector<int64_t> sizes{37, 1, -1, 100, 5, 250, 64, 0, 1000, 3, 17};
+  for (size_t cap : {size_t(0), size_t(16), size_t(300), size_t(4096), size_t(1) << 20}) {
+    // force: with one rank the collective is the identity, and the buckets still run.
+    OverlappedReducer ov(w, cap, /*force=*/true);
+    check_overlap_session<float>(w, ov, sizes, 5 + cap);
+    check_overlap_session<float>(w, ov, sizes, 6 + cap);  // the same layout again
+    check_overlap_session<double>(w, ov, {9, 400, 2}, 7 + cap);  // another layout and dtype
+    CHECK(ov.buckets() >= 1);
+  }
+  OverlappedReducer ov(w, 16, true);
+  CHECK_THROWS_AS(ov.begin({Tensor::zeros({2}), Tensor::zeros({2}, DType::f64)}, {1.0, 1.0}), Error);
+  CHECK_THROWS_AS(ov.begin({Tensor::zeros({2})}, {1.0, 1.0}), Error);
+  // Without force and one rank the reducer does nothing at all.
+  OverlappedReducer idle(single_process(), 16);
+  Tensor t = Tensor::from_vector<float>({2}, {1});
+  idle.begin({t}, {0.5});
+  idle.finish();
+  CHECK(t.to_vector<float>() == std::vector<float>{2.f});
+}
+
+TEST_CASE("overlapped all-reduce: HAMU_BUCKET_KB and HAMU_OVERLAP are read and checked") {
+  const char* keep_kb = std::getenv("HAMU_BUCKET_KB");
+  const char* keep_ov = std::getenv("HAMU_OVERLAP");
+  const std::string saved_kb = keep_kb ? keep_kb : "", saved_ov = keep_ov ? keep_ov : "";
+  ::unsetenv("HAMU_OVERLAP");
+  ::setenv("HAMU_BUCKET_KB", "64", 1);
+  CHECK(overlap_bucket_bytes() == size_t(64) << 10);
+  ::setenv("HAMU_BUCKET_KB", "0", 1);
+  CHECK(overlap_bucket_bytes() == 0);
+  ::setenv("HAMU_BUCKET_KB", "12x", 1);
+  CHECK_THROWS_AS(overlap_bucket_bytes(), InputError);
+  ::setenv("HAMU_BUCKET_KB", "-1", 1);
+  CHECK_THROWS_AS(overlap_bucket_bytes(), InputError);
+  ::unsetenv("HAMU_BUCKET_KB");
+  CHECK(overlap_bucket_bytes() == size_t(1) << 20);
+  ::setenv("HAMU_OVERLAP", "0", 1);
+  CHECK(overlap_bucket_bytes() == 0);
+  ::setenv("HAMU_OVERLAP", "yes", 1);
+  CHECK_THROWS_AS(overlap_bucket_bytes(), InputError);
+  if (keep_kb) ::setenv("HAMU_BUCKET_KB", saved_kb.c_str(), 1);
+  else ::unsetenv("HAMU_BUCKET_KB");
+  if (keep_ov) ::setenv("HAMU_OVERLAP", saved_ov.c_str(), 1);
+  else ::unsetenv("HAMU_OVERLAP");
+}
+
+TEST_CASE("data-parallel training: overlapping the all-reduce with the backward changes no bit") {
+  OneThread one;
+  const ImageDataset ds = random_images(96, 6, 4, 5);
+  std::vector<int64_t> subset(size_t(ds.n));
+  for (int64_t i = 0; i < ds.n; ++i) subset[size_t(i)] = i;
+  const Normalizer norm = compute_normalizer(ds);
+  std::vector<std::shared_ptr<nn::Module>> trained;
+  for (const char* kb : {"0", "1"}) {  // no overlap; 1 KB buckets (several per step)
+    ::setenv("HAMU_BUCKET_KB", kb, 1);
+    Rng r(3);
+    auto m = models::build_model({"mlp", 1, 6, 6, 4}, r);
+    TrainOptions to;
+    to.optimizer = "sgd";
+    to.epochs = 1;
+    to.batch = 20;
+    to.lr = 0.01;
+    to.seed = 9;
+    to.progress = false;
+    to.comm = &world();
+    train_model(*m, ds, subset, norm, to);
+    trained.push_back(m);
+  }
+  ::unsetenv("HAMU_BUCKET_KB");
+  CHECK(max_rel_diff(*trained[0], *trained[1]) == 0.0);
+}
+
+#ifdef HAMU_CUDA
+TEST_CASE("cuda: the overlapped all-reduce queues its buckets on the side stream after the compute stream") {
+  if (kernels::cuda_device_count() == 0) {
+    MESSAGE("skipped: no GPU");
+    return;
+  }
+  // One rank, forced: the collective is the identity, so each tensor must end as factor * the value a
+  // kernel on the compute stream wrote into it just before it was marked ready. A missing wait between
+  // the streams would pack the zeros (or stale values) instead.
+  const Device gpu{Device::cuda, 0};
+  const kernels::CudaCtx& main = kernels::cuda_context(0);
+  const std::vector<int64_t> sizes{4096, 1, 300000, 77, 65536, 3};
+  for (size_t cap : {size_t(0), size_t(64), size_t(256) << 10}) {
+    OverlappedReducer ov(single_process(), cap, /*force=*/true);
+    std::vector<Tensor> mine, values;
+    std::vector<double> factors;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      values.push_back(Tensor::from_vector<float>(rank_values<float>(0, size_t(sizes[i]), 40 + i), {sizes[i]}).to(gpu));
+      mine.push_back(Tensor::zeros({sizes[i]}, DType::f32, gpu));
+      factors.push_back(i % 3 == 0 ? 0.25 : (i % 3 == 1 ? 1.0 : 0.0));
+    }
+    ov.begin(mine, factors);
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      const size_t i = sizes.size() - 1 - k;  // the backward's order: last first
+      // A long chain of kernels before the write, so the write lands well after the mark is queued.
+      for (int rep = 0; rep < 20; ++rep) kernels::affine(main, sizes[i], values[i].data<float>(), 1.f, 0.f, mine[i].data<float>());
+      ov.ready(i);
+    }
+    ov.finish();
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const std::vector<float> got = mine[i].to(Device{}).to_vector<float>();
+      const std::vector<float> v = values[i].to(Device{}).to_vector<float>();
+      size_t bad = 0;
+      for (size_t j = 0; j < got.size(); ++j) bad += got[j] != float(factors[i]) * v[j];
+      CHECK_MESSAGE(bad == 0, "tensor " << i << " (cap " << cap << "): " << bad << " wrong values");
+    }
+  }
+}
+#endif
 
 }  // TEST_SUITE

@@ -5,10 +5,12 @@
 #include <cstdio>
 #include <memory>
 
+#include "engine/collectives.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/progress.h"
 #include "engine/rng.h"
+#include "loaders/batch.h"
 #include "loaders/text_batch.h"
 #include "train/train.h"
 
@@ -29,6 +31,31 @@ std::vector<TextEpochSummary> train_text_model(models::CausalLM& model, const st
   int64_t epoch_tokens = 0;
   for (const QaTokens& s : seqs) epoch_tokens += s.length();
   std::vector<TextEpochSummary> out;
+  // Many ranks: each takes its rows of every padded global batch; its loss is its answer tokens' sum
+  // over the global batch's answer-token count, so the gradients summed over the ranks are the 1-rank
+  // step's (LoRA dropout draws its masks per rank, so with dropout the run matches only in distribution).
+  Collectives& comm = opt.comm ? *opt.comm : world();
+  const int ranks = comm.size();
+  if (ranks > 1) {
+    if (opt.batch < ranks)
+      throw InputError("--batch: a batch of " + std::to_string(opt.batch) + " cannot be shared by " +
+                       std::to_string(ranks) + " ranks");
+    if (opt.checkpoint_every > 0 || opt.resume)
+      throw InputError("--checkpoint-every/--resume: resumable runs are single-process (this run has " +
+                       std::to_string(ranks) + " ranks)");
+    char text[256];
+    std::snprintf(text, sizeof text, "text lr=%.17g wd=%.17g clip=%.17g %s warmup=%lld epochs=%lld batch=%lld seed=%llu %s pad=%d bucket=%zu",
+                  opt.lr, opt.weight_decay, opt.clip, opt.schedule.c_str(), (long long)opt.warmup_steps,
+                  (long long)opt.epochs, (long long)opt.batch, (unsigned long long)opt.seed, opt.device.str().c_str(),
+                  int(opt.pad_id), overlap_bucket_bytes());
+    uint64_t h = hash_tensors(model.parameters(), hash_string(text));
+    for (const QaTokens& q : seqs) {
+      h = hash_bytes(q.ids.data(), q.ids.size() * sizeof(q.ids[0]), h);
+      h = hash_bytes(q.labels.data(), q.labels.size() * sizeof(q.labels[0]), h);
+    }
+    check_same_on_all_ranks(comm, "training configuration", h);
+  }
+  DataParallelGrads dp(comm, model.parameters());
   model.train(true);
   int64_t global_step = 0;
   // Where the run starts: epoch 1, step 0, or a state's epoch and step with the epoch's accumulators.
@@ -82,33 +109,53 @@ std::vector<TextEpochSummary> train_text_model(models::CausalLM& model, const st
       const std::vector<int64_t> idx(order.begin() + step * opt.batch,
                                      order.begin() + std::min(n, (step + 1) * opt.batch));
       Batch b = make_text_batch(seqs, idx, opt.pad_id, 0, opt.device);
+      const int64_t count = count_scored_tokens(b.labels.is_cuda() ? b.labels.to(Device{}) : b.labels, 1, kIgnoreLabel);
+      if (ranks > 1) {
+        const Shard share = shard_of(int64_t(idx.size()), comm.rank(), ranks);
+        b = batch_rows(b, share.start, share.count);
+      }
       optimizer.lr = scheduled_lr(opt.lr, opt.schedule, global_step, total_steps, opt.warmup_steps);
       ++global_step;
       optimizer.zero_grad();
-      Tensor logits = model.logits(b.images, {}, row_positions(b.images));
-      Tensor losses = token_cross_entropy(logits, b.labels, 1, kIgnoreLabel);
-      const int64_t count = count_scored_tokens(b.labels.is_cuda() ? b.labels.to(Device{}) : b.labels, 1, kIgnoreLabel);
-      Tensor loss = mul_scalar(sum(losses), count ? 1.0 / double(count) : 0.0);
-      const double lv = loss.item();
+      dp.begin(1.0);
+      // A rank whose share of a short last batch is empty adds nothing but still takes part.
+      const bool rows = b.size() > 0;
+      Tensor logits, loss;
+      double lv = 0;
+      if (rows) {
+        logits = model.logits(b.images, {}, row_positions(b.images));
+        Tensor losses = token_cross_entropy(logits, b.labels, 1, kIgnoreLabel);
+        loss = mul_scalar(sum(losses), count ? 1.0 / double(count) : 0.0);
+        lv = loss.item();
+      }
+      if (rows && std::isfinite(lv)) dp.backward(loss);
+      dp.finish();
+      int64_t batch_correct = 0;
+      if (rows) {
+        NoGradGuard ng;
+        const std::vector<int32_t> pred = argmax(logits.detach(), 2).to(Device{}).to_vector<int32_t>();
+        const std::vector<int32_t> lab = b.labels.to(Device{}).to_vector<int32_t>();
+        const int64_t t = b.images.shape()[1], rows = b.images.shape()[0];
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j + 1 < t; ++j) {
+            const int32_t l = lab[size_t(r * t + j + 1)];
+            if (l != kIgnoreLabel) batch_correct += pred[size_t(r * t + j)] == l;
+          }
+      }
+      if (ranks > 1) {  // the global loss and accuracy; a non-finite loss anywhere skips the step everywhere
+        std::vector<double> sums = {lv, double(batch_correct)};
+        all_reduce_host(comm, sums);
+        lv = sums[0];
+        batch_correct = int64_t(sums[1]);
+      }
       if (!std::isfinite(lv)) {
         ++es.skipped_steps;
         maybe_write_state(step);
         continue;
       }
-      loss.backward();
       if (opt.clip > 0) clip_grad_norm(model.parameters(), opt.clip);
       optimizer.step();
-      {
-        NoGradGuard ng;
-        const std::vector<int32_t> pred = argmax(logits.detach(), 2).to(Device{}).to_vector<int32_t>();
-        const std::vector<int32_t> lab = b.labels.to(Device{}).to_vector<int32_t>();
-        const int64_t t = b.images.shape()[1];
-        for (size_t r = 0; r < idx.size(); ++r)
-          for (int64_t j = 0; j + 1 < t; ++j) {
-            const int32_t l = lab[r * size_t(t) + size_t(j + 1)];
-            if (l != kIgnoreLabel) correct += pred[r * size_t(t) + size_t(j)] == l;
-          }
-      }
+      correct += batch_correct;
       nll += lv * double(count);
       scored += count;
       for (int64_t i : idx) done_tokens += seqs[size_t(i)].length();

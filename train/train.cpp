@@ -10,6 +10,7 @@
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/interrupt.h"
+#include "engine/overlap.h"
 #include "engine/progress.h"
 
 namespace hamu {
@@ -33,6 +34,46 @@ bool has_batchnorm(const nn::Module& m) {
 }
 
 }  // namespace
+
+DataParallelGrads::DataParallelGrads(Collectives& c, std::vector<Tensor> params)
+    : c_(c),
+      params_(std::move(params)),
+      bucket_bytes_(c.size() > 1 ? overlap_bucket_bytes() : 0),
+      packed_(c),
+      overlap_(c, bucket_bytes_) {}
+
+void DataParallelGrads::begin(double weight) {
+  weight_ = weight;
+  if (c_.size() == 1 || bucket_bytes_ == 0) return;
+  if (bufs_.empty())
+    for (const Tensor& p : params_) bufs_.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    bufs_[i].zero_();
+    Tensor p = params_[i];
+    p.set_grad(bufs_[i]);
+  }
+  overlap_.begin(std::vector<Tensor>(bufs_.rbegin(), bufs_.rend()), std::vector<double>(bufs_.size(), weight));
+}
+
+void DataParallelGrads::backward(const Tensor& loss) {
+  if (c_.size() == 1 || bucket_bytes_ == 0) return loss.backward();
+  const size_t n = params_.size();
+  GradReadyScope scope(params_, [&](size_t i) { overlap_.ready(n - 1 - i); });
+  loss.backward();
+}
+
+void DataParallelGrads::finish() {
+  if (c_.size() == 1) return;
+  if (bucket_bytes_ > 0) return overlap_.finish();
+  std::vector<Tensor> grads;  // share the parameters' gradient storage
+  for (Tensor p : params_) {
+    if (!p.grad().defined()) p.set_grad(Tensor::zeros(p.shape(), p.dtype(), p.device()));
+    grads.push_back(p.grad());
+  }
+  std::vector<Tensor*> ptrs;
+  for (Tensor& g : grads) ptrs.push_back(&g);
+  packed_.all_reduce(ptrs, std::vector<double>(ptrs.size(), weight_));
+}
 
 void check_loop_options(int64_t epochs, int64_t batch, double lr, const std::string& schedule) {
   if (epochs < 1) throw InputError("--epochs must be at least 1, got " + std::to_string(epochs));
@@ -103,14 +144,17 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
   Collectives& comm = opt.comm ? *opt.comm : world();
   const int ranks = comm.size();
   TensorReducer reducer(comm);
+  DataParallelGrads dp(comm, optimizer->params());
   if (ranks > 1) {
     if (opt.batch < ranks)
       throw InputError("--batch: a batch of " + std::to_string(opt.batch) + " cannot be shared by " +
                        std::to_string(ranks) + " ranks");
     char text[256];
-    std::snprintf(text, sizeof text, "%s lr=%.17g wd=%.17g m=%.17g clip=%.17g %s epochs=%lld batch=%lld seed=%llu %s",
+    std::snprintf(text, sizeof text,
+                  "%s lr=%.17g wd=%.17g m=%.17g clip=%.17g %s epochs=%lld batch=%lld seed=%llu %s bucket=%zu",
                   opt.optimizer.c_str(), opt.lr, opt.weight_decay, opt.momentum, opt.clip, opt.schedule.c_str(),
-                  (long long)opt.epochs, (long long)opt.batch, (unsigned long long)opt.seed, opt.device.str().c_str());
+                  (long long)opt.epochs, (long long)opt.batch, (unsigned long long)opt.seed, opt.device.str().c_str(),
+                  overlap_bucket_bytes());
     uint64_t h = hash_tensors(model.parameters(), hash_string(text));
     h = hash_bytes(subset.data(), subset.size() * sizeof(int64_t), h);
     h = hash_bytes(ds.pixels.data(), ds.pixels.size(), h);
@@ -172,32 +216,31 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
       optimizer->lr = scheduled_lr(opt.lr, opt.schedule, global_step, total_steps);
       ++global_step;
       optimizer->zero_grad();
-      Tensor logits = model.forward(b.images);
-      Tensor loss = cross_entropy(logits, b.labels);
-      double lv = loss.item();
+      // Each rank's mean weighted by its rows: the sum is the 1-rank batch mean (gradient and loss).
+      const double w = double(b.size()) / double(global_rows);
+      dp.begin(w);
+      // A rank whose share of a short last batch is empty adds nothing but still takes part.
+      Tensor logits, loss;
+      double lv = 0;
+      if (b.size() > 0) {
+        logits = model.forward(b.images);
+        loss = cross_entropy(logits, b.labels);
+        lv = loss.item();
+      }
       if (ranks == 1 && !std::isfinite(lv)) {
         ++es.skipped_steps;
         return;
       }
-      if (std::isfinite(lv)) loss.backward();
+      if (b.size() > 0 && std::isfinite(lv)) dp.backward(loss);
+      dp.finish();
       int64_t batch_correct = 0;
-      {
+      if (b.size() > 0) {
         NoGradGuard ng;
         std::vector<int32_t> pred = argmax(logits.detach(), 1).to(Device{}).to_vector<int32_t>();
         std::vector<int32_t> y = b.labels.to(Device{}).to_vector<int32_t>();
         for (size_t i = 0; i < pred.size(); ++i) batch_correct += pred[i] == y[i];
       }
       if (ranks > 1) {
-        // Every rank's mean weighted by its rows: the sum is the 1-rank batch mean (gradient and loss).
-        const double w = double(b.size()) / double(global_rows);
-        std::vector<Tensor> grads;  // share the parameters' gradient storage
-        for (Tensor p : optimizer->params()) {
-          if (!p.grad().defined()) p.set_grad(Tensor::zeros(p.shape(), p.dtype(), p.device()));
-          grads.push_back(p.grad());
-        }
-        std::vector<Tensor*> ptrs;
-        for (Tensor& g : grads) ptrs.push_back(&g);
-        reducer.all_reduce(ptrs, std::vector<double>(ptrs.size(), w));
         std::vector<double> sums = {std::isfinite(lv) ? lv * w : lv, double(batch_correct)};
         all_reduce_host(comm, sums);
         lv = sums[0];

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/collectives.h"
+#include "engine/overlap.h"
 #include "engine/nn.h"
 #include "engine/run_state.h"
 #include "loaders/data.h"
@@ -33,18 +34,42 @@ struct LoopOptions {
   int64_t checkpoint_every = 0;
   std::function<void(RunState&)> write_state;
   const RunState* resume = nullptr;
+  // The ranks (null: world(), a single process unless launched by mpirun). With N ranks each takes rows
+  // [floor(B*k/N), floor(B*(k+1)/N)) of every batch and the gradients are summed (weighted by the rows,
+  // or by the answer tokens for text) before the optimizer step, so every rank takes the 1-rank run's
+  // step (DataParallelGrads below).
+  Collectives* comm = nullptr;
 };
 
 struct TrainOptions : LoopOptions {
   std::string optimizer = "adamw";  // adamw | sgd
   double momentum = 0.9;
-  // The ranks (null: world(), a single process unless launched by mpirun). With N ranks each takes rows
-  // [floor(B*k/N), floor(B*(k+1)/N)) of every batch and the gradients are summed (weighted by the rows)
-  // before the optimizer step, so every rank takes the 1-rank run's step. BatchNorm in training mode
-  // normalises each rank's rows with their own statistics (as DDP without SyncBatchNorm) and the running
-  // statistics are averaged over the ranks after every epoch: such models match the 1-rank run only
-  // approximately; BatchNorm-free models (mlp) match it to float rounding.
-  Collectives* comm = nullptr;
+  // Many ranks (LoopOptions::comm): BatchNorm in training mode normalises each rank's rows with their own
+  // statistics (as DDP without SyncBatchNorm) and the running statistics are averaged over the ranks after
+  // every epoch: such models match the 1-rank run only approximately; BatchNorm-free models (mlp) match it
+  // to float rounding.
+};
+
+// The gradient sum of one data-parallel training step (README "Many processes"): each rank's gradients
+// of its mean loss, weighted by its share of the global batch, summed over the ranks, overlapped with the
+// backward (engine/overlap.h: the gradients get zeroed buffers before it, cut into buckets last parameter
+// first, the order the backward finishes them) or, with HAMU_OVERLAP=0, one packed all-reduce after it;
+// both bitwise the same. begin() before the forward, backward(loss) (or no backward: a skipped step still
+// takes part), finish() after; then every rank's .grad holds the sum. One rank: a plain backward.
+class DataParallelGrads {
+ public:
+  DataParallelGrads(Collectives& c, std::vector<Tensor> params);
+  void begin(double weight);
+  void backward(const Tensor& loss);
+  void finish();
+
+ private:
+  Collectives& c_;
+  std::vector<Tensor> params_, bufs_;
+  size_t bucket_bytes_;
+  double weight_ = 1;
+  TensorReducer packed_;
+  OverlappedReducer overlap_;
 };
 
 struct EpochSummary {

@@ -29,9 +29,21 @@ Tensor original_logits(const UnlearnTask* task, nn::Module* original, const Tens
   return forward(task, *original, images);
 }
 
+// Runs `backward` telling the observer (if any) which parameters' sides became final as it goes.
+template <class F>
+void observed_backward(GradientObserver* observer, const FusedUpdate& update, bool retain, bool forget, F&& backward) {
+  if (!observer) return backward();
+  GradReadyScope scope(update.params(), [&](size_t i) {
+    if (retain) observer->ready(int(i), true);
+    if (forget) observer->ready(int(i), false);
+  });
+  backward();
+}
+
 // One side: forward, loss for the log, objective backward into the routed buffers.
 double one_side(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& b, const Method& method,
-                const MethodParams& params, bool retain_side, bool needed, const UnlearnTask* task) {
+                const MethodParams& params, bool retain_side, bool needed, const UnlearnTask* task,
+                GradientObserver* observer) {
   update.route_grads_to(retain_side);
   Tensor logits = forward(task, model, b.images);
   const Tensor orig = method.needs_original() ? original_logits(task, original, b.images) : Tensor();
@@ -43,17 +55,19 @@ double one_side(nn::Module& model, nn::Module* original, FusedUpdate& update, co
   if (needed && std::isfinite(ce)) {
     Tensor obj = retain_side ? method.retain_objective(params, logits, b.labels, orig)
                              : method.forget_objective(params, logits, b.labels, orig);
-    obj.backward();
+    observed_backward(observer, update, retain_side, !retain_side, [&] { obj.backward(); });
   }
   return ce;
 }
 
 GradientResult two_passes(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
                           const Batch& forget, const Method& method, const MethodParams& params,
-                          const UnlearnTask* task) {
+                          const UnlearnTask* task, GradientObserver* observer) {
   GradientResult out;
-  out.retain_loss = one_side(model, original, update, retain, method, params, true, method.uses_retain(), task);
-  out.forget_loss = one_side(model, original, update, forget, method, params, false, method.uses_forget(), task);
+  if (observer) observer->start(false);
+  out.retain_loss = one_side(model, original, update, retain, method, params, true, method.uses_retain(), task, observer);
+  out.forget_loss = one_side(model, original, update, forget, method, params, false, method.uses_forget(), task, observer);
+  if (observer) observer->done();
   update.release_grads();
   out.finite = std::isfinite(out.retain_loss) && std::isfinite(out.forget_loss);
   return out;
@@ -81,7 +95,7 @@ std::string module_objection(const nn::Module& m, const std::string& path) {
 // The paired pass. Returns false (with *why) when its result must be discarded.
 bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
                  const Batch& forget, const Method& method, const MethodParams& params, GradientResult& out,
-                 std::string* why, const UnlearnTask* task) {
+                 std::string* why, const UnlearnTask* task, GradientObserver* observer) {
   const int64_t nr = retain.images.shape()[0], nf = forget.images.shape()[0];
   update.release_grads();
   update.zero(true);
@@ -110,7 +124,10 @@ bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, c
       Tensor fo = method.forget_objective(params, lf, forget.labels, orig_f);
       total = total.defined() ? add(total, fo) : fo;
     }
-    if (total.defined() && total.requires_grad()) total.backward();
+    if (observer) observer->start(true);
+    if (total.defined() && total.requires_grad())
+      observed_backward(observer, update, true, true, [&] { total.backward(); });
+    if (observer) observer->done();  // also when the pass is discarded below: every rank discards it
     if (!scope.valid()) {
       *why = scope.reason();
       return false;
@@ -129,13 +146,15 @@ bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, c
 
 GradientResult compute_side_gradient(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& batch,
                                      const Method& method, const MethodParams& params, bool retain_side,
-                                     const UnlearnTask* task) {
+                                     const UnlearnTask* task, GradientObserver* observer) {
   if (method.needs_original() && !original)
     throw Error("unlearn: method " + method.name() + " needs the original model");
   GradientResult out;
   update.zero(!retain_side);
+  if (observer) observer->start(false);
   const double loss = one_side(model, original, update, batch, method, params, retain_side,
-                               retain_side ? method.uses_retain() : method.uses_forget(), task);
+                               retain_side ? method.uses_retain() : method.uses_forget(), task, observer);
+  if (observer) observer->done();
   update.release_grads();
   (retain_side ? out.retain_loss : out.forget_loss) = loss;
   out.finite = std::isfinite(loss);
@@ -144,7 +163,8 @@ GradientResult compute_side_gradient(nn::Module& model, nn::Module* original, Fu
 
 GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
                                  const Batch& forget, const Method& method, const MethodParams& params, bool allow_paired,
-                                 std::string* fallback_reason, const UnlearnTask* task) {
+                                 std::string* fallback_reason, const UnlearnTask* task,
+                                 GradientObserver* observer) {
   if (method.needs_original() && !original)
     throw Error("unlearn: method " + method.name() + " needs the original model");
   std::string why;
@@ -157,14 +177,14 @@ GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedU
   else why = module_objection(model, "");
   if (why.empty()) {
     GradientResult out;
-    if (paired_pass(model, original, update, retain, forget, method, params, out, &why, task)) {
+    if (paired_pass(model, original, update, retain, forget, method, params, out, &why, task, observer)) {
       if (fallback_reason) fallback_reason->clear();
       return out;
     }
     update.release_grads();  // discard: the two passes below rebuild r and f from zero
   }
   if (fallback_reason) *fallback_reason = why;
-  return two_passes(model, original, update, retain, forget, method, params, task);
+  return two_passes(model, original, update, retain, forget, method, params, task, observer);
 }
 
 }  // namespace hamu

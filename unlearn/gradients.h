@@ -11,6 +11,19 @@
 
 namespace hamu {
 
+// Told, during the backward, when parts of r and f are final, so that the exchange of a many-rank run
+// (unlearn/parallel.h) overlaps them with the rest of the backward. One computation calls start(),
+// then ready() for each parameter's side as it becomes final (not necessarily all), then done() after
+// its last backward; a paired pass that is discarded is still one computation (start ... done), and
+// the two passes that replace it another.
+class GradientObserver {
+ public:
+  virtual ~GradientObserver() = default;
+  virtual void start(bool both_sides_at_once) = 0;  // one paired backward (true) or one side after the other
+  virtual void ready(int param, bool retain_side) = 0;
+  virtual void done() = 0;
+};
+
 struct GradientResult {
   double retain_loss = 0, forget_loss = 0;  // task_loss of each batch (for the log)
   bool finite = true;                       // both losses finite
@@ -27,12 +40,13 @@ struct GradientResult {
 // task_loss (cross-entropy of images, mean answer-token loss of text).
 GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
                                  const Batch& forget, const Method& method, const MethodParams& params, bool allow_paired,
-                                 std::string* fallback_reason, const UnlearnTask* task = nullptr);
+                                 std::string* fallback_reason, const UnlearnTask* task = nullptr,
+                                 GradientObserver* observer = nullptr);
 
 // One side alone (split pairing: a rank computes either r or f): the retain (retain_side) or forget
 // objective's gradient on `batch` into its buffer, the other buffer zeroed; the side's loss in the result.
 GradientResult compute_side_gradient(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& batch,
                                      const Method& method, const MethodParams& params, bool retain_side,
-                                     const UnlearnTask* task = nullptr);
+                                     const UnlearnTask* task = nullptr, GradientObserver* observer = nullptr);
 
 }  // namespace hamu

@@ -267,7 +267,7 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
   Collectives& comm = opt.comm ? *opt.comm : world();
   const RankPlan plan = plan_ranks(opt.pairing, comm.rank(), comm.size(), std::min<int64_t>(opt.batch, int64_t(task.retain_size())),
                                    std::min<int64_t>(opt.forget_batch, int64_t(task.forget_size())));
-  GradientExchange exchange(comm, update, plan);
+  GradientExchange exchange(comm, update, plan, overlap_bucket_bytes());
 
   auto evaluate = [&](int64_t step, bool final) {
     if (!hooks.evaluate) return;
@@ -309,16 +309,22 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
     if (step == 1 && comm.size() > 1)
       check_same_on_all_ranks(comm, "unlearning configuration (options, model, data, split, seed)",
                               unlearn_fingerprint(opt, update.params(), rb, fb));
-    const int64_t retain_global = rb.size(), forget_global = fb.size();
-    if (comm.size() > 1) take_shares(plan, rb, fb);
+    ShareWeights shares;
+    if (comm.size() > 1) {
+      const Batch rg = rb, fg = fb;
+      take_shares(plan, rb, fb);
+      shares = share_weights(plan, method, rg, fg, rb, fb);
+    }
     GradientResult g;
+    GradientObserver* overlap = comm.size() > 1 ? exchange.prepare(shares) : nullptr;
     if (plan.retain && plan.forget) {
-      g = compute_gradients(model, original, update, rb, fb, method, opt.params, opt.paired, &fallback, &task);
+      g = compute_gradients(model, original, update, rb, fb, method, opt.params, opt.paired, &fallback, &task, overlap);
     } else {  // split pairing: this rank's side only
-      g = compute_side_gradient(model, original, update, plan.retain ? rb : fb, method, opt.params, plan.retain, &task);
+      g = compute_side_gradient(model, original, update, plan.retain ? rb : fb, method, opt.params, plan.retain, &task,
+                                overlap);
       fallback = "split pairing: each rank computes one side";
     }
-    exchange.reduce(g, rb.size(), retain_global, fb.size(), forget_global);
+    exchange.reduce(g, shares);
     log.retain_loss = g.retain_loss;
     log.forget_loss = g.forget_loss;
     log.paired = g.paired;

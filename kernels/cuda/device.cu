@@ -26,6 +26,8 @@ struct DeviceSlot {
   DeviceInfo info;
   std::once_flag ctx_once;
   CudaCtx ctx;
+  std::once_flag side_once;
+  CudaCtx side;
   std::mutex scratch_mu;
   Scratch scratch;
 };
@@ -174,6 +176,32 @@ CudaCtx& cuda_context(int device) {
   });
   use_device(device);
   return s.ctx;
+}
+
+CudaCtx& cuda_side_context(int device) {
+  const CudaCtx& main = cuda_context(device);
+  DeviceSlot& s = slot(device);
+  std::call_once(s.side_once, [&] {
+    CudaCtx c;
+    c.device = device;
+    c.tf32 = main.tf32;
+    cudaStream_t st = nullptr;
+    HAMU_CU("cuda_side_context", cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    c.stream = st;
+    s.side = c;
+  });
+  return s.side;
+}
+
+void cuda_stream_wait(const CudaCtx& waiter, const CudaCtx& signaler) {
+  if (waiter.stream == signaler.stream) return;
+  use_device(signaler);
+  cudaEvent_t ev = nullptr;
+  HAMU_CU("cuda_stream_wait", cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  HAMU_CU("cuda_stream_wait", cudaEventRecord(ev, stream_of(signaler)));
+  HAMU_CU("cuda_stream_wait", cudaStreamWaitEvent(stream_of(waiter), ev, 0));
+  // Destroying an event whose record is still pending is legal: its resources are freed once it completes.
+  HAMU_CU("cuda_stream_wait", cudaEventDestroy(ev));
 }
 
 void* cuda_malloc(int device, size_t bytes) {

@@ -248,6 +248,10 @@ expect_stop mismatch-argv 2 "ranks disagree on the command line" 60 \
 expect_stop split-odd-ranks 2 "even number of ranks" 60 "${MPIRUN[@]}" -np 3 "${F[@]}" --pairing split
 expect_stop rank-dies nz "HAMU_FAULT: dying" 60 env HAMU_FAULT=die:1:5 "${MPIRUN[@]}" -np 2 "${F[@]}"
 expect_stop rank-hangs nz "has waited" 60 env HAMU_FAULT=hang:1:5 HAMU_COLLECTIVE_TIMEOUT=3 "${MPIRUN[@]}" -np 2 "${F[@]}"
+# The same inside the overlapped exchange (1 KB buckets: the collectives run on the communication thread).
+expect_stop rank-dies-overlap nz "HAMU_FAULT: dying" 60 env HAMU_BUCKET_KB=1 HAMU_FAULT=die:1:9 "${MPIRUN[@]}" -np 2 "${F[@]}"
+expect_stop rank-hangs-overlap nz "has waited" 60 env HAMU_BUCKET_KB=1 HAMU_FAULT=hang:1:9 HAMU_COLLECTIVE_TIMEOUT=3 \
+  "${MPIRUN[@]}" -np 2 "${F[@]}"
 
 echo "mpi_test: $PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]

@@ -436,6 +436,27 @@ else
   bench_status[cli_smoke]="skipped (no data/binary/time)"
 fi
 
+# ---- issue #13: the MPI + NCCL build with one rank (optional: Open MPI and nccl.h must be on the machine) --
+# The overlapped exchange's side-stream path runs in the parity tests above (forced, one process); here the
+# NCCL build itself: one rank under mpirun passes the same CUDA tests. Two ranks on one GPU are not
+# possible with NCCL (one GPU per rank), so the exchange itself needs a machine with two GPUs.
+MPICXX_BIN=$(command -v mpicxx 2>/dev/null || true)
+NCCL_DIR=""
+for d in "${CUDA_HOME:-}" "$(py_pkg_dir nvidia.nccl)"; do [ -n "$d" ] && [ -f "$d/include/nccl.h" ] && { NCCL_DIR=$d; break; }; done
+if [ "${GPU_CHECK_TESTS_ONLY:-0}" != 1 ] && [ -n "$BIN_TESTS" ] && [ -n "$MPICXX_BIN" ] && [ -n "$NCCL_DIR" ] && [ "$(left)" -gt 240 ]; then
+  GPU_BENCHES+=(nccl_one_rank)
+  nccl_lib=(); [ -f "$NCCL_DIR/lib/libnccl.so" ] || nccl_lib=("NCCL_LIB=-L$NCCL_DIR/lib -l:libnccl.so.2 -Wl,-rpath,$NCCL_DIR/lib")
+  nccl_phase() {
+    timeout 200 make "${MAKE_ARGS[@]}" MPI=1 "NCCL_HOME=$NCCL_DIR" "${nccl_lib[@]}" BUILD=build-cuda-mpi -j"$JOBS" \
+      build-cuda-mpi/hamu_tests >/dev/null 2>"$SHIM/nccl_build.err" || { echo "build failed:"; tail -20 "$SHIM/nccl_build.err"; return 1; }
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    timeout 120 mpirun -np 1 build-cuda-mpi/hamu_tests -tc='cuda:*' 2>&1 | grep -E "^\[doctest\] (test cases|assertions)"
+  }
+  run_bench nccl_one_rank $(($(left) - 60)) bash -c "$(declare -f nccl_phase); MAKE_ARGS=(${MAKE_ARGS[*]@Q}); NCCL_DIR=$NCCL_DIR; nccl_lib=(${nccl_lib[*]@Q}); JOBS=$JOBS; SHIM=$SHIM; nccl_phase"
+else
+  bench_status[nccl_one_rank]="skipped (no mpicxx, no nccl.h, or no time)"
+fi
+
 # ---- compute-sanitizer memcheck on a reduced set ------------------------------------------------
 SAN=$(command -v compute-sanitizer 2>/dev/null || true)
 [ -z "$SAN" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ] && SAN=$CUDA_HOME/bin/compute-sanitizer

@@ -210,6 +210,8 @@ for f in bench/*.cpp; do
   [ -e "$f" ] || continue
   grep -q "cuda_device_count" "$f" && GPU_BENCHES+=("$(basename "$f" .cpp)")
 done
+# Issue #10's LoRA step bench takes --device cuda (it runs on the CPU too, so the grep above misses it).
+[ -f bench/bench_lora_step.cpp ] && GPU_BENCHES+=(bench_lora_step)
 BIN_TESTS=""
 if [ -n "$NVCC" ]; then
   MAKE_ARGS=(CUDA=1 CUDA_ARCH=sm_90 "NVCC=$NVCC" "CUDA_HOME=$CUDA_HOME" "${CUDNN_MAKE[@]}" "${ZLIB_MAKE[@]}"
@@ -317,6 +319,9 @@ bench_args() {  # the arguments a bench gets here
   case "$1" in
     bench_hardness) echo "--device cuda" ;;
     bench_unlearn_step) echo "--profile" ;;
+    # Llama-2-7B-shaped layers (8 of its 32: the per-layer work and the peer's ratio are the same; the whole
+    # model in f32 would take the budget in random initialisation), batch 16 + 16 x 256 tokens.
+    bench_lora_step) echo "--device cuda --preset 7b --layers 8 --steps 3" ;;
     *) echo "" ;;
   esac
 }
@@ -341,7 +346,7 @@ run_bench() {  # run_bench NAME TIMEOUT CMD...: appends its output to BENCH_LOG
   BENCH_TABLES="$BENCH_TABLES
 ### $name
 
-$(grep -E '^(bench_|hamu_step|train_cnn|attention_torch|profile of|  )' "$tmp" | head -24)
+$(grep -E '^(bench_|hamu_step|train_cnn|attention_torch|lora_step_torch|profile of|  )' "$tmp" | head -24)
 
 $(grep -E '^\|' "$tmp")
 "
@@ -355,6 +360,7 @@ for b in "${ORDERED[@]}"; do
     continue
   fi
   t=${GPU_CHECK_BENCH_TIMEOUT:-60}
+  [ "$b" = bench_lora_step ] && t=150  # builds a 1.9-billion-parameter model first
   [ "$(left)" -lt $((t + 40)) ] && t=$(($(left) - 40))
   # shellcheck disable=SC2046
   run_bench "$b" "$t" "$bin" $(bench_args "$b")
@@ -363,6 +369,16 @@ for b in "${ORDERED[@]}"; do
     for cpc in 4 8; do
       GPU_BENCHES+=(bench_hamu_update_cpc$cpc)
       run_bench bench_hamu_update_cpc$cpc 40 env HAMU_MT_CHUNKS_PER_CTA=$cpc "$bin" --reps 10
+    done
+  fi
+  if [ "$b" = bench_lora_step ] && python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
+    # Issue #10: the same step in PyTorch eager with transformers + peft, base in float32 (as ours) and bfloat16.
+    for dt in float32 bfloat16; do
+      if [ "$(left)" -gt 150 ]; then
+        GPU_BENCHES+=(peer_lora_torch_$dt)
+        run_bench peer_lora_torch_$dt 120 python3 bench/peer/lora_step_torch.py --preset 7b --layers 8 --steps 3 \
+          --base-dtype $dt
+      fi
     done
   fi
   if [ "$b" = bench_attention ] && [ "$(left)" -gt 120 ]; then

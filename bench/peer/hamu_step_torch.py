@@ -72,6 +72,11 @@ def hamu_q_step(model, opt, xr, yr, xf, yf, lr, ratio, clip=1.0, eps=1e-12):
     F.cross_entropy(model(xf), yf).backward()
     torch.nn.utils.clip_grad_norm_(params, clip)
     g_f = [p.grad.detach().clone() for p in params]
+    return hamu_q_update(params, g_r, g_f, opt, lr, ratio, eps)
+
+
+def hamu_q_update(params, g_r, g_f, opt, lr, ratio, eps=1e-12):
+    """The published per-tensor HAMU-Q solve (host round trips per tensor) and the SGD step; False when infeasible."""
     # constraint split by grad norm products (host round trips per tensor, as published)
     norms = [(a.norm().item(), c.norm().item()) for a, c in zip(g_r, g_f)]
     total = max(sum(na * nc for na, nc in norms), eps)

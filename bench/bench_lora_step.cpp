@@ -9,7 +9,9 @@
 // both on the same card.
 //
 // usage: bench_lora_step [--preset tiny|7b] [--layers N] [--batch 16] [--tokens 256] [--steps 5]
-//                        [--device cpu|cuda] [--no-dropout]
+//                        [--device cpu|cuda] [--no-dropout] [--base-dtype float32|bfloat16]
+//   --base-dtype bfloat16 (cuda): the frozen base Linear weights in bfloat16, as `hamu unlearn --base-dtype
+//   bfloat16` keeps them (models::cast_frozen_linear_weights), to compare with the peer's bf16 base.
 //   tiny: (the default) hidden 256, 4 layers, 8 heads, MLP 688, vocab 32000 (a CPU check of the whole path)
 //   7b:   Llama-2-7B's shape (hidden 4096, 32 heads, MLP 11008, vocab 32000; --layers N keeps N of its 32)
 #include <omp.h>
@@ -62,6 +64,7 @@ int main(int argc, char** argv) {
   int64_t layers = -1, batch = 16, tokens = 256;
   int steps = 5;
   bool dropout = true;
+  std::string base_dtype = "float32";
   for (int i = 1; i < argc; ++i) {
     const bool has = i + 1 < argc;
     if (!std::strcmp(argv[i], "--preset") && has) preset = argv[++i];
@@ -71,10 +74,11 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--steps") && has) steps = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--device") && has) device = argv[++i];
     else if (!std::strcmp(argv[i], "--no-dropout")) dropout = false;
+    else if (!std::strcmp(argv[i], "--base-dtype") && has) base_dtype = argv[++i];
     else {
       std::fprintf(stderr,
                    "usage: bench_lora_step [--preset tiny|7b] [--layers N] [--batch 16] [--tokens 256] [--steps 5] "
-                   "[--device cpu|cuda] [--no-dropout]\n");
+                   "[--device cpu|cuda] [--no-dropout] [--base-dtype float32|bfloat16]\n");
       return 2;
     }
   }
@@ -105,6 +109,9 @@ int main(int argc, char** argv) {
     cfg.validate("bench_lora_step");
     if (batch < 1 || tokens < 40 || steps < 1) throw InputError("--batch >= 1, --tokens >= 40, --steps >= 1");
     const Device dev = Device::parse(device);
+    if (base_dtype != "float32" && base_dtype != "bfloat16") throw InputError("--base-dtype: float32 or bfloat16");
+    const bool bf16 = base_dtype == "bfloat16";
+    if (bf16 && !dev.is_cuda()) throw InputError("--base-dtype bfloat16: CUDA-only (give --device cuda)");
 
     const double t_build = now_s();
     Rng rng(1);
@@ -112,6 +119,8 @@ int main(int argc, char** argv) {
     models::LoraSpec spec;
     spec.dropout = dropout ? 0.05 : 0.0;
     models::add_lora(*model, spec, 7);
+    // bf16: each frozen weight is converted on the device as it arrives (the float32 base never sits there whole).
+    if (bf16) models::cast_frozen_linear_weights(*model, DType::bf16, dev);
     model->to(dev);
     model->train(true);
     const double build_s = now_s() - t_build;
@@ -155,11 +164,12 @@ int main(int argc, char** argv) {
     }
     std::printf("bench_lora_step: llama %s-shaped, %lld layers, hidden %lld, MLP %lld, vocab %lld (%.3g params), LoRA r 8 "
                 "alpha 16 dropout %.2f on q,k,v,o,gate,up,down (%lld adapter params in %d blocks), batch %lld + %lld x "
-                "%lld tokens, %s%s, f32; model built in %.1f s\n",
+                "%lld tokens, %s%s, %s; model built in %.1f s\n",
                 preset.c_str(), (long long)cfg.num_layers, (long long)cfg.hidden_size, (long long)cfg.intermediate_size,
                 (long long)cfg.vocab_size, double(total), spec.dropout, (long long)adapter,
                 update.count(), (long long)batch, (long long)batch, (long long)tokens, dev.str().c_str(),
-                dev.is_cuda() ? "" : (", " + std::to_string(omp_get_max_threads()) + " threads").c_str(), build_s);
+                dev.is_cuda() ? "" : (", " + std::to_string(omp_get_max_threads()) + " threads").c_str(),
+                bf16 ? "bf16 base, f32 adapters and update" : "f32", build_s);
     std::printf("| implementation | median ms/step | gradients ms | update ms | peak MiB |\n|---|---|---|---|---|\n");
     std::printf("| hamu, %s + fused update | %.1f | %.1f | %.2f | %.0f |\n",
                 paired ? "one paired pass" : "two passes", 1e3 * bench::median(t_step), 1e3 * bench::median(t_grad),

@@ -38,6 +38,7 @@ int cmd_eval_text(int argc, char** argv) {
   std::vector<Flag> flags = {
       {"--model", "DIR", "a Hugging Face model directory with its tokenizer.json, or a LoRA adapter directory (on its base)", ""},
       {"--lora", "DIR", "a LoRA adapter directory (PEFT layout) applied to --model", ""},
+      base_dtype_help(),
       {"--data", "SPEC", "qa:FILE.jsonl[,q=FIELD,a=FIELD] or wordnet-qa[:N]", ""},
       {"--split", "SPEC", "fraction=X | group=NAME | forget=FILE [,holdout=X | test=FILE] (default: one split, all)", ""},
       {"--template", "T", "plain, llama2-chat or chatml (as in training)", "plain"},
@@ -60,9 +61,10 @@ int cmd_eval_text(int argc, char** argv) {
   const int64_t batch = args.integer("--batch");
   if (batch < 1) throw InputError("--batch: must be at least 1");
   const Device device = apply_common(args);
+  const DType base_dtype = base_dtype_flag(args.str("--base-dtype"));
   if (!is_text_data_spec(data_spec))
     throw InputError("--data: a language model is evaluated on text (qa:FILE or wordnet-qa), not '" + data_spec + "'");
-  const LmWithTokenizer m = load_lm_with_tokenizer(dir, device, lora);
+  const LmWithTokenizer m = load_lm_with_tokenizer(dir, device, lora, false, 0, base_dtype);
   template_stop_id(tmpl, m.tok);
   std::optional<LmWithTokenizer> ref;  // loaded and checked before anything is evaluated
   const std::string ref_dir = args.str_or("--reference", "");

@@ -48,6 +48,7 @@ int cmd_generate(int argc, char** argv) {
   std::vector<Flag> flags = {
       {"--model", "DIR", "a Hugging Face model directory with its tokenizer.json (gpt2 or llama family), or a LoRA adapter directory", ""},
       {"--lora", "DIR", "a LoRA adapter directory (PEFT layout) applied to --model", ""},
+      base_dtype_help(),
       {"--prompt", "TEXT", "one question", ""},
       {"--prompts", "FILE", "QA JSON lines: the question field of every row (the answer, if any, is shown as the reference)", ""},
       {"--template", "T", "how a question becomes a prompt: plain, llama2-chat or chatml (as in training)", "plain"},
@@ -70,10 +71,11 @@ int cmd_generate(int argc, char** argv) {
   if (max_new < 1) throw InputError("--max-new-tokens: must be at least 1");
   if (batch < 1) throw InputError("--batch: must be at least 1");
   const Device device = apply_common(args);
+  const DType base_dtype = base_dtype_flag(args.str("--base-dtype"));
   const std::vector<Prompt> prompts =
       args.has("--prompt") ? std::vector<Prompt>{{args.str("--prompt"), ""}} : read_prompts(args.str("--prompts"));
   if (prompts.empty()) throw InputError("--prompts: no questions in " + args.str("--prompts"));
-  const LmWithTokenizer m = load_lm_with_tokenizer(dir, device, lora);
+  const LmWithTokenizer m = load_lm_with_tokenizer(dir, device, lora, false, 0, base_dtype);
   models::GenerateOptions opt;
   opt.max_new_tokens = max_new;
   opt.eos_id = template_stop_id(tmpl, m.tok);

@@ -75,6 +75,7 @@ int cmd_hardness_text(int argc, char** argv) {
   std::vector<Flag> flags = {
       {"--model", "DIR", "the original language model: a Hugging Face directory or a LoRA adapter directory", ""},
       {"--lora", "DIR", "a PEFT adapter directory on top of --model: hardness over the adapter's blocks only", ""},
+      base_dtype_help(),
       {"--data", "SPEC", "QA data: qa:FILE.jsonl or wordnet-qa[:N] (default: the model's hamu.json)", ""},
       {"--split", "SPEC", "the forget set: fraction=X, group=NAME or forget=FILE [,holdout=X] (default: the model's)", ""},
       {"--duplicates", "MODE", "none, exact, semantic or dup:FILE.jsonl added to retain (default: the model's)", ""},
@@ -100,7 +101,8 @@ int cmd_hardness_text(int argc, char** argv) {
   int64_t top = 0;
   HardnessOptions opt = hardness_options(args, &top);
 
-  TextModel m = load_text_model(model_dir, device, args.str_or("--lora", ""), opt.seed);
+  TextModel m = load_text_model(model_dir, device, args.str_or("--lora", ""), opt.seed,
+                                base_dtype_flag(args.str("--base-dtype")));
   const TextRun run = text_run_for_model(m, args, opt.seed);
   const int64_t nf = int64_t(run.forget.size()), nr = int64_t(run.retain.size());
   if (opt.forget_samples > nf)

@@ -61,6 +61,7 @@ int cmd_train_text(int argc, char** argv) {
       {"--lora", "SPEC|DIR", "LoRA fine-tuning of the Hugging Face --model: new adapters (r=8,alpha=16,dropout=0.05,targets=q,k,v,o,gate,up,down) "
                              "or an adapter directory; the base stays frozen and --out is a PEFT adapter directory", ""},
       {"--merge", "DIR", "with LoRA: also write the adapter folded into the base as a plain Hugging Face directory", ""},
+      base_dtype_help(),
       {"--split", "SPEC", "fraction=X | group=NAME | forget=FILE, with holdout=X or test=FILE (recorded; needed for --subset retain)", ""},
       {"--subset", "WHICH", "full (retain + forget: the original model) or retain (the retrained reference)", "full"},
       {"--duplicates", "MODE", "none, exact, semantic or dup:FILE.jsonl: duplicates of the forget pairs added to retain", "none"},
@@ -102,6 +103,8 @@ int cmd_train_text(int argc, char** argv) {
   const LmSource source = lm_dir || !lora_arg.empty() ? resolve_lm_source(model_arg, lora_arg, true, seed) : LmSource{};
   if (!merge_dir.empty() && !source.has_lora())
     throw InputError("--merge: folds LoRA adapters into the base: give --lora (or an adapter directory as --model)");
+  const DType base_dtype = base_dtype_flag(args.str("--base-dtype"));
+  check_base_dtype(base_dtype, source.has_lora(), device);
   for (const std::string& p : {source.base, source.adapter})
     if (!p.empty() && (p == out_dir || p == merge_dir)) throw InputError("refusing to overwrite the input model " + p);
   if (!merge_dir.empty() && merge_dir == out_dir) throw InputError("--merge: must be another directory than --out");
@@ -122,7 +125,7 @@ int cmd_train_text(int argc, char** argv) {
   std::string tok_json, bpe_note;
   Tokenizer tok = [&] {
     if (lm_dir) {
-      TextModel m = load_text_model(model_arg, device, lora_arg, seed);
+      TextModel m = load_text_model(model_arg, device, lora_arg, seed, base_dtype);
       lm = m.lm;
       tok_json = tokenizer_json_of(m.source.base);
       return m.tok;

@@ -71,8 +71,21 @@ LmSource resolve_lm_source(const std::string& model, const std::string& lora, bo
   return src;
 }
 
+void check_base_dtype(DType base_dtype, bool has_lora, Device device) {
+  if (base_dtype != DType::bf16) return;
+  if (!has_lora)
+    throw InputError("--base-dtype bfloat16: only a LoRA model's frozen base is stored in bfloat16: give --lora (or an "
+                     "adapter directory as --model)");
+  if (!device.is_cuda())
+    throw InputError("--base-dtype bfloat16: bfloat16 base weights are CUDA-only (give --device cuda); on the CPU the "
+                     "base is float32");
+}
+
 std::shared_ptr<models::CausalLM> load_lm_source(const LmSource& src, Device device) {
-  std::shared_ptr<models::CausalLM> lm = models::load_hf_dir(src.base, device).model;
+  const bool bf16 = src.base_dtype == DType::bf16;
+  check_base_dtype(src.base_dtype, src.has_lora(), device);
+  // A bfloat16 base is read on the CPU and converted on the device weight by weight (below).
+  std::shared_ptr<models::CausalLM> lm = models::load_hf_dir(src.base, bf16 ? Device{} : device).model;
   if (!src.adapter.empty()) models::load_lora(src.adapter, *lm, src.seed);
   if (!src.spec.empty()) {
     try {
@@ -88,13 +101,17 @@ std::shared_ptr<models::CausalLM> load_lm_source(const LmSource& src, Device dev
       throw InputError("--lora: " + (what.rfind("LoRA: ", 0) == 0 ? what.substr(6) : what));
     }
   }
+  if (bf16) {
+    models::cast_frozen_linear_weights(*lm, DType::bf16, device);
+    lm->to(device);
+  }
   // Inference mode (adapter dropout off) for evaluation, generation and unlearning; training switches it on.
   lm->eval();
   return lm;
 }
 
 LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device, const std::string& lora, bool allow_spec,
-                                       uint64_t seed) {
+                                       uint64_t seed, DType base_dtype) {
   if (lora.empty()) {  // with --lora, resolve_lm_source says what --lora needs of --model
     if (!fs::exists(dir)) throw InputError("--model: " + dir + " does not exist");
     if (!is_lm_path(dir))
@@ -102,6 +119,8 @@ LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device, co
                        "(no adapter_config.json)");
   }
   LmSource src = resolve_lm_source(dir, lora, allow_spec, seed);
+  src.base_dtype = base_dtype;
+  check_base_dtype(src.base_dtype, src.has_lora(), device);  // before the tokenizer and the weights are read
   const std::string tok_path = (fs::path(src.base) / "tokenizer.json").string();
   if (!fs::exists(tok_path))
     throw InputError("--model: " + src.base + " has no tokenizer.json (the model's tokenizer is needed)");
@@ -112,6 +131,17 @@ LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device, co
     throw InputError("--model: " + tok_path + " has " + std::to_string(out.tok.vocab_size()) +
                      " tokens, more than the model's vocabulary of " + std::to_string(vocab));
   return out;
+}
+
+DType base_dtype_flag(const std::string& value) {
+  if (value == "float32") return DType::f32;
+  if (value != "bfloat16") throw InputError("--base-dtype: '" + value + "' is not float32 or bfloat16");
+  return DType::bf16;
+}
+
+Flag base_dtype_help() {
+  return {"--base-dtype", "T", "LoRA: float32, or bfloat16 for the frozen base Linear weights on cuda (half their memory, "
+                               "bf16 GEMMs accumulating in float32; adapters, gradients and statistics stay float32)", "float32"};
 }
 
 PromptTemplate template_flag(const std::string& value) {

@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "cli/args.h"
 #include "loaders/template.h"
 #include "loaders/tokenizer.h"
 #include "models/lm/lm.h"
@@ -27,6 +28,7 @@ struct LmSource {
   std::string adapter;  // a PEFT adapter directory on top of it ("" = none)
   std::string spec;     // or a --lora spec: fresh adapters ("" = none)
   uint64_t seed = 0;    // fresh adapters' initialisation and every adapter's dropout stream
+  DType base_dtype = DType::f32;  // --base-dtype: bf16 stores the frozen base Linear weights in bfloat16 (CUDA)
   bool has_lora() const { return !adapter.empty() || !spec.empty(); }
   std::string describe() const;  // "BASE", "BASE + adapter DIR" or "BASE + new LoRA SPEC"
 };
@@ -35,7 +37,9 @@ struct LmSource {
 // image model or an adapter --model, a directory L that is no adapter, a spec where only adapters make sense.
 LmSource resolve_lm_source(const std::string& model, const std::string& lora, bool allow_spec, uint64_t seed = 0);
 // The base loaded (memory-mapped, copied to `device`) with the adapter attached (base frozen; its
-// parameters() are then the adapters' A and B only), in eval mode: adapter dropout off until train().
+// parameters() are then the adapters' A and B only), in eval mode: adapter dropout off until train(). With
+// base_dtype bf16 the frozen base Linear weights are converted on the device one at a time
+// (models::cast_frozen_linear_weights), so the float32 base never sits whole on the GPU.
 std::shared_ptr<models::CausalLM> load_lm_source(const LmSource& src, Device device);
 
 struct LmWithTokenizer {
@@ -47,8 +51,19 @@ struct LmWithTokenizer {
 // for fresh adapters seeded by `seed`), with the base directory's tokenizer.json. InputError naming --model and
 // the cause: DIR missing, not a Hugging Face or adapter directory, no tokenizer.json, or a tokenizer with more
 // tokens than the model's vocabulary; --lora's errors name --lora, the adapter's name its files.
+// base_dtype: what --base-dtype asked for (base_dtype_flag); bfloat16 without an adapter is an InputError naming the flag.
 LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device, const std::string& lora = "",
-                                       bool allow_spec = false, uint64_t seed = 0);
+                                       bool allow_spec = false, uint64_t seed = 0, DType base_dtype = DType::f32);
+
+// --base-dtype float32|bfloat16 (issue #10's mixed precision): bfloat16 keeps a LoRA model's frozen base Linear
+// weights in bfloat16 on CUDA (half their memory, tensor-core GEMMs accumulating in float32); everything trained or
+// measured stays float32. InputError naming the flag for another value.
+DType base_dtype_flag(const std::string& value);
+// InputError naming --base-dtype when bfloat16 is asked for without LoRA adapters or on a CPU device
+// (load_lm_with_tokenizer and load_lm_source check it too).
+void check_base_dtype(DType base_dtype, bool has_lora, Device device);
+// Its help line (default float32), for the commands that load a language model with --lora.
+Flag base_dtype_help();
 
 // --template VALUE, as an InputError naming the flag when it is not plain, llama2-chat or chatml.
 PromptTemplate template_flag(const std::string& value);

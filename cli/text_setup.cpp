@@ -112,8 +112,8 @@ TextRun load_text_run(const std::string& data_spec, const std::string& split_spe
   return r;
 }
 
-TextModel load_text_model(const std::string& dir, Device device, const std::string& lora, uint64_t seed) {
-  LmWithTokenizer m = load_lm_with_tokenizer(dir, device, lora, true, seed);
+TextModel load_text_model(const std::string& dir, Device device, const std::string& lora, uint64_t seed, DType base_dtype) {
+  LmWithTokenizer m = load_lm_with_tokenizer(dir, device, lora, true, seed, base_dtype);
   Json meta = read_hamu_json(m.source.adapter.empty() ? m.source.base : m.source.adapter);
   return TextModel{dir, std::move(m.source), std::move(m.lm), std::move(m.tok), std::move(meta)};
 }
@@ -147,10 +147,20 @@ void save_text_adapter(const std::string& dir, models::CausalLM& lm, const std::
     write_atomic(dir + "/hamu.json", meta.dump(2) + "\n");
   }
   if (merge_dir.empty()) return;
-  models::merge_lora(lm);
   Json merged = meta;
   if (!dir.empty()) merged.set("merged_from", Json(dir));
-  save_text_model(merge_dir, lm, tokenizer_json, merged);
+  bool bf16_base = false;
+  for (const auto& [name, w] : lm.named_weights()) bf16_base = bf16_base || w.dtype() == DType::bf16;
+  if (!bf16_base) {
+    models::merge_lora(lm);
+    save_text_model(merge_dir, lm, tokenizer_json, merged);
+    return;
+  }
+  // --base-dtype bfloat16: the adapter goes into the float32 base read again from disk (on the CPU), not into
+  // the bfloat16 copy, so the merged model is what a float32 run would write for the same adapter.
+  std::shared_ptr<models::CausalLM> base_f32 = models::load_hf_dir(base).model;
+  models::merge_lora_into(lm, *base_f32);
+  save_text_model(merge_dir, *base_f32, tokenizer_json, merged);
 }
 std::vector<Flag> text_context_flags() {
   return {
@@ -161,6 +171,7 @@ std::vector<Flag> text_context_flags() {
       {"--test", "FILE", "text: a QA file as the test set (instead of holdout=X in --split)", ""},
       {"--max-length", "N", "text: truncate longer sequences to N tokens (0: the model's context)", "0"},
       {"--gen-samples", "N", "text: greedy answers scored per split for exact match and ROUGE-L (0: none)", "50"},
+      base_dtype_help(),
   };
 }
 
@@ -258,7 +269,8 @@ void check_text_reference(const TextModel& ref, const TextRun& run, bool force) 
 }
 
 TextContext load_text_context(const std::string& model_dir, const Args& args, Device device, uint64_t seed) {
-  TextContext ctx(load_text_model(model_dir, device, args.str_or("--lora", ""), seed));
+  TextContext ctx(load_text_model(model_dir, device, args.str_or("--lora", ""), seed,
+                                  base_dtype_flag(args.str("--base-dtype"))));
   ctx.device = device;
   ctx.seed = seed;
   ctx.run = text_run_for_model(ctx.original, args, seed);

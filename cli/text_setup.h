@@ -59,9 +59,10 @@ struct TextModel {
   Tokenizer tok;
   Json meta;  // hamu.json of the adapter directory, else of the model directory (empty object when absent)
 };
-// lora: --lora's value ("" = none); a spec is accepted (fresh adapters seeded by `seed`). load_lm_with_tokenizer's
-// checks and errors, plus hamu.json.
-TextModel load_text_model(const std::string& dir, Device device, const std::string& lora = "", uint64_t seed = 0);
+// lora: --lora's value ("" = none); a spec is accepted (fresh adapters seeded by `seed`). base_dtype: --base-dtype's
+// (base_dtype_flag). load_lm_with_tokenizer's checks and errors, plus hamu.json.
+TextModel load_text_model(const std::string& dir, Device device, const std::string& lora = "", uint64_t seed = 0,
+                          DType base_dtype = DType::f32);
 // Another copy of the same model (base + the same adapter): the unlearning run's working copy and the frozen
 // original of kl / scrub / npo.
 std::shared_ptr<models::CausalLM> fresh_text_lm(const TextModel& m, Device device);
@@ -93,7 +94,7 @@ struct TextContext {
 };
 TextContext load_text_context(const std::string& model_dir, const Args& args, Device device, uint64_t seed);
 // Flags of the text context beyond the unlearning options: --lora, --template, --duplicates, --test,
-// --max-length, --gen-samples.
+// --max-length, --gen-samples, --base-dtype.
 std::vector<Flag> text_context_flags();
 
 // Greedy answers (prompt tokens of seqs, stopping at the template's end token) of the first n sequences, decoded
@@ -116,7 +117,8 @@ std::string tokenizer_json_of(const std::string& dir);
 // Writes a LoRA run's result: the adapter in PEFT's layout (DIR/adapter_config.json naming `base` as
 // base_model_name_or_path, DIR/adapter_model.safetensors) and DIR/hamu.json = meta (none for DIR ""); with merge_dir, also the
 // adapter folded into the base (models::merge_lora; the model keeps no adapter afterwards) as a plain Hugging
-// Face directory (save_text_model, hamu.json = meta plus "merged_from": DIR).
+// Face directory (save_text_model, hamu.json = meta plus "merged_from": DIR). A bfloat16 base (--base-dtype) is
+// not merged into: the adapter goes into the float32 base read again from `base` (models::merge_lora_into).
 void save_text_adapter(const std::string& dir, models::CausalLM& lm, const std::string& base, const Json& meta,
                        const std::string& merge_dir, const std::string& tokenizer_json);
 

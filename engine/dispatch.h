@@ -9,11 +9,14 @@
 namespace hamu {
 
 // Calls f(ctx, T{}) with the tensor's backend context and floating element type:
-// (CpuCtx, float), (CpuCtx, double) or (CudaCtx, float). Every op's kernels run inside one profiler scope
-// named by `op` (kernels/perf.h; free when no profile is running).
+// (CpuCtx, float), (CpuCtx, double) or (CudaCtx, float); bfloat16 is refused, naming the op. Every op's
+// kernels run inside one profiler scope named by `op` (kernels/perf.h; free when no profile is running).
 template <class F>
 void dispatch(const char* op, const Tensor& t, F&& f) {
   const kernels::ProfScope prof(op, t.is_cuda() ? t.device().index : -1);
+  if (t.dtype() == DType::bf16)
+    throw InputError(std::string(op) + ": got a bfloat16 tensor; bfloat16 only stores frozen Linear weights on cuda "
+                     "(linear reads them); convert with to(DType::f32) for anything else");
   if (t.is_cuda()) {
 #ifdef HAMU_CUDA
     if (t.dtype() != DType::f32)

@@ -171,7 +171,7 @@ void Linear::add_lora(int64_t r, double alpha, double dropout, uint64_t seed, Rn
     lora_A->to(weight.device());
     lora_B->to(weight.device());
   }
-  if (weight.dtype() != lora_A->weight.dtype()) {
+  if (weight.is_floating() && weight.dtype() != lora_A->weight.dtype()) {  // a bfloat16 base keeps float32 adapters
     lora_A->to(weight.dtype());
     lora_B->to(weight.dtype());
   }
@@ -194,6 +194,9 @@ void Linear::add_lora(int64_t r, double alpha, double dropout, uint64_t seed, Rn
 
 void Linear::merge_lora() {
   if (!lora_A) throw Error("LoRA: layer '" + weight.name() + "' has no adapter to merge");
+  if (weight.dtype() == DType::bf16)
+    throw InputError("LoRA: layer '" + weight.name() + "' has a bfloat16 base weight; merging into it would round the "
+                     "merged weight to bfloat16: merge into a float32 copy of the base (models::merge_lora_into)");
   {
     NoGradGuard ng;
     Tensor delta = mul_scalar(matmul(lora_B->weight.detach(), lora_A->weight.detach()), lora_scaling);

@@ -556,7 +556,65 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return y;
 }
 
+namespace {
+
+// linear with a bfloat16 weight (cuda only; see ops.h). The weight is frozen, so the backward computes dx alone,
+// and it keeps no float32 copy of x: only the bfloat16 weight it already holds.
+Tensor linear_bf16(const Tensor& x, const Tensor& w, const Tensor& b) {
+  if (!w.is_cuda()) throw InputError("linear: bfloat16 weights are CUDA-only; on the CPU weights are float32");
+  if (!x.defined() || x.dtype() != DType::f32 || x.device() != w.device())
+    throw InputError("linear: a bfloat16 weight on " + w.device().str() + " takes a float32 input there, got " +
+                     (x.defined() ? std::string(dtype_name(x.dtype())) + " on " + x.device().str() : "none"));
+  if (w.dim() != 2 || x.dim() < 1 || x.shape().back() != w.shape()[1])
+    throw InputError("linear: input " + shape_str(x.shape()) + " does not match weight " + shape_str(w.shape()));
+  const int64_t out = w.shape()[0];
+  if (b.defined()) {
+    check_same("linear", x, b);
+    if (b.dim() != 1 || b.shape()[0] != out)
+      throw InputError("linear: bias " + shape_str(b.shape()) + " does not match weight " + shape_str(w.shape()));
+    if (b.requires_grad() && grad_enabled())
+      throw InputError("linear: the bias of bfloat16 weight '" + w.name() + "' must be frozen too");
+  }
+#ifdef HAMU_CUDA
+  const int64_t in = w.shape()[1];
+  Tensor xc = x.contiguous(), wc = w.contiguous();
+  const int64_t rows = in ? xc.numel() / in : 0;
+  Shape out_shape = x.shape();
+  out_shape.back() = out;
+  Tensor y = Tensor::empty(out_shape, DType::f32, x.device());
+  Tensor bc = b.defined() ? b.contiguous() : Tensor();
+  {
+    const kernels::ProfScope prof("linear_bf16", x.device().index);
+    const kernels::CudaCtx& ctx = kernels::cuda_context(x.device().index);
+    Tensor xb = xc.detach().to(DType::bf16);  // a temporary: activations stay float32 in memory
+    kernels::gemm_bf16(ctx, false, true, rows, out, in, 1.f, xb.data<uint16_t>(), in, wc.data<uint16_t>(), in, 0.f,
+                       y.data<float>(), out);
+    if (bc.defined()) {
+      const int64_t shape[2] = {rows, out}, sy[2] = {out, 1}, sb[2] = {0, 1};
+      kernels::binary_bcast(ctx, kernels::Binary::add, 2, shape, sy, sb, y.data<float>(), bc.data<float>(), y.data<float>());
+    }
+  }
+  if (needs_grad({&xc})) {
+    const Shape x_shape = xc.shape();
+    record(y, "linear", {xc}, [wc, x_shape, rows, in, out](const Tensor& g) {
+      const kernels::ProfScope prof("linear_bf16_backward", g.device().index);
+      Tensor gb = g.contiguous().to(DType::bf16);
+      Tensor gx = Tensor::empty(x_shape, DType::f32, g.device());
+      kernels::gemm_bf16(kernels::cuda_context(g.device().index), false, false, rows, in, out, 1.f, gb.data<uint16_t>(),
+                         out, wc.data<uint16_t>(), in, 0.f, gx.data<float>(), in);
+      return std::vector<Tensor>{gx};
+    });
+  }
+  return y;
+#else
+  throw Error("linear: this build has no CUDA backend (rebuild with make CUDA=1)");
+#endif
+}
+
+}  // namespace
+
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  if (w.defined() && w.dtype() == DType::bf16) return linear_bf16(x, w, b);
   check_same("linear", x, w);
   if (w.dim() != 2 || x.dim() < 1 || x.shape().back() != w.shape()[1])
     throw InputError("linear: input " + shape_str(x.shape()) + " does not match weight " + shape_str(w.shape()));

@@ -59,6 +59,9 @@ Tensor index_select0(const Tensor& x, const Tensor& index);
 // [m,k] x [k,n] -> [m,n]; batched [..., m, k] x [..., k, n] with equal leading dims.
 Tensor matmul(const Tensor& a, const Tensor& b);
 // y = x W^T + b for x [..., in], W [out, in] (PyTorch layout), b [out] or undefined.
+// W may be bfloat16 on cuda (a frozen base weight, models/lm/lora.h cast_frozen_linear_weights): x and b stay
+// float32, x is rounded to bfloat16 for a tensor-core GEMM that accumulates and writes float32 (the backward's
+// dx likewise); W and b must be frozen (no weight gradient, no paired route, no per-sample capture).
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);
 
 // ---- neural-network ops

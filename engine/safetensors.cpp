@@ -27,12 +27,13 @@ const char* dtype_code(DType t) {
     case DType::f64: return "F64";
     case DType::i32: return "I32";
     case DType::u8: return "U8";
+    case DType::bf16: return "BF16";
   }
   return "?";
 }
 
 bool parse_dtype_code(const std::string& s, DType& out) {
-  for (DType t : {DType::f32, DType::f64, DType::i32, DType::u8}) {
+  for (DType t : {DType::f32, DType::f64, DType::i32, DType::u8, DType::bf16}) {
     if (s == dtype_code(t)) {
       out = t;
       return true;
@@ -48,7 +49,7 @@ size_t checkpoint_code_size(const std::string& code) {
   if (code == "I64") return 8;
   return parse_dtype_code(code, t) ? dtype_size(t) : 0;
 }
-constexpr SafetensorsDtypes kCheckpointDtypes{checkpoint_code_size, "F32, F64, I32, U8; I64 scalars"};
+constexpr SafetensorsDtypes kCheckpointDtypes{checkpoint_code_size, "F32, F64, I32, U8, BF16; I64 scalars"};
 
 }  // namespace
 

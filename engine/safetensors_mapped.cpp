@@ -13,6 +13,7 @@
 #include "engine/json.h"
 #include "engine/safetensors.h"
 #include "engine/safetensors_header.h"
+#include "kernels/bf16.h"
 
 namespace hamu {
 
@@ -39,13 +40,6 @@ float half_to_float(uint16_t h) {
   return f;
 }
 
-float bf16_to_float(uint16_t b) {
-  const uint32_t bits = uint32_t(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 template <class Dst> void convert(const std::string& code, const unsigned char* src, int64_t n, Dst* dst) {
   if (code == "F32") {
     for (int64_t i = 0; i < n; ++i) {
@@ -64,7 +58,7 @@ template <class Dst> void convert(const std::string& code, const unsigned char* 
     for (int64_t i = 0; i < n; ++i) {
       uint16_t v;
       std::memcpy(&v, src + 2 * i, 2);
-      dst[i] = Dst(f16 ? half_to_float(v) : bf16_to_float(v));
+      dst[i] = Dst(f16 ? half_to_float(v) : kernels::bf16_to_float(v));
     }
   }
 }

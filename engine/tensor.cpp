@@ -9,6 +9,7 @@
 
 #include "engine/allocator.h"
 #include "engine/dispatch.h"
+#include "kernels/bf16.h"
 #include "kernels/kernels.h"
 
 namespace hamu {
@@ -28,6 +29,7 @@ size_t dtype_size(DType t) {
     case DType::f64: return 8;
     case DType::i32: return 4;
     case DType::u8: return 1;
+    case DType::bf16: return 2;
   }
   return 0;
 }
@@ -38,6 +40,7 @@ const char* dtype_name(DType t) {
     case DType::f64: return "float64";
     case DType::i32: return "int32";
     case DType::u8: return "uint8";
+    case DType::bf16: return "bfloat16";
   }
   return "?";
 }
@@ -219,6 +222,7 @@ template float* Tensor::data<float>() const;
 template double* Tensor::data<double>() const;
 template int32_t* Tensor::data<int32_t>() const;
 template uint8_t* Tensor::data<uint8_t>() const;
+template uint16_t* Tensor::data<uint16_t>() const;
 
 // ------------------------------------------------------------------------------------------------
 // Copies
@@ -232,8 +236,9 @@ Tensor Tensor::contiguous() const {
       kernels::strided_copy(ctx, dim(), shape().data(), strides().data(), data<T>(), out.data<T>());
     });
   } else {
-    if (is_cuda()) throw Error("contiguous: strided integer tensors on cuda are not supported");
-    // Integer views are rare (labels); a plain host loop.
+    if (is_cuda())
+      throw Error(std::string("contiguous: strided ") + dtype_name(dtype()) + " tensors on cuda are not supported");
+    // Integer and bfloat16 views are rare (labels, a transposed frozen weight); a plain host loop.
     const size_t es = dtype_size(dtype());
     std::vector<int64_t> idx(dim(), 0);
     const char* src = static_cast<const char*>(p_->storage->data);
@@ -267,11 +272,30 @@ Tensor Tensor::to(Device dev) const {
 Tensor Tensor::to(DType dt) const {
   if (dt == dtype()) return *this;
   const bool floats = (dt == DType::f32 || dt == DType::f64) && is_floating();
-  if (!floats) throw InputError(std::string("to: cannot convert ") + dtype_name(dtype()) + " to " + dtype_name(dt));
-  if (is_cuda()) throw Error("to: float64 tensors are CPU-only; convert before moving to cuda");
+  const bool bf16 = (dt == DType::bf16 && dtype() == DType::f32) || (dt == DType::f32 && dtype() == DType::bf16);
+  if (!floats && !bf16) {
+    const bool via_f32 = (dt == DType::bf16 || dtype() == DType::bf16) && (is_floating() || dt == DType::f64);
+    throw InputError(std::string("to: cannot convert ") + dtype_name(dtype()) + " to " + dtype_name(dt) +
+                     (via_f32 ? " (bfloat16 converts to and from float32 only)" : ""));
+  }
+  if (bf16 && needs_grad({this}))
+    throw InputError("to: bfloat16 holds frozen weights and carries no gradient; convert a detached tensor");
+  if (floats && is_cuda()) throw Error("to: float64 tensors are CPU-only; convert before moving to cuda");
   Tensor src = contiguous();
   Tensor out = empty(shape(), dt, device());
-  if (dt == DType::f64) kernels::cast_f32_f64(kernels::CpuCtx{}, numel(), src.data<float>(), out.data<double>());
+  if (bf16 && is_cuda()) {
+#ifdef HAMU_CUDA
+    const kernels::CudaCtx& ctx = kernels::cuda_context(device().index);
+    if (dt == DType::bf16) kernels::cast_f32_bf16(ctx, numel(), src.data<float>(), out.data<uint16_t>());
+    else kernels::cast_bf16_f32(ctx, numel(), src.data<uint16_t>(), out.data<float>());
+#else
+    throw Error("to: this build has no CUDA backend (rebuild with make CUDA=1)");
+#endif
+    return out;
+  }
+  if (dt == DType::bf16) kernels::cast_f32_bf16(kernels::CpuCtx{}, numel(), src.data<float>(), out.data<uint16_t>());
+  else if (dtype() == DType::bf16) kernels::cast_bf16_f32(kernels::CpuCtx{}, numel(), src.data<uint16_t>(), out.data<float>());
+  else if (dt == DType::f64) kernels::cast_f32_f64(kernels::CpuCtx{}, numel(), src.data<float>(), out.data<double>());
   else kernels::cast_f64_f32(kernels::CpuCtx{}, numel(), src.data<double>(), out.data<float>());
   if (needs_grad({this})) {
     const DType back = dtype();
@@ -303,6 +327,7 @@ template std::vector<float> Tensor::to_vector<float>() const;
 template std::vector<double> Tensor::to_vector<double>() const;
 template std::vector<int32_t> Tensor::to_vector<int32_t>() const;
 template std::vector<uint8_t> Tensor::to_vector<uint8_t>() const;
+template std::vector<uint16_t> Tensor::to_vector<uint16_t>() const;
 
 double Tensor::item() const {
   if (numel() != 1) throw InputError("item: tensor of shape " + shape_str(shape()) + " has " + std::to_string(numel()) + " elements, not 1");
@@ -311,6 +336,7 @@ double Tensor::item() const {
     case DType::f64: return to_vector<double>()[0];
     case DType::i32: return to_vector<int32_t>()[0];
     case DType::u8: return to_vector<uint8_t>()[0];
+    case DType::bf16: return kernels::bf16_to_float(to_vector<uint16_t>()[0]);
   }
   return 0;
 }
@@ -321,7 +347,8 @@ void Tensor::copy_(const Tensor& src) {
   if (!is_contiguous()) throw Error("copy_: destination must be contiguous");
   Tensor s = src.detach();
   if (s.dtype() != dtype()) {
-    if (s.is_cuda()) s = s.to(Device{});
+    // float64 exists on the CPU only; bfloat16 converts on either device.
+    if (s.is_cuda() && s.dtype() != DType::bf16 && dtype() != DType::bf16) s = s.to(Device{});
     s = s.to(dtype());
   }
   s = s.contiguous();
@@ -337,8 +364,11 @@ void Tensor::fill_(double value) {
     });
     return;
   }
-  // Integer tensors: fill on the host and move.
-  if (dtype() == DType::i32) {
+  // Integer and bfloat16 tensors: fill on the host and move.
+  if (dtype() == DType::bf16) {
+    std::vector<uint16_t> v(static_cast<size_t>(numel()), kernels::float_to_bf16(static_cast<float>(value)));
+    copy_bytes(raw(), device(), v.data(), Device{}, v.size() * 2);
+  } else if (dtype() == DType::i32) {
     std::vector<int32_t> v(static_cast<size_t>(numel()), static_cast<int32_t>(value));
     copy_bytes(raw(), device(), v.data(), Device{}, v.size() * 4);
   } else {

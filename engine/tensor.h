@@ -12,7 +12,10 @@
 
 namespace hamu {
 
-enum class DType : uint8_t { f32, f64, i32, u8 };
+// bf16: bfloat16 storage (elements are uint16_t bit patterns, kernels/bf16.h) for frozen Linear weights on CUDA
+// (issue #10's mixed precision): only Tensor::to/copies/moves and linear read it; it is not "floating" (no
+// gradients, and every other op refuses it, naming itself).
+enum class DType : uint8_t { f32, f64, i32, u8, bf16 };
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);
 template <class T> constexpr DType dtype_of();
@@ -20,6 +23,7 @@ template <> constexpr DType dtype_of<float>() { return DType::f32; }
 template <> constexpr DType dtype_of<double>() { return DType::f64; }
 template <> constexpr DType dtype_of<int32_t>() { return DType::i32; }
 template <> constexpr DType dtype_of<uint8_t>() { return DType::u8; }
+template <> constexpr DType dtype_of<uint16_t>() { return DType::bf16; }
 
 struct Device {
   enum Kind : uint8_t { cpu, cuda };
@@ -99,6 +103,8 @@ class Tensor {
   // Copies and conversions (not recorded by autograd; see ops for differentiable versions).
   Tensor contiguous() const;  // differentiable (a copy when strided)
   Tensor to(Device device) const;
+  // float32 <-> float64 (differentiable, CPU), float32 <-> bfloat16 (CPU and CUDA; rounding to nearest even;
+  // not differentiable: a tensor that needs a gradient is refused).
   Tensor to(DType dtype) const;
   Tensor clone() const;
   Tensor detach() const;  // shares storage, no history
@@ -112,7 +118,7 @@ class Tensor {
   Tensor narrow(int dim, int64_t start, int64_t length) const;
 
   // In-place, outside autograd (optimizers, initialisation, loading).
-  void copy_(const Tensor& src);  // same shape; any device; dtype converted between f32/f64
+  void copy_(const Tensor& src);  // same shape; any device; dtype converted between f32/f64/bf16
   void fill_(double value);
   void zero_() { fill_(0.0); }
 

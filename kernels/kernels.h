@@ -79,6 +79,9 @@ template <class T> void axpby(const CpuCtx&, int64_t n, T a, const T* x, T b, T*
 template <class T> void affine(const CpuCtx&, int64_t n, const T* x, T a, T b, T* y);
 void cast_f32_f64(const CpuCtx&, int64_t n, const float* x, double* y);
 void cast_f64_f32(const CpuCtx&, int64_t n, const double* x, float* y);
+// bfloat16 (stored as uint16_t bit patterns) <-> float32, rounding to nearest even (kernels/bf16.h).
+void cast_f32_bf16(const CpuCtx&, int64_t n, const float* x, uint16_t* y);
+void cast_bf16_f32(const CpuCtx&, int64_t n, const uint16_t* x, float* y);
 
 // Same-shape binary op.
 template <class T> void binary(const CpuCtx&, Binary op, int64_t n, const T* a, const T* b, T* y);
@@ -378,6 +381,13 @@ void gemm(const CudaCtx&, bool trans_a, bool trans_b, int64_t m, int64_t n, int6
 void gemm_batched(const CudaCtx&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b,
                   float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch);
+// bfloat16 storage (frozen base weights, issue #10): casts with __float2bfloat16_rn (round to nearest even) and
+// back, and C (float32) = alpha op(A) op(B) + beta C with A and B bfloat16 (uint16_t bit patterns), through
+// cublasGemmEx with float32 accumulation (CUBLAS_COMPUTE_32F, tensor cores); row-major as gemm above.
+void cast_f32_bf16(const CudaCtx&, int64_t n, const float* x, uint16_t* y);
+void cast_bf16_f32(const CudaCtx&, int64_t n, const uint16_t* x, float* y);
+void gemm_bf16(const CudaCtx&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a,
+               int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc);
 void im2col(const CudaCtx&, const ConvShape&, const float* x_image, float* col);
 void col2im(const CudaCtx&, const ConvShape&, const float* col, float* x_image);
 int64_t conv2d_workspace_elems(const CudaCtx&, const ConvShape&);

@@ -388,6 +388,11 @@ expect_bad lora-spec-on-eval   "not an adapter"        eval --threads 1 --model 
 expect_bad lora-image-train    "LoRA adapts language"  train --data "$D" --model mlp --lora r=8 "${TRAIN[@]}" --out out/t.safetensors
 expect_bad lora-image-eval     "LoRA adapts language"  eval --model orig.safetensors --data "$D" --lora lora_g --json out/e.json
 expect_bad lora-image-unlearn  "LoRA adapts language"  unlearn --model orig.safetensors --data "$D" --split class=1 --method ga --lora lora_g --out out/u.safetensors
+# --base-dtype bfloat16 (a bfloat16 frozen base): LoRA only, CUDA only.
+expect_bad bf16-base-cpu       "CUDA-only"             "${LB[@]}" --lora r=4 --base-dtype bfloat16
+expect_bad bf16-base-no-lora   "give --lora"           eval --threads 1 --model "$LT/gpt2" --data "qa:$QA" --base-dtype bfloat16 --json out/e.json
+expect_bad bf16-base-value     "--base-dtype: 'half'"  eval --threads 1 --model "$LT/gpt2" --lora lora_g --data "qa:$QA" --base-dtype half --json out/e.json
+expect_bad bf16-base-unlearn   "CUDA-only"             unlearn --threads 1 --model lora_l --method ga --base-dtype bfloat16 --out out/u
 
 # ---- a --reference made for another forget set is refused (issue #16) -------------------------------
 

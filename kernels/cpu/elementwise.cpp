@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <cstring>
 
+#include "kernels/bf16.h"
 #include "kernels/kernels.h"
 
 namespace hamu::kernels {
@@ -98,6 +99,12 @@ void cast_f32_f64(const CpuCtx&, int64_t n, const float* x, double* y) {
 }
 void cast_f64_f32(const CpuCtx&, int64_t n, const double* x, float* y) {
   parallel_map<float>(n, [&](int64_t i) { y[i] = float(x[i]); });
+}
+void cast_f32_bf16(const CpuCtx&, int64_t n, const float* x, uint16_t* y) {
+  parallel_map<float>(n, [&](int64_t i) { y[i] = float_to_bf16(x[i]); });
+}
+void cast_bf16_f32(const CpuCtx&, int64_t n, const uint16_t* x, float* y) {
+  parallel_map<float>(n, [&](int64_t i) { y[i] = bf16_to_float(x[i]); });
 }
 
 template <class T> void binary(const CpuCtx&, Binary op, int64_t n, const T* a, const T* b, T* y) {

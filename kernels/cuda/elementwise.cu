@@ -1,7 +1,10 @@
-// kernels/cuda/elementwise.cu: fills, copies, strided and 2-D copies, axpby/affine, same-shape and
-// broadcast binary ops, the broadcast-reversing sum_to, unary activations and their backward (CUDA).
+// kernels/cuda/elementwise.cu: fills, copies, strided and 2-D copies, the float32 <-> bfloat16 casts,
+// axpby/affine, same-shape and broadcast binary ops, the broadcast-reversing sum_to, unary activations and
+// their backward (CUDA).
 #include <stdexcept>
 #include <string>
+
+#include <cuda_bf16.h>
 
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -192,6 +195,14 @@ void fill(const CudaCtx& ctx, int64_t n, float value, float* y) {
 void copy(const CudaCtx& ctx, int64_t n, const float* x, float* y) {
   if (n <= 0 || x == y) return;
   cuda_memcpy_d2d(ctx, y, x, size_t(n) * sizeof(float));
+}
+
+void cast_f32_bf16(const CudaCtx& ctx, int64_t n, const float* x, uint16_t* y) {
+  launch_map(ctx, "cast_f32_bf16_kernel", n, [=] __device__(int64_t i) { y[i] = __bfloat16_as_ushort(__float2bfloat16_rn(x[i])); });
+}
+
+void cast_bf16_f32(const CudaCtx& ctx, int64_t n, const uint16_t* x, float* y) {
+  launch_map(ctx, "cast_bf16_f32_kernel", n, [=] __device__(int64_t i) { y[i] = __bfloat162float(__ushort_as_bfloat16(x[i])); });
 }
 
 void strided_copy(const CudaCtx& ctx, int ndim, const int64_t* shape, const int64_t* strides, const float* x,

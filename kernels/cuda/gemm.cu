@@ -1,4 +1,5 @@
-// kernels/cuda/gemm.cu: row-major GEMM and strided batched GEMM through cuBLAS (CUDA).
+// kernels/cuda/gemm.cu: row-major GEMM and strided batched GEMM through cuBLAS, and the bfloat16-input GEMM
+// with float32 accumulation and output (CUDA).
 //
 // cuBLAS is column-major. A row-major m x n matrix C is the column-major n x m matrix C^T, so
 // C = op(A) op(B) (row-major) is C^T = op(B)^T op(A)^T (column-major): call cuBLAS with the operands
@@ -57,6 +58,22 @@ void gemm_batched(const CudaCtx& ctx, bool trans_a, bool trans_b, int64_t m, int
               cublasSgemmStridedBatched_64(blas_of(ctx), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                            trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb, stride_b, a,
                                            lda, stride_a, &beta, c, ldc, stride_c, batch));
+}
+
+// bf16 x bf16 -> f32 on the tensor cores: cublasGemmEx with CUBLAS_COMPUTE_32F accumulates in float32 whatever
+// the handle's math mode says (TF32 concerns float32 inputs only); the default algorithm picks tensor-op kernels.
+void gemm_bf16(const CudaCtx& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  use_device(ctx);
+  if (k <= 0) {
+    scale_only(ctx, m, n, beta, c, ldc, 0, 1);
+    return;
+  }
+  HAMU_CUBLAS("gemm_bf16",
+              cublasGemmEx_64(blas_of(ctx), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,
+                              k, &alpha, b, CUDA_R_16BF, ldb, a, CUDA_R_16BF, lda, &beta, c, CUDA_R_32F, ldc,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace hamu::kernels

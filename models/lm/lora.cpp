@@ -1,5 +1,5 @@
 // models/lm/lora.cpp: LoRA adapters on a causal LM: the --lora spec, target selection (PEFT's matching
-// rule), PEFT's adapter directory read and written, merging into the base weights.
+// rule), PEFT's adapter directory read and written, merging into the base weights, and the bfloat16 base.
 #include "models/lm/lora.h"
 
 #include <algorithm>
@@ -12,6 +12,7 @@
 #include <set>
 
 #include "engine/json.h"
+#include "engine/ops.h"
 #include "engine/safetensors.h"
 #include "engine/safetensors_mapped.h"
 
@@ -252,6 +253,56 @@ std::string lora_summary(CausalLM& model) {
 
 void merge_lora(CausalLM& model) {
   for (const auto& [path, lin] : lora_layers(model)) lin->merge_lora();
+}
+
+void merge_lora_into(CausalLM& adapted, CausalLM& base) {
+  require_no_adapters(base, "merge_lora_into");
+  std::map<std::string, nn::Linear*> by_path;
+  for (const auto& [path, lin] : all_linears(base)) by_path.emplace(path, lin);
+  const auto layers = lora_layers(adapted);
+  for (const auto& [path, lin] : layers) {  // every layer checked before any weight changes
+    const auto it = by_path.find(path);
+    if (it == by_path.end()) throw InputError("merge_lora_into: the base has no Linear layer '" + path + "'");
+    const Tensor& w = it->second->weight;
+    if (w.shape() != lin->weight.shape() || w.dtype() != DType::f32)
+      throw InputError("merge_lora_into: base layer '" + path + "' is " + dtype_name(w.dtype()) + " " + shape_str(w.shape()) +
+                       ", the adapted model's " + shape_str(lin->weight.shape()) + " (a float32 copy of the same base is needed)");
+  }
+  NoGradGuard ng;
+  for (const auto& [path, lin] : layers) {
+    Tensor w = by_path[path]->weight.detach();
+    Tensor delta = mul_scalar(matmul(lin->lora_B->weight.detach(), lin->lora_A->weight.detach()), lin->lora_scaling);
+    if (delta.dtype() != DType::f32) delta = delta.to(DType::f32);
+    w.copy_(add(w, delta.to(w.device())));
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Mixed precision
+
+int64_t cast_frozen_linear_weights(nn::Module& model, DType dtype, Device device) {
+  if (dtype != DType::f32 && dtype != DType::bf16)
+    throw InputError(std::string("cast_frozen_linear_weights: ") + dtype_name(dtype) + " is not float32 or bfloat16");
+  if (dtype == DType::bf16 && !device.is_cuda())
+    throw InputError("bfloat16 base weights are CUDA-only (bfloat16 GEMMs run on the GPU); on the CPU weights are float32");
+  std::vector<nn::Linear*> frozen;
+  for (const auto& [path, lin] : all_linears(model))
+    if (lin->frozen() && !lin->weight.requires_grad()) frozen.push_back(lin);
+  if (frozen.empty())
+    throw InputError("cast_frozen_linear_weights: the model has no frozen Linear layer (only a LoRA model's frozen base "
+                     "changes precision; attach adapters first)");
+  int64_t converted = 0;
+  for (nn::Linear* lin : frozen) {
+    Tensor& w = lin->weight;
+    if (w.dtype() == dtype && w.device() == device) continue;
+    const std::string name = w.name();
+    Tensor moved = w.detach().to(device);
+    w = Tensor();  // the old copy goes before the next one is made
+    w = moved.to(dtype);
+    w.set_name(name);
+    ++converted;
+  }
+  return converted;
 }
 
 // ------------------------------------------------------------------------------------------------

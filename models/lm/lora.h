@@ -68,7 +68,25 @@ std::string apply_lora(CausalLM& model, const std::string& spec_or_dir, uint64_t
 std::string lora_summary(CausalLM& model);
 
 // Folds every adapter into its base weight (W += alpha / r * B A) and removes it; the model's output is
-// unchanged and save_hf_dir then writes a plain Hugging Face directory. The weights stay frozen.
+// unchanged and save_hf_dir then writes a plain Hugging Face directory. The weights stay frozen. A bfloat16
+// base is refused (the merged weight would be rounded): use merge_lora_into with a float32 copy of the base.
 void merge_lora(CausalLM& model);
+// Folds the adapters of `adapted` (its base in any dtype, on any device) into the Linear layers of the same
+// paths in `base`, a float32 copy of the same base model without adapters (on any device): W += alpha / r * B A
+// in float32, as merge_lora does; `adapted` is left as it is. InputError naming the layer when `base` lacks it,
+// its shape differs or its weight is not float32, or when `base` carries adapters.
+void merge_lora_into(CausalLM& adapted, CausalLM& base);
+
+// ---- Mixed precision (issue #10): a bfloat16 base on CUDA
+
+// Stores every frozen Linear weight of `model` (the LoRA base: q, k, v, o, gate, up, down and an untied lm_head;
+// GPT-2's c_attn, c_proj, c_fc) as `dtype` on `device`. Weights elsewhere move there one at a time, so a model
+// loaded on the CPU peaks at the converted weights plus one float32 weight on the device; move the rest with
+// model.to(device) afterwards. bfloat16 halves the base's weight memory and runs those layers as tensor-core
+// GEMMs with float32 accumulation (engine/ops.h linear); trainable parameters (the adapters), embeddings (a tied
+// head), norms and biases stay float32, and so do gradients, optimizer state and every HAMU statistic. float32
+// converts back. Returns how many weights it converted. InputError: bfloat16 for a CPU device (CUDA-only), a
+// dtype other than float32 / bfloat16, or a model with no frozen Linear layer (attach LoRA adapters first).
+int64_t cast_frozen_linear_weights(nn::Module& model, DType dtype, Device device);
 
 }  // namespace hamu::models

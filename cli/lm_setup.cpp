@@ -140,8 +140,10 @@ DType base_dtype_flag(const std::string& value) {
 }
 
 Flag base_dtype_help() {
-  return {"--base-dtype", "T", "LoRA: float32, or bfloat16 for the frozen base Linear weights on cuda (half their memory, "
-                               "bf16 GEMMs accumulating in float32; adapters, gradients and statistics stay float32)", "float32"};
+  return {"--base-dtype", "T",
+          "LoRA: float32, or bfloat16 for the frozen base Linear weights on cuda (half their memory, bf16 GEMMs "
+          "accumulating in float32; adapters, gradients and statistics stay float32)",
+          "float32"};
 }
 
 PromptTemplate template_flag(const std::string& value) {

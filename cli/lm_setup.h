@@ -51,7 +51,7 @@ struct LmWithTokenizer {
 // for fresh adapters seeded by `seed`), with the base directory's tokenizer.json. InputError naming --model and
 // the cause: DIR missing, not a Hugging Face or adapter directory, no tokenizer.json, or a tokenizer with more
 // tokens than the model's vocabulary; --lora's errors name --lora, the adapter's name its files.
-// base_dtype: what --base-dtype asked for (base_dtype_flag); bfloat16 without an adapter is an InputError naming the flag.
+// base_dtype: what --base-dtype asked for (base_dtype_flag); check_base_dtype's refusals apply.
 LmWithTokenizer load_lm_with_tokenizer(const std::string& dir, Device device, const std::string& lora = "",
                                        bool allow_spec = false, uint64_t seed = 0, DType base_dtype = DType::f32);
 

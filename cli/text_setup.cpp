@@ -112,7 +112,8 @@ TextRun load_text_run(const std::string& data_spec, const std::string& split_spe
   return r;
 }
 
-TextModel load_text_model(const std::string& dir, Device device, const std::string& lora, uint64_t seed, DType base_dtype) {
+TextModel load_text_model(const std::string& dir, Device device, const std::string& lora, uint64_t seed,
+                          DType base_dtype) {
   LmWithTokenizer m = load_lm_with_tokenizer(dir, device, lora, true, seed, base_dtype);
   Json meta = read_hamu_json(m.source.adapter.empty() ? m.source.base : m.source.adapter);
   return TextModel{dir, std::move(m.source), std::move(m.lm), std::move(m.tok), std::move(meta)};

@@ -591,7 +591,8 @@ Tensor linear_bf16(const Tensor& x, const Tensor& w, const Tensor& b) {
                        y.data<float>(), out);
     if (bc.defined()) {
       const int64_t shape[2] = {rows, out}, sy[2] = {out, 1}, sb[2] = {0, 1};
-      kernels::binary_bcast(ctx, kernels::Binary::add, 2, shape, sy, sb, y.data<float>(), bc.data<float>(), y.data<float>());
+      kernels::binary_bcast(ctx, kernels::Binary::add, 2, shape, sy, sb, y.data<float>(), bc.data<float>(),
+                            y.data<float>());
     }
   }
   if (needs_grad({&xc})) {

@@ -293,10 +293,11 @@ Tensor Tensor::to(DType dt) const {
 #endif
     return out;
   }
-  if (dt == DType::bf16) kernels::cast_f32_bf16(kernels::CpuCtx{}, numel(), src.data<float>(), out.data<uint16_t>());
-  else if (dtype() == DType::bf16) kernels::cast_bf16_f32(kernels::CpuCtx{}, numel(), src.data<uint16_t>(), out.data<float>());
-  else if (dt == DType::f64) kernels::cast_f32_f64(kernels::CpuCtx{}, numel(), src.data<float>(), out.data<double>());
-  else kernels::cast_f64_f32(kernels::CpuCtx{}, numel(), src.data<double>(), out.data<float>());
+  const kernels::CpuCtx cpu{};
+  if (dt == DType::bf16) kernels::cast_f32_bf16(cpu, numel(), src.data<float>(), out.data<uint16_t>());
+  else if (dtype() == DType::bf16) kernels::cast_bf16_f32(cpu, numel(), src.data<uint16_t>(), out.data<float>());
+  else if (dt == DType::f64) kernels::cast_f32_f64(cpu, numel(), src.data<float>(), out.data<double>());
+  else kernels::cast_f64_f32(cpu, numel(), src.data<double>(), out.data<float>());
   if (needs_grad({this})) {
     const DType back = dtype();
     record(out, "to_dtype", {*this}, [back](const Tensor& g) { return std::vector<Tensor>{g.to(back)}; });

@@ -386,8 +386,8 @@ void gemm_batched(const CudaCtx&, bool trans_a, bool trans_b, int64_t m, int64_t
 // cublasGemmEx with float32 accumulation (CUBLAS_COMPUTE_32F, tensor cores); row-major as gemm above.
 void cast_f32_bf16(const CudaCtx&, int64_t n, const float* x, uint16_t* y);
 void cast_bf16_f32(const CudaCtx&, int64_t n, const uint16_t* x, float* y);
-void gemm_bf16(const CudaCtx&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t* a,
-               int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc);
+void gemm_bf16(const CudaCtx&, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+               const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, float beta, float* c, int64_t ldc);
 void im2col(const CudaCtx&, const ConvShape&, const float* x_image, float* col);
 void col2im(const CudaCtx&, const ConvShape&, const float* col, float* x_image);
 int64_t conv2d_workspace_elems(const CudaCtx&, const ConvShape&);

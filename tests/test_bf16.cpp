@@ -314,7 +314,7 @@ double rel(const Tensor& got, const Tensor& want) {
 
 }  // namespace
 
-TEST_CASE("bf16 cuda: the cast kernels round as the CPU does") {
+TEST_CASE("cuda: bf16 casts round as the CPU does") {
   if (!have_gpu()) return;
   std::mt19937 gen(7);
   std::vector<float> v;
@@ -337,7 +337,7 @@ TEST_CASE("bf16 cuda: the cast kernels round as the CPU does") {
   CHECK(bad == 0);
 }
 
-TEST_CASE("bf16 cuda: gemm_bf16 matches the float32 GEMM of the rounded operands (all transposes, alpha, beta)") {
+TEST_CASE("cuda: gemm_bf16 matches the float32 GEMM of the rounded operands (all transposes, alpha, beta)") {
   if (!have_gpu()) return;
   const int64_t m = 37, n = 53, k = 300;
   const kernels::CudaCtx& ctx = kernels::cuda_context(0);
@@ -369,7 +369,7 @@ TEST_CASE("bf16 cuda: gemm_bf16 matches the float32 GEMM of the rounded operands
 
 // Tolerance 1e-4: the GPU and the CPU multiply the same rounded operands (products of two bfloat16 values are
 // exact in float32); only the float32 summation order differs.
-TEST_CASE("bf16 cuda: linear forward and backward with a bfloat16 weight match the float32 CPU linear on the rounded operands") {
+TEST_CASE("cuda: linear with a bfloat16 weight, forward and dx, matches the float32 CPU linear (rounded operands)") {
   if (!have_gpu()) return;
   const Tensor x = testing::random_tensor({3, 5, 48}, -1, 1, DType::f32);
   const Tensor w = testing::random_tensor({40, 48}, -0.5, 0.5, DType::f32);
@@ -406,7 +406,7 @@ TEST_CASE("bf16 cuda: linear forward and backward with a bfloat16 weight match t
 // untied bf16 head the logits move by a few 1e-3 and the gradients, products of several such factors, by up to
 // about 1e-2. float32 models on the two devices agree to 1e-5 (tests/test_cuda_engine.cpp), so anything above
 // these bounds is a bug, not rounding.
-TEST_CASE("bf16 cuda: a LoRA llama with a bfloat16 base on the GPU gives the float32 CPU loss and adapter gradients") {
+TEST_CASE("cuda: a LoRA llama with a bfloat16 base gives the float32 CPU loss and adapter gradients (paired too)") {
   if (!have_gpu()) return;
   auto cpu = fixture_llama_with_lora();
   auto gpu = fixture_llama_with_lora();
@@ -451,7 +451,8 @@ TEST_CASE("bf16 cuda: a LoRA llama with a bfloat16 base on the GPU gives the flo
 
   // The unlearning step's paired backward: retain (mean loss) and forget (negated summed sequence losses) in one
   // pass, each adapter's two gradients routed apart; the bfloat16 base layers must not invalidate the scope.
-  auto paired_grads = [&](models::CausalLM& m, const Tensor& batch, std::vector<Tensor>& first, std::vector<Tensor>& second) {
+  auto paired_grads = [&](models::CausalLM& m, const Tensor& batch, std::vector<Tensor>& first,
+                          std::vector<Tensor>& second) {
     m.zero_grad();
     PairedScope scope(nr + nf, nr);
     for (const Tensor& p : m.parameters()) {

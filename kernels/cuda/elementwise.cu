@@ -198,11 +198,13 @@ void copy(const CudaCtx& ctx, int64_t n, const float* x, float* y) {
 }
 
 void cast_f32_bf16(const CudaCtx& ctx, int64_t n, const float* x, uint16_t* y) {
-  launch_map(ctx, "cast_f32_bf16_kernel", n, [=] __device__(int64_t i) { y[i] = __bfloat16_as_ushort(__float2bfloat16_rn(x[i])); });
+  launch_map(ctx, "cast_f32_bf16_kernel", n,
+             [=] __device__(int64_t i) { y[i] = __bfloat16_as_ushort(__float2bfloat16_rn(x[i])); });
 }
 
 void cast_bf16_f32(const CudaCtx& ctx, int64_t n, const uint16_t* x, float* y) {
-  launch_map(ctx, "cast_bf16_f32_kernel", n, [=] __device__(int64_t i) { y[i] = __bfloat162float(__ushort_as_bfloat16(x[i])); });
+  launch_map(ctx, "cast_bf16_f32_kernel", n,
+             [=] __device__(int64_t i) { y[i] = __bfloat162float(__ushort_as_bfloat16(x[i])); });
 }
 
 void strided_copy(const CudaCtx& ctx, int ndim, const int64_t* shape, const int64_t* strides, const float* x,

@@ -346,7 +346,7 @@ run_bench() {  # run_bench NAME TIMEOUT CMD...: appends its output to BENCH_LOG
   BENCH_TABLES="$BENCH_TABLES
 ### $name
 
-$(grep -E '^(bench_|hamu_step|train_cnn|attention_torch|lora_step_torch|profile of|  )' "$tmp" | head -24)
+$(grep -E '^(bench_|hamu_step|train_cnn|attention_torch|lora_step_torch|eval with|profile of|  )' "$tmp" | head -24)
 
 $(grep -E '^\|' "$tmp")
 "
@@ -370,6 +370,11 @@ for b in "${ORDERED[@]}"; do
       GPU_BENCHES+=(bench_hamu_update_cpc$cpc)
       run_bench bench_hamu_update_cpc$cpc 40 env HAMU_MT_CHUNKS_PER_CTA=$cpc "$bin" --reps 10
     done
+  fi
+  if [ "$b" = bench_lora_step ] && [ "$(left)" -gt 200 ]; then
+    # Issue #10: the same step with the frozen base weights in bfloat16 (tensor-core GEMMs, half the memory).
+    GPU_BENCHES+=(bench_lora_step_bf16)
+    run_bench bench_lora_step_bf16 150 "$bin" $(bench_args "$b") --base-dtype bfloat16
   fi
   if [ "$b" = bench_lora_step ] && python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
     # Issue #10: the same step in PyTorch eager with transformers + peft, base in float32 (as ours) and bfloat16.
@@ -450,6 +455,25 @@ if [ "${GPU_CHECK_TESTS_ONLY:-0}" != 1 ] && [ -n "$BIN_TESTS" ] && [ -x "$FULL_B
   run_bench cli_smoke $(($(left) - 45)) bash -c "$(declare -f smoke); SMOKE_DATA=$SMOKE_DATA FULL_BUILD=$FULL_BUILD SHIM=$SHIM smoke"
 else
   bench_status[cli_smoke]="skipped (no data/binary/time)"
+fi
+# Issue #10: a LoRA run on the llama fixture with the base in bfloat16 against float32 (the eval losses agree
+# to about 1e-2), and the --merge from the float32 base.
+if [ "${GPU_CHECK_TESTS_ONLY:-0}" != 1 ] && [ -x "$FULL_BUILD/hamu" ] && [ "$(left)" -gt 60 ]; then
+  GPU_BENCHES+=(cli_bf16)
+  bf16_smoke() {
+    export HAMU_NO_PROGRESS=1
+    local h=$FULL_BUILD/hamu d=$SHIM/bf16 q=qa:tests/fixtures/qa/tiny.jsonl
+    rm -rf "$d" && mkdir -p "$d"
+    $h train --device cuda --data $q --model tests/fixtures/lm_text/llama --lora r=4,alpha=8 --epochs 3 --batch 5 \
+      --base-dtype bfloat16 --out "$d/L" --merge "$d/M" || return 1
+    for dt in float32 bfloat16; do
+      $h eval --device cuda --model "$d/L" --data $q --base-dtype $dt --json "$d/e_$dt.json" >/dev/null || return 1
+      echo "eval with base $dt: $(grep -o '"loss": [-0-9.e+]*' "$d/e_$dt.json" | head -1)"
+    done
+  }
+  run_bench cli_bf16 60 bash -c "$(declare -f bf16_smoke); FULL_BUILD=$FULL_BUILD SHIM=$SHIM bf16_smoke"
+else
+  bench_status[cli_bf16]="skipped (no binary/time)"
 fi
 
 # ---- issue #13: the MPI + NCCL build with one rank (optional: Open MPI and nccl.h must be on the machine) --

@@ -132,7 +132,7 @@ Tensor gqa_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
 // losses [B,T] where position t scores labels[:, t + shift] (0 where that label is ignore_index or
 // t + shift >= T). shift 1 with unshifted labels is Hugging Face's causal-LM loss.
 Tensor token_cross_entropy(const Tensor& logits, const Tensor& labels, int shift = 1, int ignore_index = -100);
-// Number of scored targets of token_cross_entropy (labels on the CPU).
+// Number of scored targets of token_cross_entropy (labels on any device; read on the host).
 int64_t count_scored_tokens(const Tensor& labels, int shift = 1, int ignore_index = -100);
 
 // Checks dtype/device agreement and names the op; used by ops and modules.

@@ -36,13 +36,8 @@ std::vector<TextEpochSummary> train_text_model(models::CausalLM& model, const st
   // step's (LoRA dropout draws its masks per rank, so with dropout the run matches only in distribution).
   Collectives& comm = opt.comm ? *opt.comm : world();
   const int ranks = comm.size();
+  check_rank_options(opt, ranks);
   if (ranks > 1) {
-    if (opt.batch < ranks)
-      throw InputError("--batch: a batch of " + std::to_string(opt.batch) + " cannot be shared by " +
-                       std::to_string(ranks) + " ranks");
-    if (opt.checkpoint_every > 0 || opt.resume)
-      throw InputError("--checkpoint-every/--resume: resumable runs are single-process (this run has " +
-                       std::to_string(ranks) + " ranks)");
     char text[256];
     std::snprintf(text, sizeof text, "text lr=%.17g wd=%.17g clip=%.17g %s warmup=%lld epochs=%lld batch=%lld seed=%llu %s pad=%d bucket=%zu",
                   opt.lr, opt.weight_decay, opt.clip, opt.schedule.c_str(), (long long)opt.warmup_steps,
@@ -109,7 +104,7 @@ std::vector<TextEpochSummary> train_text_model(models::CausalLM& model, const st
       const std::vector<int64_t> idx(order.begin() + step * opt.batch,
                                      order.begin() + std::min(n, (step + 1) * opt.batch));
       Batch b = make_text_batch(seqs, idx, opt.pad_id, 0, opt.device);
-      const int64_t count = count_scored_tokens(b.labels.is_cuda() ? b.labels.to(Device{}) : b.labels, 1, kIgnoreLabel);
+      const int64_t count = count_scored_tokens(b.labels, 1, kIgnoreLabel);
       if (ranks > 1) {
         const Shard share = shard_of(int64_t(idx.size()), comm.rank(), ranks);
         b = batch_rows(b, share.start, share.count);
@@ -119,19 +114,19 @@ std::vector<TextEpochSummary> train_text_model(models::CausalLM& model, const st
       optimizer.zero_grad();
       dp.begin(1.0);
       // A rank whose share of a short last batch is empty adds nothing but still takes part.
-      const bool rows = b.size() > 0;
+      const bool has_rows = b.size() > 0;
       Tensor logits, loss;
       double lv = 0;
-      if (rows) {
+      if (has_rows) {
         logits = model.logits(b.images, {}, row_positions(b.images));
         Tensor losses = token_cross_entropy(logits, b.labels, 1, kIgnoreLabel);
         loss = mul_scalar(sum(losses), count ? 1.0 / double(count) : 0.0);
         lv = loss.item();
       }
-      if (rows && std::isfinite(lv)) dp.backward(loss);
+      if (has_rows && std::isfinite(lv)) dp.backward(loss);
       dp.finish();
       int64_t batch_correct = 0;
-      if (rows) {
+      if (has_rows) {
         NoGradGuard ng;
         const std::vector<int32_t> pred = argmax(logits.detach(), 2).to(Device{}).to_vector<int32_t>();
         const std::vector<int32_t> lab = b.labels.to(Device{}).to_vector<int32_t>();

@@ -75,6 +75,16 @@ void DataParallelGrads::finish() {
   packed_.all_reduce(ptrs, std::vector<double>(ptrs.size(), weight_));
 }
 
+void check_rank_options(const LoopOptions& opt, int ranks) {
+  if (ranks <= 1) return;
+  if (opt.batch < ranks)
+    throw InputError("--batch: a batch of " + std::to_string(opt.batch) + " cannot be shared by " +
+                     std::to_string(ranks) + " ranks");
+  if (opt.checkpoint_every > 0 || opt.resume)
+    throw InputError("--checkpoint-every/--resume: resumable runs are single-process (this run has " +
+                     std::to_string(ranks) + " ranks)");
+}
+
 void check_loop_options(int64_t epochs, int64_t batch, double lr, const std::string& schedule) {
   if (epochs < 1) throw InputError("--epochs must be at least 1, got " + std::to_string(epochs));
   if (batch < 1) throw InputError("--batch must be at least 1, got " + std::to_string(batch));
@@ -145,10 +155,8 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
   const int ranks = comm.size();
   TensorReducer reducer(comm);
   DataParallelGrads dp(comm, optimizer->params());
+  check_rank_options(opt, ranks);
   if (ranks > 1) {
-    if (opt.batch < ranks)
-      throw InputError("--batch: a batch of " + std::to_string(opt.batch) + " cannot be shared by " +
-                       std::to_string(ranks) + " ranks");
     char text[256];
     std::snprintf(text, sizeof text,
                   "%s lr=%.17g wd=%.17g m=%.17g clip=%.17g %s epochs=%lld batch=%lld seed=%llu %s bucket=%zu",
@@ -164,9 +172,6 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
                    "hamu train: %d ranks: BatchNorm normalises each rank's rows with their own statistics, so the "
                    "result is close to, not equal to, the 1-rank run's\n", ranks);
   }
-  if ((opt.checkpoint_every > 0 || opt.resume) && ranks > 1)
-    throw InputError("--checkpoint-every/--resume: resumable runs are single-process (this run has " +
-                     std::to_string(ranks) + " ranks)");
   std::vector<EpochSummary> out;
   model.train(true);
   const int64_t total_steps = opt.epochs * batcher.num_batches();

@@ -89,6 +89,9 @@ struct TrainPosition {
 // The loop options both loops refuse alike (InputError naming the flag): epochs and batch at least 1, a positive
 // finite learning rate, a known schedule.
 void check_loop_options(int64_t epochs, int64_t batch, double lr, const std::string& schedule);
+// What both loops refuse on several ranks (InputError naming the flag): a batch smaller than the ranks that
+// share it, and resumable runs (--checkpoint-every/--resume are single-process). A no-op for one rank.
+void check_rank_options(const LoopOptions& opt, int ranks);
 // The learning rate of step `global_step` (0-based) of `total_steps`: a linear warmup over the first
 // `warmup_steps`, then `lr` (constant) or a cosine decay to 0 over the remaining steps.
 double scheduled_lr(double lr, const std::string& schedule, int64_t global_step, int64_t total_steps, int64_t warmup_steps = 0);

@@ -49,7 +49,7 @@ Tensor answer_position_mask(const Tensor& labels, DType dtype, const Device& dev
 
 Tensor task_loss(const Tensor& logits, const Tensor& labels) {
   if (!is_text(logits, labels)) return cross_entropy(logits, labels);
-  const int64_t n = count_scored_tokens(labels.is_cuda() ? labels.to(Device{}) : labels, 1, -100);
+  const int64_t n = count_scored_tokens(labels, 1, -100);
   return mul_scalar(sum(token_cross_entropy(logits, labels, 1, -100)), n ? 1.0 / double(n) : 0.0);
 }
 

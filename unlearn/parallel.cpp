@@ -77,7 +77,7 @@ namespace {
 // Text batches carry labels [B,T] (images [N]): a side's units are then its answer tokens.
 int64_t tokens_of(const Batch& b) {
   if (!b.labels.defined() || b.size() == 0) return 0;
-  return count_scored_tokens(b.labels.is_cuda() ? b.labels.to(Device{}) : b.labels, 1, -100);
+  return count_scored_tokens(b.labels, 1, -100);
 }
 
 double fraction(int64_t part, int64_t whole) { return whole > 0 ? double(part) / double(whole) : 0.0; }

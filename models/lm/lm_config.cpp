@@ -255,8 +255,7 @@ Tensor lm_token_losses(const Tensor& logits, const Tensor& labels) { return toke
 
 Tensor lm_loss(const Tensor& logits, const Tensor& labels) {
   Tensor losses = lm_token_losses(logits, labels);
-  const Tensor host = labels.is_cuda() ? labels.to(Device{}) : labels;
-  const int64_t n = count_scored_tokens(host, 1, -100);
+  const int64_t n = count_scored_tokens(labels, 1, -100);
   return mul_scalar(sum(losses), n ? 1.0 / double(n) : 0.0);
 }
 

@@ -34,16 +34,27 @@ const std::string kMetaspaceChar = "\xE2\x96\x81";  // U+2581 "▁"
 enum class Prepend { always, first, never };
 
 struct NormStep {
-  enum Kind { prepend, replace } kind;
+  enum Kind { prepend, replace, strip, nfc, nfd } kind;
   std::string a, b;  // prepend: a; replace: a -> b
+  bool left = false, right = false;  // strip
 };
 
+// How a Split (or Digits) pre-tokenizer treats its matches (the library's SplitDelimiterBehavior).
+enum class Behavior { removed, isolated, merged_with_previous, merged_with_next, contiguous };
+
 struct PreStep {
-  enum Kind { byte_level, metaspace } kind = byte_level;
+  enum Kind { byte_level, metaspace, split_pattern, digits } kind = byte_level;
   bool add_prefix_space = false, use_regex = true;  // byte_level
   std::string replacement;                          // metaspace
   Prepend scheme = Prepend::always;
   bool split = true;
+  // split: a known regex, or a literal string when `literal` is set; digits: each digit alone or runs.
+  tok::SplitRegex regex = tok::SplitRegex::gpt2;
+  bool is_literal = false;
+  std::string literal;
+  Behavior behavior = Behavior::isolated;
+  bool invert = false;
+  bool individual_digits = false;
 };
 
 struct DecStep {
@@ -164,6 +175,72 @@ std::string replace_all(std::string_view s, std::string_view from, std::string_v
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
+// One stretch of a piece of text: [a, b) bytes, and whether the pattern matched it.
+struct Stretch {
+  size_t a, b;
+  bool match;
+};
+
+// The matches of a Split or Digits pre-tokenizer in `s` with the stretches between them, covering
+// `s` (the library's Pattern::find_matches, inverted when `invert`).
+void find_matches(const PreStep& step, std::string_view s, std::vector<Stretch>& out) {
+  std::vector<std::pair<size_t, size_t>> ranges;
+  if (step.kind == PreStep::digits) {
+    for (size_t i = 0; i < s.size();) {
+      int len = 1;
+      const int32_t cp = unicode::decode_utf8(s, i, &len);
+      if (cp >= 0 && unicode::is_numeric(uint32_t(cp))) ranges.emplace_back(i, i + size_t(len));
+      i += size_t(len);
+    }
+  } else if (step.is_literal) {
+    for (size_t j = s.find(step.literal); j != std::string_view::npos; j = s.find(step.literal, j + step.literal.size()))
+      ranges.emplace_back(j, j + step.literal.size());
+  } else {
+    tok::regex_split(step.regex, s, ranges);
+  }
+  size_t prev = 0;
+  for (const auto& [a, b] : ranges) {
+    if (prev != a) out.push_back({prev, a, step.invert});
+    out.push_back({a, b, !step.invert});
+    prev = b;
+  }
+  if (prev != s.size()) out.push_back({prev, s.size(), step.invert});
+}
+
+// NormalizedString::split: the stretches combined as the behavior says; appends the kept ranges.
+void split_by_behavior(const std::vector<Stretch>& m, Behavior behavior, std::vector<std::pair<size_t, size_t>>& out) {
+  bool previous = false;
+  switch (behavior) {
+    case Behavior::isolated:
+      for (const Stretch& x : m) out.emplace_back(x.a, x.b);
+      break;
+    case Behavior::removed:
+      for (const Stretch& x : m)
+        if (!x.match) out.emplace_back(x.a, x.b);
+      break;
+    case Behavior::contiguous:
+    case Behavior::merged_with_previous:
+      for (const Stretch& x : m) {
+        const bool join = behavior == Behavior::contiguous ? x.match == previous : x.match && !previous;
+        if (join && !out.empty()) out.back().second = x.b;
+        else out.emplace_back(x.a, x.b);
+        previous = x.match;
+      }
+      break;
+    case Behavior::merged_with_next: {
+      const size_t first = out.size();
+      for (size_t k = m.size(); k-- > 0;) {
+        const Stretch& x = m[k];
+        if (x.match && !previous && out.size() > first) out.back().first = x.a;
+        else out.emplace_back(x.a, x.b);
+        previous = x.match;
+      }
+      std::reverse(out.begin() + std::ptrdiff_t(first), out.end());
+      break;
+    }
+  }
+}
+
 }  // namespace
 
 struct Tokenizer::Impl {
@@ -176,6 +253,7 @@ struct Tokenizer::Impl {
   std::vector<DecStep> decoder;
   std::vector<int32_t> prefix, suffix;  // post-processor ids around a single sequence
   std::vector<AddedToken> added;
+  std::vector<std::string> added_text;  // what id_to_token gives for each added token
   std::unordered_map<int32_t, size_t> added_by_id;
   tok::StringIdMap added_by_content;
   std::unordered_set<std::string> special_contents;
@@ -196,6 +274,15 @@ std::string Tokenizer::Impl::normalize(std::string s) const {
   for (const NormStep& step : normalizer) {
     if (step.kind == NormStep::prepend) {
       if (!s.empty()) s = step.a + s;
+    } else if (step.kind == NormStep::nfc) {
+      s = unicode::nfc(s);
+    } else if (step.kind == NormStep::nfd) {
+      s = unicode::nfd(s);
+    } else if (step.kind == NormStep::strip) {
+      // char::is_whitespace is the White_Space property, as unicode::is_space.
+      const size_t a = step.left ? space_run_end(s) : 0;
+      const size_t b = step.right ? std::max(a, space_run_start(s)) : s.size();
+      s = s.substr(a, b - a);
     } else {
       s = replace_all(s, step.a, step.b);
     }
@@ -243,10 +330,18 @@ void Tokenizer::Impl::split_added(const Piece& in, const AddedMatcher& matcher, 
 void Tokenizer::Impl::pre_tokenize(const Piece& in, std::vector<Piece>& out) const {
   std::vector<Piece> cur{in}, next;
   std::vector<std::pair<size_t, size_t>> ranges;
+  std::vector<Stretch> stretches;
   for (const PreStep& step : pre) {
     next.clear();
     for (Piece& p : cur) {
-      if (step.kind == PreStep::byte_level) {
+      if (step.kind == PreStep::split_pattern || step.kind == PreStep::digits) {
+        stretches.clear();
+        ranges.clear();
+        find_matches(step, p.text, stretches);
+        split_by_behavior(stretches, step.behavior, ranges);
+        for (const auto& [a, b] : ranges)
+          if (b > a) next.push_back({p.text.substr(a, b - a), -1, p.at_origin && a == 0});
+      } else if (step.kind == PreStep::byte_level) {
         if (step.add_prefix_space && !starts_with(p.text, " ")) p.text.insert(0, 1, ' ');
         ranges.clear();
         if (step.use_regex) {
@@ -430,7 +525,7 @@ int32_t Tokenizer::token_to_id(std::string_view token) const {
 
 std::string Tokenizer::id_to_token(int32_t id) const {
   const auto it = impl_->added_by_id.find(id);
-  if (it != impl_->added_by_id.end()) return impl_->added[it->second].content;
+  if (it != impl_->added_by_id.end()) return impl_->added_text[it->second];
   if (id >= 0 && size_t(id) < impl_->model.id_to_token.size()) return impl_->model.id_to_token[size_t(id)];
   return "";
 }
@@ -483,6 +578,16 @@ std::string one_char(const Json& j, const char* key, const char* what) {
   return s;
 }
 
+Behavior parse_behavior(const Json& j) {
+  const std::string& b = j.as_string();
+  if (b == "Removed") return Behavior::removed;
+  if (b == "Isolated") return Behavior::isolated;
+  if (b == "MergedWithPrevious") return Behavior::merged_with_previous;
+  if (b == "MergedWithNext") return Behavior::merged_with_next;
+  if (b == "Contiguous") return Behavior::contiguous;
+  throw InputError("Split pre-tokenizer: unknown behavior '" + b + "'");
+}
+
 void parse_normalizer(const Json& j, std::vector<NormStep>& out) {
   const std::string type = type_of(j, "normalizer");
   if (type == "Sequence") {
@@ -491,6 +596,13 @@ void parse_normalizer(const Json& j, std::vector<NormStep>& out) {
     out.push_back({NormStep::prepend, j.at("prepend").as_string(), ""});
   } else if (type == "Replace") {
     out.push_back({NormStep::replace, string_pattern(j.at("pattern"), "Replace normalizer"), j.at("content").as_string()});
+  } else if (type == "NFC" || type == "NFD") {
+    out.push_back({type == "NFC" ? NormStep::nfc : NormStep::nfd, "", ""});
+  } else if (type == "Strip") {
+    NormStep s{NormStep::strip, "", ""};
+    s.left = j.get_or("strip_left", true);
+    s.right = j.get_or("strip_right", true);
+    out.push_back(s);
   } else {
     unsupported("normalizer", type);
   }
@@ -512,6 +624,31 @@ void parse_pre_tokenizer(const Json& j, std::vector<PreStep>& out) {
     s.replacement = one_char(j, "replacement", "Metaspace");
     s.scheme = parse_prepend(j);
     s.split = j.get_or("split", true);
+    out.push_back(s);
+  } else if (type == "Split") {
+    PreStep s;
+    s.kind = PreStep::split_pattern;
+    const Json& pattern = j.at("pattern");
+    if (pattern.is_object() && pattern.contains("String")) {
+      s.is_literal = true;
+      s.literal = pattern.at("String").as_string();
+      if (s.literal.empty()) throw InputError("Split pre-tokenizer: the String pattern is empty");
+    } else if (pattern.is_object() && pattern.contains("Regex")) {
+      const std::string& re = pattern.at("Regex").as_string();
+      if (!tok::known_split_regex(re, &s.regex))
+        throw InputError("Split pre-tokenizer: unsupported Regex pattern " + Json(re).dump() +
+                         " (hamu knows the GPT-2, Llama 3 and Qwen2 patterns, and String patterns)");
+    } else {
+      throw InputError("Split pre-tokenizer: pattern must be {\"String\": ...} or {\"Regex\": ...}");
+    }
+    s.behavior = parse_behavior(j.at("behavior"));
+    s.invert = j.get_or("invert", false);
+    out.push_back(s);
+  } else if (type == "Digits") {
+    PreStep s;
+    s.kind = PreStep::digits;
+    s.individual_digits = j.get_or("individual_digits", false);
+    s.behavior = s.individual_digits ? Behavior::isolated : Behavior::contiguous;
     out.push_back(s);
   } else {
     unsupported("pre_tokenizer", type);
@@ -671,6 +808,7 @@ void parse_bpe(const Json& j, BpeModel& bpe) {
 void parse_added_tokens(const Json& list, Tokenizer::Impl& m) {
   if (!list.is_array()) throw InputError("added_tokens must be a list");
   if (int64_t(list.size()) > kMaxAddedTokens) throw InputError("added_tokens has too many entries");
+  int64_t max_added = -1;
   for (const Json& e : list.as_array()) {
     if (!e.is_object()) throw InputError("added_tokens: each entry must be an object");
     AddedToken t;
@@ -682,24 +820,33 @@ void parse_added_tokens(const Json& list, Tokenizer::Impl& m) {
     t.rstrip = e.get_or("rstrip", false);
     t.single_word = e.get_or("single_word", false);
     t.normalized = e.get_or("normalized", !t.special);
-    // A token the model already knows takes the model's id, as the library assigns it.
+    if (id < 0 || id > int64_t(UINT32_MAX)) throw InputError("added token '" + t.content + "': id " + std::to_string(id) + " is out of range");
+    if (m.added_by_content.count(t.content)) continue;  // a repeat is ignored (the library's files never hold one)
+    // The library ignores the id written in the file (it only warns when they differ): a token the
+    // model knows takes the model's id; a new one takes the vocabulary size (entries, not the
+    // largest id + 1), or one past the largest added id once that is at or above it.
     const int32_t model_id = find_id(m.model.vocab, t.content);
     if (model_id >= 0) {
       t.id = model_id;
     } else {
-      if (id < 0 || id >= kMaxVocab) throw InputError("added token '" + t.content + "': id " + std::to_string(id) + " is out of range");
-      if (size_t(id) < m.model.has_id.size() && m.model.has_id[size_t(id)])
-        throw InputError("added token '" + t.content + "': id " + std::to_string(id) + " is already '" + m.model.id_to_token[size_t(id)] + "' in the vocabulary");
-      t.id = int32_t(id);
+      const int64_t model_size = int64_t(m.model.vocab.size());
+      t.id = int32_t(max_added < 0 ? model_size : max_added >= model_size ? max_added + 1 : model_size);
+      if (t.id >= kMaxVocab) throw InputError("added token '" + t.content + "': id " + std::to_string(t.id) + " is out of range");
+      if (size_t(t.id) < m.model.has_id.size() && m.model.has_id[size_t(t.id)])
+        throw InputError("added token '" + t.content + "' gets id " + std::to_string(t.id) + " (the library's rule), which is already '" +
+                         m.model.id_to_token[size_t(t.id)] + "' in the vocabulary");
     }
-    if (m.added_by_content.count(t.content)) continue;  // a repeat is ignored, as the library does
-    if (m.added_by_id.count(t.id))
-      throw InputError("added_tokens: duplicate id " + std::to_string(t.id) + " for '" + m.added[m.added_by_id[t.id]].content + "' and '" + t.content + "'");
+    max_added = std::max<int64_t>(max_added, t.id);
     m.added_by_id[t.id] = m.added.size();
     m.added_by_content.emplace(t.content, t.id);
     if (t.special) m.special_contents.insert(t.content);
     m.added.push_back(t);
   }
+  // The library's id -> token map holds a normalized token in its normalized form, so decoding
+  // shows that form (and skip_special_tokens, which compares that text, keeps a special one whose
+  // normalized form differs from its content).
+  for (const AddedToken& t : m.added)
+    m.added_text.push_back(t.normalized && m.has_normalizer ? m.normalize(t.content) : t.content);
   // Matchers: special tokens first, then the others (the library's order), split by `normalized`;
   // normalized tokens are matched in their normalized form.
   for (const bool special : {true, false})
@@ -707,8 +854,12 @@ void parse_added_tokens(const Json& list, Tokenizer::Impl& m) {
       const AddedToken& t = m.added[i];
       if (t.special != special) continue;
       if (t.normalized) {
-        const std::string pattern = m.has_normalizer ? m.normalize(t.content) : t.content;
-        if (!pattern.empty()) m.norm_matcher.add(pattern, int32_t(i));
+        const std::string& pattern = m.added_text[i];
+        // The library matches an empty pattern between every two bytes (it splits ASCII text into
+        // single characters and panics inside a multi-byte one): no way to tokenise like it.
+        if (pattern.empty())
+          throw InputError("added token " + Json(t.content).dump() + " is normalized to an empty string (the tokenizers library then cuts the text at every byte)");
+        m.norm_matcher.add(pattern, int32_t(i));
       } else {
         m.raw_matcher.add(t.content, int32_t(i));
       }

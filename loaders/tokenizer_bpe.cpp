@@ -1,4 +1,4 @@
-// loaders/tokenizer_bpe.cpp: the BPE model (merges by rank), GPT-2's byte map and its split pattern.
+// loaders/tokenizer_bpe.cpp: the BPE model (merges by rank) and GPT-2's byte map.
 #include <array>
 #include <queue>
 
@@ -50,60 +50,6 @@ std::string bytes_to_chars(std::string_view s) {
   }
   out.resize(n);
   return out;
-}
-
-// ------------------------------------------------------------------------------------------------
-// GPT-2 split. Each position tries the alternatives in pattern order; the first that matches wins
-// (leftmost-first), and the next search starts where it ended.
-
-void gpt2_split(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) {
-  // Code points with their byte offsets; offs has one extra entry (s.size()).
-  enum Kind : uint8_t { kLetter, kNumber, kSpace, kOther };
-  // Per-thread scratch: this runs once per piece of text, and fresh vectors dominated its cost.
-  thread_local std::vector<uint32_t> cps;
-  thread_local std::vector<size_t> offs;
-  thread_local std::vector<uint8_t> kind;
-  cps.clear();
-  offs.clear();
-  kind.clear();
-  for (size_t i = 0; i < s.size();) {
-    int len = 1;
-    const int32_t cp = unicode::decode_utf8(s, i, &len);
-    const uint32_t c = cp < 0 ? 0xFFFD : uint32_t(cp);
-    cps.push_back(c);
-    offs.push_back(i);
-    kind.push_back(unicode::is_letter(c) ? kLetter : unicode::is_number(c) ? kNumber : unicode::is_space(c) ? kSpace : kOther);
-    i += len;
-  }
-  offs.push_back(s.size());
-  const size_t n = cps.size();
-  auto run = [&](size_t j, uint8_t k) {
-    while (j < n && kind[j] == k) ++j;
-    return j;
-  };
-  size_t i = 0;
-  while (i < n) {
-    size_t end = 0;
-    // 's|'t|'re|'ve|'m|'ll|'d
-    if (cps[i] == '\'' && i + 1 < n) {
-      const uint32_t a = cps[i + 1], b = i + 2 < n ? cps[i + 2] : 0;
-      if (a == 's' || a == 't' || a == 'm' || a == 'd') end = i + 2;
-      else if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) end = i + 3;
-    }
-    if (!end) {
-      // ' ?\p{L}+', ' ?\p{N}+', ' ?[^\s\p{L}\p{N}]+': an optional space, then a run of one class.
-      const size_t j = cps[i] == ' ' && i + 1 < n ? i + 1 : i;
-      if (kind[j] != kSpace) end = run(j, kind[j]);
-    }
-    if (!end) {
-      // \s+(?!\S) backs off one character when the run is followed by a non-space; a run of one
-      // followed by a non-space falls through to \s+ and is matched whole.
-      const size_t k = run(i, kSpace);
-      end = (k < n && k - i >= 2) ? k - 1 : k;
-    }
-    out.emplace_back(offs[i], offs[end]);
-    i = end;
-  }
 }
 
 // ------------------------------------------------------------------------------------------------

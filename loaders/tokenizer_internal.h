@@ -29,11 +29,20 @@ const std::string& byte_char(uint8_t b);        // UTF-8 of the character standi
 int char_byte(uint32_t cp);                     // the byte a character stands for, -1 if none
 std::string bytes_to_chars(std::string_view s);  // every byte of s mapped
 
-// The GPT-2 pre-tokenizer split, hand-written: the pattern
-//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-// matched leftmost-first as Oniguruma does. Appends the [begin, end) byte ranges of the pieces,
-// which cover `s` (valid UTF-8) exactly.
-void gpt2_split(std::string_view s, std::vector<std::pair<size_t, size_t>>& out);
+// The split regexes that published byte-level tokenizers use, hand-written (no regex library) and
+// matched leftmost-first as Oniguruma does (loaders/tokenizer_split.cpp):
+//   gpt2    's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+//           (ByteLevel's use_regex, and GPT-2-style Split pre-tokenizers)
+//   llama3  (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+//           \s*[\r\n]+|\s+(?!\S)|\s+   (Llama 3)
+//   qwen2   the same with \p{N} for \p{N}{1,3} (Qwen2, Qwen2.5)
+enum class SplitRegex { gpt2, llama3, qwen2 };
+// The pattern's kind when its text is exactly one of the above; false otherwise.
+bool known_split_regex(std::string_view pattern, SplitRegex* kind);
+// Appends the [begin, end) byte ranges of the matches in `s` (valid UTF-8). Every one of these
+// patterns matches any character, so the ranges cover `s` exactly.
+void regex_split(SplitRegex kind, std::string_view s, std::vector<std::pair<size_t, size_t>>& out);
+inline void gpt2_split(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) { regex_split(SplitRegex::gpt2, s, out); }
 
 // A BPE model as the library runs it (merge queue by rank then position).
 struct BpeModel {

@@ -17,14 +17,21 @@ size_t invalid_utf8_at(std::string_view s);
 // becomes one U+FFFD.
 std::string utf8_lossy(std::string_view bytes);
 
-// General category L (\p{L}) and N (\p{N}), the regex crate's \w, and \s as Oniguruma and the regex
-// crate both define it for Unicode (White_Space: 9-13, 0x20, 0x85, 0xA0, Zs, U+2028, U+2029).
+// The classes as the `tokenizers` library applies them (the tables are taken from it): \p{L} and
+// \p{N} of its Oniguruma (split regexes), the regex crate's \w (single_word), Rust's
+// char::is_numeric (Digits), and \s, which all of them define as White_Space (9-13, 0x20, 0x85,
+// 0xA0, Zs, U+2028, U+2029).
 bool is_letter(uint32_t cp);
 bool is_number(uint32_t cp);
 bool is_word(uint32_t cp);
+bool is_numeric(uint32_t cp);
 bool is_space(uint32_t cp);
 
-// The Unicode version of the generated tables (loaders/unicode_tables.h).
+// Canonical decomposition (NFD) and composition (NFC) of valid UTF-8, with the library's tables.
+std::string nfd(std::string_view s);
+std::string nfc(std::string_view s);
+
+// The `tokenizers` version the tables were taken from (loaders/unicode_tables.h).
 const char* tables_version();
 
 }  // namespace hamu::unicode

@@ -24,7 +24,7 @@ using namespace hamu;
 namespace {
 
 const std::string kFixtures = (std::filesystem::path(__FILE__).parent_path() / "fixtures" / "tokenizers").string();
-const char* const kFixtureNames[] = {"gpt2-bpe", "llama-bpe", "llama-metaspace"};
+const char* const kFixtureNames[] = {"gpt2-bpe", "llama-bpe", "llama-metaspace", "llama3-bpe", "qwen2-bpe", "mixed-bpe"};
 
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -202,7 +202,79 @@ TEST_CASE("UTF-8 helpers: lossy repair replaces maximal invalid subparts") {
   CHECK(!unicode::is_letter(0x301));
   CHECK(unicode::is_word(0x301));
   CHECK(unicode::is_space(0x3000));
-  CHECK(std::string(unicode::tables_version()) == "14.0.0");
+  CHECK(std::string(unicode::tables_version()) == "0.23.3");
+}
+
+TEST_CASE("Unicode classes are the library's, newer than Python's unicodedata") {
+  // The library's Oniguruma knows Unicode 16 letters (Python 3.11's tables stop at 14, where these
+  // were unassigned and split as punctuation), and Rust's is_numeric knows Unicode 17 digits.
+  CHECK(unicode::is_letter(0x1C89));   // Cyrillic, Unicode 16
+  CHECK(unicode::is_letter(0x11F18));  // Kawi, Unicode 15
+  CHECK(unicode::is_letter(0x31350));  // CJK extension H, Unicode 15
+  CHECK(unicode::is_numeric(0x11DE0));
+  CHECK(!unicode::is_number(0x11DE0));  // not yet in Oniguruma's \p{N}
+  CHECK(unicode::is_numeric(0x663));
+  CHECK(!unicode::is_numeric('a'));
+}
+
+TEST_CASE("NFD and NFC as the library normalizes") {
+  CHECK(unicode::nfd("\xC3\xA9") == "e\xCC\x81");                          // é
+  CHECK(unicode::nfc("e\xCC\x81") == "\xC3\xA9");
+  CHECK(unicode::nfd("a\xCC\x81\xCC\xA3") == "a\xCC\xA3\xCC\x81");           // marks ordered by class
+  CHECK(unicode::nfc("a\xCC\x81\xCC\xA3") == "\xE1\xBA\xA1\xCC\x81");       // ạ then the acute
+  CHECK(unicode::nfc("\xE2\x84\xAB") == "\xC3\x85");                          // Angstrom sign -> Å
+  CHECK(unicode::nfc("\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8") == "\xEA\xB0\x81");  // jamo -> 각
+  CHECK(unicode::nfd("\xEA\xB0\x81") == "\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8");
+  CHECK(unicode::nfc("\xE0\xAD\x87\xE0\xAC\xBE") == "\xE0\xAD\x8B");        // Oriya two-part vowel
+  CHECK(unicode::nfc("a\xCC\xB4\xCC\x81") == "\xC3\xA1\xCC\xB4");            // U+0334 (class 1) does not block
+  CHECK(unicode::nfc("  ") == "  ");
+  CHECK(unicode::nfc("") == "");
+}
+
+TEST_CASE("Llama 3 and Qwen2 split patterns by hand") {
+  auto split = [](tok::SplitRegex kind, const std::string& s) {
+    std::vector<std::pair<size_t, size_t>> r;
+    tok::regex_split(kind, s, r);
+    std::vector<std::string> out;
+    for (auto [a, b] : r) out.push_back(s.substr(a, b - a));
+    return out;
+  };
+  using V = std::vector<std::string>;
+  const auto l3 = tok::SplitRegex::llama3, qw = tok::SplitRegex::qwen2;
+  CHECK(split(l3, "Hello world") == V{"Hello", " world"});
+  CHECK(split(l3, "12345 x") == V{"123", "45", " x"});
+  CHECK(split(qw, "12345") == V{"1", "2", "3", "4", "5"});
+  CHECK(split(l3, "IT'S we'LL 'ſ") == V{"IT", "'S", " we", "'LL", " '", "\xC5\xBF"});  // (?i): also long s
+  CHECK(split(l3, "x \n\n y") == V{"x", " \n\n", " y"});   // \s*[\r\n]+ ends at the last line break
+  CHECK(split(l3, "a\r\n\tb") == V{"a", "\r\n", "\tb"});  // a tab (not CR/LF) leads a word
+  CHECK(split(l3, "ok!!\n\nnext") == V{"ok", "!!\n\n", "next"});
+  CHECK(split(l3, "a   b") == V{"a", "  ", " b"});
+  CHECK(split(l3, "\xE2\x80\x94word") == V{"\xE2\x80\x94word"});  // one punctuation character leads a word
+  tok::SplitRegex kind;
+  CHECK(!tok::known_split_regex("\\w+", &kind));
+  CHECK(split(l3, "") == V{});
+}
+
+TEST_CASE("added tokens take the library's ids, whatever ids the file writes") {
+  TempDir dir;
+  // The library ignores the ids in added_tokens: a token the model knows takes its id, a new one the
+  // vocabulary size (entries, not the largest id + 1), then one past the largest added id.
+  const Tokenizer t = Tokenizer::load(dir.write("tokenizer.json", R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2},
+      "merges": [["a", "b"]]}, "added_tokens": [{"id": 40, "content": "<x>", "special": true}, {"id": 7, "content": "b"},
+      {"id": 3, "content": "<y>"}]})"));
+  CHECK(t.token_to_id("<x>") == 3);
+  CHECK(t.token_to_id("b") == 1);
+  CHECK(t.token_to_id("<y>") == 4);
+  CHECK(t.vocab_size() == 5);
+  CHECK(t.encode("ab<x>b<y>", false) == std::vector<int32_t>{0, 1, 3, 1, 4});  // the added "b" splits "ab"
+  // A normalized added token is shown (id_to_token, decode) in its normalized form, as the library does;
+  // skip_special_tokens compares that form, so a special one whose form changes is kept.
+  const Tokenizer n = Tokenizer::load(dir.write("tokenizer.json", R"({"model": {"type": "BPE", "vocab": {"a": 0, "A": 1, "h": 2}, "merges": []},
+      "normalizer": {"type": "Replace", "pattern": {"String": "a"}, "content": "A"},
+      "added_tokens": [{"id": 3, "content": "ha", "normalized": true}, {"id": 4, "content": "[a]", "special": true, "normalized": true}]})"));
+  CHECK(n.encode("haha[a]", false) == std::vector<int32_t>{3, 3, 4});
+  CHECK(n.id_to_token(3) == "hA");
+  CHECK(n.decode({3, 4}, true) == "hA [A]");
 }
 
 TEST_CASE("bad tokenizer.json: one clear InputError naming the file and the cause") {
@@ -240,14 +312,22 @@ TEST_CASE("bad tokenizer.json: one clear InputError naming the file and the caus
       {with_model(R"({"type": "BPE", "vocab": {"a": 0}, "merges": [], "unk_token": "<unk>"})"), "unk_token '<unk>'"},
       {R"({"normalizer": {"type": "NFKC"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported normalizer type 'NFKC'"},
       {R"({"pre_tokenizer": {"type": "Whitespace"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported pre_tokenizer type 'Whitespace'"},
-      {R"({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split"}]}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported pre_tokenizer type 'Split'"},
+      {R"({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "\\w+"}, "behavior": "Isolated"}]}, "model": {"type": "BPE", "vocab": {"a": 0}}})",
+       "Split pre-tokenizer: unsupported Regex pattern \"\\\\w+\""},
+      {R"({"pre_tokenizer": {"type": "Split", "pattern": {"String": ""}, "behavior": "Isolated"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "String pattern is empty"},
+      {R"({"pre_tokenizer": {"type": "Split", "pattern": {"String": "x"}, "behavior": "Sideways"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unknown behavior 'Sideways'"},
+      {R"({"pre_tokenizer": {"type": "Punctuation"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported pre_tokenizer type 'Punctuation'"},
+      {R"({"normalizer": {"type": "NFKD"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported normalizer type 'NFKD'"},
+      {R"({"normalizer": {"type": "Lowercase"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported normalizer type 'Lowercase'"},
+      {R"({"normalizer": {"type": "Replace", "pattern": {"Regex": " +"}, "content": " "}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "Regex pattern is not supported"},
+      {R"({"normalizer": {"type": "Strip", "strip_left": true, "strip_right": true}, "added_tokens": [{"id": 1, "content": " "}], "model": {"type": "BPE", "vocab": {"a": 0}}})",
+       "added token \" \" is normalized to an empty string"},
       {R"({"decoder": {"type": "WordPiece"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported decoder type 'WordPiece'"},
       {R"({"decoder": {"type": "Replace", "pattern": {"Regex": "x"}, "content": ""}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "Regex pattern is not supported"},
       {R"({"post_processor": {"type": "BertProcessing"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported post_processor type 'BertProcessing'"},
       {R"({"post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}], "special_tokens": {}}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "'<s>' is not in special_tokens"},
       {R"({"post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}], "special_tokens": {"<s>": {"id": "<s>", "ids": [7], "tokens": ["<s>"]}}}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "id 7 is not a token"},
-      {R"({"added_tokens": [{"id": 0, "content": "<x>", "special": true}], "model": {"type": "BPE", "vocab": {"a": 0}}})", "id 0 is already 'a'"},
-      {R"({"added_tokens": [{"id": 5, "content": "<x>"}, {"id": 5, "content": "<y>"}], "model": {"type": "BPE", "vocab": {"a": 0}}})", "duplicate id 5"},
+      {R"({"added_tokens": [{"id": 9, "content": "<x>", "special": true}], "model": {"type": "BPE", "vocab": {"a": 0, "b": 2}}})", "gets id 2 (the library's rule), which is already 'b'"},
       {R"({"added_tokens": [{"id": -3, "content": "<x>"}], "model": {"type": "BPE", "vocab": {"a": 0}}})", "out of range"},
       {R"({"pre_tokenizer": {"type": "Metaspace", "replacement": "ab"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "must be one character"},
   };

@@ -2,7 +2,8 @@
 // backward at B x H x T x Dh, medians over --reps, with throughput in the FlashAttention convention
 // (forward 4·B·H·T²·Dh/2 FLOP for the causal half, backward 2.5 times that) and the allocator's peak.
 // On CUDA the fused kernels run (kernels/cuda/attention.cu); HAMU_ATTENTION=unfused selects the GEMM +
-// softmax path that materialises [B,H,T,T], so two runs compare them. The PyTorch peer is
+// softmax path that materialises [B,H,T,T], HAMU_ATTENTION=bf16 the tensor-core kernels in bfloat16
+// (kernels/cuda/attention_tc.cu), so runs compare them. The PyTorch peer is
 // bench/peer/attention_torch.py (scaled_dot_product_attention, same shape); scripts/gpu-check.sh runs all three.
 //
 // usage: bench_attention [--device cuda|cpu] [--batch B] [--heads H] [--kv-heads Hkv] [--tokens T] [--dim Dh]
@@ -20,6 +21,7 @@
 #include "engine/progress.h"
 #include "engine/rng.h"
 #include "kernels/kernels.h"
+#include "kernels/perf.h"
 
 using namespace hamu;
 
@@ -68,8 +70,15 @@ int main(int argc, char** argv) {
   const Device dev = cuda ? Device{Device::cuda, 0} : Device{};
   const char* env = std::getenv("HAMU_ATTENTION");
   const bool unfused = env && std::string(env) == "unfused";
-  const char* path = !cuda ? "cpu (gemm + softmax)" : (unfused || dh > kernels::kMaxFlashHeadDim) ? "cuda unfused (gemm + softmax)"
-                                                                                                   : "cuda fused";
+#ifdef HAMU_CUDA
+  const bool bf16 = cuda && kernels::perf_options().bf16_attention && kernels::flash_attention_bf16_supported(0);
+#else
+  const bool bf16 = false;
+#endif
+  const char* path = !cuda ? "cpu (gemm + softmax)"
+                     : (unfused || dh > kernels::kMaxFlashHeadDim) ? "cuda unfused (gemm + softmax)"
+                     : bf16 ? "cuda fused, bfloat16 tensor cores"
+                            : "cuda fused, float32";
   Rng rng(7);
   auto rnd = [&](Shape s) {
     std::vector<float> v(size_t(shape_numel(s)));

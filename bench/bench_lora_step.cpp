@@ -27,6 +27,7 @@
 #include "bench/bench_common.h"
 #include "engine/allocator.h"
 #include "engine/progress.h"
+#include "kernels/perf.h"
 #include "models/lm/lm.h"
 #include "models/lm/lora.h"
 #include "unlearn/gradients.h"
@@ -120,7 +121,12 @@ int main(int argc, char** argv) {
     spec.dropout = dropout ? 0.05 : 0.0;
     models::add_lora(*model, spec, 7);
     // bf16: each frozen weight is converted on the device as it arrives (the float32 base never sits there whole).
-    if (bf16) models::cast_frozen_linear_weights(*model, DType::bf16, dev);
+    if (bf16) {
+      models::cast_frozen_linear_weights(*model, DType::bf16, dev);
+      kernels::PerfOptions perf = kernels::perf_options();  // and attention in bf16, as the CLI does
+      perf.bf16_attention = true;
+      kernels::set_perf_options(perf);
+    }
     model->to(dev);
     model->train(true);
     const double build_s = now_s() - t_build;

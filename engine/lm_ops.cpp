@@ -9,6 +9,7 @@
 #include "engine/ops_internal.h"
 #include "engine/paired.h"
 #include "kernels/kernels.h"
+#include "kernels/perf.h"
 
 namespace hamu {
 namespace {
@@ -225,19 +226,22 @@ bool fused_attention_enabled() {
   return on;
 }
 
-// The fused CUDA path (kernels/cuda/attention.cu): saves y and the per-query log-sum-exp [B,H,T] instead of
-// the [B,H,T,T] probabilities.
+// The fused CUDA path (kernels/cuda/attention.cu, or attention_tc.cu in bfloat16 on the tensor cores when the
+// run opted into bfloat16: PerfOptions::bf16_attention): saves y and the per-query log-sum-exp [B,H,T] instead
+// of the [B,H,T,T] probabilities. The backward uses the same kernels as its forward whatever the switch says
+// by then.
 Tensor gqa_attention_fused(const Tensor& qc, const Tensor& kc, const Tensor& vc, const Tensor& mask, int64_t b,
                            int64_t h, int64_t hkv, int64_t t, int64_t dh, double scale) {
   const Device dev = qc.device();
+  const bool bf16 = kernels::perf_options().bf16_attention && kernels::flash_attention_bf16_supported(dev.index);
   Tensor y = empty_like(qc);
   Tensor lse = Tensor::empty({b, h, t}, DType::f32, dev);
   const int32_t* mp = mask.defined() ? mask.data<int32_t>() : nullptr;
   {
     const kernels::ProfScope prof("gqa_attention", dev.index);
-    kernels::flash_attention_forward(kernels::cuda_context(dev.index), b, h, hkv, t, dh, float(scale), mp,
-                                     qc.data<float>(), kc.data<float>(), vc.data<float>(), y.data<float>(),
-                                     lse.data<float>());
+    (bf16 ? kernels::flash_attention_bf16_forward : kernels::flash_attention_forward)(
+        kernels::cuda_context(dev.index), b, h, hkv, t, dh, float(scale), mp, qc.data<float>(), kc.data<float>(),
+        vc.data<float>(), y.data<float>(), lse.data<float>());
   }
   if (needs_grad({&qc, &kc, &vc})) {
     Tensor qd = qc.detach(), kd = kc.detach(), vd = vc.detach(), yd = y.detach();
@@ -246,11 +250,11 @@ Tensor gqa_attention_fused(const Tensor& qc, const Tensor& kc, const Tensor& vc,
       Tensor gq = empty_like(qd), gk = empty_like(kd), gv = empty_like(vd);
       Tensor dsum = Tensor::empty({b, h, t}, DType::f32, dev);
       const kernels::ProfScope prof("gqa_attention_backward", dev.index);
-      kernels::flash_attention_backward(kernels::cuda_context(dev.index), b, h, hkv, t, dh, float(scale),
-                                        mask.defined() ? mask.data<int32_t>() : nullptr, qd.data<float>(),
-                                        kd.data<float>(), vd.data<float>(), yd.data<float>(), lse.data<float>(),
-                                        gy.data<float>(), dsum.data<float>(), gq.data<float>(), gk.data<float>(),
-                                        gv.data<float>());
+      (bf16 ? kernels::flash_attention_bf16_backward : kernels::flash_attention_backward)(
+          kernels::cuda_context(dev.index), b, h, hkv, t, dh, float(scale),
+          mask.defined() ? mask.data<int32_t>() : nullptr, qd.data<float>(), kd.data<float>(), vd.data<float>(),
+          yd.data<float>(), lse.data<float>(), gy.data<float>(), dsum.data<float>(), gq.data<float>(),
+          gk.data<float>(), gv.data<float>());
       return std::vector<Tensor>{gq, gk, gv};
     });
   }

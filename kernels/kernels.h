@@ -481,6 +481,18 @@ void flash_attention_forward(const CudaCtx&, int64_t b, int64_t h, int64_t hkv, 
 void flash_attention_backward(const CudaCtx&, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh, float scale,
                               const int32_t* key_mask, const float* q, const float* k, const float* v, const float* y,
                               const float* lse, const float* gy, float* dsum, float* gq, float* gk, float* gv);
+// The same contract on the tensor cores in bfloat16 (kernels/cuda/attention_tc.cu): q, k, v, dY, the
+// probabilities and the score gradients are rounded to bfloat16 as they enter the matrix units; products
+// accumulate and the softmax runs in float32 (~1e-2 relative error against the float32 kernels). Compute
+// capability 8.0 or newer (flash_attention_bf16_supported).
+bool flash_attention_bf16_supported(int device);
+void flash_attention_bf16_forward(const CudaCtx&, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh,
+                                  float scale, const int32_t* key_mask, const float* q, const float* k,
+                                  const float* v, float* y, float* lse);
+void flash_attention_bf16_backward(const CudaCtx&, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh,
+                                   float scale, const int32_t* key_mask, const float* q, const float* k,
+                                   const float* v, const float* y, const float* lse, const float* gy, float* dsum,
+                                   float* gq, float* gk, float* gv);
 void token_cross_entropy_forward(const CudaCtx&, int64_t b, int64_t t, int64_t vocab, const float* logits,
                                  const int32_t* labels, int64_t shift, int32_t ignore_index, float* losses, float* lse);
 void token_cross_entropy_backward(const CudaCtx&, int64_t b, int64_t t, int64_t vocab, const float* logits,

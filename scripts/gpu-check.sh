@@ -390,6 +390,8 @@ for b in "${ORDERED[@]}"; do
     # Issue #10: the fused kernels above against the unfused GEMM + softmax path and PyTorch's SDPA.
     GPU_BENCHES+=(bench_attention_unfused)
     run_bench bench_attention_unfused 60 env HAMU_ATTENTION=unfused "$bin"
+    GPU_BENCHES+=(bench_attention_bf16)
+    run_bench bench_attention_bf16 60 env HAMU_ATTENTION=bf16 "$bin"
     if python3 -c "import torch" >/dev/null 2>&1; then
       GPU_BENCHES+=(peer_attention_torch)
       run_bench peer_attention_torch 60 python3 bench/peer/attention_torch.py
@@ -511,7 +513,7 @@ elif [ "$(left)" -lt 140 ]; then
 else
   t=$(($(left) - 110))
   [ $t -gt 60 ] && t=60
-  SAN_CASES='cuda: profile of a resnet20*,cuda: a CUDA-graph*,cuda: hamu_coefficients hits*,cuda: multi_sum_squares*,cuda: im2col*,cuda: max and average pooling,cuda: embedding*,cuda: ghost*,cuda: layernorm*,cuda: reduce_axis*,cuda: hamu_block_stats*'
+  SAN_CASES='cuda: profile of a resnet20*,cuda: a CUDA-graph*,cuda: hamu_coefficients hits*,cuda: multi_sum_squares*,cuda: im2col*,cuda: max and average pooling,cuda: embedding*,cuda: ghost*,cuda: layernorm*,cuda: reduce_axis*,cuda: hamu_block_stats*,cuda: bf16 tensor-core attention*'
   say "compute-sanitizer memcheck on a reduced set (timeout ${t}s) -> $SAN_LOG"
   timeout "$t" "$SAN" --tool memcheck --error-exitcode 99 --print-limit 20 "$BIN_TESTS" -tc="$SAN_CASES" \
     --order-by=file >"$SAN_LOG" 2>&1

@@ -9,6 +9,7 @@
 
 #include "engine/ops.h"
 #include "kernels/kernels.h"
+#include "kernels/perf.h"
 #include "tests/gradcheck.h"
 
 using namespace hamu;
@@ -222,19 +223,35 @@ TEST_CASE("cuda: lm ops match the CPU (forward and backward)") {
 #endif
 
 #ifdef HAMU_CUDA
-// The fused kernels (kernels/cuda/attention.cu) against the CPU's GEMM + softmax path: tiles of 32 rows
-// cut at odd lengths, head dimensions of each register width (<= 32, <= 64, <= 128, not multiples of 4),
-// grouped heads, left and right padding, a batch row that is all padding (every query sees no key: output
-// and gradients 0), and a gradient reaching y through every row.
-TEST_CASE("cuda: fused attention matches the CPU on long, padded and grouped shapes") {
+// The fused kernels (kernels/cuda/attention.cu, and attention_tc.cu in bfloat16) against the CPU's GEMM +
+// softmax path: tiles of 32 and 64 rows cut at odd lengths, head dimensions of each register width and
+// padded width (<= 32, <= 64, <= 128, not multiples of 4), grouped heads, left and right padding, a batch row
+// that is all padding (every query sees no key: output and gradients 0), and a gradient reaching y through
+// every row. The bfloat16 kernels are compared with the CPU on bf16-rounded q, k, v and dY, so what is left
+// is the rounding of P and dS inside them (~1e-2).
+namespace {
+void check_fused_attention(bool bf16, double tol_y, double tol_grad) {
   if (!lm_gpu_ready()) return;
+  if (bf16 && !kernels::flash_attention_bf16_supported(0)) {
+    std::printf("bf16 attention: skipped: the GPU has no bf16 tensor cores\n");
+    return;
+  }
+  struct Restore {  // the switch is process-wide: put it back even when a REQUIRE throws
+    kernels::PerfOptions saved = kernels::perf_options();
+    ~Restore() { kernels::set_perf_options(saved); }
+  } restore;
+  kernels::PerfOptions perf = restore.saved;
+  perf.bf16_attention = bf16;
+  kernels::set_perf_options(perf);
+  auto round = [bf16](const Tensor& x) { return bf16 ? f32(x).to(DType::bf16).to(DType::f32) : f32(x); };
   struct Case {
     int64_t b, h, hkv, t, dh;
     int pad;  // 0 none, 1 left/right padding, 2 one row all padding
   };
   for (const Case& c : {Case{1, 1, 1, 1, 8, 0}, Case{2, 4, 2, 77, 64, 1}, Case{1, 8, 1, 130, 128, 0},
                         Case{3, 2, 2, 33, 40, 1}, Case{2, 3, 3, 64, 20, 2}, Case{1, 6, 3, 95, 127, 1},
-                        Case{2, 2, 1, 31, 1, 0}}) {
+                        Case{2, 2, 1, 31, 1, 0}, Case{1, 4, 1, 200, 64, 1}}) {
+    CAPTURE(bf16);
     CAPTURE(c.t);
     CAPTURE(c.dh);
     std::vector<int32_t> m(size_t(c.b * c.t), 1);
@@ -248,18 +265,18 @@ TEST_CASE("cuda: fused attention matches the CPU on long, padded and grouped sha
                    random_tensor({c.b, c.hkv, c.t, c.dh})};
     Inputs hc, gc;
     for (const Tensor& x : host) {
-      hc.push_back(leaf(f32(x)));
+      hc.push_back(leaf(round(x)));
       gc.push_back(leaf(f32(x).to(kGpu)));
     }
     Tensor yc = gqa_attention(hc[0], hc[1], hc[2], mask);
     Tensor yg = gqa_attention(gc[0], gc[1], gc[2], mask.defined() ? mask.to(kGpu) : mask);
-    CHECK(rel(yg.to(Device{}), yc) < 1e-5);
+    CHECK(rel(yg.to(Device{}), yc) < tol_y);
     Tensor proj = random_tensor(yc.shape(), -1, 1, DType::f32);
-    sum(mul(yc, proj)).backward();
+    sum(mul(yc, round(proj))).backward();
     sum(mul(yg, proj.to(kGpu))).backward();
     for (size_t i = 0; i < hc.size(); ++i) {
       CAPTURE(i);
-      CHECK(rel(gc[i].grad().to(Device{}), hc[i].grad()) < 1e-5);
+      CHECK(rel(gc[i].grad().to(Device{}), hc[i].grad()) < tol_grad);
     }
     if (c.pad == 2) {  // the all-padding row: zero output and zero gradients
       const std::vector<float> y = yg.to(Device{}).to_vector<float>(), gq = gc[0].grad().to(Device{}).to_vector<float>();
@@ -270,5 +287,14 @@ TEST_CASE("cuda: fused attention matches the CPU on long, padded and grouped sha
       }
     }
   }
+}
+}  // namespace
+
+TEST_CASE("cuda: fused attention matches the CPU on long, padded and grouped shapes") {
+  check_fused_attention(false, 1e-5, 1e-5);
+}
+
+TEST_CASE("cuda: bf16 tensor-core attention matches the CPU on long, padded and grouped shapes") {
+  check_fused_attention(true, 1e-2, 3e-2);
 }
 #endif

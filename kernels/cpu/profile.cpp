@@ -28,12 +28,18 @@ bool env_flag(const char* name, bool fallback) {
   return v[0] == '1' || v[0] == 'y' || v[0] == 'Y' || v[0] == 't' || v[0] == 'T';
 }
 
+bool env_is(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v && std::strcmp(v, value) == 0;
+}
+
 struct Switches {
-  std::atomic<bool> tf32, deterministic, conv_find;
+  std::atomic<bool> tf32, deterministic, conv_find, bf16_attention;
   Switches()
       : tf32(env_flag("HAMU_TF32", false)),
         deterministic(env_flag("HAMU_DETERMINISTIC", false)),
-        conv_find(env_flag("HAMU_CUDNN_FIND", true)) {}
+        conv_find(env_flag("HAMU_CUDNN_FIND", true)),
+        bf16_attention(env_is("HAMU_ATTENTION", "bf16")) {}
 };
 Switches& switches() {
   static Switches s;
@@ -48,6 +54,7 @@ PerfOptions perf_options() {
   o.tf32 = s.tf32.load(std::memory_order_relaxed);
   o.deterministic = s.deterministic.load(std::memory_order_relaxed);
   o.conv_find = s.conv_find.load(std::memory_order_relaxed);
+  o.bf16_attention = s.bf16_attention.load(std::memory_order_relaxed);
   return o;
 }
 
@@ -56,6 +63,7 @@ void set_perf_options(const PerfOptions& o) {
   s.tf32.store(o.tf32);
   s.deterministic.store(o.deterministic);
   s.conv_find.store(o.conv_find);
+  s.bf16_attention.store(o.bf16_attention);
 }
 
 // ---- kinds -------------------------------------------------------------------------------------------

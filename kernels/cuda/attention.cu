@@ -311,6 +311,15 @@ dim3 grid_of(int64_t t, int64_t heads) { return dim3(unsigned(heads), unsigned((
 
 }  // namespace
 
+namespace cuda_detail {
+void flash_attention_rowdot(const CudaCtx& ctx, int64_t rows, int64_t dh, const float* gy, const float* y, float* out) {
+  const int per_block = 256;
+  const int64_t blocks = (rows * 32 + per_block - 1) / per_block;
+  flash_rowdot_kernel<<<unsigned(blocks), per_block, 0, stream_of(ctx)>>>(rows, int(dh), gy, y, out);
+  launch_check(ctx, "flash attention backward (dY.Y)");
+}
+}  // namespace cuda_detail
+
 void flash_attention_forward(const CudaCtx& ctx, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh, float scale,
                              const int32_t* key_mask, const float* q, const float* k, const float* v, float* y,
                              float* lse) {
@@ -330,11 +339,7 @@ void flash_attention_backward(const CudaCtx& ctx, int64_t b, int64_t h, int64_t 
   check_shape("flash_attention_backward", b, h, hkv, t, dh);
   if (b == 0 || t == 0) return;
   use_device(ctx);
-  const int64_t rows = b * h * t;
-  const int per_block = 256;
-  const int64_t blocks = (rows * 32 + per_block - 1) / per_block;
-  flash_rowdot_kernel<<<unsigned(blocks), per_block, 0, stream_of(ctx)>>>(rows, int(dh), gy, y, dsum);
-  launch_check(ctx, "flash_attention_backward (dY.Y)");
+  flash_attention_rowdot(ctx, b * h * t, dh, gy, y, dsum);
   with_dpt(dh, [&](auto dpt) {
     constexpr int D = decltype(dpt)::value;
     flash_backward_dq_kernel<D><<<grid_of(t, b * h), kFlashThreads, 0, stream_of(ctx)>>>(

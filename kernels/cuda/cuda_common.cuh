@@ -78,6 +78,7 @@ struct DeviceInfo {
   int sm_count = 1;
   int max_threads_per_sm = 2048;
   size_t smem_optin = 48 * 1024;
+  int cc_major = 0;  // compute capability (8 and up: bf16 tensor cores)
   std::string name;
 };
 
@@ -85,6 +86,9 @@ const DeviceInfo& device_info(int device);
 // Locks the device's scratch and makes sure the multi-tensor part can serve `count` tensors.
 Scratch& scratch(int device);
 void ensure_mt_scratch(const CudaCtx& ctx, int count);
+
+// D[row] = dY[row] . Y[row] over rows of length dh (attention.cu; the backward of both fused attentions).
+void flash_attention_rowdot(const CudaCtx& ctx, int64_t rows, int64_t dh, const float* gy, const float* y, float* out);
 
 // Multi-tensor chunking (reduce_mt.cu): a chunk is >= kMtMinChunk elements, and the chunk size grows with
 // the total so that there are at most kMtMaxChunks full chunks (plus one partial chunk per tensor).

@@ -91,6 +91,7 @@ const DeviceInfo& device_info(int device) {
     s.info.sm_count = p.multiProcessorCount > 0 ? p.multiProcessorCount : 1;
     s.info.max_threads_per_sm = p.maxThreadsPerMultiProcessor > 0 ? p.maxThreadsPerMultiProcessor : 2048;
     s.info.smem_optin = p.sharedMemPerBlockOptin;
+    s.info.cc_major = p.major;
     s.info.name = p.name;
   });
   return s.info;

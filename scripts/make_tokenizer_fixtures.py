@@ -252,7 +252,8 @@ TEMPLATES = {
     "llama2-chat": lambda q: f"[INST] {q} [/INST] ",
     "chatml": lambda q: f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n",
 }
-EOS = {"gpt2-bpe": "<|endoftext|>", "llama-bpe": "</s>", "llama-metaspace": "</s>"}
+EOS = {"gpt2-bpe": "<|endoftext|>", "llama-bpe": "</s>", "llama-metaspace": "</s>", "llama3-bpe": "<|end_of_text|>",
+       "qwen2-bpe": "<|endoftext|>", "mixed-bpe": "<|endoftext|>"}
 
 
 def template_rows(toks):

@@ -689,25 +689,43 @@ void parse_decoder(const Json& j, std::vector<DecStep>& out) {
   out.push_back(s);
 }
 
-void parse_post_processor(const Json& j, Tokenizer::Impl& m) {
+// The id of a RobertaProcessing/BertProcessing "cls" or "sep" entry: ["token", id].
+int32_t processor_token(const Json& j, const char* key, const char* what) {
+  const Json& e = j.at(key);
+  if (!e.is_array() || e.size() != 2 || !e.at(size_t(0)).is_string() || !e.at(size_t(1)).is_integer())
+    throw InputError(std::string(what) + ": '" + key + "' must be [\"token\", id]");
+  const int64_t v = e.at(size_t(1)).as_int();
+  if (v < 0 || v >= kMaxVocab) throw InputError(std::string(what) + ": id " + std::to_string(v) + " out of range");
+  return int32_t(v);
+}
+
+// Post-processors that add tokens wrap what the ones before them produced. `after_template` tells
+// that a TemplateProcessing came before: the library then panics (a second template) or splits the
+// template's output into separate sequences (RobertaProcessing), so that is refused.
+void parse_post_processor(const Json& j, Tokenizer::Impl& m, bool* after_template) {
   const std::string type = type_of(j, "post_processor");
   if (type == "Sequence") {
-    for (const Json& p : j.at("processors").as_array()) parse_post_processor(p, m);
-  } else if (type == "ByteLevel") {
-    // Only trims offsets; the ids are unchanged.
+    for (const Json& p : j.at("processors").as_array()) parse_post_processor(p, m, after_template);
+    return;
+  }
+  if (type == "ByteLevel") return;  // only trims offsets; the ids are unchanged
+  std::vector<int32_t> prefix, suffix;
+  if (type == "RobertaProcessing" || type == "BertProcessing") {
+    prefix.push_back(processor_token(j, "cls", type.c_str()));
+    suffix.push_back(processor_token(j, "sep", type.c_str()));
   } else if (type == "TemplateProcessing") {
     const Json& specials = j.at("special_tokens");
     if (!specials.is_object()) throw InputError("TemplateProcessing: special_tokens must be an object");
     const Json& single = j.at("single");
     if (!single.is_array()) throw InputError("TemplateProcessing: 'single' must be a list of pieces");
-    std::vector<int32_t>* side = &m.prefix;
+    std::vector<int32_t>* side = &prefix;
     int sequences = 0;
     for (const Json& item : single.as_array()) {
       if (item.is_object() && item.contains("Sequence")) {
         const std::string id = item.at("Sequence").get_or("id", "A");
         if (id != "A") throw InputError("TemplateProcessing: single template uses sequence '" + id + "'");
         if (++sequences > 1) throw InputError("TemplateProcessing: single template holds $A twice");
-        side = &m.suffix;
+        side = &suffix;
       } else if (item.is_object() && item.contains("SpecialToken")) {
         const std::string name = item.at("SpecialToken").at("id").as_string();
         const Json* def = specials.find(name);
@@ -725,6 +743,11 @@ void parse_post_processor(const Json& j, Tokenizer::Impl& m) {
   } else {
     unsupported("post_processor", type);
   }
+  if (*after_template)
+    throw InputError("post_processor: " + type + " after a TemplateProcessing in one Sequence is not supported (the tokenizers library panics or splits the template's output)");
+  *after_template = type == "TemplateProcessing";
+  m.prefix.insert(m.prefix.begin(), prefix.begin(), prefix.end());
+  m.suffix.insert(m.suffix.end(), suffix.begin(), suffix.end());
 }
 
 void parse_bpe(const Json& j, BpeModel& bpe) {
@@ -951,7 +974,8 @@ Tokenizer Tokenizer::build(std::string_view text, const std::string& source, con
     const Json* pre = j.find("pre_tokenizer");
     if (pre && !pre->is_null()) parse_pre_tokenizer(*pre, m.pre);
     const Json* post = j.find("post_processor");
-    if (post && !post->is_null()) parse_post_processor(*post, m);
+    bool after_template = false;
+    if (post && !post->is_null()) parse_post_processor(*post, m, &after_template);
     const Json* dec = j.find("decoder");
     if (dec && !dec->is_null()) {
       parse_decoder(*dec, m.decoder);

@@ -35,7 +35,8 @@ struct AddedToken {
 //                Metaspace (replacement, prepend_scheme always/first/never or add_prefix_space, split),
 //                Split (a String pattern, or the GPT-2, Llama 3 or Qwen2 Regex; every behavior,
 //                invert), Digits (individual_digits)
-//   post_processor null, Sequence, ByteLevel (ids unchanged), TemplateProcessing (single template)
+//   post_processor null, Sequence, ByteLevel (ids unchanged), TemplateProcessing (single template),
+//                RobertaProcessing, BertProcessing (nested in a Sequence; none after a template)
 //   decoder      null, Sequence, ByteLevel, Metaspace, Replace (string), ByteFallback, Fuse, Strip
 // Refused, among others: the WordPiece and Unigram models, NFKC/NFKD/Lowercase/BertNormalizer and
 // Regex Replace normalizers, Whitespace/Punctuation/BertPreTokenizer pre-tokenizers, any other Split

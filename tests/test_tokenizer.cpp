@@ -255,6 +255,20 @@ TEST_CASE("Llama 3 and Qwen2 split patterns by hand") {
   CHECK(split(l3, "") == V{});
 }
 
+TEST_CASE("RobertaProcessing, BertProcessing and TemplateProcessing nest as the library applies them") {
+  TempDir dir;
+  // Each processor of a Sequence wraps what the ones before it produced (ids from the library).
+  const Tokenizer t = Tokenizer::load(dir.write("tokenizer.json", R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "<s>": 3, "</s>": 4, "<unk>": 5},
+      "merges": [["a", "b"]]}, "post_processor": {"type": "Sequence", "processors": [
+      {"type": "RobertaProcessing", "sep": ["</s>", 4], "cls": ["<s>", 3], "trim_offsets": true, "add_prefix_space": true},
+      {"type": "BertProcessing", "sep": ["<unk>", 5], "cls": ["<unk>", 5]},
+      {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "</s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+       "pair": [{"Sequence": {"id": "A", "type_id": 0}}], "special_tokens": {"</s>": {"id": "</s>", "ids": [4], "tokens": ["</s>"]}}}]}})"));
+  CHECK(t.encode("abba") == std::vector<int32_t>{4, 5, 3, 2, 1, 0, 4, 5});
+  CHECK(t.encode("abba", false) == std::vector<int32_t>{2, 1, 0});
+  CHECK(t.prefix_ids() == std::vector<int32_t>{4, 5, 3});
+}
+
 TEST_CASE("added tokens take the library's ids, whatever ids the file writes") {
   TempDir dir;
   // The library ignores the ids in added_tokens: a token the model knows takes its id, a new one the
@@ -324,7 +338,11 @@ TEST_CASE("bad tokenizer.json: one clear InputError naming the file and the caus
        "added token \" \" is normalized to an empty string"},
       {R"({"decoder": {"type": "WordPiece"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported decoder type 'WordPiece'"},
       {R"({"decoder": {"type": "Replace", "pattern": {"Regex": "x"}, "content": ""}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "Regex pattern is not supported"},
-      {R"({"post_processor": {"type": "BertProcessing"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported post_processor type 'BertProcessing'"},
+      {R"({"post_processor": {"type": "RobertaProcessing", "sep": ["</s>", 2]}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "missing key 'cls'"},
+      {R"({"post_processor": {"type": "BertProcessing", "sep": ["</s>"], "cls": ["<s>", 0]}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "'sep' must be [\"token\", id]"},
+      {R"({"post_processor": {"type": "Sequence", "processors": [{"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A"}}], "special_tokens": {}},
+          {"type": "RobertaProcessing", "sep": ["a", 0], "cls": ["a", 0]}]}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "RobertaProcessing after a TemplateProcessing"},
+      {R"({"post_processor": {"type": "ByteLevel"}, "decoder": {"type": "CTC"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported decoder type 'CTC'"},
       {R"({"post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}], "special_tokens": {}}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "'<s>' is not in special_tokens"},
       {R"({"post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}], "special_tokens": {"<s>": {"id": "<s>", "ids": [7], "tokens": ["<s>"]}}}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "id 7 is not a token"},
       {R"({"added_tokens": [{"id": 9, "content": "<x>", "special": true}], "model": {"type": "BPE", "vocab": {"a": 0, "b": 2}}})", "gets id 2 (the library's rule), which is already 'b'"},

@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-# scripts/make_lm_fixtures.py: tiny random GPT-2 / Llama / Mistral models in Hugging Face format and what
-# transformers computes with them (logits with and without a padding mask, per-token losses with -100
-# labels, gradients of the mean loss), written to tests/fixtures/lm/ for tests/test_lm_models.cpp.
+# scripts/make_lm_fixtures.py: tiny random GPT-2 / Llama / Mistral / Qwen2 models in Hugging Face format and
+# what transformers computes with them (logits with and without a padding mask, per-token losses with -100
+# labels, gradients of the mean loss), written to tests/fixtures/lm/ for tests/test_lm_models.cpp. The
+# variants (VARIANTS: untied GPT-2 with exact GELU / ReLU, scale_attn_by_inverse_layer_idx and scale_attn_weights
+# false, Llama with biases and llama3 / linear rotary scaling, Qwen2 with q/k/v biases) each draw from their own
+# seeded generator.
 #
 #   python3 scripts/make_lm_fixtures.py                 # (re)write the fixtures
+#   python3 scripts/make_lm_fixtures.py --only NAME...  # (re)write only these
 #   python3 scripts/make_lm_fixtures.py --check DIR...  # load directories hamu saved with transformers and
 #                                                       # compare their logits with the fixtures
 # Needs torch, transformers and safetensors from PyPI; never needed to build, test or run hamu.
@@ -16,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file, load_file
 from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
-                          MistralConfig, MistralForCausalLM)
+                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "lm")
 B, T = 2, 10
@@ -62,6 +66,42 @@ def models():
     }
 
 
+# Configurations beyond the plain ones: name -> (seed, builder, parameters whose gradients are recorded).
+VARIANTS = {
+    # Untied lm_head, exact-erf GELU, attention scores divided by the layer number, n_inner set.
+    "gpt2_untied": (11, lambda: GPT2LMHeadModel(GPT2Config(
+        vocab_size=64, n_positions=16, n_embd=24, n_layer=2, n_head=3, n_inner=40, activation_function="gelu",
+        scale_attn_by_inverse_layer_idx=True, tie_word_embeddings=False, resid_pdrop=0.0, embd_pdrop=0.0,
+        attn_pdrop=0.0, bos_token_id=0, eos_token_id=1)),
+        ["lm_head.weight", "transformer.wte.weight", "transformer.h.1.attn.c_attn.weight", "transformer.h.0.mlp.c_fc.bias"]),
+    "gpt2_relu": (12, lambda: GPT2LMHeadModel(GPT2Config(
+        vocab_size=48, n_positions=12, n_embd=16, n_layer=1, n_head=2, activation_function="relu", scale_attn_weights=False,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=1)),
+        ["transformer.h.0.mlp.c_fc.weight", "transformer.h.0.mlp.c_proj.weight"]),
+    # attention_bias and mlp_bias, explicit head_dim, llama3 rotary scaling whose band (original context 32)
+    # leaves one frequency as is, interpolates one and divides the rest by the factor.
+    "llama_scaled": (13, lambda: LlamaForCausalLM(LlamaConfig(
+        vocab_size=56, hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=12, attention_bias=True, mlp_bias=True, rms_norm_eps=1e-5,
+        max_position_embeddings=64, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 32}, rope_theta=10000.0)),
+        ["model.layers.0.self_attn.q_proj.bias", "model.layers.1.self_attn.o_proj.bias", "model.layers.0.mlp.up_proj.bias",
+         "model.layers.1.self_attn.k_proj.weight"]),
+    "llama_linear": (14, lambda: LlamaForCausalLM(LlamaConfig(
+        vocab_size=48, hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, rope_theta=100.0, rope_scaling={"rope_type": "linear", "factor": 2.5},
+        max_position_embeddings=32, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)),
+        ["model.layers.0.self_attn.q_proj.weight", "model.embed_tokens.weight"]),
+    # Qwen2: q/k/v biases (o_proj none), tied, one key/value head.
+    "qwen2": (15, lambda: Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, max_position_embeddings=64, tie_word_embeddings=True, rope_theta=20000.0,
+        bos_token_id=1, eos_token_id=2)),
+        ["model.layers.0.self_attn.q_proj.bias", "model.layers.1.self_attn.v_proj.bias", "model.embed_tokens.weight"]),
+}
+
+
 def inputs(vocab, gen):
     ids = torch.randint(0, vocab, (B, T), generator=gen)
     mask = torch.ones(B, T, dtype=torch.long)
@@ -92,20 +132,34 @@ def expected(model, params, ids, mask, labels):
     return res
 
 
-def write():
+def save(name, model, params, save_kw, gen):
+    perturb(model, gen)
+    d = os.path.join(OUT, name)
+    model.save_pretrained(d, safe_serialization=True, **save_kw)
+    for extra in ("generation_config.json",):
+        if os.path.exists(os.path.join(d, extra)):
+            os.remove(os.path.join(d, extra))
+    ids, mask, labels = inputs(model.config.vocab_size, gen)
+    save_file(expected(model, params, ids, mask, labels), os.path.join(OUT, name + "_expected.safetensors"))
+    print(name, "->", sorted(os.listdir(d)))
+
+
+def write(only):
     os.makedirs(OUT, exist_ok=True)
     gen = torch.Generator().manual_seed(20261126)
     torch.manual_seed(20261126)
     for name, (model, params, save_kw) in models().items():
-        perturb(model, gen)
-        d = os.path.join(OUT, name)
-        model.save_pretrained(d, safe_serialization=True, **save_kw)
-        for extra in ("generation_config.json",):
-            if os.path.exists(os.path.join(d, extra)):
-                os.remove(os.path.join(d, extra))
-        ids, mask, labels = inputs(model.config.vocab_size, gen)
-        save_file(expected(model, params, ids, mask, labels), os.path.join(OUT, name + "_expected.safetensors"))
-        print(name, "->", sorted(os.listdir(d)))
+        # The generator runs through every plain model, so the ones not rewritten still draw.
+        if only and name not in only:
+            perturb(model, gen)
+            inputs(model.config.vocab_size, gen)
+            continue
+        save(name, model, params, save_kw, gen)
+    for name, (seed, build, params) in VARIANTS.items():
+        if only and name not in only:
+            continue
+        torch.manual_seed(seed)
+        save(name, build(), params, {}, torch.Generator().manual_seed(20261126 + seed))
     total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(OUT) for f in fs)
     print(f"fixtures: {total / 1024:.0f} KiB in {OUT}")
 
@@ -114,7 +168,8 @@ def check(dirs):
     # Each DIR was saved by hamu from fixture NAME (the directory's basename starts with it).
     ok = True
     for d in dirs:
-        name = next(n for n in ("llama_gqa", "llama_tied", "gpt2", "mistral") if os.path.basename(d.rstrip("/")).startswith(n))
+        base = os.path.basename(d.rstrip("/"))
+        name = max((n for n in ("llama_gqa", "llama_tied", "gpt2", "mistral", *VARIANTS) if base.startswith(n)), key=len)
         exp = load_file(os.path.join(OUT, name + "_expected.safetensors"))
         model = AutoModelForCausalLM.from_pretrained(d)
         model.eval()
@@ -129,8 +184,9 @@ def check(dirs):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", nargs="*")
+    ap.add_argument("--only", nargs="*")
     a = ap.parse_args()
     if a.check:
         check(a.check)
     else:
-        write()
+        write(set(a.only or []))

@@ -2,13 +2,16 @@
 # scripts/make_lora_fixtures.py: PEFT LoRA adapters on the tiny GPT-2 and Llama fixtures of tests/fixtures/lm/
 # and what peft computes with them, written to tests/fixtures/lora/ for tests/test_lora.cpp:
 #   tests/fixtures/lora/NAME/                 adapter_config.json + adapter_model.safetensors (peft's save_pretrained;
-#                                             r 4, alpha 8, dropout 0, random non-zero A and B)
+#                                             r 4, alpha 8, dropout 0, random non-zero A and B). llama_gqa_head:
+#                                             q_proj and lm_head on llama_gqa, so peft also saves lm_head's base
+#                                             weight (lm_head.base_layer.weight, save_embedding_layers)
 #   tests/fixtures/lora/NAME_expected.safetensors
 #       logits, logits_masked [B,T,V]; token_losses [B,T-1]; loss; grad.<adapter tensor name> (gradient of the mean
 #       loss w.r.t. every lora_A / lora_B, named as in adapter_model.safetensors); ids, mask, labels (the batch of
 #       tests/fixtures/lm/NAME_expected.safetensors)
 #
 #   python3 scripts/make_lora_fixtures.py                 # (re)write the fixtures
+#   python3 scripts/make_lora_fixtures.py --only NAME...  # (re)write only these
 #   python3 scripts/make_lora_fixtures.py --check DIR...  # load adapter directories hamu saved (DIR's basename starts
 #                                                         # with the fixture name) into peft on the fixture base model
 #                                                         # and compare peft's logits with DIR/hamu_logits.safetensors
@@ -30,7 +33,13 @@ OUT = os.path.join(HERE, "..", "tests", "fixtures", "lora")
 TARGETS = {
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "llama_gqa": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "llama_gqa_head": ["q_proj", "lm_head"],
 }
+
+
+def base_of(name):
+    # The fixture of tests/fixtures/lm/ an adapter sits on: the longest fixture name NAME starts with.
+    return "llama_gqa" if name.startswith("llama_gqa") else name
 
 
 def saved_name(param_name):
@@ -62,11 +71,15 @@ def expected(model, batch):
     return res
 
 
-def write():
+def write(only):
     os.makedirs(OUT, exist_ok=True)
     gen = torch.Generator().manual_seed(20261129)
     for name, targets in TARGETS.items():
-        base = AutoModelForCausalLM.from_pretrained(os.path.join(LM, name))
+        if only and name not in only:
+            continue
+        if name == "llama_gqa_head":  # its own stream: the fixtures before it keep theirs
+            gen = torch.Generator().manual_seed(20261130)
+        base = AutoModelForCausalLM.from_pretrained(os.path.join(LM, base_of(name)))
         cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM",
                          fan_in_fan_out=name == "gpt2")
         model = get_peft_model(base, cfg)
@@ -84,10 +97,10 @@ def write():
         cfg_path = os.path.join(d, "adapter_config.json")
         with open(cfg_path) as f:
             c = json.load(f)
-        c["base_model_name_or_path"] = "tests/fixtures/lm/" + name
+        c["base_model_name_or_path"] = "tests/fixtures/lm/" + base_of(name)
         with open(cfg_path, "w") as f:
             json.dump(c, f, indent=2, sort_keys=True)
-        batch = load_file(os.path.join(LM, name + "_expected.safetensors"))
+        batch = load_file(os.path.join(LM, base_of(name) + "_expected.safetensors"))
         save_file(expected(model, batch), os.path.join(OUT, name + "_expected.safetensors"))
         print(name, "->", sorted(os.listdir(d)))
     total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(OUT) for f in fs)
@@ -97,7 +110,7 @@ def write():
 def check(dirs):
     ok = True
     for d in dirs:
-        name = next(n for n in TARGETS if os.path.basename(d.rstrip("/")).startswith(n))
+        name = base_of(next(n for n in TARGETS if os.path.basename(d.rstrip("/")).startswith(n)))
         base = AutoModelForCausalLM.from_pretrained(os.path.join(LM, name))
         model = PeftModel.from_pretrained(base, d)
         model.eval()
@@ -119,8 +132,9 @@ def check(dirs):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--check", nargs="*")
+    ap.add_argument("--only", nargs="*")
     a = ap.parse_args()
     if a.check:
         check(a.check)
     else:
-        write()
+        write(set(a.only or []))

@@ -276,6 +276,14 @@ expect_bad eval-lm-image-data  "--data"              "${E[@]}" --data "$D" --jso
 expect_bad eval-lm-missing-qa  "nowhere.jsonl"       "${E[@]}" --data qa:nowhere.jsonl --json out/e.json
 expect_bad eval-lm-template    "--template: unknown"    "${E[@]}" --data "qa:$QA" --template alpaca --json out/e.json
 expect_bad eval-lm-no-tokenizer "tokenizer.json"     eval --threads 1 --model lm_notok --data "qa:$QA" --json out/e.json
+# Hugging Face configs with what hamu does not implement: refused at load, naming the key.
+mkdir -p lm_yarn lm_silu
+cp "$LM_FIX/lm_text/llama/model.safetensors" "$LM_FIX/lm_text/llama/tokenizer.json" lm_yarn/
+sed 's#"rope_type": "default"#"rope_type": "yarn", "factor": 2.0#' "$LM_FIX/lm_text/llama/config.json" > lm_yarn/config.json
+cp "$LM/model.safetensors" "$LM/tokenizer.json" lm_silu/
+sed 's#"activation_function": "gelu_new"#"activation_function": "silu"#' "$LM/config.json" > lm_silu/config.json
+expect_bad eval-lm-rope-yarn   "rope_parameters.rope_type 'yarn' is not supported" eval --threads 1 --model lm_yarn --data "qa:$QA" --json out/e.json
+expect_bad gen-lm-activation   "activation_function 'silu' is not supported" "${G[@]}" --model lm_silu --prompt hi --json out/g.json
 
 rm -rf out && mkdir out
 if "$HAMU" generate --threads 1 --model "$LM_FIX/lm_text/llama" --prompts "$QA" --max-new-tokens 8 --json out/g.json \
@@ -372,6 +380,8 @@ mkdir -p lora_nobase lora_shape
 cp lora_g/adapter_model.safetensors lora_nobase/ && cp lora_g/adapter_model.safetensors lora_shape/
 sed 's#"base_model_name_or_path": ".*"#"base_model_name_or_path": "nowhere/gpt2"#' lora_g/adapter_config.json > lora_nobase/adapter_config.json
 sed 's#"r": 4#"r": 8#' lora_g/adapter_config.json > lora_shape/adapter_config.json
+mkdir -p lora_dora && cp lora_g/adapter_model.safetensors lora_dora/
+sed 's#"use_dora": false#"use_dora": true#' lora_g/adapter_config.json > lora_dora/adapter_config.json
 LB=(train --threads 1 --data "qa:$QA" --model "$LT/gpt2" --out out/a)
 expect_bad lora-zero-rank      "--lora: r must"        "${LB[@]}" --lora r=0
 expect_bad lora-unknown-field  "unknown field 'foo'"   "${LB[@]}" --lora r=4,foo=1
@@ -383,6 +393,7 @@ expect_bad lora-base-missing   "nowhere/gpt2"          eval --threads 1 --model 
 expect_bad lora-unlearn-nobase "nowhere/gpt2"          unlearn --threads 1 --model lora_nobase --method ga --out out/u
 expect_bad lora-other-arch     "down_proj"             eval --threads 1 --model "$LT/gpt2" --lora lora_l --data "qa:$QA" --json out/e.json
 expect_bad lora-shape          "another base model"    eval --threads 1 --model "$LT/gpt2" --lora lora_shape --data "qa:$QA" --json out/e.json
+expect_bad lora-dora           "\"use_dora\" = true is not supported" eval --threads 1 --model "$LT/gpt2" --lora lora_dora --data "qa:$QA" --json out/e.json
 expect_bad lora-not-adapter    "adapter_config.json"   eval --threads 1 --model "$LT/gpt2" --lora "$LT/llama" --data "qa:$QA" --json out/e.json
 expect_bad lora-spec-on-eval   "not an adapter"        eval --threads 1 --model "$LT/gpt2" --lora r=8 --data "qa:$QA" --json out/e.json
 expect_bad lora-image-train    "LoRA adapts language"  train --data "$D" --model mlp --lora r=8 "${TRAIN[@]}" --out out/t.safetensors

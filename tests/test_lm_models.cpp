@@ -143,6 +143,105 @@ TEST_CASE("lm fixtures: gpt2 (tied, Conv1D layout) matches transformers") { chec
 TEST_CASE("lm fixtures: llama with GQA, rope_theta 50000, untied, sharded") { check_against_fixture("llama_gqa"); }
 TEST_CASE("lm fixtures: llama tied, explicit head_dim, one kv head") { check_against_fixture("llama_tied"); }
 TEST_CASE("lm fixtures: mistral-style config") { check_against_fixture("mistral"); }
+// Configurations that were refused before (tie_word_embeddings false, activation_function gelu / relu,
+// scale_attn_by_inverse_layer_idx, scale_attn_weights false, attention_bias, mlp_bias, rope_scaling llama3 /
+// linear, Qwen2ForCausalLM).
+TEST_CASE("lm fixtures: gpt2 untied lm_head, exact gelu, scale_attn_by_inverse_layer_idx, n_inner") {
+  check_against_fixture("gpt2_untied");
+}
+TEST_CASE("lm fixtures: gpt2 with relu and scale_attn_weights false") { check_against_fixture("gpt2_relu"); }
+TEST_CASE("lm fixtures: llama with attention and mlp biases, explicit head_dim, llama3 rope scaling") {
+  check_against_fixture("llama_scaled");
+}
+TEST_CASE("lm fixtures: llama tied with linear rope scaling") { check_against_fixture("llama_linear"); }
+TEST_CASE("lm fixtures: qwen2 (q/k/v biases, tied, one kv head)") { check_against_fixture("qwen2"); }
+
+TEST_CASE("lm configs: rotary scaling, biases and activations parsed; what is not implemented refused by key") {
+  auto contains = [](const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; };
+  const Json base = load_json(fixture("llama_gqa") + "/config.json");
+  auto parse = [&](const std::function<void(Json&)>& edit) {
+    Json j = base;
+    edit(j);
+    return LmConfig::from_hf_json(j, "cfg.json");
+  };
+  auto refusal = [&](const std::function<void(Json&)>& edit) { return error_of([&] { parse(edit); }); };
+  // Older files: rope_scaling with "type" beside a top-level rope_theta.
+  const LmConfig lin = parse([](Json& j) {
+    j.erase("rope_parameters");
+    j.set("rope_theta", 100.0).set("rope_scaling", Json::object({{"type", "linear"}, {"factor", 4.0}}));
+  });
+  CHECK(lin.rope_type == "linear");
+  CHECK(lin.rope_factor == 4.0);
+  const std::vector<double> plain = parse([](Json& j) { j.erase("rope_parameters"); j.set("rope_theta", 100.0); }).rope_inv_freq(false);
+  const std::vector<double> scaled = lin.rope_inv_freq(false);
+  REQUIRE(scaled.size() == 4);
+  for (size_t i = 0; i < 4; ++i) CHECK(scaled[i] == doctest::Approx(plain[i] / 4.0).epsilon(1e-15));
+  // llama3: the original context comes from the nested field, else a top-level one wins, else max_position_embeddings.
+  Json l3 = Json::object({{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                          {"rope_theta", 10000.0}});
+  CHECK(parse([&](Json& j) { j.set("rope_parameters", l3); }).rope_original_max_positions == 64);
+  l3.set("original_max_position_embeddings", 16);
+  CHECK(parse([&](Json& j) { j.set("rope_parameters", l3); }).rope_original_max_positions == 16);
+  CHECK(parse([&](Json& j) { j.set("rope_parameters", l3).set("original_max_position_embeddings", 32); }).rope_original_max_positions == 32);
+  CHECK(parse([](Json& j) { j.set("attention_bias", true); }).o_bias);
+  CHECK(parse([](Json& j) { j.set("mlp_bias", true); }).mlp_bias);
+  // Mistral's transformers class has no biases, whatever the config says; Qwen2 always has q/k/v biases, and
+  // its sliding_window applies only with use_sliding_window.
+  const LmConfig mis = parse([](Json& j) {
+    j.set("architectures", Json::array({"MistralForCausalLM"})).set("model_type", "mistral").set("attention_bias", true);
+  });
+  CHECK_FALSE(mis.qkv_bias);
+  const LmConfig qw = parse([](Json& j) {
+    j.set("architectures", Json::array({"Qwen2ForCausalLM"})).set("model_type", "qwen2").set("sliding_window", 8);
+  });
+  CHECK((qw.qkv_bias && !qw.o_bias && qw.sliding_window == 0));
+  CHECK(parse([](Json& j) {
+          j.set("architectures", Json::array({"Qwen2ForCausalLM"})).set("model_type", "qwen2").set("sliding_window", 8);
+          j.set("use_sliding_window", true);
+        }).sliding_window == 8);
+  CHECK_MESSAGE(contains(refusal([](Json& j) { j.set("rope_parameters", Json::object({{"rope_type", "yarn"}, {"factor", 2.0}})); }),
+                         "cfg.json: rope_parameters.rope_type 'yarn' is not supported"), "yarn");
+  CHECK(contains(refusal([](Json& j) { j.set("rope_parameters", Json::object({{"rope_type", "linear"}})); }),
+                 "missing field 'rope_parameters.factor'"));
+  CHECK(contains(refusal([](Json& j) {
+                   j.set("rope_parameters", Json::object({{"rope_type", "llama3"}, {"factor", 8.0}, {"high_freq_factor", 4.0}}));
+                 }),
+                 "missing field 'rope_parameters.low_freq_factor'"));
+  CHECK(contains(refusal([](Json& j) {
+                   j.set("rope_parameters", Json::object({{"rope_type", "linear"}, {"factor", 2.0}, {"partial_rotary_factor", 0.5}}));
+                 }),
+                 "rope_parameters.partial_rotary_factor 0.500000 is not supported with rope_type 'linear'"));
+  CHECK(contains(refusal([](Json& j) { j.set("hidden_act", "gelu"); }), "hidden_act 'gelu' is not supported"));
+  // GPT-2: activations.
+  const Json g = load_json(fixture("gpt2") + "/config.json");
+  auto gpt2 = [&](const std::string& act) {
+    Json j = g;
+    j.set("activation_function", act);
+    return LmConfig::from_hf_json(j, "g.json");
+  };
+  CHECK(gpt2("gelu_pytorch_tanh").activation == "gelu_new");
+  CHECK(gpt2("relu").activation == "relu");
+  CHECK(contains(error_of([&] { gpt2("silu"); }), "g.json: activation_function 'silu' is not supported"));
+}
+
+TEST_CASE("lm: rope_type dynamic equals the default rotary within max_position_embeddings, refuses beyond") {
+  Json j = load_json(fixture("llama_gqa") + "/config.json");
+  j.set("rope_parameters", Json::object({{"rope_type", "dynamic"}, {"factor", 4.0}, {"rope_theta", 50000.0}}));
+  Rng rng(3);
+  auto dyn = build_lm(LmConfig::from_hf_json(j, "dyn"), rng);
+  LoadedLm plain = load_hf_dir(fixture("llama_gqa"));
+  std::map<std::string, Tensor> src;
+  for (auto& [n, p] : plain.model->named_parameters()) src[n] = p;
+  for (auto& [n, p] : dyn->named_parameters()) {
+    Tensor t = p;
+    t.copy_(src.at(n));
+  }
+  NoGradGuard ng;
+  const Tensor ids = Tensor::from_vector<int32_t>({5, 9, 2, 7}, {1, 4});
+  CHECK(dyn->logits(ids).to_vector<float>() == plain.model->logits(ids).to_vector<float>());
+  const std::string e = error_of([&] { dyn->logits(ids, {}, Tensor::from_vector<int32_t>({60, 61, 62, 64}, {4})); });
+  CHECK_MESSAGE(e.find("position 64 is beyond max_position_embeddings 64 (rope_type 'dynamic'") != std::string::npos, e);
+}
 
 TEST_CASE("lm configs: parsed from config.json, names and sizes") {
   const LmConfig g = load_hf_config(fixture("gpt2"));

@@ -136,10 +136,12 @@ Tensor random_ids(int64_t b, int64_t t, int64_t vocab, uint64_t seed) {
   return Tensor::from_vector<int32_t>(random_id_values(b * t, vocab, seed), {b, t});
 }
 
-void check_against_peft(const std::string& name) {
+// The peft adapter fixture `name` on the lm fixture `base` (the same name unless given).
+void check_against_peft(const std::string& name, std::string base = "") {
   CAPTURE(name);
-  LoadedLm lm = load_hf_dir(lm_fixture(name));
-  const Tensor base_logits = lm.model->logits(load_safetensors(lm_fixture(name + "_expected.safetensors")).get("ids")).detach();
+  if (base.empty()) base = name;
+  LoadedLm lm = load_hf_dir(lm_fixture(base));
+  const Tensor base_logits = lm.model->logits(load_safetensors(lm_fixture(base + "_expected.safetensors")).get("ids")).detach();
   load_lora(lora_fixture(name), *lm.model);
   Checkpoint exp = load_safetensors(lora_fixture(name + "_expected.safetensors"));
   const Tensor& ids = exp.get("ids");
@@ -367,6 +369,54 @@ TEST_CASE("lora fixtures: peft's gpt2 adapter (Conv1D targets, fan_in_fan_out) g
 }
 TEST_CASE("lora fixtures: peft's llama adapter (seven projections, GQA) gives peft's logits and gradients") {
   check_against_peft("llama_gqa");
+}
+TEST_CASE("lora fixtures: peft's lm_head adapter (with the base weight peft saves beside it) gives peft's logits") {
+  // peft stores lm_head.base_layer.weight for an lm_head target (save_embedding_layers): it was an
+  // "unexpected tensor" here. It is accepted when it is the base's own weight, refused by name when it differs.
+  check_against_peft("llama_gqa_head", "llama_gqa");
+  TempDir tmp;
+  const std::string d = copy_adapter(tmp, "llama_gqa_head", "changed");
+  edit_weights(d, [](std::vector<NamedTensor>& ts) {
+    for (NamedTensor& t : ts)
+      if (t.name == "base_model.model.lm_head.base_layer.weight") {
+        t.tensor = t.tensor.contiguous();
+        t.tensor.data<float>()[7] += 1e-3f;
+      }
+  });
+  auto m = load_hf_dir(lm_fixture("llama_gqa")).model;
+  const std::string e = input_error([&] { load_lora(d, *m); });
+  CHECK(contains(e, "tensor 'base_model.model.lm_head.base_layer.weight' differs from the base model's 'lm_head.weight' at element 7"));
+  CHECK_FALSE(has_lora(*m));
+}
+
+TEST_CASE("lora: use_rslora scales by alpha / sqrt(r), survives save and reload") {
+  // peft's rsLoRA was refused; it is the plain adapter with another scaling (peft's eval losses for such
+  // adapters agree to 1e-8), so it equals a plain adapter whose alpha is alpha * sqrt(r).
+  TempDir tmp;
+  const std::string rs = copy_adapter(tmp, "llama_gqa", "rs"), plain = copy_adapter(tmp, "llama_gqa", "plain");
+  edit_config(rs, [](Json& c) { c.set("use_rslora", true); });
+  edit_config(plain, [](Json& c) { c.set("lora_alpha", 8.0 * 2.0); });  // r 4: sqrt(r) = 2
+  const Tensor ids = load_safetensors(lm_fixture("llama_gqa_expected.safetensors")).get("ids");
+  auto logits_of = [&](const std::string& dir) {
+    auto m = load_hf_dir(lm_fixture("llama_gqa")).model;
+    load_lora(dir, *m);
+    m->eval();
+    NoGradGuard ng;
+    return std::make_pair(m, doubles(m->logits(ids)));
+  };
+  auto [m, got] = logits_of(rs);
+  const std::vector<double> want = logits_of(plain).second, unscaled = logits_of(lora_fixture("llama_gqa")).second;
+  CHECK(worst_rel(got, want) < 1e-6);
+  CHECK(worst_rel(got, unscaled) > 1e-2);
+  CHECK(contains(lora_summary(*m), "alpha 8 (rsLoRA)"));
+  const std::string saved = tmp / "saved";
+  save_lora(saved, *m, "base");
+  CHECK(load_json(saved + "/adapter_config.json")["use_rslora"].as_bool());
+  CHECK(load_json(saved + "/adapter_config.json")["lora_alpha"].as_number() == 8.0);
+  CHECK(logits_of(saved).second == got);
+  edit_config(rs, [](Json& c) { c.set("use_rslora", "yes"); });
+  auto fresh = load_hf_dir(lm_fixture("llama_gqa")).model;
+  CHECK(contains(input_error([&] { load_lora(rs, *fresh); }), "\"use_rslora\" = \"yes\" is not true or false"));
 }
 
 TEST_CASE("lora save -> reload: peft's names and config, byte-identical second save") {
@@ -630,6 +680,8 @@ TEST_CASE("lora bad adapters: one InputError naming the file and the field or te
       {"\"use_dora\" = true is not supported", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("use_dora", true); }); }},
       {"\"rank_pattern\" = {\"q_proj\":2} is not supported", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("rank_pattern", Json::object({{"q_proj", 2}})); }); }},
       {"\"bias\" = \"all\" is not supported", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("bias", "all"); }); }},
+      {"\"kasa_config\" = {\"a\":1} is not supported", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("kasa_config", Json::object({{"a", 1}})); }); }},
+      {"\"use_bdlora\" = true is not supported", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("use_bdlora", true); }); }},
       {"\"lora_alpha\" must be a positive number", [](const std::string& d) { edit_config(d, [](Json& c) { c.erase("lora_alpha"); }); }},
       {"\"target_modules\" must be a non-empty list", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("target_modules", Json::array()); }); }},
       {"regex '(q_proj' is invalid", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("target_modules", "(q_proj"); }); }},

@@ -1,5 +1,6 @@
 // models/lm/gpt2.cpp: the GPT-2 family (GPT2LMHeadModel): learned positions, pre-LayerNorm blocks, fused qkv
-// projection, GELU-tanh MLP, lm_head tied to the token embedding. Names as Hugging Face's state dict.
+// projection, GELU-tanh (or exact GELU, ReLU) MLP, lm_head tied to the token embedding unless the config unties
+// it. Names as Hugging Face's state dict.
 #include <algorithm>
 #include <cmath>
 
@@ -14,7 +15,10 @@ using nn::Linear;
 
 class Gpt2Attention : public nn::Module {
  public:
-  Gpt2Attention(const LmConfig& c, Rng& rng) : heads(c.num_heads), head_dim(c.head_dim) {
+  Gpt2Attention(const LmConfig& c, int64_t layer, Rng& rng)
+      : heads(c.num_heads), head_dim(c.head_dim),
+        q_scale((c.scale_attn_weights ? 1.0 : std::sqrt(double(c.head_dim))) /
+                (c.scale_attn_by_inverse_layer_idx ? double(layer + 1) : 1.0)) {
     c_attn = register_module("c_attn", std::make_shared<Linear>(c.hidden_size, 3 * c.hidden_size, true, rng));
     c_proj = register_module("c_proj", std::make_shared<Linear>(c.hidden_size, c.hidden_size, true, rng));
   }
@@ -25,28 +29,36 @@ class Gpt2Attention : public nn::Module {
     // [B,T,3C] -> [3,B,H,T,Dh] in one copy; q, k, v are contiguous slices of it.
     Tensor qkv = permute((*c_attn)(x).reshape({b, t, 3, heads, head_dim}), {2, 0, 3, 1, 4});
     auto part = [&](int i) { return qkv.narrow(0, i, 1).reshape({b, heads, t, head_dim}); };
-    const Tensor y = cache ? cache->attend(layer, part(0), part(1), part(2), mask) : gqa_attention(part(0), part(1), part(2), mask);
+    // The attention scales scores by 1/sqrt(head_dim); scale_attn_weights false undoes that and
+    // scale_attn_by_inverse_layer_idx divides them by layer + 1: both the same as scaling q.
+    const Tensor q = q_scale == 1.0 ? part(0) : mul_scalar(part(0), q_scale);
+    const Tensor y = cache ? cache->attend(layer, q, part(1), part(2), mask) : gqa_attention(q, part(1), part(2), mask);
     return (*c_proj)(merge_heads(y));
   }
   std::shared_ptr<Linear> c_attn, c_proj;
   int64_t heads, head_dim;
+  double q_scale;
 };
 
 class Gpt2Mlp : public nn::Module {
  public:
-  Gpt2Mlp(const LmConfig& c, Rng& rng) {
+  Gpt2Mlp(const LmConfig& c, Rng& rng) : activation(c.activation) {
     c_fc = register_module("c_fc", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, true, rng));
     c_proj = register_module("c_proj", std::make_shared<Linear>(c.intermediate_size, c.hidden_size, true, rng));
   }
-  Tensor forward(const Tensor& x) override { return (*c_proj)(gelu_tanh((*c_fc)(x))); }
+  Tensor forward(const Tensor& x) override {
+    const Tensor h = (*c_fc)(x);
+    return (*c_proj)(activation == "gelu" ? gelu(h) : activation == "relu" ? relu(h) : gelu_tanh(h));
+  }
   std::shared_ptr<Linear> c_fc, c_proj;
+  std::string activation;  // gelu_new (tanh), gelu (erf) or relu
 };
 
 class Gpt2Block : public nn::Module {
  public:
-  Gpt2Block(const LmConfig& c, Rng& rng) {
+  Gpt2Block(const LmConfig& c, int64_t layer, Rng& rng) {
     ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(c.hidden_size, c.norm_eps));
-    attn = register_module("attn", std::make_shared<Gpt2Attention>(c, rng));
+    attn = register_module("attn", std::make_shared<Gpt2Attention>(c, layer, rng));
     ln_2 = register_module("ln_2", std::make_shared<LayerNorm>(c.hidden_size, c.norm_eps));
     mlp = register_module("mlp", std::make_shared<Gpt2Mlp>(c, rng));
   }
@@ -66,7 +78,7 @@ class Gpt2Body : public nn::Module {
     wte = register_module("wte", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, rng));
     wpe = register_module("wpe", std::make_shared<nn::Embedding>(c.max_positions, c.hidden_size, rng));
     h = register_module("h", std::make_shared<ModuleList<Gpt2Block>>());
-    for (int64_t i = 0; i < c.num_layers; ++i) h->add(std::make_shared<Gpt2Block>(c, rng));
+    for (int64_t i = 0; i < c.num_layers; ++i) h->add(std::make_shared<Gpt2Block>(c, i, rng));
     ln_f = register_module("ln_f", std::make_shared<LayerNorm>(c.hidden_size, c.norm_eps));
   }
   Tensor forward(const Tensor&) override { throw Error("Gpt2Body: called through Gpt2LMHeadModel"); }
@@ -79,6 +91,7 @@ class Gpt2LMHeadModel : public CausalLM {
  public:
   Gpt2LMHeadModel(const LmConfig& c, Rng& rng) : CausalLM(c) {
     transformer = register_module("transformer", std::make_shared<Gpt2Body>(c, rng));
+    if (!c.tie_word_embeddings) lm_head = register_module("lm_head", std::make_shared<Linear>(c.hidden_size, c.vocab_size, false, rng));
     // Hugging Face's _init_weights: N(0, 0.02) for weights and embeddings, zero biases, unit LayerNorms,
     // and c_proj weights N(0, 0.02 / sqrt(2 * n_layer)).
     for (auto& [name, t] : named_parameters()) {
@@ -115,7 +128,7 @@ class Gpt2LMHeadModel : public CausalLM {
     for (size_t i = 0; i < transformer->h->items.size(); ++i) h = transformer->h->items[i]->run(h, mask, cache, int64_t(i));
     return (*transformer->ln_f)(h);
   }
-  Tensor head(const Tensor& h) { return linear(h, transformer->wte->weight, Tensor()); }
+  Tensor head(const Tensor& h) { return lm_head ? (*lm_head)(h) : linear(h, transformer->wte->weight, Tensor()); }
   bool hf_transposed(const std::string& name) const override {
     // Conv1D layers store [in, out].
     for (const char* s : {".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"}) {
@@ -125,6 +138,7 @@ class Gpt2LMHeadModel : public CausalLM {
     return false;
   }
   std::shared_ptr<Gpt2Body> transformer;
+  std::shared_ptr<Linear> lm_head;  // only when tie_word_embeddings is false
 };
 
 }  // namespace

@@ -1,6 +1,9 @@
-// models/lm/llama.cpp: the Llama family (LlamaForCausalLM, also Mistral- and TinyLlama-style checkpoints):
-// RMSNorm, rotary embeddings with rope_theta, grouped-query attention, SwiGLU MLP, no biases, optionally
-// tied lm_head. Names as Hugging Face's state dict.
+// models/lm/llama.cpp: the Llama family (LlamaForCausalLM, also Mistral-, Qwen2- and TinyLlama-style
+// checkpoints): RMSNorm, rotary embeddings with rope_theta (and linear / dynamic / llama3 scaling), grouped-query
+// attention, SwiGLU MLP, biases where the config asks (Llama's attention_bias / mlp_bias, Qwen2's q/k/v),
+// optionally tied lm_head. Names as Hugging Face's state dict.
+#include <cmath>
+
 #include "engine/ops.h"
 #include "models/lm/families.h"
 
@@ -8,6 +11,26 @@ namespace hamu::models::lm_detail {
 namespace {
 
 using nn::Linear;
+
+// Rotary tables [1 or B, T, head_dim] for positions int32 [T] or [B,T] (host) and the given inverse frequencies,
+// computed as engine's rope_tables computes them for rope_theta (angles in F: float32 for a float32 model;
+// emb = cat(freqs, freqs)). For the scaled rope types, whose frequencies the config determines.
+template <class F>
+RopeTables scaled_rope_tables(const Tensor& positions, const std::vector<double>& inv_freq, Device device) {
+  const int64_t b = positions.dim() == 2 ? positions.shape()[0] : 1, t = positions.shape().back();
+  const int64_t half = int64_t(inv_freq.size()), dim = 2 * half;
+  const std::vector<int32_t> pos = positions.to_vector<int32_t>();
+  std::vector<F> c(pos.size() * size_t(dim)), s(c.size());
+  for (size_t p = 0; p < pos.size(); ++p) {
+    if (pos[p] < 0) throw InputError("rope: negative position " + std::to_string(pos[p]));
+    for (int64_t i = 0; i < half; ++i) {
+      const F angle = F(pos[p]) * F(inv_freq[size_t(i)]);
+      c[p * size_t(dim) + size_t(i)] = c[p * size_t(dim) + size_t(i + half)] = std::cos(angle);
+      s[p * size_t(dim) + size_t(i)] = s[p * size_t(dim) + size_t(i + half)] = std::sin(angle);
+    }
+  }
+  return {Tensor::from_vector(c, {b, t, dim}, device), Tensor::from_vector(s, {b, t, dim}, device)};
+}
 
 class RMSNorm : public nn::Module {
  public:
@@ -23,10 +46,10 @@ class RMSNorm : public nn::Module {
 class LlamaAttention : public nn::Module {
  public:
   LlamaAttention(const LmConfig& c, Rng& rng) : heads(c.num_heads), kv_heads(c.num_kv_heads), head_dim(c.head_dim) {
-    q_proj = register_module("q_proj", std::make_shared<Linear>(c.hidden_size, heads * head_dim, false, rng));
-    k_proj = register_module("k_proj", std::make_shared<Linear>(c.hidden_size, kv_heads * head_dim, false, rng));
-    v_proj = register_module("v_proj", std::make_shared<Linear>(c.hidden_size, kv_heads * head_dim, false, rng));
-    o_proj = register_module("o_proj", std::make_shared<Linear>(heads * head_dim, c.hidden_size, false, rng));
+    q_proj = register_module("q_proj", std::make_shared<Linear>(c.hidden_size, heads * head_dim, c.qkv_bias, rng));
+    k_proj = register_module("k_proj", std::make_shared<Linear>(c.hidden_size, kv_heads * head_dim, c.qkv_bias, rng));
+    v_proj = register_module("v_proj", std::make_shared<Linear>(c.hidden_size, kv_heads * head_dim, c.qkv_bias, rng));
+    o_proj = register_module("o_proj", std::make_shared<Linear>(heads * head_dim, c.hidden_size, c.o_bias, rng));
   }
   Tensor forward(const Tensor&) override { throw Error("LlamaAttention: use attend()"); }
   // cache: null for a whole-sequence pass, else the decoding cache whose layer `layer` this is.
@@ -45,9 +68,9 @@ class LlamaAttention : public nn::Module {
 class LlamaMlp : public nn::Module {
  public:
   LlamaMlp(const LmConfig& c, Rng& rng) {
-    gate_proj = register_module("gate_proj", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, false, rng));
-    up_proj = register_module("up_proj", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, false, rng));
-    down_proj = register_module("down_proj", std::make_shared<Linear>(c.intermediate_size, c.hidden_size, false, rng));
+    gate_proj = register_module("gate_proj", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, c.mlp_bias, rng));
+    up_proj = register_module("up_proj", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, c.mlp_bias, rng));
+    down_proj = register_module("down_proj", std::make_shared<Linear>(c.intermediate_size, c.hidden_size, c.mlp_bias, rng));
   }
   Tensor forward(const Tensor& x) override { return (*down_proj)(swiglu((*gate_proj)(x), (*up_proj)(x))); }
   std::shared_ptr<Linear> gate_proj, up_proj, down_proj;
@@ -91,10 +114,12 @@ class LlamaForCausalLM : public CausalLM {
   LlamaForCausalLM(const LmConfig& c, Rng& rng) : CausalLM(c) {
     model = register_module("model", std::make_shared<LlamaBody>(c, rng));
     if (!c.tie_word_embeddings) lm_head = register_module("lm_head", std::make_shared<Linear>(c.hidden_size, c.vocab_size, false, rng));
-    // Hugging Face's _init_weights: N(0, initializer_range = 0.02) for every weight, ones for the norms.
+    // Hugging Face's _init_weights: N(0, initializer_range = 0.02) for every weight, ones for the norms, zero
+    // biases.
     for (auto& [name, t] : named_parameters()) {
       Tensor p = t;
       if (name.find("norm.weight") != std::string::npos) p.fill_(1.0);
+      else if (name.ends_with(".bias")) p.fill_(0.0);
       else rng.fill_normal(p, 0.0, 0.02);
     }
   }
@@ -117,10 +142,27 @@ class LlamaForCausalLM : public CausalLM {
   // The final hidden states [B,T,C]; cache as in LlamaAttention::attend.
   Tensor hidden(const Tensor& ids, const Tensor& mask, const Tensor& positions, KvCache* cache) {
     Tensor h = (*model->embed_tokens)(ids);
-    const RopeTables rot = rope_tables(positions.is_cuda() ? positions.to(Device{}) : positions, cfg_.head_dim,
-                                       cfg_.rope_theta, h.dtype(), h.device());
+    const RopeTables rot = rotary(positions.is_cuda() ? positions.to(Device{}) : positions, h);
     for (size_t i = 0; i < model->layers->items.size(); ++i) h = model->layers->items[i]->run(h, rot, mask, cache, int64_t(i));
     return (*model->norm)(h);
+  }
+  // The rotary tables for host positions: rope_theta's, or the scaled frequencies of rope_type.
+  RopeTables rotary(const Tensor& positions, const Tensor& h) const {
+    if (cfg_.rope_type == "dynamic") {
+      // transformers recomputes dynamic frequencies only past max_position_embeddings; within it they are the
+      // default ones. Longer contexts are not implemented.
+      const std::vector<int32_t> pos = positions.to_vector<int32_t>();
+      for (int32_t p : pos)
+        if (p >= cfg_.max_positions)
+          throw InputError(cfg_.model_type + ": position " + std::to_string(p) +
+                           " is beyond max_position_embeddings " + std::to_string(cfg_.max_positions) +
+                           " (rope_type 'dynamic' rescaling is not implemented)");
+    }
+    if (cfg_.rope_type == "default" || cfg_.rope_type == "dynamic")
+      return rope_tables(positions, cfg_.head_dim, cfg_.rope_theta, h.dtype(), h.device());
+    const std::vector<double> inv = cfg_.rope_inv_freq(h.dtype() == DType::f32);
+    return h.dtype() == DType::f32 ? scaled_rope_tables<float>(positions, inv, h.device())
+                                   : scaled_rope_tables<double>(positions, inv, h.device());
   }
   Tensor head(const Tensor& h) { return lm_head ? (*lm_head)(h) : linear(h, model->embed_tokens->weight, Tensor()); }
   std::shared_ptr<LlamaBody> model;

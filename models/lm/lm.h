@@ -19,8 +19,9 @@ enum class LmFamily { gpt2, llama };
 // The architecture of a language model, in Hugging Face's terms.
 struct LmConfig {
   LmFamily family = LmFamily::gpt2;
-  std::string architecture = "GPT2LMHeadModel";  // GPT2LMHeadModel | LlamaForCausalLM | MistralForCausalLM
-  std::string model_type = "gpt2";               // gpt2 | llama | mistral
+  // GPT2LMHeadModel | LlamaForCausalLM | MistralForCausalLM | Qwen2ForCausalLM (the last three: family llama)
+  std::string architecture = "GPT2LMHeadModel";
+  std::string model_type = "gpt2";  // gpt2 | llama | mistral | qwen2
   int64_t vocab_size = 0, hidden_size = 0, num_layers = 0, num_heads = 0;
   int64_t num_kv_heads = 0;       // llama: grouped-query attention (== num_heads for plain multi-head)
   int64_t head_dim = 0;           // hidden_size / num_heads unless the config says otherwise (llama)
@@ -29,7 +30,20 @@ struct LmConfig {
   double norm_eps = 1e-5;         // layer_norm_epsilon | rms_norm_eps
   double rope_theta = 10000.0;
   bool tie_word_embeddings = true;
-  int64_t sliding_window = 0;     // mistral: 0 when absent; longer sequences are refused
+  int64_t sliding_window = 0;     // mistral, qwen2: 0 when absent; longer sequences are refused
+  // gpt2: activation_function (gelu_new, gelu_pytorch_tanh, gelu, relu) and attention scores divided by the
+  // layer number (scale_attn_by_inverse_layer_idx).
+  std::string activation = "gelu_new";
+  bool scale_attn_by_inverse_layer_idx = false;
+  bool scale_attn_weights = true;  // gpt2: false leaves the scores unscaled by 1/sqrt(head_dim)
+  // llama family: biases on q/k/v (llama attention_bias, qwen2 always), on o_proj (llama attention_bias), on the
+  // MLP projections (llama mlp_bias).
+  bool qkv_bias = false, o_bias = false, mlp_bias = false;
+  // llama family: rotary scaling (rope_scaling / rope_parameters): default | linear | dynamic | llama3 and their
+  // parameters (factor; llama3's low/high_freq_factor and original_max_position_embeddings).
+  std::string rope_type = "default";
+  double rope_factor = 1.0, rope_low_freq_factor = 1.0, rope_high_freq_factor = 4.0;
+  int64_t rope_original_max_positions = 0;
   int64_t bos_token_id = -1, eos_token_id = -1;
   // The config.json this came from (written back on save so fields we do not use survive); null for
   // configs made here.
@@ -38,6 +52,9 @@ struct LmConfig {
   std::string describe() const;  // "llama (2 layers, hidden 64, 4/2 heads, vocab 256)"
   // Checks sizes for consistency; InputError naming `where` and the field.
   void validate(const std::string& where) const;
+  // llama family: the rotary inverse frequencies (head_dim / 2) as transformers computes them for rope_type,
+  // in float32 arithmetic when `single` (a float32 model), else in double.
+  std::vector<double> rope_inv_freq(bool single) const;
   // A config.json for this model that transformers' from_pretrained reads.
   Json to_hf_json() const;
   // Parses and validates a config.json: an unknown architecture or model_type is an InputError naming it,

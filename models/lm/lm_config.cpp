@@ -61,22 +61,81 @@ struct KnownArch {
 };
 constexpr KnownArch kKnown[] = {{"GPT2LMHeadModel", "gpt2", LmFamily::gpt2},
                                 {"LlamaForCausalLM", "llama", LmFamily::llama},
-                                {"MistralForCausalLM", "mistral", LmFamily::llama}};
+                                {"MistralForCausalLM", "mistral", LmFamily::llama},
+                                {"Qwen2ForCausalLM", "qwen2", LmFamily::llama}};
 
-// Rotary settings: top-level rope_theta (+ rope_scaling) in older files, rope_parameters in newer ones.
-double parse_rope(const Json& j, const std::string& where) {
-  double theta = optional_number(j, "rope_theta", 10000.0, where);
+// Rotary settings: top-level rope_theta (+ rope_scaling) in older files, rope_parameters in newer ones. Types
+// implemented: default, linear, dynamic (equal to default within max_position_embeddings, the longest context
+// hamu runs) and llama3; any other is refused by name.
+void parse_rope(const Json& j, LmConfig& c, const std::string& where) {
+  c.rope_theta = optional_number(j, "rope_theta", 10000.0, where);
+  double partial = optional_number(j, "partial_rotary_factor", 1.0, where);
+  std::string partial_key = "partial_rotary_factor";
   for (const char* key : {"rope_scaling", "rope_parameters"}) {
     const Json* r = j.find(key);
     if (!r || r->is_null()) continue;
     if (!r->is_object()) config_error(where, "field '" + std::string(key) + "' is not an object");
+    const std::string field = std::string(key) + (r->contains("rope_type") ? ".rope_type" : ".type");
     std::string type = optional_string(*r, "rope_type", "", where);
     if (type.empty()) type = optional_string(*r, "type", "default", where);
-    if (type != "default")
-      config_error(where, std::string(key) + ".rope_type '" + type + "' is not supported (only 'default' rotary embeddings)");
-    theta = optional_number(*r, "rope_theta", theta, where);
+    if (type != "default" && type != "linear" && type != "dynamic" && type != "llama3")
+      config_error(where, field + " '" + type + "' is not supported (default, linear, dynamic, llama3)");
+    c.rope_theta = optional_number(*r, "rope_theta", c.rope_theta, where);
+    if (r->contains("partial_rotary_factor")) {
+      partial = optional_number(*r, "partial_rotary_factor", 1.0, where);
+      partial_key = std::string(key) + ".partial_rotary_factor";
+    }
+    if (type == "default") continue;
+    if (c.rope_type != "default" && c.rope_type != type)
+      config_error(where, field + " '" + type + "' contradicts the other rotary settings' '" + c.rope_type + "'");
+    c.rope_type = type;
+    const std::string prefix = std::string(key) + ".";
+    if (!r->contains("factor")) config_error(where, "missing field '" + prefix + "factor' (rope_type '" + type + "')");
+    c.rope_factor = optional_number(*r, "factor", 1.0, where + ": " + key);
+    if (type == "llama3") {
+      for (const char* f : {"low_freq_factor", "high_freq_factor"})
+        if (!r->contains(f)) config_error(where, "missing field '" + prefix + f + "' (rope_type 'llama3')");
+      c.rope_low_freq_factor = optional_number(*r, "low_freq_factor", 1.0, where + ": " + key);
+      c.rope_high_freq_factor = optional_number(*r, "high_freq_factor", 4.0, where + ": " + key);
+      if (!(c.rope_high_freq_factor > c.rope_low_freq_factor))
+        config_error(where, prefix + "high_freq_factor must exceed low_freq_factor");
+      // transformers prefers a top-level original_max_position_embeddings (Phi-3 style) over the nested one.
+      c.rope_original_max_positions = optional_int(
+          j, "original_max_position_embeddings",
+          optional_int(*r, "original_max_position_embeddings", c.max_positions, where), where);
+    }
   }
-  return theta;
+  // Only default rotary embeddings ignore partial_rotary_factor in transformers' Llama (the scaled ones would
+  // rotate part of each head).
+  if (c.rope_type != "default" && partial != 1.0)
+    config_error(where, partial_key + " " + std::to_string(partial) + " is not supported with rope_type '" + c.rope_type +
+                            "' (only 1)");
+}
+
+// rope_inv_freq in the arithmetic of F (float for a float32 model, as transformers computes it).
+template <class F> std::vector<double> inv_freq_in(const LmConfig& c) {
+  const int64_t half = c.head_dim / 2;
+  std::vector<double> out(static_cast<size_t>(half));
+  const F factor = F(c.rope_factor);
+  for (int64_t i = 0; i < half; ++i) {
+    F inv = F(1) / std::pow(F(c.rope_theta), F(2 * i) / F(c.head_dim));
+    if (c.rope_type == "linear") {
+      inv = inv / factor;
+    } else if (c.rope_type == "llama3") {
+      // transformers' _compute_llama3_parameters: long wavelengths divided by factor, short ones kept, the ones
+      // between interpolated.
+      const F old_context = F(c.rope_original_max_positions);
+      const F low_wavelen = F(double(c.rope_original_max_positions) / c.rope_low_freq_factor);
+      const F high_wavelen = F(double(c.rope_original_max_positions) / c.rope_high_freq_factor);
+      const F wavelen = F(2 * M_PI) / inv;
+      const F scaled = wavelen > low_wavelen ? inv / factor : inv;
+      const F smooth = (old_context / wavelen - F(c.rope_low_freq_factor)) / F(c.rope_high_freq_factor - c.rope_low_freq_factor);
+      const bool medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+      inv = medium ? (F(1) - smooth) * scaled / factor + smooth * scaled : scaled;
+    }
+    out[size_t(i)] = double(inv);
+  }
+  return out;
 }
 
 }  // namespace
@@ -115,7 +174,6 @@ void LmConfig::validate(const std::string& where) const {
     need(head_dim * num_heads == hidden_size, "n_embd " + std::to_string(hidden_size) + " is not divisible by n_head " +
                                                   std::to_string(num_heads));
     need(num_kv_heads == num_heads, "gpt2 has no grouped-query attention");
-    need(tie_word_embeddings, "gpt2 ties lm_head to wte");
   } else {
     need(head_dim % 2 == 0, "head_dim " + std::to_string(head_dim) + " must be even for rotary embeddings");
     need(rope_theta > 1.0, "rope_theta must be > 1");
@@ -160,12 +218,12 @@ LmConfig LmConfig::from_hf_json(const Json& j, const std::string& where) {
     c.norm_eps = optional_number(j, "layer_norm_epsilon", 1e-5, where);
     c.head_dim = c.hidden_size / c.num_heads;
     c.tie_word_embeddings = optional_bool(j, "tie_word_embeddings", true, where);
-    const std::string act = optional_string(j, "activation_function", "gelu_new", where);
-    if (act != "gelu_new" && act != "gelu_pytorch_tanh")
-      config_error(where, "activation_function '" + act + "' is not supported (gelu_new)");
-    if (optional_bool(j, "scale_attn_by_inverse_layer_idx", false, where))
-      config_error(where, "scale_attn_by_inverse_layer_idx is not supported");
-    if (!optional_bool(j, "scale_attn_weights", true, where)) config_error(where, "scale_attn_weights false is not supported");
+    c.activation = optional_string(j, "activation_function", "gelu_new", where);
+    if (c.activation == "gelu_pytorch_tanh") c.activation = "gelu_new";  // the same function
+    if (c.activation != "gelu_new" && c.activation != "gelu" && c.activation != "relu")
+      config_error(where, "activation_function '" + c.activation + "' is not supported (gelu_new, gelu_pytorch_tanh, gelu, relu)");
+    c.scale_attn_by_inverse_layer_idx = optional_bool(j, "scale_attn_by_inverse_layer_idx", false, where);
+    c.scale_attn_weights = optional_bool(j, "scale_attn_weights", true, where);
     if (optional_bool(j, "add_cross_attention", false, where)) config_error(where, "add_cross_attention is not supported");
   } else {
     c.vocab_size = required_int(j, "vocab_size", where);
@@ -177,18 +235,29 @@ LmConfig LmConfig::from_hf_json(const Json& j, const std::string& where) {
     c.head_dim = optional_int(j, "head_dim", c.hidden_size / c.num_heads, where);
     c.max_positions = optional_int(j, "max_position_embeddings", 2048, where);
     c.norm_eps = optional_number(j, "rms_norm_eps", 1e-6, where);
-    c.rope_theta = parse_rope(j, where);
+    parse_rope(j, c, where);
     c.tie_word_embeddings = optional_bool(j, "tie_word_embeddings", false, where);
     c.sliding_window = optional_int(j, "sliding_window", 0, where);
+    // Qwen2 carries a sliding_window that only applies with use_sliding_window.
+    if (c.model_type == "qwen2" && !optional_bool(j, "use_sliding_window", false, where)) c.sliding_window = 0;
     const std::string act = optional_string(j, "hidden_act", "silu", where);
     if (act != "silu") config_error(where, "hidden_act '" + act + "' is not supported (silu)");
-    for (const char* key : {"attention_bias", "mlp_bias"})
-      if (optional_bool(j, key, false, where)) config_error(where, std::string(key) + " true is not supported (no biases)");
+    // Biases as each architecture's transformers class builds them (Mistral has none, whatever the config says).
+    if (c.model_type == "llama") {
+      c.qkv_bias = c.o_bias = optional_bool(j, "attention_bias", false, where);
+      c.mlp_bias = optional_bool(j, "mlp_bias", false, where);
+    } else if (c.model_type == "qwen2") {
+      c.qkv_bias = true;
+    }
     if (optional_int(j, "pretraining_tp", 1, where) != 1) config_error(where, "pretraining_tp other than 1 is not supported");
   }
   c.source = j;
   c.validate(where);
   return c;
+}
+
+std::vector<double> LmConfig::rope_inv_freq(bool single) const {
+  return single ? inv_freq_in<float>(*this) : inv_freq_in<double>(*this);
 }
 
 Json LmConfig::to_hf_json() const {

@@ -201,6 +201,9 @@ void attach(CausalLM& model, const std::vector<std::pair<std::string, nn::Linear
   for (const auto& [path, lin] : layers) lin->add_lora(r, alpha, dropout, splitmix64(stream), rng);
 }
 
+// peft's use_rslora scaling.
+double rslora_scaling(double alpha, int64_t r) { return alpha / std::sqrt(double(r)); }
+
 void require_no_adapters(nn::Module& model, const std::string& who) {
   if (has_lora(model))
     throw InputError(who + ": the model already carries LoRA adapters (merge or drop them first)");
@@ -246,7 +249,9 @@ std::string lora_summary(CausalLM& model) {
   std::snprintf(dropout, sizeof dropout, "%g", first.lora_dropout ? first.lora_dropout->p : 0.0);
   int64_t all = 0;
   for (const auto& [n, w] : model.named_weights()) all += w.numel();
-  return "LoRA r " + std::to_string(first.lora_A->weight.shape()[0]) + ", alpha " + alpha + ", dropout " + dropout +
+  const int64_t r = first.lora_A->weight.shape()[0];
+  const std::string rs = r > 1 && first.lora_scaling == rslora_scaling(first.lora_alpha, r) ? " (rsLoRA)" : "";
+  return "LoRA r " + std::to_string(r) + ", alpha " + alpha + rs + ", dropout " + dropout +
          " on " + std::to_string(layers.size()) + " layers (" + names + "): " + std::to_string(model.num_parameters()) +
          " trainable of " + std::to_string(all);
 }
@@ -316,9 +321,10 @@ void save_lora(const std::string& dir, CausalLM& model, const std::string& base_
   const double dropout = first.lora_dropout ? first.lora_dropout->p : 0.0;
   for (const auto& [path, lin] : layers) {
     const double p = lin->lora_dropout ? lin->lora_dropout->p : 0.0;
-    // adapter_config.json holds one r, alpha and dropout (rank_pattern / alpha_pattern are not written).
-    if (lin->lora_A->weight.shape()[0] != r || lin->lora_alpha != first.lora_alpha || p != dropout)
-      throw Error("save_lora: adapter '" + path + "' has another r, alpha or dropout than '" + layers.front().first + "'");
+    // adapter_config.json holds one r, alpha, dropout and scaling rule (rank_pattern / alpha_pattern are not written).
+    if (lin->lora_A->weight.shape()[0] != r || lin->lora_alpha != first.lora_alpha || p != dropout ||
+        lin->lora_scaling != first.lora_scaling)
+      throw Error("save_lora: adapter '" + path + "' has another r, alpha, dropout or scaling than '" + layers.front().first + "'");
   }
   const auto linears = all_linears(model);
   std::vector<std::string> targets;
@@ -364,7 +370,8 @@ void save_lora(const std::string& dir, CausalLM& model, const std::string& base_
   cfg.set("target_modules", targets);
   cfg.set("task_type", "CAUSAL_LM");
   cfg.set("use_dora", false);
-  cfg.set("use_rslora", false);
+  // An adapter loaded with use_rslora keeps its scaling (with r 1 the two rules agree).
+  cfg.set("use_rslora", r > 1 && first.lora_scaling == rslora_scaling(first.lora_alpha, r));
   save_json((fs::path(dir) / kAdapterConfig).string(), cfg);
 }
 
@@ -391,9 +398,14 @@ void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
   if (!(dropout >= 0 && dropout < 1)) throw InputError(cfg_path + ": \"lora_dropout\" must lie in [0, 1)");
   const std::string bias = cfg.get_or("bias", "none");
   if (bias != "none") throw InputError(cfg_path + ": \"bias\" = \"" + bias + "\" is not supported (only \"none\")");
-  for (const char* key : {"use_dora", "use_rslora", "lora_bias", "rank_pattern", "alpha_pattern", "modules_to_save",
+  const Json* rs = cfg.find("use_rslora");
+  if (rs && !rs->is_null() && !rs->is_bool()) throw InputError(cfg_path + ": \"use_rslora\" = " + rs->dump() + " is not true or false");
+  const bool rslora = rs && rs->is_bool() && rs->as_bool();
+  for (const char* key : {"use_dora", "lora_bias", "rank_pattern", "alpha_pattern", "modules_to_save",
                           "layers_to_transform", "exclude_modules", "target_parameters", "trainable_token_indices",
-                          "layer_replication", "use_qalora", "alora_invocation_tokens"})
+                          "layer_replication", "use_qalora", "alora_invocation_tokens",
+                          // peft's other LoRA variants (lora_variants of peft 0.21's Linear)
+                          "arrow_config", "use_bdlora", "velora_config", "monteclora_config", "mica", "kasa_config"})
     require_off(cfg, cfg_path, key);
 
   // The layers: a list of names (PEFT's suffix rule) or one string matched as a whole-path regex.
@@ -456,6 +468,23 @@ void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
       values.push_back(v);
       used.insert(name);
     }
+    // peft saves the base weight of an lm_head (or embedding) target beside its adapter
+    // (save_embedding_layers) and puts it back into the model on load: accepted when it is the base's own.
+    const std::string base_name = std::string(kPeftPrefix) + path + ".base_layer.weight";
+    if (const MappedTensorInfo* info = file.find(base_name)) {
+      const Tensor base = lin->weight.detach().to(Device{}).to(DType::f32).contiguous();
+      if (info->shape != base.shape())
+        throw InputError(weights_path + ": tensor '" + base_name + "' has shape " + shape_str(info->shape) + ", the base's '" +
+                         path + "' " + shape_str(base.shape()));
+      const Tensor saved = file.read(*info, DType::f32);
+      const float *a = saved.data<float>(), *b = base.data<float>();
+      for (int64_t i = 0; i < saved.numel(); ++i)
+        if (!(a[i] == b[i]))
+          throw InputError(weights_path + ": tensor '" + base_name + "' differs from the base model's '" + path +
+                           ".weight' at element " + std::to_string(i) +
+                           " (an adapter that replaces base weights is not supported: another base model?)");
+      used.insert(base_name);
+    }
   }
   for (const MappedTensorInfo& t : file.tensors())
     if (!used.count(t.name))
@@ -463,6 +492,9 @@ void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
                        " carries it)");
 
   attach(model, layers, r, alpha, dropout, seed);
+  // rsLoRA scales by alpha / sqrt(r) instead of alpha / r.
+  if (rslora)
+    for (const auto& [path, lin] : layers) lin->lora_scaling = rslora_scaling(alpha, r);
   size_t k = 0;
   for (const auto& [path, lin] : layers) {
     Tensor a = lin->lora_A->weight.detach(), b = lin->lora_B->weight.detach();

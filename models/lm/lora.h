@@ -53,9 +53,11 @@ std::vector<std::string> add_lora(CausalLM& model, const LoraSpec& spec, uint64_
 void save_lora(const std::string& dir, CausalLM& model, const std::string& base_model = "");
 
 // Reads a PEFT LoRA directory (ours or peft's): checks adapter_config.json (peft_type LORA, bias none, no
-// DoRA / rsLoRA / rank or alpha patterns / modules_to_save / layer selections), selects its target_modules (a
+// DoRA / other LoRA variants / rank or alpha patterns / modules_to_save / layer selections; use_rslora scales by
+// alpha / sqrt(r), and save_lora writes it back), selects its target_modules (a
 // list of names, or a string matched as a whole-path regex, as peft does), checks every adapter tensor's
-// presence, shape and finiteness, and only then freezes the model and attaches the adapters. Everything
+// presence, shape and finiteness (a base weight peft saved beside an lm_head adapter, "<path>.base_layer.weight",
+// must equal the model's), and only then freezes the model and attaches the adapters. Everything
 // is an InputError naming the file and the field or tensor; the model is untouched when loading fails.
 // The model must not carry adapters already.
 void load_lora(const std::string& dir, CausalLM& model, uint64_t seed = 0);

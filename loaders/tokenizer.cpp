@@ -43,12 +43,13 @@ struct NormStep {
 enum class Behavior { removed, isolated, merged_with_previous, merged_with_next, contiguous };
 
 struct PreStep {
-  enum Kind { byte_level, metaspace, split_pattern, digits } kind = byte_level;
+  enum Kind { byte_level, metaspace, split_pattern, digits, punctuation } kind = byte_level;
   bool add_prefix_space = false, use_regex = true;  // byte_level
   std::string replacement;                          // metaspace
   Prepend scheme = Prepend::always;
   bool split = true;
-  // split: a known regex, or a literal string when `literal` is set; digits: each digit alone or runs.
+  // split: a known regex, or a literal string when `literal` is set; digits, punctuation: each such
+  // character is a match.
   tok::SplitRegex regex = tok::SplitRegex::gpt2;
   bool is_literal = false;
   std::string literal;
@@ -185,11 +186,12 @@ struct Stretch {
 // `s` (the library's Pattern::find_matches, inverted when `invert`).
 void find_matches(const PreStep& step, std::string_view s, std::vector<Stretch>& out) {
   std::vector<std::pair<size_t, size_t>> ranges;
-  if (step.kind == PreStep::digits) {
+  if (step.kind == PreStep::digits || step.kind == PreStep::punctuation) {
+    const auto is_match = step.kind == PreStep::digits ? unicode::is_numeric : unicode::is_punctuation;
     for (size_t i = 0; i < s.size();) {
       int len = 1;
       const int32_t cp = unicode::decode_utf8(s, i, &len);
-      if (cp >= 0 && unicode::is_numeric(uint32_t(cp))) ranges.emplace_back(i, i + size_t(len));
+      if (cp >= 0 && is_match(uint32_t(cp))) ranges.emplace_back(i, i + size_t(len));
       i += size_t(len);
     }
   } else if (step.is_literal) {
@@ -334,7 +336,7 @@ void Tokenizer::Impl::pre_tokenize(const Piece& in, std::vector<Piece>& out) con
   for (const PreStep& step : pre) {
     next.clear();
     for (Piece& p : cur) {
-      if (step.kind == PreStep::split_pattern || step.kind == PreStep::digits) {
+      if (step.kind == PreStep::split_pattern || step.kind == PreStep::digits || step.kind == PreStep::punctuation) {
         stretches.clear();
         ranges.clear();
         find_matches(step, p.text, stretches);
@@ -578,14 +580,14 @@ std::string one_char(const Json& j, const char* key, const char* what) {
   return s;
 }
 
-Behavior parse_behavior(const Json& j) {
+Behavior parse_behavior(const Json& j, const std::string& what) {
   const std::string& b = j.as_string();
   if (b == "Removed") return Behavior::removed;
   if (b == "Isolated") return Behavior::isolated;
   if (b == "MergedWithPrevious") return Behavior::merged_with_previous;
   if (b == "MergedWithNext") return Behavior::merged_with_next;
   if (b == "Contiguous") return Behavior::contiguous;
-  throw InputError("Split pre-tokenizer: unknown behavior '" + b + "'");
+  throw InputError(what + " pre-tokenizer: unknown behavior '" + b + "'");
 }
 
 void parse_normalizer(const Json& j, std::vector<NormStep>& out) {
@@ -637,11 +639,11 @@ void parse_pre_tokenizer(const Json& j, std::vector<PreStep>& out) {
       const std::string& re = pattern.at("Regex").as_string();
       if (!tok::known_split_regex(re, &s.regex))
         throw InputError("Split pre-tokenizer: unsupported Regex pattern " + Json(re).dump() +
-                         " (hamu knows the GPT-2, Llama 3 and Qwen2 patterns, and String patterns)");
+                         " (hamu knows the GPT-2, Llama 3, Qwen2 and Falcon patterns, and String patterns)");
     } else {
       throw InputError("Split pre-tokenizer: pattern must be {\"String\": ...} or {\"Regex\": ...}");
     }
-    s.behavior = parse_behavior(j.at("behavior"));
+    s.behavior = parse_behavior(j.at("behavior"), type);
     s.invert = j.get_or("invert", false);
     out.push_back(s);
   } else if (type == "Digits") {
@@ -649,6 +651,12 @@ void parse_pre_tokenizer(const Json& j, std::vector<PreStep>& out) {
     s.kind = PreStep::digits;
     s.individual_digits = j.get_or("individual_digits", false);
     s.behavior = s.individual_digits ? Behavior::isolated : Behavior::contiguous;
+    out.push_back(s);
+  } else if (type == "Punctuation") {
+    PreStep s;
+    s.kind = PreStep::punctuation;
+    const Json* behavior = j.find("behavior");
+    s.behavior = behavior && !behavior->is_null() ? parse_behavior(*behavior, type) : Behavior::isolated;
     out.push_back(s);
   } else {
     unsupported("pre_tokenizer", type);

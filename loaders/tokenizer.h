@@ -33,13 +33,13 @@ struct AddedToken {
 //   normalizer   null, Sequence, Prepend, Replace (string pattern), Strip, NFC, NFD
 //   pre_tokenizer null, Sequence, ByteLevel (add_prefix_space, use_regex: the GPT-2 split),
 //                Metaspace (replacement, prepend_scheme always/first/never or add_prefix_space, split),
-//                Split (a String pattern, or the GPT-2, Llama 3 or Qwen2 Regex; every behavior,
-//                invert), Digits (individual_digits)
+//                Split (a String pattern, or the GPT-2, Llama 3, Qwen2 or Falcon Regex; every
+//                behavior, invert), Digits (individual_digits), Punctuation (behavior)
 //   post_processor null, Sequence, ByteLevel (ids unchanged), TemplateProcessing (single template),
 //                RobertaProcessing, BertProcessing (nested in a Sequence; none after a template)
 //   decoder      null, Sequence, ByteLevel, Metaspace, Replace (string), ByteFallback, Fuse, Strip
 // Refused, among others: the WordPiece and Unigram models, NFKC/NFKD/Lowercase/BertNormalizer and
-// Regex Replace normalizers, Whitespace/Punctuation/BertPreTokenizer pre-tokenizers, any other Split
+// Regex Replace normalizers, Whitespace/BertPreTokenizer pre-tokenizers, any other Split
 // regex, and a normalized added token that normalizes to "" (the library then cuts text at every
 // byte). Added tokens take the ids the library gives them, not the ids written in the file (they
 // agree in every file the library wrote).

@@ -11,6 +11,7 @@ namespace {
 const char kGpt2[] = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 const char kLlama3[] =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+const char kDigitTriples[] = "[0-9][0-9][0-9]";
 const char kQwen2[] =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
@@ -38,6 +39,7 @@ bool known_split_regex(std::string_view pattern, SplitRegex* kind) {
   if (pattern == kGpt2) *kind = SplitRegex::gpt2;
   else if (pattern == kLlama3) *kind = SplitRegex::llama3;
   else if (pattern == kQwen2) *kind = SplitRegex::qwen2;
+  else if (pattern == kDigitTriples) *kind = SplitRegex::digit_triples;
   else return false;
   return true;
 }
@@ -45,6 +47,18 @@ bool known_split_regex(std::string_view pattern, SplitRegex* kind) {
 // Each position tries the alternatives in pattern order; the first that matches wins, and the next
 // search starts where it ended.
 void regex_split(SplitRegex pattern, std::string_view s, std::vector<std::pair<size_t, size_t>>& out) {
+  if (pattern == SplitRegex::digit_triples) {
+    auto digit = [&](size_t k) { return s[k] >= '0' && s[k] <= '9'; };
+    for (size_t i = 0; i + 3 <= s.size();) {
+      if (digit(i) && digit(i + 1) && digit(i + 2)) {
+        out.emplace_back(i, i + 3);
+        i += 3;
+      } else {
+        ++i;
+      }
+    }
+    return;
+  }
   // Code points with their byte offsets (offs has one extra entry, s.size()) and classes. Per-thread
   // scratch: this runs once per piece of text, and fresh vectors dominated its cost.
   thread_local std::vector<uint32_t> cps;

@@ -143,6 +143,11 @@ bool is_numeric(uint32_t cp) {
   return in_table(unicode_tables::kNumeric, cp);
 }
 
+bool is_punctuation(uint32_t cp) {
+  if (cp < 0x80) return (cp >= 0x21 && cp <= 0x2F) || (cp >= 0x3A && cp <= 0x40) || (cp >= 0x5B && cp <= 0x60) || (cp >= 0x7B && cp <= 0x7E);
+  return in_table(unicode_tables::kPunctuation, cp);
+}
+
 bool is_space(uint32_t cp) {
   if (cp <= 0x20) return cp == 0x20 || (cp >= 0x09 && cp <= 0x0D);
   if (cp < 0x85) return false;

@@ -19,12 +19,13 @@ std::string utf8_lossy(std::string_view bytes);
 
 // The classes as the `tokenizers` library applies them (the tables are taken from it): \p{L} and
 // \p{N} of its Oniguruma (split regexes), the regex crate's \w (single_word), Rust's
-// char::is_numeric (Digits), and \s, which all of them define as White_Space (9-13, 0x20, 0x85,
-// 0xA0, Zs, U+2028, U+2029).
+// char::is_numeric (Digits), ASCII punctuation and Unicode P* (Punctuation), and \s, which all of
+// them define as White_Space (9-13, 0x20, 0x85, 0xA0, Zs, U+2028, U+2029).
 bool is_letter(uint32_t cp);
 bool is_number(uint32_t cp);
 bool is_word(uint32_t cp);
 bool is_numeric(uint32_t cp);
+bool is_punctuation(uint32_t cp);
 bool is_space(uint32_t cp);
 
 // Canonical decomposition (NFD) and composition (NFC) of valid UTF-8, with the library's tables.

@@ -13,6 +13,8 @@
 #                                              ignore_merges, post-processor Sequence[ByteLevel, <|begin_of_text|>]
 #   tests/fixtures/tokenizers/qwen2-bpe/       Qwen2's form: NFC normalizer, Split(its regex) + ByteLevel,
 #                                              ChatML special tokens
+#   tests/fixtures/tokenizers/falcon-bpe/      Falcon's pre-tokenizer: Punctuation, ByteLevel, Digits, Split
+#                                              on [0-9][0-9][0-9] (the digit stages see byte-mapped text)
 #   tests/fixtures/tokenizers/mixed-bpe/       the rarer pieces: Strip + NFD + Replace normalizers, Digits
 #                                              and String Split pre-tokenizers, and added tokens whose ids in
 #                                              the file are not the ones the library gives them (it reassigns)
@@ -205,6 +207,16 @@ def qwen2_bpe(lines):
     return tok
 
 
+def falcon_bpe(lines):
+    tok = byte_level_model(lines, 700, [">>TITLE<<", ">>ABSTRACT<<", "<|endoftext|>"])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Punctuation("contiguous"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        pre_tokenizers.Digits(individual_digits=False),
+        pre_tokenizers.Split(Regex("[0-9][0-9][0-9]"), behavior="isolated", invert=False)])
+    return tok
+
+
 def mixed_bpe(lines):
     tok = byte_level_model(lines, 600, ["<|endoftext|>"])
     tok.normalizer = normalizers.Sequence([normalizers.Strip(left=True, right=True), normalizers.NFD(),
@@ -253,7 +265,7 @@ TEMPLATES = {
     "chatml": lambda q: f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n",
 }
 EOS = {"gpt2-bpe": "<|endoftext|>", "llama-bpe": "</s>", "llama-metaspace": "</s>", "llama3-bpe": "<|end_of_text|>",
-       "qwen2-bpe": "<|endoftext|>", "mixed-bpe": "<|endoftext|>"}
+       "qwen2-bpe": "<|endoftext|>", "mixed-bpe": "<|endoftext|>", "falcon-bpe": "<|endoftext|>"}
 
 
 def template_rows(toks):
@@ -292,7 +304,7 @@ def main():
     # to run), so a tokenizer.json already there is kept and only its expectations are recomputed;
     # --retrain builds every tokenizer afresh.
     builders = {"gpt2-bpe": gpt2_bpe, "llama-bpe": llama_bpe, "llama-metaspace": llama_metaspace,
-                "llama3-bpe": llama3_bpe, "qwen2-bpe": qwen2_bpe, "mixed-bpe": mixed_bpe}
+                "llama3-bpe": llama3_bpe, "qwen2-bpe": qwen2_bpe, "mixed-bpe": mixed_bpe, "falcon-bpe": falcon_bpe}
     toks = {}
     for name, build in builders.items():
         path = os.path.join(ROOT, name, "tokenizer.json")

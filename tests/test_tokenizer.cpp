@@ -24,7 +24,7 @@ using namespace hamu;
 namespace {
 
 const std::string kFixtures = (std::filesystem::path(__FILE__).parent_path() / "fixtures" / "tokenizers").string();
-const char* const kFixtureNames[] = {"gpt2-bpe", "llama-bpe", "llama-metaspace", "llama3-bpe", "qwen2-bpe", "mixed-bpe"};
+const char* const kFixtureNames[] = {"gpt2-bpe", "llama-bpe", "llama-metaspace", "llama3-bpe", "qwen2-bpe", "mixed-bpe", "falcon-bpe"};
 
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -215,6 +215,10 @@ TEST_CASE("Unicode classes are the library's, newer than Python's unicodedata") 
   CHECK(!unicode::is_number(0x11DE0));  // not yet in Oniguruma's \p{N}
   CHECK(unicode::is_numeric(0x663));
   CHECK(!unicode::is_numeric('a'));
+  for (const uint32_t c : {'$', '+', '<', '^', '`', '|', '~', '!', '_'}) CHECK(unicode::is_punctuation(c));  // ASCII: symbols too
+  CHECK(unicode::is_punctuation(0x2014));   // em dash (Pd)
+  CHECK(!unicode::is_punctuation(0x20AC));  // euro sign (Sc)
+  CHECK(!unicode::is_punctuation('a'));
 }
 
 TEST_CASE("NFD and NFC as the library normalizes") {
@@ -252,6 +256,8 @@ TEST_CASE("Llama 3 and Qwen2 split patterns by hand") {
   CHECK(split(l3, "\xE2\x80\x94word") == V{"\xE2\x80\x94word"});  // one punctuation character leads a word
   tok::SplitRegex kind;
   CHECK(!tok::known_split_regex("\\w+", &kind));
+  REQUIRE(tok::known_split_regex("[0-9][0-9][0-9]", &kind));  // Falcon: digit triples, the rest not matched
+  CHECK(split(kind, "1234567 x12345") == V{"123", "456", "123"});
   CHECK(split(l3, "") == V{});
 }
 
@@ -330,7 +336,8 @@ TEST_CASE("bad tokenizer.json: one clear InputError naming the file and the caus
        "Split pre-tokenizer: unsupported Regex pattern \"\\\\w+\""},
       {R"({"pre_tokenizer": {"type": "Split", "pattern": {"String": ""}, "behavior": "Isolated"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "String pattern is empty"},
       {R"({"pre_tokenizer": {"type": "Split", "pattern": {"String": "x"}, "behavior": "Sideways"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unknown behavior 'Sideways'"},
-      {R"({"pre_tokenizer": {"type": "Punctuation"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported pre_tokenizer type 'Punctuation'"},
+      {R"({"pre_tokenizer": {"type": "UnicodeScripts"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported pre_tokenizer type 'UnicodeScripts'"},
+      {R"({"pre_tokenizer": {"type": "Punctuation", "behavior": "Sideways"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "Punctuation pre-tokenizer: unknown behavior"},
       {R"({"normalizer": {"type": "NFKD"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported normalizer type 'NFKD'"},
       {R"({"normalizer": {"type": "Lowercase"}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "unsupported normalizer type 'Lowercase'"},
       {R"({"normalizer": {"type": "Replace", "pattern": {"Regex": " +"}, "content": " "}, "model": {"type": "BPE", "vocab": {"a": 0}}})", "Regex pattern is not supported"},

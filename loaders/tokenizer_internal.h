@@ -36,12 +36,16 @@ std::string bytes_to_chars(std::string_view s);  // every byte of s mapped
 //   llama3  (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
 //           \s*[\r\n]+|\s+(?!\S)|\s+   (Llama 3)
 //   qwen2   the same with \p{N} for \p{N}{1,3} (Qwen2, Qwen2.5)
+//   o200k   [^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|
+//           [^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|
+//           \p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+   (GPT-4o's o200k, Phi-4)
+//   tekken  the same without the contractions and with \p{N} for \p{N}{1,3} (Mistral's Tekken)
 //   digit_triples  [0-9][0-9][0-9] (Falcon)
-enum class SplitRegex { gpt2, llama3, qwen2, digit_triples };
+enum class SplitRegex { gpt2, llama3, qwen2, o200k, tekken, digit_triples };
 // The pattern's kind when its text is exactly one of the above; false otherwise.
 bool known_split_regex(std::string_view pattern, SplitRegex* kind);
-// Appends the [begin, end) byte ranges of the matches in `s` (valid UTF-8), in order. The first
-// three patterns match any character, so their ranges cover `s` exactly.
+// Appends the [begin, end) byte ranges of the matches in `s` (valid UTF-8), in order. All but
+// digit_triples match any character, so their ranges cover `s` exactly.
 void regex_split(SplitRegex kind, std::string_view s, std::vector<std::pair<size_t, size_t>>& out);
 inline void gpt2_split(std::string_view s, std::vector<std::pair<size_t, size_t>>& out) { regex_split(SplitRegex::gpt2, s, out); }
 

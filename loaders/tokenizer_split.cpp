@@ -12,6 +12,14 @@ const char kGpt2[] = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{
 const char kLlama3[] =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 const char kDigitTriples[] = "[0-9][0-9][0-9]";
+const char kO200k[] =
+    R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|)"
+    R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|)"
+    R"(\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+const char kTekken[] =
+    R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|)"
+    R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|)"
+    R"(\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 const char kQwen2[] =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
@@ -40,6 +48,8 @@ bool known_split_regex(std::string_view pattern, SplitRegex* kind) {
   else if (pattern == kLlama3) *kind = SplitRegex::llama3;
   else if (pattern == kQwen2) *kind = SplitRegex::qwen2;
   else if (pattern == kDigitTriples) *kind = SplitRegex::digit_triples;
+  else if (pattern == kO200k) *kind = SplitRegex::o200k;
+  else if (pattern == kTekken) *kind = SplitRegex::tekken;
   else return false;
   return true;
 }
@@ -89,10 +99,45 @@ void regex_split(SplitRegex pattern, std::string_view s, std::vector<std::pair<s
     return (k < n && k - i >= 2) ? k - 1 : k;
   };
   const bool gpt2 = pattern == SplitRegex::gpt2;
-  const size_t max_digits = pattern == SplitRegex::llama3 ? 3 : pattern == SplitRegex::qwen2 ? 1 : size_t(-1);
+  const bool cased = pattern == SplitRegex::o200k || pattern == SplitRegex::tekken;
+  const bool contractions = pattern != SplitRegex::tekken;
+  const size_t max_digits = pattern == SplitRegex::llama3 || pattern == SplitRegex::o200k ? 3 : gpt2 ? size_t(-1) : 1;
+  // GPT-4o's classes: U = [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}], W = [\p{Ll}\p{Lm}\p{Lo}\p{M}] (marks are kOther).
+  auto is_u = [&](size_t k) { return k < n && unicode::is_upper_or_mark(cps[k]); };
+  auto is_w = [&](size_t k) { return k < n && unicode::is_lower_or_mark(cps[k]); };
+  // After a cased word: the optional (?i:'s|...) contraction.
+  auto with_contraction = [&](size_t e) { return contractions && e < n ? e + contraction(cps, e, true) : e; };
+  // U*W+ from j: U* takes the longest run, then backs off until W+ can start.
+  auto upper_then_lower = [&](size_t j) -> size_t {
+    size_t k = j;
+    while (is_u(k)) ++k;
+    if (is_w(k)) {
+      while (is_w(k)) ++k;
+      return with_contraction(k);
+    }
+    while (k > j && !is_w(k - 1)) --k;  // the last W inside the U run (the ones after it are not W)
+    return k > j ? with_contraction(k) : 0;
+  };
+  // U+W*: both greedy, nothing after them can fail.
+  auto upper_plus = [&](size_t j) -> size_t {
+    size_t k = j;
+    while (is_u(k)) ++k;
+    if (k == j) return 0;
+    while (is_w(k)) ++k;
+    return with_contraction(k);
+  };
   size_t i = 0;
   while (i < n) {
-    size_t end = i + contraction(cps, i, !gpt2);
+    size_t end = cased ? i : i + contraction(cps, i, !gpt2);
+    if (cased) {
+      // [^\r\n\p{L}\p{N}]? before either word form: tried with the character first, then without.
+      const bool prefix = kind[i] != kLetter && kind[i] != kNumber && !is_crlf(cps[i]);
+      for (int form = 0; form < 2 && end == i; ++form) {
+        auto word = [&](size_t j) { return std::max(i, form == 0 ? upper_then_lower(j) : upper_plus(j)); };
+        if (prefix && i + 1 < n) end = word(i + 1);
+        if (end == i) end = word(i);
+      }
+    }
     if (end == i && gpt2) {
       // ' ?\p{L}+', ' ?\p{N}+', ' ?[^\s\p{L}\p{N}]+': an optional space, then a run of one class.
       const size_t j = cps[i] == ' ' && i + 1 < n ? i + 1 : i;
@@ -108,7 +153,7 @@ void regex_split(SplitRegex pattern, std::string_view s, std::vector<std::pair<s
         const size_t j = cps[i] == ' ' && i + 1 < n && kind[i + 1] == kOther ? i + 1 : i;
         if (kind[j] == kOther) {
           end = run(j, kOther);
-          while (end < n && is_crlf(cps[end])) ++end;
+          while (end < n && (is_crlf(cps[end]) || (cased && cps[end] == '/'))) ++end;
         }
       }
       // \s*[\r\n]+: the whitespace run backs off to its last line break.

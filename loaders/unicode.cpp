@@ -133,6 +133,16 @@ bool is_number(uint32_t cp) {
   return in_table(unicode_tables::kNumber, cp);
 }
 
+bool is_upper_or_mark(uint32_t cp) {
+  if (cp < 0x80) return cp >= 'A' && cp <= 'Z';
+  return in_table(unicode_tables::kUpperOrMark, cp);
+}
+
+bool is_lower_or_mark(uint32_t cp) {
+  if (cp < 0x80) return cp >= 'a' && cp <= 'z';
+  return in_table(unicode_tables::kLowerOrMark, cp);
+}
+
 bool is_word(uint32_t cp) {
   if (cp < 0x80) return is_letter(cp) || is_number(cp) || cp == '_';
   return in_table(unicode_tables::kWord, cp);

@@ -23,6 +23,9 @@ std::string utf8_lossy(std::string_view bytes);
 // them define as White_Space (9-13, 0x20, 0x85, 0xA0, Zs, U+2028, U+2029).
 bool is_letter(uint32_t cp);
 bool is_number(uint32_t cp);
+// GPT-4o's cased-word classes: [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}] and [\p{Ll}\p{Lm}\p{Lo}\p{M}].
+bool is_upper_or_mark(uint32_t cp);
+bool is_lower_or_mark(uint32_t cp);
 bool is_word(uint32_t cp);
 bool is_numeric(uint32_t cp);
 bool is_punctuation(uint32_t cp);

@@ -4,6 +4,8 @@
 # point as the library does (its Oniguruma, regex crate and Rust standard library each follow their
 # own Unicode version, newer than Python's unicodedata):
 #   kLetter, kNumber  Oniguruma's \p{L} and \p{N} (the Split/ByteLevel regexes)
+#   kUpperOrMark, kLowerOrMark
+#                     Oniguruma's [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}] and [\p{Ll}\p{Lm}\p{Lo}\p{M}] (GPT-4o's regex)
 #   kWord             the regex crate's \w (added tokens' single_word), via the Whitespace pre-tokenizer
 #   kNumeric          Rust's char::is_numeric (the Digits pre-tokenizer)
 #   kPunctuation      what the Punctuation pre-tokenizer cuts (ASCII punctuation and Unicode P*)
@@ -107,6 +109,8 @@ def main():
     if space != SPACE:
         sys.exit(f"Oniguruma's \\s differs from unicode::is_space: {sorted(space ^ SPACE)}")
     letters, numbers = onig_class(r"\p{L}"), onig_class(r"\p{N}")
+    upper = onig_class(r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]")
+    lower = onig_class(r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]")
     word = isolated_by(pre_tokenizers.Whitespace())
     numeric = isolated_by(pre_tokenizers.Digits(individual_digits=True))
     punctuation = isolated_by(pre_tokenizers.Punctuation("isolated"), sep="a")
@@ -126,6 +130,8 @@ def main():
     print()
     emit("kLetter", ranges(letters), "Oniguruma's \\p{L}")
     emit("kNumber", ranges(numbers), "Oniguruma's \\p{N}")
+    emit("kUpperOrMark", ranges(upper), "Oniguruma's [\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]")
+    emit("kLowerOrMark", ranges(lower), "Oniguruma's [\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]")
     emit("kWord", ranges(word), "The regex crate's \\w")
     emit("kNumeric", ranges(numeric), "Rust's char::is_numeric")
     emit("kPunctuation", ranges(punctuation), "The Punctuation pre-tokenizer's characters")

@@ -13,6 +13,8 @@
 #                                              ignore_merges, post-processor Sequence[ByteLevel, <|begin_of_text|>]
 #   tests/fixtures/tokenizers/qwen2-bpe/       Qwen2's form: NFC normalizer, Split(its regex) + ByteLevel,
 #                                              ChatML special tokens
+#   tests/fixtures/tokenizers/o200k-bpe/       GPT-4o's split regex (Phi-4 and others): cased words, contractions
+#                                              as suffixes, digit triples, '/' after punctuation
 #   tests/fixtures/tokenizers/falcon-bpe/      Falcon's pre-tokenizer: Punctuation, ByteLevel, Digits, Split
 #                                              on [0-9][0-9][0-9] (the digit stages see byte-mapped text)
 #   tests/fixtures/tokenizers/mixed-bpe/       the rarer pieces: Strip + NFD + Replace normalizers, Digits
@@ -86,7 +88,8 @@ TESTS = [
 TESTS += ["\u1c89\u1c8a letters", "kawi \U00011f18\U00011f19's", "\U0001e4e4\U0001e4e5 12", "\U00031350\U00031351",
           "\U00011de0\U00011de1 digits", "\U0001e5d0\U0001e5d1x", "e\u0301 a\u0323\u0302 o\u0302\u0323", "\u1100\u1161\u11a8 \uac00\u11a8",
           "\u0b47\u0b3e \u212b \u2126 \u0344", "a\u0301\u0301\u0334", "\u0f73\u0f75", "It'S WE'LL they'RE 'ſ",
-          "line\r\n\r\nbreaks  \n\n  end", "12345678901234567890", "x1y22z333w4444", "a-b--c-", "- leading-dash-"]
+          "line\r\n\r\nbreaks  \n\n  end", "12345678901234567890", "x1y22z333w4444", "a-b--c-", "- leading-dash-",
+          "camelCaseWord HTTPServer XMLHttpRequest", "\u01c5ungla \u02b0\u02b1 a\u0301B\u0301c \u0301A", "x/y/\n !!/\r\n/"]
 # Random concatenations of awkward pieces (special tokens next to spaces, marks, byte-symbol lookalikes).
 ATOMS = ["a", "Z", " ", "  ", "\t", "\n", "\r\n", "'s", "'ll", "'S", "\u2019", "1", "456", ".", "...", "_", "\u00e9",
          "e\u0301", "\u4e2d", "\U0001f600", "\u200d", "\u00a0", "\u3000", "\u2028", "\u2167", "\u2581", "<s>", "</s>",
@@ -177,6 +180,9 @@ def byte_level_model(lines, vocab_size, specials):
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_SPLIT = LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
+O200K_SPLIT = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+               r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
 def llama3_bpe(lines):
@@ -204,6 +210,15 @@ def qwen2_bpe(lines):
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     # A normalized added token written decomposed: it matches NFC text, and decodes in its NFC form.
     tok.add_tokens([AddedToken("cafe\u0301", normalized=True)])
+    return tok
+
+
+def o200k_bpe(lines):
+    tok = byte_level_model(lines, 700, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(O200K_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
     return tok
 
 
@@ -265,7 +280,8 @@ TEMPLATES = {
     "chatml": lambda q: f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n",
 }
 EOS = {"gpt2-bpe": "<|endoftext|>", "llama-bpe": "</s>", "llama-metaspace": "</s>", "llama3-bpe": "<|end_of_text|>",
-       "qwen2-bpe": "<|endoftext|>", "mixed-bpe": "<|endoftext|>", "falcon-bpe": "<|endoftext|>"}
+       "qwen2-bpe": "<|endoftext|>", "mixed-bpe": "<|endoftext|>", "falcon-bpe": "<|endoftext|>",
+       "o200k-bpe": "<|endoftext|>"}
 
 
 def template_rows(toks):
@@ -304,7 +320,8 @@ def main():
     # to run), so a tokenizer.json already there is kept and only its expectations are recomputed;
     # --retrain builds every tokenizer afresh.
     builders = {"gpt2-bpe": gpt2_bpe, "llama-bpe": llama_bpe, "llama-metaspace": llama_metaspace,
-                "llama3-bpe": llama3_bpe, "qwen2-bpe": qwen2_bpe, "mixed-bpe": mixed_bpe, "falcon-bpe": falcon_bpe}
+                "llama3-bpe": llama3_bpe, "qwen2-bpe": qwen2_bpe, "mixed-bpe": mixed_bpe, "falcon-bpe": falcon_bpe,
+                "o200k-bpe": o200k_bpe}
     toks = {}
     for name, build in builders.items():
         path = os.path.join(ROOT, name, "tokenizer.json")

@@ -24,7 +24,7 @@ using namespace hamu;
 namespace {
 
 const std::string kFixtures = (std::filesystem::path(__FILE__).parent_path() / "fixtures" / "tokenizers").string();
-const char* const kFixtureNames[] = {"gpt2-bpe", "llama-bpe", "llama-metaspace", "llama3-bpe", "qwen2-bpe", "mixed-bpe", "falcon-bpe"};
+const char* const kFixtureNames[] = {"gpt2-bpe", "llama-bpe", "llama-metaspace", "llama3-bpe", "qwen2-bpe", "mixed-bpe", "falcon-bpe", "o200k-bpe"};
 
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -256,6 +256,15 @@ TEST_CASE("Llama 3 and Qwen2 split patterns by hand") {
   CHECK(split(l3, "\xE2\x80\x94word") == V{"\xE2\x80\x94word"});  // one punctuation character leads a word
   tok::SplitRegex kind;
   CHECK(!tok::known_split_regex("\\w+", &kind));
+  // GPT-4o: words split at case changes (an uppercase run keeps its last letter when lowercase
+  // follows), contractions as suffixes, marks in words, '/' after punctuation.
+  const auto o2 = tok::SplitRegex::o200k, tk = tok::SplitRegex::tekken;
+  CHECK(split(o2, "camelCaseHTTPServer") == V{"camel", "Case", "HTTPServer"});
+  CHECK(split(o2, "XMLHttpRequest's IT'S") == V{"XMLHttp", "Request's", " IT'S"});
+  CHECK(split(tk, "XMLHttpRequest's 12345") == V{"XMLHttp", "Request", "'s", " ", "1", "2", "3", "4", "5"});
+  CHECK(split(o2, "12345 a/b/\n") == V{"123", "45", " a", "/b", "/\n"});
+  CHECK(split(o2, "\xCC\x81Ab") == V{"\xCC\x81Ab"});          // a mark leads the word
+  CHECK(split(o2, "\xC7\x85ungla") == V{"\xC7\x85ungla"});     // titlecase ǅ (Lt) starts a word
   REQUIRE(tok::known_split_regex("[0-9][0-9][0-9]", &kind));  // Falcon: digit triples, the rest not matched
   CHECK(split(kind, "1234567 x12345") == V{"123", "456", "123"});
   CHECK(split(l3, "") == V{});

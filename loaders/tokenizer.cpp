@@ -639,7 +639,7 @@ void parse_pre_tokenizer(const Json& j, std::vector<PreStep>& out) {
       const std::string& re = pattern.at("Regex").as_string();
       if (!tok::known_split_regex(re, &s.regex))
         throw InputError("Split pre-tokenizer: unsupported Regex pattern " + Json(re).dump() +
-                         " (hamu knows the GPT-2, Llama 3, Qwen2 and Falcon patterns, and String patterns)");
+                         " (hamu knows the GPT-2, Llama 3, Qwen2, GPT-4o, Tekken and Falcon patterns, and String patterns)");
     } else {
       throw InputError("Split pre-tokenizer: pattern must be {\"String\": ...} or {\"Regex\": ...}");
     }

@@ -33,8 +33,8 @@ struct AddedToken {
 //   normalizer   null, Sequence, Prepend, Replace (string pattern), Strip, NFC, NFD
 //   pre_tokenizer null, Sequence, ByteLevel (add_prefix_space, use_regex: the GPT-2 split),
 //                Metaspace (replacement, prepend_scheme always/first/never or add_prefix_space, split),
-//                Split (a String pattern, or the GPT-2, Llama 3, Qwen2 or Falcon Regex; every
-//                behavior, invert), Digits (individual_digits), Punctuation (behavior)
+//                Split (a String pattern, or the GPT-2, Llama 3, Qwen2, GPT-4o, Tekken or Falcon
+//                Regex; every behavior, invert), Digits (individual_digits), Punctuation (behavior)
 //   post_processor null, Sequence, ByteLevel (ids unchanged), TemplateProcessing (single template),
 //                RobertaProcessing, BertProcessing (nested in a Sequence; none after a template)
 //   decoder      null, Sequence, ByteLevel, Metaspace, Replace (string), ByteFallback, Fuse, Strip

@@ -4,7 +4,9 @@
 #   tests/fixtures/lora/NAME/                 adapter_config.json + adapter_model.safetensors (peft's save_pretrained;
 #                                             r 4, alpha 8, dropout 0, random non-zero A and B). llama_gqa_head:
 #                                             q_proj and lm_head on llama_gqa, so peft also saves lm_head's base
-#                                             weight (lm_head.base_layer.weight, save_embedding_layers)
+#                                             weight (lm_head.base_layer.weight, save_embedding_layers);
+#                                             llama_gqa_pat: layers_to_transform, exclude_modules, rank_pattern,
+#                                             alpha_pattern and use_rslora (OPTIONS)
 #   tests/fixtures/lora/NAME_expected.safetensors
 #       logits, logits_masked [B,T,V]; token_losses [B,T-1]; loss; grad.<adapter tensor name> (gradient of the mean
 #       loss w.r.t. every lora_A / lora_B, named as in adapter_model.safetensors); ids, mask, labels (the batch of
@@ -34,6 +36,15 @@ TARGETS = {
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "llama_gqa": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "llama_gqa_head": ["q_proj", "lm_head"],
+    # Layer 1's projections but its o_proj, and layer 0's up_proj named by its whole path (kept whatever
+    # layers_to_transform says); per-layer ranks and alphas; rsLoRA scaling.
+    "llama_gqa_pat": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj", "model.layers.0.mlp.up_proj"],
+}
+SEEDS = {"llama_gqa_head": 20261130, "llama_gqa_pat": 20261131}
+# LoraConfig options beyond the targets.
+OPTIONS = {
+    "llama_gqa_pat": dict(layers_to_transform=[1], exclude_modules=["model.layers.1.self_attn.o_proj"],
+                          rank_pattern={"q_proj": 2, "down_proj": 6}, alpha_pattern={"v_proj": 3}, use_rslora=True),
 }
 
 
@@ -77,11 +88,11 @@ def write(only):
     for name, targets in TARGETS.items():
         if only and name not in only:
             continue
-        if name == "llama_gqa_head":  # its own stream: the fixtures before it keep theirs
-            gen = torch.Generator().manual_seed(20261130)
+        if name in SEEDS:  # their own streams: the fixtures before keep theirs
+            gen = torch.Generator().manual_seed(SEEDS[name])
         base = AutoModelForCausalLM.from_pretrained(os.path.join(LM, base_of(name)))
         cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM",
-                         fan_in_fan_out=name == "gpt2")
+                         fan_in_fan_out=name == "gpt2", **OPTIONS.get(name, {}))
         model = get_peft_model(base, cfg)
         with torch.no_grad():
             # peft's init leaves B = 0 (no effect); random A and B make the adapter change the logits.

@@ -195,10 +195,21 @@ TEST_CASE("lm configs: rotary scaling, biases and activations parsed; what is no
     j.set("architectures", Json::array({"Qwen2ForCausalLM"})).set("model_type", "qwen2").set("sliding_window", 8);
   });
   CHECK((qw.qkv_bias && !qw.o_bias && qw.sliding_window == 0));
-  CHECK(parse([](Json& j) {
-          j.set("architectures", Json::array({"Qwen2ForCausalLM"})).set("model_type", "qwen2").set("sliding_window", 8);
-          j.set("use_sliding_window", true);
-        }).sliding_window == 8);
+  auto qwen_window = [&](const std::function<void(Json&)>& edit) {
+    return parse([&](Json& j) {
+             j.set("architectures", Json::array({"Qwen2ForCausalLM"})).set("model_type", "qwen2").set("sliding_window", 8);
+             j.set("use_sliding_window", true);
+             edit(j);
+           })
+        .sliding_window;
+  };
+  // The window applies to the layers layer_types marks, by default those from max_window_layers (28) on.
+  CHECK(qwen_window([](Json& j) { j.set("max_window_layers", 1); }) == 8);
+  CHECK(qwen_window([](Json&) {}) == 0);
+  CHECK(qwen_window([](Json& j) { j.set("layer_types", Json::array({"full_attention", "sliding_attention"})); }) == 8);
+  CHECK(qwen_window([](Json& j) { j.set("layer_types", Json::array({"full_attention", "full_attention"})).set("max_window_layers", 0); }) == 0);
+  CHECK(contains(error_of([&] { qwen_window([](Json& j) { j.set("layer_types", Json::array({"full_attention", "chunked"})); }); }),
+                 "layer_types entry 'chunked' is not supported"));
   CHECK_MESSAGE(contains(refusal([](Json& j) { j.set("rope_parameters", Json::object({{"rope_type", "yarn"}, {"factor", 2.0}})); }),
                          "cfg.json: rope_parameters.rope_type 'yarn' is not supported"), "yarn");
   CHECK(contains(refusal([](Json& j) { j.set("rope_parameters", Json::object({{"rope_type", "linear"}})); }),

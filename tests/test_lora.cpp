@@ -389,6 +389,35 @@ TEST_CASE("lora fixtures: peft's lm_head adapter (with the base weight peft save
   CHECK_FALSE(has_lora(*m));
 }
 
+TEST_CASE("lora fixtures: peft's adapter with layers_to_transform, exclude_modules, rank/alpha patterns and rsLoRA") {
+  // All five were refused; peft's fixture selects layer 1's projections but its o_proj and layer 0's up_proj
+  // (a whole-path target, which layers_to_transform leaves alone), q_proj at r 2, down_proj at r 6, v_proj at
+  // alpha 3, scaled by alpha / sqrt(r).
+  check_against_peft("llama_gqa_pat", "llama_gqa");
+  LoadedLm lm = load_hf_dir(lm_fixture("llama_gqa"));
+  load_lora(lora_fixture("llama_gqa_pat"), *lm.model);
+  std::map<std::string, std::pair<int64_t, double>> got;
+  for (const auto& [path, lin] : lora_layers(*lm.model)) got[path] = {lin->lora_A->weight.shape()[0], lin->lora_scaling};
+  const std::map<std::string, std::pair<int64_t, double>> want = {
+      {"model.layers.0.mlp.up_proj", {4, 8 / 2.0}},          {"model.layers.1.mlp.down_proj", {6, 8 / std::sqrt(6.0)}},
+      {"model.layers.1.mlp.gate_proj", {4, 8 / 2.0}},        {"model.layers.1.self_attn.k_proj", {4, 8 / 2.0}},
+      {"model.layers.1.self_attn.q_proj", {2, 8 / std::sqrt(2.0)}}, {"model.layers.1.self_attn.v_proj", {4, 3 / 2.0}}};
+  CHECK(got == want);
+  // Saved back as peft reads it: the odd layers in rank_pattern / alpha_pattern by full path; the same logits.
+  TempDir tmp;
+  const std::string d = tmp / "saved";
+  save_lora(d, *lm.model, "base");
+  const Json cfg = load_json(d + "/adapter_config.json");
+  CHECK(cfg["rank_pattern"].dump() == R"({"model.layers.1.self_attn.q_proj":2,"model.layers.1.mlp.down_proj":6})");
+  CHECK(cfg["alpha_pattern"].dump() == R"({"model.layers.1.self_attn.v_proj":3})");
+  CHECK(cfg["use_rslora"].as_bool());
+  const Tensor ids = load_safetensors(lm_fixture("llama_gqa_expected.safetensors")).get("ids");
+  LoadedLm again = load_hf_dir(lm_fixture("llama_gqa"));
+  load_lora(d, *again.model);
+  NoGradGuard ng;
+  CHECK(again.model->logits(ids).to_vector<float>() == lm.model->logits(ids).to_vector<float>());
+}
+
 TEST_CASE("lora: use_rslora scales by alpha / sqrt(r), survives save and reload") {
   // peft's rsLoRA was refused; it is the plain adapter with another scaling (peft's eval losses for such
   // adapters agree to 1e-8), so it equals a plain adapter whose alpha is alpha * sqrt(r).
@@ -678,7 +707,12 @@ TEST_CASE("lora bad adapters: one InputError naming the file and the field or te
       {"has shape [4, 32], llama (2 layers", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("r", 8); }); }},
       {"peft_type \"IA3\" is not LORA", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("peft_type", "IA3"); }); }},
       {"\"use_dora\" = true is not supported", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("use_dora", true); }); }},
-      {"\"rank_pattern\" = {\"q_proj\":2} is not supported", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("rank_pattern", Json::object({{"q_proj", 2}})); }); }},
+      {"with r 2 needs [2, 32]", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("rank_pattern", Json::object({{"q_proj", 2}})); }); }},
+      {"\"rank_pattern\" entry 'q_proj' = 0 is not a positive integer", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("rank_pattern", Json::object({{"q_proj", 0}})); }); }},
+      {"\"alpha_pattern\" key '(q' is not a valid regex", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("alpha_pattern", Json::object({{"(q", 2}})); }); }},
+      {"\"layers_to_transform\" holds \"one\", not a layer index", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("layers_to_transform", "one"); }); }},
+      {"leave no layer", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("exclude_modules", ".*"); }); }},
+      {"unexpected tensor 'base_model.model.model.layers.0.", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("layers_to_transform", 1); }); }},
       {"\"bias\" = \"all\" is not supported", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("bias", "all"); }); }},
       {"\"kasa_config\" = {\"a\":1} is not supported", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("kasa_config", Json::object({{"a", 1}})); }); }},
       {"\"use_bdlora\" = true is not supported", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("use_bdlora", true); }); }},

@@ -238,8 +238,25 @@ LmConfig LmConfig::from_hf_json(const Json& j, const std::string& where) {
     parse_rope(j, c, where);
     c.tie_word_embeddings = optional_bool(j, "tie_word_embeddings", false, where);
     c.sliding_window = optional_int(j, "sliding_window", 0, where);
-    // Qwen2 carries a sliding_window that only applies with use_sliding_window.
-    if (c.model_type == "qwen2" && !optional_bool(j, "use_sliding_window", false, where)) c.sliding_window = 0;
+    // Qwen2 carries a sliding_window that applies only with use_sliding_window, and then only to the layers
+    // layer_types marks "sliding_attention" (by default those from max_window_layers on): with none, no window.
+    if (c.model_type == "qwen2" && c.sliding_window > 0) {
+      bool sliding = optional_bool(j, "use_sliding_window", false, where);
+      if (const Json* lt = j.find("layer_types"); sliding && lt && !lt->is_null()) {
+        if (!lt->is_array()) config_error(where, "field 'layer_types' is not a list");
+        bool any = false;
+        for (const Json& t : lt->as_array()) {
+          const std::string name = t.is_string() ? t.as_string() : t.dump();
+          if (name != "full_attention" && name != "sliding_attention")
+            config_error(where, "layer_types entry '" + name + "' is not supported (full_attention, sliding_attention)");
+          any = any || name == "sliding_attention";
+        }
+        sliding = any;
+      } else if (sliding) {
+        sliding = c.num_layers > optional_int(j, "max_window_layers", 28, where);
+      }
+      if (!sliding) c.sliding_window = 0;
+    }
     const std::string act = optional_string(j, "hidden_act", "silu", where);
     if (act != "silu") config_error(where, "hidden_act '" + act + "' is not supported (silu)");
     // Biases as each architecture's transformers class builds them (Mistral has none, whatever the config says).

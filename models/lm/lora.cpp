@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <optional>
 #include <regex>
 #include <set>
 
@@ -192,17 +194,103 @@ bool has_lora(nn::Module& model) { return !lora_layers(model).empty(); }
 
 namespace {
 
-// Freezes the model and attaches adapters to `layers` (checked beforehand: none carries one).
-void attach(CausalLM& model, const std::vector<std::pair<std::string, nn::Linear*>>& layers, int64_t r, double alpha,
-            double dropout, uint64_t seed) {
+// One layer's rank and alpha (peft's rank_pattern / alpha_pattern may give each layer its own).
+struct LayerRank {
+  int64_t r;
+  double alpha;
+};
+
+// Freezes the model and attaches adapters to `layers` (checked beforehand: none carries one), layer i with
+// ranks[i].
+void attach(CausalLM& model, const std::vector<std::pair<std::string, nn::Linear*>>& layers,
+            const std::vector<LayerRank>& ranks, double dropout, uint64_t seed) {
   model.freeze();
   Rng rng(seed ^ 0x4C6F5241ull);  // "LoRA": A's init stream, independent of the dropout streams
   uint64_t stream = seed;
-  for (const auto& [path, lin] : layers) lin->add_lora(r, alpha, dropout, splitmix64(stream), rng);
+  for (size_t i = 0; i < layers.size(); ++i) layers[i].second->add_lora(ranks[i].r, ranks[i].alpha, dropout, splitmix64(stream), rng);
 }
 
 // peft's use_rslora scaling.
 double rslora_scaling(double alpha, int64_t r) { return alpha / std::sqrt(double(r)); }
+
+// Whether the adapters scale by alpha / sqrt(r) (rsLoRA): decided by a layer of rank above 1 (at rank 1 both
+// rules agree).
+bool uses_rslora(const std::vector<std::pair<std::string, nn::Linear*>>& layers) {
+  for (const auto& [path, lin] : layers) {
+    const int64_t r = lin->lora_A->weight.shape()[0];
+    if (r > 1) return lin->lora_scaling == rslora_scaling(lin->lora_alpha, r);
+  }
+  return false;
+}
+
+// peft's rank_pattern / alpha_pattern: key -> value, the first key (in file order) that matches the module path
+// as peft's get_pattern_key does (re.match of "(.*\.)?(KEY)$").
+struct Patterns {
+  std::vector<std::pair<std::regex, double>> items;
+  std::optional<double> find(const std::string& path) const {
+    for (const auto& [re, v] : items)
+      if (std::regex_match(path, re)) return v;
+    return std::nullopt;
+  }
+};
+
+Patterns read_patterns(const Json& cfg, const char* key, bool integer, const std::string& where) {
+  Patterns out;
+  const Json* p = cfg.find(key);
+  if (!p || p->is_null()) return out;
+  if (!p->is_object()) throw InputError(where + ": \"" + key + "\" = " + p->dump() + " is not an object");
+  for (const auto [name, v] : p->members()) {
+    const bool ok = integer ? v.is_integer() && v.as_int() >= 1 : v.is_number() && v.as_number() > 0 && std::isfinite(v.as_number());
+    if (!ok)
+      throw InputError(where + ": \"" + key + "\" entry '" + name + "' = " + v.dump() + " is not a positive " +
+                       (integer ? "integer" : "number"));
+    if (name.size() > 4096) throw InputError(where + ": \"" + key + "\" key longer than 4096 characters");
+    try {
+      out.items.emplace_back(std::regex("(.*\\.)?(" + name + ")", std::regex::ECMAScript), integer ? double(v.as_int()) : v.as_number());
+    } catch (const std::regex_error& e) {
+      throw InputError(where + ": \"" + key + "\" key '" + name + "' is not a valid regex: " + e.what());
+    }
+  }
+  return out;
+}
+
+// peft's layers_to_transform (an index or a list) with layers_pattern (none, a name or a list of names):
+// the layer index of a module path is the number after the first "<pattern>." (any one dotted name without a
+// pattern), as check_target_module_exists finds it. nullopt: the option is off.
+std::optional<std::vector<std::regex>> layer_index_regexes(const Json& cfg, const std::string& where,
+                                                            std::set<int64_t>& indices) {
+  const Json* lt = cfg.find("layers_to_transform");
+  if (!lt || lt->is_null() || (lt->is_array() && lt->size() == 0)) return std::nullopt;
+  auto index = [&](const Json& v) {
+    if (!v.is_integer() || v.as_int() < 0)
+      throw InputError(where + ": \"layers_to_transform\" holds " + v.dump() + ", not a layer index");
+    indices.insert(v.as_int());
+  };
+  if (lt->is_array())
+    for (const Json& v : lt->as_array()) index(v);
+  else index(*lt);
+  std::vector<std::string> patterns;
+  if (const Json* lp = cfg.find("layers_pattern"); lp && !lp->is_null()) {
+    if (lp->is_string()) {
+      if (!lp->as_string().empty()) patterns.push_back(lp->as_string());
+    } else if (lp->is_array()) {
+      for (const Json& v : lp->as_array()) {
+        if (!v.is_string()) throw InputError(where + ": \"layers_pattern\" holds " + v.dump() + ", not a name");
+        patterns.push_back(v.as_string());
+      }
+    } else {
+      throw InputError(where + ": \"layers_pattern\" = " + lp->dump() + " is not a name or a list of names");
+    }
+  }
+  std::vector<std::regex> out;
+  try {
+    if (patterns.empty()) out.emplace_back(R"(.*?\.[^.]*\.(\d+)\.)", std::regex::ECMAScript);
+    for (const std::string& p : patterns) out.emplace_back("(?:^|.*?\\.)" + p + R"(\.(\d+)\.)", std::regex::ECMAScript);
+  } catch (const std::regex_error& e) {
+    throw InputError(where + ": \"layers_pattern\" is not a valid regex: " + e.what());
+  }
+  return out;
+}
 
 void require_no_adapters(nn::Module& model, const std::string& who) {
   if (has_lora(model))
@@ -218,7 +306,7 @@ std::vector<std::string> add_lora(CausalLM& model, const LoraSpec& spec, uint64_
   if (!(spec.dropout >= 0 && spec.dropout < 1)) throw InputError("--lora: dropout must lie in [0, 1)");
   const auto layers = lora_select(model, lora_target_modules(model.config().family, spec.targets));
   require_no_adapters(model, "--lora");
-  attach(model, layers, spec.r, spec.alpha, spec.dropout, seed);
+  attach(model, layers, std::vector<LayerRank>(layers.size(), {spec.r, spec.alpha}), spec.dropout, seed);
   std::vector<std::string> paths;
   for (const auto& l : layers) paths.push_back(l.first);
   return paths;
@@ -250,8 +338,11 @@ std::string lora_summary(CausalLM& model) {
   int64_t all = 0;
   for (const auto& [n, w] : model.named_weights()) all += w.numel();
   const int64_t r = first.lora_A->weight.shape()[0];
-  const std::string rs = r > 1 && first.lora_scaling == rslora_scaling(first.lora_alpha, r) ? " (rsLoRA)" : "";
-  return "LoRA r " + std::to_string(r) + ", alpha " + alpha + rs + ", dropout " + dropout +
+  bool varies = false;
+  for (const auto& [path, lin] : layers) varies = varies || lin->lora_A->weight.shape()[0] != r || lin->lora_alpha != first.lora_alpha;
+  std::string notes = uses_rslora(layers) ? "rsLoRA" : "";
+  if (varies) notes += std::string(notes.empty() ? "" : "; ") + "other r or alpha on some layers";
+  return "LoRA r " + std::to_string(r) + ", alpha " + alpha + (notes.empty() ? "" : " (" + notes + ")") + ", dropout " + dropout +
          " on " + std::to_string(layers.size()) + " layers (" + names + "): " + std::to_string(model.num_parameters()) +
          " trainable of " + std::to_string(all);
 }
@@ -319,12 +410,18 @@ void save_lora(const std::string& dir, CausalLM& model, const std::string& base_
   const nn::Linear& first = *layers.front().second;
   const int64_t r = first.lora_A->weight.shape()[0];
   const double dropout = first.lora_dropout ? first.lora_dropout->p : 0.0;
+  const bool rslora = uses_rslora(layers);
+  // adapter_config.json holds one dropout and one scaling rule; a layer whose r or alpha differs from the
+  // first's goes into rank_pattern / alpha_pattern under its full path (a regex that matches only it).
+  Json rank_pattern = Json::object(), alpha_pattern = Json::object();
   for (const auto& [path, lin] : layers) {
     const double p = lin->lora_dropout ? lin->lora_dropout->p : 0.0;
-    // adapter_config.json holds one r, alpha, dropout and scaling rule (rank_pattern / alpha_pattern are not written).
-    if (lin->lora_A->weight.shape()[0] != r || lin->lora_alpha != first.lora_alpha || p != dropout ||
-        lin->lora_scaling != first.lora_scaling)
-      throw Error("save_lora: adapter '" + path + "' has another r, alpha, dropout or scaling than '" + layers.front().first + "'");
+    const int64_t lr = lin->lora_A->weight.shape()[0];
+    const double scaling = rslora ? rslora_scaling(lin->lora_alpha, lr) : lin->lora_alpha / double(lr);
+    if (p != dropout || lin->lora_scaling != scaling)
+      throw Error("save_lora: adapter '" + path + "' has another dropout or scaling rule than '" + layers.front().first + "'");
+    if (lr != r) rank_pattern.set(path, lr);
+    if (lin->lora_alpha != first.lora_alpha) alpha_pattern.set(path, lin->lora_alpha);
   }
   const auto linears = all_linears(model);
   std::vector<std::string> targets;
@@ -350,7 +447,7 @@ void save_lora(const std::string& dir, CausalLM& model, const std::string& base_
 
   // The fields peft writes (sorted as it sorts them), with the values of a plain LoRA adapter.
   Json cfg = Json::object();
-  cfg.set("alpha_pattern", Json::object());
+  cfg.set("alpha_pattern", alpha_pattern);
   cfg.set("base_model_name_or_path", base_model.empty() ? Json() : Json(base_model));
   cfg.set("bias", "none");
   cfg.set("exclude_modules", Json());
@@ -365,13 +462,12 @@ void save_lora(const std::string& dir, CausalLM& model, const std::string& base_
   cfg.set("modules_to_save", Json());
   cfg.set("peft_type", "LORA");
   cfg.set("r", r);
-  cfg.set("rank_pattern", Json::object());
+  cfg.set("rank_pattern", rank_pattern);
   cfg.set("revision", Json());
   cfg.set("target_modules", targets);
   cfg.set("task_type", "CAUSAL_LM");
   cfg.set("use_dora", false);
-  // An adapter loaded with use_rslora keeps its scaling (with r 1 the two rules agree).
-  cfg.set("use_rslora", r > 1 && first.lora_scaling == rslora_scaling(first.lora_alpha, r));
+  cfg.set("use_rslora", rslora);  // an adapter loaded with use_rslora keeps its scaling
   save_json((fs::path(dir) / kAdapterConfig).string(), cfg);
 }
 
@@ -401,8 +497,7 @@ void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
   const Json* rs = cfg.find("use_rslora");
   if (rs && !rs->is_null() && !rs->is_bool()) throw InputError(cfg_path + ": \"use_rslora\" = " + rs->dump() + " is not true or false");
   const bool rslora = rs && rs->is_bool() && rs->as_bool();
-  for (const char* key : {"use_dora", "lora_bias", "rank_pattern", "alpha_pattern", "modules_to_save",
-                          "layers_to_transform", "exclude_modules", "target_parameters", "trainable_token_indices",
+  for (const char* key : {"use_dora", "lora_bias", "modules_to_save", "target_parameters", "trainable_token_indices",
                           "layer_replication", "use_qalora", "alora_invocation_tokens",
                           // peft's other LoRA variants (lora_variants of peft 0.21's Linear)
                           "arrow_config", "use_bdlora", "velora_config", "monteclora_config", "mica", "kasa_config"})
@@ -436,9 +531,63 @@ void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
     } catch (const InputError& e) {
       throw InputError(cfg_path + ": " + e.what());
     }
+    // layers_to_transform keeps the suffix-matched layers of those indices (a target naming the whole path is
+    // kept as it is), as peft's check_target_module_exists does for a list of targets.
+    std::set<int64_t> indices;
+    if (const auto index_res = layer_index_regexes(cfg, cfg_path, indices)) {
+      std::vector<std::pair<std::string, nn::Linear*>> kept;
+      for (const auto& l : layers) {
+        bool keep = std::find(names.begin(), names.end(), l.first) != names.end();
+        for (size_t i = 0; !keep && i < index_res->size(); ++i) {
+          std::smatch m;
+          if (std::regex_search(l.first, m, (*index_res)[i], std::regex_constants::match_continuous)) {
+            keep = indices.count(std::stoll(m[1].str())) > 0;
+            break;
+          }
+        }
+        if (keep) kept.push_back(l);
+      }
+      layers = kept;
+    }
   } else {
     throw InputError(cfg_path + ": \"target_modules\" must be a non-empty list of module names or a regex string");
   }
+  // exclude_modules: a list (a path equal to a name or ending in "." + name) or a regex string (whole path).
+  if (const Json* ex = cfg.find("exclude_modules"); ex && !ex->is_null()) {
+    std::function<bool(const std::string&)> excluded;
+    if (ex->is_string()) {
+      std::regex re;
+      try {
+        re = std::regex(ex->as_string(), std::regex::ECMAScript);
+      } catch (const std::regex_error& e) {
+        throw InputError(cfg_path + ": \"exclude_modules\" regex '" + ex->as_string() + "' is invalid: " + e.what());
+      }
+      excluded = [re](const std::string& path) { return std::regex_match(path, re); };
+    } else if (ex->is_array()) {
+      std::vector<std::string> names;
+      for (const Json& t : ex->as_array()) {
+        if (!t.is_string()) throw InputError(cfg_path + ": \"exclude_modules\" holds " + t.dump());
+        names.push_back(t.as_string());
+      }
+      excluded = [names](const std::string& path) {
+        for (const std::string& n : names)
+          if (path_matches(path, n)) return true;
+        return false;
+      };
+    } else {
+      throw InputError(cfg_path + ": \"exclude_modules\" = " + ex->dump() + " is not a list of names or a regex string");
+    }
+    std::erase_if(layers, [&](const auto& l) { return excluded(l.first); });
+  }
+  if (layers.empty())
+    throw InputError(cfg_path + ": target_modules, layers_to_transform and exclude_modules leave no layer of " +
+                     model.config().describe());
+  // Each layer's r and alpha: rank_pattern / alpha_pattern, else r and lora_alpha.
+  const Patterns rank_pattern = read_patterns(cfg, "rank_pattern", true, cfg_path);
+  const Patterns alpha_pattern = read_patterns(cfg, "alpha_pattern", false, cfg_path);
+  std::vector<LayerRank> ranks;
+  for (const auto& [path, lin] : layers)
+    ranks.push_back({int64_t(rank_pattern.find(path).value_or(double(r))), alpha_pattern.find(path).value_or(alpha)});
   require_no_adapters(model, dir);
 
   // Every tensor read and checked before the model changes.
@@ -449,16 +598,17 @@ void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
   MappedSafetensors file(weights_path);
   std::set<std::string> used;
   std::vector<Tensor> values;  // A, B per layer
-  for (const auto& [path, lin] : layers) {
-    const int64_t in = lin->weight.shape()[1], out = lin->weight.shape()[0];
-    for (const auto& [which, want] : {std::pair<const char*, Shape>{"lora_A", Shape{r, in}}, {"lora_B", Shape{out, r}}}) {
+  for (size_t li = 0; li < layers.size(); ++li) {
+    const auto& [path, lin] = layers[li];
+    const int64_t in = lin->weight.shape()[1], out = lin->weight.shape()[0], r_layer = ranks[li].r;
+    for (const auto& [which, want] : {std::pair<const char*, Shape>{"lora_A", Shape{r_layer, in}}, {"lora_B", Shape{out, r_layer}}}) {
       const std::string name = tensor_name(path, which);
       const MappedTensorInfo* info = file.find(name);
       if (!info)
         throw InputError(weights_path + ": tensor '" + name + "' is missing (" + kAdapterConfig + " targets '" + path + "')");
       if (info->shape != want)
         throw InputError(weights_path + ": tensor '" + name + "' has shape " + shape_str(info->shape) + ", " +
-                         model.config().describe() + " with r " + std::to_string(r) + " needs " + shape_str(want) +
+                         model.config().describe() + " with r " + std::to_string(r_layer) + " needs " + shape_str(want) +
                          " (an adapter for another base model?)");
       Tensor v = file.read(*info, DType::f32);
       const float* d = v.data<float>();
@@ -491,10 +641,10 @@ void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
       throw InputError(weights_path + ": unexpected tensor '" + t.name + "' (no Linear layer selected by " + kAdapterConfig +
                        " carries it)");
 
-  attach(model, layers, r, alpha, dropout, seed);
+  attach(model, layers, ranks, dropout, seed);
   // rsLoRA scales by alpha / sqrt(r) instead of alpha / r.
   if (rslora)
-    for (const auto& [path, lin] : layers) lin->lora_scaling = rslora_scaling(alpha, r);
+    for (size_t i = 0; i < layers.size(); ++i) layers[i].second->lora_scaling = rslora_scaling(ranks[i].alpha, ranks[i].r);
   size_t k = 0;
   for (const auto& [path, lin] : layers) {
     Tensor a = lin->lora_A->weight.detach(), b = lin->lora_B->weight.detach();

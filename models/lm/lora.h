@@ -49,13 +49,16 @@ bool has_lora(nn::Module& model);
 std::vector<std::string> add_lora(CausalLM& model, const LoraSpec& spec, uint64_t seed = 0);
 
 // PEFT's directory: DIR/adapter_config.json and DIR/adapter_model.safetensors (float32, {"format": "pt"}),
-// each written atomically; DIR is created when needed. base_model goes to base_model_name_or_path.
+// each written atomically; DIR is created when needed. base_model goes to base_model_name_or_path. A layer
+// whose r or alpha differs from the first layer's is written to rank_pattern / alpha_pattern under its path.
 void save_lora(const std::string& dir, CausalLM& model, const std::string& base_model = "");
 
 // Reads a PEFT LoRA directory (ours or peft's): checks adapter_config.json (peft_type LORA, bias none, no
-// DoRA / other LoRA variants / rank or alpha patterns / modules_to_save / layer selections; use_rslora scales by
-// alpha / sqrt(r), and save_lora writes it back), selects its target_modules (a
-// list of names, or a string matched as a whole-path regex, as peft does), checks every adapter tensor's
+// DoRA / other LoRA variants / modules_to_save), selects its target_modules (a list of names, or a string
+// matched as a whole-path regex, as peft does), narrowed by layers_to_transform (+ layers_pattern) and
+// exclude_modules as peft narrows them, gives each layer its r and alpha (rank_pattern / alpha_pattern, peft's
+// "(.*\.)?(KEY)$" match) and its scaling (alpha / r, or alpha / sqrt(r) with use_rslora; save_lora writes
+// patterns and use_rslora back), checks every adapter tensor's
 // presence, shape and finiteness (a base weight peft saved beside an lm_head adapter, "<path>.base_layer.weight",
 // must equal the model's), and only then freezes the model and attaches the adapters. Everything
 // is an InputError naming the file and the field or tensor; the model is untouched when loading fails.

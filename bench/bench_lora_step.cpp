@@ -123,8 +123,9 @@ int main(int argc, char** argv) {
     // bf16: each frozen weight is converted on the device as it arrives (the float32 base never sits there whole).
     if (bf16) {
       models::cast_frozen_linear_weights(*model, DType::bf16, dev);
-      kernels::PerfOptions perf = kernels::perf_options();  // and attention in bf16, as the CLI does
+      kernels::PerfOptions perf = kernels::perf_options();  // and attention and saved activations in bf16, as the CLI
       perf.bf16_attention = true;
+      perf.bf16_activations = true;
       kernels::set_perf_options(perf);
     }
     model->to(dev);

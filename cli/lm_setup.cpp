@@ -105,9 +105,11 @@ std::shared_ptr<models::CausalLM> load_lm_source(const LmSource& src, Device dev
   if (bf16) {
     models::cast_frozen_linear_weights(*lm, DType::bf16, device);
     lm->to(device);
-    // The run opted into bfloat16 math: attention goes to the tensor cores too (f32 in and out, bf16 products).
+    // The run opted into bfloat16: attention goes to the tensor cores too (f32 in and out, bf16 products), and
+    // the activations ops keep for the backward are stored in bfloat16.
     kernels::PerfOptions perf = kernels::perf_options();
     perf.bf16_attention = true;
+    perf.bf16_activations = true;
     kernels::set_perf_options(perf);
   }
   // Inference mode (adapter dropout off) for evaluation, generation and unlearning; training switches it on.
@@ -147,8 +149,8 @@ DType base_dtype_flag(const std::string& value) {
 Flag base_dtype_help() {
   return {"--base-dtype", "T",
           "LoRA: float32, or bfloat16 for the frozen base Linear weights on cuda (half their memory, bf16 GEMMs "
-          "accumulating in float32, attention on the tensor cores in bf16; adapters, gradients and statistics stay "
-          "float32)",
+          "accumulating in float32, attention on the tensor cores in bf16, activations kept for the backward in bf16; "
+          "adapters, gradients and statistics stay float32)",
           "float32"};
 }
 

@@ -50,11 +50,13 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
   CaptureTicket ticket = capture_norm("rms_norm", weight, Tensor(), xc, Tensor(), rstd, samples, per_sample, false);
   const PairedTicket paired = paired_ticket("rms_norm", weight, Tensor(), samples);
   if (needs_grad({&xc, &wc})) {
-    Tensor xd = xc.detach(), wd = wc.detach();
+    const SavedTensor xs(xc);
+    const Tensor wd = wc.detach();
     const bool route = wc.requires_grad() && paired.weight;
     const int64_t split_rows = paired.split * per_sample;
     record(y, "rms_norm", {xc, wc}, [=](const Tensor& g) {
       Tensor gc = g.contiguous();
+      const Tensor xd = xs.get();
       capture_output_grad(ticket, gc);
       Tensor gx = empty_like(xd);
       Tensor gw = route ? Tensor() : zeros_like(wd);
@@ -89,9 +91,10 @@ Tensor gelu_tanh(const Tensor& x) {
     kernels::gelu_tanh_forward(ctx, xc.numel(), xc.data<T>(), y.data<T>());
   });
   if (needs_grad({&xc})) {
-    Tensor xd = xc.detach();
-    record(y, "gelu_tanh", {xc}, [xd](const Tensor& g) {
+    const SavedTensor xs(xc);
+    record(y, "gelu_tanh", {xc}, [xs](const Tensor& g) {
       Tensor gc = g.contiguous();
+      const Tensor xd = xs.get();
       Tensor gx = empty_like(gc);
       dispatch("gelu_tanh_backward", gc, [&](const auto& ctx, auto tag) {
         using T = decltype(tag);
@@ -114,9 +117,10 @@ Tensor swiglu(const Tensor& gate, const Tensor& up) {
     kernels::swiglu_forward(ctx, gc.numel(), gc.data<T>(), uc.data<T>(), y.data<T>());
   });
   if (needs_grad({&gc, &uc})) {
-    Tensor gd = gc.detach(), ud = uc.detach();
-    record(y, "swiglu", {gc, uc}, [gd, ud](const Tensor& g) {
+    const SavedTensor gs(gc), us(uc);
+    record(y, "swiglu", {gc, uc}, [gs, us](const Tensor& g) {
       Tensor gy = g.contiguous();
+      const Tensor gd = gs.get(), ud = us.get();
       Tensor ggate = empty_like(gy), gup = empty_like(gy);
       dispatch("swiglu_backward", gy, [&](const auto& ctx, auto tag) {
         using T = decltype(tag);
@@ -244,9 +248,10 @@ Tensor gqa_attention_fused(const Tensor& qc, const Tensor& kc, const Tensor& vc,
         vc.data<float>(), y.data<float>(), lse.data<float>());
   }
   if (needs_grad({&qc, &kc, &vc})) {
-    Tensor qd = qc.detach(), kd = kc.detach(), vd = vc.detach(), yd = y.detach();
+    const SavedTensor q_saved(qc), k_saved(kc), v_saved(vc), y_saved(y);
     record(y, "gqa_attention", {qc, kc, vc}, [=](const Tensor& grad) {
       Tensor gy = grad.contiguous();
+      const Tensor qd = q_saved.get(), kd = k_saved.get(), vd = v_saved.get(), yd = y_saved.get();
       Tensor gq = empty_like(qd), gk = empty_like(kd), gv = empty_like(vd);
       Tensor dsum = Tensor::empty({b, h, t}, DType::f32, dev);
       const kernels::ProfScope prof("gqa_attention_backward", dev.index);
@@ -300,9 +305,10 @@ Tensor gqa_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
                           y.data<T>(), dh, qs, bkv);
   });
   if (needs_grad({&qc, &kc, &vc})) {
-    Tensor qd = qc.detach(), kd = kc.detach(), vd = vc.detach();
+    const SavedTensor q_saved(qc), k_saved(kc), v_saved(vc);
     record(y, op, {qc, kc, vc}, [=](const Tensor& grad) {
       Tensor gy = grad.contiguous();
+      const Tensor qd = q_saved.get(), kd = k_saved.get(), vd = v_saved.get();
       Tensor gq = empty_like(qd), gk = empty_like(kd), gv = empty_like(vd);
       Tensor gprobs = Tensor::empty({b, h, t, t}, gy.dtype(), gy.device());
       Tensor gscores = Tensor::empty({b, h, t, t}, gy.dtype(), gy.device());

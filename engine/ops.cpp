@@ -20,6 +20,40 @@ void check_same(const char* op, const Tensor& a, const Tensor& b) {
     throw InputError(std::string(op) + ": tensors on " + a.device().str() + " and " + b.device().str());
 }
 
+// The bfloat16 copies made recently, by source: a source (same storage, offset, shape) saved again while its
+// copy is alive reuses it. Weak references: an entry lapses with its copy or its source, so an address reused
+// by a new allocation never matches an old entry.
+namespace {
+struct NarrowedCopy {
+  std::weak_ptr<Storage> source;
+  int64_t offset = 0;
+  Shape shape, strides;
+  std::weak_ptr<TensorImpl> copy;
+};
+thread_local NarrowedCopy t_narrowed[8];
+thread_local size_t t_narrowed_next = 0;
+}  // namespace
+
+SavedTensor::SavedTensor(const Tensor& t) : t_(t.detach()) {
+  if (!t_.defined() || t_.dtype() != DType::f32 || !kernels::perf_options().bf16_activations) return;
+  const std::shared_ptr<Storage>& src = t_.impl()->storage;
+  for (const NarrowedCopy& c : t_narrowed)
+    if (c.source.lock() == src && c.offset == t_.impl()->offset && c.shape == t_.shape() && c.strides == t_.strides())
+      if (std::shared_ptr<TensorImpl> copy = c.copy.lock()) {
+        t_ = Tensor(copy);
+        narrowed_ = true;
+        return;
+      }
+  NarrowedCopy& slot = t_narrowed[t_narrowed_next++ % 8];
+  slot.source = src;
+  slot.offset = t_.impl()->offset;
+  slot.shape = t_.shape();
+  slot.strides = t_.strides();
+  t_ = t_.to(DType::bf16);
+  narrowed_ = true;
+  slot.copy = t_.impl_ptr();
+}
+
 Tensor empty_like(const Tensor& x) { return Tensor::empty(x.shape(), x.dtype(), x.device()); }
 Tensor zeros_like(const Tensor& x) { return Tensor::zeros(x.shape(), x.dtype(), x.device()); }
 
@@ -163,11 +197,12 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor y = binary_forward("mul", kernels::Binary::mul, a, b);
   if (needs_grad({&a, &b})) {
-    Tensor ad = a.detach(), bd = b.detach();
     const bool ga = a.requires_grad(), gb = b.requires_grad();
-    record(y, "mul", {a, b}, [ad, bd, ga, gb](const Tensor& g) {
-      return std::vector<Tensor>{ga ? sum_to(mul(g, bd), ad.shape()) : Tensor(),
-                                 gb ? sum_to(mul(g, ad), bd.shape()) : Tensor()};
+    // Each side's gradient reads the other side only: keep just what a wanted gradient reads.
+    const Tensor ad = gb ? a.detach() : Tensor(), bd = ga ? b.detach() : Tensor();
+    const Shape sa = a.shape(), sb = b.shape();
+    record(y, "mul", {a, b}, [ad, bd, sa, sb, ga, gb](const Tensor& g) {
+      return std::vector<Tensor>{ga ? sum_to(mul(g, bd), sa) : Tensor(), gb ? sum_to(mul(g, ad), sb) : Tensor()};
     });
   }
   return y;
@@ -648,13 +683,18 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   const PairedTicket paired = paired_ticket("linear", w, b, samples);
   const int64_t split_rows = samples ? paired.split * (rows / samples) : 0;
   if (needs_grad({&xc, &wc, &bc})) {
-    Tensor xd = xc.detach(), wd = wc.detach();
     const bool gx_need = xc.requires_grad(), gw_need = wc.requires_grad(), gb_need = bc.defined() && bc.requires_grad();
+    // x only for the weight gradient: a frozen layer keeps just its weight (for dx).
+    const SavedTensor xs = gw_need ? SavedTensor(xc) : SavedTensor();
+    const Tensor wd = wc.detach();
     const Shape x_shape = xc.shape();
+    const bool has_bias = bc.defined();
     std::vector<Tensor> inputs{xc, wc};
-    if (bc.defined()) inputs.push_back(bc);
+    if (has_bias) inputs.push_back(bc);
+    // (The closure must not capture `inputs`: that would keep x alive whether or not it is saved.)
     record(y, "linear", inputs, [=](const Tensor& g) {
       Tensor gc = g.contiguous();
+      const Tensor xd = xs.get();
       capture_output_grad(ticket, gc);
       Tensor gx, gw, gb;
       dispatch("linear_backward", gc, [&](const auto& ctx, auto tag) {
@@ -691,7 +731,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
         }
       });
       std::vector<Tensor> grads{gx, gw};
-      if (inputs.size() == 3) grads.push_back(gb);
+      if (has_bias) grads.push_back(gb);
       return grads;
     });
   }

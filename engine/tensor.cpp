@@ -487,7 +487,15 @@ void record(Tensor& out, const char* op, std::vector<Tensor> inputs,
             std::function<std::vector<Tensor>(const Tensor&)> backward) {
   auto node = std::make_shared<Node>();
   node->op = op;
-  node->inputs = std::move(inputs);
+  node->inputs.resize(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& in = inputs[i];
+    if (!in.defined()) continue;
+    Edge& e = node->inputs[i];
+    e.shape = in.shape();
+    if (in.impl()->grad_fn) e.fn = in.impl()->grad_fn;
+    else if (in.requires_grad()) e.leaf = in.impl_ptr();
+  }
   node->backward = std::move(backward);
   out.impl()->grad_fn = std::move(node);
   out.impl()->requires_grad = true;
@@ -529,20 +537,20 @@ Tensor add_grads(const Tensor& a, const Tensor& b) {
   return out;
 }
 
-// Non-leaf tensors reachable from root, each after every tensor that consumes it. Strong references:
-// the backward pass frees each node's inputs as it goes.
-std::vector<std::shared_ptr<TensorImpl>> topo_order(const std::shared_ptr<TensorImpl>& root) {
-  std::vector<std::shared_ptr<TensorImpl>> post;
-  std::unordered_set<TensorImpl*> seen;
-  std::vector<std::pair<std::shared_ptr<TensorImpl>, size_t>> stack;
+// Nodes reachable from root, each after every node that consumes its output. Strong references: the
+// backward pass frees each node's edges as it goes.
+std::vector<std::shared_ptr<Node>> topo_order(const std::shared_ptr<Node>& root) {
+  std::vector<std::shared_ptr<Node>> post;
+  std::unordered_set<Node*> seen;
+  std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack;
   stack.push_back({root, 0});
   seen.insert(root.get());
   while (!stack.empty()) {
-    Node* node = stack.back().first->grad_fn.get();
+    Node* node = stack.back().first.get();
     size_t& next = stack.back().second;
-    if (node && next < node->inputs.size()) {
-      const std::shared_ptr<TensorImpl>& in = node->inputs[next++].impl_ptr();
-      if (in && in->grad_fn && !seen.count(in.get())) {
+    if (next < node->inputs.size()) {
+      const std::shared_ptr<Node>& in = node->inputs[next++].fn;
+      if (in && !seen.count(in.get())) {
         seen.insert(in.get());
         stack.push_back({in, 0});
       }
@@ -590,20 +598,21 @@ void Tensor::backward(const Tensor& grad) const {
     return;
   }
   NoGradGuard no_grad;
-  std::unordered_map<TensorImpl*, Tensor> pending;
-  pending[p_.get()] = g0;
-  const std::vector<std::shared_ptr<TensorImpl>> order = topo_order(p_);
+  // Gradients waiting for their op, by the node that made the tensor they belong to.
+  std::unordered_map<Node*, Tensor> pending;
+  pending[p_->grad_fn.get()] = g0;
+  const std::vector<std::shared_ptr<Node>> order = topo_order(p_->grad_fn);
   // Watched leaves: how many recorded ops have yet to send each one its gradient (uses, by watched
   // index), and which watched leaves each op takes (by position in `order`: the ops release their
-  // inputs as the backward goes).
+  // edges as the backward goes).
   std::unordered_map<size_t, int> uses;
   std::vector<std::vector<size_t>> watched_inputs;
   if (watch) {
     watched_inputs.resize(order.size());
     for (size_t k = 0; k < order.size(); ++k)
-      for (const Tensor& in : order[k]->grad_fn->inputs) {
-        if (!in.defined() || in.impl()->grad_fn) continue;
-        const int64_t w = watch->index_of(in.impl());
+      for (const Edge& in : order[k]->inputs) {
+        if (!in.leaf) continue;
+        const int64_t w = watch->index_of(in.leaf.get());
         if (w < 0) continue;
         ++uses[size_t(w)];
         watched_inputs[k].push_back(size_t(w));
@@ -615,32 +624,32 @@ void Tensor::backward(const Tensor& grad) const {
       if (--uses[w] == 0) watch->notify(w);
   };
   for (size_t k = 0; k < order.size(); ++k) {
-    TensorImpl* t = order[k].get();
-    auto it = pending.find(t);
+    Node& node = *order[k];
+    auto it = pending.find(&node);
     if (it == pending.end()) {
       op_done(k);  // no gradient reaches this op: it sends none
       continue;
     }
     Tensor g = std::move(it->second);
     pending.erase(it);
-    Node& node = *t->grad_fn;
     if (!node.backward)
       throw Error(std::string("backward: the graph through '") + node.op + "' was already used by an earlier backward");
     std::vector<Tensor> grads = node.backward(g);
     if (grads.size() != node.inputs.size())
       throw Error(std::string("autograd: op '") + node.op + "' returned the wrong number of gradients");
     for (size_t i = 0; i < grads.size(); ++i) {
-      const Tensor& in = node.inputs[i];
-      if (!grads[i].defined() || !in.defined() || !in.requires_grad()) continue;
-      if (grads[i].shape() != in.shape())
+      const Edge& in = node.inputs[i];
+      if (!grads[i].defined()) continue;
+      // A leaf takes a gradient only while it requires one (it may have been switched off since the forward).
+      if (!in.fn && !(in.leaf && in.leaf->requires_grad)) continue;
+      if (grads[i].shape() != in.shape)
         throw Error(std::string("autograd: op '") + node.op + "' gave a gradient of shape " + shape_str(grads[i].shape()) +
-                    " for input " + std::to_string(i) + " of shape " + shape_str(in.shape()));
-      TensorImpl* ti = in.impl();
-      if (!ti->grad_fn) {
-        accumulate_grad(ti, grads[i]);
+                    " for input " + std::to_string(i) + " of shape " + shape_str(in.shape));
+      if (!in.fn) {
+        accumulate_grad(in.leaf.get(), grads[i]);
       } else {
-        auto found = pending.find(ti);
-        if (found == pending.end()) pending.emplace(ti, grads[i]);
+        auto found = pending.find(in.fn.get());
+        if (found == pending.end()) pending.emplace(in.fn.get(), grads[i]);
         else found->second = add_grads(found->second, grads[i]);
       }
     }

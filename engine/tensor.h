@@ -138,9 +138,19 @@ class Tensor {
 // ------------------------------------------------------------------------------------------------
 // Autograd tape (define-by-run). An op that produced `out` from differentiable inputs records a Node
 // whose backward maps d(loss)/d(out) to one gradient per input (undefined: no gradient).
+//
+// An input is kept as an edge, not as a tensor: the node that made it (a non-leaf), or the leaf itself when
+// it takes a gradient. The tape never holds an input's data: a backward saves what it reads (detached
+// tensors, SavedTensor), so an activation no backward reads is freed as soon as the forward is done with it.
+struct Node;
+struct Edge {
+  std::shared_ptr<Node> fn;          // a non-leaf input: the op that made it
+  std::shared_ptr<TensorImpl> leaf;  // a leaf input that requires a gradient
+  Shape shape;                       // the input's shape (checked against its gradient)
+};
 struct Node {
   const char* op = "";
-  std::vector<Tensor> inputs;
+  std::vector<Edge> inputs;
   std::function<std::vector<Tensor>(const Tensor& grad_out)> backward;
 };
 

@@ -18,7 +18,7 @@ namespace hamu::kernels {
 // `deterministic` only algorithms cuDNN marks deterministic are eligible (bitwise-repeatable GPU runs; the
 // backward-filter algorithms that accumulate with atomics are excluded). Environment overrides read once
 // at first use: HAMU_TF32=1, HAMU_DETERMINISTIC=1, HAMU_CUDNN_FIND=0 (heuristic choice instead of
-// measurement), HAMU_ATTENTION=bf16.
+// measurement), HAMU_ATTENTION=bf16, HAMU_BF16_ACTIVATIONS=1.
 struct PerfOptions {
   bool tf32 = false;           // TF32 tensor-core math in cuBLAS (CUBLAS_TF32_TENSOR_OP_MATH) and cuDNN
                                // (CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION); ~3e-4 relative error
@@ -26,6 +26,9 @@ struct PerfOptions {
   bool conv_find = true;       // measure cuDNN algorithms per shape (false: cuDNN's heuristic order)
   bool bf16_attention = false; // fused attention in bfloat16 on the tensor cores (kernels/cuda/attention_tc.cu;
                                // ~1e-2 relative error); set by --base-dtype bfloat16 and HAMU_ATTENTION=bf16
+  bool bf16_activations = false;  // the float32 activations ops keep for their backward are stored in bfloat16
+                                  // (engine SavedTensor: half their memory); --base-dtype bfloat16 and
+                                  // HAMU_BF16_ACTIVATIONS=1
 };
 PerfOptions perf_options();
 // Read by the CUDA kernels at every call (a context's own tf32 flag also turns TF32 on); convolution plans

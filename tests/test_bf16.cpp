@@ -1,7 +1,8 @@
 // tests/test_bf16.cpp: bfloat16 storage for frozen base weights (issue #10's mixed precision): the float32 ->
 // bfloat16 rounding against an independent reference (ties to even, subnormals, NaN, infinities, overflow), the
 // round trip against safetensors' BF16 readers, every other op refusing bfloat16 by name, linear refusing a
-// bfloat16 weight on the CPU, cast_frozen_linear_weights' refusals, and merging into a float32 copy of the base.
+// bfloat16 weight on the CPU, cast_frozen_linear_weights' refusals, merging into a float32 copy of the base, and
+// bfloat16 activations kept for the backward (memory held, gradients, float64 untouched).
 // With CUDA=1 and a GPU: the cast kernels and gemm_bf16 against the CPU, linear forward and backward with a
 // bfloat16 weight against the float32 CPU linear on the rounded operands, and a LoRA llama fixture's loss and
 // (paired) adapter gradients with a bfloat16 base on the GPU against the float32 CPU model.
@@ -14,8 +15,11 @@
 #include <limits>
 #include <random>
 
+#include "engine/allocator.h"
 #include "engine/ops.h"
+#include "engine/ops_internal.h"
 #include "engine/paired.h"
+#include "engine/rng.h"
 #include "engine/safetensors.h"
 #include "engine/safetensors_mapped.h"
 #include "kernels/bf16.h"
@@ -273,6 +277,120 @@ TEST_CASE("bf16: merge_lora_into a float32 copy of the base equals merge_lora; m
 }
 
 // ------------------------------------------------------------------------------------------------
+// bfloat16 activations (kernels::PerfOptions::bf16_activations, engine SavedTensor): the float32 tensors ops keep
+// for the backward (linear inputs of trained weights, RMSNorm and GELU inputs, SwiGLU's gate and up, attention's
+// q, k, v and output) are stored in bfloat16. Device-neutral code, so the CPU checks it: the memory held between
+// forward and backward shrinks, gradients stay within bfloat16 rounding of float32, and float64 is untouched.
+
+namespace {
+
+double rel(const Tensor& got, const Tensor& want) {
+  return testing::rel_error(testing::as_doubles(got.to(Device{})), testing::as_doubles(want.to(Device{})));
+}
+
+
+// Sets the process-wide switch for one scope (restored even when a REQUIRE throws).
+struct ActivationsInBf16 {
+  kernels::PerfOptions saved = kernels::perf_options();
+  explicit ActivationsInBf16(bool on) {
+    kernels::PerfOptions p = saved;
+    p.bf16_activations = on;
+    kernels::set_perf_options(p);
+  }
+  ~ActivationsInBf16() { kernels::set_perf_options(saved); }
+};
+
+}  // namespace
+
+// A LoRA llama whose activations, not its logits, dominate what the backward keeps (hidden 128, MLP 344, vocab 64,
+// 32 tokens): the saved float32 activations are about halved. Gradients: every saved tensor rounded to
+// bfloat16 (2^-9 relative) moves the adapter gradients by a few 1e-3.
+TEST_CASE("bf16 activations: a LoRA llama keeps less for its backward, adapter gradients within 2e-2 of float32") {
+  models::LmConfig cfg;
+  cfg.family = models::LmFamily::llama;
+  cfg.architecture = "LlamaForCausalLM";
+  cfg.model_type = "llama";
+  cfg.vocab_size = 64;
+  cfg.hidden_size = 128;
+  cfg.num_layers = 2;
+  cfg.num_heads = 4;
+  cfg.num_kv_heads = 2;
+  cfg.head_dim = 32;
+  cfg.intermediate_size = 344;
+  cfg.norm_eps = 1e-5;
+  cfg.max_positions = 64;
+  cfg.validate("test");
+  const int64_t n = 4, t = 32;
+  Rng rng(21);
+  std::vector<int32_t> v(static_cast<size_t>(n * t));
+  for (int32_t& id : v) id = int32_t(rng.below(64));
+  const Tensor ids = Tensor::from_vector<int32_t>(v, {n, t});
+  // Bytes the autograd graph holds after the forward (what the backward will read), the loss and the adapter
+  // gradients.
+  struct Run {
+    size_t held = 0;
+    double loss = 0;
+    std::vector<Tensor> grads;
+  };
+  auto run = [&](bool bf16) {
+    ActivationsInBf16 mode(bf16);
+    Rng init(5);
+    std::shared_ptr<models::CausalLM> lm = models::build_lm(cfg, init);
+    models::LoraSpec spec;
+    spec.r = 4;
+    models::add_lora(*lm, spec, 3);
+    for (auto& [name, p] : lm->named_parameters()) {
+      Tensor w = p.detach();
+      init.fill_normal(w, 0.0, 0.1);  // B too, so the adapters matter
+    }
+    lm->eval();
+    Run r;
+    const size_t before = allocator_stats(Device{}).in_use;
+    Tensor loss = models::lm_loss(lm->logits(ids), ids);
+    r.held = allocator_stats(Device{}).in_use - before;
+    r.loss = loss.item();
+    loss.backward();
+    for (const auto& [name, p] : lm->named_parameters()) r.grads.push_back(p.grad().detach());
+    return r;
+  };
+  const Run f32 = run(false), b16 = run(true);
+  MESSAGE("bf16 activations: held after the forward " << b16.held << " bytes vs " << f32.held << " in float32");
+  CHECK(b16.loss == f32.loss);  // the forward itself is float32 either way
+  CHECK(double(b16.held) < 0.65 * double(f32.held));  // 0.54 measured: attention probabilities and logits stay float32
+  REQUIRE(f32.grads.size() == b16.grads.size());
+  REQUIRE(f32.grads.size() == 2 * 7 * 2);
+  double worst = 0, least = 1;
+  for (size_t i = 0; i < f32.grads.size(); ++i) {
+    const double e = rel(b16.grads[i], f32.grads[i]);
+    worst = std::max(worst, e);
+    least = std::min(least, e);
+  }
+  MESSAGE("bf16 activations: adapter gradients, rel err " << least << " .. " << worst);
+  CHECK(worst <= 2e-2);
+  CHECK(least > 0);  // the saved tensors really were rounded
+}
+
+TEST_CASE("bf16 activations: only float32 is narrowed; float64 gradients are bit for bit those of the switch off") {
+  const Tensor x = testing::random_tensor({3, 7, 10}, -1, 1, DType::f64);
+  const Tensor w = testing::random_tensor({6, 10}, -1, 1, DType::f64);
+  auto grads = [&](bool bf16) {
+    ActivationsInBf16 mode(bf16);
+    Tensor xl = x.detach().requires_grad_(true), wl = w.detach().requires_grad_(true);
+    Tensor h = linear(xl, wl, Tensor());
+    sum(mul(swiglu(h, gelu_tanh(h)), rms_norm(h, Tensor::full({6}, 1.5, DType::f64), 1e-6))).backward();
+    return std::pair<std::vector<double>, std::vector<double>>{xl.grad().to_vector<double>(), wl.grad().to_vector<double>()};
+  };
+  CHECK(grads(true) == grads(false));
+  {
+    ActivationsInBf16 mode(true);
+    const SavedTensor s32(testing::random_tensor({5}, -1, 1, DType::f32)), s64(x);
+    CHECK(s32.narrowed());
+    CHECK(s32.get().dtype() == DType::f32);
+    CHECK_FALSE(s64.narrowed());
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
 // GPU parity (compiled with CUDA=1; passes with a notice without a GPU)
 
 #ifdef HAMU_CUDA
@@ -307,10 +425,6 @@ std::shared_ptr<models::CausalLM> fixture_llama_with_lora() {
 
 // float32 values rounded to bfloat16 and widened back (the operands the GPU GEMM sees).
 Tensor rounded(const Tensor& x) { return x.to(DType::bf16).to(DType::f32); }
-
-double rel(const Tensor& got, const Tensor& want) {
-  return testing::rel_error(testing::as_doubles(got.to(Device{})), testing::as_doubles(want.to(Device{})));
-}
 
 }  // namespace
 

@@ -34,12 +34,13 @@ bool env_is(const char* name, const char* value) {
 }
 
 struct Switches {
-  std::atomic<bool> tf32, deterministic, conv_find, bf16_attention;
+  std::atomic<bool> tf32, deterministic, conv_find, bf16_attention, bf16_activations;
   Switches()
       : tf32(env_flag("HAMU_TF32", false)),
         deterministic(env_flag("HAMU_DETERMINISTIC", false)),
         conv_find(env_flag("HAMU_CUDNN_FIND", true)),
-        bf16_attention(env_is("HAMU_ATTENTION", "bf16")) {}
+        bf16_attention(env_is("HAMU_ATTENTION", "bf16")),
+        bf16_activations(env_flag("HAMU_BF16_ACTIVATIONS", false)) {}
 };
 Switches& switches() {
   static Switches s;
@@ -55,6 +56,7 @@ PerfOptions perf_options() {
   o.deterministic = s.deterministic.load(std::memory_order_relaxed);
   o.conv_find = s.conv_find.load(std::memory_order_relaxed);
   o.bf16_attention = s.bf16_attention.load(std::memory_order_relaxed);
+  o.bf16_activations = s.bf16_activations.load(std::memory_order_relaxed);
   return o;
 }
 
@@ -64,6 +66,7 @@ void set_perf_options(const PerfOptions& o) {
   s.deterministic.store(o.deterministic);
   s.conv_find.store(o.conv_find);
   s.bf16_attention.store(o.bf16_attention);
+  s.bf16_activations.store(o.bf16_activations);
 }
 
 // ---- kinds -------------------------------------------------------------------------------------------

@@ -72,8 +72,8 @@ std::string apply_lora(CausalLM& model, const std::string& spec_or_dir, uint64_t
 // One line for logs: "LoRA r 8, alpha 16, dropout 0.05 on 14 layers (q_proj, ...): 28672 trainable of 1234567".
 std::string lora_summary(CausalLM& model);
 
-// Folds every adapter into its base weight (W += scaling * B A: alpha / r, or alpha / sqrt(r) for rsLoRA) and removes it; the model's output is
-// unchanged and save_hf_dir then writes a plain Hugging Face directory. The weights stay frozen. A bfloat16
+// Folds every adapter into its base weight (W += scaling * B A: alpha / r, or alpha / sqrt(r) for rsLoRA) and
+// removes it; the model's output is unchanged and save_hf_dir then writes a plain Hugging Face directory. The weights stay frozen. A bfloat16
 // base is refused (the merged weight would be rounded): use merge_lora_into with a float32 copy of the base.
 void merge_lora(CausalLM& model);
 // Folds the adapters of `adapted` (its base in any dtype, on any device) into the Linear layers of the same

@@ -31,7 +31,8 @@ std::string raw_flag(int argc, char** argv, const std::string& flag) {
 
 bool is_text_command(int argc, char** argv) {
   const std::string data = raw_flag(argc, argv, "--data"), model = raw_flag(argc, argv, "--model");
-  return (!data.empty() && is_text_data_spec(data)) || (!model.empty() && is_lm_path(model)) ||
+  // gpt-small names a language model even without --data (hamu train then takes wordnet-qa, its default).
+  return (!data.empty() && is_text_data_spec(data)) || (!model.empty() && (model == "gpt-small" || is_lm_path(model))) ||
          !raw_flag(argc, argv, "--lora").empty();
 }
 
@@ -311,6 +312,10 @@ std::vector<std::string> greedy_answers(models::CausalLM& lm, const TextContext&
   go.eos_id = ctx.run.pad_id;
   go.max_new_tokens =
       std::max<int64_t>(1, std::min<int64_t>(longest + 8, models::lm_context_length(lm.config()) - longest_prompt));
+  // Inference mode: the unlearning loop leaves the model in training mode, where LoRA dropout would change the
+  // answers (and so exact match and ROUGE-L) of a model whose weights did not change.
+  const bool was_training = lm.training();
+  lm.eval();
   const size_t chunk = 64;
   for (size_t start = 0; start < n; start += chunk) {
     std::vector<std::vector<int32_t>> part(prompts.begin() + int64_t(start),
@@ -323,6 +328,7 @@ std::vector<std::string> greedy_answers(models::CausalLM& lm, const TextContext&
                                    prompts[start + k], ids));
     }
   }
+  lm.train(was_training);
   return out;
 }
 

@@ -279,9 +279,11 @@ AvgPool2d::AvgPool2d(int kernel, int stride, int pad) {
 }
 
 Tensor Dropout::forward(const Tensor& x) {
-  // A fresh mask per call, reproducible from the module's seed and call count.
+  if (!training()) return dropout(x, p, false, 0);
+  // A fresh mask per training call, reproducible from the module's seed and call count. Evaluation calls do not
+  // count: how often a run evaluates (or generates) must not change the masks its training steps draw.
   uint64_t state = seed_ ^ (0x9E3779B97F4A7C15ull * ++calls_);
-  return dropout(x, p, training(), splitmix64(state));
+  return dropout(x, p, true, splitmix64(state));
 }
 
 Embedding::Embedding(int64_t vocab, int64_t dim, Rng& rng) {

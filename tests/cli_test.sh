@@ -376,6 +376,17 @@ for m in hamu-q ga; do
     fail "lora unlearn $m: $(tail -3 "unl_$m.err")"
   fi
 done
+# Greedy answers are generated in inference mode: an adapter with heavy dropout whose unlearning applies no step
+# (infeasible at step 1) answers the same before and after, and the same as the original.
+must_make lora_d train "${LTRAIN[@]/r=4,alpha=8/r=4,alpha=8,dropout=0.5}" --model "$LT/llama" --split fraction=0.3 --out lora_d
+if "$HAMU" unlearn --threads 1 --model lora_d --method hamu-q --ratio 0.99 --steps 3 --batch 4 --forget-batch 3 --show 3 \
+     --json lora_d.json > lora_d.out 2> lora_d.err && grep -q '"no_step_applied": true' lora_d.json &&
+   rl=($(grep -o '"rouge_l": [0-9.e+-]*' lora_d.json | awk '{print $2}')) && [[ ${#rl[@]} -eq 4 && ${rl[0]} == "${rl[2]}" && ${rl[1]} == "${rl[3]}" ]] &&
+   awk '/^     original:/ { o = substr($0, 17) } /^     unlearned:/ { n++; if (substr($0, 17) != o) bad++ } END { exit !(n == 3 && !bad) }' lora_d.out; then
+  pass
+else
+  fail "greedy answers of an unchanged adapter with dropout: $(grep -E 'ROUGE|original:|unlearned:' lora_d.out | tr '\n' ' ')"
+fi
 mkdir -p lora_nobase lora_shape
 cp lora_g/adapter_model.safetensors lora_nobase/ && cp lora_g/adapter_model.safetensors lora_shape/
 sed 's#"base_model_name_or_path": ".*"#"base_model_name_or_path": "nowhere/gpt2"#' lora_g/adapter_config.json > lora_nobase/adapter_config.json
@@ -656,6 +667,12 @@ if "$HAMU" unlearn --model gs_orig --help 2>&1 | grep -q -- '--steps N .*(defaul
   pass
 else
   fail "text unlearn/compare: the text defaults (--lr 0.1, --steps 240) are not shown or not used"
+fi
+# --model gpt-small is a language model without --data too (its help is the text one, --data defaults to wordnet-qa).
+if "$HAMU" train --model gpt-small --help 2>&1 | grep -q -- '--lora SPEC' && "$HAMU" train --help 2>&1 | grep -q -- '--model ARCH .*mlp, cnn'; then
+  pass
+else
+  fail "hamu train --model gpt-small --help does not show the text flags"
 fi
 # The data's hash is over the pairs read: one changed answer gives another hash, the same file the same one.
 sed '2s/Paris/Lyon/' "$QA" > qa_lyon.jsonl

@@ -70,6 +70,17 @@ TEST_CASE("nn: gradient checks through every module") {
     CHECK(gradcheck([](const std::vector<Tensor>& v) { return dropout(v[0], 0.25, true, 5); }, {xr}) < 1e-6);
     d.eval();
     CHECK(d.forward(x).to_vector<double>() == x.to_vector<double>());
+    // Evaluation calls draw no mask: the next training call's mask is the one a fresh module draws first.
+    nn::Dropout fresh(0.25, 99), used(0.25, 99);
+    fresh.to(DType::f64);
+    used.to(DType::f64);
+    used.eval();
+    for (int i = 0; i < 3; ++i) used.forward(x);
+    used.train();
+    const std::vector<double> a = fresh.forward(x).to_vector<double>(), b = used.forward(x).to_vector<double>();
+    CHECK(a == b);
+    CHECK(a != x.to_vector<double>());
+    CHECK(used.calls() == 1);
   }
   SUBCASE("Embedding and LayerNorm") {
     nn::Embedding e(7, 4, rng);

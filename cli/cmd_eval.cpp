@@ -205,6 +205,8 @@ int cmd_eval(int argc, char** argv) {
   };
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("eval", "--model CKPT [--data SPEC] [--split SPEC] [--reference CKPT] [--json FILE]", flags);
+  args.add_help_section("language models", {{"--model DIR", "a Hugging Face or LoRA adapter directory scores QA pairs "
+                                                            "(hamu eval --model DIR --help for its flags)"}});
   if (!args.parse(argc, argv)) return 0;
   const std::string ckpt = args.required("--model");
   const std::string json_path = args.str_or("--json", "");

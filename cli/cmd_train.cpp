@@ -35,6 +35,8 @@ int cmd_train(int argc, char** argv) {
   for (Flag f : resume_flags("training steps")) flags.push_back(f);
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("train", "--out CKPT [--data SPEC] [--model ARCH] [--split SPEC --subset full|retain] [flags]", flags);
+  args.add_help_section("language models", {{"--model gpt-small|DIR", "or --data wordnet-qa|qa:FILE: text training, LoRA "
+                                                                      "included (hamu train --model gpt-small --help)"}});
   if (!args.parse(argc, argv)) return 0;
   const std::string out_path = args.required("--out");
   check_output_path("--out", out_path);

@@ -138,6 +138,8 @@ int cmd_unlearn(int argc, char** argv) {
   Args args("unlearn", "--model CKPT [--split SPEC] --method M [--reference CKPT] [--out CKPT] [--log CSV] [--json FILE]",
             flags);
   args.add_help_section("methods", method_help());
+  args.add_help_section("language models", {{"--model DIR", "a Hugging Face or LoRA adapter directory unlearns QA pairs "
+                                                            "(hamu unlearn --model DIR --help: its flags and defaults)"}});
   if (!args.parse(argc, argv)) return 0;
   // Everything is read and checked before anything is written.
   const std::string model_path = args.required("--model");

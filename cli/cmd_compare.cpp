@@ -93,7 +93,7 @@ std::string compare_table(const EvalReport& original, const EvalReport& retraine
                    std::string(stop_reason_name(r.stop_reason)) + (r.steps_done == 0 ? " (no step applied: the original)" : ""));
   }
   s += "accuracies in %; AUC r-f: retain-vs-forget loss AUC, AUC f-t: forget-vs-test (0.5 = forget looks unseen);\n"
-       "avg gap: mean |accuracy - retrained accuracy| over the three splits, in points; seconds: unlearning loop only\n";
+       "avg gap: mean |accuracy - retrained accuracy| over forget, retain and test (if any), in points; seconds: unlearning loop only\n";
   if (original.text)
     s += "text: accuracies are teacher-forced answer-token accuracies; MinK f-t: Min-K% (K = 10%) log-prob AUC forget-vs-test;\n"
          "KS p: two-sample KS test of the per-pair forget losses against the retrained model's (high = indistinguishable)\n";

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <limits>
 #include <numeric>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -810,4 +811,27 @@ TEST_CASE("end to end: hamu-q forgets a Fashion-MNIST class and keeps the rest")
   CHECK(f1.acc < 0.1);                  // the class is forgotten ...
   CHECK(r1.acc > r0.acc - 0.05);        // ... while the retain accuracy stays
   CHECK(f1.loss > f0.loss + 1.0);
+}
+
+TEST_CASE("metrics: the avg gap to the reference averages the splits that exist") {
+  Rng rng(uint64_t(std::random_device{}()));
+  auto split = [&](int64_t n) {
+    SplitEval s;
+    s.n = n;
+    s.acc = n > 0 ? rng.uniform() : 0.0;
+    return s;
+  };
+  for (const int64_t n_test : {int64_t(0), int64_t(7)}) {
+    EvalReport r, ref;
+    r.forget = split(5), r.retain = split(9), r.test = split(n_test);
+    ref.forget = split(5), ref.retain = split(9), ref.test = split(n_test);
+    compare_to_reference(r, ref);
+    const double f = std::fabs(r.forget.acc - ref.forget.acc), t = std::fabs(r.retain.acc - ref.retain.acc);
+    CHECK(r.gap_forget == doctest::Approx(f));
+    if (n_test == 0) {
+      CHECK(r.avg_gap == doctest::Approx((f + t) / 2));  // no test set: its 0% vs 0% counts for nothing
+    } else {
+      CHECK(r.avg_gap == doctest::Approx((f + t + std::fabs(r.test.acc - ref.test.acc)) / 3));
+    }
+  }
 }

@@ -123,7 +123,9 @@ void compare_to_reference(EvalReport& r, const EvalReport& ref) {
   r.gap_forget = std::fabs(r.forget.acc - ref.forget.acc);
   r.gap_retain = std::fabs(r.retain.acc - ref.retain.acc);
   r.gap_test = std::fabs(r.test.acc - ref.test.acc);
-  r.avg_gap = (r.gap_forget + r.gap_retain + r.gap_test) / 3.0;
+  // A text split without holdout= or --test has no test set: its 0% against 0% is no agreement to average in.
+  const bool has_test = r.test.n > 0 || ref.test.n > 0;
+  r.avg_gap = (r.gap_forget + r.gap_retain + (has_test ? r.gap_test : 0.0)) / (has_test ? 3.0 : 2.0);
   r.forget_kl = 0;
   const size_t n = size_t(r.forget.n);
   if (n == 0 || r.forget.probs.size() != ref.forget.probs.size() || r.forget.probs.empty()) return;

@@ -290,15 +290,6 @@ __global__ void __launch_bounds__(kFlashThreads) flash_backward_dkv_kernel(int h
   }
 }
 
-void check_shape(const char* op, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh) {
-  if (b < 0 || t < 0 || h < 1 || hkv < 1 || h % hkv != 0 || dh < 1 || dh > kMaxFlashHeadDim)
-    throw std::invalid_argument(std::string(op) + ": unsupported shape (B " + std::to_string(b) + ", H " + std::to_string(h) + ", Hkv " +
-                std::to_string(hkv) + ", T " + std::to_string(t) + ", Dh " + std::to_string(dh) + "; Dh at most " +
-                std::to_string(kMaxFlashHeadDim) + ")");
-  if (b * h > INT32_MAX || (t + kRows - 1) / kRows > 65535 || b * h * t * dh > (int64_t(1) << 40))
-    throw std::invalid_argument(std::string(op) + ": too large");
-}
-
 // Calls f(std::integral_constant<int, DPT>) for the smallest DPT with 4*DPT >= dh.
 template <class F>
 void with_dpt(int64_t dh, F&& f) {
@@ -312,6 +303,15 @@ dim3 grid_of(int64_t t, int64_t heads) { return dim3(unsigned(heads), unsigned((
 }  // namespace
 
 namespace cuda_detail {
+void check_flash_shape(const char* op, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh, int64_t tile_rows) {
+  if (b < 0 || t < 0 || h < 1 || hkv < 1 || h % hkv != 0 || dh < 1 || dh > kMaxFlashHeadDim)
+    throw std::invalid_argument(std::string(op) + ": unsupported shape (B " + std::to_string(b) + ", H " + std::to_string(h) + ", Hkv " +
+                std::to_string(hkv) + ", T " + std::to_string(t) + ", Dh " + std::to_string(dh) + "; Dh at most " +
+                std::to_string(kMaxFlashHeadDim) + ")");
+  if (b * h > INT32_MAX || (t + tile_rows - 1) / tile_rows > 65535 || b * h * t * dh > (int64_t(1) << 40))
+    throw std::invalid_argument(std::string(op) + ": too large");
+}
+
 void flash_attention_rowdot(const CudaCtx& ctx, int64_t rows, int64_t dh, const float* gy, const float* y, float* out) {
   const int per_block = 256;
   const int64_t blocks = (rows * 32 + per_block - 1) / per_block;
@@ -323,7 +323,7 @@ void flash_attention_rowdot(const CudaCtx& ctx, int64_t rows, int64_t dh, const 
 void flash_attention_forward(const CudaCtx& ctx, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh, float scale,
                              const int32_t* key_mask, const float* q, const float* k, const float* v, float* y,
                              float* lse) {
-  check_shape("flash_attention_forward", b, h, hkv, t, dh);
+  check_flash_shape("flash_attention_forward", b, h, hkv, t, dh, kRows);
   if (b == 0 || t == 0) return;
   use_device(ctx);
   with_dpt(dh, [&](auto dpt) {
@@ -336,7 +336,7 @@ void flash_attention_forward(const CudaCtx& ctx, int64_t b, int64_t h, int64_t h
 void flash_attention_backward(const CudaCtx& ctx, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh, float scale,
                               const int32_t* key_mask, const float* q, const float* k, const float* v, const float* y,
                               const float* lse, const float* gy, float* dsum, float* gq, float* gk, float* gv) {
-  check_shape("flash_attention_backward", b, h, hkv, t, dh);
+  check_flash_shape("flash_attention_backward", b, h, hkv, t, dh, kRows);
   if (b == 0 || t == 0) return;
   use_device(ctx);
   flash_attention_rowdot(ctx, b * h * t, dh, gy, y, dsum);

@@ -263,14 +263,32 @@ __global__ void __launch_bounds__(kTcThreads) flash_tc_forward_kernel(int h, int
 
 // The backward passes: two bf16 tiles of the CTA's own rows, two streamed bf16 tiles, two f32 score tiles
 // (reused at the end as one f32 [64][D + kPadF] output tile: 2 * 68 >= D + 4 for D <= 128), two bf16
-// [64][64] tiles and four per-row vectors.
+// [64][64] tiles (P and dS), the streamed rows' lse and D, and the key visibility of a 64-key tile.
 template <int D>
 struct BwdSmem {
   static constexpr int kLd = D + kPadH, kLdO = D + kPadF;
   static_assert(2 * kLdS >= kLdO, "the output tile must fit in the two score tiles");
   static constexpr size_t bytes() {
     return 4 * carved<bf16>(kTile * kLd) + 2 * carved<float>(kTile * kLdS) + 2 * carved<bf16>(kTile * kLdP) +
-           3 * carved<float>(kTile) + carved<int>(kTile);
+           2 * carved<float>(kTile) + carved<int>(kTile);
+  }
+  bf16 *own_a, *own_b, *streamed_a, *streamed_b;
+  float *ss, *sdp, *slse, *sd;
+  bf16 *sds, *sp;
+  int* svis;
+  __device__ explicit BwdSmem(unsigned char* smem) {
+    Carve cv{smem};
+    own_a = cv.take<bf16>(kTile * kLd);
+    own_b = cv.take<bf16>(kTile * kLd);
+    streamed_a = cv.take<bf16>(kTile * kLd);
+    streamed_b = cv.take<bf16>(kTile * kLd);
+    ss = cv.take<float>(2 * kTile * kLdS);  // S, then dP right after it
+    sdp = ss + kTile * kLdS;
+    sds = cv.take<bf16>(kTile * kLdP);
+    sp = cv.take<bf16>(kTile * kLdP);
+    slse = cv.take<float>(kTile);
+    sd = cv.take<float>(kTile);
+    svis = cv.take<int>(kTile);
   }
 };
 
@@ -283,19 +301,10 @@ __global__ void __launch_bounds__(kTcThreads) flash_tc_backward_dq_kernel(
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using S = BwdSmem<D>;
   extern __shared__ __align__(128) unsigned char smem[];
-  Carve cv{smem};
-  bf16* sq = cv.take<bf16>(kTile * S::kLd);
-  bf16* sg = cv.take<bf16>(kTile * S::kLd);
-  bf16* sk = cv.take<bf16>(kTile * S::kLd);
-  bf16* sv = cv.take<bf16>(kTile * S::kLd);
-  float* ss = cv.take<float>(2 * kTile * kLdS);  // S, then dP right after it
-  float* sdp = ss + kTile * kLdS;
-  bf16* sds = cv.take<bf16>(kTile * kLdP);
-  cv.take<bf16>(kTile * kLdP);  // (the dK/dV pass's P tile; unused here)
-  float* slse = cv.take<float>(kTile);
-  float* sd = cv.take<float>(kTile);
-  cv.take<float>(kTile);
-  int* svis = cv.take<int>(kTile);
+  const S m(smem);  // own rows: queries and dY; streamed: keys and values (the P tile is unused here)
+  bf16 *sq = m.own_a, *sg = m.own_b, *sk = m.streamed_a, *sv = m.streamed_b, *sds = m.sds;
+  float *ss = m.ss, *sdp = m.sdp, *slse = m.slse, *sd = m.sd;
+  int* svis = m.svis;
 
   const int bh = blockIdx.x, b = bh / h, kvh = (bh % h) / (h / hkv);
   const int q0 = blockIdx.y * kTile;
@@ -362,19 +371,10 @@ __global__ void __launch_bounds__(kTcThreads) flash_tc_backward_dkv_kernel(
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using S = BwdSmem<D>;
   extern __shared__ __align__(128) unsigned char smem[];
-  Carve cv{smem};
-  bf16* sk = cv.take<bf16>(kTile * S::kLd);
-  bf16* sv = cv.take<bf16>(kTile * S::kLd);
-  bf16* sq = cv.take<bf16>(kTile * S::kLd);
-  bf16* sg = cv.take<bf16>(kTile * S::kLd);
-  float* ss = cv.take<float>(2 * kTile * kLdS);
-  float* sdp = ss + kTile * kLdS;
-  bf16* sds = cv.take<bf16>(kTile * kLdP);
-  bf16* sp = cv.take<bf16>(kTile * kLdP);
-  float* slse = cv.take<float>(kTile);
-  float* sd = cv.take<float>(kTile);
-  cv.take<float>(kTile);
-  int* svis = cv.take<int>(kTile);
+  const S m(smem);  // own rows: keys and values; streamed: queries and dY
+  bf16 *sk = m.own_a, *sv = m.own_b, *sq = m.streamed_a, *sg = m.streamed_b, *sds = m.sds, *sp = m.sp;
+  float *ss = m.ss, *sdp = m.sdp, *slse = m.slse, *sd = m.sd;
+  int* svis = m.svis;
 
   const int bkv = blockIdx.x, b = bkv / hkv, kvh = bkv % hkv, group = h / hkv;
   const int k0 = blockIdx.y * kTile;
@@ -445,16 +445,6 @@ __global__ void __launch_bounds__(kTcThreads) flash_tc_backward_dkv_kernel(
 #endif
 }
 
-void check_tc_shape(const char* op, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh) {
-  if (b < 0 || t < 0 || h < 1 || hkv < 1 || h % hkv != 0 || dh < 1 || dh > kMaxFlashHeadDim)
-    throw std::invalid_argument(std::string(op) + ": unsupported shape (B " + std::to_string(b) + ", H " +
-                                std::to_string(h) + ", Hkv " + std::to_string(hkv) + ", T " + std::to_string(t) +
-                                ", Dh " + std::to_string(dh) + "; Dh at most " + std::to_string(kMaxFlashHeadDim) +
-                                ")");
-  if (b * h > INT32_MAX || (t + kTile - 1) / kTile > 65535 || b * h * t * dh > (int64_t(1) << 40))
-    throw std::invalid_argument(std::string(op) + ": too large");
-}
-
 // Calls f(std::integral_constant<int, D>) for the smallest D in {32, 64, 128} with D >= dh.
 template <class F>
 void with_head_dim(int64_t dh, F&& f) {
@@ -486,7 +476,7 @@ void flash_attention_bf16_forward(const CudaCtx& ctx, int64_t b, int64_t h, int6
                                   float scale, const int32_t* key_mask, const float* q, const float* k,
                                   const float* v, float* y, float* lse) {
   const char* op = "flash_attention_bf16_forward";
-  check_tc_shape(op, b, h, hkv, t, dh);
+  check_flash_shape(op, b, h, hkv, t, dh, kTile);
   if (b == 0 || t == 0) return;
   use_device(ctx);
   const bool vec4 = dh % 4 == 0 && aligned16(q) && aligned16(k) && aligned16(v);
@@ -505,7 +495,7 @@ void flash_attention_bf16_backward(const CudaCtx& ctx, int64_t b, int64_t h, int
                                    const float* v, const float* y, const float* lse, const float* gy, float* dsum,
                                    float* gq, float* gk, float* gv) {
   const char* op = "flash_attention_bf16_backward";
-  check_tc_shape(op, b, h, hkv, t, dh);
+  check_flash_shape(op, b, h, hkv, t, dh, kTile);
   if (b == 0 || t == 0) return;
   use_device(ctx);
   flash_attention_rowdot(ctx, b * h * t, dh, gy, y, dsum);

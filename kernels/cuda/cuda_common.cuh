@@ -87,6 +87,8 @@ const DeviceInfo& device_info(int device);
 Scratch& scratch(int device);
 void ensure_mt_scratch(const CudaCtx& ctx, int count);
 
+// The fused attentions' shape contract (attention.cu): throws std::invalid_argument naming `op`.
+void check_flash_shape(const char* op, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh, int64_t tile_rows);
 // D[row] = dY[row] . Y[row] over rows of length dh (attention.cu; the backward of both fused attentions).
 void flash_attention_rowdot(const CudaCtx& ctx, int64_t rows, int64_t dh, const float* gy, const float* y, float* out);
 

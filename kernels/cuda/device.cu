@@ -197,12 +197,16 @@ CudaCtx& cuda_side_context(int device) {
 void cuda_stream_wait(const CudaCtx& waiter, const CudaCtx& signaler) {
   if (waiter.stream == signaler.stream) return;
   use_device(signaler);
-  cudaEvent_t ev = nullptr;
-  HAMU_CU("cuda_stream_wait", cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  // One event per device and thread, recorded again for every wait: a wait already queued waits for the record
+  // that preceded it, whatever is recorded later (so no event per call, as an all-reduce bucket would need).
+  constexpr int kMaxDevices = 64;
+  thread_local cudaEvent_t events[kMaxDevices] = {};
+  if (signaler.device < 0 || signaler.device >= kMaxDevices)
+    throw std::invalid_argument("cuda_stream_wait: device " + std::to_string(signaler.device) + " out of range");
+  cudaEvent_t& ev = events[signaler.device];
+  if (!ev) HAMU_CU("cuda_stream_wait", cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
   HAMU_CU("cuda_stream_wait", cudaEventRecord(ev, stream_of(signaler)));
   HAMU_CU("cuda_stream_wait", cudaStreamWaitEvent(stream_of(waiter), ev, 0));
-  // Destroying an event whose record is still pending is legal: its resources are freed once it completes.
-  HAMU_CU("cuda_stream_wait", cudaEventDestroy(ev));
 }
 
 void* cuda_malloc(int device, size_t bytes) {

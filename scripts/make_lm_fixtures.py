@@ -3,8 +3,8 @@
 # what transformers computes with them (logits with and without a padding mask, per-token losses with -100
 # labels, gradients of the mean loss), written to tests/fixtures/lm/ for tests/test_lm_models.cpp. The
 # variants (VARIANTS: untied GPT-2 with exact GELU / ReLU, scale_attn_by_inverse_layer_idx and scale_attn_weights
-# false, Llama with biases and llama3 / linear rotary scaling, Qwen2 with q/k/v biases) each draw from their own
-# seeded generator.
+# false, Llama with biases and llama3 / linear / yarn rotary scaling, Qwen2 with q/k/v biases) each draw from
+# their own seeded generator.
 #
 #   python3 scripts/make_lm_fixtures.py                 # (re)write the fixtures
 #   python3 scripts/make_lm_fixtures.py --only NAME...  # (re)write only these
@@ -93,6 +93,15 @@ VARIANTS = {
         num_key_value_heads=2, rope_theta=100.0, rope_scaling={"rope_type": "linear", "factor": 2.5},
         max_position_embeddings=32, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)),
         ["model.layers.0.self_attn.q_proj.weight", "model.embed_tokens.weight"]),
+    # yarn rotary scaling: with rope_theta 100, head_dim 16 and an original context of 64 the ramp between the
+    # correction dimensions of beta_fast and beta_slow (0 and 5) blends 4 of the 8 frequencies; mscale and
+    # mscale_all_dim set the attention factor that multiplies cos and sin.
+    "llama_yarn": (16, lambda: LlamaForCausalLM(LlamaConfig(
+        vocab_size=48, hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, rope_theta=100.0, max_position_embeddings=256, tie_word_embeddings=False,
+        rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "mscale": 0.8,
+                      "mscale_all_dim": 0.5}, bos_token_id=1, eos_token_id=2)),
+        ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight"]),
     # Qwen2: q/k/v biases (o_proj none), tied, one key/value head.
     "qwen2": (15, lambda: Qwen2ForCausalLM(Qwen2Config(
         vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,

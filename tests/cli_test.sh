@@ -277,12 +277,12 @@ expect_bad eval-lm-missing-qa  "nowhere.jsonl"       "${E[@]}" --data qa:nowhere
 expect_bad eval-lm-template    "--template: unknown"    "${E[@]}" --data "qa:$QA" --template alpaca --json out/e.json
 expect_bad eval-lm-no-tokenizer "tokenizer.json"     eval --threads 1 --model lm_notok --data "qa:$QA" --json out/e.json
 # Hugging Face configs with what hamu does not implement: refused at load, naming the key.
-mkdir -p lm_yarn lm_silu
-cp "$LM_FIX/lm_text/llama/model.safetensors" "$LM_FIX/lm_text/llama/tokenizer.json" lm_yarn/
-sed 's#"rope_type": "default"#"rope_type": "yarn", "factor": 2.0#' "$LM_FIX/lm_text/llama/config.json" > lm_yarn/config.json
+mkdir -p lm_longrope lm_silu
+cp "$LM_FIX/lm_text/llama/model.safetensors" "$LM_FIX/lm_text/llama/tokenizer.json" lm_longrope/
+sed 's#"rope_type": "default"#"rope_type": "longrope", "factor": 2.0#' "$LM_FIX/lm_text/llama/config.json" > lm_longrope/config.json
 cp "$LM/model.safetensors" "$LM/tokenizer.json" lm_silu/
 sed 's#"activation_function": "gelu_new"#"activation_function": "silu"#' "$LM/config.json" > lm_silu/config.json
-expect_bad eval-lm-rope-yarn   "rope_parameters.rope_type 'yarn' is not supported" eval --threads 1 --model lm_yarn --data "qa:$QA" --json out/e.json
+expect_bad eval-lm-longrope    "rope_parameters.rope_type 'longrope' is not supported" eval --threads 1 --model lm_longrope --data "qa:$QA" --json out/e.json
 expect_bad gen-lm-activation   "activation_function 'silu' is not supported" "${G[@]}" --model lm_silu --prompt hi --json out/g.json
 
 rm -rf out && mkdir out

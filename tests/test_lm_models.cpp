@@ -155,6 +155,7 @@ TEST_CASE("lm fixtures: llama with attention and mlp biases, explicit head_dim, 
 }
 TEST_CASE("lm fixtures: llama tied with linear rope scaling") { check_against_fixture("llama_linear"); }
 TEST_CASE("lm fixtures: qwen2 (q/k/v biases, tied, one kv head)") { check_against_fixture("qwen2"); }
+TEST_CASE("lm fixtures: llama with yarn rope scaling (ramp, mscale attention factor)") { check_against_fixture("llama_yarn"); }
 
 TEST_CASE("lm configs: rotary scaling, biases and activations parsed; what is not implemented refused by key") {
   auto contains = [](const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; };
@@ -210,8 +211,21 @@ TEST_CASE("lm configs: rotary scaling, biases and activations parsed; what is no
   CHECK(qwen_window([](Json& j) { j.set("layer_types", Json::array({"full_attention", "full_attention"})).set("max_window_layers", 0); }) == 0);
   CHECK(contains(error_of([&] { qwen_window([](Json& j) { j.set("layer_types", Json::array({"full_attention", "chunked"})); }); }),
                  "layer_types entry 'chunked' is not supported"));
-  CHECK_MESSAGE(contains(refusal([](Json& j) { j.set("rope_parameters", Json::object({{"rope_type", "yarn"}, {"factor", 2.0}})); }),
-                         "cfg.json: rope_parameters.rope_type 'yarn' is not supported"), "yarn");
+  CHECK_MESSAGE(contains(refusal([](Json& j) { j.set("rope_parameters", Json::object({{"rope_type", "longrope"}, {"factor", 2.0}})); }),
+                         "cfg.json: rope_parameters.rope_type 'longrope' is not supported"), "longrope");
+  // yarn: the attention factor from factor (0.1 ln(factor) + 1), from mscale / mscale_all_dim, or given; a null
+  // factor is max_position_embeddings over the original context (64 / 16 here).
+  auto yarn = [&](Json r) {
+    r.set("rope_type", "yarn").set("original_max_position_embeddings", 16);
+    return parse([&](Json& j) { j.set("rope_parameters", r); });
+  };
+  CHECK(yarn(Json::object({{"factor", 4.0}})).rope_attention_factor == doctest::Approx(0.1 * std::log(4.0) + 1));
+  CHECK(yarn(Json::object({{"factor", 4.0}, {"mscale", 0.8}, {"mscale_all_dim", 0.5}})).rope_attention_factor ==
+        doctest::Approx((0.08 * std::log(4.0) + 1) / (0.05 * std::log(4.0) + 1)));
+  CHECK(yarn(Json::object({{"factor", 4.0}, {"attention_factor", 0.7}})).rope_attention_factor == 0.7);
+  CHECK(yarn(Json::object({{"factor", nullptr}})).rope_factor == 4.0);
+  CHECK(contains(refusal([](Json& j) { j.set("rope_parameters", Json::object({{"rope_type", "yarn"}, {"beta_fast", -1}, {"factor", 2.0}})); }),
+                 "field 'rope_parameters.beta_fast' = -1 is not a non-negative number"));
   CHECK(contains(refusal([](Json& j) { j.set("rope_parameters", Json::object({{"rope_type", "linear"}})); }),
                  "missing field 'rope_parameters.factor'"));
   CHECK(contains(refusal([](Json& j) {
@@ -408,10 +422,10 @@ TEST_CASE("lm directories: bad inputs are one InputError naming the file or tens
     e = error_of([&] { load_hf_dir(d); });
     CHECK_MESSAGE(e.find("missing field 'hidden_size'") != std::string::npos, e);
     bad = cfg;
-    bad.set("rope_scaling", Json::object({{"rope_type", "yarn"}, {"factor", 4.0}}));
+    bad.set("rope_scaling", Json::object({{"rope_type", "longrope"}, {"factor", 4.0}}));
     save_json(d + "/config.json", bad);
     e = error_of([&] { load_hf_dir(d); });
-    CHECK_MESSAGE(e.find("'yarn'") != std::string::npos, e);
+    CHECK_MESSAGE(e.find("'longrope'") != std::string::npos, e);
     bad = cfg;
     bad.set("num_key_value_heads", 3);
     save_json(d + "/config.json", bad);

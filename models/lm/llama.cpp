@@ -1,6 +1,6 @@
 // models/lm/llama.cpp: the Llama family (LlamaForCausalLM, also Mistral-, Qwen2- and TinyLlama-style
-// checkpoints): RMSNorm, rotary embeddings with rope_theta (and linear / dynamic / llama3 scaling), grouped-query
-// attention, SwiGLU MLP, biases where the config asks (Llama's attention_bias / mlp_bias, Qwen2's q/k/v),
+// checkpoints): RMSNorm, rotary embeddings with rope_theta (and linear / dynamic / llama3 / yarn scaling),
+// grouped-query attention, SwiGLU MLP, biases where the config asks (Llama's attention_bias / mlp_bias, Qwen2's q/k/v),
 // optionally tied lm_head. Names as Hugging Face's state dict.
 #include <cmath>
 
@@ -14,9 +14,10 @@ using nn::Linear;
 
 // Rotary tables [1 or B, T, head_dim] for positions int32 [T] or [B,T] (host) and the given inverse frequencies,
 // computed as engine's rope_tables computes them for rope_theta (angles in F: float32 for a float32 model;
-// emb = cat(freqs, freqs)). For the scaled rope types, whose frequencies the config determines.
+// emb = cat(freqs, freqs)), cos and sin multiplied by `scale` (yarn's attention factor) as transformers does.
+// For the scaled rope types, whose frequencies the config determines.
 template <class F>
-RopeTables scaled_rope_tables(const Tensor& positions, const std::vector<double>& inv_freq, Device device) {
+RopeTables scaled_rope_tables(const Tensor& positions, const std::vector<double>& inv_freq, double scale, Device device) {
   const int64_t b = positions.dim() == 2 ? positions.shape()[0] : 1, t = positions.shape().back();
   const int64_t half = int64_t(inv_freq.size()), dim = 2 * half;
   const std::vector<int32_t> pos = positions.to_vector<int32_t>();
@@ -25,8 +26,8 @@ RopeTables scaled_rope_tables(const Tensor& positions, const std::vector<double>
     if (pos[p] < 0) throw InputError("rope: negative position " + std::to_string(pos[p]));
     for (int64_t i = 0; i < half; ++i) {
       const F angle = F(pos[p]) * F(inv_freq[size_t(i)]);
-      c[p * size_t(dim) + size_t(i)] = c[p * size_t(dim) + size_t(i + half)] = std::cos(angle);
-      s[p * size_t(dim) + size_t(i)] = s[p * size_t(dim) + size_t(i + half)] = std::sin(angle);
+      c[p * size_t(dim) + size_t(i)] = c[p * size_t(dim) + size_t(i + half)] = F(std::cos(angle)) * F(scale);
+      s[p * size_t(dim) + size_t(i)] = s[p * size_t(dim) + size_t(i + half)] = F(std::sin(angle)) * F(scale);
     }
   }
   return {Tensor::from_vector(c, {b, t, dim}, device), Tensor::from_vector(s, {b, t, dim}, device)};
@@ -161,8 +162,9 @@ class LlamaForCausalLM : public CausalLM {
     if (cfg_.rope_type == "default" || cfg_.rope_type == "dynamic")
       return rope_tables(positions, cfg_.head_dim, cfg_.rope_theta, h.dtype(), h.device());
     const std::vector<double> inv = cfg_.rope_inv_freq(h.dtype() == DType::f32);
-    return h.dtype() == DType::f32 ? scaled_rope_tables<float>(positions, inv, h.device())
-                                   : scaled_rope_tables<double>(positions, inv, h.device());
+    const double scale = cfg_.rope_attention_factor;
+    return h.dtype() == DType::f32 ? scaled_rope_tables<float>(positions, inv, scale, h.device())
+                                   : scaled_rope_tables<double>(positions, inv, scale, h.device());
   }
   Tensor head(const Tensor& h) { return lm_head ? (*lm_head)(h) : linear(h, model->embed_tokens->weight, Tensor()); }
   std::shared_ptr<LlamaBody> model;

@@ -39,11 +39,14 @@ struct LmConfig {
   // llama family: biases on q/k/v (llama attention_bias, qwen2 always), on o_proj (llama attention_bias), on the
   // MLP projections (llama mlp_bias).
   bool qkv_bias = false, o_bias = false, mlp_bias = false;
-  // llama family: rotary scaling (rope_scaling / rope_parameters): default | linear | dynamic | llama3 and their
-  // parameters (factor; llama3's low/high_freq_factor and original_max_position_embeddings).
+  // llama family: rotary scaling (rope_scaling / rope_parameters): default | linear | dynamic | llama3 | yarn and
+  // their parameters (factor; original_max_position_embeddings; llama3's low/high_freq_factor; yarn's beta_fast,
+  // beta_slow, truncate and the attention factor that multiplies cos and sin).
   std::string rope_type = "default";
   double rope_factor = 1.0, rope_low_freq_factor = 1.0, rope_high_freq_factor = 4.0;
   int64_t rope_original_max_positions = 0;
+  double rope_beta_fast = 32.0, rope_beta_slow = 1.0, rope_attention_factor = 1.0;
+  bool rope_truncate = true;
   int64_t bos_token_id = -1, eos_token_id = -1;
   // The config.json this came from (written back on save so fields we do not use survive); null for
   // configs made here.

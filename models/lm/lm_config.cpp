@@ -1,5 +1,6 @@
 // models/lm/lm_config.cpp: language-model configs: Hugging Face config.json parsing and writing, our own
 // named configs (gpt-small), validation, and the causal-LM loss helpers.
+#include <algorithm>
 #include <cmath>
 
 #include "engine/ops.h"
@@ -66,7 +67,7 @@ constexpr KnownArch kKnown[] = {{"GPT2LMHeadModel", "gpt2", LmFamily::gpt2},
 
 // Rotary settings: top-level rope_theta (+ rope_scaling) in older files, rope_parameters in newer ones. Types
 // implemented: default, linear, dynamic (equal to default within max_position_embeddings, the longest context
-// hamu runs) and llama3; any other is refused by name.
+// hamu runs), llama3 and yarn; any other is refused by name.
 void parse_rope(const Json& j, LmConfig& c, const std::string& where) {
   c.rope_theta = optional_number(j, "rope_theta", 10000.0, where);
   double partial = optional_number(j, "partial_rotary_factor", 1.0, where);
@@ -78,8 +79,8 @@ void parse_rope(const Json& j, LmConfig& c, const std::string& where) {
     const std::string field = std::string(key) + (r->contains("rope_type") ? ".rope_type" : ".type");
     std::string type = optional_string(*r, "rope_type", "", where);
     if (type.empty()) type = optional_string(*r, "type", "default", where);
-    if (type != "default" && type != "linear" && type != "dynamic" && type != "llama3")
-      config_error(where, field + " '" + type + "' is not supported (default, linear, dynamic, llama3)");
+    if (type != "default" && type != "linear" && type != "dynamic" && type != "llama3" && type != "yarn")
+      config_error(where, field + " '" + type + "' is not supported (default, linear, dynamic, llama3, yarn)");
     c.rope_theta = optional_number(*r, "rope_theta", c.rope_theta, where);
     if (r->contains("partial_rotary_factor")) {
       partial = optional_number(*r, "partial_rotary_factor", 1.0, where);
@@ -92,6 +93,34 @@ void parse_rope(const Json& j, LmConfig& c, const std::string& where) {
     const std::string prefix = std::string(key) + ".";
     if (!r->contains("factor")) config_error(where, "missing field '" + prefix + "factor' (rope_type '" + type + "')");
     c.rope_factor = optional_number(*r, "factor", 1.0, where + ": " + key);
+    // transformers prefers a top-level original_max_position_embeddings (Phi-3 style) over the nested one.
+    c.rope_original_max_positions = optional_int(
+        j, "original_max_position_embeddings",
+        optional_int(*r, "original_max_position_embeddings", c.max_positions, where), where);
+    if (type == "yarn") {
+      // transformers' _compute_yarn_parameters: a null factor is max_position_embeddings over the original
+      // context; beta_fast / beta_slow default (also when 0) to 32 / 1; the attention factor multiplies cos and sin.
+      const Json* f = r->find("factor");
+      if (f->is_null()) c.rope_factor = double(c.max_positions) / double(c.rope_original_max_positions);
+      // Optional numbers that transformers tests for truth: absent, null and 0 all mean "not given".
+      auto given = [&](const char* name) {
+        const Json* v = r->find(name);
+        if (!v || v->is_null()) return 0.0;
+        if (!v->is_number() || !std::isfinite(v->as_number()) || v->as_number() < 0)
+          config_error(where, "field '" + prefix + name + "' = " + v->dump() + " is not a non-negative number");
+        return v->as_number();
+      };
+      c.rope_beta_fast = given("beta_fast") > 0 ? given("beta_fast") : 32.0;
+      c.rope_beta_slow = given("beta_slow") > 0 ? given("beta_slow") : 1.0;
+      c.rope_truncate = optional_bool(*r, "truncate", true, where);
+      auto mscale_of = [](double scale, double m) { return scale <= 1 ? 1.0 : 0.1 * m * std::log(scale) + 1.0; };
+      const double mscale = given("mscale"), mscale_all = given("mscale_all_dim");
+      c.rope_attention_factor = optional_number(
+          *r, "attention_factor",
+          mscale > 0 && mscale_all > 0 ? mscale_of(c.rope_factor, mscale) / mscale_of(c.rope_factor, mscale_all)
+                                       : mscale_of(c.rope_factor, 1.0),
+          where + ": " + key);
+    }
     if (type == "llama3") {
       for (const char* f : {"low_freq_factor", "high_freq_factor"})
         if (!r->contains(f)) config_error(where, "missing field '" + prefix + f + "' (rope_type 'llama3')");
@@ -99,10 +128,6 @@ void parse_rope(const Json& j, LmConfig& c, const std::string& where) {
       c.rope_high_freq_factor = optional_number(*r, "high_freq_factor", 4.0, where + ": " + key);
       if (!(c.rope_high_freq_factor > c.rope_low_freq_factor))
         config_error(where, prefix + "high_freq_factor must exceed low_freq_factor");
-      // transformers prefers a top-level original_max_position_embeddings (Phi-3 style) over the nested one.
-      c.rope_original_max_positions = optional_int(
-          j, "original_max_position_embeddings",
-          optional_int(*r, "original_max_position_embeddings", c.max_positions, where), where);
     }
   }
   // Only default rotary embeddings ignore partial_rotary_factor in transformers' Llama (the scaled ones would
@@ -132,6 +157,26 @@ template <class F> std::vector<double> inv_freq_in(const LmConfig& c) {
       const F smooth = (old_context / wavelen - F(c.rope_low_freq_factor)) / F(c.rope_high_freq_factor - c.rope_low_freq_factor);
       const bool medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
       inv = medium ? (F(1) - smooth) * scaled / factor + smooth * scaled : scaled;
+    } else if (c.rope_type == "yarn") {
+      // transformers' _compute_yarn_parameters: interpolated (divided by factor) and extrapolated (as is)
+      // frequencies blended by a linear ramp between the correction dimensions of beta_fast and beta_slow.
+      auto correction_dim = [&](double rotations) {
+        return double(c.head_dim) * std::log(double(c.rope_original_max_positions) / (rotations * 2 * M_PI)) /
+               (2 * std::log(c.rope_theta));
+      };
+      double low = correction_dim(c.rope_beta_fast), high = correction_dim(c.rope_beta_slow);
+      if (c.rope_truncate) {
+        low = std::floor(low);
+        high = std::ceil(high);
+      }
+      low = std::max(low, 0.0);
+      high = std::min(high, double(c.head_dim - 1));
+      if (low == high) high += 0.001;
+      const F pos_freq = std::pow(F(c.rope_theta), F(2 * i) / F(c.head_dim));
+      const F extrapolation = F(1) / pos_freq, interpolation = F(1) / (factor * pos_freq);
+      const F ramp = std::clamp((F(i) - F(low)) / F(high - low), F(0), F(1));
+      const F extrapolation_factor = F(1) - ramp;
+      inv = interpolation * (F(1) - extrapolation_factor) + extrapolation * extrapolation_factor;
     }
     out[size_t(i)] = double(inv);
   }

@@ -713,7 +713,11 @@ TEST_CASE("lora bad adapters: one InputError naming the file and the field or te
       {"\"layers_to_transform\" holds \"one\", not a layer index", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("layers_to_transform", "one"); }); }},
       {"leave no layer", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("exclude_modules", ".*"); }); }},
       {"unexpected tensor 'base_model.model.model.layers.0.", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("layers_to_transform", 1); }); }},
-      {"\"bias\" = \"all\" is not supported", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("bias", "all"); }); }},
+      {"\"bias\" = \"some\" is not supported", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("bias", "some"); }); }},
+      {"\"bias\" = \"all\" with trained biases (", [](const std::string& d) {
+         edit_config(d, [](Json& c) { c.set("bias", "all"); });
+         edit_weights(d, [](std::vector<NamedTensor>& ts) { ts.push_back({"base_model.model.model.norm.bias", Tensor::zeros({32})}); });
+       }},
       {"\"kasa_config\" = {\"a\":1} is not supported", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("kasa_config", Json::object({{"a", 1}})); }); }},
       {"\"use_bdlora\" = true is not supported", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("use_bdlora", true); }); }},
       {"\"lora_alpha\" must be a positive number", [](const std::string& d) { edit_config(d, [](Json& c) { c.erase("lora_alpha"); }); }},
@@ -753,6 +757,14 @@ TEST_CASE("lora bad adapters: one InputError naming the file and the field or te
     CHECK(contains(e, want));
     CHECK(contains(e, d));  // names the directory or the file in it
     untouched(*m);
+  }
+  // bias "all" / "lora_only" on a model without biases: peft saves no bias tensor, and the adapter is a plain one.
+  for (const char* bias : {"all", "lora_only"}) {
+    const std::string d = copy_adapter(tmp, "llama_gqa", std::string("bias_") + bias);
+    edit_config(d, [&](Json& c) { c.set("bias", bias); });
+    auto m = fresh();
+    CHECK_NOTHROW(load_lora(d, *m));
+    CHECK(lora_layers(*m).size() == 14);
   }
   // A regex target_modules as peft reads it (whole-path match) is accepted.
   const std::string d = copy_adapter(tmp, "llama_gqa", "regex");

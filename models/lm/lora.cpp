@@ -493,7 +493,10 @@ void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
   const double dropout = cfg.get_or<double>("lora_dropout", 0.0);
   if (!(dropout >= 0 && dropout < 1)) throw InputError(cfg_path + ": \"lora_dropout\" must lie in [0, 1)");
   const std::string bias = cfg.get_or("bias", "none");
-  if (bias != "none") throw InputError(cfg_path + ": \"bias\" = \"" + bias + "\" is not supported (only \"none\")");
+  // "all" / "lora_only" train biases too; peft then saves them beside the adapters. Without such a tensor (a
+  // model without biases) the adapter is a plain one; with one it is refused below.
+  if (bias != "none" && bias != "all" && bias != "lora_only")
+    throw InputError(cfg_path + ": \"bias\" = \"" + bias + "\" is not supported (none; all or lora_only without bias tensors)");
   const Json* rs = cfg.find("use_rslora");
   if (rs && !rs->is_null() && !rs->is_bool()) throw InputError(cfg_path + ": \"use_rslora\" = " + rs->dump() + " is not true or false");
   const bool rslora = rs && rs->is_bool() && rs->as_bool();
@@ -596,6 +599,11 @@ void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
                      (fs::exists(fs::path(dir) / "adapter_model.bin") ? " (only safetensors adapters are read; adapter_model.bin is not)"
                                                                        : ""));
   MappedSafetensors file(weights_path);
+  if (bias != "none")
+    for (const MappedTensorInfo& t : file.tensors())
+      if (t.name.ends_with(".bias"))
+        throw InputError(cfg_path + ": \"bias\" = \"" + bias + "\" with trained biases (" + weights_path + " holds '" + t.name +
+                         "') is not supported (only adapters without bias tensors)");
   std::set<std::string> used;
   std::vector<Tensor> values;  // A, B per layer
   for (size_t li = 0; li < layers.size(); ++li) {

@@ -53,7 +53,7 @@ std::vector<std::string> add_lora(CausalLM& model, const LoraSpec& spec, uint64_
 // whose r or alpha differs from the first layer's is written to rank_pattern / alpha_pattern under its path.
 void save_lora(const std::string& dir, CausalLM& model, const std::string& base_model = "");
 
-// Reads a PEFT LoRA directory (ours or peft's): checks adapter_config.json (peft_type LORA, bias none, no
+// Reads a PEFT LoRA directory (ours or peft's): checks adapter_config.json (peft_type LORA, no trained biases, no
 // DoRA / other LoRA variants / modules_to_save), selects its target_modules (a list of names, or a string
 // matched as a whole-path regex, as peft does), narrowed by layers_to_transform (+ layers_pattern) and
 // exclude_modules as peft narrows them, gives each layer its r and alpha (rank_pattern / alpha_pattern, peft's

@@ -112,7 +112,8 @@ std::shared_ptr<models::CausalLM> load_lm_source(const LmSource& src, Device dev
     perf.bf16_activations = true;
     kernels::set_perf_options(perf);
   }
-  // Inference mode (adapter dropout off) for evaluation, generation and unlearning; training switches it on.
+  // Inference mode (adapter dropout off) for evaluation and generation; training and the unlearning steps switch it
+  // on (unlearn/runner.cpp: the published step draws dropout, hence two passes), evaluations switch it off again.
   lm->eval();
   return lm;
 }

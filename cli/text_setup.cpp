@@ -314,8 +314,7 @@ std::vector<std::string> greedy_answers(models::CausalLM& lm, const TextContext&
       std::max<int64_t>(1, std::min<int64_t>(longest + 8, models::lm_context_length(lm.config()) - longest_prompt));
   // Inference mode: the unlearning loop leaves the model in training mode, where LoRA dropout would change the
   // answers (and so exact match and ROUGE-L) of a model whose weights did not change.
-  const bool was_training = lm.training();
-  lm.eval();
+  nn::EvalModeScope eval_mode(lm);
   const size_t chunk = 64;
   for (size_t start = 0; start < n; start += chunk) {
     std::vector<std::vector<int32_t>> part(prompts.begin() + int64_t(start),
@@ -328,7 +327,6 @@ std::vector<std::string> greedy_answers(models::CausalLM& lm, const TextContext&
                                    prompts[start + k], ids));
     }
   }
-  lm.train(was_training);
   return out;
 }
 

@@ -211,4 +211,18 @@ class Sequential : public Module {
   std::vector<std::shared_ptr<Module>> layers_;
 };
 
+// The module in eval mode for the scope's duration (BatchNorm on running statistics, dropout off), its
+// previous mode restored on exit, exceptions included.
+class EvalModeScope {
+ public:
+  explicit EvalModeScope(Module& m) : m_(m), was_(m.training()) { m_.eval(); }
+  ~EvalModeScope() { m_.train(was_); }
+  EvalModeScope(const EvalModeScope&) = delete;
+  EvalModeScope& operator=(const EvalModeScope&) = delete;
+
+ private:
+  Module& m_;
+  bool was_;
+};
+
 }  // namespace hamu::nn

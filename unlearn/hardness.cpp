@@ -45,19 +45,6 @@ class ParamsNoGrad {
   std::vector<bool> was_;
 };
 
-// The model in eval mode for the duration (BatchNorm on running statistics, dropout off).
-class EvalMode {
- public:
-  explicit EvalMode(nn::Module& m) : m_(m), was_(m.training()) { m_.eval(); }
-  ~EvalMode() { m_.train(was_); }
-  EvalMode(const EvalMode&) = delete;
-  EvalMode& operator=(const EvalMode&) = delete;
-
- private:
-  nn::Module& m_;
-  bool was_;
-};
-
 void clear_grads(const std::vector<Tensor>& params) {
   for (Tensor p : params) p.zero_grad();
 }
@@ -1015,7 +1002,7 @@ HardnessReport compute_hardness(nn::Module& model, const HardnessSource& source,
                                 const std::vector<int64_t>& retain_all, const HardnessOptions& opt) {
   const double t_start = now_s();
   check_options(forget_all, retain_all, opt);
-  EvalMode eval_mode(model);
+  nn::EvalModeScope eval_mode(model);
   const std::vector<Tensor> params = model.parameters();
   if (params.empty()) throw InputError("hardness: the model has no parameters");
   const Pass pass{model, source, params[0].dtype(), params[0].device()};

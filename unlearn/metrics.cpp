@@ -25,8 +25,7 @@ SplitEval evaluate_split(nn::Module& model, const ImageDataset& ds, const std::v
   SplitEval out;
   out.n = int64_t(indices.size());
   if (out.n == 0) return out;
-  const bool was_training = model.training();
-  model.eval();
+  nn::EvalModeScope eval_mode(model);
   NoGradGuard no_grad;
   out.losses.reserve(indices.size());
   out.predicted.reserve(indices.size());
@@ -61,7 +60,6 @@ SplitEval evaluate_split(nn::Module& model, const ImageDataset& ds, const std::v
   out.acc = correct / double(out.n);
   out.loss = loss_sum / double(out.n);
   out.entropy = ent_sum / double(out.n);
-  model.train(was_training);
   return out;
 }
 

@@ -47,16 +47,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-#ifdef HAMU_CUDA
-  const bool gpu_here = kernels::cuda_device_count() > 0;
-#else
-  const bool gpu_here = false;
-#endif
-  if (device == "auto") device = gpu_here ? "cuda" : "cpu";
-  if (device == "cuda" && !gpu_here) {
-    std::printf("bench_attention: skipped: no GPU\n");
-    return 0;
-  }
+  if (!bench::resolve_device("bench_attention", device)) return 0;
   const bool cuda = device == "cuda";
   if (!b) b = cuda ? 4 : 1;
   if (!h) h = cuda ? 32 : 4;

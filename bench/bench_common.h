@@ -1,7 +1,9 @@
-// bench/bench_common.h: what the bench binaries share: the median of repeated timings and a device sync
-// (so a timing covers the queued GPU work).
+// bench/bench_common.h: what the bench binaries share: the median of repeated timings, a device sync
+// (so a timing covers the queued GPU work) and the choice of --device.
 #pragma once
 #include <algorithm>
+#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "engine/tensor.h"
@@ -21,6 +23,22 @@ inline void sync(Device d) {
 #else
   (void)d;
 #endif
+}
+
+// Resolves --device "auto" to cuda where a GPU is present, else cpu. False, after printing "<bench>: skipped:
+// no GPU", when cuda was asked for and there is none: the bench then exits 0, as bench/run expects.
+inline bool resolve_device(const char* bench, std::string& device) {
+#ifdef HAMU_CUDA
+  const bool gpu_here = kernels::cuda_device_count() > 0;
+#else
+  const bool gpu_here = false;
+#endif
+  if (device == "auto") device = gpu_here ? "cuda" : "cpu";
+  if (device == "cuda" && !gpu_here) {
+    std::printf("%s: skipped: no GPU\n", bench);
+    return false;
+  }
+  return true;
 }
 
 }  // namespace hamu::bench

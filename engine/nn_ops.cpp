@@ -451,47 +451,80 @@ Tensor softmax_like(const char* op, bool log_form, const Tensor& x) {
 Tensor softmax(const Tensor& x) { return softmax_like("softmax", false, x); }
 Tensor log_softmax(const Tensor& x) { return softmax_like("log_softmax", true, x); }
 
-Tensor cross_entropy_per_sample(const Tensor& logits, const Tensor& labels, int ignore_index) {
+namespace {
+
+// The fused forward of both cross-entropy forms: per-row losses and, when the logits need a gradient, the
+// gradient of each row's loss (softmax - onehot, zero where ignored) in the same pass over the logits.
+struct CrossEntropyRows {
+  Tensor losses, grad, labels;  // grad: undefined when no gradient is needed
+  int64_t rows = 0, classes = 0;
+};
+
+CrossEntropyRows cross_entropy_rows(const Tensor& logits, const Tensor& labels, int ignore_index, Tensor* lc) {
   require_dim("cross_entropy", logits, 2, "[N,C] logits");
   if (labels.dim() != 1 || labels.numel() != logits.shape()[0])
     throw InputError("cross_entropy: labels " + shape_str(labels.shape()) + " do not match logits " + shape_str(logits.shape()));
   if (labels.device() != logits.device()) throw InputError("cross_entropy: labels and logits on different devices");
-  const int64_t rows = logits.shape()[0], classes = logits.shape()[1];
-  check_indices("cross_entropy", labels, classes, ignore_index);
-  Tensor lc = logits.contiguous(), yc = labels.contiguous();
-  Tensor losses = Tensor::empty({rows}, logits.dtype(), logits.device());
-  Tensor logprobs = empty_like(lc);
-  dispatch("cross_entropy", lc, [&](const auto& ctx, auto tag) {
+  CrossEntropyRows ce;
+  ce.rows = logits.shape()[0];
+  ce.classes = logits.shape()[1];
+  check_indices("cross_entropy", labels, ce.classes, ignore_index);
+  *lc = logits.contiguous();
+  ce.labels = labels.contiguous();
+  ce.losses = Tensor::empty({ce.rows}, logits.dtype(), logits.device());
+  if (needs_grad({lc})) ce.grad = empty_like(*lc);
+  dispatch("cross_entropy", *lc, [&](const auto& ctx, auto tag) {
     using T = decltype(tag);
-    kernels::cross_entropy_forward(ctx, rows, classes, lc.data<T>(), yc.data<int32_t>(), ignore_index,
-                                   losses.data<T>(), logprobs.data<T>());
+    T* grad = ce.grad.defined() ? ce.grad.data<T>() : nullptr;
+    kernels::cross_entropy_forward(ctx, ce.rows, ce.classes, lc->data<T>(), ce.labels.data<int32_t>(), ignore_index,
+                                   ce.losses.data<T>(), grad);
   });
-  if (needs_grad({&lc})) {
-    record(losses, "cross_entropy", {lc}, [=](const Tensor& g) {
-      Tensor gc = g.contiguous();
-      Tensor gx = empty_like(logprobs);
-      dispatch("cross_entropy_backward", gc, [&](const auto& ctx, auto tag) {
-        using T = decltype(tag);
-        kernels::cross_entropy_backward(ctx, rows, classes, logprobs.data<T>(), yc.data<int32_t>(), ignore_index,
-                                        gc.data<T>(), gx.data<T>());
-      });
-      return std::vector<Tensor>{gx};
+  return ce;
+}
+
+// Records the backward of `out` (the per-row losses, or their mean) on the logits: one elementwise launch that
+// scales the saved gradient by the upstream one, per row (stride 1, no scale) or by the mean's scalar times
+// 1/count (stride 0, scale: the device scalar cross_entropy_mean wrote). A node's backward runs once, so it
+// scales the saved buffer in place and hands that on as the logits' gradient: nothing is allocated and the
+// logits are not read again.
+void record_cross_entropy(Tensor& out, const Tensor& lc, const CrossEntropyRows& ce, int ignore_index,
+                          int64_t gloss_stride, const Tensor& scale) {
+  const Tensor grad = ce.grad, yc = ce.labels;
+  const int64_t rows = ce.rows, classes = ce.classes;
+  record(out, "cross_entropy", {lc}, [=](const Tensor& g) {
+    Tensor gc = g.contiguous();
+    dispatch("cross_entropy_backward", gc, [&](const auto& ctx, auto tag) {
+      using T = decltype(tag);
+      const T* sc = scale.defined() ? scale.data<T>() : nullptr;
+      kernels::cross_entropy_backward(ctx, rows, classes, grad.data<T>(), yc.data<int32_t>(), ignore_index,
+                                      gc.data<T>(), gloss_stride, sc, grad.data<T>());
     });
-  }
-  return losses;
+    return std::vector<Tensor>{grad};
+  });
+}
+
+}  // namespace
+
+Tensor cross_entropy_per_sample(const Tensor& logits, const Tensor& labels, int ignore_index) {
+  Tensor lc;
+  CrossEntropyRows ce = cross_entropy_rows(logits, labels, ignore_index, &lc);
+  if (ce.grad.defined()) record_cross_entropy(ce.losses, lc, ce, ignore_index, 1, Tensor());
+  return ce.losses;
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, int ignore_index) {
-  Tensor losses = cross_entropy_per_sample(logits, labels, ignore_index);
-  int64_t count = labels.numel();
-  // Only count ignored rows when the label tensor is on the host; device labels are never padded
-  // with ignore_index by our loaders, and counting them would need a synchronising copy.
-  if (!labels.is_cuda()) {
-    count = 0;
-    for (int32_t v : labels.to_vector<int32_t>()) count += v != ignore_index;
-  }
-  if (count == 0) return mul_scalar(sum(losses), 0.0);
-  return mul_scalar(sum(losses), 1.0 / double(count));
+  Tensor lc;
+  CrossEntropyRows ce = cross_entropy_rows(logits, labels, ignore_index, &lc);
+  // The mean over the rows not ignored (0, with a zero gradient, when all are), counted beside the labels:
+  // device labels need no synchronising copy.
+  Tensor loss = Tensor::empty({}, lc.dtype(), lc.device()), inv_count = empty_like(loss);
+  dispatch("cross_entropy_mean", lc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    kernels::cross_entropy_mean(ctx, ce.rows, ce.losses.data<T>(), ce.labels.data<int32_t>(), ignore_index,
+                                loss.data<T>(), inv_count.data<T>());
+  });
+  if (ce.grad.defined()) record_cross_entropy(loss, lc, ce, ignore_index, 0, inv_count);
+  return loss;
 }
 
 Tensor kl_div_per_sample(const Tensor& ref_logits, const Tensor& logits) {

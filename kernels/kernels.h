@@ -196,15 +196,24 @@ template <class T> void log_softmax_forward(const CpuCtx&, int64_t rows, int64_t
 template <class T>
 void log_softmax_backward(const CpuCtx&, int64_t rows, int64_t d, const T* y, const T* gy, T* gx);
 
-// Cross-entropy from logits [rows, classes] and int32 labels. losses[i] = -log softmax(x_i)[y_i], 0 for
-// rows whose label == ignore_index. logprobs [rows, classes] is saved for the backward.
+// Cross-entropy from logits [rows, classes] and int32 labels, fused with its gradient: one pass over the
+// logits. losses[i] = -log softmax(x_i)[y_i], 0 for rows whose label == ignore_index. grad (null: losses
+// only, for evaluation; the same losses) receives [rows, classes] d losses[i] / d x_i = softmax(x_i) -
+// onehot(y_i), zero rows where ignored: the backward then only scales it and never reads the logits.
 template <class T>
 void cross_entropy_forward(const CpuCtx&, int64_t rows, int64_t classes, const T* logits, const int32_t* labels,
-                           int32_t ignore_index, T* losses, T* logprobs);
-// glogits (overwritten) = gloss[i] * (softmax - onehot), 0 on ignored rows.
+                           int32_t ignore_index, T* losses, T* grad);
+// The mean of the losses over the rows whose label is not ignore_index: loss[0] = sum / count and
+// inv_count[0] = 1 / count (both 0 when every row is ignored), counted where the labels live (no host copy).
 template <class T>
-void cross_entropy_backward(const CpuCtx&, int64_t rows, int64_t classes, const T* logprobs, const int32_t* labels,
-                            int32_t ignore_index, const T* gloss, T* glogits);
+void cross_entropy_mean(const CpuCtx&, int64_t rows, const T* losses, const int32_t* labels, int32_t ignore_index,
+                        T* loss, T* inv_count);
+// glogits (overwritten) = (gloss[i * gloss_stride] * scale[0]) * grad[i, :], 0 on ignored rows whatever the
+// upstream value. gloss_stride 1: per-row upstream gradients, scale null (1); 0: the mean's one upstream
+// scalar, scale its inv_count. glogits may be grad itself (scaled in place).
+template <class T>
+void cross_entropy_backward(const CpuCtx&, int64_t rows, int64_t classes, const T* grad, const int32_t* labels,
+                            int32_t ignore_index, const T* gloss, int64_t gloss_stride, const T* scale, T* glogits);
 
 // Embedding: out[i] = table[idx[i]] ([n_idx, dim]); backward scatter-adds into gtable (accumulates).
 template <class T>
@@ -426,9 +435,12 @@ void softmax_backward(const CudaCtx&, int64_t rows, int64_t d, const float* y, c
 void log_softmax_forward(const CudaCtx&, int64_t rows, int64_t d, const float* x, float* y);
 void log_softmax_backward(const CudaCtx&, int64_t rows, int64_t d, const float* y, const float* gy, float* gx);
 void cross_entropy_forward(const CudaCtx&, int64_t rows, int64_t classes, const float* logits, const int32_t* labels,
-                           int32_t ignore_index, float* losses, float* logprobs);
-void cross_entropy_backward(const CudaCtx&, int64_t rows, int64_t classes, const float* logprobs,
-                            const int32_t* labels, int32_t ignore_index, const float* gloss, float* glogits);
+                           int32_t ignore_index, float* losses, float* grad);
+void cross_entropy_mean(const CudaCtx&, int64_t rows, const float* losses, const int32_t* labels, int32_t ignore_index,
+                        float* loss, float* inv_count);
+void cross_entropy_backward(const CudaCtx&, int64_t rows, int64_t classes, const float* grad, const int32_t* labels,
+                            int32_t ignore_index, const float* gloss, int64_t gloss_stride, const float* scale,
+                            float* glogits);
 void embedding_forward(const CudaCtx&, int64_t n_idx, int64_t dim, const int32_t* idx, const float* table, float* out);
 void embedding_backward(const CudaCtx&, int64_t n_idx, int64_t dim, int64_t vocab, const int32_t* idx,
                         const float* gout, float* gtable);

@@ -430,6 +430,29 @@ std::vector<KernelCase> build_cases() {
       }
   }));
 
+  c.push_back(kernel_case("cross_entropy fused: losses, saved gradient, mean over kept rows, scaled backward", [](auto& k) {
+    for (int64_t d : {int64_t(1), int64_t(10), int64_t(1000), int64_t(1025)})
+      for (int64_t rows : {int64_t(1), int64_t(7), int64_t(1024)}) {
+        const std::string at = " rows " + std::to_string(rows) + " classes " + std::to_string(d);
+        std::vector<int32_t> labels = rnd_int(rows, 0, int32_t(d - 1), 116);
+        for (int64_t r = 1; r < rows; r += 6) labels[size_t(r)] = -100;
+        const int32_t* y = k.in(labels);
+        float *x = k.in(rnd(rows * d, 117, -8.f, 8.f)), *loss = k.out(rows), *grad = k.out(rows * d);
+        float *mean = k.out(1), *inv = k.out(1), *gx = k.out(rows * d);
+        kernels::cross_entropy_forward(k.ctx, rows, d, x, y, -100, loss, grad);
+        k.result("losses" + at, loss, rows, kTol);
+        k.result("saved gradient" + at, grad, rows * d, kTol);
+        kernels::cross_entropy_mean(k.ctx, rows, loss, y, -100, mean, inv);
+        k.result("mean" + at, mean, 1, kTol);
+        k.result("1/count" + at, inv, 1, 0.0);
+        kernels::cross_entropy_backward(k.ctx, rows, d, grad, y, -100, k.in(rnd(rows, 118)), 1,
+                                        static_cast<const float*>(nullptr), gx);
+        k.result("backward, per-row upstream" + at, gx, rows * d, kTol);
+        kernels::cross_entropy_backward(k.ctx, rows, d, grad, y, -100, k.in(rnd(1, 119)), 0, inv, grad);
+        k.result("backward, the mean's scalar, in place" + at, grad, rows * d, kTol);
+      }
+  }));
+
   c.push_back(kernel_case("causal softmax with a negative scale", [](auto& k) {
     for (int64_t t : {int64_t(1), int64_t(7), int64_t(64), int64_t(1100)}) {
       const int64_t batch = t > 100 ? 2 : 5, n = batch * t * t;

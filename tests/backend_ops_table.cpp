@@ -488,8 +488,12 @@ std::vector<OpCase> build_table() {
   t.push_back({.name = "cross_entropy (mean)",
                .variants = [] {
                  auto f = [](const Ins& x) { return cross_entropy(x[0], x[1]); };
+                 auto class_2_ignored = [](const Ins& x) { return cross_entropy(x[0], x[1], 2); };
                  return V{{"[5,7]", {in({5, 7}, -2, 2), constant(random_labels(5, 7))}, f},
                           {"[5,7] ignored rows", {in({5, 7}, -2, 2), constant(int_tensor({1, -100, 3, 6, -100}, {5}))}, f},
+                          {"[5,7] ignore_index 2, a class", {in({5, 7}, -2, 2), constant(int_tensor({2, 0, 2, 6, 1}, {5}))},
+                           class_2_ignored},
+                          {"[1024,10]", {in({1024, 10}, -8, 8), constant(random_labels(1024, 10))}, f},
                           {"[300,1000]", {in({300, 1000}, -8, 8), constant(labels_with_ignored(300, 1000))}, f}};
                }});
   t.push_back({.name = "kl_div_per_sample",

@@ -529,7 +529,7 @@ TEST_CASE_TEMPLATE("softmax and log-softmax match references, stable for large l
   }
 }
 
-TEST_CASE_TEMPLATE("cross-entropy with ignore_index matches the reference", T, float, double) {
+TEST_CASE_TEMPLATE("cross-entropy with ignore_index matches the reference (fused loss and gradient)", T, float, double) {
   const int64_t rows = 11, classes = 13;
   const int32_t ignore = -100;
   const Vec x = widen(cast<T>(logits_with_outliers(rows, classes, 1000)));
@@ -538,32 +538,63 @@ TEST_CASE_TEMPLATE("cross-entropy with ignore_index matches the reference", T, f
   labels[8] = ignore;
   const Vec gloss = widen(cast<T>(random_vec(rows, 1002)));
   const std::vector<T> xt = cast<T>(x), glt = cast<T>(gloss);
-  std::vector<T> losses(sz(rows), T(9)), logprobs(x.size()), glogits(x.size(), T(9));
-  cross_entropy_forward(cpu, rows, classes, xt.data(), labels.data(), ignore, losses.data(), logprobs.data());
+  std::vector<T> losses(sz(rows), T(9)), grad(x.size(), T(9)), glogits(x.size(), T(9));
+  cross_entropy_forward(cpu, rows, classes, xt.data(), labels.data(), ignore, losses.data(), grad.data());
   const Vec lref = log_softmax_ref(rows, classes, x);
-  Vec loss_ref(sz(rows)), gref(x.size(), 0.0);
+  Vec loss_ref(sz(rows)), dref(x.size(), 0.0), gref(x.size(), 0.0), mref(x.size(), 0.0);
+  int64_t kept = 0;
+  for (int64_t r = 0; r < rows; ++r) kept += labels[size_t(r)] != ignore;
   for (int64_t r = 0; r < rows; ++r) {
     if (labels[size_t(r)] == ignore) continue;
     loss_ref[size_t(r)] = -lref[size_t(r * classes + labels[size_t(r)])];
-    for (int64_t k = 0; k < classes; ++k)
-      gref[size_t(r * classes + k)] =
-          gloss[size_t(r)] * (std::exp(lref[size_t(r * classes + k)]) - (k == labels[size_t(r)] ? 1.0 : 0.0));
+    for (int64_t k = 0; k < classes; ++k) {
+      const size_t e = size_t(r * classes + k);
+      dref[e] = std::exp(lref[e]) - (k == labels[size_t(r)] ? 1.0 : 0.0);
+      gref[e] = gloss[size_t(r)] * dref[e];
+      mref[e] = gloss[0] / double(kept) * dref[e];
+    }
   }
   CHECK(rel_err(losses, loss_ref) <= tol<T>());
-  CHECK(rel_err(logprobs, lref) <= tol<T>());
+  CHECK(rel_err(grad, dref) <= tol<T>());  // the saved gradient: softmax - onehot, zero rows where ignored
   CHECK(losses[3] == T(0));
   CHECK(losses[8] == T(0));
-  // Without a saved buffer the losses are the same.
+  for (int64_t k = 0; k < classes; ++k) {
+    CHECK(grad[size_t(3 * classes + k)] == T(0));
+    CHECK(grad[size_t(8 * classes + k)] == T(0));
+  }
+  // Without a saved buffer the losses are the same to the bit (evaluation reports what training does).
   std::vector<T> losses2(sz(rows), T(9));
   cross_entropy_forward(cpu, rows, classes, xt.data(), labels.data(), ignore, losses2.data(), (T*)nullptr);
-  CHECK(rel_err(losses2, loss_ref) <= tol<T>());
+  CHECK(losses2 == losses);
 
-  cross_entropy_backward(cpu, rows, classes, logprobs.data(), labels.data(), ignore, glt.data(), glogits.data());
+  // Per-row upstream gradients (stride 1) into a separate buffer; an ignored row stays 0 even under an
+  // infinite upstream value.
+  std::vector<T> gl = glt;
+  gl[3] = std::numeric_limits<T>::infinity();
+  cross_entropy_backward(cpu, rows, classes, grad.data(), labels.data(), ignore, gl.data(), 1, (const T*)nullptr,
+                         glogits.data());
   CHECK(rel_err(glogits, gref) <= tol<T>());
   for (int64_t k = 0; k < classes; ++k) {
     CHECK(glogits[size_t(3 * classes + k)] == T(0));
     CHECK(glogits[size_t(8 * classes + k)] == T(0));
   }
+  // The mean over the kept rows, and its form of the backward: one upstream scalar (stride 0) times 1/count,
+  // scaled in place.
+  T mean = T(9), inv_count = T(9);
+  cross_entropy_mean(cpu, rows, losses.data(), labels.data(), ignore, &mean, &inv_count);
+  double mean_ref = 0;
+  for (double l : loss_ref) mean_ref += l / double(kept);
+  CHECK(std::fabs(double(mean) - mean_ref) <= tol<T>() * mean_ref);
+  CHECK(inv_count == T(1.0 / double(kept)));
+  std::vector<T> inplace = grad;
+  cross_entropy_backward(cpu, rows, classes, inplace.data(), labels.data(), ignore, glt.data(), 0, &inv_count,
+                         inplace.data());
+  CHECK(rel_err(inplace, mref) <= tol<T>());
+  // Every row ignored: mean 0 and 1/count 0 (a zero gradient), not a division by zero.
+  const std::vector<int32_t> none(sz(rows), ignore);
+  cross_entropy_mean(cpu, rows, losses.data(), none.data(), ignore, &mean, &inv_count);
+  CHECK(mean == T(0));
+  CHECK(inv_count == T(0));
 }
 
 TEST_CASE("cross-entropy backward matches finite differences") {
@@ -571,17 +602,24 @@ TEST_CASE("cross-entropy backward matches finite differences") {
   const int32_t ignore = 2;  // an ignore index that is also a valid class id: only the rows labelled 2 drop out
   const Vec x = random_vec(rows * classes, 1100, 0.1, 3.0), gloss = random_vec(rows, 1101);
   const std::vector<int32_t> labels = {0, 2, 6, 3, 2, 5};
-  Vec losses(sz(rows)), lp(x.size()), gx(x.size());
-  cross_entropy_forward(cpu, rows, classes, x.data(), labels.data(), ignore, losses.data(), lp.data());
+  Vec losses(sz(rows)), saved(x.size()), gx(x.size());
+  cross_entropy_forward(cpu, rows, classes, x.data(), labels.data(), ignore, losses.data(), saved.data());
   CHECK(losses[1] == 0.0);
   CHECK(losses[4] == 0.0);
   CHECK(losses[0] > 0.0);
-  cross_entropy_backward(cpu, rows, classes, lp.data(), labels.data(), ignore, gloss.data(), gx.data());
-  CHECK(rel_err(gx, fd_grad(x, gloss, [&](const Vec& v) {
-          Vec l(sz(rows)), p(v.size());
-          cross_entropy_forward(cpu, rows, classes, v.data(), labels.data(), ignore, l.data(), p.data());
-          return l;
-        })) <= kFdTol);
+  auto forward = [&](const Vec& v) {
+    Vec l(sz(rows)), p(v.size());
+    cross_entropy_forward(cpu, rows, classes, v.data(), labels.data(), ignore, l.data(), p.data());
+    return l;
+  };
+  // Per-row upstream gradients.
+  const double* no_scale = nullptr;
+  cross_entropy_backward(cpu, rows, classes, saved.data(), labels.data(), ignore, gloss.data(), 1, no_scale, gx.data());
+  CHECK(rel_err(gx, fd_grad(x, gloss, forward)) <= kFdTol);
+  // One upstream scalar broadcast over the rows and scaled (the mean: 1/4 of 4 kept rows), in place.
+  const double up = gloss[0], scale = 0.25;
+  cross_entropy_backward(cpu, rows, classes, saved.data(), labels.data(), ignore, &up, 0, &scale, saved.data());
+  CHECK(rel_err(saved, fd_grad(x, Vec(sz(rows), up * scale), forward)) <= kFdTol);
 }
 
 namespace {

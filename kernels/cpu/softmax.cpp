@@ -87,38 +87,66 @@ void log_softmax_backward(const CpuCtx&, int64_t rows, int64_t d, const T* y, co
   }
 }
 
+// One pass per row gives the loss and, with a grad buffer, its gradient p - onehot (p_k = exp(x_k - m) / s);
+// the loss log s - (x_y - m) comes from the same m and s whether or not grad is asked, so evaluation and
+// training report the same bits (those of the log-softmax the forward saved before the fusion).
 template <class T>
-void cross_entropy_forward(const CpuCtx& ctx, int64_t rows, int64_t classes, const T* logits, const int32_t* labels,
-                           int32_t ignore_index, T* losses, T* logprobs) {
-  if (logprobs) {
-    log_softmax_forward(ctx, rows, classes, logits, logprobs);
-    for (int64_t r = 0; r < rows; ++r) {
-      losses[r] = labels[r] == ignore_index ? T(0) : -logprobs[r * classes + labels[r]];
-    }
-    return;
-  }
-  // Without a saved buffer (evaluation only) the loss needs just the row's log-sum-exp.
+void cross_entropy_forward(const CpuCtx&, int64_t rows, int64_t classes, const T* logits, const int32_t* labels,
+                           int32_t ignore_index, T* losses, T* grad) {
 #pragma omp parallel for schedule(static) if (rows * classes >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = logits + r * classes;
-    losses[r] = labels[r] == ignore_index ? T(0) : T(log_sum_exp(classes, xr) - double(xr[labels[r]]));
+    T* gr = grad ? grad + r * classes : nullptr;
+    const int32_t lab = labels[r];
+    if (lab == ignore_index) {
+      losses[r] = T(0);
+      if (gr) std::fill(gr, gr + classes, T(0));
+      continue;
+    }
+    const T m = row_max(classes, xr);
+    double s = 0;
+    for (int64_t k = 0; k < classes; ++k) {
+      const double e = std::exp(double(xr[k] - m));
+      s += e;
+      if (gr) gr[k] = T(e);
+    }
+    losses[r] = T(std::log(s)) - (xr[lab] - m);
+    if (!gr) continue;
+    const T inv = T(1.0 / s);
+    for (int64_t k = 0; k < classes; ++k) gr[k] *= inv;
+    gr[lab] -= T(1);
   }
 }
 
 template <class T>
-void cross_entropy_backward(const CpuCtx&, int64_t rows, int64_t classes, const T* logprobs, const int32_t* labels,
-                            int32_t ignore_index, const T* gloss, T* glogits) {
+void cross_entropy_mean(const CpuCtx&, int64_t rows, const T* losses, const int32_t* labels, int32_t ignore_index,
+                        T* loss, T* inv_count) {
+  double s = 0;
+  int64_t n = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    if (labels[r] != ignore_index) {
+      s += losses[r];
+      ++n;
+    }
+  *loss = n ? T(s / double(n)) : T(0);
+  *inv_count = n ? T(1.0 / double(n)) : T(0);
+}
+
+template <class T>
+void cross_entropy_backward(const CpuCtx&, int64_t rows, int64_t classes, const T* grad, const int32_t* labels,
+                            int32_t ignore_index, const T* gloss, int64_t gloss_stride, const T* scale, T* glogits) {
+  const T sc = scale ? *scale : T(1);
 #pragma omp parallel for schedule(static) if (rows * classes >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
-    const T* lr = logprobs + r * classes;
+    const T* sr = grad + r * classes;
     T* gr = glogits + r * classes;
+    // An ignored row's gradient is 0 whatever reaches it (also an infinite or NaN upstream value).
     if (labels[r] == ignore_index) {
       std::fill(gr, gr + classes, T(0));
       continue;
     }
-    const T g = gloss[r];
-    for (int64_t k = 0; k < classes; ++k) gr[k] = g * std::exp(lr[k]);
-    gr[labels[r]] -= g;
+    const T g = gloss[r * gloss_stride] * sc;
+    for (int64_t k = 0; k < classes; ++k) gr[k] = g * sr[k];
   }
 }
 
@@ -167,8 +195,9 @@ void causal_softmax_backward(const CpuCtx&, int64_t batch, int64_t t, T scale, c
   template void log_softmax_backward<T>(const CpuCtx&, int64_t, int64_t, const T*, const T*, T*);             \
   template void cross_entropy_forward<T>(const CpuCtx&, int64_t, int64_t, const T*, const int32_t*, int32_t,  \
                                          T*, T*);                                                             \
+  template void cross_entropy_mean<T>(const CpuCtx&, int64_t, const T*, const int32_t*, int32_t, T*, T*);      \
   template void cross_entropy_backward<T>(const CpuCtx&, int64_t, int64_t, const T*, const int32_t*, int32_t, \
-                                          const T*, T*);                                                      \
+                                          const T*, int64_t, const T*, T*);                                   \
   template void causal_softmax_forward<T>(const CpuCtx&, int64_t, int64_t, T, const T*, T*);                  \
   template void causal_softmax_backward<T>(const CpuCtx&, int64_t, int64_t, T, const T*, const T*, T*);
 HAMU_INSTANTIATE(float)

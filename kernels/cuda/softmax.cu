@@ -1,5 +1,5 @@
-// kernels/cuda/softmax.cu: softmax and log-softmax over the last dim, fused cross-entropy (log-softmax and
-// the per-row loss in one pass over the logits), and the causal softmax of attention, forward and backward
+// kernels/cuda/softmax.cu: softmax and log-softmax over the last dim, fused cross-entropy (the per-row loss
+// and its gradient in one pass over the logits), and the causal softmax of attention, forward and backward
 // (CUDA). Same formulas as kernels/cpu/softmax.cpp: maximum subtracted first, row sums in double.
 //
 // A row is handled by one warp (rows up to kWarpRowMax long) or by one CTA (longer rows, e.g. a
@@ -67,10 +67,8 @@ __global__ void softmax_backward_kernel(int64_t rows, int64_t d, const float* __
   }
 }
 
-// log-softmax; with labels also the cross-entropy loss of each row (y may then be null: loss only).
 template <bool Cta>
-__global__ void log_softmax_kernel(int64_t rows, int64_t d, const float* __restrict__ x, float* __restrict__ y,
-                                   const int32_t* labels, int32_t ignore_index, float* losses) {
+__global__ void log_softmax_kernel(int64_t rows, int64_t d, const float* __restrict__ x, float* __restrict__ y) {
   __shared__ double shd[32];
   __shared__ float shf[32];
   const RowWalk<Cta> w;
@@ -79,19 +77,58 @@ __global__ void log_softmax_kernel(int64_t rows, int64_t d, const float* __restr
     const float m = max_of<Cta>(xr, d, 1.f, w, shf);
     double s = 0;
     for (int64_t k = w.sub; k < d; k += w.width) s += double(expf(xr[k] - m));
-    s = row_sum<Cta>(s, shd);
-    if (y) {
-      const float shift = float(log(s));
-      for (int64_t k = w.sub; k < d; k += w.width) y[r * d + k] = (xr[k] - m) - shift;
-      if (labels && w.sub == 0) {
-        const int32_t lab = labels[r];
-        losses[r] = lab == ignore_index ? 0.f : -((xr[lab] - m) - shift);
-      }
-    } else if (labels && w.sub == 0) {
-      const int32_t lab = labels[r];
-      const double lse = double(m) + log(s);
-      losses[r] = lab == ignore_index ? 0.f : float(lse - double(xr[lab]));
+    const float shift = float(log(row_sum<Cta>(s, shd)));
+    for (int64_t k = w.sub; k < d; k += w.width) y[r * d + k] = (xr[k] - m) - shift;
+  }
+}
+
+// Cross-entropy fused with its gradient (kernels.h): the row's maximum, its sum of exponentials, the loss
+// from both as on the CPU, and with grad one more sweep writing softmax - onehot. The label, and so the
+// skip of an ignored row, is the same for the whole warp or CTA, which keeps the reductions uniform.
+template <bool Cta>
+__global__ void cross_entropy_kernel(int64_t rows, int64_t d, const float* __restrict__ x,
+                                     const int32_t* __restrict__ labels, int32_t ignore_index,
+                                     float* __restrict__ losses, float* __restrict__ grad) {
+  __shared__ double shd[32];
+  __shared__ float shf[32];
+  const RowWalk<Cta> w;
+  for (int64_t r = w.first; r < rows; r += w.step) {
+    const int32_t lab = labels[r];
+    float* gr = grad ? grad + r * d : nullptr;
+    if (lab == ignore_index) {
+      if (w.sub == 0) losses[r] = 0.f;
+      if (gr)
+        for (int64_t k = w.sub; k < d; k += w.width) gr[k] = 0.f;
+      continue;
     }
+    const float* xr = x + r * d;
+    const float m = max_of<Cta>(xr, d, 1.f, w, shf);
+    double s = 0;
+    for (int64_t k = w.sub; k < d; k += w.width) s += double(expf(xr[k] - m));
+    s = row_sum<Cta>(s, shd);
+    if (w.sub == 0) losses[r] = float(log(s)) - (xr[lab] - m);
+    if (!gr) continue;
+    const float inv = float(1.0 / s);
+    for (int64_t k = w.sub; k < d; k += w.width) gr[k] = expf(xr[k] - m) * inv - (k == lab ? 1.f : 0.f);
+  }
+}
+
+// Launched with one CTA (cross_entropy_mean): sum and count of the rows not ignored, in double.
+__global__ void cross_entropy_mean_kernel(int64_t rows, const float* __restrict__ losses,
+                                          const int32_t* __restrict__ labels, int32_t ignore_index,
+                                          float* __restrict__ loss, float* __restrict__ inv_count) {
+  __shared__ double shd[32];
+  double s = 0, n = 0;
+  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x)
+    if (labels[r] != ignore_index) {
+      s += losses[r];
+      n += 1;
+    }
+  s = block_sum(s, shd);
+  n = block_sum(n, shd);
+  if (threadIdx.x == 0) {
+    *loss = n > 0 ? float(s / n) : 0.f;
+    *inv_count = n > 0 ? float(1.0 / n) : 0.f;
   }
 }
 
@@ -174,7 +211,7 @@ void softmax_backward(const CudaCtx& ctx, int64_t rows, int64_t d, const float* 
 }
 
 void log_softmax_forward(const CudaCtx& ctx, int64_t rows, int64_t d, const float* x, float* y) {
-  HAMU_ROW_LAUNCH(ctx, log_softmax_kernel, rows, d, rows, d, x, y, nullptr, int32_t(0), nullptr);
+  HAMU_ROW_LAUNCH(ctx, log_softmax_kernel, rows, d, rows, d, x, y);
 }
 
 void log_softmax_backward(const CudaCtx& ctx, int64_t rows, int64_t d, const float* y, const float* gy, float* gx) {
@@ -182,24 +219,26 @@ void log_softmax_backward(const CudaCtx& ctx, int64_t rows, int64_t d, const flo
 }
 
 void cross_entropy_forward(const CudaCtx& ctx, int64_t rows, int64_t classes, const float* logits,
-                           const int32_t* labels, int32_t ignore_index, float* losses, float* logprobs) {
-  HAMU_ROW_LAUNCH(ctx, log_softmax_kernel, rows, classes, rows, classes, logits, logprobs, labels, ignore_index,
-                  losses);
+                           const int32_t* labels, int32_t ignore_index, float* losses, float* grad) {
+  HAMU_ROW_LAUNCH(ctx, cross_entropy_kernel, rows, classes, rows, classes, logits, labels, ignore_index, losses, grad);
 }
 
-void cross_entropy_backward(const CudaCtx& ctx, int64_t rows, int64_t classes, const float* logprobs,
-                            const int32_t* labels, int32_t ignore_index, const float* gloss, float* glogits) {
+// One CTA: the batch's losses are few (one per sample), and a fixed reduction order keeps it deterministic.
+void cross_entropy_mean(const CudaCtx& ctx, int64_t rows, const float* losses, const int32_t* labels,
+                        int32_t ignore_index, float* loss, float* inv_count) {
+  use_device(ctx);
+  cross_entropy_mean_kernel<<<1, kThreads, 0, stream_of(ctx)>>>(rows, losses, labels, ignore_index, loss, inv_count);
+  launch_check(ctx, "cross_entropy_mean_kernel");
+}
+
+// The whole backward: one elementwise launch that scales the saved gradient (in place when glogits == grad).
+void cross_entropy_backward(const CudaCtx& ctx, int64_t rows, int64_t classes, const float* grad,
+                            const int32_t* labels, int32_t ignore_index, const float* gloss, int64_t gloss_stride,
+                            const float* scale, float* glogits) {
   launch_map(ctx, "cross_entropy_backward_kernel", rows * classes, [=] __device__(int64_t e) {
-    const int64_t r = e / classes, k = e % classes;
-    const int32_t lab = labels[r];
-    if (lab == ignore_index) {
-      glogits[e] = 0.f;
-      return;
-    }
-    const float g = gloss[r];
-    float v = g * expf(logprobs[e]);
-    if (k == lab) v -= g;
-    glogits[e] = v;
+    const int64_t r = e / classes;
+    const float g = gloss[r * gloss_stride] * (scale ? *scale : 1.f);
+    glogits[e] = labels[r] == ignore_index ? 0.f : g * grad[e];
   });
 }
 

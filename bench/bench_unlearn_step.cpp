@@ -170,8 +170,9 @@ int main(int argc, char** argv) {
   std::printf("| whole step | %.3f |\n", 1e3 * median(t_total));
   std::printf("  images/s through the step: %.0f\n", 2.0 * batch / median(t_total));
 #ifdef HAMU_CUDA
+  // The captured step reads nothing back (compute_gradients_deferred) and takes the path the ordinary steps took.
   if (graph && device.is_cuda()) time_graph_step(device, [&](kernels::HamuReport* pinned) {
-      compute_gradients(*model, nullptr, update, retain, forget, *opt.method, opt.params, paired, &fallback);
+      compute_gradients_deferred(*model, update, retain, forget, *opt.method, opt.params, used_paired);
       update.compute_stats();
       update.hamu_step_async(cfg, pinned);
     }, steps);

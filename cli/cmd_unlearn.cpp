@@ -196,6 +196,10 @@ int cmd_unlearn(int argc, char** argv) {
 
   if (!res.paired_fallback.empty() && opt.paired)
     std::fprintf(stderr, "hamu unlearn: gradients from two passes (%s)\n", res.paired_fallback.c_str());
+  if (opt.graph)
+    std::fprintf(stderr, "hamu unlearn: --cuda-graph: %lld of %lld steps replayed from %lld capture(s)%s%s\n",
+                 (long long)res.graph_replays, (long long)res.log.size(), (long long)res.graph_captures,
+                 res.graph_fallback.empty() ? "" : "; not used: ", res.graph_fallback.c_str());
   std::printf("%s: %lld steps in %.1f s (stopped: %s), evaluation %.1f s\n", method_name(*opt.method),
               (long long)res.steps_done, res.seconds, stop_reason_name(res.stop_reason), res.eval_seconds);
   std::vector<std::pair<std::string, const EvalReport*>> cols = {{"before", &before}, {"after", &after}};

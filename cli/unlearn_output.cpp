@@ -148,6 +148,10 @@ Json unlearn_summary_json(const UnlearnOptions& opt, const UnlearnResult& res, u
                          {"no_step_applied", Json(res.steps_done == 0)},
                          {"collateral_warning", Json(res.collateral_warned)},
                          {"paired_gradients", Json(res.paired_fallback.empty())}});
+  if (opt.graph)
+    j.set("cuda_graph", Json::object({{"replays", Json(res.graph_replays)},
+                                      {"captures", Json(res.graph_captures)},
+                                      {"not_used", Json(res.graph_fallback)}}));
   j.set("options", Json::object({{"lr", Json(opt.params.lr)},
                                  {"ratio", Json(opt.ratio)},
                                  {"batch", Json(opt.batch)},

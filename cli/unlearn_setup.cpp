@@ -35,6 +35,8 @@ std::vector<Flag> unlearn_option_flags(bool text) {
       {"--optimizer", "NAME", "sgd (theta moves by exactly the step) or adamw (step as pseudo-gradient)", "sgd"},
       {"--paper-compat", "", "gru/pcgrad: the published code's (inverted) conflict test", ""},
       {"--no-paired", "", "compute the two gradients with two passes even where one paired pass is valid", ""},
+      {"--cuda-graph", "", "GPU, hamu-q/hamu-u on images: capture the whole step once per batch shape as a CUDA graph and "
+                           "replay it (one launch and one wait per step; falls back to ordinary steps, saying why)", ""},
       {"--pairing", "P", "under mpirun: data (each rank a share of both batches) or split (retain on even ranks, forget on odd)", "data"},
       {"--eval-every", "N", "evaluate every N steps (0: before and after only)", "0"},
       {"--eval-samples", "N", "intermediate evaluations use at most N images per split (0: all)", "2000"},
@@ -92,6 +94,9 @@ UnlearnOptions read_unlearn_options(const Args& args, Device device) {
   o.optimizer = parse_optimizer(args.str("--optimizer"));
   o.params.paper_compat = args.on("--paper-compat");
   o.paired = !args.on("--no-paired");
+  o.graph = args.on("--cuda-graph");
+  if (o.graph && !device.is_cuda())
+    throw InputError("--cuda-graph: CUDA graphs need --device cuda (this run is on " + device.str() + ")");
   o.pairing = parse_pairing(args.str("--pairing"));
   o.eval_every = args.integer("--eval-every");
   o.seed = uint64_t(args.integer("--seed"));

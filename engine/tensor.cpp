@@ -9,6 +9,7 @@
 
 #include "engine/allocator.h"
 #include "engine/dispatch.h"
+#include "engine/graph.h"
 #include "kernels/bf16.h"
 #include "kernels/kernels.h"
 
@@ -109,6 +110,7 @@ void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t bytes) 
     std::memcpy(dst, src, bytes);
     return;
   }
+  if (dd.is_cuda() != sd.is_cuda()) check_no_host_sync(dd.is_cuda() ? "a host-to-device copy" : "a device-to-host copy");
 #ifdef HAMU_CUDA
   if (dd.is_cuda() && sd.is_cuda()) {
     if (dd.index != sd.index) throw Error("copy between two CUDA devices is not supported");
@@ -175,6 +177,7 @@ template <class T>
 Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Device device) {
   if (int64_t(values.size()) != shape_numel(shape))
     throw InputError("from_vector: " + std::to_string(values.size()) + " values do not fill shape " + shape_str(shape));
+  check_no_host_sync("Tensor::from_vector (host values into a tensor)");
   Tensor t = empty(shape, dtype_of<T>(), device);
   copy_bytes(t.raw(), device, values.data(), Device{}, values.size() * sizeof(T));
   return t;
@@ -319,6 +322,7 @@ template <class T>
 std::vector<T> Tensor::to_vector() const {
   if (dtype() != dtype_of<T>())
     throw Error(std::string("to_vector: tensor is ") + dtype_name(dtype()) + ", requested " + dtype_name(dtype_of<T>()));
+  check_no_host_sync("Tensor::to_vector/item (reading a tensor on the host)");
   Tensor src = detach().contiguous();
   std::vector<T> out(static_cast<size_t>(numel()));
   copy_bytes(out.data(), Device{}, src.raw(), src.device(), out.size() * sizeof(T));

@@ -452,7 +452,23 @@ if [ "${GPU_CHECK_TESTS_ONLY:-0}" != 1 ] && [ -n "$BIN_TESTS" ] && [ -x "$FULL_B
     mkdir -p "$d"
     $h train --device cuda --model cnn --split class=0 --epochs 1 --out "$d/orig.safetensors" &&
       $h unlearn --device cuda --model "$d/orig.safetensors" --method hamu-q --steps 100 --json "$d/u.json" &&
-      $h eval --device cuda --model "$d/orig.safetensors" --batch 2000
+      $h eval --device cuda --model "$d/orig.safetensors" --batch 2000 || return 1
+    # Issue #12 item 4: the same unlearning as captured CUDA graphs, seconds of the step loop side by side.
+    # Deterministic algorithms, picked by cuDNN's heuristic (a measured pick may differ between two
+    # processes): the two runs must end on the same weights, bit for bit.
+    for g in "" --cuda-graph; do
+      HAMU_CUDNN_FIND=0 $h unlearn --device cuda --deterministic $g --model "$d/orig.safetensors" --method hamu-q --steps 100 \
+        --out "$d/u${g:+_graph}.safetensors" --json "$d/u${g:+_graph}.json" || return 1
+      echo "unlearn ${g:-(ordinary)}: $(grep -o '"seconds": [0-9.e+-]*' "$d/u${g:+_graph}.json" | head -1)" \
+        "$(tr -d '\n ' < "$d/u${g:+_graph}.json" | grep -o '"cuda_graph":{[^}]*}')"
+    done
+    # The tensor bytes after the safetensors header (the header's metadata records the flags).
+    body() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +$((9 + n)) "$1" | md5sum | cut -c1-32; }
+    if [ "$(body "$d/u.safetensors")" = "$(body "$d/u_graph.safetensors")" ]; then
+      echo "cuda graph: the unlearned weights are identical to the ordinary run's"
+    else
+      echo "cuda graph: the unlearned weights DIFFER from the ordinary run's"; return 1
+    fi
   }
   run_bench cli_smoke $(($(left) - 45)) bash -c "$(declare -f smoke); SMOKE_DATA=$SMOKE_DATA FULL_BUILD=$FULL_BUILD SHIM=$SHIM smoke"
 else

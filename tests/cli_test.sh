@@ -132,6 +132,7 @@ expect_bad truncated-model     "truncated.safetensors" "${U[@]/orig.safetensors/
 expect_bad unknown-scope       "--scope"     "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --scope everywhere
 expect_bad unknown-split-rule  "--constraint-split" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --constraint-split fair
 expect_bad unknown-flag        "--forget-harder" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --forget-harder
+expect_bad cuda-graph-on-cpu   "--cuda-graph" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --cuda-graph
 expect_bad out-folder-missing  "--out"       unlearn --model orig.safetensors --data "$D" "${S[@]}" --method ga --out nowhere/u.safetensors
 expect_bad overwrite-input     "refusing to overwrite" unlearn --model orig.safetensors --data "$D" "${S[@]}" --method ga --out orig.safetensors
 expect_bad unknown-stop-rule   "--stop"      "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --stop soon

@@ -40,19 +40,23 @@ void observed_backward(GradientObserver* observer, const FusedUpdate& update, bo
   backward();
 }
 
-// One side: forward, loss for the log, objective backward into the routed buffers.
-double one_side(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& b, const Method& method,
+// One side: forward, loss for the log, objective backward into the routed buffers. Returns the loss
+// on the device; unless `defer`, also read back (*host), and a non-finite loss skips the backward (the
+// step will be skipped). With `defer` nothing is read back and the backward always runs: a non-finite
+// loss then shows as non-finite gradient statistics, and the update refuses the step.
+Tensor one_side(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& b, const Method& method,
                 const MethodParams& params, bool retain_side, bool needed, const UnlearnTask* task,
-                GradientObserver* observer) {
+                GradientObserver* observer, bool defer, double* host) {
   update.route_grads_to(retain_side);
   Tensor logits = forward(task, model, b.images);
   const Tensor orig = method.needs_original() ? original_logits(task, original, b.images) : Tensor();
-  double ce;
+  Tensor ce;
   {
     NoGradGuard ng;
-    ce = task_loss(logits.detach(), b.labels).item();
+    ce = task_loss(logits.detach(), b.labels);
   }
-  if (needed && std::isfinite(ce)) {
+  if (!defer) *host = ce.item();
+  if (needed && (defer || std::isfinite(*host))) {
     Tensor obj = retain_side ? method.retain_objective(params, logits, b.labels, orig)
                              : method.forget_objective(params, logits, b.labels, orig);
     observed_backward(observer, update, retain_side, !retain_side, [&] { obj.backward(); });
@@ -62,14 +66,16 @@ double one_side(nn::Module& model, nn::Module* original, FusedUpdate& update, co
 
 GradientResult two_passes(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
                           const Batch& forget, const Method& method, const MethodParams& params,
-                          const UnlearnTask* task, GradientObserver* observer) {
+                          const UnlearnTask* task, GradientObserver* observer, bool defer) {
   GradientResult out;
   if (observer) observer->start(false);
-  out.retain_loss = one_side(model, original, update, retain, method, params, true, method.uses_retain(), task, observer);
-  out.forget_loss = one_side(model, original, update, forget, method, params, false, method.uses_forget(), task, observer);
+  out.retain_loss_device = one_side(model, original, update, retain, method, params, true, method.uses_retain(), task,
+                                    observer, defer, &out.retain_loss);
+  out.forget_loss_device = one_side(model, original, update, forget, method, params, false, method.uses_forget(), task,
+                                    observer, defer, &out.forget_loss);
   if (observer) observer->done();
   update.release_grads();
-  out.finite = std::isfinite(out.retain_loss) && std::isfinite(out.forget_loss);
+  out.finite = defer || (std::isfinite(out.retain_loss) && std::isfinite(out.forget_loss));
   return out;
 }
 
@@ -80,11 +86,7 @@ std::string module_objection(const nn::Module& m, const std::string& path) {
       return "BatchNorm '" + (path.empty() ? std::string("(root)") : path) +
              "' is in training mode and not frozen (batch statistics couple the samples)";
   }
-  if (auto* d = dynamic_cast<const nn::Dropout*>(&m)) {
-    if (d->training() && d->p > 0)
-      return "dropout '" + (path.empty() ? std::string("(root)") : path) + "' is active (p = " + std::to_string(d->p) +
-             "), so one pass would draw other masks than two";
-  }
+  if (std::string d = active_dropout(m, path); !d.empty()) return d + ", so one pass would draw other masks than two";
   for (const auto& [name, child] : m.children()) {
     std::string why = module_objection(*child, path.empty() ? name : path + "." + name);
     if (!why.empty()) return why;
@@ -95,7 +97,7 @@ std::string module_objection(const nn::Module& m, const std::string& path) {
 // The paired pass. Returns false (with *why) when its result must be discarded.
 bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
                  const Batch& forget, const Method& method, const MethodParams& params, GradientResult& out,
-                 std::string* why, const UnlearnTask* task, GradientObserver* observer) {
+                 std::string* why, const UnlearnTask* task, GradientObserver* observer, bool defer) {
   const int64_t nr = retain.images.shape()[0], nf = forget.images.shape()[0];
   update.release_grads();
   update.zero(true);
@@ -113,14 +115,19 @@ bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, c
     Tensor orig_f = orig.defined() ? orig.narrow(0, nr, nf) : Tensor();
     {
       NoGradGuard ng;
-      out.retain_loss = task_loss(lr.detach(), retain.labels).item();
-      out.forget_loss = task_loss(lf.detach(), forget.labels).item();
+      out.retain_loss_device = task_loss(lr.detach(), retain.labels);
+      out.forget_loss_device = task_loss(lf.detach(), forget.labels);
     }
-    out.finite = std::isfinite(out.retain_loss) && std::isfinite(out.forget_loss);
+    if (!defer) {
+      out.retain_loss = out.retain_loss_device.item();
+      out.forget_loss = out.forget_loss_device.item();
+    }
+    // Deferred (nothing read back): both objectives always; a non-finite loss shows in the statistics.
+    out.finite = defer || (std::isfinite(out.retain_loss) && std::isfinite(out.forget_loss));
     Tensor total;
-    if (method.uses_retain() && std::isfinite(out.retain_loss))
+    if (method.uses_retain() && (defer || std::isfinite(out.retain_loss)))
       total = method.retain_objective(params, lr, retain.labels, orig_r);
-    if (method.uses_forget() && std::isfinite(out.forget_loss)) {
+    if (method.uses_forget() && (defer || std::isfinite(out.forget_loss))) {
       Tensor fo = method.forget_objective(params, lf, forget.labels, orig_f);
       total = total.defined() ? add(total, fo) : fo;
     }
@@ -144,6 +151,23 @@ bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, c
 
 }  // namespace
 
+std::string active_dropout(const nn::Module& m, const std::string& path) {
+  if (auto* d = dynamic_cast<const nn::Dropout*>(&m)) {
+    if (d->training() && d->p > 0)
+      return "dropout '" + (path.empty() ? std::string("(root)") : path) + "' is active (p = " + std::to_string(d->p) + ")";
+  }
+  return "";
+}
+
+std::string first_active_dropout(const nn::Module& m, const std::string& path) {
+  if (std::string d = active_dropout(m, path); !d.empty()) return d;
+  for (const auto& [name, child] : m.children()) {
+    std::string d = first_active_dropout(*child, path.empty() ? name : path + "." + name);
+    if (!d.empty()) return d;
+  }
+  return "";
+}
+
 GradientResult compute_side_gradient(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& batch,
                                      const Method& method, const MethodParams& params, bool retain_side,
                                      const UnlearnTask* task, GradientObserver* observer) {
@@ -152,11 +176,13 @@ GradientResult compute_side_gradient(nn::Module& model, nn::Module* original, Fu
   GradientResult out;
   update.zero(!retain_side);
   if (observer) observer->start(false);
-  const double loss = one_side(model, original, update, batch, method, params, retain_side,
-                               retain_side ? method.uses_retain() : method.uses_forget(), task, observer);
+  double loss = 0;
+  Tensor device_loss = one_side(model, original, update, batch, method, params, retain_side,
+                                retain_side ? method.uses_retain() : method.uses_forget(), task, observer, false, &loss);
   if (observer) observer->done();
   update.release_grads();
   (retain_side ? out.retain_loss : out.forget_loss) = loss;
+  (retain_side ? out.retain_loss_device : out.forget_loss_device) = device_loss;
   out.finite = std::isfinite(loss);
   return out;
 }
@@ -177,14 +203,26 @@ GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedU
   else why = module_objection(model, "");
   if (why.empty()) {
     GradientResult out;
-    if (paired_pass(model, original, update, retain, forget, method, params, out, &why, task, observer)) {
+    if (paired_pass(model, original, update, retain, forget, method, params, out, &why, task, observer, false)) {
       if (fallback_reason) fallback_reason->clear();
       return out;
     }
     update.release_grads();  // discard: the two passes below rebuild r and f from zero
   }
   if (fallback_reason) *fallback_reason = why;
-  return two_passes(model, original, update, retain, forget, method, params, task, observer);
+  return two_passes(model, original, update, retain, forget, method, params, task, observer, false);
+}
+
+GradientResult compute_gradients_deferred(nn::Module& model, FusedUpdate& update, const Batch& retain,
+                                          const Batch& forget, const Method& method, const MethodParams& params,
+                                          bool paired, const UnlearnTask* task) {
+  if (method.needs_original()) throw Error("unlearn: method " + method.name() + " is not deferrable (original model)");
+  if (!paired) return two_passes(model, nullptr, update, retain, forget, method, params, task, nullptr, true);
+  GradientResult out;
+  std::string why;
+  if (!paired_pass(model, nullptr, update, retain, forget, method, params, out, &why, task, nullptr, true))
+    throw Error("unlearn: the paired pass, valid before, failed in a deferred step: " + why);
+  return out;
 }
 
 }  // namespace hamu

@@ -26,6 +26,7 @@ class GradientObserver {
 
 struct GradientResult {
   double retain_loss = 0, forget_loss = 0;  // task_loss of each batch (for the log)
+  Tensor retain_loss_device, forget_loss_device;  // the same, scalars on the batches' device (undefined: side not run)
   bool finite = true;                       // both losses finite
   bool paired = false;                      // one pass over [retain; forget] produced both
 };
@@ -42,6 +43,20 @@ GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedU
                                  const Batch& forget, const Method& method, const MethodParams& params, bool allow_paired,
                                  std::string* fallback_reason, const UnlearnTask* task = nullptr,
                                  GradientObserver* observer = nullptr);
+
+// "dropout '<path>' is active (p = ...)" when m itself is an active dropout, else empty; the first_ form
+// searches m and its children.
+std::string active_dropout(const nn::Module& m, const std::string& path);
+std::string first_active_dropout(const nn::Module& m, const std::string& path = "");
+
+// compute_gradients without reading anything back, for a step captured as a CUDA graph (unlearn/graph_step.h):
+// the losses stay on the device (retain_loss/forget_loss are not set; finite is true), both objectives are
+// always backpropagated (a non-finite loss shows up as non-finite statistics, and the update refuses the
+// step), and `paired` says which path to take (the one an ordinary step on these shapes took; Error if
+// the paired pass turns out invalid). Methods that need the original model are not deferrable.
+GradientResult compute_gradients_deferred(nn::Module& model, FusedUpdate& update, const Batch& retain,
+                                          const Batch& forget, const Method& method, const MethodParams& params,
+                                          bool paired, const UnlearnTask* task = nullptr);
 
 // One side alone (split pairing: a rank computes either r or f): the retain (retain_side) or forget
 // objective's gradient on `batch` into its buffer, the other buffer zeroed; the side's loss in the result.

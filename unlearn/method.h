@@ -79,6 +79,15 @@ class Method {
     return std::nullopt;
   }
 
+  // The own step queued without waiting (for a step captured as a CUDA graph, unlearn/graph_step.h): the
+  // report is copied to *host_report (pinned memory) in stream order, and after the stream synchronises
+  // own_decision() turns it into the step's decision. Returns false (queueing nothing) when the method
+  // has no such step; then own_decision is never asked.
+  virtual bool own_step_async(const UnlearnOptions& opt, FusedUpdate& update, HamuReport* host_report) const {
+    return false;
+  }
+  virtual StepDecision own_decision(const UnlearnOptions& opt, const HamuReport& report) const { return {}; }
+
  private:
   std::string name_, help_;
   MethodTraits traits_;

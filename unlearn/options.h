@@ -69,6 +69,8 @@ struct UnlearnOptions {
   uint64_t seed = 0;
   Device device;
   bool paired = true;               // one pass over [retain; forget] where valid (else two passes)
+  bool graph = false;               // --cuda-graph: capture the whole step once per shape and replay it
+                                    // (unlearn/graph_step.h; on the CPU the emulation the tests use)
   bool progress = true;
   int64_t max_nan_steps = 10;       // consecutive non-finite steps before stopping with "nan"
   Pairing pairing = Pairing::data;

@@ -13,6 +13,7 @@
 #include "models/models.h"
 #include "train/train.h"
 #include "unlearn/gradients.h"
+#include "unlearn/graph_step.h"
 #include "unlearn/parallel.h"
 #include "unlearn/update.h"
 
@@ -128,6 +129,7 @@ class ImageTask final : public UnlearnTask {
     forget_.seek(p[2], p[3]);
   }
   Tensor logits(nn::Module& model, const Tensor& inputs) const override { return model.forward(inputs); }
+  bool fixed_shapes() const override { return true; }  // full batches only (drop_last)
 
  private:
   size_t retain_size_, forget_size_;
@@ -297,6 +299,14 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
     res.eval_seconds += now_s() - tp;
   }
 
+  // --cuda-graph: whole steps captured once per batch shape and replayed (unlearn/graph_step.h).
+  std::unique_ptr<GraphedSteps> graphs;
+  if (opt.graph) {
+    res.graph_fallback = GraphedSteps::objection(model, opt, task, comm.size());
+    if (res.graph_fallback.empty()) graphs = std::make_unique<GraphedSteps>(model, update, opt, task);
+    else if (hooks.notice) hooks.notice("--cuda-graph not used: " + res.graph_fallback + "; the steps run the ordinary way");
+  }
+
   std::unique_ptr<Progress> bar;
   if (opt.progress) bar = std::make_unique<Progress>(opt.steps, "unlearn " + method.name(), "step/s");
   for (int64_t step = first_step; step <= opt.steps; ++step) {
@@ -316,8 +326,17 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
       shares = share_weights(plan, method, rg, fg, rb, fb);
     }
     GradientResult g;
+    std::optional<GraphedStep> graphed = graphs ? graphs->step(rb, fb) : std::nullopt;
+    if (graphs && !graphed && res.graph_fallback.empty()) {
+      res.graph_fallback = graphs->disabled();
+      if (hooks.notice) hooks.notice("--cuda-graph given up at step " + std::to_string(step) + ": " +
+                                     res.graph_fallback + "; the remaining steps run the ordinary way");
+    }
     GradientObserver* overlap = comm.size() > 1 ? exchange.prepare(shares) : nullptr;
-    if (plan.retain && plan.forget) {
+    if (graphed) {
+      g = graphed->gradients;
+      fallback = graphed->fallback;
+    } else if (plan.retain && plan.forget) {
       g = compute_gradients(model, original, update, rb, fb, method, opt.params, opt.paired, &fallback, &task, overlap);
     } else {  // split pairing: this rank's side only
       g = compute_side_gradient(model, original, update, plan.retain ? rb : fb, method, opt.params, plan.retain, &task,
@@ -334,7 +353,7 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
       log.skipped = true;
       log.report.nonfinite = 1;
     } else {
-      const StepDecision d = take_step(method, opt, update, adamw.get());
+      const StepDecision d = graphed ? graphed->decision : take_step(method, opt, update, adamw.get());
       log.report = d.report;
       log.projected = d.projected;
       log.skipped = d.report.nonfinite != 0;
@@ -388,6 +407,10 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
   }
   if (bar) bar->finish(stop_reason_name(res.stop_reason));
   res.collective_seconds = exchange.collective_seconds();
+  if (graphs) {
+    res.graph_replays = graphs->replays();
+    res.graph_captures = graphs->captures();
+  }
   // The final evaluation is of the model after the last step that changed it; when that point was
   // just evaluated (on a subsample), it is evaluated again in full and replaces that point.
   int64_t last_applied = 0;

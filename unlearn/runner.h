@@ -51,6 +51,10 @@ struct UnlearnResult {
   double eval_seconds = 0;
   bool collateral_warned = false;
   std::string paired_fallback;      // why the paired pass was not used (empty when it was)
+  // --cuda-graph: steps replayed as a captured graph, captures made, and why graphing was not used or
+  // given up (empty when every step after the warm-ups was replayed).
+  int64_t graph_replays = 0, graph_captures = 0;
+  std::string graph_fallback;
   double collective_seconds = 0;    // in the exchanges between ranks (0 for one process)
 };
 

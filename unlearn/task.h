@@ -29,6 +29,10 @@ class UnlearnTask {
   virtual Tensor logits(nn::Module& model, const Tensor& inputs) const = 0;
   // [retain; forget] along dim 0, the paired pass's input (text: int32 token ids).
   virtual Tensor concat_inputs(const Tensor& retain, const Tensor& forget) const;
+  // Whether every batch of a side has the same shapes and the loss reads nothing on the host (images: yes;
+  // text: batches are padded to their own length and the answer tokens are counted on the host), so a
+  // step can be captured once and replayed (unlearn/graph_step.h).
+  virtual bool fixed_shapes() const { return false; }
 };
 
 // Images: normalised batches of the split's retain and forget indices; logits = model.forward(images).

@@ -71,9 +71,18 @@ class Hamu final : public Method {
 
   // On the parameters' device: coefficients and apply pass fused, one small report copy.
   std::optional<StepDecision> own_step(const UnlearnOptions& opt, FusedUpdate& update) const override {
+    return own_decision(opt, update.hamu_step(config(opt)));
+  }
+
+  bool own_step_async(const UnlearnOptions& opt, FusedUpdate& update, HamuReport* host_report) const override {
+    update.hamu_step_async(config(opt), host_report);
+    return true;
+  }
+
+  StepDecision own_decision(const UnlearnOptions& opt, const HamuReport& report) const override {
     StepDecision out;
-    out.report = update.hamu_step(config(opt));
-    out.stop = stop_reason(opt, out.report);
+    out.report = report;
+    out.stop = stop_reason(opt, report);
     return out;
   }
 

@@ -6,8 +6,11 @@
 // Bytes counted per parameter: 24 (stats reads r and f: 8; apply reads theta, r, f and writes theta: 16).
 // The copy moves the same 24 bytes per parameter (12 read + 12 written). Times are medians over the
 // repetitions, from CUDA events on the engine's stream. "as a graph": the three calls captured once as a CUDA
-// graph and replayed (one launch; how the step runs under --cuda-graph). Prints "skipped: no GPU" and exits 0
-// without one.
+// graph and replayed (one launch; how the step runs under --cuda-graph). "single launch": the whole step as one
+// cooperative kernel (kernels::hamu_fused_step, what FusedUpdate runs up to HAMU_FUSED_SINGLE_LAUNCH_MAX
+// parameters; timed at every size here so the threshold can be set by measurement), with a check that its
+// statistics, coefficients and report equal the three launches' to the bit. Prints "skipped: no GPU" and
+// exits 0 without one.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -117,6 +120,8 @@ struct Row {
   double fused_ms = 0, stats_ms = 0, coef_ms = 0, apply_ms = 0, copy_ms = 0, naive_ms = 0;
   double graph_ms = 0;  // the three calls replayed as one CUDA graph (0: the capture failed, graph_why says why)
   std::string graph_why;
+  double single_ms = 0;  // the single cooperative launch (0: unavailable on this device)
+  int single_same = -1;  // its stats, coefficients and report equal the three launches' bytes (1), or not (0)
   int applied = 0;
 };
 
@@ -225,6 +230,32 @@ Row run_case(const std::vector<int64_t>& sizes, int reps) {
   kn::HamuReport hrep;
   kn::cuda_memcpy_d2h(ctx, &hrep, rep, sizeof hrep);
   row.applied = hrep.applied;
+
+  // The single cooperative launch: first its outputs against the three launches' on the same r and f (theta
+  // moves every step, but stats, coefficients and report depend on r and f only), then its time.
+  {
+    std::vector<double> s3(size_t(3 * count)), c3(size_t(2 * count)), s1(s3.size()), c1(c3.size());
+    kn::HamuReport r3, r1;
+    kn::cuda_memcpy_d2h(ctx, s3.data(), stats, s3.size() * 8);
+    kn::cuda_memcpy_d2h(ctx, c3.data(), coef, c3.size() * 8);
+    kn::cuda_memcpy_d2h(ctx, &r3, rep, sizeof r3);
+    if (kn::hamu_fused_step(ctx, cfg, count, tt, tr, tf, tsz, params, stats, coef, rep)) {
+      kn::cuda_memcpy_d2h(ctx, s1.data(), stats, s1.size() * 8);
+      kn::cuda_memcpy_d2h(ctx, c1.data(), coef, c1.size() * 8);
+      kn::cuda_memcpy_d2h(ctx, &r1, rep, sizeof r1);
+      row.single_same = s1 == s3 && std::memcmp(c1.data(), c3.data(), c3.size() * 8) == 0 &&
+                        std::memcmp(&r1, &r3, sizeof r1) == 0;
+      std::vector<double> t_single;
+      for (int it = 0; it < reps + 3; ++it) {
+        check(cudaEventRecord(ev[0], st), "record");
+        kn::hamu_fused_step(ctx, cfg, count, tt, tr, tf, tsz, params, stats, coef, rep);
+        check(cudaEventRecord(ev[1], st), "record");
+        check(cudaEventSynchronize(ev[1]), "sync");
+        if (it >= 3) t_single.push_back(elapsed(0, 1));
+      }
+      row.single_ms = median(t_single);
+    }
+  }
 
   // The same three calls captured once as a CUDA graph and replayed, as `--cuda-graph` runs them inside the
   // whole step: one launch for the stats, coefficient and apply kernels (and the multi-tensor plans), which is
@@ -336,24 +367,34 @@ int main(int argc, char** argv) {
       }
       const Row& w = rows.back();
       std::printf("  %10lld params %4d blocks: fused %.4f ms (stats %.4f, coef %.4f, apply %.4f), as a graph %.4f ms, "
-                  "copy %.4f ms, per-tensor %.3f ms, step applied %d\n",
-                  (long long)w.params, w.blocks, w.fused_ms, w.stats_ms, w.coef_ms, w.apply_ms, w.graph_ms, w.copy_ms,
-                  w.naive_ms, w.applied);
+                  "single launch %.4f ms (bitwise equal to the three: %s), copy %.4f ms, per-tensor %.3f ms, "
+                  "step applied %d\n",
+                  (long long)w.params, w.blocks, w.fused_ms, w.stats_ms, w.coef_ms, w.apply_ms, w.graph_ms, w.single_ms,
+                  w.single_same < 0 ? "n/a" : (w.single_same ? "yes" : "NO"), w.copy_ms, w.naive_ms, w.applied);
       if (!w.graph_why.empty()) std::printf("  graph not used: %s\n", w.graph_why.c_str());
       std::fflush(stdout);
     }
   std::printf("\n| params | blocks | fused ms | fused GB/s | copy GB/s | fused/copy | as a graph ms | graph/copy | "
-              "per-tensor ms | speedup |\n");
-  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+              "single launch ms | single/copy | per-tensor ms | speedup |\n");
+  std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Row& w : rows) {
     const double bytes = 24.0 * double(w.params);
     const double fused_bw = bytes / (w.fused_ms * 1e-3) / 1e9, copy_bw = bytes / (w.copy_ms * 1e-3) / 1e9;
     const std::string graph = w.graph_ms > 0 ? std::to_string(w.graph_ms).substr(0, 6) : "n/a";
     const std::string graph_pct = w.graph_ms > 0 ? std::to_string(100.0 * w.copy_ms / w.graph_ms).substr(0, 5) + "%" : "n/a";
-    std::printf("| %lld | %d | %.4f | %.0f | %.0f | %.1f%% | %s | %s | %.3f | %.1fx |\n", (long long)w.params,
+    const std::string single = w.single_ms > 0 ? std::to_string(w.single_ms).substr(0, 6) : "n/a";
+    const std::string single_pct =
+        w.single_ms > 0 ? std::to_string(100.0 * w.copy_ms / w.single_ms).substr(0, 5) + "%" : "n/a";
+    std::printf("| %lld | %d | %.4f | %.0f | %.0f | %.1f%% | %s | %s | %s | %s | %.3f | %.1fx |\n", (long long)w.params,
                 w.blocks, w.fused_ms, fused_bw, copy_bw, 100.0 * fused_bw / copy_bw, graph.c_str(), graph_pct.c_str(),
-                w.naive_ms, w.naive_ms / w.fused_ms);
+                single.c_str(), single_pct.c_str(), w.naive_ms, w.naive_ms / w.fused_ms);
   }
+  for (const Row& w : rows)
+    if (w.single_same == 0) {
+      std::fprintf(stderr, "bench_hamu_update: the single launch differs from the three launches at %lld params, "
+                   "%d blocks\n", (long long)w.params, w.blocks);
+      return 1;
+    }
   return 0;
 #endif
 }

@@ -462,6 +462,14 @@ void hamu_coefficients(const CudaCtx&, const HamuConfig& cfg, int count, const d
                        HamuReport* report);
 void hamu_apply(const CudaCtx&, int count, float* const* theta, const float* const* r, const float* const* f,
                 const int64_t* sizes, const double* coef);
+// The three calls above as ONE cooperative launch (issue #12 item 5: small steps are launch-bound), with the
+// same stats, coef, report and theta to the bit. total: the sum of the sizes (sizes the grid only). Returns
+// false, having queued nothing and cleared any launch error, where cooperative launches are unsupported or
+// fail (then for good on that device): the caller runs the three calls instead. No host synchronisation
+// and, after the first call with this many tensors, no allocation: capturable in a CUDA graph.
+bool hamu_fused_step(const CudaCtx&, const HamuConfig& cfg, int count, float* const* theta, const float* const* r,
+                     const float* const* f, const int64_t* sizes, int64_t total, double* stats, double* coef,
+                     HamuReport* report);
 void ghost_hadamard_reduce(const CudaCtx&, int64_t nf, int64_t nr, int64_t tf, int64_t tr, const float* gram_a,
                            const float* gram_g, int64_t ld, float* k);
 void segment_rowdot(const CudaCtx&, int64_t nseg, int64_t seg, int64_t width, const float* p, const float* g,

@@ -529,7 +529,7 @@ elif [ "$(left)" -lt 140 ]; then
 else
   t=$(($(left) - 110))
   [ $t -gt 60 ] && t=60
-  SAN_CASES='cuda: profile of a resnet20*,cuda: a CUDA-graph*,cuda: hamu_coefficients hits*,cuda: multi_sum_squares*,cuda: im2col*,cuda: max and average pooling,cuda: embedding*,cuda: ghost*,cuda: layernorm*,cuda: reduce_axis*,cuda: hamu_block_stats*,cuda: bf16 tensor-core attention*,cuda: fused cross-entropy*'
+  SAN_CASES='cuda: profile of a resnet20*,cuda: a CUDA-graph*,cuda: hamu_coefficients hits*,cuda: multi_sum_squares*,cuda: im2col*,cuda: max and average pooling,cuda: embedding*,cuda: ghost*,cuda: layernorm*,cuda: reduce_axis*,cuda: hamu_block_stats*,cuda: bf16 tensor-core attention*,cuda: FusedUpdate runs small HAMU steps*,cuda: fused cross-entropy*'
   say "compute-sanitizer memcheck on a reduced set (timeout ${t}s) -> $SAN_LOG"
   timeout "$t" "$SAN" --tool memcheck --error-exitcode 99 --print-limit 20 "$BIN_TESTS" -tc="$SAN_CASES" \
     --order-by=file >"$SAN_LOG" 2>&1

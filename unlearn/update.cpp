@@ -1,6 +1,8 @@
-// unlearn/update.cpp: pointer tables, gradient routing and the two passes of the fused update.
+// unlearn/update.cpp: pointer tables, gradient routing and the passes of the fused update (three launches, or one).
 #include "unlearn/update.h"
 
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -35,7 +37,33 @@ void to_host_async(const kernels::CudaCtx& c, void* dst, const void* src, size_t
 void wait(const kernels::CudaCtx& c) { kernels::cuda_synchronize(c); }
 #endif
 
+// The single-launch step where the backend has one (CUDA); false: run the three phases.
+template <class T>
+bool single_launch(const kernels::CpuCtx&, const kernels::HamuConfig&, int, T* const*, const T* const*,
+                   const T* const*, const int64_t*, int64_t, double*, double*, kernels::HamuReport*) {
+  return false;
+}
+#ifdef HAMU_CUDA
+bool single_launch(const kernels::CudaCtx& c, const kernels::HamuConfig& cfg, int count, float* const* theta,
+                   const float* const* r, const float* const* f, const int64_t* sizes, int64_t total, double* stats,
+                   double* coef, kernels::HamuReport* report) {
+  return kernels::hamu_fused_step(c, cfg, count, theta, r, f, sizes, total, stats, coef, report);
+}
+#endif
+
 }  // namespace
+
+int64_t single_launch_limit(const char* env_value) {
+  if (!env_value || !*env_value) return kSingleLaunchDefault;
+  int64_t x = 0;
+  for (const char* p = env_value; *p; ++p) {
+    if (*p < '0' || *p > '9') return kSingleLaunchDefault;
+    const int d = *p - '0';
+    if (x > (INT64_MAX - d) / 10) return kSingleLaunchDefault;  // too large for int64
+    x = x * 10 + d;
+  }
+  return x;
+}
 
 // f(ctx, T{}) on the blocks' backend and element type, with the caller's stream where one is set.
 template <class F> void FusedUpdate::run(F&& f) const {
@@ -90,6 +118,8 @@ FusedUpdate::FusedUpdate(const std::vector<ExternalBlock>& blocks, Device device
 // Statistics, coefficients (double whatever the blocks' dtype: kernels/kernels.h says why; raw bytes, as
 // the engine's CUDA tensors are float only) and (CUDA) the report and the pointer tables on the device.
 void FusedUpdate::tables_to_device() {
+  for (int64_t n : sizes_host_) total_ += n;
+  single_launch_limit_ = single_launch_limit(std::getenv("HAMU_FUSED_SINGLE_LAUNCH_MAX"));
   kind_ = Tensor::zeros({1}, dtype_, device_);
   stats_ = Tensor::zeros({int64_t(count()) * 3 * int64_t(sizeof(double))}, DType::u8, device_);
   coef_ = Tensor::zeros({int64_t(count()) * 2 * int64_t(sizeof(double))}, DType::u8, device_);
@@ -105,6 +135,7 @@ void FusedUpdate::tables_to_device() {
 }
 
 void FusedUpdate::zero(bool retain) {
+  flush_stats();  // owed statistics are of the gradients as they were
   for (Tensor& t : retain ? r_ : f_) t.zero_();
 }
 
@@ -119,6 +150,13 @@ void FusedUpdate::release_grads() {
 }
 
 void FusedUpdate::compute_stats() {
+  stats_owed_ = true;
+  if (!single_launch_chosen()) flush_stats();
+}
+
+void FusedUpdate::flush_stats() const {
+  if (!stats_owed_) return;
+  stats_owed_ = false;
   run([&](const auto& ctx, auto tag) {
     using T = decltype(tag);
     const Tables<T> t = tables<T>();
@@ -126,7 +164,10 @@ void FusedUpdate::compute_stats() {
   });
 }
 
-std::vector<double> FusedUpdate::stats_host() const { return host_copy(stats_); }
+std::vector<double> FusedUpdate::stats_host() const {
+  flush_stats();
+  return host_copy(stats_);
+}
 
 std::vector<double> FusedUpdate::coef_host() const { return host_copy(coef_); }
 
@@ -138,12 +179,20 @@ std::vector<double> FusedUpdate::host_copy(const Tensor& t) const {
 }
 
 void FusedUpdate::hamu_step_async(const kernels::HamuConfig& cfg, kernels::HamuReport* host_report) {
+  single_launch_used_ = false;
   run([&](const auto& ctx, auto tag) {
     using T = decltype(tag);
     kernels::HamuReport* rep = device_.is_cuda() ? static_cast<kernels::HamuReport*>(report_.raw()) : host_report;
-    kernels::hamu_coefficients(ctx, cfg, count(), stats_ptr(), coef_ptr(), rep);
     const Tables<T> t = tables<T>();
-    kernels::hamu_apply(ctx, count(), t.theta, t.r, t.f, t.sizes, coef_ptr());
+    if (stats_owed_ &&
+        single_launch(ctx, cfg, count(), t.theta, t.r, t.f, t.sizes, total_, stats_ptr(), coef_ptr(), rep)) {
+      single_launch_used_ = true;
+    } else {
+      if (stats_owed_) kernels::hamu_block_stats(ctx, count(), t.r, t.f, t.sizes, stats_ptr());
+      kernels::hamu_coefficients(ctx, cfg, count(), stats_ptr(), coef_ptr(), rep);
+      kernels::hamu_apply(ctx, count(), t.theta, t.r, t.f, t.sizes, coef_ptr());
+    }
+    stats_owed_ = false;
     // The only transfer of the step: the report, after the apply pass in stream order.
     if (device_.is_cuda()) to_host_async(ctx, host_report, report_.raw(), sizeof(kernels::HamuReport));
   });

@@ -9,6 +9,12 @@
 // Pointer tables are built once, so a step allocates nothing and, for HAMU, never waits for the host
 // except for its one small report copy.
 //
+// Small HAMU steps on CUDA (total <= single_launch_limit(), ~1M parameters) are launch-bound: there
+// compute_stats() only marks the statistics as owed, and hamu_step(_async) runs all three phases as one
+// cooperative launch (kernels::hamu_fused_step; the same bits). Whatever reads the statistics first
+// (stats_host, apply's callers, zero) runs the owed pass 1 instead, so r and f must not change between
+// compute_stats() and that reader except through this class.
+//
 // The blocks are either the engine's parameters (the runner: r and f buffers owned here) or caller-owned
 // memory (the C API, capi/: theta, r, f given as raw pointers, nothing allocated for them), and the
 // kernels run on the device's own stream or on a stream the caller sets; both go through the same
@@ -30,6 +36,18 @@ struct ExternalBlock {
   const void* f = nullptr;
   int64_t n = 0;
 };
+
+// The largest total (elements) whose CUDA HAMU step runs as one cooperative launch, from the value of the
+// environment variable HAMU_FUSED_SINGLE_LAUNCH_MAX (null: unset): decimal digits only, 0 turns the single
+// launch off; unset, empty or anything else gives kSingleLaunchDefault.
+//
+// Why 8M (2^23): at 24 bytes per parameter an H100/H200 step moves ~200 MB there in ~50 us, so the two
+// launches saved (each a gap plus a drain tail of a few us) are still >= ~10% of it, and far more at 1M
+// (~6 us of traffic: the 18-31% of copy bandwidth). Above it they are noise, and the three launches'
+// dynamic work counter balances uneven chunks better than the single launch's static chunk assignment.
+// bench_hamu_update prints the single launch at every size, to move the line by measurement.
+constexpr int64_t kSingleLaunchDefault = int64_t(1) << 23;
+int64_t single_launch_limit(const char* env_value);
 
 class FusedUpdate {
  public:
@@ -55,10 +73,19 @@ class FusedUpdate {
   void release_grads();
   void zero(bool retain);
 
-  // Pass 1 into the device-side stats tensor [count, 3].
+  // Pass 1 into the device-side stats tensor [count, 3] (owed, not run, where the single launch is chosen:
+  // see the top of this file).
   void compute_stats();
   // Host copy of the stats (synchronises; baselines and tests).
   std::vector<double> stats_host() const;
+  // The single-launch choice: on CUDA when the total is at most `limit` elements (the constructor takes
+  // single_launch_limit(getenv("HAMU_FUSED_SINGLE_LAUNCH_MAX"))); tests and benches set it.
+  void set_single_launch_limit(int64_t limit) { single_launch_limit_ = limit; }
+  int64_t single_launch_max() const { return single_launch_limit_; }
+  bool single_launch_chosen() const { return device_.is_cuda() && total_ <= single_launch_limit_; }
+  // Whether the last HAMU step ran as the single launch (false after a fallback to the three launches).
+  bool single_launch_used() const { return single_launch_used_; }
+  int64_t total() const { return total_; }
   // HAMU's coefficient phase on the parameters' device, then pass 2. Returns the report (one small copy).
   kernels::HamuReport hamu_step(const kernels::HamuConfig& cfg);
   // The same without waiting: the report is copied to `host_report` in stream order (CUDA: an async copy,
@@ -86,6 +113,8 @@ class FusedUpdate {
   template <class F> void run(F&& f) const;  // dispatch on the blocks' backend, on the chosen stream
   void tables_to_device();
   std::vector<double> host_copy(const Tensor& t) const;
+  // Runs an owed pass 1 (const: it completes what compute_stats() promised).
+  void flush_stats() const;
 
   double* stats_ptr() const { return static_cast<double*>(stats_.raw()); }
   double* coef_ptr() const { return static_cast<double*>(coef_.raw()); }
@@ -100,6 +129,10 @@ class FusedUpdate {
   DType dtype_;
   void* stream_ = nullptr;
   bool use_stream_ = false;
+  int64_t total_ = 0;  // elements over all blocks
+  int64_t single_launch_limit_ = kSingleLaunchDefault;
+  mutable bool stats_owed_ = false;
+  bool single_launch_used_ = false;
 };
 
 }  // namespace hamu

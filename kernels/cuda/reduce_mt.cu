@@ -12,10 +12,16 @@
 // - Reductions write one double partial per chunk (so the result does not depend on which CTA took which
 //   chunk: deterministic); the last CTA to finish adds each tensor's partials in chunk order and resets the
 //   counters for the next launch on the stream.
+// - The whole HAMU step also runs as ONE cooperative launch (hamu_fused_step, at the end of this file) where
+//   the three launches' gaps and tails outweigh the memory traffic (~1M parameters): the same chunk plan,
+//   chunk operations, partial order and coefficient function, so the same bits.
+#include <cooperative_groups.h>
+
 #include <cstdlib>
+#include <mutex>
 #include <stdexcept>
 
-#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/hamu_coef.cuh"
 
 namespace hamu::kernels {
 using namespace cuda_detail;
@@ -46,6 +52,15 @@ __device__ __forceinline__ int64_t block_exclusive_scan(int64_t v, int64_t* sh, 
   return warp_off + x - v;
 }
 
+// The chunk size for `total` elements (mt_plan below says why); the host's single-launch grid uses it too.
+__host__ __device__ __forceinline__ int64_t mt_chunk_size(int64_t total, int64_t ctas, int64_t per_cta) {
+  int64_t chunk = (total + kMtMaxChunks - 1) / kMtMaxChunks;
+  const int64_t want = (total + per_cta * ctas - 1) / (per_cta * ctas);
+  if (want > chunk) chunk = want;
+  chunk = (chunk + 1023) / 1024 * 1024;
+  return chunk < kMtMinChunk ? kMtMinChunk : chunk;
+}
+
 // Builds prefix[0..count] (chunk index where each tensor starts) and returns the chunk size. Every thread
 // of the CTA calls it; prefix may be shared or global memory.
 __device__ int64_t mt_plan(int count, const int64_t* __restrict__ sizes, int64_t* prefix, int64_t* sh, int64_t ctas,
@@ -58,11 +73,7 @@ __device__ int64_t mt_plan(int count, const int64_t* __restrict__ sizes, int64_t
   for (int i = threadIdx.x; i < count; i += blockDim.x) local += sizes[i];
   int64_t total = 0;
   block_exclusive_scan(local, sh, &total);
-  int64_t chunk = (total + kMtMaxChunks - 1) / kMtMaxChunks;
-  const int64_t want = (total + per_cta * ctas - 1) / (per_cta * ctas);
-  if (want > chunk) chunk = want;
-  chunk = (chunk + 1023) / 1024 * 1024;
-  if (chunk < kMtMinChunk) chunk = kMtMinChunk;
+  const int64_t chunk = mt_chunk_size(total, ctas, per_cta);
   // Chunks per tensor, scanned over contiguous per-thread runs.
   const int per = (count + blockDim.x - 1) / blockDim.x;
   const int lo = threadIdx.x * per, hi = lo + per < count ? lo + per : count;
@@ -95,6 +106,54 @@ __device__ __forceinline__ int mt_find(const int64_t* prefix, int count, int64_t
     else hi = mid - 1;
   }
   return lo;
+}
+
+// Chunk c of the plan: its tensor b, first element and length.
+__device__ __forceinline__ void mt_locate(const int64_t* prefix, int count, const int64_t* sizes, int64_t chunk,
+                                          int64_t c, int* b, int64_t* start, int64_t* len) {
+  *b = mt_find(prefix, count, c);
+  *start = (c - prefix[*b]) * chunk;
+  const int64_t n = sizes[*b];
+  *len = n - *start < chunk ? n - *start : chunk;
+}
+
+// One chunk's NS per-thread sums -> partials[NS * c + k]: warp sums, then the warp sums in warp order (all NS
+// in one block reduction: one barrier instead of NS). A fixed tree: the same bits whichever CTA took the
+// chunk. sh_red (32 * NS doubles) must be free on entry; warp 0 may still read it on return.
+template <int NS>
+__device__ __forceinline__ void mt_store_partials(double* acc, double* sh_red, double* partials, int64_t c) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = (blockDim.x + 31) >> 5;
+#pragma unroll
+  for (int k = 0; k < NS; ++k) acc[k] = warp_sum(acc[k]);
+  if (lane == 0)
+#pragma unroll
+    for (int k = 0; k < NS; ++k) sh_red[32 * k + warp] = acc[k];
+  __syncthreads();
+  if (warp == 0) {
+#pragma unroll
+    for (int k = 0; k < NS; ++k) {
+      const double t = warp_sum(lane < nwarp ? sh_red[32 * k + lane] : 0.0);
+      if (lane == 0) partials[NS * c + k] = t;
+    }
+  }
+}
+
+// Tensor b's result: its chunk partials added in chunk order by one warp (lane-strided, then a warp sum).
+// partials come through L2: other CTAs wrote them.
+template <int NS, class Out>
+__device__ __forceinline__ void mt_sum_partials(int b, const int64_t* prefix, const double* partials, Out* out) {
+  const int lane = threadIdx.x & 31;
+  double s[NS];
+#pragma unroll
+  for (int k = 0; k < NS; ++k) s[k] = 0;
+  for (int64_t c = prefix[b] + lane; c < prefix[b + 1]; c += 32)
+#pragma unroll
+    for (int k = 0; k < NS; ++k) s[k] += __ldcg(partials + NS * c + k);
+#pragma unroll
+  for (int k = 0; k < NS; ++k) s[k] = warp_sum(s[k]);
+  if (lane == 0)
+#pragma unroll
+    for (int k = 0; k < NS; ++k) out[NS * b + k] = Out(s[k]);
 }
 
 __device__ __forceinline__ unsigned misalign4(const void* p) {
@@ -205,7 +264,8 @@ struct ApplyOp {
   const float* const* f;
   const double* coef;  // cast to float once per chunk
   __device__ __forceinline__ void chunk(int b, int64_t start, int64_t len, double*) const {
-    const float cr = float(coef[2 * b]), cf = float(coef[2 * b + 1]);
+    // Through L2: the single-launch kernel wrote coef in the same launch (no read-only path).
+    const float cr = float(__ldcg(coef + 2 * b)), cf = float(__ldcg(coef + 2 * b + 1));
     if (cr == 0.f && cf == 0.f) return;
     float* __restrict__ tp = theta[b] + start;
     const float* __restrict__ rp = r[b] + start;
@@ -304,30 +364,13 @@ __global__ void __launch_bounds__(kMtThreads) mt_kernel(Op op, int count, const 
     const int64_t c = sh_c;
     __syncthreads();  // everyone has read sh_c before thread 0 may overwrite it
     if (c >= nchunks) break;
-    const int b = mt_find(prefix, count, c);
-    const int64_t start = (c - prefix[b]) * chunk;
-    const int64_t n = sizes[b];
-    const int64_t len = n - start < chunk ? n - start : chunk;
+    int b;
+    int64_t start, len;
+    mt_locate(prefix, count, sizes, chunk, c, &b, &start, &len);
     double acc[NS > 0 ? NS : 1];
     op.chunk(b, start, len, acc);
-    if constexpr (NS > 0) {
-      // All NS sums in one block reduction (one barrier instead of two per statistic). sh_red is free:
-      // the two barriers around the work counter separate this from the previous chunk's reads.
-      const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = (blockDim.x + 31) >> 5;
-#pragma unroll
-      for (int k = 0; k < NS; ++k) acc[k] = warp_sum(acc[k]);
-      if (lane == 0)
-#pragma unroll
-        for (int k = 0; k < NS; ++k) sh_red[32 * k + warp] = acc[k];
-      __syncthreads();
-      if (warp == 0) {
-#pragma unroll
-        for (int k = 0; k < NS; ++k) {
-          const double t = warp_sum(lane < nwarp ? sh_red[32 * k + lane] : 0.0);
-          if (lane == 0) partials[NS * c + k] = t;
-        }
-      }
-    }
+    // sh_red is free: the two barriers around the work counter separate this from the previous chunk's reads.
+    if constexpr (NS > 0) mt_store_partials<NS>(acc, sh_red, partials, c);
   }
 
   // Done: the last CTA finalises (reductions) and resets the counters for the next launch.
@@ -338,22 +381,8 @@ __global__ void __launch_bounds__(kMtThreads) mt_kernel(Op op, int count, const 
   __syncthreads();
   if (!sh_last) return;
   __threadfence();
-  if constexpr (NS > 0) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = blockDim.x >> 5;
-    for (int b = warp; b < count; b += nwarp) {
-      double s[NS];
-#pragma unroll
-      for (int k = 0; k < NS; ++k) s[k] = 0;
-      for (int64_t c = prefix[b] + lane; c < prefix[b + 1]; c += 32)
-#pragma unroll
-        for (int k = 0; k < NS; ++k) s[k] += __ldcg(partials + NS * c + k);
-#pragma unroll
-      for (int k = 0; k < NS; ++k) s[k] = warp_sum(s[k]);
-      if (lane == 0)
-#pragma unroll
-        for (int k = 0; k < NS; ++k) out[NS * b + k] = typename Op::Out(s[k]);
-    }
-  }
+  if constexpr (NS > 0)
+    for (int b = threadIdx.x >> 5; b < count; b += blockDim.x >> 5) mt_sum_partials<NS>(b, prefix, partials, out);
   if (threadIdx.x == 0) {
     counters[0] = 0;
     counters[1] = 0;
@@ -409,6 +438,127 @@ template <class Op> void mt_launch(const CudaCtx& ctx, const char* name, const O
   launch_check(ctx, name);
 }
 
+// ---- the single-launch HAMU step -----------------------------------------------------------------------
+// One cooperative launch of a co-resident grid does what hamu_block_stats + hamu_coefficients + hamu_apply
+// do in three; phases are separated by grid-wide barriers (cooperative_groups grid.sync) and no CTA ever
+// waits for another anywhere else:
+//   plan     every CTA builds the chunk plan of mt_kernel<StatsOp> in shared memory (the same chunk size:
+//            `plan_ctas` is that kernel's grid), or, above kMtSmemTensors tensors, CTA 0 writes it to the
+//            global scratch and a grid.sync publishes it;
+//   pass 1   chunk c goes to CTA c mod grid (static: no work counter to reset, and the partials do not
+//            depend on which CTA took a chunk) and leaves its three partials, as in mt_kernel;
+//   grid.sync
+//   sums     each tensor's partials added in chunk order by one warp of the grid (mt_sum_partials, the code
+//            of mt_kernel's last CTA) into stats;
+//   grid.sync
+//   CTA 0    hamu_coefficients_cta (the coefficient kernel's function, same CTA width) into coef and
+//            report; the other CTAs go straight to the barrier;
+//   grid.sync
+//   pass 2   the same chunks, ApplyOp.
+// So stats, coef, report and theta equal the three-launch path's to the bit. Data one CTA writes and
+// another reads in the same launch (partials, stats, coef, a global plan) is read through L2 or plain loads
+// after the barrier, never through the read-only path.
+namespace cg = cooperative_groups;
+
+static_assert(kMtThreads == kHamuCtaThreads, "the coefficient phase's sums depend on the CTA width");
+
+__global__ void __launch_bounds__(kMtThreads)
+    hamu_fused_kernel(HamuConfig cfg, int count, float* const* theta, const float* const* r, const float* const* f,
+                      const int64_t* __restrict__ sizes, int64_t* gprefix, double* partials, double* stats,
+                      double* coef, HamuReport* report, int64_t plan_ctas, int64_t per_cta) {
+  extern __shared__ int64_t sh_prefix[];
+  __shared__ int64_t sh_tmp[32];
+  __shared__ double sh_red[32 * StatsOp::kStats];
+  cg::grid_group grid = cg::this_grid();
+
+  const int64_t* prefix = sh_prefix;
+  int64_t chunk;
+  if (!gprefix) {
+    chunk = mt_plan(count, sizes, sh_prefix, sh_tmp, plan_ctas, per_cta);
+  } else {
+    if (blockIdx.x == 0) {
+      const int64_t c = mt_plan(count, sizes, gprefix, sh_tmp, plan_ctas, per_cta);
+      if (threadIdx.x == 0) gprefix[count + 1] = c;
+    }
+    grid.sync();
+    prefix = gprefix;
+    chunk = gprefix[count + 1];
+  }
+  const int64_t nchunks = prefix[count];
+
+  const StatsOp stats_op{r, f};
+  for (int64_t c = blockIdx.x; c < nchunks; c += gridDim.x) {
+    int b;
+    int64_t start, len;
+    mt_locate(prefix, count, sizes, chunk, c, &b, &start, &len);
+    double acc[StatsOp::kStats];
+    stats_op.chunk(b, start, len, acc);
+    mt_store_partials<StatsOp::kStats>(acc, sh_red, partials, c);
+    __syncthreads();  // warp 0 has read sh_red before the next chunk writes it
+  }
+  grid.sync();
+
+  // Each tensor's partials -> stats, one warp per tensor over the whole grid: in one CTA, as mt_kernel's last
+  // CTA does it, 448 tensors are 56 dependent L2 round trips per warp (~10-15 us, more than both memory
+  // passes at 1M parameters); the warp's order is the same, so are the bits.
+  const int warps = blockDim.x >> 5;
+  for (int b = blockIdx.x * warps + (threadIdx.x >> 5); b < count; b += gridDim.x * warps)
+    mt_sum_partials<StatsOp::kStats>(b, prefix, partials, stats);
+  grid.sync();
+
+  if (blockIdx.x == 0) hamu_coefficients_cta(cfg, count, stats, coef, report);
+  grid.sync();
+
+  const ApplyOp apply_op{theta, r, f, coef};
+  for (int64_t c = blockIdx.x; c < nchunks; c += gridDim.x) {
+    int b;
+    int64_t start, len;
+    mt_locate(prefix, count, sizes, chunk, c, &b, &start, &len);
+    apply_op.chunk(b, start, len, nullptr);
+  }
+}
+
+// Per device: whether cooperative launches work (unknown / yes / no: unsupported, or a launch failed once,
+// after which every step takes the three launches) and the occupancy for the last dynamic shared size.
+struct FusedLaunchState {
+  int usable = -1;
+  size_t smem = ~size_t(0);
+  int per_sm = 0;
+};
+constexpr int kFusedMaxDevices = 64;
+std::mutex fused_mu;
+FusedLaunchState fused_state[kFusedMaxDevices];
+
+// CTAs per SM that can be resident together for this dynamic shared size (0: none, or not usable).
+int fused_ctas_per_sm(int device, size_t smem) {
+  std::lock_guard<std::mutex> lock(fused_mu);
+  FusedLaunchState& st = fused_state[device];
+  if (st.usable < 0) {
+    int coop = 0;
+    if (cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device) != cudaSuccess) {
+      cudaGetLastError();
+      coop = 0;
+    }
+    st.usable = coop ? 1 : 0;
+  }
+  if (!st.usable) return 0;
+  if (st.smem != smem) {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, hamu_fused_kernel, kMtThreads, smem) != cudaSuccess) {
+      cudaGetLastError();
+      n = 0;
+    }
+    st.smem = smem;
+    st.per_sm = n;
+  }
+  return st.per_sm;
+}
+
+void fused_mark_unusable(int device) {
+  std::lock_guard<std::mutex> lock(fused_mu);
+  fused_state[device].usable = 0;
+}
+
 }  // namespace
 
 void hamu_block_stats(const CudaCtx& ctx, int count, const float* const* r, const float* const* f, const int64_t* sizes,
@@ -419,6 +569,46 @@ void hamu_block_stats(const CudaCtx& ctx, int count, const float* const* r, cons
 void hamu_apply(const CudaCtx& ctx, int count, float* const* theta, const float* const* r, const float* const* f,
                 const int64_t* sizes, const double* coef) {
   mt_launch(ctx, "hamu_apply_kernel", ApplyOp{theta, r, f, coef}, count, sizes, nullptr);
+}
+
+bool hamu_fused_step(const CudaCtx& ctx, const HamuConfig& cfg, int count, float* const* theta, const float* const* r,
+                     const float* const* f, const int64_t* sizes, int64_t total, double* stats, double* coef,
+                     HamuReport* report) {
+  if (count <= 0 || total < 0 || ctx.device < 0 || ctx.device >= kFusedMaxDevices) return false;
+  use_device(ctx);
+  const size_t smem = count <= kMtSmemTensors ? (size_t(count) + 1) * sizeof(int64_t) : 0;
+  const int per_sm = fused_ctas_per_sm(ctx.device, smem);
+  if (per_sm < 1) return false;
+  ensure_mt_scratch(ctx, count);  // grows (and synchronises) only on the first step with this many tensors
+  Scratch& s = scratch(ctx.device);
+  const int64_t sms = device_info(ctx.device).sm_count;
+  // The plan of the three-launch stats pass (same chunk size: the same partials, the same bits).
+  const int64_t plan_ctas = sms * mt_ctas_per_sm<StatsOp>(0), per_cta = mt_chunks_per_cta();
+  // No more CTAs than chunks (at most one partial chunk per tensor besides the full ones) nor than fit on
+  // the device at once: a cooperative grid must be co-resident (larger ones fail to launch, never hang).
+  const int64_t chunks_bound = ceil_div(total, mt_chunk_size(total, plan_ctas, per_cta)) + count;
+  const int64_t resident = sms * per_sm;
+  const unsigned grid = unsigned(chunks_bound < resident ? chunks_bound : resident);
+  cudaLaunchConfig_t lc = {};
+  lc.gridDim = dim3(grid);
+  lc.blockDim = dim3(kMtThreads);
+  lc.dynamicSmemBytes = smem;
+  lc.stream = stream_of(ctx);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeCooperative;
+  attr[0].val.cooperative = 1;
+  lc.attrs = attr;
+  lc.numAttrs = 1;
+  int64_t* gprefix = count > kMtSmemTensors ? s.mt_prefix : nullptr;
+  const cudaError_t e = cudaLaunchKernelEx(&lc, hamu_fused_kernel, cfg, count, theta, r, f, sizes, gprefix,
+                                           s.mt_partials, stats, coef, report, plan_ctas, per_cta);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // a failed launch leaves its error behind; the caller's three launches must not see it
+    fused_mark_unusable(ctx.device);
+    return false;
+  }
+  launch_check(ctx, "hamu_fused_kernel");
+  return true;
 }
 
 void multi_sum_squares(const CudaCtx& ctx, int count, const float* const* x, const int64_t* sizes, float* sq) {

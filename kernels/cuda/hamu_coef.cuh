@@ -15,14 +15,30 @@ namespace hamu::kernels::cuda_detail {
 // The CTA width of every caller (the single-launch kernel's is the multi-tensor passes' 256).
 constexpr int kHamuCtaThreads = 256;
 
+// N block sums in one pass: two barriers instead of 2N (each barrier is a good part of this phase's time).
+// Every value goes through block_sum's tree (warp sums, then the warp sums in warp order), so the bits are
+// block_sum's. sh: 32 * N entries.
+template <int N, class T> __device__ __forceinline__ void block_sums(T (&v)[N], T* sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = (blockDim.x + 31) >> 5;
+#pragma unroll
+  for (int k = 0; k < N; ++k) v[k] = warp_sum(v[k]);
+  __syncthreads();  // sh may still be read by a previous call
+  if (lane == 0)
+#pragma unroll
+    for (int k = 0; k < N; ++k) sh[32 * k + warp] = v[k];
+  __syncthreads();
+#pragma unroll
+  for (int k = 0; k < N; ++k) v[k] = warp_sum(lane < nwarp ? sh[32 * k + lane] : T(0));
+}
+
 // Every thread of one CTA of kHamuCtaThreads threads calls it (it has barriers); returns in every thread.
 // stats are read through L2 (__ldcg): the single-launch kernel wrote them in the same launch, where the
 // read-only path may not be used. __noinline__: one compiled body per file whatever the caller inlines
 // around it, so the two callers' floating-point code is the same.
 static __device__ __noinline__ void hamu_coefficients_cta(const HamuConfig& cfg, int count, const double* stats,
                                                           double* coef, HamuReport* report) {
-  __shared__ double shd[32];
-  __shared__ int shi[32];
+  __shared__ double shd[32 * 3];
+  __shared__ int shi[32 * 5];
   // Raw storage: __shared__ variables take no initialisers, and these structs have default member ones.
   __shared__ alignas(HamuReport) unsigned char sh_rep_raw[sizeof(HamuReport)];
   __shared__ alignas(HamuBlockSolution) unsigned char sh_global_raw[sizeof(HamuBlockSolution)];
@@ -43,9 +59,13 @@ static __device__ __noinline__ void hamu_coefficients_cta(const HamuConfig& cfg,
     ff += st[1];
     rf += st[2];
   }
-  rr = block_sum(rr, shd);
-  ff = block_sum(ff, shd);
-  rf = block_sum(rf, shd);
+  {
+    double sums[3] = {rr, ff, rf};
+    block_sums(sums, shd);
+    rr = sums[0];
+    ff = sums[1];
+    rf = sums[2];
+  }
   finite = block_sum(finite ? 0 : 1, shi) == 0;
   double sr = 1, sf = 1;
   if (cfg.clip > 0) {
@@ -164,14 +184,18 @@ static __device__ __noinline__ void hamu_coefficients_cta(const HamuConfig& cfg,
     }
   }
   worst_ratio = block_max(worst_ratio, shd, 0.0);
-  capacity = block_sum(capacity, shd);
-  kappa1 = block_sum(kappa1, shd);
-  kappa2 = block_sum(kappa2, shd);
-  n_dir = block_sum(n_dir, shi);
-  n_rect = block_sum(n_rect, shi);
-  n_col = block_sum(n_col, shi);
-  n_inf = block_sum(n_inf, shi);
-  n_coll = block_sum(n_coll, shi);
+  double sums[3] = {capacity, kappa1, kappa2};
+  block_sums(sums, shd);
+  capacity = sums[0];
+  kappa1 = sums[1];
+  kappa2 = sums[2];
+  int counts[5] = {n_dir, n_rect, n_col, n_inf, n_coll};
+  block_sums(counts, shi);
+  n_dir = counts[0];
+  n_rect = counts[1];
+  n_col = counts[2];
+  n_inf = counts[3];
+  n_coll = counts[4];
 
   if (tid == 0) {
     HamuReport out = sh_rep;

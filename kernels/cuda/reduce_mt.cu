@@ -452,7 +452,7 @@ template <class Op> void mt_launch(const CudaCtx& ctx, const char* name, const O
 //            of mt_kernel's last CTA) into stats;
 //   grid.sync
 //   CTA 0    hamu_coefficients_cta (the coefficient kernel's function, same CTA width) into coef and
-//            report; the other CTAs go straight to the barrier;
+//            report, while the other CTAs prefetch their pass-2 theta into L2;
 //   grid.sync
 //   pass 2   the same chunks, ApplyOp.
 // So stats, coef, report and theta equal the three-launch path's to the bit. Data one CTA writes and
@@ -506,7 +506,20 @@ __global__ void __launch_bounds__(kMtThreads)
     mt_sum_partials<StatsOp::kStats>(b, prefix, partials, stats);
   grid.sync();
 
-  if (blockIdx.x == 0) hamu_coefficients_cta(cfg, count, stats, coef, report);
+  if (blockIdx.x == 0) {
+    hamu_coefficients_cta(cfg, count, stats, coef, report);
+  } else {
+    // Meanwhile the other CTAs pull their pass-2 theta into L2 (r and f are still there from pass 1 where
+    // the step is small enough for the single launch to be chosen): a hint, nothing is read or written.
+    for (int64_t c = blockIdx.x; c < nchunks; c += gridDim.x) {
+      int b;
+      int64_t start, len;
+      mt_locate(prefix, count, sizes, chunk, c, &b, &start, &len);
+      const float* tp = theta[b] + start;
+      for (int64_t i = int64_t(threadIdx.x) * 32; i < len; i += int64_t(blockDim.x) * 32)  // 128-byte lines
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(tp + i));
+    }
+  }
   grid.sync();
 
   const ApplyOp apply_op{theta, r, f, coef};

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "engine/graph.h"
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "engine/interrupt.h"
@@ -174,6 +175,8 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
   }
   std::vector<EpochSummary> out;
   model.train(true);
+  // Where one step's loss (8 bytes) and predictions (int32 per row) land (pinned on a GPU).
+  HostBuffer readback(sizeof(double) + size_t(opt.batch) * sizeof(int32_t), opt.device);
   const int64_t total_steps = opt.epochs * batcher.num_batches();
   int64_t global_step = 0;
   // Where the run starts: epoch 1, step 0, or a state's epoch and step with the epoch's accumulators.
@@ -227,23 +230,44 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
       // A rank whose share of a short last batch is empty adds nothing but still takes part.
       Tensor logits, loss;
       double lv = 0;
-      if (b.size() > 0) {
+      int64_t batch_correct = 0;
+      if (ranks == 1) {
+        // One wait per step: the backward is queued before anything is read, then the loss and the
+        // predictions come back together (the labels are the host data set's). A non-finite loss still
+        // skips the step: its gradients are never applied, and the next step zeroes them.
         logits = model.forward(b.images);
         loss = cross_entropy(logits, b.labels);
-        lv = loss.item();
-      }
-      if (ranks == 1 && !std::isfinite(lv)) {
-        ++es.skipped_steps;
-        return;
-      }
-      if (b.size() > 0 && std::isfinite(lv)) dp.backward(loss);
-      dp.finish();
-      int64_t batch_correct = 0;
-      if (b.size() > 0) {
-        NoGradGuard ng;
-        std::vector<int32_t> pred = argmax(logits.detach(), 1).to(Device{}).to_vector<int32_t>();
-        std::vector<int32_t> y = b.labels.to(Device{}).to_vector<int32_t>();
-        for (size_t i = 0; i < pred.size(); ++i) batch_correct += pred[i] == y[i];
+        Tensor pred;
+        {
+          NoGradGuard ng;
+          pred = argmax(logits.detach(), 1);
+        }
+        loss.backward();
+        copy_to_host_async(readback.data(), loss);
+        copy_to_host_async(static_cast<char*>(readback.data()) + sizeof(double), pred);
+        device_synchronize(opt.device);
+        lv = loss.dtype() == DType::f64 ? *static_cast<const double*>(readback.data())
+                                        : double(*static_cast<const float*>(readback.data()));
+        if (!std::isfinite(lv)) {
+          ++es.skipped_steps;
+          return;
+        }
+        const auto* pv = reinterpret_cast<const int32_t*>(static_cast<const char*>(readback.data()) + sizeof(double));
+        for (int64_t i = 0; i < b.size(); ++i) batch_correct += pv[i] == ds.labels[size_t(b.indices[size_t(i)])];
+      } else {
+        if (b.size() > 0) {
+          logits = model.forward(b.images);
+          loss = cross_entropy(logits, b.labels);
+          lv = loss.item();
+        }
+        if (b.size() > 0 && std::isfinite(lv)) dp.backward(loss);
+        dp.finish();
+        if (b.size() > 0) {
+          NoGradGuard ng;
+          std::vector<int32_t> pred = argmax(logits.detach(), 1).to(Device{}).to_vector<int32_t>();
+          std::vector<int32_t> y = b.labels.to(Device{}).to_vector<int32_t>();
+          for (size_t i = 0; i < pred.size(); ++i) batch_correct += pred[i] == y[i];
+        }
       }
       if (ranks > 1) {
         std::vector<double> sums = {std::isfinite(lv) ? lv * w : lv, double(batch_correct)};

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "engine/graph.h"
 #include "engine/ops.h"
 #include "engine/progress.h"
 
@@ -30,7 +31,13 @@ SplitEval evaluate_split(nn::Module& model, const ImageDataset& ds, const std::v
   out.losses.reserve(indices.size());
   out.predicted.reserve(indices.size());
   double correct = 0, loss_sum = 0, ent_sum = 0;
-  const int64_t bs = std::max<int64_t>(1, opt.batch);
+  const int64_t bs = std::min<int64_t>(std::max<int64_t>(1, opt.batch), out.n);
+  // A batch's per-sample losses, entropies and predictions land here together (pinned on a GPU): one wait
+  // per batch; the labels are the host data set's.
+  HostBuffer readback(size_t(bs) * (2 * sizeof(float) + sizeof(int32_t)), opt.device);
+  float* lv = static_cast<float*>(readback.data());
+  float* ev = lv + bs;
+  int32_t* pv = reinterpret_cast<int32_t*>(ev + bs);
   for (int64_t start = 0; start < out.n; start += bs) {
     const int64_t len = std::min(bs, out.n - start);
     std::vector<int64_t> idx(indices.begin() + start, indices.begin() + start + len);
@@ -40,17 +47,19 @@ SplitEval evaluate_split(nn::Module& model, const ImageDataset& ds, const std::v
     Tensor losses = cross_entropy_per_sample(logits, b.labels);
     Tensor ent = neg(sum(mul(exp(lp), lp), 1));
     Tensor pred = argmax(logits, 1);
-    std::vector<float> lv = losses.to(Device{}).to_vector<float>();
-    std::vector<float> ev = ent.to(Device{}).to_vector<float>();
-    std::vector<int32_t> pv = pred.to(Device{}).to_vector<int32_t>();
-    std::vector<int32_t> yv = b.labels.to(Device{}).to_vector<int32_t>();
+    if (losses.dtype() != DType::f32 || ent.dtype() != DType::f32)
+      throw Error("evaluation: float32 logits expected, got " + std::string(dtype_name(losses.dtype())));
+    copy_to_host_async(lv, losses);
+    copy_to_host_async(ev, ent);
+    copy_to_host_async(pv, pred);
+    device_synchronize(opt.device);
     for (int64_t i = 0; i < len; ++i) {
-      correct += pv[size_t(i)] == yv[size_t(i)];
-      loss_sum += lv[size_t(i)];
-      ent_sum += ev[size_t(i)];
+      correct += pv[i] == ds.labels[size_t(idx[size_t(i)])];
+      loss_sum += lv[i];
+      ent_sum += ev[i];
     }
-    out.losses.insert(out.losses.end(), lv.begin(), lv.end());
-    out.predicted.insert(out.predicted.end(), pv.begin(), pv.end());
+    out.losses.insert(out.losses.end(), lv, lv + len);
+    out.predicted.insert(out.predicted.end(), pv, pv + len);
     if (opt.keep_probs) {
       std::vector<float> p = exp(lp).to(Device{}).to_vector<float>();
       out.probs.insert(out.probs.end(), p.begin(), p.end());

@@ -1,8 +1,11 @@
-// bench/bench_train.cpp: CPU training throughput (forward + backward + AdamW update, batch 128, all
-// cores) of mlp, cnn and resnet20, with each model's FLOPs per image and the achieved GFLOP/s beside
-// our own 1024^3 GEMM measured in the same run (the ceiling the layers are built on).
+// bench/bench_train.cpp: training throughput (forward + backward + AdamW update on a batch already on the
+// device, batch 128, all cores) of mlp, cnn and resnet20, with each model's FLOPs per image and, on the CPU,
+// the achieved GFLOP/s beside our own 1024^3 GEMM measured in the same run (the ceiling the layers are built
+// on). `--device cuda --batch 512 --models cnn` is the step bench/peer/train_cnn_torch.py times in PyTorch
+// (the same model, AdamW lr 1e-3, zero_grad + cross-entropy + backward + step, no data loading, img/s as the
+// median of windows): issue #12's training row, one number against the other.
 //
-// usage: bench_train [--steps N] [--reps R] [--batch B]
+// usage: bench_train [--steps N] [--reps R] [--batch B] [--device cpu|cuda|auto] [--models mlp,cnn,resnet20]
 #include <omp.h>
 
 #include <algorithm>
@@ -13,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_common.h"
 #include "engine/progress.h"
 #include "engine/capture.h"
 #include "engine/ops.h"
@@ -25,10 +29,7 @@ using namespace hamu;
 namespace {
 
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using bench::median;
 
 double gemm_gflops() {
   const int64_t n = 1024;
@@ -52,19 +53,33 @@ double gemm_gflops() {
 
 int main(int argc, char** argv) {
   int steps = 10, reps = 5, batch = 128;
+  std::string device_name = "cpu", models_list;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--device")) device_name = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--models")) models_list = argv[i + 1];
+    else steps = 0;  // unknown flag: usage below
   }
-  if (steps < 1 || reps < 1 || batch < 2) {
-    std::fprintf(stderr, "usage: bench_train [--steps N>=1] [--reps R>=1] [--batch B>=2]\n");
+  if (steps < 1 || reps < 1 || batch < 2 || argc % 2 == 0) {
+    std::fprintf(stderr, "usage: bench_train [--steps N>=1] [--reps R>=1] [--batch B>=2] [--device cpu|cuda|auto] "
+                         "[--models mlp,cnn,resnet20]\n");
     return 2;
   }
-  std::printf("bench_train: CPU training throughput, batch %d, %d threads, median of %d windows of %d steps\n", batch,
-              omp_get_max_threads(), reps, steps);
-  const double peak = gemm_gflops();
-  std::printf("our f32 GEMM 1024^3 in the same run: %.1f GFLOP/s\n\n", peak);
+  if (!bench::resolve_device("bench_train", device_name)) return 0;
+  const Device device = Device::parse(device_name);
+  if (device.is_cuda()) {
+#ifdef HAMU_CUDA
+    std::printf("bench_train: %s training throughput, batch %d, median of %d windows of %d steps\n",
+                kernels::cuda_device_name(device.index), batch, reps, steps);
+#endif
+  } else {
+    std::printf("bench_train: CPU training throughput, batch %d, %d threads, median of %d windows of %d steps\n", batch,
+                omp_get_max_threads(), reps, steps);
+  }
+  const double peak = device.is_cuda() ? 0.0 : gemm_gflops();
+  if (!device.is_cuda()) std::printf("our f32 GEMM 1024^3 in the same run: %.1f GFLOP/s\n\n", peak);
   std::printf("%-10s %-12s %10s %12s %12s %11s %10s\n", "model", "input", "params", "MFLOP/img", "img/s", "GFLOP/s",
               "of GEMM");
   struct Case {
@@ -72,12 +87,22 @@ int main(int argc, char** argv) {
     int64_t c, h, w;
   };
   const Case cases[] = {{"mlp", 1, 28, 28}, {"cnn", 1, 28, 28}, {"resnet20", 1, 28, 28}, {"resnet20", 3, 32, 32}};
+  auto wanted = [&](const char* arch) {
+    if (models_list.empty()) return true;
+    size_t start = 0;
+    while (start <= models_list.size()) {
+      const size_t end = std::min(models_list.find(',', start), models_list.size());
+      if (models_list.compare(start, end - start, arch) == 0) return true;
+      start = end + 1;
+    }
+    return false;
+  };
   for (const Case& cs : cases) {
+    if (!wanted(cs.arch) || (!models_list.empty() && cs.c == 3)) continue;  // a list: the 28x28 shapes only
     Rng rng(1);
     models::ModelSpec spec{cs.arch, cs.c, cs.h, cs.w, 10};
     auto model = models::build_model(spec, rng);
     model->train(true);
-    AdamW opt(model->parameters(), {});
     Tensor x = Tensor::empty({batch, cs.c, cs.h, cs.w});
     rng.fill_normal(x, 0.0, 1.0);
     std::vector<int32_t> yv(static_cast<size_t>(batch));
@@ -95,25 +120,35 @@ int main(int argc, char** argv) {
       }
     }
     const double flops_per_img = 2.0 * macs * 3.0;
+    model->to(device);
+    x = x.to(device);
+    y = y.to(device);
+    AdamW opt(model->parameters(), {});
     auto step = [&] {
       opt.zero_grad();
       Tensor loss = cross_entropy(model->forward(x), y);
       loss.backward();
       opt.step();
     };
-    step();  // warm-up (allocations, caches)
+    for (int w = 0; w < (device.is_cuda() ? 5 : 1); ++w) step();  // warm-up (allocations, caches, algorithms)
     std::vector<double> rates;
     for (int r = 0; r < reps; ++r) {
+      bench::sync(device);
       const double t0 = now_s();
       for (int s = 0; s < steps; ++s) step();
+      bench::sync(device);
       rates.push_back(double(steps) * batch / (now_s() - t0));
     }
     const double ips = median(rates);
     const double gflops = ips * flops_per_img / 1e9;
     char input[32];
     std::snprintf(input, sizeof input, "%lldx%lldx%lld", (long long)cs.c, (long long)cs.h, (long long)cs.w);
-    std::printf("%-10s %-12s %10lld %12.2f %12.0f %11.1f %9.0f%%\n", cs.arch, input, (long long)model->num_parameters(),
-                flops_per_img / 1e6, ips, gflops, 100.0 * gflops / peak);
+    if (device.is_cuda())
+      std::printf("%-10s %-12s %10lld %12.2f %12.0f %11.1f %10s\n", cs.arch, input, (long long)model->num_parameters(),
+                  flops_per_img / 1e6, ips, gflops, "-");
+    else
+      std::printf("%-10s %-12s %10lld %12.2f %12.0f %11.1f %9.0f%%\n", cs.arch, input,
+                  (long long)model->num_parameters(), flops_per_img / 1e6, ips, gflops, 100.0 * gflops / peak);
   }
   return 0;
 }

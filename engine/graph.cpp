@@ -105,9 +105,9 @@ bool StepGraph::capture(std::function<void()> step, std::string* why) {
   }
 #ifdef HAMU_CUDA
   std::string reason;
-  kernels::cuda_graph_begin(device_.index);
-  pool_ = allocator_pool_begin(device_);
+  pool_ = allocator_pool_begin(device_);  // first: when it throws, nothing is capturing yet
   try {
+    kernels::cuda_graph_begin(device_.index);
     HostSyncGuard guard;
     step();
     allocator_pool_end(device_);

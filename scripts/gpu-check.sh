@@ -208,7 +208,9 @@ envlog "EXTRA_LIBDIR: $EXTRA_LIB_FLAGS"
 GPU_BENCHES=()
 for f in bench/*.cpp; do
   [ -e "$f" ] || continue
-  grep -q "cuda_device_count" "$f" && GPU_BENCHES+=("$(basename "$f" .cpp)")
+  # A bench that asks for a GPU itself, or through bench_common.h's resolve_device (bench_attention,
+  # bench_cross_entropy, bench_train since stop 13).
+  grep -qE "cuda_device_count|resolve_device" "$f" && GPU_BENCHES+=("$(basename "$f" .cpp)")
 done
 # Issue #10's LoRA step bench takes --device cuda (it runs on the CPU too, so the grep above misses it).
 [ -f bench/bench_lora_step.cpp ] && GPU_BENCHES+=(bench_lora_step)
@@ -319,6 +321,8 @@ bench_args() {  # the arguments a bench gets here
   case "$1" in
     bench_hardness) echo "--device cuda" ;;
     bench_unlearn_step) echo "--profile" ;;
+    # The cnn training step at batch 512 as bench/peer/train_cnn_torch.py times it (issue #12's training row).
+    bench_train) echo "--device cuda --batch 512 --models cnn --steps 20 --reps 5" ;;
     # Llama-2-7B-shaped layers (8 of its 32: the per-layer work and the peer's ratio are the same; the whole
     # model in f32 would take the budget in random initialisation), batch 16 + 16 x 256 tokens.
     bench_lora_step) echo "--device cuda --preset 7b --layers 8 --steps 3" ;;
@@ -427,6 +431,8 @@ if [ "${GPU_CHECK_TESTS_ONLY:-0}" != 1 ] && [ -x "$FULL_BUILD/hamu" ] && [ -d "$
   GPU_BENCHES+=(train_cnn_512)
   run_bench train_cnn_512 45 env HAMU_DATA="$ROOT/.gpu-deps/fashion-mnist" HAMU_NO_PROGRESS=1 \
     "$FULL_BUILD/hamu" train --device cuda --model cnn --batch 512 --epochs 2 --out "$SHIM/cnn512.safetensors"
+  # (bench_train, run with the benches above, times the step alone as the peer does: the issue's comparison;
+  # this run adds the data pipeline: normalising and copying each batch.)
   if python3 -c "import torch" >/dev/null 2>&1; then
     GPU_BENCHES+=(peer_train_cnn_torch)
     run_bench peer_train_cnn_torch 60 python3 bench/peer/train_cnn_torch.py --batch 512

@@ -50,9 +50,12 @@ std::string GraphedSteps::objection(const nn::Module& model, const UnlearnOption
 }
 
 GraphedSteps::GraphedSteps(nn::Module& model, FusedUpdate& update, const UnlearnOptions& opt, const UnlearnTask& task)
-    : model_(model), update_(update), opt_(opt), task_(task), graph_(update.device()) {
-  host_ = std::make_unique<HostBuffer>(kHostBytes, update.device());
-}
+    : model_(model),
+      update_(update),
+      opt_(opt),
+      task_(task),
+      host_(std::make_unique<HostBuffer>(kHostBytes, update.device())),
+      graph_(update.device()) {}
 
 GraphedSteps::~GraphedSteps() = default;
 

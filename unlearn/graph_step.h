@@ -64,8 +64,8 @@ class GraphedSteps {
   bool warm_ = false, paired_ = false;
   std::string fallback_;               // the warm-up's reason for two passes (empty: paired)
   DType loss_dtype_ = DType::f32;
-  StepGraph graph_;
   std::unique_ptr<HostBuffer> host_;   // [HamuReport][retain loss][forget loss], written by the replay
+  StepGraph graph_;                    // after host_: destroyed first (it waits for a replay in flight)
   std::string disabled_;
   int64_t captures_ = 0, replays_ = 0;
 };

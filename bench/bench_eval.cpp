@@ -1,0 +1,114 @@
+// bench/bench_eval.cpp: evaluation throughput (issue #12 item 6: "evaluation of the demo's 70,000 images
+// should take well under a second on an H200"). Times evaluate_indices, the path `hamu eval` and every
+// unlearning report take (gather and normalise each batch on the host, copy it over, forward, per-sample
+// loss, entropy and prediction back), over a Fashion-MNIST-shaped data set of N images, and beside it the
+// model's forward alone on one batch already on the device, repeated as often: the difference is the data
+// pipeline's share, which says where the time goes before anything is tuned.
+//
+// usage: bench_eval [--device auto|cpu|cuda] [--images N] [--batch B] [--reps R] [--model mlp|cnn|resnet20]
+#include <omp.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench/bench_common.h"
+#include "engine/ops.h"
+#include "engine/progress.h"
+#include "loaders/batch.h"
+#include "models/models.h"
+#include "unlearn/metrics.h"
+
+using namespace hamu;
+
+int main(int argc, char** argv) {
+  std::string device_name = "auto", arch = "cnn";
+  int64_t images = 70000, batch = 1000;
+  int reps = 3;
+  bool bad = argc % 2 == 0;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--device")) device_name = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--images")) images = std::atoll(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--batch")) batch = std::atoll(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--model")) arch = argv[i + 1];
+    else bad = true;
+  }
+  if (bad || images < 1 || images > 10000000 || batch < 1 || reps < 1) {
+    std::fprintf(stderr, "usage: bench_eval [--device auto|cpu|cuda] [--images N<=1e7] [--batch B] [--reps R] "
+                         "[--model mlp|cnn|resnet20]\n");
+    return 2;
+  }
+  if (!bench::resolve_device("bench_eval", device_name)) return 0;
+  const Device device = Device::parse(device_name);
+
+  // Fashion-MNIST's shape: 1x28x28 bytes, 10 classes.
+  ImageDataset ds;
+  ds.n = images;
+  ds.c = 1;
+  ds.h = ds.w = 28;
+  ds.num_classes = 10;
+  for (int k = 0; k < 10; ++k) ds.class_names.push_back(std::string(1, char('a' + k)));
+  std::mt19937 g(7);
+  ds.pixels.resize(size_t(images * 28 * 28));
+  for (uint8_t& p : ds.pixels) p = uint8_t(g() & 0xff);
+  for (int64_t i = 0; i < images; ++i) ds.labels.push_back(int32_t(i % 10));
+  ds.source = "synthetic";
+  std::vector<int64_t> all(static_cast<size_t>(images));
+  for (int64_t i = 0; i < images; ++i) all[size_t(i)] = i;
+  const Normalizer norm = compute_normalizer(ds);
+
+  Rng rng(1);
+  auto model = models::build_model({arch, 1, 28, 28, 10}, rng);
+  model->to(device);
+  EvalOptions eo;
+  eo.batch = batch;
+  eo.device = device;
+  // Warm-up: allocations, algorithm choice for both batch shapes, pinned buffers.
+  (void)evaluate_indices(*model, ds, all, norm, eo);
+
+  std::vector<double> whole, forward_only;
+  double acc = 0;
+  for (int r = 0; r < reps; ++r) {
+    bench::sync(device);
+    const double t0 = now_s();
+    const SplitEval e = evaluate_indices(*model, ds, all, norm, eo);
+    bench::sync(device);
+    whole.push_back(now_s() - t0);
+    acc = e.acc;
+  }
+  {
+    const int64_t n = std::min(batch, images);
+    std::vector<int64_t> idx(all.begin(), all.begin() + n);
+    const Batch b = gather_batch(ds, idx, norm, device);
+    nn::EvalModeScope eval_mode(*model);
+    NoGradGuard ng;
+    const int64_t batches = (images + batch - 1) / batch;
+    for (int r = 0; r < reps; ++r) {
+      bench::sync(device);
+      const double t0 = now_s();
+      for (int64_t k = 0; k < batches; ++k) (void)cross_entropy_per_sample(model->forward(b.images), b.labels);
+      bench::sync(device);
+      forward_only.push_back(now_s() - t0);
+    }
+  }
+  const double tw = bench::median(whole), tf = bench::median(forward_only);
+#ifdef HAMU_CUDA
+  const std::string where = device.is_cuda() ? kernels::cuda_device_name(device.index)
+                                             : "CPU, " + std::to_string(omp_get_max_threads()) + " threads";
+#else
+  const std::string where = "CPU, " + std::to_string(omp_get_max_threads()) + " threads";
+#endif
+  std::printf("bench_eval: %s, %lld images 1x28x28, batch %lld, %s, median of %d (accuracy %.3f: random data)\n",
+              arch.c_str(), (long long)images, (long long)batch, where.c_str(), reps, acc);
+  std::printf("| measure | seconds | img/s |\n|---|---:|---:|\n");
+  std::printf("| evaluate_indices (as hamu eval: host gather + normalise, copy, forward, results back) | %.3f | %.0f |\n",
+              tw, double(images) / tw);
+  std::printf("| forward + per-sample loss only, one batch already on the device | %.3f | %.0f |\n", tf,
+              double(images) / tf);
+  std::printf("  the data pipeline and read-back: %.0f%% of the evaluation\n", tw > 0 ? 100.0 * (tw - tf) / tw : 0.0);
+  return 0;
+}

@@ -5,7 +5,11 @@
 // (the same model, AdamW lr 1e-3, zero_grad + cross-entropy + backward + step, no data loading, img/s as the
 // median of windows): issue #12's training row, one number against the other.
 //
+// --cuda-graph 1: each step replayed from a captured CUDA graph (train/graph_train.h, as hamu train
+// --cuda-graph runs it: the batch copied in, one launch, one wait for the loss and the predictions).
+//
 // usage: bench_train [--steps N] [--reps R] [--batch B] [--device cpu|cuda|auto] [--models mlp,cnn,resnet20]
+//                    [--cuda-graph 1]
 #include <omp.h>
 
 #include <algorithm>
@@ -13,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,6 +28,7 @@
 #include "engine/optim.h"
 #include "kernels/kernels.h"
 #include "models/models.h"
+#include "train/graph_train.h"
 
 using namespace hamu;
 
@@ -54,17 +60,19 @@ double gemm_gflops() {
 int main(int argc, char** argv) {
   int steps = 10, reps = 5, batch = 128;
   std::string device_name = "cpu", models_list;
+  bool graph = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--batch")) batch = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--device")) device_name = argv[i + 1];
     else if (!std::strcmp(argv[i], "--models")) models_list = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--cuda-graph")) graph = std::atoi(argv[i + 1]) != 0;
     else steps = 0;  // unknown flag: usage below
   }
   if (steps < 1 || reps < 1 || batch < 2 || argc % 2 == 0) {
     std::fprintf(stderr, "usage: bench_train [--steps N>=1] [--reps R>=1] [--batch B>=2] [--device cpu|cuda|auto] "
-                         "[--models mlp,cnn,resnet20]\n");
+                         "[--models mlp,cnn,resnet20] [--cuda-graph 1]\n");
     return 2;
   }
   if (!bench::resolve_device("bench_train", device_name)) return 0;
@@ -124,7 +132,14 @@ int main(int argc, char** argv) {
     x = x.to(device);
     y = y.to(device);
     AdamW opt(model->parameters(), {});
+    std::unique_ptr<GraphedTrainSteps> graphs;
+    if (graph) graphs = std::make_unique<GraphedTrainSteps>(*model, opt, device);
+    Batch b;
+    b.images = x;
+    b.labels = y;
+    b.indices.resize(size_t(batch));
     auto step = [&] {
+      if (graphs && graphs->step(b)) return;  // replayed (the first call: the warm-up, below)
       opt.zero_grad();
       Tensor loss = cross_entropy(model->forward(x), y);
       loss.backward();
@@ -143,6 +158,11 @@ int main(int argc, char** argv) {
     const double gflops = ips * flops_per_img / 1e9;
     char input[32];
     std::snprintf(input, sizeof input, "%lldx%lldx%lld", (long long)cs.c, (long long)cs.h, (long long)cs.w);
+    if (graphs)
+      std::printf("  %s steps replayed from a capture (%s): %lld replays from %lld capture(s)%s%s\n", cs.arch,
+                  device.is_cuda() ? "CUDA graph" : "the CPU's emulation", (long long)graphs->replays(),
+                  (long long)graphs->captures(), graphs->disabled().empty() ? "" : "; not used: ",
+                  graphs->disabled().c_str());
     if (device.is_cuda())
       std::printf("%-10s %-12s %10lld %12.2f %12.0f %11.1f %10s\n", cs.arch, input, (long long)model->num_parameters(),
                   flops_per_img / 1e6, ips, gflops, "-");

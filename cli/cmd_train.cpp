@@ -28,6 +28,8 @@ int cmd_train(int argc, char** argv) {
       {"--weight-decay", "X", "decoupled (adamw) or L2 (sgd) weight decay", "0"},
       {"--momentum", "X", "sgd momentum", "0.9"},
       {"--clip", "X", "clip the gradient to this total norm (0 = off)", "0"},
+      {"--cuda-graph", "", "GPU, adamw without --clip: capture the training step once as a CUDA graph and replay it "
+                           "for every full batch (one launch and one wait per step; says why when not used)", ""},
       {"--eval-batch", "N", "batch size for evaluation", "1000"},
       {"--out", "CKPT", "where to write the safetensors checkpoint", ""},
       {"--json", "FILE", "also write the training log and final evaluation as JSON", ""},
@@ -50,6 +52,11 @@ int cmd_train(int argc, char** argv) {
   read_loop_options(args, opt, seed, device);
   opt.optimizer = args.str("--optimizer");
   opt.momentum = args.number("--momentum");
+  opt.graph = args.on("--cuda-graph");
+  if (opt.graph && !device.is_cuda())
+    throw InputError("--cuda-graph: CUDA graphs need --device cuda (this run is on " + device.str() + ")");
+  TrainGraphReport graph_report;
+  opt.graph_report = &graph_report;
   if (opt.momentum < 0) throw InputError("--momentum: must be >= 0");
   if (opt.optimizer != "adamw" && opt.optimizer != "sgd") throw InputError("--optimizer: '" + opt.optimizer + "' is not adamw or sgd");
   const int64_t eval_batch = args.integer("--eval-batch");
@@ -102,6 +109,10 @@ int cmd_train(int argc, char** argv) {
   opt.checkpoint_every = run.every();
   opt.write_state = [&](RunState& st) { run.write_training_state(st, epochs_json, train_seconds); };
   train_model(*model, train, subset_idx, norm, opt, on_epoch);
+  if (opt.graph)
+    std::fprintf(stderr, "hamu train: --cuda-graph: %lld steps replayed from %lld capture(s)%s%s\n",
+                 (long long)graph_report.replays, (long long)graph_report.captures,
+                 graph_report.not_used.empty() ? "" : "; not used: ", graph_report.not_used.c_str());
 
   EvalReport report = evaluate_model(*model, ds.data, {&ds.split.forget, &ds.split.retain, &ds.test}, norm, eo);
   report.model = out_path;

@@ -62,6 +62,19 @@ void copy_to_host_async(void* dst, const Tensor& src) {
   std::memcpy(dst, src.raw(), bytes);
 }
 
+void copy_from_host_async(Tensor& dst, const void* src) {
+  if (!dst.is_contiguous()) throw Error("copy_from_host_async: the destination must be contiguous");
+  const size_t bytes = size_t(dst.numel()) * dtype_size(dst.dtype());
+  if (bytes == 0) return;
+#ifdef HAMU_CUDA
+  if (dst.is_cuda()) {
+    kernels::cuda_memcpy_h2d_async(kernels::cuda_context(dst.device().index), dst.raw(), src, bytes);
+    return;
+  }
+#endif
+  std::memcpy(dst.raw(), src, bytes);
+}
+
 void copy_into(Tensor& dst, const Tensor& src) {
   if (dst.shape() != src.shape() || dst.dtype() != src.dtype() || dst.device() != src.device())
     throw Error("copy_into: the source (" + shape_str(src.shape()) + " " + dtype_name(src.dtype()) + " on " +

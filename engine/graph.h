@@ -66,6 +66,10 @@ class HostBuffer {
 // Queues a copy of `src` (contiguous, any dtype) into host memory `dst` (a HostBuffer's) in the order of
 // src's device stream; the bytes are there after the stream synchronises (CPU: at once). Capturable.
 void copy_to_host_async(void* dst, const Tensor& src);
+// The reverse: host memory `src` (a HostBuffer's, numel * dtype size bytes) into `dst` (contiguous), in stream
+// order; a graph replays it reading `src` as it is then, so the host may change it between replays (after
+// the previous replay finished). Capturable.
+void copy_from_host_async(Tensor& dst, const void* src);
 // Queues a copy of `src` into `dst` (same shape, dtype and device; dst contiguous) on the device stream.
 void copy_into(Tensor& dst, const Tensor& src);
 // Waits for the device's stream (nothing on the CPU).
@@ -86,6 +90,9 @@ class StepGraph {
   // Queues one replay (CUDA: asynchronous; CPU: runs the closure under a HostSyncGuard).
   void replay();
   bool captured() const { return exec_ != nullptr || bool(cpu_step_); }
+  // Whether a replay runs the closure's host code again (the CPU) or only the captured device work (CUDA):
+  // host-side effects of the step (counters) must then be applied by the caller after each replay.
+  bool replays_host_code() const { return !device_.is_cuda(); }
   // Drops the graph and gives its pool back.
   void reset();
   Device device() const { return device_; }

@@ -328,4 +328,21 @@ Tensor Sequential::forward(const Tensor& x) {
   return h;
 }
 
+std::string active_dropout(const Module& m, const std::string& path) {
+  if (auto* d = dynamic_cast<const Dropout*>(&m)) {
+    if (d->training() && d->p > 0)
+      return "dropout '" + (path.empty() ? std::string("(root)") : path) + "' is active (p = " + std::to_string(d->p) + ")";
+  }
+  return "";
+}
+
+std::string first_active_dropout(const Module& m, const std::string& path) {
+  if (std::string d = active_dropout(m, path); !d.empty()) return d;
+  for (const auto& [name, child] : m.children()) {
+    std::string d = first_active_dropout(*child, path.empty() ? name : path + "." + name);
+    if (!d.empty()) return d;
+  }
+  return "";
+}
+
 }  // namespace hamu::nn

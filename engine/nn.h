@@ -211,6 +211,12 @@ class Sequential : public Module {
   std::vector<std::shared_ptr<Module>> layers_;
 };
 
+// "dropout '<path>' is active (p = ...)" when m itself is a dropout in training mode with p > 0, else empty;
+// first_active_dropout searches m and its children (paths joined with '.'): a mask drawn afresh on every
+// call is what a paired pass (unlearn/gradients.h) and a replayed graph (engine/graph.h) cannot repeat.
+std::string active_dropout(const Module& m, const std::string& path);
+std::string first_active_dropout(const Module& m, const std::string& path = "");
+
 // The module in eval mode for the scope's duration (BatchNorm on running statistics, dropout off), its
 // previous mode restored on exit, exceptions included.
 class EvalModeScope {

@@ -89,6 +89,37 @@ void AdamW::step() {
   }
 }
 
+void AdamW::write_next_scalars(void* host, DType dtype) const {
+  auto write = [&](auto tag) {
+    using T = decltype(tag);
+    const kernels::AdamwScalars<T> s = kernels::adamw_scalars(T(lr), T(opt.beta1), T(opt.beta2), T(opt.weight_decay),
+                                                              step_ + 1);
+    T* out = static_cast<T*>(host);
+    out[0] = s.step_size;
+    out[1] = s.inv_sqrt_bc2;
+    out[2] = s.decay;
+  };
+  if (dtype == DType::f64) write(double{});
+  else if (dtype == DType::f32) write(float{});
+  else throw Error(std::string("adamw: scalars of dtype ") + dtype_name(dtype));
+}
+
+void AdamW::step_from(const Tensor& scalars, const Tensor& skip) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& p = params_[i];
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    if (scalars.dtype() != p.dtype() || skip.dtype() != p.dtype() || scalars.device() != p.device() ||
+        skip.device() != p.device() || scalars.numel() != 3 || skip.numel() != 1)
+      throw Error("adamw: step_from needs 3 scalars and a flag of the parameters' dtype and device");
+    dispatch("adamw", p, [&](const auto& ctx, auto tag) {
+      using T = decltype(tag);
+      kernels::adamw_step_dev(ctx, p.numel(), p.data<T>(), g.data<T>(), m_[i].data<T>(), v_[i].data<T>(),
+                              scalars.data<T>(), skip.data<T>(), T(opt.beta1), T(opt.beta2), T(opt.eps));
+    });
+  }
+}
+
 void AdamW::save_state(RunState& state, const std::string& prefix) const {
   state.put_counter(prefix + "step", step_);
   for (size_t i = 0; i < params_.size(); ++i) {

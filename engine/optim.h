@@ -58,6 +58,16 @@ class AdamW : public Optimizer {
   AdamWOptions opt;
   int64_t steps() const { return step_; }
 
+  // A step a CUDA graph can replay (train/graph_train.h): step() reads the learning rate and the step count
+  // on the host, which a graph would repeat as captured. Here they come from memory instead:
+  // write_next_scalars puts the next step's three scalars (kernels::adamw_scalars at lr and steps()+1, in
+  // `dtype`) at `host`; the caller copies them to `scalars` (3 elements of the parameters' dtype and
+  // device) before step_from(scalars, skip) runs, which moves nothing where skip[0] != 0 and changes no host
+  // state; count_step() then counts the step when it was taken. The same bits as step().
+  void write_next_scalars(void* host, DType dtype) const;
+  void step_from(const Tensor& scalars, const Tensor& skip);
+  void count_step() { ++step_; }
+
  private:
   std::vector<Tensor> m_, v_;
   int64_t step_ = 0;

@@ -13,6 +13,7 @@
 // - Bad sizes are the caller's job to reject (the engine validates shapes and names the op); kernels
 //   trust their arguments.
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -245,6 +246,22 @@ void sgd_step(const CpuCtx&, int64_t n, T* p, const T* g, T* buf, T lr, T moment
 template <class T>
 void adamw_step(const CpuCtx&, int64_t n, T* p, const T* g, T* m, T* v, T lr, T beta1, T beta2, T eps,
                 T weight_decay, int64_t step);
+// The three per-step scalars of adamw_step, formed as it forms them (bias corrections in double: for beta2
+// near 1 and a small step, 1 - beta2^t loses digits in float): {lr / bc1, 1 / sqrt(bc2), 1 - lr * wd}.
+template <class T> struct AdamwScalars {
+  T step_size, inv_sqrt_bc2, decay;
+};
+template <class T> AdamwScalars<T> adamw_scalars(T lr, T beta1, T beta2, T weight_decay, int64_t step) {
+  const double bc1 = 1.0 - std::pow(double(beta1), double(step));
+  const double bc2 = 1.0 - std::pow(double(beta2), double(step));
+  return {T(double(lr) / bc1), T(1.0 / std::sqrt(bc2)), T(T(1) - lr * weight_decay)};
+}
+// adamw_step with its scalars read from memory of the tensors' device (a CUDA graph replays the addresses,
+// so the host can change them between replays): scalars = {step_size, inv_sqrt_bc2, decay} as adamw_scalars
+// gives them; nothing moves where *skip != 0 (a non-finite loss). The same bits as adamw_step.
+template <class T>
+void adamw_step_dev(const CpuCtx&, int64_t n, T* p, const T* g, T* m, T* v, const T* scalars, const T* skip, T beta1,
+                    T beta2, T eps);
 
 // Multi-tensor reductions and updates over `count` tensors given by pointer tables (host memory for
 // the CPU backend, device memory for CUDA).
@@ -349,6 +366,7 @@ void cuda_memcpy_h2d(const CudaCtx&, void* dst, const void* src, size_t bytes); 
 void cuda_memcpy_d2h(const CudaCtx&, void* dst, const void* src, size_t bytes);   // synchronous
 void cuda_memcpy_d2d(const CudaCtx&, void* dst, const void* src, size_t bytes);   // async on the stream
 void cuda_memcpy_d2h_async(const CudaCtx&, void* dst_pinned, const void* src, size_t bytes);
+void cuda_memcpy_h2d_async(const CudaCtx&, void* dst, const void* src_pinned, size_t bytes);
 void* cuda_host_alloc_pinned(size_t bytes);
 void cuda_host_free_pinned(void* ptr);
 void cuda_synchronize(const CudaCtx&);
@@ -453,6 +471,8 @@ void sgd_step(const CudaCtx&, int64_t n, float* p, const float* g, float* buf, f
               float dampening, float weight_decay, bool nesterov, bool first_step);
 void adamw_step(const CudaCtx&, int64_t n, float* p, const float* g, float* m, float* v, float lr, float beta1,
                 float beta2, float eps, float weight_decay, int64_t step);
+void adamw_step_dev(const CudaCtx&, int64_t n, float* p, const float* g, float* m, float* v, const float* scalars,
+                    const float* skip, float beta1, float beta2, float eps);
 void multi_sum_squares(const CudaCtx&, int count, const float* const* x, const int64_t* sizes, float* sq);
 void multi_scale(const CudaCtx&, int count, float* const* x, const int64_t* sizes, const float* scale);
 void hamu_block_stats(const CudaCtx&, int count, const float* const* r, const float* const* f, const int64_t* sizes,

@@ -375,6 +375,11 @@ for b in "${ORDERED[@]}"; do
       run_bench bench_hamu_update_cpc$cpc 40 env HAMU_MT_CHUNKS_PER_CTA=$cpc "$bin" --reps 10
     done
   fi
+  if [ "$b" = bench_train ] && [ "$(left)" -gt 200 ]; then
+    # Issue #12 item 4: the same training step replayed from a captured CUDA graph.
+    GPU_BENCHES+=(bench_train_graph)
+    run_bench bench_train_graph 45 "$bin" $(bench_args "$b") --cuda-graph 1
+  fi
   if [ "$b" = bench_lora_step ] && [ "$(left)" -gt 200 ]; then
     # Issue #10: the same step with the frozen base weights in bfloat16 (tensor-core GEMMs, half the memory).
     GPU_BENCHES+=(bench_lora_step_bf16)
@@ -431,6 +436,10 @@ if [ "${GPU_CHECK_TESTS_ONLY:-0}" != 1 ] && [ -x "$FULL_BUILD/hamu" ] && [ -d "$
   GPU_BENCHES+=(train_cnn_512)
   run_bench train_cnn_512 45 env HAMU_DATA="$ROOT/.gpu-deps/fashion-mnist" HAMU_NO_PROGRESS=1 \
     "$FULL_BUILD/hamu" train --device cuda --model cnn --batch 512 --epochs 2 --out "$SHIM/cnn512.safetensors"
+  GPU_BENCHES+=(train_cnn_512_graph)
+  run_bench train_cnn_512_graph 45 env HAMU_DATA="$ROOT/.gpu-deps/fashion-mnist" HAMU_NO_PROGRESS=1 \
+    "$FULL_BUILD/hamu" train --device cuda --model cnn --batch 512 --epochs 2 --cuda-graph \
+    --out "$SHIM/cnn512g.safetensors"
   # (bench_train, run with the benches above, times the step alone as the peer does: the issue's comparison;
   # this run adds the data pipeline: normalising and copying each batch.)
   if python3 -c "import torch" >/dev/null 2>&1; then

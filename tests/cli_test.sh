@@ -172,6 +172,7 @@ expect_bad compare-no-reference   "--reference" compare --model orig.safetensors
 expect_bad train-unknown-arch     "--model"  train --data "$D" --model transformer-xxl --out out/t.safetensors
 expect_bad train-retain-no-split  "--split"  train --data "$D" --model mlp --subset retain --out out/t.safetensors
 expect_bad train-zero-epochs      "--epochs" train --data "$D" --model mlp --epochs 0 --out out/t.safetensors
+expect_bad train-cuda-graph-cpu   "--cuda-graph" train --data "$D" --model mlp --cuda-graph --out out/t.safetensors
 expect_bad train-unknown-data     "--data"   train --data "floppy:$WORK/data" --model mlp --out out/t.safetensors
 expect_bad train-missing-data     "not found" train --data "idx:$WORK/nothing" --model mlp --out out/t.safetensors
 expect_bad train-no-out           "--out"    train --data "$D" --model mlp

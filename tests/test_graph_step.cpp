@@ -12,16 +12,20 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "engine/allocator.h"
 #include "engine/graph.h"
 #include "engine/ops.h"
+#include "engine/optim.h"
 #include "engine/rng.h"
 #include "kernels/kernels.h"
 #include "kernels/perf.h"
 #include "loaders/batch.h"
 #include "models/models.h"
+#include "train/graph_train.h"
+#include "train/train.h"
 #include "unlearn/graph_step.h"
 #include "unlearn/method_registry.h"
 #include "unlearn/runner.h"
@@ -258,6 +262,210 @@ TEST_CASE("graph: GraphedSteps warms up per shape, refuses a non-finite step as 
   CHECK(flat_params(*model) == flat_params(*twin));
 }
 
+namespace {
+// adamw_step_dev against adamw_step on fresh random tensors, on `device` (float; CPU also double).
+template <class T> void check_adamw_dev(Device device) {
+  std::mt19937 g(std::random_device{}());
+  std::normal_distribution<double> nd(0.0, 1.0);
+  const int64_t n = 5000;
+  auto rand_vec = [&](double scale) {
+    std::vector<T> v(static_cast<size_t>(n));
+    for (T& x : v) x = T(scale * nd(g));
+    return v;
+  };
+  const std::vector<T> p0 = rand_vec(1), gr = rand_vec(0.1), m0 = rand_vec(0.01);
+  std::vector<T> v0 = rand_vec(0.01);
+  for (T& x : v0) x = x * x;
+  const T lr = T(3e-3), b1 = T(0.9), b2 = T(0.999), eps = T(1e-8), wd = T(0.01);
+  for (int64_t step : {1, 2, 37}) {
+    for (bool skip : {false, true}) {
+      INFO("step " << step << (skip ? " skipped" : ""));
+      Tensor p1 = Tensor::from_vector<T>(p0, {n}).to(device), m1 = Tensor::from_vector<T>(m0, {n}).to(device);
+      Tensor v1 = Tensor::from_vector<T>(v0, {n}).to(device), gt = Tensor::from_vector<T>(gr, {n}).to(device);
+      Tensor p2 = p1.clone(), m2 = m1.clone(), v2 = v1.clone();
+      const kernels::AdamwScalars<T> sc = kernels::adamw_scalars(lr, b1, b2, wd, step);
+      Tensor scalars = Tensor::from_vector<T>({sc.step_size, sc.inv_sqrt_bc2, sc.decay}, {3}).to(device);
+      Tensor flag = Tensor::from_vector<T>({T(skip ? 1 : 0)}, {1}).to(device);
+      if (device.is_cuda()) {
+#ifdef HAMU_CUDA
+        if constexpr (std::is_same_v<T, float>) {
+          const kernels::CudaCtx& ctx = kernels::cuda_context(device.index);
+          kernels::adamw_step(ctx, n, p1.data<T>(), gt.data<T>(), m1.data<T>(), v1.data<T>(), lr, b1, b2, eps, wd, step);
+          kernels::adamw_step_dev(ctx, n, p2.data<T>(), gt.data<T>(), m2.data<T>(), v2.data<T>(), scalars.data<T>(),
+                                  flag.data<T>(), b1, b2, eps);
+        }
+#endif
+      } else {
+        kernels::CpuCtx ctx;
+        kernels::adamw_step(ctx, n, p1.data<T>(), gt.data<T>(), m1.data<T>(), v1.data<T>(), lr, b1, b2, eps, wd, step);
+        kernels::adamw_step_dev(ctx, n, p2.data<T>(), gt.data<T>(), m2.data<T>(), v2.data<T>(), scalars.data<T>(),
+                                flag.data<T>(), b1, b2, eps);
+      }
+      if (skip) {
+        CHECK(p2.to(Device{}).template to_vector<T>() == p0);
+        CHECK(m2.to(Device{}).template to_vector<T>() == m0);
+        CHECK(v2.to(Device{}).template to_vector<T>() == v0);
+      } else {
+        CHECK(p2.to(Device{}).template to_vector<T>() == p1.to(Device{}).template to_vector<T>());
+        CHECK(m2.to(Device{}).template to_vector<T>() == m1.to(Device{}).template to_vector<T>());
+        CHECK(v2.to(Device{}).template to_vector<T>() == v1.to(Device{}).template to_vector<T>());
+        CHECK(p2.to(Device{}).template to_vector<T>() != p0);
+      }
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("graph: adamw_step_dev equals adamw_step to the bit and moves nothing on the skip flag (float, double)") {
+  check_adamw_dev<float>(Device{});
+  check_adamw_dev<double>(Device{});
+}
+
+
+// ---- training steps (train/graph_train.h) ------------------------------------------------------------
+
+namespace {
+
+struct TrainRun {
+  std::vector<EpochSummary> epochs;
+  std::vector<float> params, buffers;
+  std::vector<int64_t> counters;
+  int64_t adam_steps = 0;
+  TrainGraphReport report;
+};
+
+void collect_counters(nn::Module& m, std::vector<int64_t>& out) {
+  if (auto* bn = dynamic_cast<nn::BatchNorm2d*>(&m)) out.push_back(bn->num_batches_tracked);
+  for (const auto& child : m.children()) collect_counters(*child.second, out);
+}
+
+// Trains `arch` from the same initialisation on 100 images (batch 16: six full batches and a partial one
+// of 4 per epoch), graphed or not.
+TrainRun train_run(const std::string& arch, bool graph, Device device, const std::string& optimizer = "adamw",
+                   double clip = 0) {
+  const ImageDataset ds = graph_images(100, arch == "resnet20" ? 3 : 1, arch == "resnet20" ? 8 : 12, 4, 21);
+  std::vector<int64_t> subset(size_t(ds.n));
+  for (int64_t i = 0; i < ds.n; ++i) subset[size_t(i)] = i;
+  const Normalizer norm = compute_normalizer(ds);
+  Rng rng(4);
+  auto model = models::build_model({arch, ds.c, ds.h, ds.w, ds.num_classes}, rng);
+  model->to(device);
+  TrainOptions to;
+  to.epochs = 2;
+  to.batch = 16;
+  to.lr = 3e-3;
+  to.weight_decay = 0.01;
+  to.seed = 5;
+  to.progress = false;
+  to.device = device;
+  to.optimizer = optimizer;
+  to.clip = clip;
+  to.graph = graph;
+  TrainRun out;
+  to.graph_report = &out.report;
+  out.epochs = train_model(*model, ds, subset, norm, to);
+  out.params = flat_params(*model);
+  for (const auto& named : model->named_buffers()) {
+    const Tensor& b = named.second;
+    if (b.dtype() != DType::f32) continue;
+    const std::vector<float> v = b.to(Device{}).to_vector<float>();
+    out.buffers.insert(out.buffers.end(), v.begin(), v.end());
+  }
+  collect_counters(*model, out.counters);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("graph: graphed training equals the ordinary loop bit for bit (mlp, cnn, resnet20; cosine lr, partial batches)") {
+  for (const char* arch : {"mlp", "cnn", "resnet20"}) {
+    INFO(arch);
+    const TrainRun plain = train_run(arch, false, Device{});
+    const TrainRun graphed = train_run(arch, true, Device{});
+    CHECK(graphed.report.not_used == "");
+    CHECK(graphed.report.captures == 1);
+    // 2 epochs x (6 full batches + 1 partial): all full batches but the first (the warm-up) replayed.
+    CHECK(graphed.report.replays == 11);
+    CHECK(graphed.params == plain.params);
+    CHECK(graphed.buffers == plain.buffers);    // BatchNorm running statistics
+    CHECK(graphed.counters == plain.counters);  // num_batches_tracked moved per replay as per ordinary step
+    REQUIRE(graphed.epochs.size() == plain.epochs.size());
+    for (size_t e = 0; e < plain.epochs.size(); ++e) {
+      CHECK(graphed.epochs[e].train_loss == plain.epochs[e].train_loss);
+      CHECK(graphed.epochs[e].train_acc == plain.epochs[e].train_acc);
+      CHECK(graphed.epochs[e].skipped_steps == plain.epochs[e].skipped_steps);
+    }
+  }
+}
+
+TEST_CASE("graph: training graphs are refused for sgd and --clip, with the reason, and train the ordinary way") {
+  const TrainRun sgd_plain = train_run("mlp", false, Device{}, "sgd");
+  const TrainRun sgd = train_run("mlp", true, Device{}, "sgd");
+  CHECK(sgd.report.not_used.find("sgd") != std::string::npos);
+  CHECK(sgd.report.replays == 0);
+  CHECK(sgd.params == sgd_plain.params);
+  const TrainRun clip = train_run("mlp", true, Device{}, "adamw", 1.0);
+  CHECK(clip.report.not_used.find("--clip") != std::string::npos);
+  CHECK(clip.report.replays == 0);
+}
+
+TEST_CASE("graph: a replayed training step skips a NaN batch as the ordinary step does") {
+  const ImageDataset ds = graph_images(40, 1, 10, 4, 8);
+  const Normalizer norm = compute_normalizer(ds);
+  std::vector<int64_t> idx(8);
+  for (int64_t i = 0; i < 8; ++i) idx[size_t(i)] = i;
+  Rng rng(2);
+  auto model = models::build_model({"cnn", 1, 10, 10, 4}, rng);
+  model->train(true);
+  AdamW opt(model->parameters(), {});
+  GraphedTrainSteps steps(*model, opt, Device{});
+  Batch b = gather_batch(ds, idx, norm);
+  CHECK_FALSE(steps.step(b).has_value());  // the warm-up: the caller's ordinary step
+  opt.zero_grad();
+  cross_entropy(model->forward(b.images), b.labels).backward();
+  opt.step();
+  std::optional<GraphedTrainSteps::Result> r = steps.step(b);
+  REQUIRE(r.has_value());
+  CHECK(std::isfinite(r->loss));
+  CHECK(opt.steps() == 2);
+  std::vector<int64_t> before_counters;
+  collect_counters(*model, before_counters);
+  static_cast<float*>(b.images.raw())[3] = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> before = flat_params(*model);
+  r = steps.step(b);
+  REQUIRE(r.has_value());
+  CHECK(std::isnan(r->loss));
+  CHECK(opt.steps() == 2);                 // not counted
+  CHECK(flat_params(*model) == before);    // not applied
+  std::vector<int64_t> after_counters;
+  collect_counters(*model, after_counters);
+  for (size_t i = 0; i < after_counters.size(); ++i) CHECK(after_counters[i] == before_counters[i] + 1);  // the forward ran
+  // Another shape: the ordinary way.
+  Batch small = gather_batch(ds, {0, 1, 2}, norm);
+  CHECK_FALSE(steps.step(small).has_value());
+}
+
+TEST_CASE("graph: the training graph learns the full batch shape, also after a partial batch came first") {
+  const ImageDataset ds = graph_images(40, 1, 10, 4, 9);
+  const Normalizer norm = compute_normalizer(ds);
+  Rng rng(3);
+  auto model = models::build_model({"mlp", 1, 10, 10, 4}, rng);
+  model->train(true);
+  AdamW opt(model->parameters(), {});
+  GraphedTrainSteps steps(*model, opt, Device{});
+  const Batch partial = gather_batch(ds, {0, 1, 2}, norm);
+  const Batch full = gather_batch(ds, {3, 4, 5, 6, 7, 8, 9, 10}, norm);
+  const Batch full2 = gather_batch(ds, {11, 12, 13, 14, 15, 16, 17, 18}, norm);
+  CHECK_FALSE(steps.step(partial).has_value());  // learnt [3]: the caller's ordinary step
+  CHECK_FALSE(steps.step(full).has_value());     // larger, nothing captured yet: learnt [8] instead
+  CHECK_FALSE(steps.step(partial).has_value());  // smaller: the ordinary way, [8] stays
+  CHECK(steps.step(full2).has_value());          // captured and replayed
+  CHECK(steps.step(full).has_value());
+  CHECK_FALSE(steps.step(partial).has_value());
+  CHECK(steps.captures() == 1);
+  CHECK(steps.replays() == 2);
+}
+
 #ifdef HAMU_CUDA
 TEST_CASE("cuda: a graph pool keeps its blocks from everyone else until it is released") {
   if (kernels::cuda_device_count() == 0) return;
@@ -290,11 +498,20 @@ TEST_CASE("cuda: a graph pool keeps its blocks from everyone else until it is re
   for (void* p : taken) device_deallocate(p, bytes, gpu);
 }
 
+// Deterministic cuDNN algorithms for the scope (so two runs can agree to the bit), restored after.
+struct DeterministicGpu {
+  kernels::PerfOptions saved = kernels::perf_options();
+  DeterministicGpu() {
+    kernels::PerfOptions det = saved;
+    det.deterministic = true;
+    kernels::set_perf_options(det);
+  }
+  ~DeterministicGpu() { kernels::set_perf_options(saved); }
+};
+
 TEST_CASE("cuda: --cuda-graph steps replay to the ordinary steps' parameters (resnet20, cnn; deterministic)") {
   if (kernels::cuda_device_count() == 0) return;
-  kernels::PerfOptions saved = kernels::perf_options(), det = saved;
-  det.deterministic = true;
-  kernels::set_perf_options(det);
+  const DeterministicGpu det;
   const Device gpu{Device::cuda, 0};
   for (const char* arch : {"cnn", "resnet20"}) {
     INFO(arch);
@@ -307,9 +524,28 @@ TEST_CASE("cuda: --cuda-graph steps replay to the ordinary steps' parameters (re
     check_same_log(plain.res, graphed.res);
     CHECK(graphed.params == plain.params);
   }
-  // The pool: blocks the graph used are not handed out again while it exists.
-  const AllocatorStats st = allocator_stats(gpu);
-  CHECK(st.in_use <= st.peak_in_use);
-  kernels::set_perf_options(saved);
 }
+
+TEST_CASE("cuda: adamw_step_dev equals adamw_step to the bit and moves nothing on the skip flag") {
+  if (kernels::cuda_device_count() == 0) return;
+  check_adamw_dev<float>(Device{Device::cuda, 0});
+}
+
+TEST_CASE("cuda: --cuda-graph training replays to the ordinary loop's weights (cnn, resnet20; deterministic)") {
+  if (kernels::cuda_device_count() == 0) return;
+  const DeterministicGpu det;
+  const Device gpu{Device::cuda, 0};
+  for (const char* arch : {"cnn", "resnet20"}) {
+    INFO(arch);
+    const TrainRun plain = train_run(arch, false, gpu);
+    const TrainRun graphed = train_run(arch, true, gpu);
+    MESSAGE(arch << ": training graph captures " << graphed.report.captures << ", replays " << graphed.report.replays
+                 << (graphed.report.not_used.empty() ? "" : ", not used: " + graphed.report.not_used));
+    CHECK(graphed.report.not_used == "");
+    CHECK(graphed.report.replays == 11);
+    CHECK(graphed.params == plain.params);
+    CHECK(graphed.buffers == plain.buffers);
+    CHECK(graphed.counters == plain.counters);
+  }
+  }
 #endif

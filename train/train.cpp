@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include "engine/graph.h"
 #include "engine/ops.h"
@@ -13,6 +14,7 @@
 #include "engine/interrupt.h"
 #include "engine/overlap.h"
 #include "engine/progress.h"
+#include "train/graph_train.h"
 
 namespace hamu {
 namespace {
@@ -173,6 +175,14 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
                    "hamu train: %d ranks: BatchNorm normalises each rank's rows with their own statistics, so the "
                    "result is close to, not equal to, the 1-rank run's\n", ranks);
   }
+  // --cuda-graph: whole steps captured once and replayed (train/graph_train.h).
+  std::unique_ptr<GraphedTrainSteps> graphs;
+  std::string graph_not_used;
+  if (opt.graph) {
+    graph_not_used = GraphedTrainSteps::objection(model, opt, ranks);
+    if (graph_not_used.empty())
+      graphs = std::make_unique<GraphedTrainSteps>(model, static_cast<AdamW&>(*optimizer), opt.device);
+  }
   std::vector<EpochSummary> out;
   model.train(true);
   // Where one step's loss (8 bytes) and predictions (int32 per row) land (pinned on a GPU).
@@ -231,7 +241,16 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
       Tensor logits, loss;
       double lv = 0;
       int64_t batch_correct = 0;
-      if (ranks == 1) {
+      std::optional<GraphedTrainSteps::Result> replayed = graphs ? graphs->step(b) : std::nullopt;
+      if (replayed) {  // the replay zeroed, stepped (unless the loss was not finite) and read back
+        lv = replayed->loss;
+        if (!std::isfinite(lv)) {
+          ++es.skipped_steps;
+          return;
+        }
+        for (int64_t i = 0; i < b.size(); ++i)
+          batch_correct += replayed->predicted[i] == ds.labels[size_t(b.indices[size_t(i)])];
+      } else if (ranks == 1) {
         // One wait per step: the backward is queued before anything is read, then the loss and the
         // predictions come back together (the labels are the host data set's). A non-finite loss still
         // skips the step: its gradients are never applied, and the next step zeroes them.
@@ -279,12 +298,14 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
           return;
         }
       }
-      const double gnorm = opt.clip > 0 ? clip_grad_norm(optimizer->params(), opt.clip) : 0.0;
-      if (!std::isfinite(gnorm)) {
-        ++es.skipped_steps;
-        return;
+      if (!replayed) {
+        const double gnorm = opt.clip > 0 ? clip_grad_norm(optimizer->params(), opt.clip) : 0.0;
+        if (!std::isfinite(gnorm)) {
+          ++es.skipped_steps;
+          return;
+        }
+        optimizer->step();
       }
-      optimizer->step();
       correct += double(batch_correct);
       loss_sum += lv;
       ++counted_batches;
@@ -326,6 +347,11 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
     if (ranks > 1) average_buffers(model, reducer, ranks);
     out.push_back(es);
     if (on_epoch) on_epoch(es);
+  }
+  if (opt.graph_report) {
+    opt.graph_report->not_used = graphs && !graphs->disabled().empty() ? graphs->disabled() : graph_not_used;
+    opt.graph_report->replays = graphs ? graphs->replays() : 0;
+    opt.graph_report->captures = graphs ? graphs->captures() : 0;
   }
   return out;
 }

@@ -41,9 +41,18 @@ struct LoopOptions {
   Collectives* comm = nullptr;
 };
 
+// --cuda-graph's outcome (train/graph_train.h): steps replayed, captures, and why graphing was not used or
+// given up (empty when every full batch after the warm-up was replayed).
+struct TrainGraphReport {
+  int64_t replays = 0, captures = 0;
+  std::string not_used;
+};
+
 struct TrainOptions : LoopOptions {
   std::string optimizer = "adamw";  // adamw | sgd
   double momentum = 0.9;
+  bool graph = false;               // --cuda-graph: capture the step once, replay it (train/graph_train.h)
+  TrainGraphReport* graph_report = nullptr;  // filled when set
   // Many ranks (LoopOptions::comm): BatchNorm in training mode normalises each rank's rows with their own
   // statistics (as DDP without SyncBatchNorm) and the running statistics are averaged over the ranks after
   // every epoch: such models match the 1-rank run only approximately; BatchNorm-free models (mlp) match it

@@ -86,7 +86,7 @@ std::string module_objection(const nn::Module& m, const std::string& path) {
       return "BatchNorm '" + (path.empty() ? std::string("(root)") : path) +
              "' is in training mode and not frozen (batch statistics couple the samples)";
   }
-  if (std::string d = active_dropout(m, path); !d.empty()) return d + ", so one pass would draw other masks than two";
+  if (std::string d = nn::active_dropout(m, path); !d.empty()) return d + ", so one pass would draw other masks than two";
   for (const auto& [name, child] : m.children()) {
     std::string why = module_objection(*child, path.empty() ? name : path + "." + name);
     if (!why.empty()) return why;
@@ -150,23 +150,6 @@ bool paired_pass(nn::Module& model, nn::Module* original, FusedUpdate& update, c
 }
 
 }  // namespace
-
-std::string active_dropout(const nn::Module& m, const std::string& path) {
-  if (auto* d = dynamic_cast<const nn::Dropout*>(&m)) {
-    if (d->training() && d->p > 0)
-      return "dropout '" + (path.empty() ? std::string("(root)") : path) + "' is active (p = " + std::to_string(d->p) + ")";
-  }
-  return "";
-}
-
-std::string first_active_dropout(const nn::Module& m, const std::string& path) {
-  if (std::string d = active_dropout(m, path); !d.empty()) return d;
-  for (const auto& [name, child] : m.children()) {
-    std::string d = first_active_dropout(*child, path.empty() ? name : path + "." + name);
-    if (!d.empty()) return d;
-  }
-  return "";
-}
 
 GradientResult compute_side_gradient(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& batch,
                                      const Method& method, const MethodParams& params, bool retain_side,

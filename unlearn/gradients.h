@@ -44,11 +44,6 @@ GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedU
                                  std::string* fallback_reason, const UnlearnTask* task = nullptr,
                                  GradientObserver* observer = nullptr);
 
-// "dropout '<path>' is active (p = ...)" when m itself is an active dropout, else empty; the first_ form
-// searches m and its children.
-std::string active_dropout(const nn::Module& m, const std::string& path);
-std::string first_active_dropout(const nn::Module& m, const std::string& path = "");
-
 // compute_gradients without reading anything back, for a step captured as a CUDA graph (unlearn/graph_step.h):
 // the losses stay on the device (retain_loss/forget_loss are not set; finite is true), both objectives are
 // always backpropagated (a non-finite loss shows up as non-finite statistics, and the update refuses the

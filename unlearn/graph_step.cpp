@@ -45,7 +45,7 @@ std::string GraphedSteps::objection(const nn::Module& model, const UnlearnOption
   if (ranks > 1) return "a run of " + std::to_string(ranks) + " processes exchanges gradients inside the step";
   if (!task.fixed_shapes())
     return "this task's batches change shape from step to step or count their scored tokens on the host (text)";
-  if (std::string d = first_active_dropout(model); !d.empty()) return d + ": a replay would repeat the captured mask";
+  if (std::string d = nn::first_active_dropout(model); !d.empty()) return d + ": a replay would repeat the captured mask";
   return "";
 }
 

@@ -28,15 +28,11 @@ void sgd_step(const CpuCtx&, int64_t n, T* p, const T* g, T* buf, T lr, T moment
   }
 }
 
+namespace {
+// One AdamW element update from the step's scalars (adamw_scalars): the shared body of both entry points.
 template <class T>
-void adamw_step(const CpuCtx&, int64_t n, T* p, const T* g, T* m, T* v, T lr, T beta1, T beta2, T eps,
-                T weight_decay, int64_t step) {
-  // Bias corrections in double: for beta2 near 1 and small step, 1 - beta2^t loses digits in float.
-  const double bc1 = 1.0 - std::pow(double(beta1), double(step));
-  const double bc2 = 1.0 - std::pow(double(beta2), double(step));
-  const T step_size = T(double(lr) / bc1);
-  const T inv_sqrt_bc2 = T(1.0 / std::sqrt(bc2));
-  const T decay = T(1) - lr * weight_decay;
+void adamw_update(int64_t n, T* p, const T* g, T* m, T* v, T step_size, T inv_sqrt_bc2, T decay, T beta1, T beta2,
+                  T eps) {
   const T c1 = T(1) - beta1, c2 = T(1) - beta2;
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
@@ -49,6 +45,21 @@ void adamw_step(const CpuCtx&, int64_t n, T* p, const T* g, T* m, T* v, T lr, T 
     p[i] = p[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
   }
 }
+}  // namespace
+
+template <class T>
+void adamw_step(const CpuCtx&, int64_t n, T* p, const T* g, T* m, T* v, T lr, T beta1, T beta2, T eps,
+                T weight_decay, int64_t step) {
+  const AdamwScalars<T> s = adamw_scalars(lr, beta1, beta2, weight_decay, step);
+  adamw_update(n, p, g, m, v, s.step_size, s.inv_sqrt_bc2, s.decay, beta1, beta2, eps);
+}
+
+template <class T>
+void adamw_step_dev(const CpuCtx&, int64_t n, T* p, const T* g, T* m, T* v, const T* scalars, const T* skip, T beta1,
+                    T beta2, T eps) {
+  if (*skip != T(0)) return;
+  adamw_update(n, p, g, m, v, scalars[0], scalars[1], scalars[2], beta1, beta2, eps);
+}
 
 template void sgd_step<float>(const CpuCtx&, int64_t, float*, const float*, float*, float, float, float, float, bool,
                               bool);
@@ -58,5 +69,9 @@ template void adamw_step<float>(const CpuCtx&, int64_t, float*, const float*, fl
                                 float, float, int64_t);
 template void adamw_step<double>(const CpuCtx&, int64_t, double*, const double*, double*, double*, double, double,
                                  double, double, double, int64_t);
+template void adamw_step_dev<float>(const CpuCtx&, int64_t, float*, const float*, float*, float*, const float*,
+                                    const float*, float, float, float);
+template void adamw_step_dev<double>(const CpuCtx&, int64_t, double*, const double*, double*, double*, const double*,
+                                     const double*, double, double, double);
 
 }  // namespace hamu::kernels

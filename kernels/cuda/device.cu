@@ -260,6 +260,13 @@ void cuda_memcpy_d2h_async(const CudaCtx& ctx, void* dst_pinned, const void* src
           cudaMemcpyAsync(dst_pinned, src, bytes, cudaMemcpyDeviceToHost, stream_of(ctx)));
 }
 
+void cuda_memcpy_h2d_async(const CudaCtx& ctx, void* dst, const void* src_pinned, size_t bytes) {
+  if (bytes == 0) return;
+  use_device(ctx);
+  HAMU_CU("cuda_memcpy_h2d_async",
+          cudaMemcpyAsync(dst, src_pinned, bytes, cudaMemcpyHostToDevice, stream_of(ctx)));
+}
+
 void* cuda_host_alloc_pinned(size_t bytes) {
   void* p = nullptr;
   if (bytes == 0) bytes = 1;

@@ -24,22 +24,33 @@ void sgd_step(const CudaCtx& ctx, int64_t n, float* p, const float* g, float* bu
   });
 }
 
+namespace {
+// One AdamW element update from the step's scalars: the shared body of both entry points.
+__device__ __forceinline__ void adamw_update(int64_t i, float* p, const float* g, float* m, float* v, float step_size,
+                                             float inv_sqrt_bc2, float decay, float beta1, float beta2, float eps) {
+  const float gi = g[i];
+  const float mi = beta1 * m[i] + (1.f - beta1) * gi;
+  const float vi = beta2 * v[i] + (1.f - beta2) * gi * gi;
+  m[i] = mi;
+  v[i] = vi;
+  p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+}
+}  // namespace
+
 void adamw_step(const CudaCtx& ctx, int64_t n, float* p, const float* g, float* m, float* v, float lr, float beta1,
                 float beta2, float eps, float weight_decay, int64_t step) {
   // Bias corrections on the host in double, exactly as the CPU backend forms them.
-  const double bc1 = 1.0 - std::pow(double(beta1), double(step));
-  const double bc2 = 1.0 - std::pow(double(beta2), double(step));
-  const float step_size = float(double(lr) / bc1);
-  const float inv_sqrt_bc2 = float(1.0 / std::sqrt(bc2));
-  const float decay = 1.f - lr * weight_decay;
-  const float c1 = 1.f - beta1, c2 = 1.f - beta2;
+  const AdamwScalars<float> s = adamw_scalars(lr, beta1, beta2, weight_decay, step);
   launch_map(ctx, "adamw_step_kernel", n, [=] __device__(int64_t i) {
-    const float gi = g[i];
-    const float mi = beta1 * m[i] + c1 * gi;
-    const float vi = beta2 * v[i] + c2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = p[i] * decay - step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+    adamw_update(i, p, g, m, v, s.step_size, s.inv_sqrt_bc2, s.decay, beta1, beta2, eps);
+  });
+}
+
+void adamw_step_dev(const CudaCtx& ctx, int64_t n, float* p, const float* g, float* m, float* v, const float* scalars,
+                    const float* skip, float beta1, float beta2, float eps) {
+  launch_map(ctx, "adamw_step_dev_kernel", n, [=] __device__(int64_t i) {
+    if (*skip != 0.f) return;
+    adamw_update(i, p, g, m, v, scalars[0], scalars[1], scalars[2], beta1, beta2, eps);
   });
 }
 

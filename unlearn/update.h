@@ -9,7 +9,8 @@
 // Pointer tables are built once, so a step allocates nothing and, for HAMU, never waits for the host
 // except for its one small report copy.
 //
-// Small HAMU steps on CUDA (total <= single_launch_limit(), ~1M parameters) are launch-bound: there
+// Small HAMU steps on CUDA (total <= single_launch_limit(), ~1M parameters; off by default, see below) are
+// launch-bound: there
 // compute_stats() only marks the statistics as owed, and hamu_step(_async) runs all three phases as one
 // cooperative launch (kernels::hamu_fused_step; the same bits). Whatever reads the statistics first
 // (stats_host, apply's callers, zero) runs the owed pass 1 instead, so r and f must not change between
@@ -41,12 +42,16 @@ struct ExternalBlock {
 // environment variable HAMU_FUSED_SINGLE_LAUNCH_MAX (null: unset): decimal digits only, 0 turns the single
 // launch off; unset, empty or anything else gives kSingleLaunchDefault.
 //
-// Why 8M (2^23): at 24 bytes per parameter an H100/H200 step moves ~200 MB there in ~50 us, so the two
-// launches saved (each a gap plus a drain tail of a few us) are still >= ~10% of it, and far more at 1M
-// (~6 us of traffic: the 18-31% of copy bandwidth). Above it they are noise, and the three launches'
-// dynamic work counter balances uneven chunks better than the single launch's static chunk assignment.
-// bench_hamu_update prints the single launch at every size, to move the line by measurement.
-constexpr int64_t kSingleLaunchDefault = int64_t(1) << 23;
+// Off (0) by default until a GPU run has passed its parity tests (bench/RESULTS.md, "GPU run owed", item 10):
+// the kernel has never run, and a cooperative grid is the one kind of kernel here that can hang rather than
+// merely be wrong; the three launches are GPU-verified. The candidate once it passes is 8M (2^23, i.e.
+// HAMU_FUSED_SINGLE_LAUNCH_MAX=8388608 today): at 24 bytes per parameter an H100/H200 step moves ~200 MB
+// there in ~50 us, so the two launches saved (each a gap plus a drain tail of a few us) are still >= ~10% of
+// it, and far more at 1M (~6 us of traffic: the 18-31% of copy bandwidth). Above it they are noise,
+// and the three launches' dynamic work counter balances uneven chunks better than the single launch's
+// static chunk assignment. bench_hamu_update prints the single launch at every size, to set the line by
+// measurement.
+constexpr int64_t kSingleLaunchDefault = 0;
 int64_t single_launch_limit(const char* env_value);
 
 class FusedUpdate {

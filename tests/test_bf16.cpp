@@ -28,6 +28,7 @@
 #include "models/lm/lora.h"
 #include "tests/files.h"
 #include "tests/gradcheck.h"
+#include "tests/perf_scope.h"
 
 using namespace hamu;
 using hamu::testing::contains;
@@ -289,16 +290,6 @@ double rel(const Tensor& got, const Tensor& want) {
 }
 
 
-// Sets the process-wide switch for one scope (restored even when a REQUIRE throws).
-struct ActivationsInBf16 {
-  kernels::PerfOptions saved = kernels::perf_options();
-  explicit ActivationsInBf16(bool on) {
-    kernels::PerfOptions p = saved;
-    p.bf16_activations = on;
-    kernels::set_perf_options(p);
-  }
-  ~ActivationsInBf16() { kernels::set_perf_options(saved); }
-};
 
 }  // namespace
 
@@ -333,7 +324,7 @@ TEST_CASE("bf16 activations: a LoRA llama keeps less for its backward, adapter g
     std::vector<Tensor> grads;
   };
   auto run = [&](bool bf16) {
-    ActivationsInBf16 mode(bf16);
+    const testing::PerfScope mode([&](kernels::PerfOptions& p) { p.bf16_activations = bf16; });
     Rng init(5);
     std::shared_ptr<models::CausalLM> lm = models::build_lm(cfg, init);
     models::LoraSpec spec;
@@ -374,7 +365,7 @@ TEST_CASE("bf16 activations: only float32 is narrowed; float64 gradients are bit
   const Tensor x = testing::random_tensor({3, 7, 10}, -1, 1, DType::f64);
   const Tensor w = testing::random_tensor({6, 10}, -1, 1, DType::f64);
   auto grads = [&](bool bf16) {
-    ActivationsInBf16 mode(bf16);
+    const testing::PerfScope mode([&](kernels::PerfOptions& p) { p.bf16_activations = bf16; });
     Tensor xl = x.detach().requires_grad_(true), wl = w.detach().requires_grad_(true);
     Tensor h = linear(xl, wl, Tensor());
     sum(mul(swiglu(h, gelu_tanh(h)), rms_norm(h, Tensor::full({6}, 1.5, DType::f64), 1e-6))).backward();
@@ -382,7 +373,7 @@ TEST_CASE("bf16 activations: only float32 is narrowed; float64 gradients are bit
   };
   CHECK(grads(true) == grads(false));
   {
-    ActivationsInBf16 mode(true);
+    const testing::PerfScope mode([](kernels::PerfOptions& p) { p.bf16_activations = true; });
     const SavedTensor s32(testing::random_tensor({5}, -1, 1, DType::f32)), s64(x);
     CHECK(s32.narrowed());
     CHECK(s32.get().dtype() == DType::f32);

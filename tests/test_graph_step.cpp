@@ -22,6 +22,7 @@
 #include "engine/rng.h"
 #include "kernels/kernels.h"
 #include "kernels/perf.h"
+#include "tests/perf_scope.h"
 #include "loaders/batch.h"
 #include "models/models.h"
 #include "train/graph_train.h"
@@ -498,20 +499,9 @@ TEST_CASE("cuda: a graph pool keeps its blocks from everyone else until it is re
   for (void* p : taken) device_deallocate(p, bytes, gpu);
 }
 
-// Deterministic cuDNN algorithms for the scope (so two runs can agree to the bit), restored after.
-struct DeterministicGpu {
-  kernels::PerfOptions saved = kernels::perf_options();
-  DeterministicGpu() {
-    kernels::PerfOptions det = saved;
-    det.deterministic = true;
-    kernels::set_perf_options(det);
-  }
-  ~DeterministicGpu() { kernels::set_perf_options(saved); }
-};
-
 TEST_CASE("cuda: --cuda-graph steps replay to the ordinary steps' parameters (resnet20, cnn; deterministic)") {
   if (kernels::cuda_device_count() == 0) return;
-  const DeterministicGpu det;
+  const testing::PerfScope det(testing::deterministic_algorithms);
   const Device gpu{Device::cuda, 0};
   for (const char* arch : {"cnn", "resnet20"}) {
     INFO(arch);
@@ -533,7 +523,7 @@ TEST_CASE("cuda: adamw_step_dev equals adamw_step to the bit and moves nothing o
 
 TEST_CASE("cuda: --cuda-graph training replays to the ordinary loop's weights (cnn, resnet20; deterministic)") {
   if (kernels::cuda_device_count() == 0) return;
-  const DeterministicGpu det;
+  const testing::PerfScope det(testing::deterministic_algorithms);
   const Device gpu{Device::cuda, 0};
   for (const char* arch : {"cnn", "resnet20"}) {
     INFO(arch);

@@ -14,6 +14,7 @@
 #include "kernels/perf.h"
 #include "models/models.h"
 #include "tests/gradcheck.h"
+#include "tests/perf_scope.h"
 #include "unlearn/gradients.h"
 #include "unlearn/method_registry.h"
 #include "unlearn/update.h"
@@ -157,21 +158,11 @@ bool profile_have_gpu() {
   }();
   return gpu;
 }
-// Deterministic cuDNN algorithms for the duration of a test (restored after).
-struct DeterministicScope {
-  kernels::PerfOptions saved = kernels::perf_options();
-  DeterministicScope() {
-    kernels::PerfOptions o = saved;
-    o.deterministic = true;
-    kernels::set_perf_options(o);
-  }
-  ~DeterministicScope() { kernels::set_perf_options(saved); }
-};
 }  // namespace
 
 TEST_CASE("cuda: profile of a resnet20 step with CUDA events; deterministic algorithms repeat to the bit") {
   if (!profile_have_gpu()) return;
-  const DeterministicScope det;
+  const testing::PerfScope det(testing::deterministic_algorithms);
   const Device gpu{Device::cuda, 0};
   const models::ModelSpec spec{"resnet20", 3, 16, 16, 10};
   std::vector<double> plain, again, profiled;
@@ -194,7 +185,7 @@ TEST_CASE("cuda: profile of a resnet20 step with CUDA events; deterministic algo
 
 TEST_CASE("cuda: a CUDA-graph capture of the whole step replays to the ordinary step's parameters") {
   if (!profile_have_gpu()) return;
-  const DeterministicScope det;
+  const testing::PerfScope det(testing::deterministic_algorithms);
   const Device gpu{Device::cuda, 0};
   const models::ModelSpec spec{"resnet20", 3, 16, 16, 10};
   // Ordinary: warm-up step, then two steps.

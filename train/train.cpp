@@ -241,6 +241,12 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
       Tensor logits, loss;
       double lv = 0;
       int64_t batch_correct = 0;
+      // Predictions read back against the host data set's labels (no copy of the labels back).
+      auto correct_of = [&](const Batch& batch, const int32_t* predicted) {
+        int64_t n = 0;
+        for (int64_t i = 0; i < batch.size(); ++i) n += predicted[i] == ds.labels[size_t(batch.indices[size_t(i)])];
+        return n;
+      };
       std::optional<GraphedTrainSteps::Result> replayed = graphs ? graphs->step(b) : std::nullopt;
       if (replayed) {  // the replay zeroed, stepped (unless the loss was not finite) and read back
         lv = replayed->loss;
@@ -248,8 +254,7 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
           ++es.skipped_steps;
           return;
         }
-        for (int64_t i = 0; i < b.size(); ++i)
-          batch_correct += replayed->predicted[i] == ds.labels[size_t(b.indices[size_t(i)])];
+        batch_correct = correct_of(b, replayed->predicted);
       } else if (ranks == 1) {
         // One wait per step: the backward is queued before anything is read, then the loss and the
         // predictions come back together (the labels are the host data set's). A non-finite loss still
@@ -272,7 +277,7 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
           return;
         }
         const auto* pv = reinterpret_cast<const int32_t*>(static_cast<const char*>(readback.data()) + sizeof(double));
-        for (int64_t i = 0; i < b.size(); ++i) batch_correct += pv[i] == ds.labels[size_t(b.indices[size_t(i)])];
+        batch_correct = correct_of(b, pv);
       } else {
         if (b.size() > 0) {
           logits = model.forward(b.images);

@@ -29,7 +29,8 @@ int cmd_train(int argc, char** argv) {
       {"--momentum", "X", "sgd momentum", "0.9"},
       {"--clip", "X", "clip the gradient to this total norm (0 = off)", "0"},
       {"--cuda-graph", "", "GPU, adamw without --clip: capture the training step once as a CUDA graph and replay it "
-                           "for every full batch (one launch and one wait per step; says why when not used)", ""},
+                           "for every full batch (one launch and one wait per step; says why when not used); the "
+                           "evaluations' full batches are replayed too", ""},
       {"--eval-batch", "N", "batch size for evaluation", "1000"},
       {"--out", "CKPT", "where to write the safetensors checkpoint", ""},
       {"--json", "FILE", "also write the training log and final evaluation as JSON", ""},
@@ -86,6 +87,9 @@ int cmd_train(int argc, char** argv) {
   eo.batch = eval_batch;
   eo.device = device;
   eo.progress = "evaluate";
+  EvalGraphs eval_graphs;  // --cuda-graph graphs the evaluations too (unlearn/graph_eval.h)
+  eo.graph = opt.graph;
+  eo.graphs = &eval_graphs;
   Json epochs_json = Json::array();
   double train_seconds = 0;
   auto on_epoch = [&](const EpochSummary& e) {
@@ -115,6 +119,7 @@ int cmd_train(int argc, char** argv) {
                  graph_report.not_used.empty() ? "" : "; not used: ", graph_report.not_used.c_str());
 
   EvalReport report = evaluate_model(*model, ds.data, {&ds.split.forget, &ds.split.retain, &ds.test}, norm, eo);
+  if (opt.graph) std::fprintf(stderr, "hamu train: --cuda-graph: evaluation %s\n", eval_graphs.summary().c_str());
   report.model = out_path;
   report.data = ds.data.spec;
   report.split = ds.split.spec;

@@ -159,6 +159,8 @@ int cmd_unlearn(int argc, char** argv) {
                                             args.str_or("--reference", ""), device, seed, args.integer("--eval-batch"),
                                             args.integer("--eval-samples"), args.on("--force-reference"));
   validate_unlearn_options(opt, ctx.data.split.forget.size(), ctx.data.split.retain.size());
+  EvalGraphs eval_graphs;  // --cuda-graph graphs the evaluations too, whatever the steps do
+  if (opt.graph) ctx.eval_graphs = &eval_graphs;
   // A resumed run must see the options and inputs it started with (checked before any work).
   const ResumableRun run(args, "unlearn", out_path, [&] {
     Json id = Json::object({{"data", Json(dataset_hash(ctx.data.data))}, {"--model", parent_json(model_path)}});
@@ -200,6 +202,7 @@ int cmd_unlearn(int argc, char** argv) {
     std::fprintf(stderr, "hamu unlearn: --cuda-graph: %lld of %lld steps replayed from %lld capture(s)%s%s\n",
                  (long long)res.graph_replays, (long long)res.log.size(), (long long)res.graph_captures,
                  res.graph_fallback.empty() ? "" : "; not used: ", res.graph_fallback.c_str());
+  if (opt.graph) std::fprintf(stderr, "hamu unlearn: --cuda-graph: evaluation %s\n", eval_graphs.summary().c_str());
   std::printf("%s: %lld steps in %.1f s (stopped: %s), evaluation %.1f s\n", method_name(*opt.method),
               (long long)res.steps_done, res.seconds, stop_reason_name(res.stop_reason), res.eval_seconds);
   std::vector<std::pair<std::string, const EvalReport*>> cols = {{"before", &before}, {"after", &after}};
@@ -223,6 +226,7 @@ int cmd_unlearn(int argc, char** argv) {
   if (!json_path.empty() && is_output_rank()) {
     Json j = unlearn_summary_json(opt, res, seed);
     if (opt.method->is_hamu()) j.set("branches", step_summary_json(res));
+    if (opt.graph) j.set("cuda_graph_eval", eval_graphs_json(eval_graphs));
     j.set("before", eval_to_json(before));
     j.set("after", eval_to_json(after));
     Json prov = provenance_json(args, device);

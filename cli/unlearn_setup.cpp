@@ -36,7 +36,8 @@ std::vector<Flag> unlearn_option_flags(bool text) {
       {"--paper-compat", "", "gru/pcgrad: the published code's (inverted) conflict test", ""},
       {"--no-paired", "", "compute the two gradients with two passes even where one paired pass is valid", ""},
       {"--cuda-graph", "", "GPU, hamu-q/hamu-u on images: capture the whole step once per batch shape as a CUDA graph and "
-                           "replay it (one launch and one wait per step; falls back to ordinary steps, saying why)", ""},
+                           "replay it (one launch and one wait per step; falls back to ordinary steps, saying why); "
+                           "the evaluations' full batches are replayed too (any method)", ""},
       {"--pairing", "P", "under mpirun: data (each rank a share of both batches) or split (retain on even ranks, forget on odd)", "data"},
       {"--eval-every", "N", "evaluate every N steps (0: before and after only)", "0"},
       {"--eval-samples", "N", "intermediate evaluations use at most N images per split (0: all)", "2000"},
@@ -109,7 +110,7 @@ UnlearnContext load_unlearn_context(const std::string& model_path, const std::st
                                     uint64_t seed, int64_t eval_batch, int64_t eval_samples, bool force_reference) {
   if (eval_batch < 1) throw InputError("--eval-batch: must be at least 1");
   if (eval_samples < 0) throw InputError("--eval-samples: must be >= 0");
-  UnlearnContext ctx{models::load_model(model_path, device), {}, {}, {}, {}, device, eval_batch, eval_samples, seed};
+  UnlearnContext ctx{models::load_model(model_path, device), {}, {}, {}, {}, device, eval_batch, eval_samples, seed, nullptr};
   const std::string data = data_spec.empty() ? ctx.original.meta_or("data", "fashion-mnist") : data_spec;
   const std::string split = split_spec.empty() ? ctx.original.meta_or("split", "") : split_spec;
   if (split.empty() || split == "none") throw InputError("--split: no forget set given and the checkpoint records none");
@@ -146,6 +147,8 @@ EvalReport evaluate_on(nn::Module& model, const UnlearnContext& ctx, const std::
   eo.batch = ctx.eval_batch;
   eo.device = ctx.device;
   eo.keep_probs = with_reference && ctx.reference_report.has_value();
+  eo.graph = ctx.eval_graphs != nullptr;
+  eo.graphs = ctx.eval_graphs;
   // Full evaluations get a progress line; sampled ones run inside the unlearning loop's own bar.
   if (with_reference) eo.progress = "evaluate " + name.substr(name.find_last_of('/') + 1);
   EvalReport r = evaluate_model(model, ctx.data.data, {&forget, &retain, &test}, ctx.norm, eo);
@@ -191,6 +194,8 @@ std::function<StopProbe()> make_stop_probe(nn::Module& model, const UnlearnConte
     EvalOptions eo;
     eo.batch = ctx.eval_batch;
     eo.device = ctx.device;
+    eo.graph = ctx.eval_graphs != nullptr;
+    eo.graphs = ctx.eval_graphs;
     StopProbe p;
     p.forget = evaluate_indices(model, ctx.data.data.train, forget, ctx.norm, eo).losses;
     p.heldout = evaluate_indices(model, ctx.data.data.test, heldout, ctx.norm, eo).losses;

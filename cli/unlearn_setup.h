@@ -30,6 +30,7 @@ struct UnlearnContext {
   int64_t eval_batch = 1000;
   int64_t eval_samples = 0;            // intermediate evaluations use at most this many per split (0 = all)
   uint64_t seed = 0;
+  EvalGraphs* eval_graphs = nullptr;   // --cuda-graph: the evaluations' full batches replayed (unlearn/graph_eval.h)
 };
 
 // Loads and checks everything before any output is written.

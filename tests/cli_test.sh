@@ -179,6 +179,7 @@ expect_bad train-no-out           "--out"    train --data "$D" --model mlp
 expect_bad eval-other-shape       "does not match" eval --model orig.safetensors --data "idx:$WORK/big" --split class=1 --json out/e.json
 expect_bad eval-reference-arch    "--reference" eval --model orig.safetensors --data "$D" --split class=1 --reference ref_cnn.safetensors --json out/e.json
 expect_bad eval-corrupt           "corrupt.safetensors" eval --model corrupt.safetensors --data "$D" --json out/e.json
+expect_bad eval-cuda-graph-cpu    "--cuda-graph" eval --model orig.safetensors --data "$D" --cuda-graph --json out/e.json
 expect_bad misspelled-flag        "did you mean --steps?" "${U[@]}" "${S[@]}" --setps 3
 expect_bad seed-out-of-range      "--seed"   train --data "$D" --model mlp --seed 9223372036854775808 --out out/t.safetensors
 

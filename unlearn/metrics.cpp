@@ -20,9 +20,11 @@ std::string fmt_acc(double acc) {
   return b;
 }
 
-// One split; `bar` (may be null) counts images, `done_before` of them evaluated by earlier splits.
+// One split; `bar` (may be null) counts images, `done_before` of them evaluated by earlier splits; `graphs`
+// (null: none) replays the full batches after the first (unlearn/graph_eval.h).
 SplitEval evaluate_split(nn::Module& model, const ImageDataset& ds, const std::vector<int64_t>& indices,
-                         const Normalizer& norm, const EvalOptions& opt, Progress* bar, int64_t done_before) {
+                         const Normalizer& norm, const EvalOptions& opt, Progress* bar, int64_t done_before,
+                         EvalGraphs* graphs) {
   SplitEval out;
   out.n = int64_t(indices.size());
   if (out.n == 0) return out;
@@ -32,15 +34,40 @@ SplitEval evaluate_split(nn::Module& model, const ImageDataset& ds, const std::v
   out.predicted.reserve(indices.size());
   double correct = 0, loss_sum = 0, ent_sum = 0;
   const int64_t bs = std::min<int64_t>(std::max<int64_t>(1, opt.batch), out.n);
+  GraphedEvalBatch* graphed = graphs ? graphs->entry(model, ds, bs, opt.keep_probs, opt.device) : nullptr;
+  if (graphed) graphed->begin_split();
   // A batch's per-sample losses, entropies and predictions land here together (pinned on a GPU): one wait
   // per batch; the labels are the host data set's.
   HostBuffer readback(size_t(bs) * (2 * sizeof(float) + sizeof(int32_t)), opt.device);
   float* lv = static_cast<float*>(readback.data());
   float* ev = lv + bs;
   int32_t* pv = reinterpret_cast<int32_t*>(ev + bs);
+  std::vector<float> probs;
+  // Both ways of running a batch end here: the same sums in the same order.
+  auto absorb = [&](const int64_t* idx, int64_t len, const float* l, const float* e, const int32_t* p, const float* pr,
+                    size_t pr_count) {
+    for (int64_t i = 0; i < len; ++i) {
+      correct += p[i] == ds.labels[size_t(idx[i])];
+      loss_sum += l[i];
+      ent_sum += e[i];
+    }
+    out.losses.insert(out.losses.end(), l, l + len);
+    out.predicted.insert(out.predicted.end(), p, p + len);
+    if (opt.keep_probs) out.probs.insert(out.probs.end(), pr, pr + pr_count);
+  };
   for (int64_t start = 0; start < out.n; start += bs) {
     const int64_t len = std::min(bs, out.n - start);
-    std::vector<int64_t> idx(indices.begin() + start, indices.begin() + start + len);
+    const int64_t* first = indices.data() + start;
+    if (graphed && len == bs && graphed->warm()) {
+      // The next batch is staged while this one replays when it is a full one too.
+      const int64_t* next = start + 2 * bs <= out.n ? first + bs : nullptr;
+      if (auto r = graphed->run(ds, first, next, norm)) {
+        absorb(first, len, r->losses, r->entropies, r->predicted, r->probs, size_t(len * r->classes));
+        if (bar) bar->update(done_before + start + len);
+        continue;
+      }
+    }
+    std::vector<int64_t> idx(first, first + len);
     Batch b = gather_batch(ds, idx, norm, opt.device);
     Tensor logits = model.forward(b.images);
     Tensor lp = log_softmax(logits);
@@ -53,17 +80,10 @@ SplitEval evaluate_split(nn::Module& model, const ImageDataset& ds, const std::v
     copy_to_host_async(ev, ent);
     copy_to_host_async(pv, pred);
     device_synchronize(opt.device);
-    for (int64_t i = 0; i < len; ++i) {
-      correct += pv[i] == ds.labels[size_t(idx[size_t(i)])];
-      loss_sum += lv[i];
-      ent_sum += ev[i];
-    }
-    out.losses.insert(out.losses.end(), lv, lv + len);
-    out.predicted.insert(out.predicted.end(), pv, pv + len);
-    if (opt.keep_probs) {
-      std::vector<float> p = exp(lp).to(Device{}).to_vector<float>();
-      out.probs.insert(out.probs.end(), p.begin(), p.end());
-    }
+    if (opt.keep_probs) probs = exp(lp).to(Device{}).to_vector<float>();
+    absorb(first, len, lv, ev, pv, probs.data(), probs.size());
+    // The first full batch of a shape is the graph's warm-up.
+    if (graphed && len == bs && !graphed->warm()) graphed->warmed_up(logits.shape()[1]);
     if (bar) bar->update(done_before + start + len);
   }
   out.acc = correct / double(out.n);
@@ -77,12 +97,21 @@ std::unique_ptr<Progress> eval_bar(const EvalOptions& opt, int64_t images) {
   return std::make_unique<Progress>(images, opt.progress, "img/s");
 }
 
+// The graphs an evaluation uses: the caller's, else `local`'s (kept for this call), or none.
+EvalGraphs* eval_graphs(const EvalOptions& opt, std::unique_ptr<EvalGraphs>& local) {
+  if (!opt.graph) return nullptr;
+  if (opt.graphs) return opt.graphs;
+  local = std::make_unique<EvalGraphs>();
+  return local.get();
+}
+
 }  // namespace
 
 SplitEval evaluate_indices(nn::Module& model, const ImageDataset& ds, const std::vector<int64_t>& indices,
                            const Normalizer& norm, const EvalOptions& opt) {
   std::unique_ptr<Progress> bar = eval_bar(opt, int64_t(indices.size()));
-  SplitEval out = evaluate_split(model, ds, indices, norm, opt, bar.get(), 0);
+  std::unique_ptr<EvalGraphs> local;
+  SplitEval out = evaluate_split(model, ds, indices, norm, opt, bar.get(), 0, eval_graphs(opt, local));
   if (bar) bar->finish("accuracy " + fmt_acc(out.acc));
   return out;
 }
@@ -114,11 +143,13 @@ EvalReport evaluate_model(nn::Module& model, const DataBundle& data, const Split
   EvalReport r;
   const int64_t nf = int64_t(splits.forget->size()), nr = int64_t(splits.retain->size());
   std::unique_ptr<Progress> bar = eval_bar(opt, nf + nr + int64_t(splits.test->size()));
-  r.forget = evaluate_split(model, data.train, *splits.forget, norm, opt, bar.get(), 0);
+  std::unique_ptr<EvalGraphs> local;
+  EvalGraphs* graphs = eval_graphs(opt, local);
+  r.forget = evaluate_split(model, data.train, *splits.forget, norm, opt, bar.get(), 0, graphs);
   EvalOptions plain = opt;
   plain.keep_probs = false;
-  r.retain = evaluate_split(model, data.train, *splits.retain, norm, plain, bar.get(), nf);
-  r.test = evaluate_split(model, data.test, *splits.test, norm, plain, bar.get(), nf + nr);
+  r.retain = evaluate_split(model, data.train, *splits.retain, norm, plain, bar.get(), nf, graphs);
+  r.test = evaluate_split(model, data.test, *splits.test, norm, plain, bar.get(), nf + nr, graphs);
   if (bar) bar->finish("forget " + fmt_acc(r.forget.acc) + ", retain " + fmt_acc(r.retain.acc) + ", test " + fmt_acc(r.test.acc));
   r.retain_forget_auc = roc_auc(r.retain.losses, r.forget.losses);
   r.forget_test_auc = roc_auc(r.forget.losses, r.test.losses);
@@ -193,6 +224,12 @@ Json eval_to_json(const EvalReport& r) {
     j.set("reference", ref);
   }
   return j;
+}
+
+Json eval_graphs_json(const EvalGraphs& graphs) {
+  return Json::object({{"replays", Json(graphs.replays())},
+                       {"captures", Json(graphs.captures())},
+                       {"not_used", Json(graphs.not_used())}});
 }
 
 std::string eval_table(const EvalReport& r) {

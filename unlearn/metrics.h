@@ -9,6 +9,7 @@
 #include "engine/json.h"
 #include "engine/nn.h"
 #include "loaders/data.h"
+#include "unlearn/graph_eval.h"
 
 namespace hamu {
 
@@ -35,6 +36,11 @@ struct EvalOptions {
   // Label of a progress line on stderr over the whole evaluation (engine/progress.h: silent when it
   // ends within a second); empty: none (evaluations inside a loop that has its own bar).
   std::string progress;
+  // Full batches replayed as a captured CUDA graph (unlearn/graph_eval.h; the CPU runs its emulation): the same
+  // results, bit for bit. `graphs` (caller-owned) keeps the captures and counts across evaluations and says why
+  // graphing was given up; null: each evaluate_* call keeps its own.
+  bool graph = false;
+  EvalGraphs* graphs = nullptr;
 };
 
 // Eval mode (BatchNorm running statistics), no gradients; the model's train/eval mode is restored.
@@ -76,6 +82,8 @@ void compare_to_reference(EvalReport& report, const EvalReport& reference);
 // {"model", "data", "split", "splits": {"forget": {"n","acc","loss","entropy"}, ...},
 //  "mia": {...}, "reference": {...} (when present)}
 Json eval_to_json(const EvalReport& r);
+// {"replays", "captures", "not_used"} of graphed evaluations (the CLI's JSON, beside the steps' cuda_graph).
+Json eval_graphs_json(const EvalGraphs& graphs);
 // A fixed-width table (one row per split) for stdout.
 std::string eval_table(const EvalReport& r);
 // Side-by-side table of several reports (columns = reports).

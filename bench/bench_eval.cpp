@@ -3,9 +3,12 @@
 // unlearning report take (gather and normalise each batch on the host, copy it over, forward, per-sample
 // loss, entropy and prediction back), over a Fashion-MNIST-shaped data set of N images, and beside it the
 // model's forward alone on one batch already on the device, repeated as often: the difference is the data
-// pipeline's share, which says where the time goes before anything is tuned.
+// pipeline's share, which says where the time goes before anything is tuned. --cuda-graph 1 adds the same
+// evaluation with its full batches replayed as a captured graph (unlearn/graph_eval.h: `hamu eval --cuda-graph`),
+// checked to give the ordinary results bit for bit.
 //
 // usage: bench_eval [--device auto|cpu|cuda] [--images N] [--batch B] [--reps R] [--model mlp|cnn|resnet20]
+//                   [--cuda-graph 0|1]
 #include <omp.h>
 
 #include <cstdio>
@@ -28,6 +31,7 @@ int main(int argc, char** argv) {
   std::string device_name = "auto", arch = "cnn";
   int64_t images = 70000, batch = 1000;
   int reps = 3;
+  int graph = 0;
   bool bad = argc % 2 == 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--device")) device_name = argv[i + 1];
@@ -35,11 +39,12 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--batch")) batch = std::atoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--model")) arch = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--cuda-graph")) graph = std::atoi(argv[i + 1]);
     else bad = true;
   }
-  if (bad || images < 1 || images > 10000000 || batch < 1 || reps < 1) {
+  if (bad || images < 1 || images > 10000000 || batch < 1 || reps < 1 || (graph != 0 && graph != 1)) {
     std::fprintf(stderr, "usage: bench_eval [--device auto|cpu|cuda] [--images N<=1e7] [--batch B] [--reps R] "
-                         "[--model mlp|cnn|resnet20]\n");
+                         "[--model mlp|cnn|resnet20] [--cuda-graph 0|1]\n");
     return 2;
   }
   if (!bench::resolve_device("bench_eval", device_name)) return 0;
@@ -70,16 +75,30 @@ int main(int argc, char** argv) {
   // Warm-up: allocations, algorithm choice for both batch shapes, pinned buffers.
   (void)evaluate_indices(*model, ds, all, norm, eo);
 
-  std::vector<double> whole, forward_only;
-  double acc = 0;
-  for (int r = 0; r < reps; ++r) {
-    bench::sync(device);
-    const double t0 = now_s();
-    const SplitEval e = evaluate_indices(*model, ds, all, norm, eo);
-    bench::sync(device);
-    whole.push_back(now_s() - t0);
-    acc = e.acc;
+  // The median seconds of `reps` evaluations with `o`, and the last one's results.
+  auto time_eval = [&](const EvalOptions& o, SplitEval& last) {
+    std::vector<double> t;
+    for (int r = 0; r < reps; ++r) {
+      bench::sync(device);
+      const double t0 = now_s();
+      last = evaluate_indices(*model, ds, all, norm, o);
+      bench::sync(device);
+      t.push_back(now_s() - t0);
+    }
+    return bench::median(t);
+  };
+  SplitEval plain, graphed;
+  const double tw = time_eval(eo, plain);
+  const double acc = plain.acc;
+  double tg = 0;
+  EvalGraphs graphs;
+  if (graph) {
+    eo.graph = true;
+    eo.graphs = &graphs;
+    (void)evaluate_indices(*model, ds, all, norm, eo);  // the warm-up batch and the capture
+    tg = time_eval(eo, graphed);
   }
+  std::vector<double> forward_only;
   {
     const int64_t n = std::min(batch, images);
     std::vector<int64_t> idx(all.begin(), all.begin() + n);
@@ -95,7 +114,7 @@ int main(int argc, char** argv) {
       forward_only.push_back(now_s() - t0);
     }
   }
-  const double tw = bench::median(whole), tf = bench::median(forward_only);
+  const double tf = bench::median(forward_only);
 #ifdef HAMU_CUDA
   const std::string where = device.is_cuda() ? kernels::cuda_device_name(device.index)
                                              : "CPU, " + std::to_string(omp_get_max_threads()) + " threads";
@@ -107,6 +126,13 @@ int main(int argc, char** argv) {
   std::printf("| measure | seconds | img/s |\n|---|---:|---:|\n");
   std::printf("| evaluate_indices (as hamu eval: host gather + normalise, copy, forward, results back) | %.3f | %.0f |\n",
               tw, double(images) / tw);
+  if (graph) {
+    const bool same = graphed.losses == plain.losses && graphed.predicted == plain.predicted && graphed.acc == plain.acc &&
+                      graphed.loss == plain.loss && graphed.entropy == plain.entropy;
+    std::printf("| evaluate_indices, full batches replayed (hamu eval --cuda-graph%s; %s; results %s) | %.3f | %.0f |\n",
+                device.is_cuda() ? "" : ": the CPU's emulation, the closure re-run", graphs.summary().c_str(),
+                same ? "bit for bit the same" : "DIFFERENT", tg, double(images) / tg);
+  }
   std::printf("| forward + per-sample loss only, one batch already on the device | %.3f | %.0f |\n", tf,
               double(images) / tf);
   std::printf("  the data pipeline and read-back: %.0f%% of the evaluation\n", tw > 0 ? 100.0 * (tw - tf) / tw : 0.0);

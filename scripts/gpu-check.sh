@@ -380,6 +380,12 @@ for b in "${ORDERED[@]}"; do
     GPU_BENCHES+=(bench_train_graph)
     run_bench bench_train_graph 45 "$bin" $(bench_args "$b") --cuda-graph 1
   fi
+  if [ "$b" = bench_eval ] && [ "$(left)" -gt 150 ]; then
+    # Issue #12 items 4 and 6: the same 70,000-image evaluation beside its full batches replayed from a captured
+    # CUDA graph (hamu eval --cuda-graph; the next batch staged on the host meanwhile; results checked bitwise).
+    GPU_BENCHES+=(bench_eval_graph)
+    run_bench bench_eval_graph 60 "$bin" $(bench_args "$b") --cuda-graph 1
+  fi
   if [ "$b" = bench_lora_step ] && [ "$(left)" -gt 200 ]; then
     # Issue #10: the same step with the frozen base weights in bfloat16 (tensor-core GEMMs, half the memory).
     GPU_BENCHES+=(bench_lora_step_bf16)

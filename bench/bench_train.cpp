@@ -7,13 +7,15 @@
 //
 // --cuda-graph 1: each step replayed from a captured CUDA graph (train/graph_train.h, as hamu train
 // --cuda-graph runs it: the batch copied in, one launch, one wait for the loss and the predictions).
+// --optimizer sgd (momentum 0.9, lr 1e-2) and --clip X time hamu train's other step variants.
 //
 // usage: bench_train [--steps N] [--reps R] [--batch B] [--device cpu|cuda|auto] [--models mlp,cnn,resnet20]
-//                    [--cuda-graph 1]
+//                    [--cuda-graph 1] [--optimizer adamw|sgd] [--clip X]
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -59,8 +61,9 @@ double gemm_gflops() {
 
 int main(int argc, char** argv) {
   int steps = 10, reps = 5, batch = 128;
-  std::string device_name = "cpu", models_list;
+  std::string device_name = "cpu", models_list, optimizer = "adamw";
   bool graph = false;
+  double clip = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
@@ -68,11 +71,14 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--device")) device_name = argv[i + 1];
     else if (!std::strcmp(argv[i], "--models")) models_list = argv[i + 1];
     else if (!std::strcmp(argv[i], "--cuda-graph")) graph = std::atoi(argv[i + 1]) != 0;
+    else if (!std::strcmp(argv[i], "--optimizer")) optimizer = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--clip")) clip = std::atof(argv[i + 1]);
     else steps = 0;  // unknown flag: usage below
   }
-  if (steps < 1 || reps < 1 || batch < 2 || argc % 2 == 0) {
+  if (steps < 1 || reps < 1 || batch < 2 || argc % 2 == 0 || (optimizer != "adamw" && optimizer != "sgd") ||
+      !(clip >= 0)) {
     std::fprintf(stderr, "usage: bench_train [--steps N>=1] [--reps R>=1] [--batch B>=2] [--device cpu|cuda|auto] "
-                         "[--models mlp,cnn,resnet20] [--cuda-graph 1]\n");
+                         "[--models mlp,cnn,resnet20] [--cuda-graph 1] [--optimizer adamw|sgd] [--clip X>=0]\n");
     return 2;
   }
   if (!bench::resolve_device("bench_train", device_name)) return 0;
@@ -86,6 +92,7 @@ int main(int argc, char** argv) {
     std::printf("bench_train: CPU training throughput, batch %d, %d threads, median of %d windows of %d steps\n", batch,
                 omp_get_max_threads(), reps, steps);
   }
+  std::printf("optimizer %s%s\n", optimizer.c_str(), clip > 0 ? (", --clip " + std::to_string(clip)).c_str() : "");
   const double peak = device.is_cuda() ? 0.0 : gemm_gflops();
   if (!device.is_cuda()) std::printf("our f32 GEMM 1024^3 in the same run: %.1f GFLOP/s\n\n", peak);
   std::printf("%-10s %-12s %10s %12s %12s %11s %10s\n", "model", "input", "params", "MFLOP/img", "img/s", "GFLOP/s",
@@ -131,19 +138,22 @@ int main(int argc, char** argv) {
     model->to(device);
     x = x.to(device);
     y = y.to(device);
-    AdamW opt(model->parameters(), {});
+    std::unique_ptr<Optimizer> opt;
+    if (optimizer == "sgd") opt = std::make_unique<Sgd>(model->parameters(), SgdOptions{1e-2, 0.9});
+    else opt = std::make_unique<AdamW>(model->parameters(), AdamWOptions{});
     std::unique_ptr<GraphedTrainSteps> graphs;
-    if (graph) graphs = std::make_unique<GraphedTrainSteps>(*model, opt, device);
+    if (graph) graphs = std::make_unique<GraphedTrainSteps>(*model, *opt, device, clip);
     Batch b;
     b.images = x;
     b.labels = y;
     b.indices.resize(size_t(batch));
     auto step = [&] {
       if (graphs && graphs->step(b)) return;  // replayed (the first call: the warm-up, below)
-      opt.zero_grad();
+      opt->zero_grad();
       Tensor loss = cross_entropy(model->forward(x), y);
       loss.backward();
-      opt.step();
+      if (clip > 0 && !std::isfinite(clip_grad_norm(opt->params(), clip))) return;
+      opt->step();
     };
     for (int w = 0; w < (device.is_cuda() ? 5 : 1); ++w) step();  // warm-up (allocations, caches, algorithms)
     std::vector<double> rates;

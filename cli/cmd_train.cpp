@@ -28,7 +28,7 @@ int cmd_train(int argc, char** argv) {
       {"--weight-decay", "X", "decoupled (adamw) or L2 (sgd) weight decay", "0"},
       {"--momentum", "X", "sgd momentum", "0.9"},
       {"--clip", "X", "clip the gradient to this total norm (0 = off)", "0"},
-      {"--cuda-graph", "", "GPU, adamw without --clip: capture the training step once as a CUDA graph and replay it "
+      {"--cuda-graph", "", "GPU (adamw, sgd, --clip): capture the training step once as a CUDA graph and replay it "
                            "for every full batch (one launch and one wait per step; says why when not used); the "
                            "evaluations' full batches are replayed too", ""},
       {"--eval-batch", "N", "batch size for evaluation", "1000"},

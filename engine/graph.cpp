@@ -49,6 +49,18 @@ HostBuffer::~HostBuffer() {
   std::free(data_);
 }
 
+double read_host_scalar(const void* at, DType dtype) {
+  if (dtype == DType::f64) {
+    double v;
+    std::memcpy(&v, at, sizeof v);
+    return v;
+  }
+  if (dtype != DType::f32) throw Error(std::string("read_host_scalar: a scalar of dtype ") + dtype_name(dtype));
+  float v;
+  std::memcpy(&v, at, sizeof v);
+  return v;
+}
+
 void copy_to_host_async(void* dst, const Tensor& src) {
   if (!src.is_contiguous()) throw Error("copy_to_host_async: the source must be contiguous");
   const size_t bytes = size_t(src.numel()) * dtype_size(src.dtype());

@@ -66,6 +66,8 @@ class HostBuffer {
 // Queues a copy of `src` (contiguous, any dtype) into host memory `dst` (a HostBuffer's) in the order of
 // src's device stream; the bytes are there after the stream synchronises (CPU: at once). Capturable.
 void copy_to_host_async(void* dst, const Tensor& src);
+// Reads one f32 or f64 scalar (of `dtype`) that copy_to_host_async put at `at`, as a double.
+double read_host_scalar(const void* at, DType dtype);
 // The reverse: host memory `src` (a HostBuffer's, numel * dtype size bytes) into `dst` (contiguous), in stream
 // order; a graph replays it reading `src` as it is then, so the host may change it between replays (after
 // the previous replay finished). Capturable.

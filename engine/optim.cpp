@@ -19,12 +19,21 @@ void Optimizer::zero_grad() {
   for (Tensor& p : params_) p.zero_grad();
 }
 
+void Optimizer::check_step_from(const char* who, const Tensor& p, const Tensor& scalars, int64_t n,
+                                const Tensor& skip) {
+  if (scalars.dtype() != p.dtype() || skip.dtype() != p.dtype() || scalars.device() != p.device() ||
+      skip.device() != p.device() || scalars.numel() != n || skip.numel() != 1)
+    throw Error(std::string(who) + ": step_from needs " + std::to_string(n) +
+                " scalars and a flag of the parameters' dtype and device");
+}
+
 Sgd::Sgd(std::vector<Tensor> params, const SgdOptions& o) : Optimizer(std::move(params)), opt(o) {
   if (!(o.lr >= 0) || !(o.momentum >= 0) || !(o.weight_decay >= 0))
     throw InputError("sgd: learning rate, momentum and weight decay must be non-negative");
   lr = o.lr;
   buf_.resize(params_.size());
   started_.assign(params_.size(), false);
+  stepped_.assign(params_.size(), false);
 }
 
 void Sgd::step() {
@@ -40,6 +49,47 @@ void Sgd::step() {
     });
     started_[i] = true;
   }
+}
+
+void Sgd::write_next_scalars(void* host, DType dtype) const {
+  auto write = [&](auto tag) {
+    using T = decltype(tag);
+    T* out = static_cast<T*>(host);
+    out[0] = T(lr);  // as step() converts it
+    for (size_t i = 0; i < params_.size(); ++i) out[1 + i] = T(started_[i] ? 0 : 1);
+  };
+  if (dtype == DType::f64) write(double{});
+  else if (dtype == DType::f32) write(float{});
+  else throw Error(std::string("sgd: scalars of dtype ") + dtype_name(dtype));
+}
+
+void Sgd::prepare_graph() {
+  // A replay must not allocate (and zero) the buffers: that would be captured and repeated every step.
+  if (opt.momentum == 0) return;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (!buf_[i].defined()) buf_[i] = Tensor::zeros(params_[i].shape(), params_[i].dtype(), params_[i].device());
+}
+
+void Sgd::step_from(const Tensor& scalars, const Tensor& skip) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& p = params_[i];
+    Tensor g = p.grad();
+    stepped_[i] = g.defined();
+    if (!g.defined()) continue;
+    check_step_from("sgd", p, scalars, graph_scalars(), skip);
+    if (opt.momentum != 0 && !buf_[i].defined()) throw Error("sgd: step_from before prepare_graph");
+    dispatch("sgd", p, [&](const auto& ctx, auto tag) {
+      using T = decltype(tag);
+      kernels::sgd_step_dev(ctx, p.numel(), p.data<T>(), g.data<T>(), buf_[i].defined() ? buf_[i].data<T>() : nullptr,
+                            scalars.data<T>(), scalars.data<T>() + 1 + i, skip.data<T>(), T(opt.momentum),
+                            T(opt.dampening), T(opt.weight_decay), opt.nesterov);
+    });
+  }
+}
+
+void Sgd::count_step() {
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (stepped_[i]) started_[i] = true;
 }
 
 // A momentum buffer exists once its parameter took a step with momentum on: the flag says which are stored.
@@ -109,9 +159,7 @@ void AdamW::step_from(const Tensor& scalars, const Tensor& skip) {
     Tensor& p = params_[i];
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    if (scalars.dtype() != p.dtype() || skip.dtype() != p.dtype() || scalars.device() != p.device() ||
-        skip.device() != p.device() || scalars.numel() != 3 || skip.numel() != 1)
-      throw Error("adamw: step_from needs 3 scalars and a flag of the parameters' dtype and device");
+    check_step_from("adamw", p, scalars, graph_scalars(), skip);
     dispatch("adamw", p, [&](const auto& ctx, auto tag) {
       using T = decltype(tag);
       kernels::adamw_step_dev(ctx, p.numel(), p.data<T>(), g.data<T>(), m_[i].data<T>(), v_[i].data<T>(),
@@ -152,20 +200,37 @@ double grad_norm(const std::vector<Tensor>& params) {
   return std::sqrt(total);
 }
 
-double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
-  const double norm = grad_norm(params);
-  if (!std::isfinite(norm)) return norm;
-  const double coef = max_norm / (norm + 1e-6);
-  if (coef >= 1.0) return norm;
+Tensor clip_grad_norm_dev(const std::vector<Tensor>& params, double max_norm, const Tensor* skip) {
+  std::vector<Tensor> grads;
   for (const Tensor& p : params) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    dispatch("clip_grad_norm", g, [&](const auto& ctx, auto tag) {
-      using T = decltype(tag);
-      kernels::axpby(ctx, g.numel(), T(coef), g.data<T>(), T(0), g.data<T>());
-    });
+    if (!grads.empty() && (g.dtype() != grads.front().dtype() || g.device() != grads.front().device()))
+      throw Error("clip_grad_norm: the gradients must share one dtype and device");
+    grads.push_back(g);
   }
-  return norm;
+  if (grads.empty()) return Tensor();
+  const Tensor& first = grads.front();
+  if (skip && (skip->dtype() != first.dtype() || skip->device() != first.device() || skip->numel() != 1))
+    throw Error("clip_grad_norm: the skip flag must be 1 element of the gradients' dtype and device");
+  // Each gradient's sum of squares (the kernel grad_norm runs), then the norm and coefficient from them.
+  Tensor sq = Tensor::empty({int64_t(grads.size())}, first.dtype(), first.device());
+  Tensor out = Tensor::empty({2}, first.dtype(), first.device());
+  dispatch("clip_grad_norm", first, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    for (size_t i = 0; i < grads.size(); ++i)
+      kernels::sum_squares(ctx, grads[i].numel(), grads[i].data<T>(), sq.data<T>() + i);
+    kernels::clip_coef(ctx, int(grads.size()), sq.data<T>(), max_norm, out.data<T>(), skip ? skip->data<T>() : nullptr);
+    for (Tensor& g : grads) kernels::scale_by_coef(ctx, g.numel(), g.data<T>(), out.data<T>());
+  });
+  return out;
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  const Tensor out = clip_grad_norm_dev(params, max_norm);
+  if (!out.defined()) return 0.0;
+  if (out.dtype() == DType::f64) return out.to_vector<double>()[1];
+  return double(out.to_vector<float>()[1]);
 }
 
 }  // namespace hamu

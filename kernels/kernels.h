@@ -262,6 +262,20 @@ template <class T> AdamwScalars<T> adamw_scalars(T lr, T beta1, T beta2, T weigh
 template <class T>
 void adamw_step_dev(const CpuCtx&, int64_t n, T* p, const T* g, T* m, T* v, const T* scalars, const T* skip, T beta1,
                     T beta2, T eps);
+// sgd_step with what a CUDA graph cannot repeat as captured read from memory of the tensors' device: *lr, and
+// *first (!= 0: this parameter's first step, the buffer seeded with the gradient); nothing moves where
+// *skip != 0. momentum, dampening, weight decay and nesterov are the run's constants. The same bits as sgd_step.
+template <class T>
+void sgd_step_dev(const CpuCtx&, int64_t n, T* p, const T* g, T* buf, const T* lr, const T* first, const T* skip,
+                  T momentum, T dampening, T weight_decay, bool nesterov);
+// Total-norm gradient clipping on the device (a graphed step cannot read the norm back). From sq[count] (each
+// gradient's sum of squares as sum_squares writes it): norm = sqrt(the sq summed in double, in order), coef =
+// max_norm / (norm + 1e-6), all in double as PyTorch forms them; out[0] = T(coef) where coef < 1, else 1 (no
+// clipping), out[1] = T(norm). A non-finite norm leaves out[0] = 1 and sets *skip = 1 (skip may be null;
+// otherwise it is left as it is, so that it combines with an earlier flag).
+template <class T> void clip_coef(const CpuCtx&, int count, const T* sq, double max_norm, T* out, T* skip);
+// x *= *coef, unless *coef == 1 (clip_coef's "no clipping").
+template <class T> void scale_by_coef(const CpuCtx&, int64_t n, T* x, const T* coef);
 
 // Multi-tensor reductions and updates over `count` tensors given by pointer tables (host memory for
 // the CPU backend, device memory for CUDA).
@@ -473,6 +487,10 @@ void adamw_step(const CudaCtx&, int64_t n, float* p, const float* g, float* m, f
                 float beta2, float eps, float weight_decay, int64_t step);
 void adamw_step_dev(const CudaCtx&, int64_t n, float* p, const float* g, float* m, float* v, const float* scalars,
                     const float* skip, float beta1, float beta2, float eps);
+void sgd_step_dev(const CudaCtx&, int64_t n, float* p, const float* g, float* buf, const float* lr, const float* first,
+                  const float* skip, float momentum, float dampening, float weight_decay, bool nesterov);
+void clip_coef(const CudaCtx&, int count, const float* sq, double max_norm, float* out, float* skip);
+void scale_by_coef(const CudaCtx&, int64_t n, float* x, const float* coef);
 void multi_sum_squares(const CudaCtx&, int count, const float* const* x, const int64_t* sizes, float* sq);
 void multi_scale(const CudaCtx&, int count, float* const* x, const int64_t* sizes, const float* scale);
 void hamu_block_stats(const CudaCtx&, int count, const float* const* r, const float* const* f, const int64_t* sizes,

@@ -446,6 +446,10 @@ if [ "${GPU_CHECK_TESTS_ONLY:-0}" != 1 ] && [ -x "$FULL_BUILD/hamu" ] && [ -d "$
   run_bench train_cnn_512_graph 45 env HAMU_DATA="$ROOT/.gpu-deps/fashion-mnist" HAMU_NO_PROGRESS=1 \
     "$FULL_BUILD/hamu" train --device cuda --model cnn --batch 512 --epochs 2 --cuda-graph \
     --out "$SHIM/cnn512g.safetensors"
+  GPU_BENCHES+=(train_cnn_512_graph_sgd_clip)  # sgd's first-step flags and the device-side clip, graphed
+  run_bench train_cnn_512_graph_sgd_clip 45 env HAMU_DATA="$ROOT/.gpu-deps/fashion-mnist" HAMU_NO_PROGRESS=1 \
+    "$FULL_BUILD/hamu" train --device cuda --model cnn --batch 512 --epochs 2 --cuda-graph --optimizer sgd \
+    --lr 0.05 --clip 1 --out "$SHIM/cnn512gs.safetensors"
   # (bench_train, run with the benches above, times the step alone as the peer does: the issue's comparison;
   # this run adds the data pipeline: normalising and copying each batch.)
   if python3 -c "import torch" >/dev/null 2>&1; then

@@ -265,15 +265,18 @@ TEST_CASE("graph: GraphedSteps warms up per shape, refuses a non-finite step as 
 
 namespace {
 // adamw_step_dev against adamw_step on fresh random tensors, on `device` (float; CPU also double).
+// n fresh normal values of standard deviation `scale`.
+template <class T> std::vector<T> random_values(std::mt19937& g, int64_t n, double scale) {
+  std::normal_distribution<double> nd(0.0, scale);
+  std::vector<T> v(static_cast<size_t>(n));
+  for (T& x : v) x = T(nd(g));
+  return v;
+}
+
 template <class T> void check_adamw_dev(Device device) {
   std::mt19937 g(std::random_device{}());
-  std::normal_distribution<double> nd(0.0, 1.0);
   const int64_t n = 5000;
-  auto rand_vec = [&](double scale) {
-    std::vector<T> v(static_cast<size_t>(n));
-    for (T& x : v) x = T(scale * nd(g));
-    return v;
-  };
+  auto rand_vec = [&](double scale) { return random_values<T>(g, n, scale); };
   const std::vector<T> p0 = rand_vec(1), gr = rand_vec(0.1), m0 = rand_vec(0.01);
   std::vector<T> v0 = rand_vec(0.01);
   for (T& x : v0) x = x * x;
@@ -317,6 +320,180 @@ template <class T> void check_adamw_dev(Device device) {
 }
 }  // namespace
 
+namespace {
+template <class T> std::vector<T> host_of(const Tensor& t) { return t.to(Device{}).template to_vector<T>(); }
+
+// sgd_step_dev against sgd_step on fresh random tensors, on `device`: momentum 0 and 0.9, dampening, Nesterov,
+// first steps and later ones, and the skip flag.
+template <class T> void check_sgd_dev(Device device) {
+  std::mt19937 g(std::random_device{}());
+  const int64_t n = 5000;
+  auto rand_vec = [&](double scale) { return random_values<T>(g, n, scale); };
+  const std::vector<T> p0 = rand_vec(1), gr = rand_vec(0.1), b0 = rand_vec(0.05);
+  const T lr = T(0.037), wd = T(1e-3);
+  for (double momentum : {0.0, 0.9})
+    for (bool nesterov : {false, true})
+      for (double dampening : {0.0, 0.3})
+        for (bool first : {true, false})
+          for (bool skip : {false, true}) {
+            if (momentum == 0 && (nesterov || dampening != 0 || !first)) continue;
+            INFO("momentum " << momentum << (nesterov ? " nesterov" : "") << " dampening " << dampening
+                             << (first ? " first" : "") << (skip ? " skipped" : ""));
+            Tensor p1 = Tensor::from_vector<T>(p0, {n}).to(device), b1 = Tensor::from_vector<T>(b0, {n}).to(device);
+            Tensor gt = Tensor::from_vector<T>(gr, {n}).to(device);
+            Tensor p2 = p1.clone(), b2 = b1.clone();
+            Tensor scalars = Tensor::from_vector<T>({lr, T(first ? 1 : 0)}, {2}).to(device);
+            Tensor flag = Tensor::from_vector<T>({T(skip ? 1 : 0)}, {1}).to(device);
+            T* buf1 = momentum != 0 ? b1.data<T>() : nullptr;
+            T* buf2 = momentum != 0 ? b2.data<T>() : nullptr;
+            if (device.is_cuda()) {
+#ifdef HAMU_CUDA
+              if constexpr (std::is_same_v<T, float>) {
+                const kernels::CudaCtx& ctx = kernels::cuda_context(device.index);
+                kernels::sgd_step(ctx, n, p1.data<T>(), gt.data<T>(), buf1, lr, T(momentum), T(dampening), wd,
+                                  nesterov, first);
+                kernels::sgd_step_dev(ctx, n, p2.data<T>(), gt.data<T>(), buf2, scalars.data<T>(),
+                                      scalars.data<T>() + 1, flag.data<T>(), T(momentum), T(dampening), wd, nesterov);
+              }
+#endif
+            } else {
+              kernels::CpuCtx ctx;
+              kernels::sgd_step(ctx, n, p1.data<T>(), gt.data<T>(), buf1, lr, T(momentum), T(dampening), wd, nesterov,
+                                first);
+              kernels::sgd_step_dev(ctx, n, p2.data<T>(), gt.data<T>(), buf2, scalars.data<T>(), scalars.data<T>() + 1,
+                                    flag.data<T>(), T(momentum), T(dampening), wd, nesterov);
+            }
+            if (skip) {
+              CHECK(host_of<T>(p2) == p0);
+              CHECK(host_of<T>(b2) == b0);
+            } else {
+              CHECK(host_of<T>(p2) == host_of<T>(p1));
+              CHECK(host_of<T>(b2) == host_of<T>(b1));
+              CHECK(host_of<T>(p2) != p0);
+              if (momentum != 0) {
+                // The CPU reference of one element: the first step seeds the buffer with d, undamped.
+                const double d = double(gr[7]) + double(wd) * double(p0[7]);
+                const double b = first ? d : momentum * double(b0[7]) + (1 - dampening) * d;
+                CHECK(double(host_of<T>(b2)[7]) == doctest::Approx(b).epsilon(1e-5));
+              }
+            }
+          }
+}
+
+// clip_coef and scale_by_coef on `device` against the double arithmetic of the ordinary clip (and, on a GPU,
+// against the CPU's bits): a clipping and a non-clipping max_norm, and a non-finite sum of squares.
+template <class T> void check_clip_kernels(Device device) {
+  std::mt19937 g(std::random_device{}());
+  std::uniform_real_distribution<double> ud(0.1, 3.0);
+  std::vector<T> sq(7);
+  for (T& x : sq) x = T(ud(g));
+  double total = 0;
+  for (T x : sq) total += double(x);
+  const double norm = std::sqrt(total);
+  const std::vector<T> x0 = {T(1.5), T(-2.25), T(0), T(-0.0), T(1e-30), T(7)};
+  for (double max_norm : {0.5 * norm, 2.0 * norm, norm}) {
+    for (bool bad : {false, true}) {
+      for (T skip0 : {T(0), T(1)}) {
+        INFO("max_norm " << max_norm << (bad ? " non-finite" : "") << " skip " << double(skip0));
+        std::vector<T> sqv = sq;
+        if (bad) sqv[3] = std::numeric_limits<T>::infinity();
+        Tensor sqt = Tensor::from_vector<T>(sqv, {7}).to(device);
+        Tensor out = Tensor::zeros({2}, dtype_of<T>(), device);
+        Tensor skip = Tensor::from_vector<T>({skip0}, {1}).to(device);
+        Tensor x = Tensor::from_vector<T>(x0, {6}).to(device);
+        Tensor out_cpu = Tensor::zeros({2}, dtype_of<T>(), Device{});
+        if (device.is_cuda()) {
+#ifdef HAMU_CUDA
+          if constexpr (std::is_same_v<T, float>) {
+            const kernels::CudaCtx& ctx = kernels::cuda_context(device.index);
+            kernels::clip_coef(ctx, 7, sqt.data<T>(), max_norm, out.data<T>(), skip.data<T>());
+            kernels::scale_by_coef(ctx, 6, x.data<T>(), out.data<T>());
+          }
+#endif
+        } else {
+          kernels::CpuCtx ctx;
+          kernels::clip_coef(ctx, 7, sqt.data<T>(), max_norm, out.data<T>(), skip.data<T>());
+          kernels::scale_by_coef(ctx, 6, x.data<T>(), out.data<T>());
+        }
+        Tensor sq_cpu = Tensor::from_vector<T>(sqv, {7});
+        kernels::clip_coef(kernels::CpuCtx{}, 7, sq_cpu.data<T>(), max_norm, out_cpu.data<T>(), (T*)nullptr);
+        const std::vector<T> o = host_of<T>(out);
+        CHECK(o == out_cpu.to_vector<T>());  // the GPU's double arithmetic is the CPU's
+        const double coef = max_norm / (norm + 1e-6);
+        if (bad) {
+          CHECK(o[0] == T(1));
+          CHECK(std::isinf(double(o[1])));
+          CHECK(host_of<T>(skip)[0] == T(1));
+          CHECK(host_of<T>(x) == x0);
+        } else {
+          CHECK(o[0] == (coef < 1 ? T(coef) : T(1)));
+          CHECK(o[1] == T(norm));
+          CHECK(host_of<T>(skip)[0] == skip0);  // left as it was
+          std::vector<T> want = x0;
+          if (coef < 1)
+            for (T& v : want) v *= T(coef);
+          const std::vector<T> got = host_of<T>(x);
+          CHECK(got == want);
+          CHECK(std::signbit(double(got[3])));  // -0 stays -0
+        }
+      }
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("graph: sgd_step_dev equals sgd_step to the bit and moves nothing on the skip flag (float, double)") {
+  check_sgd_dev<float>(Device{});
+  check_sgd_dev<double>(Device{});
+}
+
+TEST_CASE("graph: clip_coef and scale_by_coef form the ordinary clip's norm and coefficient (float, double)") {
+  check_clip_kernels<float>(Device{});
+  check_clip_kernels<double>(Device{});
+}
+
+TEST_CASE("graph: clip_grad_norm_dev scales as clip_grad_norm, reads nothing back, and flags a non-finite norm") {
+  auto param = [](std::vector<float> grad) {
+    Tensor p = Tensor::zeros({int64_t(grad.size())});
+    p.requires_grad_(true);
+    p.set_grad(Tensor::from_vector<float>(grad, {int64_t(grad.size())}));
+    return p;
+  };
+  const std::vector<float> ga = {6.f, 0.f, -3.f}, gb = {8.f, 4.f};
+  const double norm = std::sqrt(36.0 + 9 + 64 + 16);
+  for (double max_norm : {0.3, 100.0}) {
+    INFO("max_norm " << max_norm);
+    Tensor c = Tensor::zeros({1});
+    c.requires_grad_(true);  // no gradient: not counted
+    Tensor a = param(ga), b = param(gb), a2 = param(ga), b2 = param(gb);
+    CHECK(clip_grad_norm({a2, b2, c}, max_norm) == doctest::Approx(norm));
+    Tensor skip = Tensor::zeros({1});
+    Tensor out;
+    {
+      HostSyncGuard guard;  // nothing read back: capturable
+      out = clip_grad_norm_dev({a, b, c}, max_norm, &skip);
+    }
+    CHECK(out.to_vector<float>()[1] == float(norm));
+    CHECK(a.grad().to_vector<float>() == a2.grad().to_vector<float>());
+    CHECK(b.grad().to_vector<float>() == b2.grad().to_vector<float>());
+    CHECK((a.grad().to_vector<float>() != ga) == (max_norm < norm));
+    CHECK(skip.to_vector<float>()[0] == 0.f);
+  }
+  Tensor a = param({std::numeric_limits<float>::infinity(), 1.f});
+  Tensor skip = Tensor::zeros({1});
+  clip_grad_norm_dev({a}, 1.0, &skip);
+  CHECK(skip.to_vector<float>()[0] == 1.f);
+  CHECK(std::isinf(clip_grad_norm({a}, 1.0)));
+  CHECK(a.grad().to_vector<float>()[1] == 1.f);  // nothing scaled
+  Tensor none = Tensor::zeros({2});
+  none.requires_grad_(true);
+  CHECK(clip_grad_norm({none}, 1.0) == 0.0);  // no gradient at all
+  Tensor d = Tensor::zeros({1}, DType::f64);
+  d.requires_grad_(true);
+  d.set_grad(Tensor::from_vector<double>({1.0}, {1}));
+  CHECK_THROWS_WITH_AS(clip_grad_norm({a, d}, 1.0), doctest::Contains("one dtype"), Error);
+}
+
 TEST_CASE("graph: adamw_step_dev equals adamw_step to the bit and moves nothing on the skip flag (float, double)") {
   check_adamw_dev<float>(Device{});
   check_adamw_dev<double>(Device{});
@@ -343,7 +520,7 @@ void collect_counters(nn::Module& m, std::vector<int64_t>& out) {
 // Trains `arch` from the same initialisation on 100 images (batch 16: six full batches and a partial one
 // of 4 per epoch), graphed or not.
 TrainRun train_run(const std::string& arch, bool graph, Device device, const std::string& optimizer = "adamw",
-                   double clip = 0) {
+                   double clip = 0, double momentum = 0.9) {
   const ImageDataset ds = graph_images(100, arch == "resnet20" ? 3 : 1, arch == "resnet20" ? 8 : 12, 4, 21);
   std::vector<int64_t> subset(size_t(ds.n));
   for (int64_t i = 0; i < ds.n; ++i) subset[size_t(i)] = i;
@@ -360,6 +537,8 @@ TrainRun train_run(const std::string& arch, bool graph, Device device, const std
   to.progress = false;
   to.device = device;
   to.optimizer = optimizer;
+  if (optimizer == "sgd") to.lr = 0.05;
+  to.momentum = momentum;
   to.clip = clip;
   to.graph = graph;
   TrainRun out;
@@ -399,15 +578,58 @@ TEST_CASE("graph: graphed training equals the ordinary loop bit for bit (mlp, cn
   }
 }
 
-TEST_CASE("graph: training graphs are refused for sgd and --clip, with the reason, and train the ordinary way") {
-  const TrainRun sgd_plain = train_run("mlp", false, Device{}, "sgd");
-  const TrainRun sgd = train_run("mlp", true, Device{}, "sgd");
-  CHECK(sgd.report.not_used.find("sgd") != std::string::npos);
-  CHECK(sgd.report.replays == 0);
-  CHECK(sgd.params == sgd_plain.params);
-  const TrainRun clip = train_run("mlp", true, Device{}, "adamw", 1.0);
-  CHECK(clip.report.not_used.find("--clip") != std::string::npos);
-  CHECK(clip.report.replays == 0);
+TEST_CASE("graph: training graphs are refused for several ranks and active dropout, not for sgd or --clip") {
+  Rng rng(1);
+  auto model = models::build_model({"mlp", 1, 12, 12, 4}, rng);
+  TrainOptions to;
+  CHECK(GraphedTrainSteps::objection(*model, to, 1).empty());
+  CHECK(GraphedTrainSteps::objection(*model, to, 2).find("2 processes") != std::string::npos);
+  to.optimizer = "sgd";
+  to.clip = 1;
+  CHECK(GraphedTrainSteps::objection(*model, to, 1).empty());
+}
+
+// Graphed == ordinary for every variant the loop has (train_run: 2 epochs of six full batches and a partial
+// one, cosine lr, weight decay): sgd with and without momentum, adamw and sgd with --clip.
+void check_graphed_training(const TrainRun& plain, const TrainRun& graphed) {
+  CHECK(graphed.report.not_used == "");
+  CHECK(graphed.report.captures == 1);
+  CHECK(graphed.report.replays == 11);
+  CHECK(graphed.params == plain.params);
+  CHECK(graphed.buffers == plain.buffers);
+  CHECK(graphed.counters == plain.counters);
+  REQUIRE(graphed.epochs.size() == plain.epochs.size());
+  for (size_t e = 0; e < plain.epochs.size(); ++e) {
+    CHECK(graphed.epochs[e].train_loss == plain.epochs[e].train_loss);
+    CHECK(graphed.epochs[e].train_acc == plain.epochs[e].train_acc);
+    CHECK(graphed.epochs[e].skipped_steps == plain.epochs[e].skipped_steps);
+  }
+}
+
+TEST_CASE("graph: graphed sgd training equals the ordinary loop bit for bit (mlp, cnn; momentum 0 and 0.9)") {
+  for (const char* arch : {"mlp", "cnn"})
+    for (double momentum : {0.0, 0.9}) {
+      INFO(arch << " momentum " << momentum);
+      const TrainRun plain = train_run(arch, false, Device{}, "sgd", 0, momentum);
+      const TrainRun graphed = train_run(arch, true, Device{}, "sgd", 0, momentum);
+      check_graphed_training(plain, graphed);
+    }
+}
+
+TEST_CASE("graph: graphed training with --clip equals the ordinary loop bit for bit (adamw, sgd; mlp, cnn)") {
+  for (const char* arch : {"mlp", "cnn"})
+    for (const char* optimizer : {"adamw", "sgd"}) {
+      const TrainRun unclipped = train_run(arch, false, Device{}, optimizer);
+      // 0.05 clips (the weights end elsewhere than unclipped); 1e6 never does (the same bits as unclipped).
+      for (double clip : {0.05, 1e6}) {
+        INFO(arch << " " << optimizer << " --clip " << clip);
+        const TrainRun plain = train_run(arch, false, Device{}, optimizer, clip);
+        const TrainRun graphed = train_run(arch, true, Device{}, optimizer, clip);
+        check_graphed_training(plain, graphed);
+        if (clip < 1) CHECK(plain.params != unclipped.params);
+        else CHECK(plain.params == unclipped.params);
+      }
+    }
 }
 
 TEST_CASE("graph: a replayed training step skips a NaN batch as the ordinary step does") {
@@ -444,6 +666,81 @@ TEST_CASE("graph: a replayed training step skips a NaN batch as the ordinary ste
   // Another shape: the ordinary way.
   Batch small = gather_batch(ds, {0, 1, 2}, norm);
   CHECK_FALSE(steps.step(small).has_value());
+}
+
+// GraphedTrainSteps with SGD (momentum, dampening, Nesterov, weight decay) and clipping against a twin model
+// stepped the ordinary way (train.cpp's step), batch by batch. The first batch is NaN: the warm-up step is
+// skipped, so the first replay is every parameter's first SGD step (the momentum buffer seeded with the
+// gradient: the scalars' per-parameter flag; with dampening a wrong flag gives other bits). Returns how many
+// steps the twin clipped and how many it did not.
+// Between the gradient norms of check_sgd_replays' steps (about 2.2 to 2.7): some steps clip, some do not.
+constexpr double kMidClip = 2.35;
+std::pair<int, int> check_sgd_replays(bool nesterov, double dampening, double clip) {
+  const ImageDataset ds = graph_images(48, 1, 10, 4, 12);
+  const Normalizer norm = compute_normalizer(ds);
+  Rng rng(6), rng2(6);
+  auto model = models::build_model({"cnn", 1, 10, 10, 4}, rng);
+  auto twin = models::build_model({"cnn", 1, 10, 10, 4}, rng2);
+  model->train(true);
+  twin->train(true);
+  SgdOptions so;
+  so.lr = 0.05;
+  so.momentum = 0.9;
+  so.dampening = dampening;
+  so.weight_decay = 1e-3;
+  so.nesterov = nesterov;
+  Sgd opt(model->parameters(), so), twin_opt(twin->parameters(), so);
+  GraphedTrainSteps steps(*model, opt, Device{}, clip);
+  int clipped = 0, unclipped = 0;
+  // train.cpp's ordinary step; false when it was skipped.
+  auto ordinary = [&](nn::Module& m, Sgd& o, const Batch& b, bool count) {
+    o.zero_grad();
+    Tensor loss = cross_entropy(m.forward(b.images), b.labels);
+    if (!std::isfinite(loss.item())) return false;
+    loss.backward();
+    if (clip > 0) {
+      const double n = clip_grad_norm(o.params(), clip);
+      if (!std::isfinite(n)) return false;
+      if (count) ++(clip / (n + 1e-6) < 1 ? clipped : unclipped);
+    }
+    o.step();
+    return true;
+  };
+  for (int k = 0; k < 8; ++k) {
+    std::vector<int64_t> idx;
+    for (int64_t i = 0; i < 8; ++i) idx.push_back((k * 5 + i * 3) % ds.n);
+    Batch b = gather_batch(ds, idx, norm);
+    if (k == 0 || k == 5) static_cast<float*>(b.images.raw())[7] = std::numeric_limits<float>::quiet_NaN();
+    const double lr = 0.05 * (1.0 - 0.1 * k);  // a schedule: the replay reads each step's lr
+    opt.lr = twin_opt.lr = lr;
+    INFO("step " << k);
+    const bool twin_took = ordinary(*twin, twin_opt, b, true);
+    std::optional<GraphedTrainSteps::Result> r = steps.step(b);
+    CHECK(r.has_value() == (k != 0));
+    if (r) {
+      CHECK(r->taken == twin_took);
+      CHECK(std::isfinite(r->loss) == twin_took);
+    } else {
+      CHECK(ordinary(*model, opt, b, false) == twin_took);
+    }
+    CHECK(flat_params(*model) == flat_params(*twin));
+  }
+  CHECK(steps.replays() == 7);
+  return {clipped, unclipped};
+}
+
+TEST_CASE("graph: replayed SGD steps (first steps, momentum, dampening, Nesterov, NaN batches) equal ordinary ones") {
+  for (bool nesterov : {false, true})
+    for (double dampening : {0.0, 0.25}) {
+      INFO((nesterov ? "nesterov" : "momentum") << " dampening " << dampening);
+      check_sgd_replays(nesterov, dampening, 0);
+    }
+}
+
+TEST_CASE("graph: replayed SGD steps with --clip equal the ordinary steps on clipped and unclipped steps") {
+  const auto [clipped, unclipped] = check_sgd_replays(false, 0.25, kMidClip);
+  CHECK(clipped > 0);    // both sides of the coefficient's test were taken
+  CHECK(unclipped > 0);
 }
 
 TEST_CASE("graph: the training graph learns the full batch shape, also after a partial batch came first") {
@@ -519,6 +816,37 @@ TEST_CASE("cuda: --cuda-graph steps replay to the ordinary steps' parameters (re
 TEST_CASE("cuda: adamw_step_dev equals adamw_step to the bit and moves nothing on the skip flag") {
   if (kernels::cuda_device_count() == 0) return;
   check_adamw_dev<float>(Device{Device::cuda, 0});
+}
+
+TEST_CASE("cuda: sgd_step_dev equals sgd_step to the bit and moves nothing on the skip flag") {
+  if (kernels::cuda_device_count() == 0) return;
+  check_sgd_dev<float>(Device{Device::cuda, 0});
+}
+
+TEST_CASE("cuda: clip_coef and scale_by_coef give the CPU's bits") {
+  if (kernels::cuda_device_count() == 0) return;
+  check_clip_kernels<float>(Device{Device::cuda, 0});
+}
+
+TEST_CASE("cuda: --cuda-graph training with sgd and --clip replays to the ordinary loop's weights (cnn)") {
+  if (kernels::cuda_device_count() == 0) return;
+  const testing::PerfScope det(testing::deterministic_algorithms);
+  const Device gpu{Device::cuda, 0};
+  for (double clip : {0.0, 0.05}) {
+    INFO("--clip " << clip);
+    const TrainRun plain = train_run("cnn", false, gpu, "sgd", clip);
+    const TrainRun graphed = train_run("cnn", true, gpu, "sgd", clip);
+    MESSAGE("sgd --clip " << clip << ": training graph replays " << graphed.report.replays
+                          << (graphed.report.not_used.empty() ? "" : ", not used: " + graphed.report.not_used));
+    CHECK(graphed.report.not_used == "");
+    CHECK(graphed.report.replays == 11);
+    CHECK(graphed.params == plain.params);
+    CHECK(graphed.buffers == plain.buffers);
+  }
+  const TrainRun plain = train_run("cnn", false, gpu, "adamw", 0.05);
+  const TrainRun graphed = train_run("cnn", true, gpu, "adamw", 0.05);
+  CHECK(graphed.report.replays == 11);
+  CHECK(graphed.params == plain.params);
 }
 
 TEST_CASE("cuda: --cuda-graph training replays to the ordinary loop's weights (cnn, resnet20; deterministic)") {

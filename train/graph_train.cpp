@@ -1,19 +1,12 @@
 // train/graph_train.cpp: capture and replay of whole training steps (see the header).
 #include "train/graph_train.h"
 
-#include <cmath>
-#include <cstring>
-
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/kernels.h"
 
 namespace hamu {
 namespace {
-
-// The host buffer: AdamW's 3 scalars (8 bytes each at most), the loss (8 bytes), then the predictions.
-constexpr size_t kLossOffset = 3 * sizeof(double);
-constexpr size_t kPredOffset = kLossOffset + sizeof(double);
 
 void collect_norms(nn::Module& m, std::vector<nn::BatchNorm2d*>& out) {
   if (auto* bn = dynamic_cast<nn::BatchNorm2d*>(&m)) out.push_back(bn);
@@ -23,16 +16,13 @@ void collect_norms(nn::Module& m, std::vector<nn::BatchNorm2d*>& out) {
 }  // namespace
 
 std::string GraphedTrainSteps::objection(const nn::Module& model, const TrainOptions& opt, int ranks) {
-  if (opt.optimizer != "adamw")
-    return "--optimizer " + opt.optimizer + " decides its first momentum step on the host (only adamw is graphed)";
-  if (opt.clip > 0) return "--clip reads the gradient norm on the host inside the step";
   if (ranks > 1) return "a run of " + std::to_string(ranks) + " processes exchanges gradients inside the step";
   if (std::string d = nn::first_active_dropout(model); !d.empty()) return d + ": a replay would repeat the captured mask";
   return "";
 }
 
-GraphedTrainSteps::GraphedTrainSteps(nn::Module& model, AdamW& optimizer, Device device)
-    : model_(model), optimizer_(optimizer), device_(device), graph_(device) {
+GraphedTrainSteps::GraphedTrainSteps(nn::Module& model, Optimizer& optimizer, Device device, double clip)
+    : model_(model), optimizer_(optimizer), device_(device), clip_(clip), graph_(device) {
   collect_norms(model, norms_);
 }
 
@@ -47,17 +37,20 @@ void GraphedTrainSteps::queue_step() {
   {
     NoGradGuard ng;
     pred = argmax(logits.detach(), 1);
-    // The skip flag: 1 when the loss is NaN or Inf (the ordinary step skips such a batch on the host).
+    // The skip flag: 1 when the loss is NaN or Inf (the ordinary step skips such a batch on the host; the
+    // clipping below adds a non-finite gradient norm).
     dispatch("nonfinite_any", loss, [&](const auto& ctx, auto tag) {
       using T = decltype(tag);
       kernels::nonfinite_any(ctx, 1, loss.data<T>(), skip_.data<T>());
     });
   }
   loss.backward();
+  if (clip_ > 0) clip_grad_norm_dev(optimizer_.params(), clip_, &skip_);
   optimizer_.step_from(scalars_, skip_);
   auto* host = static_cast<char*>(host_->data());
-  copy_to_host_async(host + kLossOffset, loss);
-  copy_to_host_async(host + kPredOffset, pred);
+  copy_to_host_async(host + skip_offset_, skip_);
+  copy_to_host_async(host + loss_offset_, loss);
+  copy_to_host_async(host + pred_offset_, pred);
   loss_dtype_ = loss.dtype();
 }
 
@@ -73,9 +66,12 @@ std::optional<GraphedTrainSteps::Result> GraphedTrainSteps::step(const Batch& b)
     x_ = Tensor::empty(b.images.shape(), b.images.dtype(), b.images.device());
     y_ = Tensor::empty(b.labels.shape(), b.labels.dtype(), b.labels.device());
     const DType dt = optimizer_.params().empty() ? DType::f32 : optimizer_.params().front().dtype();
-    scalars_ = Tensor::zeros({3}, dt, device_);
+    scalars_ = Tensor::zeros({optimizer_.graph_scalars()}, dt, device_);
     skip_ = Tensor::zeros({1}, dt, device_);
-    host_ = std::make_unique<HostBuffer>(kPredOffset + size_t(b.size()) * sizeof(int32_t), device_);
+    skip_offset_ = size_t(optimizer_.graph_scalars()) * sizeof(double);
+    loss_offset_ = skip_offset_ + sizeof(double);
+    pred_offset_ = loss_offset_ + sizeof(double);
+    host_ = std::make_unique<HostBuffer>(pred_offset_ + size_t(b.size()) * sizeof(int32_t), device_);
     return std::nullopt;
   }
   if (!same_shape) return std::nullopt;  // another shape (an epoch's last, partial batch): the ordinary way
@@ -88,6 +84,7 @@ std::optional<GraphedTrainSteps::Result> GraphedTrainSteps::step(const Batch& b)
     // host (BatchNorm's counters) is measured, undone, and applied after every replay instead.
     std::vector<int64_t> before;
     for (nn::BatchNorm2d* bn : norms_) before.push_back(bn->num_batches_tracked);
+    optimizer_.prepare_graph();
     std::string why;
     const bool ok = graph_.capture([this] { queue_step(); }, &why);
     norm_delta_.assign(norms_.size(), 0);
@@ -111,15 +108,10 @@ std::optional<GraphedTrainSteps::Result> GraphedTrainSteps::step(const Batch& b)
     for (size_t i = 0; i < norms_.size(); ++i) norms_[i]->num_batches_tracked += norm_delta_[i];
   const char* host = static_cast<const char*>(host_->data());
   Result r;
-  if (loss_dtype_ == DType::f64) {
-    std::memcpy(&r.loss, host + kLossOffset, sizeof(double));
-  } else {
-    float v;
-    std::memcpy(&v, host + kLossOffset, sizeof v);
-    r.loss = v;
-  }
-  r.predicted = reinterpret_cast<const int32_t*>(host + kPredOffset);
-  if (std::isfinite(r.loss)) optimizer_.count_step();
+  r.loss = read_host_scalar(host + loss_offset_, loss_dtype_);
+  r.taken = read_host_scalar(host + skip_offset_, skip_.dtype()) == 0;
+  r.predicted = reinterpret_cast<const int32_t*>(host + pred_offset_);
+  if (r.taken) optimizer_.count_step();
   return r;
 }
 

@@ -181,7 +181,7 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
   if (opt.graph) {
     graph_not_used = GraphedTrainSteps::objection(model, opt, ranks);
     if (graph_not_used.empty())
-      graphs = std::make_unique<GraphedTrainSteps>(model, static_cast<AdamW&>(*optimizer), opt.device);
+      graphs = std::make_unique<GraphedTrainSteps>(model, *optimizer, opt.device, opt.clip);
   }
   std::vector<EpochSummary> out;
   model.train(true);
@@ -248,9 +248,9 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
         return n;
       };
       std::optional<GraphedTrainSteps::Result> replayed = graphs ? graphs->step(b) : std::nullopt;
-      if (replayed) {  // the replay zeroed, stepped (unless the loss was not finite) and read back
+      if (replayed) {  // the replay zeroed, clipped, stepped (unless the loss or the norm was not finite), read back
         lv = replayed->loss;
-        if (!std::isfinite(lv)) {
+        if (!replayed->taken) {
           ++es.skipped_steps;
           return;
         }

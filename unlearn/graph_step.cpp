@@ -21,17 +21,6 @@ Batch fixed_like(const Batch& b) {
   return out;
 }
 
-double read_loss(const void* slot, DType dtype) {
-  if (dtype == DType::f64) {
-    double v;
-    std::memcpy(&v, slot, sizeof v);
-    return v;
-  }
-  float v;
-  std::memcpy(&v, slot, sizeof v);
-  return v;
-}
-
 }  // namespace
 
 std::string GraphedSteps::objection(const nn::Module& model, const UnlearnOptions& opt, const UnlearnTask& task,
@@ -126,8 +115,8 @@ std::optional<GraphedStep> GraphedSteps::step(const Batch& retain, const Batch& 
   const auto* host = static_cast<const unsigned char*>(host_->data());
   HamuReport report;
   std::memcpy(&report, host, sizeof report);
-  out.gradients.retain_loss = read_loss(host + kLossOffset, loss_dtype_);
-  out.gradients.forget_loss = read_loss(host + kLossOffset + 8, loss_dtype_);
+  out.gradients.retain_loss = read_host_scalar(host + kLossOffset, loss_dtype_);
+  out.gradients.forget_loss = read_host_scalar(host + kLossOffset + 8, loss_dtype_);
   out.gradients.paired = paired_;
   out.gradients.finite = std::isfinite(out.gradients.retain_loss) && std::isfinite(out.gradients.forget_loss);
   out.fallback = fallback_;

@@ -1,5 +1,5 @@
 // kernels/cpu/optim.cpp: in-place SGD (momentum, dampening, weight decay, Nesterov) and AdamW steps,
-// with PyTorch's update rules so a PyTorch user gets the same trajectory.
+// with PyTorch's update rules so a PyTorch user gets the same trajectory, and total-norm gradient clipping.
 #include <cmath>
 
 #include "kernels/kernels.h"
@@ -9,9 +9,11 @@ namespace {
 constexpr int64_t kParallelMin = 1 << 14;
 }  // namespace
 
+namespace {
+// One SGD element update over the tensor: the shared body of both entry points.
 template <class T>
-void sgd_step(const CpuCtx&, int64_t n, T* p, const T* g, T* buf, T lr, T momentum, T dampening, T weight_decay,
-              bool nesterov, bool first_step) {
+void sgd_update(int64_t n, T* p, const T* g, T* buf, T lr, T momentum, T dampening, T weight_decay, bool nesterov,
+                bool first_step) {
   if (momentum == T(0)) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
     for (int64_t i = 0; i < n; ++i) p[i] -= lr * (g[i] + weight_decay * p[i]);
@@ -26,6 +28,38 @@ void sgd_step(const CpuCtx&, int64_t n, T* p, const T* g, T* buf, T lr, T moment
     buf[i] = b;
     p[i] -= lr * (nesterov ? d + momentum * b : b);
   }
+}
+}  // namespace
+
+template <class T>
+void sgd_step(const CpuCtx&, int64_t n, T* p, const T* g, T* buf, T lr, T momentum, T dampening, T weight_decay,
+              bool nesterov, bool first_step) {
+  sgd_update(n, p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first_step);
+}
+
+template <class T>
+void sgd_step_dev(const CpuCtx&, int64_t n, T* p, const T* g, T* buf, const T* lr, const T* first, const T* skip,
+                  T momentum, T dampening, T weight_decay, bool nesterov) {
+  if (*skip != T(0)) return;
+  sgd_update(n, p, g, buf, *lr, momentum, dampening, weight_decay, nesterov, *first != T(0));
+}
+
+template <class T> void clip_coef(const CpuCtx&, int count, const T* sq, double max_norm, T* out, T* skip) {
+  double total = 0;
+  for (int i = 0; i < count; ++i) total += double(sq[i]);
+  const double norm = std::sqrt(total);
+  const double coef = max_norm / (norm + 1e-6);
+  const bool finite = std::isfinite(norm);
+  out[0] = finite && coef < 1.0 ? T(coef) : T(1);
+  out[1] = T(norm);
+  if (!finite && skip) *skip = T(1);
+}
+
+template <class T> void scale_by_coef(const CpuCtx&, int64_t n, T* x, const T* coef) {
+  const T c = *coef;
+  if (c == T(1)) return;
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) x[i] *= c;
 }
 
 namespace {
@@ -65,6 +99,14 @@ template void sgd_step<float>(const CpuCtx&, int64_t, float*, const float*, floa
                               bool);
 template void sgd_step<double>(const CpuCtx&, int64_t, double*, const double*, double*, double, double, double,
                                double, bool, bool);
+template void sgd_step_dev<float>(const CpuCtx&, int64_t, float*, const float*, float*, const float*, const float*,
+                                  const float*, float, float, float, bool);
+template void sgd_step_dev<double>(const CpuCtx&, int64_t, double*, const double*, double*, const double*,
+                                   const double*, const double*, double, double, double, bool);
+template void clip_coef<float>(const CpuCtx&, int, const float*, double, float*, float*);
+template void clip_coef<double>(const CpuCtx&, int, const double*, double, double*, double*);
+template void scale_by_coef<float>(const CpuCtx&, int64_t, float*, const float*);
+template void scale_by_coef<double>(const CpuCtx&, int64_t, double*, const double*);
 template void adamw_step<float>(const CpuCtx&, int64_t, float*, const float*, float*, float*, float, float, float,
                                 float, float, int64_t);
 template void adamw_step<double>(const CpuCtx&, int64_t, double*, const double*, double*, double*, double, double,

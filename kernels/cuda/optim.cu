@@ -1,4 +1,5 @@
-// kernels/cuda/optim.cu: in-place SGD and AdamW steps, and dropout with the counter-based mask (CUDA).
+// kernels/cuda/optim.cu: in-place SGD and AdamW steps, total-norm gradient clipping, and dropout with the
+// counter-based mask (CUDA).
 // The formulas are kernels/cpu/optim.cpp's and kernels/cpu/dropout.cpp's, so masks are bit-identical to
 // the CPU's and the optimizer trajectories agree to rounding.
 #include <cmath>
@@ -9,18 +10,69 @@
 namespace hamu::kernels {
 using namespace cuda_detail;
 
+namespace {
+// One SGD element update: the shared body of both entry points (momentum != 0; keep = 1 - dampening).
+__device__ __forceinline__ void sgd_momentum_update(int64_t i, float* p, const float* g, float* buf, float lr,
+                                                    float momentum, float keep, float weight_decay, bool nesterov,
+                                                    bool first_step) {
+  const float d = g[i] + weight_decay * p[i];
+  const float b = first_step ? d : momentum * buf[i] + keep * d;
+  buf[i] = b;
+  p[i] -= lr * (nesterov ? d + momentum * b : b);
+}
+__device__ __forceinline__ void sgd_plain_update(int64_t i, float* p, const float* g, float lr, float weight_decay) {
+  p[i] -= lr * (g[i] + weight_decay * p[i]);
+}
+}  // namespace
+
 void sgd_step(const CudaCtx& ctx, int64_t n, float* p, const float* g, float* buf, float lr, float momentum,
               float dampening, float weight_decay, bool nesterov, bool first_step) {
   if (momentum == 0.f) {
-    launch_map(ctx, "sgd_step_kernel", n, [=] __device__(int64_t i) { p[i] -= lr * (g[i] + weight_decay * p[i]); });
+    launch_map(ctx, "sgd_step_kernel", n, [=] __device__(int64_t i) { sgd_plain_update(i, p, g, lr, weight_decay); });
     return;
   }
   const float keep = 1.f - dampening;
   launch_map(ctx, "sgd_momentum_step_kernel", n, [=] __device__(int64_t i) {
-    const float d = g[i] + weight_decay * p[i];
-    const float b = first_step ? d : momentum * buf[i] + keep * d;
-    buf[i] = b;
-    p[i] -= lr * (nesterov ? d + momentum * b : b);
+    sgd_momentum_update(i, p, g, buf, lr, momentum, keep, weight_decay, nesterov, first_step);
+  });
+}
+
+void sgd_step_dev(const CudaCtx& ctx, int64_t n, float* p, const float* g, float* buf, const float* lr,
+                  const float* first, const float* skip, float momentum, float dampening, float weight_decay,
+                  bool nesterov) {
+  if (momentum == 0.f) {
+    launch_map(ctx, "sgd_step_dev_kernel", n, [=] __device__(int64_t i) {
+      if (*skip != 0.f) return;
+      sgd_plain_update(i, p, g, *lr, weight_decay);
+    });
+    return;
+  }
+  const float keep = 1.f - dampening;
+  launch_map(ctx, "sgd_momentum_step_dev_kernel", n, [=] __device__(int64_t i) {
+    if (*skip != 0.f) return;
+    sgd_momentum_update(i, p, g, buf, *lr, momentum, keep, weight_decay, nesterov, *first != 0.f);
+  });
+}
+
+// The norm and coefficient in double, one thread, the partials in order: kernels/cpu/optim.cpp's arithmetic
+// (IEEE double sqrt and division on both), so the coefficient has the same bits as the CPU's.
+void clip_coef(const CudaCtx& ctx, int count, const float* sq, double max_norm, float* out, float* skip) {
+  launch_map(ctx, "clip_coef_kernel", 1, [=] __device__(int64_t) {
+    double total = 0;
+    for (int i = 0; i < count; ++i) total += double(sq[i]);
+    const double norm = sqrt(total);
+    const double coef = max_norm / (norm + 1e-6);
+    const bool finite = isfinite(norm);
+    out[0] = finite && coef < 1.0 ? float(coef) : 1.f;
+    out[1] = float(norm);
+    if (!finite && skip) *skip = 1.f;
+  });
+}
+
+void scale_by_coef(const CudaCtx& ctx, int64_t n, float* x, const float* coef) {
+  launch_map(ctx, "scale_by_coef_kernel", n, [=] __device__(int64_t i) {
+    const float c = *coef;
+    if (c != 1.f) x[i] *= c;
   });
 }
 

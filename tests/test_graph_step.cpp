@@ -23,6 +23,7 @@
 #include "kernels/kernels.h"
 #include "kernels/perf.h"
 #include "tests/perf_scope.h"
+#include "tests/synthetic_images.h"
 #include "loaders/batch.h"
 #include "models/models.h"
 #include "train/graph_train.h"
@@ -34,22 +35,6 @@
 using namespace hamu;
 
 namespace {
-
-ImageDataset graph_images(int64_t n, int64_t channels, int64_t side, int32_t classes, uint64_t seed) {
-  ImageDataset ds;
-  ds.n = n;
-  ds.c = channels;
-  ds.h = ds.w = side;
-  ds.num_classes = classes;
-  for (int32_t k = 0; k < classes; ++k) ds.class_names.push_back(std::string(1, char('a' + k)));
-  std::mt19937_64 g(seed);
-  std::uniform_int_distribution<int> px(0, 255);
-  ds.pixels.resize(size_t(n * ds.image_size()));
-  for (uint8_t& p : ds.pixels) p = uint8_t(px(g));
-  for (int64_t i = 0; i < n; ++i) ds.labels.push_back(int32_t(i % classes));
-  ds.source = "synthetic";
-  return ds;
-}
 
 std::vector<float> flat_params(nn::Module& m) {
   std::vector<float> out;
@@ -68,7 +53,7 @@ struct RunOut {
 // One unlearning run of `arch` from the same initialisation (seeded), graphed or not.
 RunOut run(const std::string& arch, const std::string& method, bool graph, bool paired, Device device,
            int64_t steps = 5, OptimizerKind optimizer = OptimizerKind::sgd) {
-  const ImageDataset ds = graph_images(96, arch == "resnet20" ? 3 : 1, arch == "resnet20" ? 8 : 12, 4, 11);
+  const ImageDataset ds = testing::random_images(96, arch == "resnet20" ? 3 : 1, arch == "resnet20" ? 8 : 12, 4, 11);
   Split split;
   for (int64_t i = 0; i < ds.n; ++i) (ds.labels[size_t(i)] == 1 ? split.forget : split.retain).push_back(i);
   split.spec = "class=1";
@@ -195,7 +180,7 @@ TEST_CASE("graph: what cannot be graphed is refused up front, with the reason, a
 }
 
 TEST_CASE("graph: GraphedSteps warms up per shape, refuses a non-finite step as the ordinary step does, and follows new data") {
-  const ImageDataset ds = graph_images(64, 1, 10, 4, 3);
+  const ImageDataset ds = testing::random_images(64, 1, 10, 4, 3);
   const Normalizer norm = compute_normalizer(ds);
   std::vector<int64_t> all(size_t(ds.n));
   for (int64_t i = 0; i < ds.n; ++i) all[size_t(i)] = i;
@@ -521,7 +506,7 @@ void collect_counters(nn::Module& m, std::vector<int64_t>& out) {
 // of 4 per epoch), graphed or not.
 TrainRun train_run(const std::string& arch, bool graph, Device device, const std::string& optimizer = "adamw",
                    double clip = 0, double momentum = 0.9) {
-  const ImageDataset ds = graph_images(100, arch == "resnet20" ? 3 : 1, arch == "resnet20" ? 8 : 12, 4, 21);
+  const ImageDataset ds = testing::random_images(100, arch == "resnet20" ? 3 : 1, arch == "resnet20" ? 8 : 12, 4, 21);
   std::vector<int64_t> subset(size_t(ds.n));
   for (int64_t i = 0; i < ds.n; ++i) subset[size_t(i)] = i;
   const Normalizer norm = compute_normalizer(ds);
@@ -633,7 +618,7 @@ TEST_CASE("graph: graphed training with --clip equals the ordinary loop bit for 
 }
 
 TEST_CASE("graph: a replayed training step skips a NaN batch as the ordinary step does") {
-  const ImageDataset ds = graph_images(40, 1, 10, 4, 8);
+  const ImageDataset ds = testing::random_images(40, 1, 10, 4, 8);
   const Normalizer norm = compute_normalizer(ds);
   std::vector<int64_t> idx(8);
   for (int64_t i = 0; i < 8; ++i) idx[size_t(i)] = i;
@@ -676,7 +661,7 @@ TEST_CASE("graph: a replayed training step skips a NaN batch as the ordinary ste
 // Between the gradient norms of check_sgd_replays' steps (about 2.2 to 2.7): some steps clip, some do not.
 constexpr double kMidClip = 2.35;
 std::pair<int, int> check_sgd_replays(bool nesterov, double dampening, double clip) {
-  const ImageDataset ds = graph_images(48, 1, 10, 4, 12);
+  const ImageDataset ds = testing::random_images(48, 1, 10, 4, 12);
   const Normalizer norm = compute_normalizer(ds);
   Rng rng(6), rng2(6);
   auto model = models::build_model({"cnn", 1, 10, 10, 4}, rng);
@@ -744,7 +729,7 @@ TEST_CASE("graph: replayed SGD steps with --clip equal the ordinary steps on cli
 }
 
 TEST_CASE("graph: the training graph learns the full batch shape, also after a partial batch came first") {
-  const ImageDataset ds = graph_images(40, 1, 10, 4, 9);
+  const ImageDataset ds = testing::random_images(40, 1, 10, 4, 9);
   const Normalizer norm = compute_normalizer(ds);
   Rng rng(3);
   auto model = models::build_model({"mlp", 1, 10, 10, 4}, rng);

@@ -74,9 +74,10 @@ class RowReader {
     if (!s->is_string())
       throw InputError(where + ": " + what + " '" + name + "' is " + (v->is_array() ? "a list of " : "a ") +
                        Json::type_name(s->type()) + ", expected a string");
-    std::string t = trim(s->as_string());
-    if (t.empty()) throw InputError(where + ": " + what + " '" + name + "' is empty");
-    return t;
+    // Kept verbatim: the published code and transformers tokenise the text as it is, so surrounding whitespace
+    // is part of the prompt or answer tokens; a field of whitespace alone is refused as empty.
+    if (trim(s->as_string()).empty()) throw InputError(where + ": " + what + " '" + name + "' is empty");
+    return s->as_string();
   }
 
   QaPair parse_row(const Json& row, const std::string& where) const {
@@ -101,8 +102,8 @@ class RowReader {
         const std::string at = where + ": paraphrases[" + std::to_string(i) + "]";
         QaParaphrase para;
         if (item.is_string()) {
-          para.question = trim(item.as_string());
-          if (para.question.empty()) throw InputError(at + " is empty");
+          para.question = item.as_string();
+          if (trim(para.question).empty()) throw InputError(at + " is empty");
           para.answer = p.answer;
         } else if (item.is_object()) {
           para.question = text_field(item, fields_.question, at, "key");

@@ -14,7 +14,7 @@ struct QaParaphrase {
 };
 
 struct QaPair {
-  std::string question, answer;            // trimmed, never empty
+  std::string question, answer;            // verbatim (surrounding whitespace kept), never blank
   std::string group;                       // the row's `group` field ("" when absent): an author, a topic
   std::vector<QaParaphrase> paraphrases;   // the row's `paraphrases` field, in file order
   int64_t line = 0;                        // 1-based line of the row in its file (0: built in memory)
@@ -37,7 +37,7 @@ inline constexpr int64_t kMaxQaRowBytes = int64_t(4) << 20;   // one row (one li
 
 // Reads FILE. The first non-blank byte picks the layout: '[' = one JSON array of row objects, anything
 // else = JSON lines (one object per line; blank lines skipped; a UTF-8 byte order mark allowed).
-// Per row: the question and answer fields are required non-empty strings (a list uses its first
+// Per row: the question and answer fields are required strings, not blank, kept verbatim (a list uses its first
 // element, as the published code does); `group` is an optional string or integer; `paraphrases` is an
 // optional array whose items are strings (another question, same answer) or objects with the question
 // field and an optional answer field. Other fields are ignored. Every problem is an InputError
@@ -46,7 +46,7 @@ QaDataset read_qa_file(const std::string& path, const QaFields& fields = {});
 // The same over text already in memory; `source` names it in errors (the fuzz target's entry point).
 QaDataset parse_qa_text(std::string_view text, const std::string& source, const QaFields& fields = {});
 
-// Identity of a pair for matching across files: question and answer, exactly (both are trimmed).
+// Identity of a pair for matching across files: question and answer, exactly (both verbatim).
 std::string qa_key(const QaPair& p);
 std::string qa_key(std::string_view question, std::string_view answer);
 

@@ -455,6 +455,65 @@ TEST_CASE("lm directories: bad inputs are one InputError naming the file or tens
   }
 }
 
+namespace {
+// Logits of directory `dir` against fixture `name`'s expected logits (transformers on the fixture's config).
+void check_logits_as_fixture(const std::string& dir, const std::string& name) {
+  LoadedLm lm = load_hf_dir(dir);
+  Checkpoint exp = load_safetensors(fixture(name + "_expected.safetensors"));
+  NoGradGuard ng;
+  check_err(dir + " logits", compare(doubles(lm.model->logits(exp.get("ids"))), doubles(exp.get("logits"))));
+}
+}  // namespace
+
+TEST_CASE("lm configs: a non-empty rope_scaling wins over rope_parameters, as transformers reads it") {
+  // transformers (4 and 5) reads rope_scaling when it is a non-empty object and ignores rope_parameters; the
+  // rotary base is rope_scaling's rope_theta, else the top-level one. Both edits below load in transformers
+  // 5.24 with llama_linear's logits exactly (checked when this test was written).
+  TempDir tmp;
+  const std::string d = tmp.copy_of("llama_linear");
+  const Json cfg = load_json(d + "/config.json");
+  REQUIRE(cfg["rope_parameters"]["rope_type"].as_string() == "linear");
+  Json edit = cfg;
+  edit.set("rope_scaling", Json::object({{"rope_type", "linear"}, {"factor", 2.5}, {"rope_theta", 100.0}}));
+  edit.set("rope_parameters", Json::object({{"rope_type", "default"}, {"rope_theta", 999.0}}));
+  save_json(d + "/config.json", edit);
+  check_logits_as_fixture(d, "llama_linear");
+  edit = cfg;
+  edit.set("rope_scaling", Json::object({{"type", "linear"}, {"factor", 2.5}}));
+  edit.set("rope_theta", 100.0);
+  edit.set("rope_parameters", Json::object({{"rope_type", "yarn"}, {"factor", 3.0}, {"rope_theta", 999.0}}));
+  save_json(d + "/config.json", edit);
+  check_logits_as_fixture(d, "llama_linear");
+  // An empty rope_scaling is no setting: rope_parameters is read.
+  edit = cfg;
+  edit.set("rope_scaling", Json::object());
+  save_json(d + "/config.json", edit);
+  check_logits_as_fixture(d, "llama_linear");
+}
+
+TEST_CASE("lm directories: a tied checkpoint's stored lm_head.weight must be the embedding") {
+  TempDir tmp;
+  for (const auto& [name, embed] : {std::pair<std::string, std::string>{"llama_tied", "model.embed_tokens.weight"},
+                                    {"gpt2", "transformer.wte.weight"}}) {
+    CAPTURE(name);
+    const std::string d = tmp.copy_of(name), w = d + "/model.safetensors";
+    const Checkpoint ck = load_safetensors(w);
+    std::vector<NamedTensor> ts = ck.tensors;
+    ts.push_back({"lm_head.weight", ck.get(embed).contiguous()});
+    save_safetensors(w, ts, {{"format", "pt"}});
+    check_logits_as_fixture(d, name);  // the same matrix twice: accepted
+    // A different head: transformers 4 would use the embedding, transformers 5 the stored head. Refused.
+    std::vector<float> v = ts.back().tensor.to_vector<float>();
+    v[7] += 0.25f;
+    ts.back().tensor = Tensor::from_vector(v, ts.back().tensor.shape());
+    save_safetensors(w, ts, {{"format", "pt"}});
+    const std::string e = error_of([&] { load_hf_dir(d); });
+    CHECK_MESSAGE(e.find("'lm_head.weight' differs from '" + embed + "'") != std::string::npos, e);
+    CHECK(e.find("tie_word_embeddings") != std::string::npos);
+    CHECK(e.find("element 7") != std::string::npos);
+  }
+}
+
 TEST_CASE("lm half-precision weights: F16 and BF16 converted on load") {
   TempDir tmp;
   const std::string d = tmp.copy_of("llama_tied");

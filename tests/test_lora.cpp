@@ -696,12 +696,14 @@ TEST_CASE("lora bad adapters: one InputError naming the file and the field or te
   {  // an adapter for another family: its targets select nothing
     auto m = fresh();
     const std::string e = input_error([&] { load_lora(lora_fixture("gpt2"), *m); });
-    CHECK(contains(e, "adapter_config.json: LoRA: target 'c_"));
-    CHECK(contains(e, "matches no Linear layer"));
+    CHECK_MESSAGE(contains(e, "adapter_config.json: LoRA: no target of [\"c_"), e);
+    CHECK(contains(e, "matches a Linear layer"));
     untouched(*m);
   }
   const auto cases = std::vector<std::pair<std::string, std::function<void(const std::string&)>>>{
-      {"target 'nope' matches no Linear layer", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("target_modules", std::vector<std::string>{"q_proj", "nope"}); }); }},
+      {"no target of [\"nope\",\"query_key_value\"] matches a Linear layer", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("target_modules", std::vector<std::string>{"nope", "query_key_value"}); }); }},
+      // A list that partly matches is applied as peft applies it: the layers it leaves out keep their tensors.
+      {"(no Linear layer selected by adapter_config.json carries it)", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("target_modules", std::vector<std::string>{"q_proj", "nope"}); }); }},
       {"\"r\" must be a positive integer, got 0", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("r", 0); }); }},
       {"\"r\" must be a positive integer, got -4", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("r", -4); }); }},
       {"has shape [4, 32], llama (2 layers", [](const std::string& d) { edit_config(d, [](Json& c) { c.set("r", 8); }); }},
@@ -774,6 +776,52 @@ TEST_CASE("lora bad adapters: one InputError naming the file and the field or te
   CHECK(lora_layers(*m).size() == 14);
   // Loading onto a model that already has adapters is refused.
   CHECK(contains(input_error([&] { load_lora(lora_fixture("llama_gqa"), *m); }), "already carries LoRA adapters"));
+}
+
+TEST_CASE("lora: target_modules names that match nothing beside ones that do are skipped, as peft skips them") {
+  // peft 0.21 applies target_modules ["q_proj", "v_proj", "query_key_value"] to a Llama (a recipe written for
+  // several architectures) and saves the list as given; such an adapter gives the same logits as without the
+  // extra name.
+  TempDir tmp;
+  const std::string d = copy_adapter(tmp, "llama_gqa", "extra_names");
+  edit_config(d, [](Json& c) {
+    std::vector<std::string> names;
+    for (const Json& t : c["target_modules"].as_array()) names.push_back(t.as_string());
+    names.push_back("query_key_value");
+    names.push_back("c_attn");
+    c.set("target_modules", names);
+  });
+  auto plain = load_hf_dir(lm_fixture("llama_gqa")).model;
+  auto extra = load_hf_dir(lm_fixture("llama_gqa")).model;
+  load_lora(lora_fixture("llama_gqa"), *plain);
+  load_lora(d, *extra);
+  CHECK(lora_layers(*extra).size() == 14);
+  plain->eval();
+  extra->eval();
+  const Tensor ids = load_safetensors(lora_fixture("llama_gqa_expected.safetensors")).get("ids");
+  CHECK(extra->logits(ids).detach().to_vector<float>() == plain->logits(ids).detach().to_vector<float>());
+  // A --lora spec stays strict: each name must select a layer.
+  LoraSpec spec;
+  spec.targets = {"q_proj", "query_key_value"};
+  auto m = load_hf_dir(lm_fixture("llama_gqa")).model;
+  CHECK(contains(input_error([&] { add_lora(*m, spec); }), "target 'query_key_value' matches no Linear layer"));
+}
+
+TEST_CASE("lora: an lm_head target on a model whose head is tied to the embedding is refused by name") {
+  // peft adapts a tied lm_head; here a tied head is the embedding matrix, not a Linear layer.
+  auto m = load_hf_dir(lm_fixture("llama_tied")).model;
+  REQUIRE(m->config().tie_word_embeddings);
+  LoraSpec spec;
+  spec.targets = {"q", "lm_head"};
+  const std::string e = input_error([&] { add_lora(*m, spec); });
+  CHECK(contains(e, "target 'lm_head' is the output head"));
+  CHECK(contains(e, "tie_word_embeddings"));
+  TempDir tmp;
+  const std::string d = copy_adapter(tmp, "llama_gqa_head", "tied");
+  auto g = load_hf_dir(lm_fixture("gpt2")).model;
+  edit_config(d, [](Json& c) { c.set("target_modules", std::vector<std::string>{"c_attn", "lm_head"}); });
+  CHECK(contains(input_error([&] { load_lora(d, *g); }), "ties to the token embedding"));
+  CHECK_FALSE(has_lora(*g));
 }
 
 TEST_CASE("lora: apply_lora takes a spec or a PEFT directory; the summary counts trainable values") {

@@ -4,9 +4,12 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 
+#include "engine/error.h"
+#include "engine/json.h"
 #include "loaders/qa.h"
 #include "loaders/template.h"
 #include "loaders/text_spec.h"
@@ -85,7 +88,7 @@ TEST_CASE("qa: JSON lines with groups, paraphrases, blank lines, CRLF and a byte
   const QaDataset d = read_qa_file(path);
   REQUIRE(d.pairs.size() == 3);
   CHECK(d.source == path);
-  CHECK(d.pairs[0].question == "Who wrote X?");
+  CHECK(d.pairs[0].question == "  Who wrote X? ");  // verbatim: the whitespace is part of the tokens
   CHECK(d.pairs[0].answer == "Ann");
   CHECK(d.pairs[0].group.empty());
   CHECK(d.pairs[0].line == 1);
@@ -103,6 +106,45 @@ TEST_CASE("qa: JSON lines with groups, paraphrases, blank lines, CRLF and a byte
   const auto text = qa_text_pairs(d.pairs);
   REQUIRE(text.size() == 3);
   CHECK(text[1] == std::pair<std::string, std::string>("Where?", "Here"));
+}
+
+TEST_CASE("qa: question and answer are kept verbatim, so pairs read from a file tokenise as transformers does") {
+  // tests/fixtures/tokenizers/templates.jsonl (scripts/make_tokenizer_fixtures.py) is itself a QA file whose
+  // rows carry the ids transformers gives each pair, among them "  Leading and trailing  " /
+  // "  spaced answer  ": read through the QA reader, every pair must give the same ids.
+  const std::string fixtures = (std::filesystem::path(__FILE__).parent_path() / "fixtures" / "tokenizers").string();
+  std::ifstream in(fixtures + "/templates.jsonl", std::ios::binary);
+  REQUIRE(in.good());
+  std::string line, kept;
+  std::vector<Json> rows;
+  while (std::getline(in, line)) {
+    Json row = Json::parse(line);
+    if (row["answer"].as_string().empty()) continue;  // the reader refuses an empty answer
+    rows.push_back(row);
+    kept += line + "\n";
+  }
+  const QaDataset d = parse_qa_text(kept, "templates.jsonl");
+  REQUIRE(d.pairs.size() == rows.size());
+  std::map<std::string, Tokenizer> toks;
+  int padded = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const std::string name = rows[i]["tokenizer"].as_string();
+    if (!toks.count(name)) toks.emplace(name, Tokenizer::load(fixtures + "/" + name));
+    CAPTURE(name);
+    CAPTURE(d.pairs[i].question);
+    CHECK(d.pairs[i].question == rows[i]["question"].as_string());
+    CHECK(d.pairs[i].answer == rows[i]["answer"].as_string());
+    const QaTokens qa = tokenize_qa(toks.at(name), parse_template(rows[i]["template"].as_string()), d.pairs[i].question,
+                                    d.pairs[i].answer);
+    std::vector<int32_t> want;
+    for (const Json& v : rows[i]["ids"].as_array()) want.push_back(v.get<int32_t>());
+    CHECK(qa.ids == want);
+    CHECK(qa.n_prompt == rows[i]["n_prompt"].as_int());
+    padded += d.pairs[i].question.front() == ' ';
+  }
+  CHECK(padded > 0);
+  // Blank is still empty.
+  CHECK_THROWS_WITH_AS(parse_qa_text("{\"question\": \"q\", \"answer\": \" \\n \"}", "x"), doctest::Contains("is empty"), InputError);
 }
 
 TEST_CASE("qa: a JSON array file gives the same pairs, with the line where each element starts") {

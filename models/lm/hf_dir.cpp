@@ -75,6 +75,25 @@ WeightSet open_sharded(const std::string& dir, const std::string& index_path) {
   return w;
 }
 
+// A stored lm_head.weight beside a tied embedding must be that embedding, value for value.
+void check_tied_head(CausalLM& model, const LmConfig& cfg, const MappedSafetensors* file, const MappedTensorInfo& info) {
+  const std::string embed = cfg.family == LmFamily::gpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight";
+  Tensor want;
+  for (auto& [name, p] : model.named_weights())
+    if (name == embed) want = p.detach().contiguous();
+  if (!want.defined()) return;
+  const std::string why = file->path() + ": tensor 'lm_head.weight' differs from '" + embed +
+                          "' although config.json sets tie_word_embeddings (";
+  if (info.shape != want.shape())
+    throw InputError(why + "shape " + shape_str(info.shape) + " vs " + shape_str(want.shape()) + "): set it to false or drop one");
+  const Tensor head = file->read(info, DType::f32);
+  const float *a = head.data<float>(), *b = want.data<float>();
+  for (int64_t i = 0; i < head.numel(); ++i)
+    if (!(a[i] == b[i]))
+      throw InputError(why + "element " + std::to_string(i) + "): transformers versions disagree on which one to use; "
+                       "set tie_word_embeddings to false or drop lm_head.weight");
+}
+
 }  // namespace
 
 bool is_hf_dir(const std::string& path) {
@@ -127,8 +146,12 @@ LoadedLm load_hf_dir(const std::string& dir, Device device) {
   }
   for (const auto& [key, loc] : weights.where) {
     if (used.count(key) || known_buffer(key)) continue;
-    // A tied checkpoint that also stores lm_head.weight (some do): the copy of the embedding is redundant.
-    if (key == "lm_head.weight" && cfg.tie_word_embeddings) continue;
+    // A tied checkpoint that also stores lm_head.weight (some do): the copy of the embedding is redundant. A
+    // different head is refused: transformers 4 replaces it by the embedding, transformers 5 keeps it untied.
+    if (key == "lm_head.weight" && cfg.tie_word_embeddings) {
+      check_tied_head(*out.model, cfg, loc.first, *loc.second);
+      continue;
+    }
     throw InputError(loc.first->path() + ": unexpected tensor '" + key + "' for " + cfg.describe());
   }
   out.model->to(device);

@@ -65,16 +65,21 @@ constexpr KnownArch kKnown[] = {{"GPT2LMHeadModel", "gpt2", LmFamily::gpt2},
                                 {"MistralForCausalLM", "mistral", LmFamily::llama},
                                 {"Qwen2ForCausalLM", "qwen2", LmFamily::llama}};
 
-// Rotary settings: top-level rope_theta (+ rope_scaling) in older files, rope_parameters in newer ones. Types
+// Rotary settings: top-level rope_theta (+ rope_scaling) in older files, rope_parameters in newer ones (a file
+// with a non-empty rope_scaling is read from it and the top level alone, as transformers reads it). Types
 // implemented: default, linear, dynamic (equal to default within max_position_embeddings, the longest context
 // hamu runs), llama3 and yarn; any other is refused by name.
 void parse_rope(const Json& j, LmConfig& c, const std::string& where) {
   c.rope_theta = optional_number(j, "rope_theta", 10000.0, where);
   double partial = optional_number(j, "partial_rotary_factor", 1.0, where);
   std::string partial_key = "partial_rotary_factor";
+  // transformers (4 and 5 alike) reads a non-empty rope_scaling and then ignores rope_parameters altogether.
+  const Json* scaling = j.find("rope_scaling");
+  const bool scaling_wins = scaling && scaling->is_object() && scaling->size() > 0;
   for (const char* key : {"rope_scaling", "rope_parameters"}) {
     const Json* r = j.find(key);
     if (!r || r->is_null()) continue;
+    if (scaling_wins && std::string_view(key) == "rope_parameters") continue;
     if (!r->is_object()) config_error(where, "field '" + std::string(key) + "' is not an object");
     const std::string field = std::string(key) + (r->contains("rope_type") ? ".rope_type" : ".type");
     std::string type = optional_string(*r, "rope_type", "", where);

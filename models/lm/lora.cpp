@@ -167,16 +167,26 @@ std::vector<std::string> lora_target_modules(LmFamily family, const std::vector<
   return out;
 }
 
-std::vector<std::pair<std::string, nn::Linear*>> lora_select(CausalLM& model, const std::vector<std::string>& target_modules) {
+std::vector<std::pair<std::string, nn::Linear*>> lora_select(CausalLM& model, const std::vector<std::string>& target_modules,
+                                                             bool each_target_must_match) {
   const auto linears = all_linears(model);
   std::vector<bool> chosen(linears.size(), false);
+  bool any_target = false;
   for (const std::string& t : target_modules) {
     bool any = false;
     for (size_t i = 0; i < linears.size(); ++i)
       if (path_matches(linears[i].first, t)) chosen[i] = any = true;
-    if (!any)
+    any_target = any_target || any;
+    // A tied head is the embedding matrix, not a Linear layer here; peft would adapt it, so skipping it
+    // would drop part of the adapter.
+    if (!any && model.config().tie_word_embeddings && path_matches("lm_head", t))
+      throw InputError("LoRA: target '" + t + "' is the output head, which " + model.config().describe() +
+                       " ties to the token embedding (tie_word_embeddings); LoRA on a tied head is not supported");
+    if (!any && each_target_must_match)
       throw InputError("LoRA: target '" + t + "' matches no Linear layer of " + model.config().describe());
   }
+  if (!any_target)
+    throw InputError("LoRA: no target of " + Json(target_modules).dump() + " matches a Linear layer of " + model.config().describe());
   std::vector<std::pair<std::string, nn::Linear*>> out;
   for (size_t i = 0; i < linears.size(); ++i)
     if (chosen[i]) out.push_back(linears[i]);
@@ -530,7 +540,9 @@ void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
       names.push_back(t.as_string());
     }
     try {
-      layers = lora_select(model, names);
+      // peft applies a list whose names partly match nothing (a recipe written for several architectures)
+      // and refuses only one that matches nothing at all.
+      layers = lora_select(model, names, false);
     } catch (const InputError& e) {
       throw InputError(cfg_path + ": " + e.what());
     }

@@ -37,8 +37,11 @@ LoraSpec parse_lora_spec(const std::string& spec);
 std::vector<std::string> lora_target_modules(LmFamily family, const std::vector<std::string>& targets);
 
 // The Linear layers of `model` that `target_modules` select (PEFT's rule: a module path equal to a target or
-// ending in "." + target), in model order. InputError naming a target that selects no Linear layer.
-std::vector<std::pair<std::string, nn::Linear*>> lora_select(CausalLM& model, const std::vector<std::string>& target_modules);
+// ending in "." + target), in model order. InputError naming a target that selects no Linear layer (with
+// each_target_must_match false, as peft reads an adapter's list: only when no target selects any), and naming
+// an lm_head target on a model whose head is tied to the embedding (not a Linear layer here).
+std::vector<std::pair<std::string, nn::Linear*>> lora_select(CausalLM& model, const std::vector<std::string>& target_modules,
+                                                             bool each_target_must_match = true);
 
 // The layers that carry adapters, in model order (path without ".weight").
 std::vector<std::pair<std::string, nn::Linear*>> lora_layers(nn::Module& model);

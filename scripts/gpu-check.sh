@@ -277,13 +277,17 @@ failed_count() {  # failed test cases in a doctest log, or 1 when there is no su
 }
 
 # ---- CUDA parity tests --------------------------------------------------------------------------
+# The cases named "cuda: ..." (device layer, whole-engine and graph checks) and the table-driven parity of
+# every op and kernel on the CUDA backend against the CPU (tests/test_backend_ops.cpp: its two tables run on
+# every backend the machine has; the f64 finite-difference case is CPU-only and stays out).
+GPU_TESTS='cuda:*,backend ops: every op*,backend kernels*'
 if [ -n "$BIN_TESTS" ] && [ -x "$BIN_TESTS" ]; then
   say "CUDA parity tests -> $TEST_LOG"
-  timeout 150 "$BIN_TESTS" -tc='cuda:*' --order-by=file >"$TEST_LOG" 2>&1
+  timeout 180 "$BIN_TESTS" -tc="$GPU_TESTS" --order-by=file >"$TEST_LOG" 2>&1
   rc=$?
   echo "== exit $rc" >>"$TEST_LOG"
   cuda_tests=$(summary_of "$TEST_LOG")
-  [ $rc -eq 124 ] && cuda_tests="TIMEOUT after 150 s; $cuda_tests"
+  [ $rc -eq 124 ] && cuda_tests="TIMEOUT after 180 s; $cuda_tests"
   if grep -q "skipped: no GPU" "$TEST_LOG"; then  # the tests pass vacuously without a GPU: not here
     cuda_tests="NO GPU VISIBLE to the CUDA runtime (tests skipped); $cuda_tests"
     rc=3
@@ -300,13 +304,16 @@ if [ -n "$BIN_TESTS" ] && [ -x "$BIN_TESTS" ]; then
   if [ $rc -ne 0 ] && [ "$(left)" -gt 200 ]; then
     say "re-running each CUDA test case in its own process"
     echo "== per-case re-run (each case in its own process)" >>"$TEST_LOG"
-    mapfile -t CASES < <("$BIN_TESTS" --list-test-cases -tc='cuda:*' 2>/dev/null | sed -n '/^=====/,/^=====/p' | grep -v '^=====')
+    mapfile -t CASES < <("$BIN_TESTS" --list-test-cases -tc="$GPU_TESTS" 2>/dev/null | sed -n '/^=====/,/^=====/p' | grep -v '^=====')
     for c in "${CASES[@]}"; do
       [ "$(left)" -lt 160 ] && { per_case="$per_case; (re-run stopped: time)"; break; }
-      timeout 60 "$BIN_TESTS" -tc="$c" >"$SHIM/case.log" 2>&1
+      # doctest splits a filter at commas: a name's own commas are escaped, or the case would match nothing
+      # and "pass" without running.
+      timeout 60 "$BIN_TESTS" -tc="${c//,/\\,}" >"$SHIM/case.log" 2>&1
       crc=$?
       { echo "== case: $c (exit $crc)"; tail -80 "$SHIM/case.log"; } >>"$TEST_LOG"
       [ $crc -ne 0 ] && per_case="$per_case; FAIL($crc): $c"
+      grep -q "test cases: 0 |" "$SHIM/case.log" && per_case="$per_case; NOT RUN (the filter matched nothing): $c"
     done
     say "per-case re-run:${per_case:- every case passed alone}"
   fi
@@ -554,12 +561,26 @@ elif [ "$(left)" -lt 140 ]; then
 else
   t=$(($(left) - 110))
   [ $t -gt 60 ] && t=60
-  SAN_CASES='cuda: profile of a resnet20*,cuda: a CUDA-graph*,cuda: hamu_coefficients hits*,cuda: multi_sum_squares*,cuda: im2col*,cuda: max and average pooling,cuda: embedding*,cuda: ghost*,cuda: layernorm*,cuda: reduce_axis*,cuda: hamu_block_stats*,cuda: bf16 tensor-core attention*,cuda: FusedUpdate runs small HAMU steps*,cuda: fused cross-entropy*'
+  SAN_CASES='cuda: adamw_step_dev*,cuda: sgd_step_dev*,cuda: clip_coef*,cuda: profile of a resnet20*,cuda: a CUDA-graph*,cuda: hamu_coefficients hits*,cuda: multi_sum_squares*,cuda: im2col*,cuda: max and average pooling,cuda: embedding*,cuda: ghost*,cuda: layernorm*,cuda: reduce_axis*,cuda: hamu_block_stats*,cuda: bf16 tensor-core attention*,cuda: FusedUpdate runs small HAMU steps*,cuda: fused cross-entropy*'
   say "compute-sanitizer memcheck on a reduced set (timeout ${t}s) -> $SAN_LOG"
+  # The kernels and ops of the parity tables, by subcase (their test cases hold one subcase per kernel/op).
+  SAN_TABLE='backend ops: every op*,backend kernels*'
+  SAN_SUBCASES='im2col*,multi_sum_squares*,reduce_axis*,hamu_block_stats*,hamu_coefficients hits*,SGD and AdamW*,cross_entropy fused*,max_pool2d,avg_pool2d,embedding,layer_norm,batch_norm_act,ghost_hadamard*'
   timeout "$t" "$SAN" --tool memcheck --error-exitcode 99 --print-limit 20 "$BIN_TESTS" -tc="$SAN_CASES" \
     --order-by=file >"$SAN_LOG" 2>&1
   rc=$?
   echo "== exit $rc" >>"$SAN_LOG"
+  if [ $rc -eq 0 ] && [ "$(left)" -gt 130 ]; then
+    t2=$(($(left) - 110))
+    [ $t2 -gt 60 ] && t2=60
+    say "compute-sanitizer memcheck on the parity tables' kernels (timeout ${t2}s) -> $SAN_LOG"
+    echo "== the parity tables: -tc='$SAN_TABLE' -sc='$SAN_SUBCASES'" >>"$SAN_LOG"
+    timeout "$t2" "$SAN" --tool memcheck --error-exitcode 99 --print-limit 20 "$BIN_TESTS" -tc="$SAN_TABLE" \
+      -sc="$SAN_SUBCASES" --order-by=file >>"$SAN_LOG" 2>&1
+    rc=$?
+    echo "== exit $rc" >>"$SAN_LOG"
+    [ $rc -eq 124 ] && t=$t2
+  fi
   errs=$(grep -E "ERROR SUMMARY" "$SAN_LOG" | tail -1)
   if [ $rc -eq 124 ]; then
     san_status="timed out after ${t}s (partial: $(grep -c '^\[doctest\]\|TEST CASE' "$SAN_LOG") lines; ${errs:-no summary})"

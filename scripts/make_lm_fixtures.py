@@ -3,8 +3,8 @@
 # what transformers computes with them (logits with and without a padding mask, per-token losses with -100
 # labels, gradients of the mean loss), written to tests/fixtures/lm/ for tests/test_lm_models.cpp. The
 # variants (VARIANTS: untied GPT-2 with exact GELU / ReLU, scale_attn_by_inverse_layer_idx and scale_attn_weights
-# false, Llama with biases and llama3 / linear / yarn rotary scaling, Qwen2 with q/k/v biases) each draw from
-# their own seeded generator.
+# false, Llama with biases and llama3 / linear / yarn rotary scaling, Qwen2 with q/k/v biases, a bfloat16 sharded
+# Llama and a float16 GPT-2) each draw from their own seeded generator.
 #
 #   python3 scripts/make_lm_fixtures.py                 # (re)write the fixtures
 #   python3 scripts/make_lm_fixtures.py --only NAME...  # (re)write only these
@@ -102,6 +102,19 @@ VARIANTS = {
         rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "mscale": 0.8,
                       "mscale_all_dim": 0.5}, bos_token_id=1, eos_token_id=2)),
         ["model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight"]),
+    # Saved in bfloat16 and sharded: grouped-query attention with three query heads per key/value head, a vocabulary
+    # of 101 (not a multiple of 8), rope_theta 5e5, rms_norm_eps 1e-6. The expectations use the rounded weights.
+    "llama_bf16_gqa3": (17, lambda: LlamaForCausalLM(LlamaConfig(
+        vocab_size=101, hidden_size=48, intermediate_size=40, num_hidden_layers=2, num_attention_heads=6,
+        num_key_value_heads=2, rope_theta=500000.0, rms_norm_eps=1e-6, max_position_embeddings=64,
+        tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)),
+        ["model.layers.0.self_attn.k_proj.weight", "model.layers.1.self_attn.q_proj.weight", "lm_head.weight"],
+        {"dtype": torch.bfloat16, "max_shard_size": "16KB"}),
+    # Saved in float16: GPT-2 with gelu_pytorch_tanh, layer_norm_epsilon 1e-4, tied, a vocabulary of 57.
+    "gpt2_f16_tanh": (18, lambda: GPT2LMHeadModel(GPT2Config(
+        vocab_size=57, n_positions=16, n_embd=24, n_layer=2, n_head=3, activation_function="gelu_pytorch_tanh",
+        layer_norm_epsilon=1e-4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=1)),
+        ["transformer.wte.weight", "transformer.h.1.mlp.c_fc.weight"], {"dtype": torch.float16}),
     # Qwen2: q/k/v biases (o_proj none), tied, one key/value head.
     "qwen2": (15, lambda: Qwen2ForCausalLM(Qwen2Config(
         vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
@@ -144,7 +157,15 @@ def expected(model, params, ids, mask, labels):
 def save(name, model, params, save_kw, gen):
     perturb(model, gen)
     d = os.path.join(OUT, name)
-    model.save_pretrained(d, safe_serialization=True, **save_kw)
+    save_kw = dict(save_kw)
+    dtype = save_kw.pop("dtype", None)
+    if dtype is not None:  # saved in half precision; the expectations come from the rounded weights in float32,
+        # read back from disk (casting the model back would leave its rotary buffers rounded too)
+        model.to(dtype)
+        model.save_pretrained(d, safe_serialization=True, **save_kw)
+        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+    else:
+        model.save_pretrained(d, safe_serialization=True, **save_kw)
     for extra in ("generation_config.json",):
         if os.path.exists(os.path.join(d, extra)):
             os.remove(os.path.join(d, extra))
@@ -164,11 +185,11 @@ def write(only):
             inputs(model.config.vocab_size, gen)
             continue
         save(name, model, params, save_kw, gen)
-    for name, (seed, build, params) in VARIANTS.items():
+    for name, (seed, build, params, *save_kw) in VARIANTS.items():
         if only and name not in only:
             continue
         torch.manual_seed(seed)
-        save(name, build(), params, {}, torch.Generator().manual_seed(20261126 + seed))
+        save(name, build(), params, save_kw[0] if save_kw else {}, torch.Generator().manual_seed(20261126 + seed))
     total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(OUT) for f in fs)
     print(f"fixtures: {total / 1024:.0f} KiB in {OUT}")
 

@@ -155,6 +155,10 @@ TEST_CASE("lm fixtures: llama with attention and mlp biases, explicit head_dim, 
 }
 TEST_CASE("lm fixtures: llama tied with linear rope scaling") { check_against_fixture("llama_linear"); }
 TEST_CASE("lm fixtures: qwen2 (q/k/v biases, tied, one kv head)") { check_against_fixture("qwen2"); }
+TEST_CASE("lm fixtures: llama saved in bfloat16 and sharded, three query heads per kv head, vocabulary 101") {
+  check_against_fixture("llama_bf16_gqa3");
+}
+TEST_CASE("lm fixtures: gpt2 saved in float16, gelu_pytorch_tanh, layer_norm_epsilon 1e-4") { check_against_fixture("gpt2_f16_tanh"); }
 TEST_CASE("lm fixtures: llama with yarn rope scaling (ramp, mscale attention factor)") { check_against_fixture("llama_yarn"); }
 
 TEST_CASE("lm configs: rotary scaling, biases and activations parsed; what is not implemented refused by key") {

@@ -17,6 +17,10 @@
 #                                              as suffixes, digit triples, '/' after punctuation
 #   tests/fixtures/tokenizers/falcon-bpe/      Falcon's pre-tokenizer: Punctuation, ByteLevel, Digits, Split
 #                                              on [0-9][0-9][0-9] (the digit stages see byte-mapped text)
+#   tests/fixtures/tokenizers/roberta-bpe/     RoBERTa's form: ByteLevel with add_prefix_space, RobertaProcessing
+#                                              (<s> $A </s>), <mask> with lstrip
+#   tests/fixtures/tokenizers/subword-bpe/     continuing_subword_prefix "##" and end_of_word_suffix "</w>", Split
+#                                              (" ", removed) + Punctuation(merged_with_previous), BertProcessing
 #   tests/fixtures/tokenizers/mixed-bpe/       the rarer pieces: Strip + NFD + Replace normalizers, Digits
 #                                              and String Split pre-tokenizers, and added tokens whose ids in
 #                                              the file are not the ones the library gives them (it reassigns)
@@ -251,6 +255,26 @@ def mixed_bpe(lines):
     return Tokenizer.from_str(RAW["mixed-bpe"])
 
 
+def roberta_bpe(lines):
+    tok = byte_level_model(lines, 500, ["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
+                                                      add_prefix_space=True, trim_offsets=True)
+    tok.add_special_tokens([AddedToken("<mask>", lstrip=True, normalized=False)])
+    return tok
+
+
+def subword_bpe(lines):
+    tok = Tokenizer(models.BPE(unk_token="<unk>", continuing_subword_prefix="##", end_of_word_suffix="</w>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(" ", behavior="removed"),
+                                                 pre_tokenizers.Punctuation("merged_with_previous")])
+    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=["<unk>", "[CLS]", "[SEP]"], show_progress=False,
+                                  limit_alphabet=100, continuing_subword_prefix="##", end_of_word_suffix="</w>")
+    tok.train_from_iterator(lines, trainer)
+    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
+    return tok
+
+
 def llama_metaspace(lines):
     tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
@@ -321,7 +345,7 @@ def main():
     # --retrain builds every tokenizer afresh.
     builders = {"gpt2-bpe": gpt2_bpe, "llama-bpe": llama_bpe, "llama-metaspace": llama_metaspace,
                 "llama3-bpe": llama3_bpe, "qwen2-bpe": qwen2_bpe, "mixed-bpe": mixed_bpe, "falcon-bpe": falcon_bpe,
-                "o200k-bpe": o200k_bpe}
+                "o200k-bpe": o200k_bpe, "roberta-bpe": roberta_bpe, "subword-bpe": subword_bpe}
     toks = {}
     for name, build in builders.items():
         path = os.path.join(ROOT, name, "tokenizer.json")

@@ -24,7 +24,8 @@ using namespace hamu;
 namespace {
 
 const std::string kFixtures = (std::filesystem::path(__FILE__).parent_path() / "fixtures" / "tokenizers").string();
-const char* const kFixtureNames[] = {"gpt2-bpe", "llama-bpe", "llama-metaspace", "llama3-bpe", "qwen2-bpe", "mixed-bpe", "falcon-bpe", "o200k-bpe"};
+const char* const kFixtureNames[] = {"gpt2-bpe",   "llama-bpe",  "llama-metaspace", "llama3-bpe",  "qwen2-bpe",
+                                     "mixed-bpe",  "falcon-bpe", "o200k-bpe",       "roberta-bpe", "subword-bpe"};
 
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

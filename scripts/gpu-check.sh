@@ -498,6 +498,19 @@ if [ "${GPU_CHECK_TESTS_ONLY:-0}" != 1 ] && [ -n "$BIN_TESTS" ] && [ -x "$FULL_B
       echo "unlearn ${g:-(ordinary)}: $(grep -o '"seconds": [0-9.e+-]*' "$d/u${g:+_graph}.json" | head -1)" \
         "$(tr -d '\n ' < "$d/u${g:+_graph}.json" | grep -o '"cuda_graph":{[^}]*}')"
     done
+    # Issue #12 item 4 (evaluation batches): hamu eval with and without --cuda-graph (the same algorithms in
+    # both processes): every split's numbers and the membership AUCs must be the same to the last digit.
+    for g in "" --cuda-graph; do
+      HAMU_CUDNN_FIND=0 $h eval --device cuda --deterministic $g --model "$d/orig.safetensors" \
+        --json "$d/e${g:+_graph}.json" >/dev/null || return 1
+    done
+    echo "eval --cuda-graph: $(tr -d '\n ' < "$d/e_graph.json" | grep -o '"cuda_graph":{[^}]*}')"
+    numbers() { grep -E '"(n|acc|loss|entropy|retain_forget_auc|forget_test_auc)":' "$1"; }
+    if [ "$(numbers "$d/e.json")" = "$(numbers "$d/e_graph.json")" ]; then
+      echo "cuda graph: the graphed evaluation's numbers are identical to the ordinary one's"
+    else
+      echo "cuda graph: the graphed evaluation's numbers DIFFER from the ordinary one's"; return 1
+    fi
     # The tensor bytes after the safetensors header (the header's metadata records the flags).
     body() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +$((9 + n)) "$1" | md5sum | cut -c1-32; }
     if [ "$(body "$d/u.safetensors")" = "$(body "$d/u_graph.safetensors")" ]; then

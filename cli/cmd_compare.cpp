@@ -15,6 +15,7 @@
 #include "cli/text_setup.h"
 #include "cli/unlearn_output.h"
 #include "cli/unlearn_setup.h"
+#include "unlearn/graph_eval.h"
 #include "unlearn/text_task.h"
 #include "models/checkpoint.h"
 
@@ -257,8 +258,21 @@ int cmd_compare(int argc, char** argv) {
         return final ? evaluate_full(*work->model, ctx, name) : evaluate_sampled(*work->model, ctx, name);
       };
       hooks.stop_probe = make_stop_probe(*work->model, ctx, o.stop.samples);  // each run probes its own model
+      // --cuda-graph: this run's evaluations and probes replay their full batches too (unlearn/graph_eval.h);
+      // the captures are of this run's model, so they end with the run, before the model does.
+      EvalGraphs run_graphs;
+      struct GraphsScope {
+        UnlearnContext& c;
+        ~GraphsScope() { c.eval_graphs = nullptr; }
+      } graphs_scope{ctx};
+      ctx.eval_graphs = o.graph ? &run_graphs : nullptr;
       UnlearnResult r = run_unlearning(*work->model, m->needs_original() ? frozen->model.get() : nullptr,
                                        ctx.data.data.train, ctx.data.split, ctx.norm, o, hooks);
+      if (o.graph)
+        std::fprintf(stderr, "hamu compare: %s: --cuda-graph: %lld of %lld steps replayed%s%s; evaluation %s\n",
+                     name.c_str(), (long long)r.graph_replays, (long long)r.log.size(),
+                     r.graph_fallback.empty() ? "" : " (not used: ", r.graph_fallback.empty() ? "" : (r.graph_fallback + ")").c_str(),
+                     run_graphs.summary().c_str());
       // The same checkpoint as hamu unlearn --out, and like it none for a run that applied no step.
       if (unlearned_output_wanted("\nhamu compare: " + name, "--save-dir", save_dir.empty() ? "" : save_dir + "/" + name + ".safetensors", r))
         save_unlearned_checkpoint(save_dir + "/" + name + ".safetensors", *work, model_path, ctx, o, r,

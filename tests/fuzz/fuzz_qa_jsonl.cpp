@@ -1,5 +1,5 @@
 // tests/fuzz/fuzz_qa_jsonl.cpp: bytes -> the QA reader (JSON lines or a JSON array; default and
-// renamed fields); what it accepts must hold its promises (trimmed, non-empty fields, lines in order)
+// renamed fields); what it accepts must hold its promises (fields kept verbatim but never blank, lines in order)
 // and split into disjoint forget/retain/holdout sets with semantic duplicates.
 #include <string>
 #include <string_view>
@@ -10,17 +10,18 @@
 
 namespace {
 
-bool trimmed_nonempty(const std::string& s) {
-  auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
-  return !s.empty() && !blank(s.front()) && !blank(s.back());
+// Not empty and not whitespace alone (the text itself is kept verbatim, surrounding whitespace included, as the
+// published code and transformers tokenise it).
+bool not_blank(const std::string& s) {
+  return s.find_first_not_of(" \t\r\n") != std::string::npos;
 }
 
 void check(const hamu::QaDataset& d) {
   int64_t last_line = 0;
   for (const auto& p : d.pairs) {
-    if (!trimmed_nonempty(p.question) || !trimmed_nonempty(p.answer) || p.line < last_line) std::abort();  // array elements may share a line
+    if (!not_blank(p.question) || !not_blank(p.answer) || p.line < last_line) std::abort();  // array elements may share a line
     for (const auto& para : p.paraphrases)
-      if (!trimmed_nonempty(para.question) || !trimmed_nonempty(para.answer)) std::abort();
+      if (!not_blank(para.question) || !not_blank(para.answer)) std::abort();
     last_line = p.line;
   }
 }

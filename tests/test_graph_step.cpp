@@ -542,24 +542,28 @@ TrainRun train_run(const std::string& arch, bool graph, Device device, const std
 
 }  // namespace
 
+// Graphed == ordinary for every variant the loop has (train_run: 2 epochs of six full batches and a partial
+// one, cosine lr, weight decay): adamw, sgd with and without momentum, adamw and sgd with --clip.
+void check_graphed_training(const TrainRun& plain, const TrainRun& graphed) {
+  CHECK(graphed.report.not_used == "");
+  CHECK(graphed.report.captures == 1);
+  // 2 epochs x (6 full batches + 1 partial): all full batches but the first (the warm-up) replayed.
+  CHECK(graphed.report.replays == 11);
+  CHECK(graphed.params == plain.params);
+  CHECK(graphed.buffers == plain.buffers);    // BatchNorm running statistics
+  CHECK(graphed.counters == plain.counters);  // num_batches_tracked moved per replay as per ordinary step
+  REQUIRE(graphed.epochs.size() == plain.epochs.size());
+  for (size_t e = 0; e < plain.epochs.size(); ++e) {
+    CHECK(graphed.epochs[e].train_loss == plain.epochs[e].train_loss);
+    CHECK(graphed.epochs[e].train_acc == plain.epochs[e].train_acc);
+    CHECK(graphed.epochs[e].skipped_steps == plain.epochs[e].skipped_steps);
+  }
+}
+
 TEST_CASE("graph: graphed training equals the ordinary loop bit for bit (mlp, cnn, resnet20; cosine lr, partial batches)") {
   for (const char* arch : {"mlp", "cnn", "resnet20"}) {
     INFO(arch);
-    const TrainRun plain = train_run(arch, false, Device{});
-    const TrainRun graphed = train_run(arch, true, Device{});
-    CHECK(graphed.report.not_used == "");
-    CHECK(graphed.report.captures == 1);
-    // 2 epochs x (6 full batches + 1 partial): all full batches but the first (the warm-up) replayed.
-    CHECK(graphed.report.replays == 11);
-    CHECK(graphed.params == plain.params);
-    CHECK(graphed.buffers == plain.buffers);    // BatchNorm running statistics
-    CHECK(graphed.counters == plain.counters);  // num_batches_tracked moved per replay as per ordinary step
-    REQUIRE(graphed.epochs.size() == plain.epochs.size());
-    for (size_t e = 0; e < plain.epochs.size(); ++e) {
-      CHECK(graphed.epochs[e].train_loss == plain.epochs[e].train_loss);
-      CHECK(graphed.epochs[e].train_acc == plain.epochs[e].train_acc);
-      CHECK(graphed.epochs[e].skipped_steps == plain.epochs[e].skipped_steps);
-    }
+    check_graphed_training(train_run(arch, false, Device{}), train_run(arch, true, Device{}));
   }
 }
 
@@ -572,23 +576,6 @@ TEST_CASE("graph: training graphs are refused for several ranks and active dropo
   to.optimizer = "sgd";
   to.clip = 1;
   CHECK(GraphedTrainSteps::objection(*model, to, 1).empty());
-}
-
-// Graphed == ordinary for every variant the loop has (train_run: 2 epochs of six full batches and a partial
-// one, cosine lr, weight decay): sgd with and without momentum, adamw and sgd with --clip.
-void check_graphed_training(const TrainRun& plain, const TrainRun& graphed) {
-  CHECK(graphed.report.not_used == "");
-  CHECK(graphed.report.captures == 1);
-  CHECK(graphed.report.replays == 11);
-  CHECK(graphed.params == plain.params);
-  CHECK(graphed.buffers == plain.buffers);
-  CHECK(graphed.counters == plain.counters);
-  REQUIRE(graphed.epochs.size() == plain.epochs.size());
-  for (size_t e = 0; e < plain.epochs.size(); ++e) {
-    CHECK(graphed.epochs[e].train_loss == plain.epochs[e].train_loss);
-    CHECK(graphed.epochs[e].train_acc == plain.epochs[e].train_acc);
-    CHECK(graphed.epochs[e].skipped_steps == plain.epochs[e].skipped_steps);
-  }
 }
 
 TEST_CASE("graph: graphed sgd training equals the ordinary loop bit for bit (mlp, cnn; momentum 0 and 0.9)") {

@@ -1,6 +1,8 @@
 // bench/bench_gemm.cpp: GFLOP/s of the CPU GEMM beside OpenBLAS on the same threads, and CPU conv timings.
 //
-// Usage: bench_gemm [--quick]   (--quick: fewer sizes and repetitions, for a smoke run)
+// Usage: bench_gemm [--quick] [--conv] [--shape TEXT] [--reps N]
+//   --quick: fewer sizes and repetitions, for a smoke run; --conv: the convolution table only;
+//   --shape TEXT: only the convolution rows whose name contains TEXT; --reps N: repetitions per pass.
 // OpenBLAS is linked into this binary only; the engine never uses it. Headline numbers are medians;
 // the best run is printed beside them because on shared cores a median can be a neighbour's.
 #include <omp.h>
@@ -111,7 +113,13 @@ kn::ConvShape conv_shape(int64_t n, int64_t c, int64_t hw, int64_t k, int64_t rs
   return s;
 }
 
-void conv_table(bool quick) {
+struct ConvOptions {
+  bool quick = false;
+  const char* shape = nullptr;  // substring filter on the row names
+  int reps = 0;                 // 0: the default for quick / full runs
+};
+
+void conv_table(const ConvOptions& opt) {
   const int64_t batch = 128;
   struct ConvCase {
     const char* name;
@@ -133,6 +141,7 @@ void conv_table(bool quick) {
   std::printf("%-28s %9s %9s %9s %9s %8s %8s %7s\n", "shape", "fwd", "bwd_data", "bwd_filt", "fwd+bwd", "GFLOP/s",
               "best", "ws MB");
   for (const ConvCase& cc : cases) {
+    if (opt.shape && !std::strstr(cc.name, opt.shape)) continue;
     const kn::ConvShape& s = cc.shape;
     const int64_t oh = s.oh(), ow = s.ow();
     const std::vector<float> x = random_vector(size_t(s.n * s.c * s.h * s.w), 3);
@@ -142,7 +151,7 @@ void conv_table(bool quick) {
     std::vector<float> y(gy.size()), gx(x.size()), gw(w.size(), 0.0f), gb(size_t(s.k), 0.0f);
     const int64_t ws_elems = kn::conv2d_workspace_elems(kn::CpuCtx{}, s);
     std::vector<float> ws(size_t(std::max<int64_t>(ws_elems, 1)));
-    const int reps = quick ? 3 : 11;
+    const int reps = opt.reps > 0 ? opt.reps : opt.quick ? 3 : 11;
     const auto t = time_each(
         {[&] { kn::conv2d_forward(kn::CpuCtx{}, s, x.data(), w.data(), bias.data(), y.data(), ws.data()); },
          [&] { kn::conv2d_backward_data(kn::CpuCtx{}, s, gy.data(), w.data(), gx.data(), ws.data()); },
@@ -159,12 +168,19 @@ void conv_table(bool quick) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, conv_only = false;
+  ConvOptions conv;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
-      quick = true;
+      quick = conv.quick = true;
+    } else if (std::strcmp(argv[i], "--conv") == 0) {
+      conv_only = true;
+    } else if (std::strcmp(argv[i], "--shape") == 0 && i + 1 < argc) {
+      conv.shape = argv[++i];
+    } else if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc && std::atoi(argv[i + 1]) > 0) {
+      conv.reps = std::atoi(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: bench_gemm [--quick]\n");
+      std::fprintf(stderr, "usage: bench_gemm [--quick] [--conv] [--shape TEXT] [--reps N]\n");
       return 2;
     }
   }
@@ -177,7 +193,7 @@ int main(int argc, char** argv) {
                 "      With the cores oversubscribed, spinning OpenMP threads can stall each call by a time\n"
                 "      slice; OMP_WAIT_POLICY=passive avoids that at some cost on an idle machine.\n",
                 load[0], omp_get_num_procs());
-  gemm_table(quick);
-  conv_table(quick);
+  if (!conv_only) gemm_table(quick);
+  conv_table(conv);
   return 0;
 }

@@ -147,14 +147,43 @@ template <class T> void check_conv_shape(const kn::ConvShape& s, bool with_bias,
 
 }  // namespace
 
-TEST_CASE("conv2d forward / backward data / backward filter match direct loops (f64 and f32)") {
-  uint32_t seed = 100;
-  for (const kn::ConvShape& s : kShapes) {
+namespace {
+
+template <size_t count> void check_conv_shapes(const kn::ConvShape (&shapes)[count], uint32_t seed) {
+  for (const kn::ConvShape& s : shapes) {
     for (bool with_bias : {true, false}) {
       check_conv_shape<double>(s, with_bias, seed++);
       check_conv_shape<float>(s, with_bias, seed++);
     }
   }
+}
+
+}  // namespace
+
+TEST_CASE("conv2d forward / backward data / backward filter match direct loops (f64 and f32)") {
+  check_conv_shapes(kShapes, 100);
+}
+
+// Shapes that reach each specialised path of kernels/cpu/conv.cpp: planes whose size is a multiple of
+// 128 (the column buffer's padded row stride), the filter gradient's dot products (few column rows, or
+// large planes over few output channels; output channels not a multiple of its 4-row blocks, column
+// rows not a multiple of its column blocks, plane sizes with and without a vector tail) and the GEMM
+// beside them; C = 1, 1x1 stride 2, stride 3, pads 0/1/2, a batch of 1 and odd batches.
+const kn::ConvShape kPathShapes[] = {
+    make_shape(3, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1),   // C = 1, the cnn's first layer
+    make_shape(2, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),  // resnet20's most frequent shape
+    make_shape(3, 16, 32, 32, 32, 1, 1, 2, 2, 0, 0),  // 1x1 stride 2 (16x16 output, padded rows)
+    make_shape(1, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1),  // 3x3 stride 2, batch 1
+    make_shape(5, 3, 16, 16, 6, 3, 3, 1, 1, 1, 1),    // k = 6: a 4-row block and two single rows
+    make_shape(3, 2, 16, 16, 3, 5, 5, 1, 1, 2, 2),    // pad 2, k < 4, col rows 50 = 10 blocks of 5
+    make_shape(4, 1, 29, 31, 5, 3, 3, 3, 3, 2, 2),    // stride 3, pad 2, odd sizes, plane 110 (a tail)
+    make_shape(3, 2, 23, 25, 7, 3, 3, 1, 1, 0, 0),    // pad 0, odd sizes, plane 21x23
+    make_shape(7, 4, 8, 16, 2, 3, 3, 1, 1, 1, 1),     // 8x16 plane (128: padded rows), k = 2
+    make_shape(1, 16, 16, 16, 64, 1, 1, 1, 1, 0, 0),  // 1x1 stride 1 (no column buffer), batch 1
+};
+
+TEST_CASE("conv2d on shapes that reach each specialised CPU path match direct loops (f64 and f32)") {
+  check_conv_shapes(kPathShapes, 700);
 }
 
 TEST_CASE("conv2d backward_filter accumulates across calls; results do not depend on the thread count") {

@@ -9,12 +9,15 @@
 // the others up. backward_filter sums fixed chunks of consecutive images into slices of the workspace,
 // whichever thread runs them, and adds the slices into gw in chunk order: its result depends on the
 // shape and the processor count only, not on the OpenMP thread count or the scheduling.
-// With a single image the GEMMs themselves run on all threads.
+// With a single image the GEMMs themselves run on all threads. Column-buffer rows are padded so that
+// they do not alias in L1 (col_ld), and the filter gradient of shapes with few output channels over
+// large planes skips the GEMM's transposing pack for register-blocked dot products (filter_dots).
 #include <omp.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 #include "kernels/perf.h"
 
@@ -25,7 +28,14 @@ bool is_pointwise(const ConvShape& s) {
   return s.r == 1 && s.s == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
 }
 
-int64_t col_elems(const ConvShape& s) { return is_pointwise(s) ? 0 : s.c * s.r * s.s * s.oh() * s.ow(); }
+// Row stride of the column buffer. Rows a multiple of 512 bytes apart map to the same few L1 sets, and
+// the GEMM and filter-gradient loops walk 8-16 of them at once (a 32x32 plane is exactly 4 KB of
+// floats): one cache line of padding per row made the 16->16 32x32 forward GEMM 1.35x faster.
+int64_t col_ld(const ConvShape& s) {
+  const int64_t ohw = s.oh() * s.ow();
+  return ohw % 128 == 0 ? ohw + 16 : ohw;
+}
+int64_t col_elems(const ConvShape& s) { return is_pointwise(s) ? 0 : s.c * s.r * s.s * col_ld(s); }
 int64_t filter_elems(const ConvShape& s) { return s.k * s.c * s.r * s.s + s.k; }
 
 // The workspace has a column buffer per processor and the kernels never run more threads than there
@@ -73,7 +83,7 @@ template <class T> void zero_border_cols(T* plane, int64_t oh, int64_t ow, int64
     for (int64_t oy = 0; oy < oh; ++oy) plane[oy * ow + ox] = T(0);
 }
 
-template <class T> void im2col_same(const ConvShape& sh, const T* x, T* col) {
+template <class T> void im2col_same(const ConvShape& sh, const T* x, T* col, int64_t ld) {
   const int64_t h = sh.h, w = sh.w, hw = h * w;
   for (int64_t c = 0; c < sh.c; ++c) {
     const T* plane = x + c * hw;
@@ -83,7 +93,7 @@ template <class T> void im2col_same(const ConvShape& sh, const T* x, T* col) {
       for (int64_t s = 0; s < sh.s; ++s) {
         const int64_t dx = s - sh.pad_w;
         const int64_t ox_lo = std::clamp<int64_t>(-dx, 0, w), ox_hi = std::clamp<int64_t>(w - dx, ox_lo, w);
-        T* dst = col + ((c * sh.r + r) * sh.s + s) * hw;
+        T* dst = col + ((c * sh.r + r) * sh.s + s) * ld;
         if (oy_lo >= oy_hi || ox_lo >= ox_hi) {
           std::fill(dst, dst + hw, T(0));
           continue;
@@ -99,15 +109,16 @@ template <class T> void im2col_same(const ConvShape& sh, const T* x, T* col) {
   }
 }
 
-template <class T> void im2col_image(const ConvShape& sh, const T* x, T* col) {
-  if (is_same_size(sh)) return im2col_same(sh, x, col);
-  const int64_t oh = sh.oh(), ow = sh.ow(), ohw = oh * ow, sw = sh.stride_w;
+// col [c*r*s rows, oh*ow columns, row stride ld]
+template <class T> void im2col_image(const ConvShape& sh, const T* x, T* col, int64_t ld) {
+  if (is_same_size(sh)) return im2col_same(sh, x, col, ld);
+  const int64_t oh = sh.oh(), ow = sh.ow(), sw = sh.stride_w;
   for (int64_t s = 0; s < sh.s; ++s) {
     const ColRange cr = valid_cols(sh.w, ow, sw, sh.pad_w, s);
     const int64_t ix0 = cr.lo * sw - sh.pad_w + s;  // input column of the first valid ox
     for (int64_t c = 0; c < sh.c; ++c) {
       for (int64_t r = 0; r < sh.r; ++r) {
-        T* dst = col + ((c * sh.r + r) * sh.s + s) * ohw;
+        T* dst = col + ((c * sh.r + r) * sh.s + s) * ld;
         for (int64_t oy = 0; oy < oh; ++oy) {
           T* row = dst + oy * ow;
           const int64_t iy = oy * sh.stride_h - sh.pad_h + r;
@@ -128,15 +139,15 @@ template <class T> void im2col_image(const ConvShape& sh, const T* x, T* col) {
   }
 }
 
-template <class T> void col2im_image(const ConvShape& sh, const T* col, T* x) {
-  const int64_t oh = sh.oh(), ow = sh.ow(), ohw = oh * ow;
+template <class T> void col2im_image(const ConvShape& sh, const T* col, int64_t ld, T* x) {
+  const int64_t oh = sh.oh(), ow = sh.ow();
   std::fill(x, x + sh.c * sh.h * sh.w, T(0));
   for (int64_t c = 0; c < sh.c; ++c) {
     for (int64_t r = 0; r < sh.r; ++r) {
       for (int64_t s = 0; s < sh.s; ++s) {
         const ColRange cr = valid_cols(sh.w, ow, sh.stride_w, sh.pad_w, s);
         const int64_t ix0 = cr.lo * sh.stride_w - sh.pad_w + s;
-        const T* src = col + ((c * sh.r + r) * sh.s + s) * ohw;
+        const T* src = col + ((c * sh.r + r) * sh.s + s) * ld;
         for (int64_t oy = 0; oy < oh; ++oy, src += ow) {
           const int64_t iy = oy * sh.stride_h - sh.pad_h + r;
           if (iy < 0 || iy >= sh.h) continue;
@@ -155,7 +166,7 @@ template <class T> void col2im_image(const ConvShape& sh, const T* col, T* x) {
 // col2im for "same" stride-1 convolutions that may overwrite col (backward_data's own buffer): the
 // cells of each column row whose input lies in the padding are zeroed, after which the row adds to
 // the shifted input plane as one long contiguous run instead of a short run per output row.
-template <class T> void col2im_same_clobber(const ConvShape& sh, T* col, T* x) {
+template <class T> void col2im_same_clobber(const ConvShape& sh, T* col, int64_t ld, T* x) {
   const int64_t h = sh.h, w = sh.w, hw = h * w;
   for (int64_t c = 0; c < sh.c; ++c) {
     T* __restrict plane = x + c * hw;
@@ -167,7 +178,7 @@ template <class T> void col2im_same_clobber(const ConvShape& sh, T* col, T* x) {
         const int64_t dx = s - sh.pad_w;
         const int64_t ox_lo = std::clamp<int64_t>(-dx, 0, w), ox_hi = std::clamp<int64_t>(w - dx, ox_lo, w);
         if (oy_lo >= oy_hi || ox_lo >= ox_hi) continue;
-        T* src = col + ((c * sh.r + r) * sh.s + s) * hw;
+        T* src = col + ((c * sh.r + r) * sh.s + s) * ld;
         zero_border_cols(src + oy_lo * w, oy_hi - oy_lo, w, ox_lo, ox_hi);
         const int64_t q0 = oy_lo * w + ox_lo, len = (oy_hi - 1) * w + ox_hi - q0;
         T* __restrict dst = plane + q0 + dy * w + dx;
@@ -197,11 +208,11 @@ template <class F> void parallel_items(int64_t count, F body) {
 }  // namespace
 
 template <class T> void im2col(const CpuCtx&, const ConvShape& s, const T* x_image, T* col) {
-  im2col_image(s, x_image, col);
+  im2col_image(s, x_image, col, s.oh() * s.ow());
 }
 
 template <class T> void col2im(const CpuCtx&, const ConvShape& s, const T* col, T* x_image) {
-  col2im_image(s, col, x_image);
+  col2im_image(s, col, s.oh() * s.ow(), x_image);
 }
 
 int64_t conv2d_workspace_elems(const CpuCtx&, const ConvShape& s) {
@@ -212,6 +223,7 @@ template <class T>
 void conv2d_forward(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* w, const T* bias, T* y, T* ws) {
   const int64_t ohw = s.oh() * s.ow(), chw = s.c * s.h * s.w, crs = s.c * s.r * s.s, col_n = col_elems(s);
   const bool pointwise = is_pointwise(s);
+  const int64_t ld = pointwise ? ohw : col_ld(s);
   parallel_items(s.n, [&](int64_t i, int slot) {
     T* yi = y + i * s.k * ohw;
     const T beta = bias ? T(1) : T(0);
@@ -220,10 +232,10 @@ void conv2d_forward(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* 
     const T* cols = x + i * chw;
     if (!pointwise) {
       T* col = ws + slot * col_n;
-      im2col_image(s, x + i * chw, col);
+      im2col_image(s, x + i * chw, col, ld);
       cols = col;
     }
-    gemm(ctx, false, false, s.k, ohw, crs, T(1), w, crs, cols, ohw, beta, yi, ohw);
+    gemm(ctx, false, false, s.k, ohw, crs, T(1), w, crs, cols, ld, beta, yi, ohw);
   });
 }
 
@@ -239,11 +251,12 @@ void conv2d_backward_data(const CpuCtx& ctx, const ConvShape& s, const T* gy, co
       return;
     }
     T* col = ws + slot * col_n;
-    gemm(ctx, true, false, crs, ohw, s.k, T(1), w, crs, gyi, ohw, T(0), col, ohw);
+    const int64_t ld = col_ld(s);
+    gemm(ctx, true, false, crs, ohw, s.k, T(1), w, crs, gyi, ohw, T(0), col, ld);
     if (is_same_size(s)) {
-      col2im_same_clobber(s, col, gx + i * chw);
+      col2im_same_clobber(s, col, ld, gx + i * chw);
     } else {
-      col2im_image(s, col, gx + i * chw);
+      col2im_image(s, col, ld, gx + i * chw);
     }
   });
 }
@@ -263,12 +276,87 @@ template <class T> T row_sum(const T* x, int64_t n) {
   return part[0];
 }
 
+// The filter gradient of one image, gw[k, j] += sum_q gy[k, q] * col[j, q], as register-blocked dot
+// products along q: both operands are read in place, row by row, where a GEMM would first transpose
+// the column buffer into its packed layout (for these short-and-wide products the transpose cost 40%
+// of the multiplications). kb rows of gy times cb rows of col accumulate in kb*cb vectors.
+template <class T, int kb, int cb>
+void filter_dot_block(int64_t n, const T* g, int64_t ldg, const T* col, int64_t ldc, T* gw, int64_t ldw) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::lanes;
+  V acc[kb][cb];
+#pragma GCC unroll 8
+  for (int a = 0; a < kb; ++a)
+#pragma GCC unroll 8
+    for (int b = 0; b < cb; ++b) acc[a][b] = S::zero();
+  int64_t q = 0;
+  for (; q + L <= n; q += L) {
+    V gv[kb];
+#pragma GCC unroll 8
+    for (int a = 0; a < kb; ++a) gv[a] = S::load(g + a * ldg + q);
+#pragma GCC unroll 8
+    for (int b = 0; b < cb; ++b) {
+      V cv = S::load(col + b * ldc + q);
+      // Held in a register: GCC otherwise folds the load into each of the kb FMAs that use it, and
+      // the loop becomes bound by loads instead of multiplies (1.6x slower).
+#if defined(__x86_64__)
+      asm("" : "+x"(cv));
+#endif
+#pragma GCC unroll 8
+      for (int a = 0; a < kb; ++a) acc[a][b] = S::fma(gv[a], cv, acc[a][b]);
+    }
+  }
+  for (int a = 0; a < kb; ++a)
+    for (int b = 0; b < cb; ++b) {
+      T sum = S::hsum(acc[a][b]);
+      for (int64_t t = q; t < n; ++t) sum += g[a * ldg + t] * col[b * ldc + t];
+      gw[a * ldw + b] += sum;
+    }
+}
+
+// Blocks of 4 gy rows by as many col rows as the registers hold; the col block (a few rows of a
+// plane) stays in L1 while the gy rows stream past it from L2.
+constexpr int kFilterRows = 4;
+constexpr int kFilterCols = kRegisters >= 32 ? 5 : 2;
+
+template <class T, int kb>
+void filter_dot_row(int64_t n, int64_t cols, const T* g, int64_t ldg, const T* col, int64_t ldc, T* gw, int64_t ldw) {
+  int64_t j = 0;
+  for (; j + kFilterCols <= cols; j += kFilterCols)
+    filter_dot_block<T, kb, kFilterCols>(n, g, ldg, col + j * ldc, ldc, gw + j, ldw);
+  for (; j < cols; ++j) filter_dot_block<T, kb, 1>(n, g, ldg, col + j * ldc, ldc, gw + j, ldw);
+}
+
+// gw [k, cols] += gy [k, n] (row stride n) times col [cols, n] (row stride ldc) transposed.
+template <class T> void filter_dots(int64_t k, int64_t n, int64_t cols, const T* gy, const T* col, int64_t ldc, T* gw) {
+  constexpr int64_t chunk = 12 * kFilterCols;  // col rows per pass over gy: they stay in L1/L2 meanwhile
+  for (int64_t j = 0; j < cols; j += chunk) {
+    const int64_t jc = std::min<int64_t>(chunk, cols - j);
+    int64_t a = 0;
+    for (; a + kFilterRows <= k; a += kFilterRows)
+      filter_dot_row<T, kFilterRows>(n, jc, gy + a * n, n, col + j * ldc, ldc, gw + a * cols + j, cols);
+    for (; a < k; ++a) filter_dot_row<T, 1>(n, jc, gy + a * n, n, col + j * ldc, ldc, gw + a * cols + j, cols);
+  }
+}
+
+// Dot products pay one horizontal sum per (output channel, column row) pair and image; the GEMM packs
+// (transposes) the whole column buffer per image, a cost its output channels amortise. Measured on
+// the shapes of bench_gemm's table: dots win with few column rows (C=1 3x3, 16-channel 1x1) or
+// large planes over few output channels (16->16 at 32x32: 1.3x); the GEMM for 32+ output channels
+// on 16x16 planes and below (up to 2.5x).
+bool use_filter_dots(const ConvShape& s) {
+  return s.c * s.r * s.s <= 16 || s.oh() * s.ow() >= 16 * s.k;
+}
+
 template <class T>
 void conv2d_backward_filter(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* gy, T* gw, T* gb, T* ws) {
   const ProfScope prof(ProfKind::conv_bwd_filter, -1);
   const int64_t ohw = s.oh() * s.ow(), chw = s.c * s.h * s.w, crs = s.c * s.r * s.s, col_n = col_elems(s);
   const int64_t w_n = s.k * crs, slice = filter_elems(s), chunks = filter_chunks(s);
   const bool pointwise = is_pointwise(s);
+  const int64_t ld = pointwise ? ohw : col_ld(s);
+  const bool dots = use_filter_dots(s);
   T* partial = ws + workspace_slots() * col_n;
   parallel_items(chunks, [&](int64_t chunk, int slot) {
     T* gw_c = partial + chunk * slice;
@@ -279,10 +367,14 @@ void conv2d_backward_filter(const CpuCtx& ctx, const ConvShape& s, const T* x, c
       const T* cols = x + i * chw;
       if (!pointwise) {
         T* col = ws + slot * col_n;
-        im2col_image(s, x + i * chw, col);
+        im2col_image(s, x + i * chw, col, ld);
         cols = col;
       }
-      gemm(ctx, false, true, s.k, crs, ohw, T(1), gyi, ohw, cols, ohw, T(1), gw_c, crs);
+      if (dots) {
+        filter_dots(s.k, ohw, crs, gyi, cols, ld, gw_c);
+      } else {
+        gemm(ctx, false, true, s.k, crs, ohw, T(1), gyi, ohw, cols, ld, T(1), gw_c, crs);
+      }
       if (gb)
         for (int64_t k = 0; k < s.k; ++k) gb_c[k] += row_sum(gyi + k * ohw, ohw);
     }

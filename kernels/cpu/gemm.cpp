@@ -24,83 +24,11 @@
 #include <memory>
 #include <new>
 
-#if defined(__AVX512F__) || defined(__AVX2__) || defined(__FMA__)
-#include <immintrin.h>
-#endif
-
+#include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 
 namespace hamu::kernels {
 namespace {
-
-// ------------------------------------------------------------------------------------------------
-// SIMD: one vector type per element type and the five operations the micro-kernel needs. The ISO
-// C++ mode we compile in turns off FMA contraction, so FMA is spelled out where the ISA has it.
-
-template <class T> struct Simd;
-
-#if defined(__AVX512F__)
-constexpr int kRegisters = 32;
-template <> struct Simd<float> {
-  using V = __m512;
-  static constexpr int lanes = 16;
-  static V zero() { return _mm512_setzero_ps(); }
-  static V load(const float* p) { return _mm512_loadu_ps(p); }
-  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
-  static V bcast(float x) { return _mm512_set1_ps(x); }
-  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-};
-template <> struct Simd<double> {
-  using V = __m512d;
-  static constexpr int lanes = 8;
-  static V zero() { return _mm512_setzero_pd(); }
-  static V load(const double* p) { return _mm512_loadu_pd(p); }
-  static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
-  static V bcast(double x) { return _mm512_set1_pd(x); }
-  static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
-  static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
-};
-#elif defined(__AVX2__) && defined(__FMA__)
-constexpr int kRegisters = 16;
-template <> struct Simd<float> {
-  using V = __m256;
-  static constexpr int lanes = 8;
-  static V zero() { return _mm256_setzero_ps(); }
-  static V load(const float* p) { return _mm256_loadu_ps(p); }
-  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
-  static V bcast(float x) { return _mm256_set1_ps(x); }
-  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
-};
-template <> struct Simd<double> {
-  using V = __m256d;
-  static constexpr int lanes = 4;
-  static V zero() { return _mm256_setzero_pd(); }
-  static V load(const double* p) { return _mm256_loadu_pd(p); }
-  static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
-  static V bcast(double x) { return _mm256_set1_pd(x); }
-  static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
-  static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
-};
-#else
-// Portable fallback: GCC/Clang vector extensions (SSE2 on x86-64, NEON on ARM, scalar elsewhere).
-constexpr int kRegisters = 16;
-template <class T> struct Simd {
-  typedef T V __attribute__((vector_size(16)));
-  static constexpr int lanes = int(16 / sizeof(T));
-  static V zero() { return V{}; }
-  static V load(const T* p) {
-    V v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  }
-  static void store(T* p, V v) { std::memcpy(p, &v, sizeof v); }
-  static V bcast(T x) { return V{} + x; }
-  static V fma(V a, V b, V c) { return a * b + c; }
-  static V mul(V a, V b) { return a * b; }
-};
-#endif
 
 // ------------------------------------------------------------------------------------------------
 // Block sizes. mr * nv accumulators plus nv B vectors and one broadcast must fit the register file.

@@ -72,6 +72,14 @@ void launch_check(const CudaCtx& ctx, const char* kernel) {
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) throw_cuda(e, kernel, "kernel launch");
   if (sync_after_launch()) {
+    // Not while the stream is being captured: synchronising a capturing stream is illegal and invalidates the
+    // capture, so HAMU_CUDA_SYNC=1 would otherwise turn every CUDA-graph capture into the ordinary path.
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream_of(ctx), &st) != cudaSuccess) {
+      cudaGetLastError();
+      st = cudaStreamCaptureStatusNone;
+    }
+    if (st != cudaStreamCaptureStatusNone) return;
     e = cudaStreamSynchronize(stream_of(ctx));
     if (e != cudaSuccess) throw_cuda(e, kernel, "cudaStreamSynchronize after launch (HAMU_CUDA_SYNC=1)");
   }

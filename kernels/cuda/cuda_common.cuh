@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "kernels/kernels.h"
 
@@ -72,6 +73,8 @@ struct Scratch {
   unsigned* mt_counters = nullptr;  // [0] work, [1] done
   int64_t* mt_prefix = nullptr;
   int64_t mt_prefix_cap = 0;  // entries
+  // Multi-tensor buffers outgrown by a larger table: kept (never freed) because captured graphs may hold them.
+  std::vector<void*> retired;
 };
 
 struct DeviceInfo {

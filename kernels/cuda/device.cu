@@ -326,20 +326,25 @@ void ensure_mt_scratch(const CudaCtx& ctx, int count) {
   const int64_t need_prefix = int64_t(count) + 2;  // prefix[0..count] and the chunk size
   if (s.mt_partials_cap >= need_partials && s.mt_prefix_cap >= need_prefix) return;
   use_device(ctx.device);
-  // Growing frees the old buffers: earlier kernels on the stream may still read them.
-  HAMU_CU("cuda mt scratch grow", cudaStreamSynchronize(stream_of(ctx)));
-  const int64_t cap_p = need_partials * 2, cap_x = need_prefix * 2;
-  if (s.mt_partials) HAMU_CU("cuda mt scratch grow", cudaFree(s.mt_partials));
-  if (s.mt_prefix) HAMU_CU("cuda mt scratch grow", cudaFree(s.mt_prefix));
-  s.mt_partials = nullptr;
-  s.mt_prefix = nullptr;
+  // The old buffers are retired, never freed: a CUDA graph captured earlier (a graphed step with fewer tensors)
+  // replays their addresses, and queued kernels may still read them. Freeing them would hand that memory to
+  // the next allocation while a replay writes into it; retiring costs at most the current size again (each
+  // growth doubles), and needs no stream synchronisation, so a growth inside a capture is legal too.
   void* p = nullptr;
-  HAMU_CU("cuda mt scratch grow", cudaMalloc(&p, size_t(cap_p) * sizeof(double)));
-  s.mt_partials = static_cast<double*>(p);
-  s.mt_partials_cap = cap_p;
-  HAMU_CU("cuda mt scratch grow", cudaMalloc(&p, size_t(cap_x) * sizeof(int64_t)));
-  s.mt_prefix = static_cast<int64_t*>(p);
-  s.mt_prefix_cap = cap_x;
+  if (s.mt_partials_cap < need_partials) {
+    const int64_t cap = need_partials * 2;
+    HAMU_CU("cuda mt scratch grow", cudaMalloc(&p, size_t(cap) * sizeof(double)));
+    if (s.mt_partials) s.retired.push_back(s.mt_partials);
+    s.mt_partials = static_cast<double*>(p);
+    s.mt_partials_cap = cap;
+  }
+  if (s.mt_prefix_cap < need_prefix) {
+    const int64_t cap = need_prefix * 2;
+    HAMU_CU("cuda mt scratch grow", cudaMalloc(&p, size_t(cap) * sizeof(int64_t)));
+    if (s.mt_prefix) s.retired.push_back(s.mt_prefix);
+    s.mt_prefix = static_cast<int64_t*>(p);
+    s.mt_prefix_cap = cap;
+  }
 }
 
 }  // namespace cuda_detail

@@ -182,6 +182,9 @@ CudaCtx& cuda_context(int device) {
     }
 #endif
     s.ctx = c;
+    // The reduction scratch now, not at its first use: its initialisation synchronises the device, which is
+    // illegal while a stream is being captured (a step whose first reduction is inside a capture).
+    scratch(device);
   });
   use_device(device);
   return s.ctx;

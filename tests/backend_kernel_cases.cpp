@@ -467,6 +467,68 @@ std::vector<KernelCase> build_cases() {
     }
   }));
 
+  // The unfused attention softmax (CUDA takes it only for head dims above kMaxFlashHeadDim or with
+  // HAMU_ATTENTION=unfused, so no engine-level parity test reaches it): rows longer than a CTA's 256 threads,
+  // a key-padding mask with holes, left padding whose first queries see no key, a batch row with every key
+  // masked (probabilities exactly 0, no NaN), no mask with a negative scale, and probs aliasing scores.
+  c.push_back(kernel_case("attention_softmax_forward: causal + key padding, rows seeing no key, in place", [](auto& k) {
+    for (int64_t t : {int64_t(1), int64_t(7), int64_t(300), int64_t(1100)}) {
+      const int64_t b = 3, h = 2, n = b * h * t * t;
+      std::vector<int32_t> mask(size_t(b * t), 1);
+      for (int64_t j = 0; j < t; ++j) {
+        if (j % 5 == 3) mask[size_t(j)] = 0;                       // batch 0: holes
+        if (j < std::min<int64_t>(4, t)) mask[size_t(t + j)] = 0;  // batch 1: left padding
+        mask[size_t(2 * t + j)] = 0;                               // batch 2: nothing visible
+      }
+      const std::string at = " t " + std::to_string(t);
+      const FVec scores = rnd(n, 160 + uint32_t(t), -4.f, 4.f);
+      const int32_t* km = k.in(mask);
+      float *s = k.in(scores), *p = k.out(n);
+      kernels::attention_softmax_forward(k.ctx, b, h, t, 0.3f, km, s, p);
+      k.result("masked" + at, p, n, kTol);
+      const FVec got = k.get(p, n);
+      bool zero_rows = true, finite = true;
+      for (int64_t r = 0; r < b * h * t; ++r) {
+        const int64_t batch = r / (h * t), i = r % t;
+        const bool sees = batch == 0 || (batch == 1 && i >= std::min<int64_t>(4, t));
+        for (int64_t j = 0; j < t; ++j) {
+          const float v = got[size_t(r * t + j)];
+          finite = finite && std::isfinite(v);
+          if (!sees || j > i || !mask[size_t(batch * t + j)]) zero_rows = zero_rows && v == 0.f;
+        }
+      }
+      CHECK_MESSAGE(finite, "attention_softmax_forward" << at << ": a non-finite probability");
+      CHECK_MESSAGE(zero_rows, "attention_softmax_forward" << at << ": a masked, future or blind-row entry is not 0");
+      float* p2 = k.out(n);
+      kernels::attention_softmax_forward(k.ctx, b, h, t, -0.7f, static_cast<const int32_t*>(nullptr), s, p2);
+      k.result("no mask, negative scale" + at, p2, n, kTol);
+      float* inplace = k.in(scores);
+      kernels::attention_softmax_forward(k.ctx, b, h, t, 0.3f, km, inplace, inplace);
+      k.result("in place (probs == scores)" + at, inplace, n, kTol);
+    }
+  }));
+
+  // Rotary embeddings with per-batch-row tables and with one table shared by the batch (cs_batch_stride 0, as a
+  // batch of equal positions gives), several heads, the smallest head dim (2) and an odd head count.
+  c.push_back(kernel_case("rope forward and backward: per-row and shared tables", [](auto& k) {
+    struct S {
+      int64_t b, t, h, dh;
+    };
+    for (const S sh : {S{3, 9, 5, 16}, S{2, 4, 3, 2}, S{1, 1, 1, 64}})
+      for (bool shared : {false, true}) {
+        const int64_t n = sh.b * sh.t * sh.h * sh.dh, nt = (shared ? 1 : sh.b) * sh.t * sh.dh;
+        const int64_t stride = shared ? 0 : sh.t * sh.dh;
+        const float *cs = k.in(rnd(nt, 170)), *sn = k.in(rnd(nt, 171)), *x = k.in(rnd(n, 172)), *gy = k.in(rnd(n, 173));
+        float *y = k.out(n), *gx = k.out(n);
+        kernels::rope_forward(k.ctx, sh.b, sh.t, sh.h, sh.dh, cs, sn, stride, x, y);
+        kernels::rope_backward(k.ctx, sh.b, sh.t, sh.h, sh.dh, cs, sn, stride, gy, gx);
+        const std::string at = " [" + std::to_string(sh.b) + "," + std::to_string(sh.t) + "," + std::to_string(sh.h) +
+                               "," + std::to_string(sh.dh) + "]" + (shared ? " shared table" : "");
+        k.result("rope_forward" + at, y, n, kTolExact);
+        k.result("rope_backward" + at, gx, n, kTolExact);
+      }
+  }));
+
   c.push_back(kernel_case("embedding_backward accumulates (deterministic scatter-add)", [](auto& k) {
     struct S {
       int64_t n_idx, dim, vocab;

@@ -168,7 +168,8 @@ TEST_CASE("conv2d forward / backward data / backward filter match direct loops (
 // 128 (the column buffer's padded row stride), the filter gradient's dot products (few column rows, or
 // large planes over few output channels; output channels not a multiple of its 4-row blocks, column
 // rows not a multiple of its column blocks, plane sizes with and without a vector tail) and the GEMM
-// beside them; C = 1, 1x1 stride 2, stride 3, pads 0/1/2, a batch of 1 and odd batches.
+// beside them; the shifted stride-1 passes (padded planes, wide output); C = 1, 1x1 stride 2, stride
+// 3, pads 0/1/2, a batch of 1 and odd batches.
 const kn::ConvShape kPathShapes[] = {
     make_shape(3, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1),   // C = 1, the cnn's first layer
     make_shape(2, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),  // resnet20's most frequent shape
@@ -180,6 +181,12 @@ const kn::ConvShape kPathShapes[] = {
     make_shape(3, 2, 23, 25, 7, 3, 3, 1, 1, 0, 0),    // pad 0, odd sizes, plane 21x23
     make_shape(7, 4, 8, 16, 2, 3, 3, 1, 1, 1, 1),     // 8x16 plane (128: padded rows), k = 2
     make_shape(1, 16, 16, 16, 64, 1, 1, 1, 1, 0, 0),  // 1x1 stride 1 (no column buffer), batch 1
+    // shifted stride-1 passes (8+ channels both ways, 14+ output columns, 2+ images)
+    make_shape(3, 8, 17, 19, 9, 3, 3, 1, 1, 0, 0),    // pad 0 (backward pads 2), 9 outputs: an edge panel
+    make_shape(2, 9, 16, 15, 10, 5, 5, 1, 1, 2, 2),   // 5x5 pad 2, odd widths
+    make_shape(3, 8, 14, 20, 8, 3, 5, 1, 1, 1, 0),    // 3x5 kernel, unequal pads 1 and 0
+    make_shape(3, 8, 14, 14, 32, 3, 3, 1, 1, 1, 1),   // filter gradient through the GEMM beside it
+    make_shape(5, 12, 9, 30, 20, 3, 3, 1, 1, 1, 1),   // short and wide planes, 20 outputs
 };
 
 TEST_CASE("conv2d on shapes that reach each specialised CPU path match direct loops (f64 and f32)") {
@@ -188,35 +195,38 @@ TEST_CASE("conv2d on shapes that reach each specialised CPU path match direct lo
 
 TEST_CASE("conv2d backward_filter accumulates across calls; results do not depend on the thread count") {
   std::mt19937 gen(5);
-  const kn::ConvShape s = make_shape(6, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1);
-  const auto x = random_values(size_t(s.n * s.c * s.h * s.w), gen);
-  const auto gy = random_values(size_t(s.n * s.k * s.oh() * s.ow()), gen);
-  std::vector<double> ws(size_t(kn::conv2d_workspace_elems(kn::CpuCtx{}, s)));
-  std::vector<double> once(size_t(s.k * s.c * s.r * s.s), 0.0), twice = once, gb1(size_t(s.k), 0.0), gb2 = gb1;
-  kn::conv2d_backward_filter(kn::CpuCtx{}, s, x.data(), gy.data(), once.data(), gb1.data(), ws.data());
-  kn::conv2d_backward_filter(kn::CpuCtx{}, s, x.data(), gy.data(), twice.data(), gb2.data(), ws.data());
-  kn::conv2d_backward_filter(kn::CpuCtx{}, s, x.data(), gy.data(), twice.data(), gb2.data(), ws.data());
-  for (size_t i = 0; i < once.size(); ++i) CHECK(twice[i] == doctest::Approx(2 * once[i]).epsilon(1e-12));
-  for (size_t i = 0; i < gb1.size(); ++i) CHECK(gb2[i] == doctest::Approx(2 * gb1[i]).epsilon(1e-12));
+  // the im2col GEMM path, and the shifted one
+  for (const kn::ConvShape& s :
+       {make_shape(6, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1), make_shape(5, 8, 16, 16, 8, 3, 3, 1, 1, 1, 1)}) {
+    const auto x = random_values(size_t(s.n * s.c * s.h * s.w), gen);
+    const auto gy = random_values(size_t(s.n * s.k * s.oh() * s.ow()), gen);
+    std::vector<double> ws(size_t(kn::conv2d_workspace_elems(kn::CpuCtx{}, s)));
+    std::vector<double> once(size_t(s.k * s.c * s.r * s.s), 0.0), twice = once, gb1(size_t(s.k), 0.0), gb2 = gb1;
+    kn::conv2d_backward_filter(kn::CpuCtx{}, s, x.data(), gy.data(), once.data(), gb1.data(), ws.data());
+    kn::conv2d_backward_filter(kn::CpuCtx{}, s, x.data(), gy.data(), twice.data(), gb2.data(), ws.data());
+    kn::conv2d_backward_filter(kn::CpuCtx{}, s, x.data(), gy.data(), twice.data(), gb2.data(), ws.data());
+    for (size_t i = 0; i < once.size(); ++i) CHECK(twice[i] == doctest::Approx(2 * once[i]).epsilon(1e-12));
+    for (size_t i = 0; i < gb1.size(); ++i) CHECK(gb2[i] == doctest::Approx(2 * gb1[i]).epsilon(1e-12));
 
-  // same inputs: bitwise the same results, on one thread or all
-  std::vector<float> xf(x.begin(), x.end()), gyf(gy.begin(), gy.end()), wsf(ws.size());
-  std::vector<float> wf(once.size(), 0.5f);
-  std::vector<float> a(once.size(), 0.0f), b(once.size(), 0.0f), ya(gyf.size()), yb(gyf.size()), gxa(xf.size()),
-      gxb(xf.size());
-  const int max_threads = omp_get_max_threads();
-  omp_set_num_threads(1);
-  kn::conv2d_backward_filter<float>(kn::CpuCtx{}, s, xf.data(), gyf.data(), a.data(), nullptr, wsf.data());
-  kn::conv2d_forward<float>(kn::CpuCtx{}, s, xf.data(), wf.data(), nullptr, ya.data(), wsf.data());
-  kn::conv2d_backward_data<float>(kn::CpuCtx{}, s, gyf.data(), wf.data(), gxa.data(), wsf.data());
-  omp_set_num_threads(std::max(2, max_threads));
-  kn::conv2d_backward_filter<float>(kn::CpuCtx{}, s, xf.data(), gyf.data(), b.data(), nullptr, wsf.data());
-  kn::conv2d_forward<float>(kn::CpuCtx{}, s, xf.data(), wf.data(), nullptr, yb.data(), wsf.data());
-  kn::conv2d_backward_data<float>(kn::CpuCtx{}, s, gyf.data(), wf.data(), gxb.data(), wsf.data());
-  omp_set_num_threads(max_threads);
-  CHECK(a == b);
-  CHECK(ya == yb);
-  CHECK(gxa == gxb);
+    // same inputs: bitwise the same results, on one thread or all
+    std::vector<float> xf(x.begin(), x.end()), gyf(gy.begin(), gy.end()), wsf(ws.size());
+    std::vector<float> wf(once.size(), 0.5f);
+    std::vector<float> a(once.size(), 0.0f), b(once.size(), 0.0f), ya(gyf.size()), yb(gyf.size()), gxa(xf.size()),
+        gxb(xf.size());
+    const int max_threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    kn::conv2d_backward_filter<float>(kn::CpuCtx{}, s, xf.data(), gyf.data(), a.data(), nullptr, wsf.data());
+    kn::conv2d_forward<float>(kn::CpuCtx{}, s, xf.data(), wf.data(), nullptr, ya.data(), wsf.data());
+    kn::conv2d_backward_data<float>(kn::CpuCtx{}, s, gyf.data(), wf.data(), gxa.data(), wsf.data());
+    omp_set_num_threads(std::max(2, max_threads));
+    kn::conv2d_backward_filter<float>(kn::CpuCtx{}, s, xf.data(), gyf.data(), b.data(), nullptr, wsf.data());
+    kn::conv2d_forward<float>(kn::CpuCtx{}, s, xf.data(), wf.data(), nullptr, yb.data(), wsf.data());
+    kn::conv2d_backward_data<float>(kn::CpuCtx{}, s, gyf.data(), wf.data(), gxb.data(), wsf.data());
+    omp_set_num_threads(max_threads);
+    CHECK(a == b);
+    CHECK(ya == yb);
+    CHECK(gxa == gxb);
+  }
 }
 
 TEST_CASE("conv2d with fewer threads than the workspace was sized for") {

@@ -12,6 +12,8 @@
 // With a single image the GEMMs themselves run on all threads. Column-buffer rows are padded so that
 // they do not alias in L1 (col_ld), and the filter gradient of shapes with few output channels over
 // large planes skips the GEMM's transposing pack for register-blocked dot products (filter_dots).
+// Stride-1 convolutions with 8+ channels on planes 14+ wide skip im2col altogether: their passes are
+// shifted GEMMs over the zero-padded input planes (see "Stride-1 convolutions as shifted GEMMs").
 #include <omp.h>
 
 #include <algorithm>
@@ -189,6 +191,172 @@ template <class T> void col2im_same_clobber(const ConvShape& sh, T* col, int64_t
   }
 }
 
+// ------------------------------------------------------------------------------------------------
+// Stride-1 convolutions as shifted GEMMs, without a column buffer. With the input zero-padded into
+// planes hp x wp, column row (c, r, s) of im2col at "wide" output position j = oy*wp + ox is simply
+// padded[c][j + r*wp + s]: every row is a window of the padded image at a fixed offset. A micro-tile
+// of output channels x wide positions multiplies the packed weights into those windows straight from
+// the padded planes (a few KB per channel, in L1) instead of a column buffer 9x the input (for
+// 16->16 at 32x32, 590 KB per image, which im2col wrote and the GEMM read back from L2). The wide
+// output has wp - ow junk columns per row (6% at 32x32, 12% at 16x16), dropped by a compacting copy.
+// Backward data is the same operation on the output gradient, padded by r-1-pad, with the weights
+// flipped and transposed; backward filter takes dot products of the widened output gradient (junk
+// columns zero) with the windows.
+
+constexpr int kShiftRows = kRegisters >= 32 ? 8 : 6;  // output channels per micro-tile
+constexpr int kShiftVecs = 2;                         // vectors of wide positions per micro-tile
+constexpr int64_t kShiftTileMax = 32;                 // the widest micro-tile, in elements (sizing)
+static_assert(kShiftVecs * Simd<float>::lanes <= kShiftTileMax);
+constexpr int64_t kShiftBlock = 256;  // wide positions per pass over the output channels (L1 reuse)
+
+// Rows a multiple of 512 bytes apart alias in L1 (see col_ld).
+int64_t padded_ld(int64_t n) { return n % 128 == 0 ? n + 16 : n; }
+
+// One image's shifted pass: cin planes h x w padded by (pad_h, pad_w), an r x s kernel, cout outputs.
+struct Shifted {
+  int64_t cin, h, w, pad_h, pad_w, r, s, cout;
+  int64_t hp() const { return h + 2 * pad_h; }
+  int64_t wp() const { return w + 2 * pad_w; }
+  int64_t oh() const { return hp() - r + 1; }
+  int64_t ow() const { return wp() - s + 1; }
+  int64_t plane() const { return hp() * wp(); }
+  int64_t wide() const { return oh() * wp(); }
+  int64_t rows() const { return cin * r * s; }
+  // The last micro-tile reads up to a tile past the last plane: that slack is zeroed.
+  int64_t in_elems() const { return cin * plane() + s + kShiftTileMax; }
+  int64_t out_ld() const { return padded_ld((wide() + kShiftTileMax - 1) / kShiftTileMax * kShiftTileMax); }
+  int64_t out_elems() const { return cout * out_ld(); }
+};
+
+Shifted shifted_forward(const ConvShape& s) { return {s.c, s.h, s.w, s.pad_h, s.pad_w, s.r, s.s, s.k}; }
+// Backward data: the output gradient [k, oh, ow] padded by r-1-pad gives back planes of h x w.
+Shifted shifted_backward(const ConvShape& s) {
+  return {s.k, s.oh(), s.ow(), s.r - 1 - s.pad_h, s.s - 1 - s.pad_w, s.r, s.s, s.c};
+}
+
+// Stride 1 with a real kernel (1x1 unpadded needs no im2col anyway), padding that the backward pass
+// can mirror, planes wide enough that the junk columns stay a small fraction (below 14 columns the
+// im2col GEMM measured as fast), enough channels both ways to fill a micro-tile's rows in either
+// direction (the cnn's 1->32 first layer measured 4x slower backward), and several images: a single
+// image runs its GEMMs on all threads.
+bool use_shifted(const ConvShape& s) {
+  return s.stride_h == 1 && s.stride_w == 1 && s.r * s.s > 1 && s.pad_h <= s.r - 1 && s.pad_w <= s.s - 1 &&
+         s.ow() >= 14 && s.c >= 8 && s.k >= 8 && s.n >= 2;
+}
+
+int64_t packed_weight_elems(const ConvShape& s) {
+  const int64_t rows = std::max(s.k, s.c), per_row = std::max(s.k, s.c) * s.r * s.s;
+  return (rows + kShiftRows - 1) / kShiftRows * kShiftRows * per_row;
+}
+
+// A[row][p] -> kShiftRows-row panels, p-major inside: dst[(panel * cols + p) * kShiftRows + i], zero
+// rows past the end.
+template <class T, class F> void pack_panels(int64_t rows, int64_t cols, F at, T* dst) {
+  for (int64_t i0 = 0; i0 < rows; i0 += kShiftRows)
+    for (int64_t p = 0; p < cols; ++p)
+      for (int64_t i = 0; i < kShiftRows; ++i) *dst++ = i0 + i < rows ? at(i0 + i, p) : T(0);
+}
+
+template <class T> void pad_planes(const Shifted& g, const T* x, T* xp) {
+  const int64_t wp = g.wp();
+  for (int64_t c = 0; c < g.cin; ++c) {
+    T* dst = xp + c * g.plane();
+    std::fill(dst, dst + g.pad_h * wp, T(0));
+    for (int64_t y = 0; y < g.h; ++y) {
+      T* row = dst + (y + g.pad_h) * wp;
+      std::fill(row, row + g.pad_w, T(0));
+      std::memcpy(row + g.pad_w, x + (c * g.h + y) * g.w, size_t(g.w) * sizeof(T));
+      std::fill(row + g.pad_w + g.w, row + wp, T(0));
+    }
+    std::fill(dst + (g.pad_h + g.h) * wp, dst + g.plane(), T(0));
+  }
+  std::fill(xp + g.cin * g.plane(), xp + g.in_elems(), T(0));
+}
+
+// out[i][0..width) = sum over windows p of ap[p][i] * window_p[0..width), for kShiftRows rows (the first
+// `rows` stored), width = kShiftVecs vectors.
+template <class T>
+void shifted_tile(const Shifted& g, const T* __restrict ap, const T* __restrict xb, T* __restrict out, int64_t ldo,
+                  int rows) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int mr = kShiftRows, nv = kShiftVecs, L = S::lanes;
+  V acc[mr][nv];
+#pragma GCC unroll 16
+  for (int i = 0; i < mr; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; ++v) acc[i][v] = S::zero();
+  const int64_t plane = g.plane(), wp = g.wp();
+  for (int64_t c = 0; c < g.cin; ++c) {
+    for (int64_t r = 0; r < g.r; ++r) {
+      const T* row = xb + c * plane + r * wp;
+      for (int64_t s = 0; s < g.s; ++s, ap += mr) {
+        V bv[nv];
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; ++v) bv[v] = S::load(row + s + v * L);
+#pragma GCC unroll 16
+        for (int i = 0; i < mr; ++i) {
+          const V av = S::bcast(ap[i]);
+#pragma GCC unroll 4
+          for (int v = 0; v < nv; ++v) acc[i][v] = S::fma(av, bv[v], acc[i][v]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < rows; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; ++v) S::store(out + i * ldo + v * L, acc[i][v]);
+}
+
+// One image: in [cin, h, w] -> out [cout, oh, ow] (+ bias), through the slot's padded planes and wide
+// output. apack holds the weights packed by pack_panels as [cout rows, cin*r*s].
+template <class T>
+void shifted_image(const Shifted& g, const T* apack, const T* in, const T* bias, T* out, T* slot) {
+  constexpr int64_t tile = kShiftVecs * Simd<T>::lanes;
+  T* xp = slot;
+  T* wide_out = slot + g.in_elems();
+  pad_planes(g, in, xp);
+  const int64_t wide = g.wide(), ldo = g.out_ld(), rows = g.rows();
+  for (int64_t j0 = 0; j0 < wide; j0 += kShiftBlock) {
+    const int64_t j1 = std::min(j0 + kShiftBlock, wide);
+    for (int64_t i0 = 0; i0 < g.cout; i0 += kShiftRows) {
+      const T* ap = apack + i0 * rows;
+      const int nrows = int(std::min<int64_t>(kShiftRows, g.cout - i0));
+      for (int64_t j = j0; j < j1; j += tile) shifted_tile(g, ap, xp + j, wide_out + i0 * ldo + j, ldo, nrows);
+    }
+  }
+  const int64_t oh = g.oh(), ow = g.ow(), wp = g.wp();
+  for (int64_t k = 0; k < g.cout; ++k) {
+    const T b = bias ? bias[k] : T(0);
+    for (int64_t y = 0; y < oh; ++y) {
+      const T* src = wide_out + k * ldo + y * wp;
+      T* dst = out + (k * oh + y) * ow;
+      if (bias) {
+        for (int64_t x = 0; x < ow; ++x) dst[x] = src[x] + b;
+      } else {
+        std::memcpy(dst, src, size_t(ow) * sizeof(T));
+      }
+    }
+  }
+}
+
+// The output gradient of one image widened to the forward pass's wide layout, junk columns zero.
+template <class T> void widen_rows(const Shifted& g, const T* gy, T* gw_wide, int64_t ld) {
+  const int64_t oh = g.oh(), ow = g.ow(), wp = g.wp();
+  for (int64_t k = 0; k < g.cout; ++k)
+    for (int64_t y = 0; y < oh; ++y) {
+      T* dst = gw_wide + k * ld + y * wp;
+      std::memcpy(dst, gy + (k * oh + y) * ow, size_t(ow) * sizeof(T));
+      std::fill(dst + ow, dst + wp, T(0));
+    }
+}
+
+int64_t shifted_slot_elems(const ConvShape& s) {
+  const Shifted f = shifted_forward(s), b = shifted_backward(s);
+  const int64_t filter = f.in_elems() + s.k * padded_ld(f.wide());
+  return std::max({f.in_elems() + f.out_elems(), b.in_elems() + b.out_elems(), filter});
+}
+
 // Runs body(item, slot) for items [0, count), handed out dynamically to threads (slot = thread), or
 // one after another in slot 0 when there is one thread or one item.
 template <class F> void parallel_items(int64_t count, F body) {
@@ -215,13 +383,33 @@ template <class T> void col2im(const CpuCtx&, const ConvShape& s, const T* col, 
   col2im_image(s, col, s.oh() * s.ow(), x_image);
 }
 
+namespace {
+
+// The workspace: a buffer per processor (column buffer, or padded planes and wide output), the filter
+// gradient's chunk slices, and the packed weights of the shifted passes.
+int64_t slot_elems(const ConvShape& s) {
+  return use_shifted(s) ? std::max(col_elems(s), shifted_slot_elems(s)) : col_elems(s);
+}
+int64_t partial_offset(const ConvShape& s) { return workspace_slots() * slot_elems(s); }
+int64_t pack_offset(const ConvShape& s) { return partial_offset(s) + filter_chunks(s) * filter_elems(s); }
+
+}  // namespace
+
 int64_t conv2d_workspace_elems(const CpuCtx&, const ConvShape& s) {
-  return workspace_slots() * col_elems(s) + filter_chunks(s) * filter_elems(s);
+  return pack_offset(s) + (use_shifted(s) ? packed_weight_elems(s) : 0);
 }
 
 template <class T>
 void conv2d_forward(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* w, const T* bias, T* y, T* ws) {
-  const int64_t ohw = s.oh() * s.ow(), chw = s.c * s.h * s.w, crs = s.c * s.r * s.s, col_n = col_elems(s);
+  const int64_t ohw = s.oh() * s.ow(), chw = s.c * s.h * s.w, crs = s.c * s.r * s.s, col_n = slot_elems(s);
+  if (use_shifted(s)) {
+    T* apack = ws + pack_offset(s);
+    pack_panels(s.k, crs, [w, crs](int64_t k, int64_t p) { return w[k * crs + p]; }, apack);
+    parallel_items(s.n, [&](int64_t i, int slot) {
+      shifted_image(shifted_forward(s), apack, x + i * chw, bias, y + i * s.k * ohw, ws + slot * col_n);
+    });
+    return;
+  }
   const bool pointwise = is_pointwise(s);
   const int64_t ld = pointwise ? ohw : col_ld(s);
   parallel_items(s.n, [&](int64_t i, int slot) {
@@ -242,7 +430,25 @@ void conv2d_forward(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* 
 template <class T>
 void conv2d_backward_data(const CpuCtx& ctx, const ConvShape& s, const T* gy, const T* w, T* gx, T* ws) {
   const ProfScope prof(ProfKind::conv_bwd_data, -1);
-  const int64_t ohw = s.oh() * s.ow(), chw = s.c * s.h * s.w, crs = s.c * s.r * s.s, col_n = col_elems(s);
+  const int64_t ohw = s.oh() * s.ow(), chw = s.c * s.h * s.w, crs = s.c * s.r * s.s, col_n = slot_elems(s);
+  if (use_shifted(s)) {
+    // gx = the shifted convolution of gy padded by r-1-pad with w flipped and transposed:
+    // A[c][(k, r', s')] = w[k, c, r-1-r', s-1-s'].
+    const int64_t rs = s.r * s.s;
+    T* apack = ws + pack_offset(s);
+    pack_panels(
+        s.c, s.k * rs,
+        [&](int64_t c, int64_t p) {
+          const int64_t k = p / rs, r = p % rs / s.s, q = p % s.s;
+          return w[((k * s.c + c) * s.r + s.r - 1 - r) * s.s + s.s - 1 - q];
+        },
+        apack);
+    parallel_items(s.n, [&](int64_t i, int slot) {
+      shifted_image(shifted_backward(s), apack, gy + i * s.k * ohw, static_cast<const T*>(nullptr), gx + i * chw,
+                    ws + slot * col_n);
+    });
+    return;
+  }
   const bool pointwise = is_pointwise(s);
   parallel_items(s.n, [&](int64_t i, int slot) {
     const T* gyi = gy + i * s.k * ohw;
@@ -280,11 +486,13 @@ template <class T> T row_sum(const T* x, int64_t n) {
 // products along q: both operands are read in place, row by row, where a GEMM would first transpose
 // the column buffer into its packed layout (for these short-and-wide products the transpose cost 40%
 // of the multiplications). kb rows of gy times cb rows of col accumulate in kb*cb vectors.
-template <class T, int kb, int cb>
-void filter_dot_block(int64_t n, const T* g, int64_t ldg, const T* col, int64_t ldc, T* gw, int64_t ldw) {
+template <class T, int kb, int cb, class Rows>
+void filter_dot_block(int64_t n, const T* g, int64_t ldg, const Rows& rows, int64_t j0, T* gw, int64_t ldw) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::lanes;
+  const T* col[cb];
+  for (int b = 0; b < cb; ++b) col[b] = rows(j0 + b);
   V acc[kb][cb];
 #pragma GCC unroll 8
   for (int a = 0; a < kb; ++a)
@@ -297,7 +505,7 @@ void filter_dot_block(int64_t n, const T* g, int64_t ldg, const T* col, int64_t 
     for (int a = 0; a < kb; ++a) gv[a] = S::load(g + a * ldg + q);
 #pragma GCC unroll 8
     for (int b = 0; b < cb; ++b) {
-      V cv = S::load(col + b * ldc + q);
+      V cv = S::load(col[b] + q);
       // Held in a register: GCC otherwise folds the load into each of the kb FMAs that use it, and
       // the loop becomes bound by loads instead of multiplies (1.6x slower).
 #if defined(__x86_64__)
@@ -310,7 +518,7 @@ void filter_dot_block(int64_t n, const T* g, int64_t ldg, const T* col, int64_t 
   for (int a = 0; a < kb; ++a)
     for (int b = 0; b < cb; ++b) {
       T sum = S::hsum(acc[a][b]);
-      for (int64_t t = q; t < n; ++t) sum += g[a * ldg + t] * col[b * ldc + t];
+      for (int64_t t = q; t < n; ++t) sum += g[a * ldg + t] * col[b][t];
       gw[a * ldw + b] += sum;
     }
 }
@@ -320,23 +528,26 @@ void filter_dot_block(int64_t n, const T* g, int64_t ldg, const T* col, int64_t 
 constexpr int kFilterRows = 4;
 constexpr int kFilterCols = kRegisters >= 32 ? 5 : 2;
 
-template <class T, int kb>
-void filter_dot_row(int64_t n, int64_t cols, const T* g, int64_t ldg, const T* col, int64_t ldc, T* gw, int64_t ldw) {
+template <class T, int kb, class Rows>
+void filter_dot_row(int64_t n, int64_t j0, int64_t cols, const T* g, int64_t ldg, const Rows& rows, T* gw,
+                    int64_t ldw) {
   int64_t j = 0;
   for (; j + kFilterCols <= cols; j += kFilterCols)
-    filter_dot_block<T, kb, kFilterCols>(n, g, ldg, col + j * ldc, ldc, gw + j, ldw);
-  for (; j < cols; ++j) filter_dot_block<T, kb, 1>(n, g, ldg, col + j * ldc, ldc, gw + j, ldw);
+    filter_dot_block<T, kb, kFilterCols>(n, g, ldg, rows, j0 + j, gw + j, ldw);
+  for (; j < cols; ++j) filter_dot_block<T, kb, 1>(n, g, ldg, rows, j0 + j, gw + j, ldw);
 }
 
-// gw [k, cols] += gy [k, n] (row stride n) times col [cols, n] (row stride ldc) transposed.
-template <class T> void filter_dots(int64_t k, int64_t n, int64_t cols, const T* gy, const T* col, int64_t ldc, T* gw) {
+// gw [k, cols] += gy [k, n] (row stride ldg) times the rows [cols, n] transposed, where rows(j) points
+// at row j (a column-buffer row, or a shifted window of a padded input plane).
+template <class T, class Rows>
+void filter_dots(int64_t k, int64_t n, int64_t cols, const T* gy, int64_t ldg, const Rows& rows, T* gw) {
   constexpr int64_t chunk = 12 * kFilterCols;  // col rows per pass over gy: they stay in L1/L2 meanwhile
   for (int64_t j = 0; j < cols; j += chunk) {
     const int64_t jc = std::min<int64_t>(chunk, cols - j);
     int64_t a = 0;
     for (; a + kFilterRows <= k; a += kFilterRows)
-      filter_dot_row<T, kFilterRows>(n, jc, gy + a * n, n, col + j * ldc, ldc, gw + a * cols + j, cols);
-    for (; a < k; ++a) filter_dot_row<T, 1>(n, jc, gy + a * n, n, col + j * ldc, ldc, gw + a * cols + j, cols);
+      filter_dot_row<T, kFilterRows>(n, j, jc, gy + a * ldg, ldg, rows, gw + a * cols + j, cols);
+    for (; a < k; ++a) filter_dot_row<T, 1>(n, j, jc, gy + a * ldg, ldg, rows, gw + a * cols + j, cols);
   }
 }
 
@@ -352,28 +563,39 @@ bool use_filter_dots(const ConvShape& s) {
 template <class T>
 void conv2d_backward_filter(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* gy, T* gw, T* gb, T* ws) {
   const ProfScope prof(ProfKind::conv_bwd_filter, -1);
-  const int64_t ohw = s.oh() * s.ow(), chw = s.c * s.h * s.w, crs = s.c * s.r * s.s, col_n = col_elems(s);
+  const int64_t ohw = s.oh() * s.ow(), chw = s.c * s.h * s.w, crs = s.c * s.r * s.s, col_n = slot_elems(s);
   const int64_t w_n = s.k * crs, slice = filter_elems(s), chunks = filter_chunks(s);
   const bool pointwise = is_pointwise(s);
   const int64_t ld = pointwise ? ohw : col_ld(s);
-  const bool dots = use_filter_dots(s);
-  T* partial = ws + workspace_slots() * col_n;
+  const bool dots = use_filter_dots(s), shifted = dots && use_shifted(s);
+  const Shifted g = shifted_forward(s);
+  const int64_t rs = s.r * s.s, plane = g.plane(), wp = g.wp(), ldg = padded_ld(g.wide());
+  T* partial = ws + partial_offset(s);
   parallel_items(chunks, [&](int64_t chunk, int slot) {
     T* gw_c = partial + chunk * slice;
     T* gb_c = gw_c + w_n;
     std::fill(gw_c, gw_c + slice, T(0));
     for (int64_t i = s.n * chunk / chunks; i < s.n * (chunk + 1) / chunks; ++i) {
       const T* gyi = gy + i * s.k * ohw;
-      const T* cols = x + i * chw;
-      if (!pointwise) {
-        T* col = ws + slot * col_n;
-        im2col_image(s, x + i * chw, col, ld);
-        cols = col;
-      }
-      if (dots) {
-        filter_dots(s.k, ohw, crs, gyi, cols, ld, gw_c);
+      if (shifted) {
+        T* xp = ws + slot * col_n;
+        T* gy_wide = xp + g.in_elems();
+        pad_planes(g, x + i * chw, xp);
+        widen_rows(g, gyi, gy_wide, ldg);
+        const auto window = [&](int64_t j) { return xp + j / rs * plane + j % rs / s.s * wp + j % s.s; };
+        filter_dots(s.k, g.wide(), crs, gy_wide, ldg, window, gw_c);
       } else {
-        gemm(ctx, false, true, s.k, crs, ohw, T(1), gyi, ohw, cols, ld, T(1), gw_c, crs);
+        const T* cols = x + i * chw;
+        if (!pointwise) {
+          T* col = ws + slot * col_n;
+          im2col_image(s, x + i * chw, col, ld);
+          cols = col;
+        }
+        if (dots) {
+          filter_dots(s.k, ohw, crs, gyi, ohw, [cols, ld](int64_t j) { return cols + j * ld; }, gw_c);
+        } else {
+          gemm(ctx, false, true, s.k, crs, ohw, T(1), gyi, ohw, cols, ld, T(1), gw_c, crs);
+        }
       }
       if (gb)
         for (int64_t k = 0; k < s.k; ++k) gb_c[k] += row_sum(gyi + k * ohw, ohw);

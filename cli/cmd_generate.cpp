@@ -52,7 +52,7 @@ int cmd_generate(int argc, char** argv) {
       {"--prompt", "TEXT", "one question", ""},
       {"--prompts", "FILE", "QA JSON lines: the question field of every row (the answer, if any, is shown as the reference)", ""},
       {"--template", "T", "how a question becomes a prompt: plain, llama2-chat or chatml (as in training)", "plain"},
-      {"--max-new-tokens", "N", "longest answer in tokens (a sequence also stops at the template's end token)", "64"},
+      {"--max-new-tokens", "N", "longest answer in tokens (a sequence also stops at the model's end-of-sequence ids and the template's end token)", "64"},
       {"--batch", "N", "questions generated together (left-padded)", "8"},
       {"--json", "FILE", "write questions and answers as JSON", ""},
   };
@@ -78,7 +78,7 @@ int cmd_generate(int argc, char** argv) {
   const LmWithTokenizer m = load_lm_with_tokenizer(dir, device, lora, false, 0, base_dtype);
   models::GenerateOptions opt;
   opt.max_new_tokens = max_new;
-  opt.eos_id = template_stop_id(tmpl, m.tok);
+  opt.stop_ids = generation_stop_ids(m.source, *m.lm, tmpl, m.tok);
 
   // Every prompt rendered and checked against the context before any work.
   const int64_t context = models::lm_context_length(m.lm->config());
@@ -111,6 +111,8 @@ int cmd_generate(int argc, char** argv) {
   bar.finish();
   const double seconds = now_s() - t0;
 
+  Json stop_ids_json = Json::array();
+  for (const int32_t id : opt.stop_ids) stop_ids_json.push_back(Json(int64_t(id)));
   Json results = Json::array();
   for (size_t i = 0; i < prompts.size(); ++i) {
     const std::vector<int32_t>& a = answers[i];
@@ -139,6 +141,7 @@ int cmd_generate(int argc, char** argv) {
                                        {"adapter", m.source.adapter.empty() ? Json() : Json(m.source.adapter)},
                                        {"template", template_name(tmpl)},
                                        {"max_new_tokens", max_new},
+                                       {"stop_ids", stop_ids_json},
                                        {"results", results},
                                        {"tokens", generated},
                                        {"seconds", seconds},

@@ -2,9 +2,13 @@
 // tokenizer, and the token a template's answer ends with.
 #include "cli/lm_setup.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
+#include <set>
 
 #include "kernels/perf.h"
+#include "models/lm/generate.h"
 #include "models/lm/lora.h"
 
 namespace hamu::cli {
@@ -87,7 +91,13 @@ std::shared_ptr<models::CausalLM> load_lm_source(const LmSource& src, Device dev
   check_base_dtype(src.base_dtype, src.has_lora(), device);
   // A bfloat16 base is read on the CPU and converted on the device weight by weight (below).
   std::shared_ptr<models::CausalLM> lm = models::load_hf_dir(src.base, bf16 ? Device{} : device).model;
-  if (!src.adapter.empty()) models::load_lora(src.adapter, *lm, src.seed);
+  if (!src.adapter.empty()) {
+    // An adapter file whose stored base weight replaces the base's (as peft loads it): said once per process,
+    // though the working copy and the frozen original load the same adapter.
+    static std::set<std::string> said;
+    for (const std::string& note : models::load_lora(src.adapter, *lm, src.seed))
+      if (said.insert(note).second) std::fprintf(stderr, "hamu: warning: %s\n", note.c_str());
+  }
   if (!src.spec.empty()) {
     try {
       models::LoraSpec spec = models::parse_lora_spec(src.spec);
@@ -161,6 +171,21 @@ PromptTemplate template_flag(const std::string& value) {
   } catch (const InputError& e) {
     throw InputError(std::string("--template: ") + e.what());
   }
+}
+
+std::vector<int32_t> generation_stop_ids(const LmSource& src, const models::CausalLM& lm, PromptTemplate tmpl,
+                                         const Tokenizer& tok) {
+  const models::GenerationDefaults d = models::load_generation_defaults(src.base, lm.config().vocab_size);
+  if (!d.unapplied.empty()) {
+    std::string fields;
+    for (const std::string& f : d.unapplied) fields += (fields.empty() ? "" : ", ") + f;
+    std::fprintf(stderr, "hamu: warning: %s sets %s, which hamu's greedy decoding does not apply: answers may differ "
+                 "from transformers' generate() with that config\n", d.eos_from.c_str(), fields.c_str());
+  }
+  std::vector<int32_t> ids = d.eos_ids;
+  const int32_t end = template_stop_id(tmpl, tok);
+  if (std::find(ids.begin(), ids.end(), end) == ids.end()) ids.push_back(end);
+  return ids;
 }
 
 int32_t template_stop_id(PromptTemplate tmpl, const Tokenizer& tok) {

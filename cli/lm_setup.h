@@ -4,6 +4,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cli/args.h"
 #include "loaders/template.h"
@@ -71,5 +72,13 @@ PromptTemplate template_flag(const std::string& value);
 // The id that ends an answer under `tmpl` (EOS; <|im_end|> for chatml). InputError naming --template when the
 // tokenizer cannot express the template (no EOS; chatml without <|im_start|> or <|im_end|>).
 int32_t template_stop_id(PromptTemplate tmpl, const Tokenizer& tok);
+
+// The ids a greedy answer stops at (`hamu generate`, evaluation's answers): the base directory's end-of-sequence
+// ids as transformers' generate() reads them (generation_config.json, else config.json:
+// models::load_generation_defaults), then the template's end token (template_stop_id) when they lack it: an answer
+// trained under the template ends there even where the model's own config says otherwise (chatml on a GPT-2
+// base). Warns once on stderr about generation_config.json fields that hamu's plain argmax does not apply.
+std::vector<int32_t> generation_stop_ids(const LmSource& src, const models::CausalLM& lm, PromptTemplate tmpl,
+                                         const Tokenizer& tok);
 
 }  // namespace hamu::cli

@@ -276,6 +276,7 @@ TextContext load_text_context(const std::string& model_dir, const Args& args, De
   ctx.device = device;
   ctx.seed = seed;
   ctx.run = text_run_for_model(ctx.original, args, seed);
+  ctx.stop_ids = generation_stop_ids(ctx.original.source, *ctx.original.lm, ctx.run.tmpl, ctx.original.tok);
   ctx.eval.batch = args.integer("--eval-batch");
   if (ctx.eval.batch < 1) throw InputError("--eval-batch: must be at least 1");
   ctx.eval.batch = std::min<int64_t>(ctx.eval.batch, 256);  // sequences per pass: bounds the [B,T,V] logits
@@ -309,7 +310,7 @@ std::vector<std::string> greedy_answers(models::CausalLM& lm, const TextContext&
     longest_prompt = std::max<int64_t>(longest_prompt, seqs[i].n_prompt);
   }
   models::GenerateOptions go;
-  go.eos_id = ctx.run.pad_id;
+  go.stop_ids = ctx.stop_ids;
   go.max_new_tokens =
       std::max<int64_t>(1, std::min<int64_t>(longest + 8, models::lm_context_length(lm.config()) - longest_prompt));
   // Inference mode: the unlearning loop leaves the model in training mode, where LoRA dropout would change the
@@ -322,7 +323,7 @@ std::vector<std::string> greedy_answers(models::CausalLM& lm, const TextContext&
     models::GenerateResult g = models::generate_greedy(lm, part, go);
     for (size_t k = 0; k < g.tokens.size(); ++k) {
       std::vector<int32_t> ids = g.tokens[k];
-      if (!ids.empty() && ids.back() == go.eos_id) ids.pop_back();
+      if (!ids.empty() && go.is_stop(ids.back())) ids.pop_back();
       out.push_back(qa_answer_text(ctx.original.tok, template_prompt(ctx.run.tmpl, pairs[start + k].question),
                                    prompts[start + k], ids));
     }

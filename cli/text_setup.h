@@ -89,6 +89,9 @@ struct TextContext {
   TextEvalOptions eval;
   int64_t eval_samples = 0;  // intermediate evaluations use at most this many sequences per split (0 = all)
   int64_t gen_samples = 0;   // greedy answers scored per split in full evaluations (0 = none)
+  // Where greedy answers stop (generation_stop_ids of the original: its eos ids and the template's end). The
+  // reference's answers stop at the same ids (its tokenizer is the original's).
+  std::vector<int32_t> stop_ids;
   Device device;
   uint64_t seed = 0;
 };
@@ -97,7 +100,7 @@ TextContext load_text_context(const std::string& model_dir, const Args& args, De
 // --max-length, --gen-samples, --base-dtype.
 std::vector<Flag> text_context_flags();
 
-// Greedy answers (prompt tokens of seqs, stopping at the template's end token) of the first n sequences, decoded
+// Greedy answers (prompt tokens of seqs, stopping at ctx.stop_ids) of the first n sequences, decoded
 // and trimmed; pairs[i] is the pair seqs[i] was tokenised from.
 std::vector<std::string> greedy_answers(models::CausalLM& lm, const TextContext& ctx, const std::vector<QaPair>& pairs,
                                         const std::vector<QaTokens>& seqs, size_t n);

@@ -296,6 +296,21 @@ if "$HAMU" generate --threads 1 --model "$LM_FIX/lm_text/llama" --prompts "$QA" 
 else
   fail "generate on good input: $(cat gen.err)"
 fi
+# Every eos id of generation_config.json stops a row, as in transformers' generate() (tests/fixtures/lm_stop: rows
+# 2 and 4 stop at ids 26 and 298 after 5 and 3 tokens; </s> alone would let all four run to 12).
+printf '{"question": "%s"}\n' "Is the data always retained?" "How many novels has Alice written?" "Who wrote it?" \
+  "Why did the author move to London, and when?" > stop_q.jsonl
+if "$HAMU" generate --threads 1 --model "$LM_FIX/lm_stop/llama" --prompts stop_q.jsonl --max-new-tokens 12 --json out/gs.json \
+     > gen_stop.out 2> gen_stop.err && grep -q '"stop_ids": \[2, 26, 298\]' out/gs.json &&
+   [[ $(grep -o '"tokens": [0-9]*\|"stopped": "[a-z]*"' out/gs.json | tr '\n' ' ') == \
+      '"tokens": 12 "stopped": "length" "tokens": 5 "stopped": "end" "tokens": 12 "stopped": "length" "tokens": 3 "stopped": "end" "tokens": 32 ' ]]; then
+  pass
+else
+  fail "generate stops at generation_config.json's eos ids: $(cat gen_stop.err)"
+fi
+mkdir -p lm_badgen && cp "$LM_FIX/lm_stop/llama/"{config.json,model.safetensors,tokenizer.json} lm_badgen/
+echo '{"eos_token_id": [2, "26"]}' > lm_badgen/generation_config.json
+expect_bad gen-bad-generation-config "generation_config.json: field 'eos_token_id'" "${G[@]}" --model lm_badgen --prompt hi --json out/g.json
 if "$HAMU" eval --threads 1 --model "$LM" --data "qa:$QA" --json out/e.json > eval_lm.out 2> eval_lm.err &&
    grep -q '"all"' out/e.json && grep -q '"tokens": 115' out/e.json && grep -q '"truncated": 1' out/e.json &&
    grep -q '^all ' eval_lm.out && grep -q 'truncated' eval_lm.err; then

@@ -1,10 +1,14 @@
 // tests/test_generate.cpp: the KV cache against whole-sequence attention, greedy generation with the cache
 // against full recomputation and against transformers' generate(do_sample=False), and completion-only QA
-// scoring against transformers (tests/fixtures/lm_text, made by scripts/make_generate_fixtures.py).
+// scoring against transformers (tests/fixtures/lm_text, made by scripts/make_generate_fixtures.py); where greedy
+// generation stops: every end-of-sequence id of a model directory's generation_config.json (else config.json),
+// as transformers' generate() reads them (tests/fixtures/lm_stop, scripts/make_generate_stop_fixtures.py), and
+// the refusal of hostile generation configs.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "engine/json.h"
@@ -14,6 +18,7 @@
 #include "loaders/template.h"
 #include "loaders/tokenizer.h"
 #include "models/lm/generate.h"
+#include "tests/files.h"
 #include "tests/gradcheck.h"
 
 using namespace hamu;
@@ -132,13 +137,13 @@ TEST_CASE("generate: ids equal transformers' generate(do_sample=False), alone an
     CAPTURE(c.at("case").as_string());
     GenerateOptions opt;
     opt.max_new_tokens = c.at("max_new_tokens").as_int();
-    opt.eos_id = int32_t(c.at("eos").as_int());
+    opt.stop_ids = {int32_t(c.at("eos").as_int())};
     const auto want = id_rows(c.at("tokens"));
     for (bool use_cache : {true, false}) {
       opt.use_cache = use_cache;
       CHECK(generate_greedy(*loaded[name], id_rows(c.at("prompts")), opt).tokens == want);
     }
-    for (const auto& w : want) (w.back() == opt.eos_id ? stopped_at_eos : ran_to_limit) += 1;
+    for (const auto& w : want) (opt.is_stop(w.back()) ? stopped_at_eos : ran_to_limit) += 1;
     ++cases;
   }
   CHECK(cases == 10);
@@ -225,4 +230,146 @@ TEST_CASE("score: mismatched labels, bad ids and overlong sequences are refused"
   const ScoreResult r = score_sequences(*model, {{1, 2}}, {{-100, -100}}, 1);
   CHECK(r.total.tokens == 0);
   CHECK(r.total.loss() == 0.0);
+}
+
+// ---- where generation stops
+
+namespace {
+
+const fs::path kStop = kFixtures / "lm_stop";
+const std::string kModel = (kStop / "llama").string();
+
+std::vector<int32_t> ids_of(const Json& j) { return id_rows(Json::array({j}))[0]; }
+
+// The fixture's config.json and weights in a scratch folder, with `generation_config` as its
+// generation_config.json ("" = none).
+void copy_model(const testing::TempDir& dir, const std::string& generation_config) {
+  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(kStop / "llama" / f, dir / f);
+  if (!generation_config.empty()) std::ofstream(dir / "generation_config.json") << generation_config;
+}
+
+// Greedy ids of the fixture's prompts stopping at `stop`, left-padded in one batch and one by one, with and
+// without the KV cache: all four must agree; returns the batch's.
+std::vector<std::vector<int32_t>> greedy(CausalLM& model, const std::vector<std::vector<int32_t>>& prompts,
+                                         const std::vector<int32_t>& stop, int64_t max_new) {
+  GenerateOptions opt;
+  opt.max_new_tokens = max_new;
+  opt.stop_ids = stop;
+  const GenerateResult batch = generate_greedy(model, prompts, opt);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    CAPTURE(i);
+    const bool stopped = opt.is_stop(batch.tokens[i].back());
+    CHECK(batch.stops[i] == (stopped ? GenerateStop::end : GenerateStop::length));
+    for (bool cache : {true, false}) {
+      opt.use_cache = cache;
+      CHECK(generate_greedy(model, {prompts[i]}, opt).tokens[0] == batch.tokens[i]);
+    }
+    opt.use_cache = true;
+  }
+  return batch.tokens;
+}
+
+}  // namespace
+
+TEST_CASE("generate stop: generation_config.json's eos list stops rows where transformers' generate() does") {
+  const Json want = load_json((kStop / "expected.json").string());
+  const auto model = load_hf_dir(kModel).model;
+  const auto prompts = id_rows(want.at("prompts"));
+  const int64_t max_new = want.at("max_new_tokens").as_int();
+  const GenerationDefaults d = load_generation_defaults(kModel, model->config().vocab_size);
+  CHECK(d.eos_ids == ids_of(want.at("generation_config").at("eos_token_id")));  // [2, 26, 298], not config.json's
+  CHECK(d.eos_ids.size() == 3);
+  CHECK(fs::path(d.eos_from).filename() == "generation_config.json");
+  CHECK(d.unapplied.empty());  // pad_token_id is no concern of greedy ids
+  const auto got = greedy(*model, prompts, d.eos_ids, max_new);
+  CHECK(got == id_rows(want.at("generation_config").at("tokens")));
+  // Rows end early at the list's later ids (26, 298): the template's end (</s> = 2) alone, hamu's only stop
+  // before, runs every row to the limit, as transformers does without the list.
+  int early = 0;
+  for (const auto& row : got) early += int64_t(row.size()) < max_new && row.back() != 2;
+  CHECK(early == 2);
+  CHECK(greedy(*model, prompts, {2}, max_new) == id_rows(want.at("unstopped")));
+}
+
+TEST_CASE("generate stop: without generation_config.json, config.json's eos list applies; with one, only its") {
+  const Json want = load_json((kStop / "expected.json").string());
+  const auto prompts = id_rows(want.at("prompts"));
+  const int64_t max_new = want.at("max_new_tokens").as_int();
+  {
+    testing::TempDir dir;
+    copy_model(dir, "");
+    const auto model = load_hf_dir(dir.path).model;
+    const GenerationDefaults d = load_generation_defaults(dir.path, model->config().vocab_size);
+    CHECK(d.eos_ids == ids_of(want.at("config_only").at("eos_token_id")));  // [2, 777, 148]
+    CHECK(fs::path(d.eos_from).filename() == "config.json");
+    CHECK(greedy(*model, prompts, d.eos_ids, max_new) == id_rows(want.at("config_only").at("tokens")));
+  }
+  // A generation_config.json that names no eos id (absent or null): transformers' from_pretrained takes the
+  // generation config from that file alone, so nothing stops a row, config.json's list notwithstanding.
+  for (const char* text : {"{}", R"({"eos_token_id": null, "max_length": 20})"}) {
+    CAPTURE(text);
+    testing::TempDir dir;
+    copy_model(dir, text);
+    CHECK(load_generation_defaults(dir.path, 800).eos_ids.empty());
+  }
+  // One integer, duplicates dropped.
+  testing::TempDir dir;
+  copy_model(dir, R"({"eos_token_id": 5})");
+  CHECK(load_generation_defaults(dir.path, 800).eos_ids == std::vector<int32_t>{5});
+  std::ofstream(dir / "generation_config.json") << R"({"eos_token_id": [7, 2, 7]})";
+  CHECK(load_generation_defaults(dir.path, 800).eos_ids == std::vector<int32_t>{7, 2});
+}
+
+TEST_CASE("generate stop: fields that change transformers' greedy ids are reported, sampling and lengths are not") {
+  testing::TempDir dir;
+  copy_model(dir, R"({"eos_token_id": [2], "num_beams": 4, "repetition_penalty": 1.2, "no_repeat_ngram_size": 0,
+      "min_new_tokens": 3, "suppress_tokens": [5], "begin_suppress_tokens": [], "forced_eos_token_id": null,
+      "do_sample": true, "temperature": 0.6, "top_p": 0.9, "max_length": 20, "max_new_tokens": 3, "pad_token_id": 0})");
+  const GenerationDefaults d = load_generation_defaults(dir.path, 800);
+  CHECK(d.unapplied == std::vector<std::string>{"num_beams=4", "repetition_penalty=1.2", "min_new_tokens=3", "suppress_tokens=[5]"});
+}
+
+TEST_CASE("generate stop: hostile generation configs are one InputError naming the file and the field") {
+  const std::string big = [] {
+    std::string s = "{\"eos_token_id\": [";
+    for (int i = 0; i < 1025; ++i) s += (i ? ",1" : "1");
+    return s + "]}";
+  }();
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"({"eos_token_id": "2"})", "not a token id"},
+      {R"({"eos_token_id": 2.5})", "not a token id"},
+      {R"({"eos_token_id": true})", "not a token id"},
+      {R"({"eos_token_id": [2, "x"]})", "not a token id"},
+      {R"({"eos_token_id": [[2]]})", "not a token id"},
+      {R"({"eos_token_id": {"id": 2}})", "not a token id"},
+      {R"({"eos_token_id": []})", "empty list"},
+      {R"({"eos_token_id": -1})", "outside the model's vocabulary of 800"},
+      {R"({"eos_token_id": [2, 800]})", "token id 800, outside"},
+      {R"({"eos_token_id": 1e30})", "eos_token_id"},
+      {big, "lists 1025 ids, more than 1024"},
+      {"[2, 3]", "not a JSON object"},
+      {"{\"eos_token_id\": [2,", "generation_config.json"},
+  };
+  for (const auto& [text, why] : bad) {
+    CAPTURE(text.substr(0, 60));
+    testing::TempDir dir;
+    copy_model(dir, text);
+    try {
+      load_generation_defaults(dir.path, 800);
+      FAIL("accepted");
+    } catch (const InputError& e) {
+      const std::string msg = e.what();
+      CHECK(msg.find(dir / "generation_config.json") != std::string::npos);
+      CHECK(msg.find(why) != std::string::npos);
+    }
+  }
+  // config.json's list is checked the same way when it is the one read.
+  testing::TempDir dir;
+  copy_model(dir, "");
+  Json cfg = load_json(dir / "config.json");
+  cfg.set("eos_token_id", Json::array({Json(int64_t(2)), Json(int64_t(900))}));
+  std::ofstream(dir / "config.json") << cfg.dump(2);
+  CHECK_THROWS_WITH_AS(load_generation_defaults(dir.path, 800),
+                       doctest::Contains("config.json: field 'eos_token_id' holds token id 900, outside the model's vocabulary"),
+                       InputError);
 }

@@ -370,23 +370,113 @@ TEST_CASE("lora fixtures: peft's gpt2 adapter (Conv1D targets, fan_in_fan_out) g
 TEST_CASE("lora fixtures: peft's llama adapter (seven projections, GQA) gives peft's logits and gradients") {
   check_against_peft("llama_gqa");
 }
+// The model's weight `name` as float32 host values.
+std::vector<float> weight_values(CausalLM& m, const std::string& name) {
+  for (const auto& [n, w] : m.named_weights())
+    if (n == name) return w.detach().to(DType::f32).to_vector<float>();
+  FAIL("no weight " << name);
+  return {};
+}
+
 TEST_CASE("lora fixtures: peft's lm_head adapter (with the base weight peft saves beside it) gives peft's logits") {
-  // peft stores lm_head.base_layer.weight for an lm_head target (save_embedding_layers): it was an
-  // "unexpected tensor" here. It is accepted when it is the base's own weight, refused by name when it differs.
+  // peft stores lm_head.base_layer.weight for an lm_head target (save_embedding_layers="auto"): it was an
+  // "unexpected tensor" here. Loaded, it gives peft's logits; it is the base's own, so nothing is replaced.
   check_against_peft("llama_gqa_head", "llama_gqa");
+  LoadedLm lm = load_hf_dir(lm_fixture("llama_gqa"));
+  CHECK(load_lora(lora_fixture("llama_gqa_head"), *lm.model).empty());
+}
+
+TEST_CASE("lora save: an lm_head adapter is written as peft writes it, its base weight beside it") {
+  // hamu's writer left lm_head.base_layer.weight out: peft's file of the same adapter held 7 tensors, hamu's 6.
+  LoadedLm lm = load_hf_dir(lm_fixture("llama_gqa"));
+  load_lora(lora_fixture("llama_gqa_head"), *lm.model);
+  TempDir tmp;
+  save_lora(tmp / "head", *lm.model, "base");
+  const Checkpoint peft = load_safetensors(lora_fixture("llama_gqa_head/adapter_model.safetensors"));
+  const Checkpoint ours = load_safetensors(tmp / "head/adapter_model.safetensors");
+  std::set<std::string> peft_names, our_names;
+  for (const NamedTensor& t : peft.tensors) peft_names.insert(t.name);
+  for (const NamedTensor& t : ours.tensors) our_names.insert(t.name);
+  CHECK(our_names == peft_names);
+  CHECK(our_names.count("base_model.model.lm_head.base_layer.weight") == 1);
+  CHECK(our_names.size() == 7);  // q_proj A/B in two layers, lm_head A/B, lm_head's base weight
+  for (const NamedTensor& t : peft.tensors) {
+    CAPTURE(t.name);
+    CHECK(ours.get(t.name).shape() == t.tensor.shape());
+    CHECK(ours.get(t.name).to_vector<float>() == t.tensor.to(DType::f32).to_vector<float>());
+  }
+  std::set<std::string> targets;
+  const Json cfg = load_json(tmp / "head/adapter_config.json");
+  for (const Json& j : cfg.at("target_modules").as_array()) targets.insert(j.as_string());
+  CHECK(targets == std::set<std::string>{"lm_head", "q_proj"});
+  // Read back: the same logits, nothing replaced. An adapter without an lm_head target carries no base weight
+  // (peft's "auto" saves none then either).
+  LoadedLm again = load_hf_dir(lm_fixture("llama_gqa"));
+  CHECK(load_lora(tmp / "head", *again.model).empty());
+  const Tensor ids = load_safetensors(lm_fixture("llama_gqa_expected.safetensors")).get("ids");
+  NoGradGuard ng;
+  CHECK(again.model->logits(ids).to_vector<float>() == lm.model->logits(ids).to_vector<float>());
+  LoadedLm plain = load_hf_dir(lm_fixture("llama_gqa"));
+  load_lora(lora_fixture("llama_gqa"), *plain.model);
+  save_lora(tmp / "plain", *plain.model, "base");
+  for (const NamedTensor& t : load_safetensors(tmp / "plain/adapter_model.safetensors").tensors)
+    CHECK(t.name.find("base_layer") == std::string::npos);
+}
+
+TEST_CASE("lora load: a stored base weight that differs from the base's replaces it, as peft loads it, and says so") {
+  // peft's load_state_dict puts lm_head.base_layer.weight into the model whatever the base held. hamu refused
+  // such a file; now it does what peft does (the logits are peft's) and load_lora returns a note the CLI prints.
   TempDir tmp;
   const std::string d = copy_adapter(tmp, "llama_gqa_head", "changed");
-  edit_weights(d, [](std::vector<NamedTensor>& ts) {
+  std::vector<float> stored;
+  edit_weights(d, [&](std::vector<NamedTensor>& ts) {
     for (NamedTensor& t : ts)
       if (t.name == "base_model.model.lm_head.base_layer.weight") {
         t.tensor = t.tensor.contiguous();
         t.tensor.data<float>()[7] += 1e-3f;
+        t.tensor.data<float>()[11] -= 2e-3f;
+        stored = t.tensor.to_vector<float>();
       }
   });
   auto m = load_hf_dir(lm_fixture("llama_gqa")).model;
-  const std::string e = input_error([&] { load_lora(d, *m); });
-  CHECK(contains(e, "tensor 'base_model.model.lm_head.base_layer.weight' differs from the base model's 'lm_head.weight' at element 7"));
-  CHECK_FALSE(has_lora(*m));
+  const std::vector<std::string> notes = load_lora(d, *m);
+  REQUIRE(notes.size() == 1);
+  CHECK(contains(notes[0], "'base_model.model.lm_head.base_layer.weight' replaces the base model's 'lm_head.weight' (2 of "));
+  CHECK(contains(notes[0], "the first at element 7, by up to 0.002"));
+  CHECK(weight_values(*m, "lm_head.weight") == stored);
+  // The same logits as the base given that head first (then the file's weight is its own: no note).
+  auto expect = load_hf_dir(lm_fixture("llama_gqa")).model;
+  for (auto& [n, w] : expect->named_weights())
+    if (n == "lm_head.weight") w.detach().copy_(Tensor::from_vector<float>(stored, w.shape()));
+  CHECK(load_lora(d, *expect).empty());
+  const Tensor ids = load_safetensors(lm_fixture("llama_gqa_expected.safetensors")).get("ids");
+  {
+    NoGradGuard ng;
+    CHECK(m->logits(ids).to_vector<float>() == expect->logits(ids).to_vector<float>());
+  }
+  // apply_lora's line carries the note too.
+  auto viaapply = load_hf_dir(lm_fixture("llama_gqa")).model;
+  CHECK(contains(apply_lora(*viaapply, d), "replaces the base model's 'lm_head.weight'"));
+
+  // A stored base weight of another shape, or with a NaN, is refused, the model untouched.
+  for (const std::string how : {"shape", "nan"}) {
+    CAPTURE(how);
+    const std::string bad = copy_adapter(tmp, "llama_gqa_head", "bad_" + how);
+    edit_weights(bad, [&](std::vector<NamedTensor>& ts) {
+      for (NamedTensor& t : ts)
+        if (t.name == "base_model.model.lm_head.base_layer.weight") {
+          t.tensor = how == "shape" ? t.tensor.narrow(0, 0, 3).contiguous() : t.tensor.contiguous();
+          if (how == "nan") t.tensor.data<float>()[5] = std::nanf("");
+        }
+    });
+    auto fresh = load_hf_dir(lm_fixture("llama_gqa")).model;
+    const std::vector<float> before = weight_values(*fresh, "lm_head.weight");
+    const std::string e = input_error([&] { load_lora(bad, *fresh); });
+    CHECK(contains(e, "tensor 'base_model.model.lm_head.base_layer.weight'"));
+    CHECK(contains(e, how == "shape" ? "has shape" : "non-finite value at element 5"));
+    CHECK_FALSE(has_lora(*fresh));
+    CHECK(weight_values(*fresh, "lm_head.weight") == before);
+  }
 }
 
 TEST_CASE("lora fixtures: peft's adapter with layers_to_transform, exclude_modules, rank/alpha patterns and rsLoRA") {
@@ -495,6 +585,15 @@ TEST_CASE("lora save -> reload: peft's names and config, byte-identical second s
   CHECK(cfg.at("base_model_name_or_path").is_null());
 }
 
+// An adapter saved to DIR with the logits hamu computes on the base fixture's ids (DIR/hamu_logits.safetensors).
+void write_for_peft(const std::string& dir, CausalLM& model, const std::string& base) {
+  save_lora(dir, model, lm_fixture(base));
+  const Tensor ids = load_safetensors(lm_fixture(base + "_expected.safetensors")).get("ids");
+  NoGradGuard ng;
+  save_safetensors(dir + "/hamu_logits.safetensors", {{"ids", ids}, {"logits", model.logits(ids).detach()}});
+  MESSAGE("wrote " << dir);
+}
+
 // With HAMU_LORA_CHECK_DIR set, writes adapters made here (fresh, then random) with the logits hamu computes,
 // for `python3 scripts/make_lora_fixtures.py --check $DIR/*` to load in peft and compare.
 TEST_CASE("lora: adapters for peft to check (HAMU_LORA_CHECK_DIR)") {
@@ -510,12 +609,32 @@ TEST_CASE("lora: adapters for peft to check (HAMU_LORA_CHECK_DIR)") {
     add_lora(*lm.model, spec, 21);
     randomise_adapters(*lm.model, 8);
     lm.model->eval();
-    const std::string dir = std::string(out) + "/" + name + "_hamu";
-    save_lora(dir, *lm.model, lm_fixture(name));
-    const Tensor ids = load_safetensors(lm_fixture(std::string(name) + "_expected.safetensors")).get("ids");
-    save_safetensors(dir + "/hamu_logits.safetensors", {{"ids", ids}, {"logits", lm.model->logits(ids).detach()}});
-    MESSAGE("wrote " << dir);
+    write_for_peft(std::string(out) + "/" + name + "_hamu", *lm.model, name);
   }
+  // An lm_head adapter (its base weight saved beside it, as peft saves it); and peft's lm_head adapter with its
+  // stored base weight changed, loaded here (the stored head replaces the base's) and saved again: peft must give
+  // hamu's logits for both on the unchanged base.
+  LoadedLm head = load_hf_dir(lm_fixture("llama_gqa"));
+  LoraSpec spec;
+  spec.r = 3;
+  spec.alpha = 5;
+  spec.targets = {"q", "lm_head"};
+  add_lora(*head.model, spec, 22);
+  randomise_adapters(*head.model, 9);
+  head.model->eval();
+  write_for_peft(std::string(out) + "/llama_gqa_head_hamu", *head.model, "llama_gqa");
+  TempDir tmp;
+  const std::string changed = copy_adapter(tmp, "llama_gqa_head", "changed");
+  edit_weights(changed, [](std::vector<NamedTensor>& ts) {
+    for (NamedTensor& t : ts)
+      if (t.name == "base_model.model.lm_head.base_layer.weight") {
+        t.tensor = t.tensor.contiguous();
+        for (int64_t i = 0; i < t.tensor.numel(); i += 3) t.tensor.data<float>()[i] *= 1.5f;
+      }
+  });
+  LoadedLm replaced = load_hf_dir(lm_fixture("llama_gqa"));
+  CHECK(load_lora(changed, *replaced.model).size() == 1);
+  write_for_peft(std::string(out) + "/llama_gqa_headchanged_hamu", *replaced.model, "llama_gqa");
 }
 
 TEST_CASE("lora merge: merged weights give the adapter's logits; saved as a plain Hugging Face directory") {

@@ -73,6 +73,10 @@ std::vector<int32_t> greedy_tokens(const Tensor& logits) { return argmax(logits,
 
 }  // namespace
 
+bool GenerateOptions::is_stop(int32_t id) const {
+  return std::find(stop_ids.begin(), stop_ids.end(), id) != stop_ids.end();
+}
+
 int64_t lm_context_length(const LmConfig& cfg) {
   int64_t n = cfg.max_positions > 0 ? cfg.max_positions : INT32_MAX;
   if (cfg.sliding_window > 0) n = std::min(n, cfg.sliding_window);
@@ -135,7 +139,7 @@ GenerateResult generate_greedy(CausalLM& model, const std::vector<std::vector<in
       if (done[size_t(r)]) continue;
       auto& toks = out.tokens[size_t(r)];
       toks.push_back(next[size_t(r)]);
-      const bool at_end = next[size_t(r)] == options.eos_id;
+      const bool at_end = options.is_stop(next[size_t(r)]);
       if (at_end || int64_t(toks.size()) >= limit[size_t(r)]) {
         done[size_t(r)] = true;
         --live;

@@ -60,6 +60,19 @@ std::string tensor_name(const std::string& path, const char* which) {
   return std::string(kPeftPrefix) + path + "." + which + ".weight";
 }
 
+// peft's save_embedding_layers="auto" (get_peft_model_state_dict): when target_modules names "embed_tokens" or
+// "lm_head" (a list holding either, or a regex matching such a module's path), the targeted embedding layers'
+// base weights are saved beside the adapters as "base_model.model.<path>.base_layer.<weight|bias>". Here only an
+// untied lm_head Linear can be a target, so that is the one layer this applies to.
+constexpr const char* kSavedBaseLayer = "lm_head";
+
+std::string base_layer_name(const std::string& path, const char* which) {
+  return std::string(kPeftPrefix) + path + ".base_layer." + which;
+}
+
+// A base-layer tensor of `path` (its weight or bias) as a float32 host tensor.
+Tensor host_f32(const Tensor& t) { return t.detach().to(Device{}).to(DType::f32).contiguous(); }
+
 // A config option that changes what the adapter computes and that we do not implement: it must be absent or
 // at its "off" value (null, false, an empty list or object).
 void require_off(const Json& cfg, const std::string& where, const char* key) {
@@ -324,11 +337,14 @@ std::vector<std::string> add_lora(CausalLM& model, const LoraSpec& spec, uint64_
 
 std::string apply_lora(CausalLM& model, const std::string& spec_or_dir, uint64_t seed) {
   std::error_code ec;
-  if (fs::is_regular_file(fs::path(spec_or_dir) / kAdapterConfig, ec)) load_lora(spec_or_dir, model, seed);
+  std::vector<std::string> notes;
+  if (fs::is_regular_file(fs::path(spec_or_dir) / kAdapterConfig, ec)) notes = load_lora(spec_or_dir, model, seed);
   else if (fs::is_directory(spec_or_dir, ec))
     throw InputError("--lora: directory " + spec_or_dir + " holds no " + kAdapterConfig + " (not a PEFT adapter)");
   else add_lora(model, parse_lora_spec(spec_or_dir), seed);
-  return lora_summary(model);
+  std::string line = lora_summary(model);
+  for (const std::string& n : notes) line += "; " + n;
+  return line;
 }
 
 std::string lora_summary(CausalLM& model) {
@@ -453,6 +469,13 @@ void save_lora(const std::string& dir, CausalLM& model, const std::string& base_
       if (host.dtype() != DType::f32) host = host.to(DType::f32);
       tensors.push_back({tensor_name(path, which), host.contiguous()});
     }
+  // What peft saves beside an lm_head adapter (save_embedding_layers "auto": "lm_head" is in target_modules), so
+  // that peft and hamu read the same file; load_lora puts it back, as peft does.
+  for (const auto& [path, lin] : layers)
+    if (path == kSavedBaseLayer && std::find(targets.begin(), targets.end(), kSavedBaseLayer) != targets.end()) {
+      tensors.push_back({base_layer_name(path, "weight"), host_f32(lin->weight)});
+      if (lin->bias.defined()) tensors.push_back({base_layer_name(path, "bias"), host_f32(lin->bias)});
+    }
   save_safetensors((fs::path(dir) / kAdapterWeights).string(), tensors, {{"format", "pt"}});
 
   // The fields peft writes (sorted as it sorts them), with the values of a plain LoRA adapter.
@@ -481,7 +504,7 @@ void save_lora(const std::string& dir, CausalLM& model, const std::string& base_
   save_json((fs::path(dir) / kAdapterConfig).string(), cfg);
 }
 
-void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
+std::vector<std::string> load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
   const std::string cfg_path = (fs::path(dir) / kAdapterConfig).string();
   const std::string weights_path = (fs::path(dir) / kAdapterWeights).string();
   if (!fs::is_regular_file(cfg_path)) throw InputError(dir + ": no " + std::string(kAdapterConfig) + " (not a PEFT adapter directory)");
@@ -618,6 +641,8 @@ void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
                          "') is not supported (only adapters without bias tensors)");
   std::set<std::string> used;
   std::vector<Tensor> values;  // A, B per layer
+  std::vector<std::string> notes;
+  std::vector<std::pair<Tensor, Tensor>> replaced;  // base tensors the adapter file replaces (shared storage), their values
   for (size_t li = 0; li < layers.size(); ++li) {
     const auto& [path, lin] = layers[li];
     const int64_t in = lin->weight.shape()[1], out = lin->weight.shape()[0], r_layer = ranks[li].r;
@@ -638,21 +663,42 @@ void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
       values.push_back(v);
       used.insert(name);
     }
-    // peft saves the base weight of an lm_head (or embedding) target beside its adapter
-    // (save_embedding_layers) and puts it back into the model on load: accepted when it is the base's own.
-    const std::string base_name = std::string(kPeftPrefix) + path + ".base_layer.weight";
-    if (const MappedTensorInfo* info = file.find(base_name)) {
-      const Tensor base = lin->weight.detach().to(Device{}).to(DType::f32).contiguous();
+    // peft saves the base weight of an lm_head (or embedding) target beside its adapter (save_embedding_layers)
+    // and its load_state_dict puts it into the model, replacing the base's (cast to the model's dtype). The same
+    // here: it must fit the layer and be finite; where it differs from the base's, it replaces it too (the
+    // logits are then peft's) and load_lora says so in its notes.
+    for (const char* which : {"weight", "bias"}) {
+      const std::string base_name = base_layer_name(path, which);
+      const MappedTensorInfo* info = file.find(base_name);
+      if (!info) continue;
+      const Tensor& current = std::string(which) == "weight" ? lin->weight : lin->bias;
+      if (!current.defined())
+        throw InputError(weights_path + ": tensor '" + base_name + "' is a bias, the base's '" + path + "' has none");
+      const Tensor base = host_f32(current);
       if (info->shape != base.shape())
         throw InputError(weights_path + ": tensor '" + base_name + "' has shape " + shape_str(info->shape) + ", the base's '" +
-                         path + "' " + shape_str(base.shape()));
+                         path + "." + which + "' " + shape_str(base.shape()) + " (an adapter for another base model?)");
       const Tensor saved = file.read(*info, DType::f32);
       const float *a = saved.data<float>(), *b = base.data<float>();
-      for (int64_t i = 0; i < saved.numel(); ++i)
-        if (!(a[i] == b[i]))
-          throw InputError(weights_path + ": tensor '" + base_name + "' differs from the base model's '" + path +
-                           ".weight' at element " + std::to_string(i) +
-                           " (an adapter that replaces base weights is not supported: another base model?)");
+      int64_t differ = 0, first = -1;
+      double worst = 0;
+      for (int64_t i = 0; i < saved.numel(); ++i) {
+        if (!std::isfinite(a[i]))
+          throw InputError(weights_path + ": tensor '" + base_name + "' holds a non-finite value at element " + std::to_string(i));
+        if (a[i] != b[i]) {
+          if (first < 0) first = i;
+          ++differ;
+          worst = std::max(worst, double(std::fabs(a[i] - b[i])));
+        }
+      }
+      if (differ > 0) {
+        char line[160];
+        std::snprintf(line, sizeof line, "%lld of %lld values differ, the first at element %lld, by up to %.3g",
+                      (long long)differ, (long long)saved.numel(), (long long)first, worst);
+        notes.push_back(weights_path + ": '" + base_name + "' replaces the base model's '" + path + "." + which + "' (" + line +
+                        "), as peft loads it");
+        replaced.push_back({current, saved});
+      }
       used.insert(base_name);
     }
   }
@@ -661,6 +707,7 @@ void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
       throw InputError(weights_path + ": unexpected tensor '" + t.name + "' (no Linear layer selected by " + kAdapterConfig +
                        " carries it)");
 
+  for (auto& [target, value] : replaced) target.detach().copy_(value);
   attach(model, layers, ranks, dropout, seed);
   // rsLoRA scales by alpha / sqrt(r) instead of alpha / r.
   if (rslora)
@@ -671,6 +718,7 @@ void load_lora(const std::string& dir, CausalLM& model, uint64_t seed) {
     a.copy_(values[k++]);
     b.copy_(values[k++]);
   }
+  return notes;
 }
 
 }  // namespace hamu::models

@@ -52,8 +52,11 @@ bool has_lora(nn::Module& model);
 std::vector<std::string> add_lora(CausalLM& model, const LoraSpec& spec, uint64_t seed = 0);
 
 // PEFT's directory: DIR/adapter_config.json and DIR/adapter_model.safetensors (float32, {"format": "pt"}),
-// each written atomically; DIR is created when needed. base_model goes to base_model_name_or_path. A layer
-// whose r or alpha differs from the first layer's is written to rank_pattern / alpha_pattern under its path.
+// each written atomically; DIR is created when needed. base_model goes to base_model_name_or_path. A layer whose
+// r or alpha differs from the first layer's is written to rank_pattern / alpha_pattern under its path. With an
+// lm_head adapter the file also holds the lm_head's base weight, "base_model.model.lm_head.base_layer.weight" (and
+// .bias if it had one), as peft's save_pretrained writes it by default (save_embedding_layers="auto" with
+// "lm_head" in target_modules).
 void save_lora(const std::string& dir, CausalLM& model, const std::string& base_model = "");
 
 // Reads a PEFT LoRA directory (ours or peft's): checks adapter_config.json (peft_type LORA, no trained biases, no
@@ -62,14 +65,19 @@ void save_lora(const std::string& dir, CausalLM& model, const std::string& base_
 // exclude_modules as peft narrows them, gives each layer its r and alpha (rank_pattern / alpha_pattern, peft's
 // "(.*\.)?(KEY)$" match) and its scaling (alpha / r, or alpha / sqrt(r) with use_rslora; save_lora writes
 // patterns and use_rslora back), checks every adapter tensor's
-// presence, shape and finiteness (a base weight peft saved beside an lm_head adapter, "<path>.base_layer.weight",
-// must equal the model's), and only then freezes the model and attaches the adapters. Everything
-// is an InputError naming the file and the field or tensor; the model is untouched when loading fails.
-// The model must not carry adapters already.
-void load_lora(const std::string& dir, CausalLM& model, uint64_t seed = 0);
+// presence, shape and finiteness, and only then freezes the model and attaches the adapters. Everything is an
+// InputError naming the file and the field or tensor; the model is untouched when loading fails. The model must not
+// carry adapters already.
+// A base weight (or bias) saved beside an adapter, "base_model.model.<path>.base_layer.weight" (peft's
+// save_embedding_layers: the lm_head's when "lm_head" is a target), must fit the layer and be finite, and is put
+// into the model as peft's load puts it: where it differs from the base's own, it replaces it, and the returned
+// notes (one line per replaced tensor, naming it and how many values differ by how much) say so; the callers
+// print them as warnings, so a replaced base never goes unnoticed.
+std::vector<std::string> load_lora(const std::string& dir, CausalLM& model, uint64_t seed = 0);
 
 // What a `--lora` flag names, applied: a PEFT adapter directory (holding adapter_config.json) is loaded with
-// load_lora, anything else is parsed as a spec and fresh adapters are added. Returns lora_summary's line.
+// load_lora, anything else is parsed as a spec and fresh adapters are added. Returns lora_summary's line, followed
+// by load_lora's notes ("; "-separated).
 std::string apply_lora(CausalLM& model, const std::string& spec_or_dir, uint64_t seed = 0);
 
 // One line for logs: "LoRA r 8, alpha 16, dropout 0.05 on 14 layers (q_proj, ...): 28672 trainable of 1234567".

@@ -227,7 +227,7 @@ int cmd_train_text(int argc, char** argv) {
   if (lora && !source.adapter.empty()) meta.set("adapter", Json(source.adapter));
   if (is_output_rank()) {  // under mpirun rank 0 alone writes
     if (lora) save_text_adapter(out_dir, *lm, source.base, meta, merge_dir, tok_json);
-    else save_text_model(out_dir, *lm, tok_json, meta);
+    else save_text_model(out_dir, *lm, tok_json, meta, source.base);
   }
   std::printf("%s", eval_side_by_side({{subset == "full" ? "original" : "retrained", &last}}).c_str());
   std::printf("saved %s (%s%s, %.1f s of training)\n", out_dir.c_str(), subset == "full" ? "original" : "retrained",

@@ -122,9 +122,13 @@ TextModel load_text_model(const std::string& dir, Device device, const std::stri
 
 std::shared_ptr<models::CausalLM> fresh_text_lm(const TextModel& m, Device device) { return load_lm_source(m.source, device); }
 
-void save_text_model(const std::string& dir, models::CausalLM& lm, const std::string& tokenizer_json, const Json& meta) {
+void save_text_model(const std::string& dir, models::CausalLM& lm, const std::string& tokenizer_json, const Json& meta,
+                     const std::string& base_dir) {
   models::save_hf_dir(dir, lm);
   write_atomic(dir + "/tokenizer.json", tokenizer_json);
+  const std::string generation_config = base_dir + "/generation_config.json";
+  if (!base_dir.empty() && file_exists(generation_config))
+    write_atomic(dir + "/generation_config.json", read_small_file(generation_config, "--model"));
   // The tokenizer's own special tokens (a Llama tokenizer's are <s> / </s>; gpt-small's BPE has <|endoftext|>
   // for all three): tokenizer_config.json is read back with the tokenizer and must name tokens it has.
   const Tokenizer tok = Tokenizer::from_json_text(tokenizer_json, dir + "/tokenizer.json");
@@ -155,14 +159,14 @@ void save_text_adapter(const std::string& dir, models::CausalLM& lm, const std::
   for (const auto& [name, w] : lm.named_weights()) bf16_base = bf16_base || w.dtype() == DType::bf16;
   if (!bf16_base) {
     models::merge_lora(lm);
-    save_text_model(merge_dir, lm, tokenizer_json, merged);
+    save_text_model(merge_dir, lm, tokenizer_json, merged, base);
     return;
   }
   // --base-dtype bfloat16: the adapter goes into the float32 base read again from disk (on the CPU), not into
   // the bfloat16 copy, so the merged model is what a float32 run would write for the same adapter.
   std::shared_ptr<models::CausalLM> base_f32 = models::load_hf_dir(base).model;
   models::merge_lora_into(lm, *base_f32);
-  save_text_model(merge_dir, *base_f32, tokenizer_json, merged);
+  save_text_model(merge_dir, *base_f32, tokenizer_json, merged, base);
 }
 std::vector<Flag> text_context_flags() {
   return {

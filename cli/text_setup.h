@@ -113,8 +113,11 @@ EvalReport evaluate_text_full(models::CausalLM& lm, const TextContext& ctx, cons
 EvalReport evaluate_text_sampled(models::CausalLM& lm, const TextContext& ctx, const std::string& name);
 
 // Writes DIR (config.json, model.safetensors, tokenizer.json = tokenizer_json, tokenizer_config.json naming
-// <|endoftext|> as BOS/EOS, hamu.json = meta), each file atomically.
-void save_text_model(const std::string& dir, models::CausalLM& lm, const std::string& tokenizer_json, const Json& meta);
+// <|endoftext|> as BOS/EOS, hamu.json = meta), each file atomically. base_dir: the directory the model was made
+// from ("" = none); its generation_config.json goes along unchanged, as transformers' save_pretrained keeps a
+// model's generation config (its eos_token_id list decides where generation stops, models/lm/generate.h).
+void save_text_model(const std::string& dir, models::CausalLM& lm, const std::string& tokenizer_json, const Json& meta,
+                     const std::string& base_dir = "");
 // The tokenizer.json text of a model directory (copied when a fine-tuned or unlearned model is saved).
 std::string tokenizer_json_of(const std::string& dir);
 // Writes a LoRA run's result: the adapter in PEFT's layout (DIR/adapter_config.json naming `base` as

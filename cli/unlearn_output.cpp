@@ -234,7 +234,7 @@ void save_unlearned_text_model(const std::string& out_dir, const std::string& me
     meta.set("lora", Json(models::lora_summary(work)));
     save_text_adapter(out_dir, work, source.base, meta, merge_dir, tokenizer_json_of(source.base));
   } else {
-    save_text_model(out_dir, work, tokenizer_json_of(source.base), meta);
+    save_text_model(out_dir, work, tokenizer_json_of(source.base), meta, source.base);
   }
 }
 

@@ -311,6 +311,14 @@ fi
 mkdir -p lm_badgen && cp "$LM_FIX/lm_stop/llama/"{config.json,model.safetensors,tokenizer.json} lm_badgen/
 echo '{"eos_token_id": [2, "26"]}' > lm_badgen/generation_config.json
 expect_bad gen-bad-generation-config "generation_config.json: field 'eos_token_id'" "${G[@]}" --model lm_badgen --prompt hi --json out/g.json
+# A model trained from that directory keeps its generation_config.json (as transformers' save_pretrained does), so it
+# stops where its base stops.
+if "$HAMU" train --threads 1 --model "$LM_FIX/lm_stop/llama" --data "qa:$QA" --epochs 1 --batch 5 \
+     --out out/stop_ft > stop_ft.out 2> stop_ft.err && cmp -s out/stop_ft/generation_config.json "$LM_FIX/lm_stop/llama/generation_config.json"; then
+  pass
+else
+  fail "a model trained from a directory with generation_config.json keeps it: $(tail -2 stop_ft.err)"
+fi
 if "$HAMU" eval --threads 1 --model "$LM" --data "qa:$QA" --json out/e.json > eval_lm.out 2> eval_lm.err &&
    grep -q '"all"' out/e.json && grep -q '"tokens": 115' out/e.json && grep -q '"truncated": 1' out/e.json &&
    grep -q '^all ' eval_lm.out && grep -q 'truncated' eval_lm.err; then

@@ -473,6 +473,23 @@ TEST_CASE("cuda: FusedUpdate runs small HAMU steps as one launch, identical to t
   INFO("capture: " << why);
   REQUIRE(graph != nullptr);
   CHECK(one.single_launch_used());
+  // A multi-tensor pass over a much larger table after the capture grows the device's multi-tensor scratch
+  // (partials and plan): the graph still holds the old buffers' addresses, so they must stay allocated (a
+  // freed buffer made the replays below write into memory the driver had taken back or handed out again).
+  {
+    const int big = 60000;  // 3 * (32768 + 60001) partials: more than any earlier table in this binary
+    const std::vector<const float*> ptrs(size_t(big), a.r + L.off_r[0]);
+    const std::vector<int64_t> ones(size_t(big), 1);
+    auto* dp = static_cast<const float* const*>(a.upload(ptrs.data(), ptrs.size() * sizeof(void*)));
+    auto* ds = static_cast<const int64_t*>(a.upload(ones.data(), ones.size() * 8));
+    auto* sq = static_cast<float*>(K::cuda_malloc(0, size_t(big) * 4));
+    a.owned.push_back(sq);
+    K::multi_sum_squares(a.ctx, big, dp, ds, sq);
+    const float r0 = L.r[size_t(L.off_r[0])];
+    const std::vector<float> got = a.get(sq, size_t(big));
+    CHECK(got.front() == r0 * r0);
+    CHECK(got.back() == r0 * r0);
+  }
   for (int rep = 0; rep < 2; ++rep) {
     K::cuda_graph_launch(0, graph);
     three.compute_stats();

@@ -168,8 +168,9 @@ TEST_CASE("conv2d forward / backward data / backward filter match direct loops (
 // 128 (the column buffer's padded row stride), the filter gradient's dot products (few column rows, or
 // large planes over few output channels; output channels not a multiple of its 4-row blocks, column
 // rows not a multiple of its column blocks, plane sizes with and without a vector tail) and the GEMM
-// beside them; the shifted stride-1 passes (padded planes, wide output); C = 1, 1x1 stride 2, stride
-// 3, pads 0/1/2, a batch of 1 and odd batches.
+// beside them; the shifted stride-1 passes (padded planes, wide output); packed_gemm (full and partial
+// tiles) and, for a single image, the GEMM; C = 1, 1x1 stride 2, stride 3, pads 0/1/2, a batch of 1
+// and odd batches.
 const kn::ConvShape kPathShapes[] = {
     make_shape(3, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1),   // C = 1, the cnn's first layer
     make_shape(2, 16, 32, 32, 16, 3, 3, 1, 1, 1, 1),  // resnet20's most frequent shape
@@ -181,12 +182,14 @@ const kn::ConvShape kPathShapes[] = {
     make_shape(3, 2, 23, 25, 7, 3, 3, 1, 1, 0, 0),    // pad 0, odd sizes, plane 21x23
     make_shape(7, 4, 8, 16, 2, 3, 3, 1, 1, 1, 1),     // 8x16 plane (128: padded rows), k = 2
     make_shape(1, 16, 16, 16, 64, 1, 1, 1, 1, 0, 0),  // 1x1 stride 1 (no column buffer), batch 1
-    // shifted stride-1 passes (8+ channels both ways, 14+ output columns, 2+ images)
-    make_shape(3, 8, 17, 19, 9, 3, 3, 1, 1, 0, 0),    // pad 0 (backward pads 2), 9 outputs: an edge panel
-    make_shape(2, 9, 16, 15, 10, 5, 5, 1, 1, 2, 2),   // 5x5 pad 2, odd widths
-    make_shape(3, 8, 14, 20, 8, 3, 5, 1, 1, 1, 0),    // 3x5 kernel, unequal pads 1 and 0
-    make_shape(3, 8, 14, 14, 32, 3, 3, 1, 1, 1, 1),   // filter gradient through the GEMM beside it
+    // shifted stride-1 passes (8+ channels both ways, 24+ output columns, 2+ images)
+    make_shape(3, 8, 9, 27, 9, 3, 3, 1, 1, 0, 0),     // pad 0 (backward pads 2), 9 outputs: an edge panel
+    make_shape(2, 9, 6, 28, 10, 5, 5, 1, 1, 2, 2),    // 5x5 pad 2
+    make_shape(3, 8, 7, 30, 8, 3, 5, 1, 1, 1, 0),     // 3x5 kernel, unequal pads 1 and 0
+    make_shape(3, 8, 6, 26, 32, 3, 3, 1, 1, 1, 1),    // filter gradient through the GEMM beside it
     make_shape(5, 12, 9, 30, 20, 3, 3, 1, 1, 1, 1),   // short and wide planes, 20 outputs
+    // packed_gemm on 16x16 planes (im2col, a partial last tile in f64 too) and on 1x1 stride 1
+    make_shape(2, 8, 14, 14, 12, 3, 3, 1, 1, 1, 1), make_shape(3, 20, 10, 10, 9, 1, 1, 1, 1, 0, 0),
 };
 
 TEST_CASE("conv2d on shapes that reach each specialised CPU path match direct loops (f64 and f32)") {
@@ -195,9 +198,9 @@ TEST_CASE("conv2d on shapes that reach each specialised CPU path match direct lo
 
 TEST_CASE("conv2d backward_filter accumulates across calls; results do not depend on the thread count") {
   std::mt19937 gen(5);
-  // the im2col GEMM path, and the shifted one
+  // im2col with packed_gemm (the filter gradient through the GEMM), and the shifted passes
   for (const kn::ConvShape& s :
-       {make_shape(6, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1), make_shape(5, 8, 16, 16, 8, 3, 3, 1, 1, 1, 1)}) {
+       {make_shape(6, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1), make_shape(5, 8, 6, 24, 8, 3, 3, 1, 1, 1, 1)}) {
     const auto x = random_values(size_t(s.n * s.c * s.h * s.w), gen);
     const auto gy = random_values(size_t(s.n * s.k * s.oh() * s.ow()), gen);
     std::vector<double> ws(size_t(kn::conv2d_workspace_elems(kn::CpuCtx{}, s)));

@@ -212,6 +212,12 @@ constexpr int64_t kShiftBlock = 256;  // wide positions per pass over the output
 // Rows a multiple of 512 bytes apart alias in L1 (see col_ld).
 int64_t padded_ld(int64_t n) { return n % 128 == 0 ? n + 16 : n; }
 
+// Where the micro-tile finds its B rows: row (c, r, s) starts at c*plane + r*wp + s. A column buffer
+// (or any matrix of rows `plane` apart) is the case r = s = 1.
+struct Windows {
+  int64_t channels, r, s, plane, wp;
+};
+
 // One image's shifted pass: cin planes h x w padded by (pad_h, pad_w), an r x s kernel, cout outputs.
 struct Shifted {
   int64_t cin, h, w, pad_h, pad_w, r, s, cout;
@@ -226,6 +232,7 @@ struct Shifted {
   int64_t in_elems() const { return cin * plane() + s + kShiftTileMax; }
   int64_t out_ld() const { return padded_ld((wide() + kShiftTileMax - 1) / kShiftTileMax * kShiftTileMax); }
   int64_t out_elems() const { return cout * out_ld(); }
+  Windows windows() const { return {cin, r, s, plane(), wp()}; }
 };
 
 Shifted shifted_forward(const ConvShape& s) { return {s.c, s.h, s.w, s.pad_h, s.pad_w, s.r, s.s, s.k}; }
@@ -235,19 +242,29 @@ Shifted shifted_backward(const ConvShape& s) {
 }
 
 // Stride 1 with a real kernel (1x1 unpadded needs no im2col anyway), padding that the backward pass
-// can mirror, planes wide enough that the junk columns stay a small fraction (below 14 columns the
-// im2col GEMM measured as fast), enough channels both ways to fill a micro-tile's rows in either
-// direction (the cnn's 1->32 first layer measured 4x slower backward), and several images: a single
-// image runs its GEMMs on all threads.
+// can mirror, planes wide enough that the junk columns stay a small fraction (on 16x16 and 14x14
+// planes im2col with packed_gemm measured as fast or up to 10% faster; on 32x32, 10-20% slower),
+// enough channels both ways to fill a micro-tile's rows in either direction (the cnn's 1->32 first
+// layer measured 4x slower backward), and several images: a single image runs its GEMMs on all threads.
 bool use_shifted(const ConvShape& s) {
   return s.stride_h == 1 && s.stride_w == 1 && s.r * s.s > 1 && s.pad_h <= s.r - 1 && s.pad_w <= s.s - 1 &&
-         s.ow() >= 14 && s.c >= 8 && s.k >= 8 && s.n >= 2;
+         s.ow() >= 24 && s.c >= 8 && s.k >= 8 && s.n >= 2;
 }
 
+// Packed weights: [k rows, c*r*s] forward, [c rows, k*r*s] shifted backward data, [c*r*s rows, k]
+// im2col backward data.
 int64_t packed_weight_elems(const ConvShape& s) {
-  const int64_t rows = std::max(s.k, s.c), per_row = std::max(s.k, s.c) * s.r * s.s;
-  return (rows + kShiftRows - 1) / kShiftRows * kShiftRows * per_row;
+  const int64_t rows = std::max({s.k, s.c, s.c * s.r * s.s}), cols = std::max(s.c, s.k) * s.r * s.s;
+  return (rows + kShiftRows - 1) / kShiftRows * kShiftRows * cols;
 }
+
+// packed_gemm's buffer for a partial last tile, for either pass's inner dimension.
+int64_t edge_elems(const ConvShape& s) { return (std::max(s.c * s.r * s.s, s.k) + kShiftRows) * kShiftTileMax; }
+
+// Forward and backward data of the other shapes: im2col (where needed) and packed_gemm, whose weights
+// are packed once per call (1.1-1.45x the GEMM over the shapes of bench_gemm's table, single thread).
+// A single image keeps the GEMM, which then runs on all threads.
+bool use_packed(const ConvShape& s) { return s.n >= 2; }
 
 // A[row][p] -> kShiftRows-row panels, p-major inside: dst[(panel * cols + p) * kShiftRows + i], zero
 // rows past the end.
@@ -276,7 +293,7 @@ template <class T> void pad_planes(const Shifted& g, const T* x, T* xp) {
 // out[i][0..width) = sum over windows p of ap[p][i] * window_p[0..width), for kShiftRows rows (the first
 // `rows` stored), width = kShiftVecs vectors.
 template <class T>
-void shifted_tile(const Shifted& g, const T* __restrict ap, const T* __restrict xb, T* __restrict out, int64_t ldo,
+void shifted_tile(const Windows& g, const T* __restrict ap, const T* __restrict xb, T* __restrict out, int64_t ldo,
                   int rows) {
   using S = Simd<T>;
   using V = typename S::V;
@@ -286,22 +303,24 @@ void shifted_tile(const Shifted& g, const T* __restrict ap, const T* __restrict 
   for (int i = 0; i < mr; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < nv; ++v) acc[i][v] = S::zero();
-  const int64_t plane = g.plane(), wp = g.wp();
-  for (int64_t c = 0; c < g.cin; ++c) {
-    for (int64_t r = 0; r < g.r; ++r) {
-      const T* row = xb + c * plane + r * wp;
-      for (int64_t s = 0; s < g.s; ++s, ap += mr) {
-        V bv[nv];
+  const auto step = [&](const T* b) {
+    V bv[nv];
 #pragma GCC unroll 4
-        for (int v = 0; v < nv; ++v) bv[v] = S::load(row + s + v * L);
+    for (int v = 0; v < nv; ++v) bv[v] = S::load(b + v * L);
 #pragma GCC unroll 16
-        for (int i = 0; i < mr; ++i) {
-          const V av = S::bcast(ap[i]);
+    for (int i = 0; i < mr; ++i) {
+      const V av = S::bcast(ap[i]);
 #pragma GCC unroll 4
-          for (int v = 0; v < nv; ++v) acc[i][v] = S::fma(av, bv[v], acc[i][v]);
-        }
-      }
+      for (int v = 0; v < nv; ++v) acc[i][v] = S::fma(av, bv[v], acc[i][v]);
     }
+    ap += mr;
+  };
+  if (g.r == 1 && g.s == 1) {
+    for (int64_t c = 0; c < g.channels; ++c) step(xb + c * g.plane);
+  } else {
+    for (int64_t c = 0; c < g.channels; ++c)
+      for (int64_t r = 0; r < g.r; ++r)
+        for (int64_t s = 0; s < g.s; ++s) step(xb + c * g.plane + r * g.wp + s);
   }
   for (int i = 0; i < rows; ++i)
 #pragma GCC unroll 4
@@ -322,7 +341,8 @@ void shifted_image(const Shifted& g, const T* apack, const T* in, const T* bias,
     for (int64_t i0 = 0; i0 < g.cout; i0 += kShiftRows) {
       const T* ap = apack + i0 * rows;
       const int nrows = int(std::min<int64_t>(kShiftRows, g.cout - i0));
-      for (int64_t j = j0; j < j1; j += tile) shifted_tile(g, ap, xp + j, wide_out + i0 * ldo + j, ldo, nrows);
+      for (int64_t j = j0; j < j1; j += tile)
+        shifted_tile(g.windows(), ap, xp + j, wide_out + i0 * ldo + j, ldo, nrows);
     }
   }
   const int64_t oh = g.oh(), ow = g.ow(), wp = g.wp();
@@ -337,6 +357,38 @@ void shifted_image(const Shifted& g, const T* apack, const T* in, const T* bias,
         std::memcpy(dst, src, size_t(ow) * sizeof(T));
       }
     }
+  }
+}
+
+// out [m, n] (row stride ldo) = A [m, k] (packed by pack_panels) times B [k, n] (row stride ldb),
+// through the shifted micro-tile with its weights packed once per call rather than once per image by
+// the GEMM. B is read in place except for a last, partial tile of columns, which goes through `edge`
+// (k * kShiftTileMax + kShiftRows * kShiftTileMax elements) so that nothing past B or out is touched.
+template <class T>
+void packed_gemm(int64_t m, int64_t n, int64_t k, const T* apack, const T* b, int64_t ldb, T* out, int64_t ldo,
+                 T* edge) {
+  constexpr int64_t tile = kShiftVecs * Simd<T>::lanes;
+  const Windows rows{k, 1, 1, ldb, 0};
+  const int64_t full = n / tile * tile;
+  for (int64_t j0 = 0; j0 < full; j0 += kShiftBlock) {
+    const int64_t j1 = std::min(j0 + kShiftBlock, full);
+    for (int64_t i0 = 0; i0 < m; i0 += kShiftRows) {
+      const int nrows = int(std::min<int64_t>(kShiftRows, m - i0));
+      for (int64_t j = j0; j < j1; j += tile) shifted_tile(rows, apack + i0 * k, b + j, out + i0 * ldo + j, ldo, nrows);
+    }
+  }
+  if (full == n) return;
+  const int64_t cols = n - full;
+  T* edge_out = edge + k * tile;
+  for (int64_t p = 0; p < k; ++p) {
+    std::memcpy(edge + p * tile, b + p * ldb + full, size_t(cols) * sizeof(T));
+    std::fill(edge + p * tile + cols, edge + (p + 1) * tile, T(0));
+  }
+  for (int64_t i0 = 0; i0 < m; i0 += kShiftRows) {
+    const int nrows = int(std::min<int64_t>(kShiftRows, m - i0));
+    shifted_tile(Windows{k, 1, 1, tile, 0}, apack + i0 * k, edge, edge_out, tile, nrows);
+    for (int i = 0; i < nrows; ++i)
+      std::memcpy(out + (i0 + i) * ldo + full, edge_out + i * tile, size_t(cols) * sizeof(T));
   }
 }
 
@@ -388,7 +440,8 @@ namespace {
 // The workspace: a buffer per processor (column buffer, or padded planes and wide output), the filter
 // gradient's chunk slices, and the packed weights of the shifted passes.
 int64_t slot_elems(const ConvShape& s) {
-  return use_shifted(s) ? std::max(col_elems(s), shifted_slot_elems(s)) : col_elems(s);
+  const int64_t col = col_elems(s) + edge_elems(s);
+  return use_shifted(s) ? std::max(col, shifted_slot_elems(s)) : col;
 }
 int64_t partial_offset(const ConvShape& s) { return workspace_slots() * slot_elems(s); }
 int64_t pack_offset(const ConvShape& s) { return partial_offset(s) + filter_chunks(s) * filter_elems(s); }
@@ -396,7 +449,7 @@ int64_t pack_offset(const ConvShape& s) { return partial_offset(s) + filter_chun
 }  // namespace
 
 int64_t conv2d_workspace_elems(const CpuCtx&, const ConvShape& s) {
-  return pack_offset(s) + (use_shifted(s) ? packed_weight_elems(s) : 0);
+  return pack_offset(s) + packed_weight_elems(s);
 }
 
 template <class T>
@@ -412,6 +465,24 @@ void conv2d_forward(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* 
   }
   const bool pointwise = is_pointwise(s);
   const int64_t ld = pointwise ? ohw : col_ld(s);
+  if (use_packed(s)) {
+    T* apack = ws + pack_offset(s);
+    pack_panels(s.k, crs, [w, crs](int64_t k, int64_t p) { return w[k * crs + p]; }, apack);
+    parallel_items(s.n, [&](int64_t i, int slot) {
+      T* yi = y + i * s.k * ohw;
+      T* col = ws + slot * col_n;
+      const T* cols = x + i * chw;
+      if (!pointwise) {
+        im2col_image(s, x + i * chw, col, ld);
+        cols = col;
+      }
+      packed_gemm(s.k, ohw, crs, apack, cols, ld, yi, ohw, col + col_elems(s));
+      if (bias)
+        for (int64_t k = 0; k < s.k; ++k)
+          for (int64_t j = 0; j < ohw; ++j) yi[k * ohw + j] += bias[k];
+    });
+    return;
+  }
   parallel_items(s.n, [&](int64_t i, int slot) {
     T* yi = y + i * s.k * ohw;
     const T beta = bias ? T(1) : T(0);
@@ -450,6 +521,25 @@ void conv2d_backward_data(const CpuCtx& ctx, const ConvShape& s, const T* gy, co
     return;
   }
   const bool pointwise = is_pointwise(s);
+  if (use_packed(s)) {
+    // gx (or its column buffer) = w^T gy: A[j][k] = w[k, j] for j < c*r*s.
+    T* apack = ws + pack_offset(s);
+    pack_panels(crs, s.k, [w, crs](int64_t j, int64_t k) { return w[k * crs + j]; }, apack);
+    parallel_items(s.n, [&](int64_t i, int slot) {
+      const T* gyi = gy + i * s.k * ohw;
+      T* col = ws + slot * col_n;
+      T* edge = col + col_elems(s);
+      if (pointwise) return packed_gemm(s.c, ohw, s.k, apack, gyi, ohw, gx + i * chw, ohw, edge);
+      const int64_t ld = col_ld(s);
+      packed_gemm(crs, ohw, s.k, apack, gyi, ohw, col, ld, edge);
+      if (is_same_size(s)) {
+        col2im_same_clobber(s, col, ld, gx + i * chw);
+      } else {
+        col2im_image(s, col, ld, gx + i * chw);
+      }
+    });
+    return;
+  }
   parallel_items(s.n, [&](int64_t i, int slot) {
     const T* gyi = gy + i * s.k * ohw;
     if (pointwise) {

@@ -164,6 +164,16 @@ CudaCtx& cuda_context(int device) {
     HAMU_CUBLAS("cuda_context", cublasCreate(&h));
     HAMU_CUBLAS("cuda_context", cublasSetStream(h, st));
     HAMU_CUBLAS("cuda_context", cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST));
+    // A workspace of our own for the handle's life (NVIDIA's recommended size: 32 MiB on Hopper and later,
+    // 4 MiB before), as PyTorch sets one: the GEMMs then find the same workspace in a CUDA-graph capture as
+    // outside it (no allocation inside the capture, the same algorithm choice), so graphed steps stay bitwise
+    // equal to ordinary ones, and repeated captures do not each grow cuBLAS's own pool.
+    int major = 0;
+    HAMU_CU("cuda_context", cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    const size_t blas_ws = major >= 9 ? size_t(32) << 20 : size_t(4) << 20;
+    void* ws = nullptr;
+    HAMU_CU("cuda_context cuBLAS workspace", cudaMalloc(&ws, blas_ws));
+    HAMU_CUBLAS("cuda_context", cublasSetWorkspace(h, ws, blas_ws));
     c.blas = h;
 #ifdef HAMU_CUDNN
     // cuDNN loads its sub-libraries here; if that fails, convolutions fall back to the built-in

@@ -454,6 +454,19 @@ TEST_CASE("lora load: a stored base weight that differs from the base's replaces
     NoGradGuard ng;
     CHECK(m->logits(ids).to_vector<float>() == expect->logits(ids).to_vector<float>());
   }
+  // Folded into a fresh float32 base (merge_lora_into: what --merge does for a bfloat16 run), the replaced head goes
+  // along: the logits of folding in place (with the base's own head they are rel. > 1e-3 off).
+  {
+    auto into = load_hf_dir(lm_fixture("llama_gqa")).model;
+    auto plain = load_hf_dir(lm_fixture("llama_gqa")).model;
+    auto folded = load_hf_dir(lm_fixture("llama_gqa")).model;
+    load_lora(d, *folded);
+    merge_lora_into(*folded, *into);
+    merge_lora(*folded);
+    NoGradGuard ng;
+    check_close("merge_lora_into with a replaced head vs merge_lora", into->logits(ids), folded->logits(ids), 1e-6);
+    CHECK(weight_values(*into, "lm_head.weight") != weight_values(*plain, "lm_head.weight"));
+  }
   // apply_lora's line carries the note too.
   auto viaapply = load_hf_dir(lm_fixture("llama_gqa")).model;
   CHECK(contains(apply_lora(*viaapply, d), "replaces the base model's 'lm_head.weight'"));

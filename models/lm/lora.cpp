@@ -393,6 +393,12 @@ void merge_lora_into(CausalLM& adapted, CausalLM& base) {
   NoGradGuard ng;
   for (const auto& [path, lin] : layers) {
     Tensor w = by_path[path]->weight.detach();
+    // An adapter file may have replaced this layer's base weight (load_lora: peft's stored lm_head base weight).
+    // The adapted model's weight then wins; where it is only `base`'s rounded to its own dtype (a bfloat16 base),
+    // `base`'s float32 one is kept.
+    const Tensor mine = lin->weight.detach().to(Device{});
+    const Tensor rounded = w.to(Device{}).to(mine.dtype());
+    if (rounded.to(DType::f32).to_vector<float>() != mine.to(DType::f32).to_vector<float>()) w.copy_(mine);
     Tensor delta = mul_scalar(matmul(lin->lora_B->weight.detach(), lin->lora_A->weight.detach()), lin->lora_scaling);
     if (delta.dtype() != DType::f32) delta = delta.to(DType::f32);
     w.copy_(add(w, delta.to(w.device())));

@@ -89,7 +89,8 @@ std::string lora_summary(CausalLM& model);
 void merge_lora(CausalLM& model);
 // Folds the adapters of `adapted` (its base in any dtype, on any device) into the Linear layers of the same
 // paths in `base`, a float32 copy of the same base model without adapters (on any device): W += scaling * B A
-// in float32, as merge_lora does; `adapted` is left as it is. InputError naming the layer when `base` lacks it,
+// in float32, as merge_lora does; `adapted` is left as it is. A base weight of `adapted` that is not `base`'s
+// (rounded to its dtype) was replaced by its adapter file (load_lora) and replaces `base`'s before the fold. InputError naming the layer when `base` lacks it,
 // its shape differs or its weight is not float32, or when `base` carries adapters.
 void merge_lora_into(CausalLM& adapted, CausalLM& base);
 

@@ -311,6 +311,15 @@ fi
 mkdir -p lm_badgen && cp "$LM_FIX/lm_stop/llama/"{config.json,model.safetensors,tokenizer.json} lm_badgen/
 echo '{"eos_token_id": [2, "26"]}' > lm_badgen/generation_config.json
 expect_bad gen-bad-generation-config "generation_config.json: field 'eos_token_id'" "${G[@]}" --model lm_badgen --prompt hi --json out/g.json
+# A field that changes transformers' greedy ids but that hamu does not apply: generated, with a warning naming it.
+echo '{"eos_token_id": [2, 26], "num_beams": 4, "temperature": 0.6}' > lm_badgen/generation_config.json
+if "$HAMU" generate --threads 1 --max-new-tokens 2 --model lm_badgen --prompt hi > gen_warn.out 2> gen_warn.err &&
+   grep -q "warning: .*generation_config.json sets num_beams=4, which hamu's greedy decoding does not apply" gen_warn.err &&
+   ! grep -q temperature gen_warn.err; then
+  pass
+else
+  fail "generate warns about generation_config.json fields it does not apply: $(cat gen_warn.err)"
+fi
 # A model trained from that directory keeps its generation_config.json (as transformers' save_pretrained does), so it
 # stops where its base stops.
 if "$HAMU" train --threads 1 --model "$LM_FIX/lm_stop/llama" --data "qa:$QA" --epochs 1 --batch 5 \

@@ -1,19 +1,22 @@
 // kernels/cpu/conv.cpp: im2col / col2im and 2-D convolution (forward, backward data, backward filter)
-// through the CPU GEMM.
+// on the CPU.
 //
-// The batch is spread over threads an image at a time: each thread owns a column buffer
-// [c*r*s, oh*ow] in the workspace (a few hundred KB for the shapes we train, so it stays in L2) and
-// runs single-threaded GEMMs on it. The GEMMs read and write the NCHW tensors in place, so nothing is
-// copied besides im2col itself, and 1x1 stride-1 unpadded convolutions skip im2col altogether.
-// Images are handed out dynamically, so a thread the OS preempts (the cores are shared) does not hold
-// the others up. backward_filter sums fixed chunks of consecutive images into slices of the workspace,
-// whichever thread runs them, and adds the slices into gw in chunk order: its result depends on the
-// shape and the processor count only, not on the OpenMP thread count or the scheduling.
-// With a single image the GEMMs themselves run on all threads. Column-buffer rows are padded so that
-// they do not alias in L1 (col_ld), and the filter gradient of shapes with few output channels over
-// large planes skips the GEMM's transposing pack for register-blocked dot products (filter_dots).
-// Stride-1 convolutions with 8+ channels on planes 14+ wide skip im2col altogether: their passes are
-// shifted GEMMs over the zero-padded input planes (see "Stride-1 convolutions as shifted GEMMs").
+// The batch is spread over threads an image at a time; each thread owns a slot of the workspace and
+// runs single-threaded loops on it. Images are handed out dynamically, so a thread the OS preempts
+// (the cores are shared) does not hold the others up. Three ways through a pass, chosen by shape:
+//  - shifted (stride 1, planes 24+ wide, 8+ channels each way): no column buffer; the micro-tile
+//    multiplies weights packed once per call into windows of the zero-padded input planes, which
+//    stay in L1 ("Stride-1 convolutions as shifted GEMMs" below). Backward data is the same on the
+//    padded output gradient; backward filter takes dot products against the windows.
+//  - packed (the other shapes, 2+ images): im2col into the slot (1x1 stride-1 unpadded: the input
+//    itself), then the same micro-tile over the column buffer, weights again packed once per call.
+//  - GEMM (a single image: the GEMM then runs on all threads; and the filter gradient of shapes with
+//    many output channels over small planes, where the GEMM's packing is amortised).
+// The filter gradient of few output channels over large planes (or of few column rows) is register-
+// blocked dot products instead of a GEMM, which would transpose the whole column buffer per image.
+// backward_filter sums fixed chunks of consecutive images into slices of the workspace, whichever
+// thread runs them, and adds the slices into gw in chunk order: every result depends on the shape and
+// the processor count only, not on the OpenMP thread count or the scheduling.
 #include <omp.h>
 
 #include <algorithm>
@@ -30,13 +33,11 @@ bool is_pointwise(const ConvShape& s) {
   return s.r == 1 && s.s == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
 }
 
-// Row stride of the column buffer. Rows a multiple of 512 bytes apart map to the same few L1 sets, and
-// the GEMM and filter-gradient loops walk 8-16 of them at once (a 32x32 plane is exactly 4 KB of
-// floats): one cache line of padding per row made the 16->16 32x32 forward GEMM 1.35x faster.
-int64_t col_ld(const ConvShape& s) {
-  const int64_t ohw = s.oh() * s.ow();
-  return ohw % 128 == 0 ? ohw + 16 : ohw;
-}
+// Row stride for buffers of plane-sized rows. Rows a multiple of 512 bytes apart map to the same few
+// L1 sets, and the multiply loops walk 8-16 of them at once (a 32x32 plane is exactly 4 KB of floats):
+// one cache line of padding per row made the 16->16 32x32 forward GEMM 1.35x faster.
+int64_t padded_ld(int64_t n) { return n % 128 == 0 ? n + 16 : n; }
+int64_t col_ld(const ConvShape& s) { return padded_ld(s.oh() * s.ow()); }
 int64_t col_elems(const ConvShape& s) { return is_pointwise(s) ? 0 : s.c * s.r * s.s * col_ld(s); }
 int64_t filter_elems(const ConvShape& s) { return s.k * s.c * s.r * s.s + s.k; }
 
@@ -209,9 +210,6 @@ constexpr int64_t kShiftTileMax = 32;                 // the widest micro-tile, 
 static_assert(kShiftVecs * Simd<float>::lanes <= kShiftTileMax);
 constexpr int64_t kShiftBlock = 256;  // wide positions per pass over the output channels (L1 reuse)
 
-// Rows a multiple of 512 bytes apart alias in L1 (see col_ld).
-int64_t padded_ld(int64_t n) { return n % 128 == 0 ? n + 16 : n; }
-
 // Where the micro-tile finds its B rows: row (c, r, s) starts at c*plane + r*wp + s. A column buffer
 // (or any matrix of rows `plane` apart) is the case r = s = 1.
 struct Windows {
@@ -251,11 +249,12 @@ bool use_shifted(const ConvShape& s) {
          s.ow() >= 24 && s.c >= 8 && s.k >= 8 && s.n >= 2;
 }
 
-// Packed weights: [k rows, c*r*s] forward, [c rows, k*r*s] shifted backward data, [c*r*s rows, k]
-// im2col backward data.
+// Packed weights, in panels of kShiftRows rows: [k rows, c*r*s] forward, [c rows, k*r*s] shifted
+// backward data, [c*r*s rows, k] im2col backward data.
 int64_t packed_weight_elems(const ConvShape& s) {
-  const int64_t rows = std::max({s.k, s.c, s.c * s.r * s.s}), cols = std::max(s.c, s.k) * s.r * s.s;
-  return (rows + kShiftRows - 1) / kShiftRows * kShiftRows * cols;
+  const auto panels = [](int64_t rows) { return (rows + kShiftRows - 1) / kShiftRows * kShiftRows; };
+  const int64_t rs = s.r * s.s;
+  return std::max({panels(s.k) * s.c * rs, panels(s.c) * s.k * rs, panels(s.c * rs) * s.k});
 }
 
 // packed_gemm's buffer for a partial last tile, for either pass's inner dimension.

@@ -237,7 +237,7 @@ bool fused_attention_enabled() {
 Tensor gqa_attention_fused(const Tensor& qc, const Tensor& kc, const Tensor& vc, const Tensor& mask, int64_t b,
                            int64_t h, int64_t hkv, int64_t t, int64_t dh, double scale) {
   const Device dev = qc.device();
-  const bool bf16 = kernels::perf_options().bf16_attention && kernels::flash_attention_bf16_supported(dev.index);
+  const bool bf16 = kernels::perf_options().bf16_attention && kernels::flash_attention_bf16_supported(dev.index, dh);
   Tensor y = empty_like(qc);
   Tensor lse = Tensor::empty({b, h, t}, DType::f32, dev);
   const int32_t* mp = mask.defined() ? mask.data<int32_t>() : nullptr;

@@ -542,8 +542,9 @@ void flash_attention_backward(const CudaCtx&, int64_t b, int64_t h, int64_t hkv,
 // The same contract on the tensor cores in bfloat16 (kernels/cuda/attention_tc.cu): q, k, v, dY, the
 // probabilities and the score gradients are rounded to bfloat16 as they enter the matrix units; products
 // accumulate and the softmax runs in float32 (~1e-2 relative error against the float32 kernels). Compute
-// capability 8.0 or newer (flash_attention_bf16_supported).
-bool flash_attention_bf16_supported(int device);
+// capability 8.0 or newer, with the shared memory the kernels for head dim dh take (flash_attention_bf16_supported;
+// the default dh asks for every head dim up to 128).
+bool flash_attention_bf16_supported(int device, int64_t dh = 128);
 void flash_attention_bf16_forward(const CudaCtx&, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh,
                                   float scale, const int32_t* key_mask, const float* q, const float* k,
                                   const float* v, float* y, float* lse);

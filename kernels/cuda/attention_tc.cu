@@ -19,6 +19,7 @@
 //   dK, dV:   per query tile of each query head of the group, S^T = K Q^T and dP^T = V dY^T,
 //             dV += P^T dY and dK += dS^T Q in register fragments.
 // Each CTA owns its outputs: no atomics, the result is the same on every run.
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -470,7 +471,17 @@ dim3 tc_grid(int64_t t, int64_t heads) { return dim3(unsigned(heads), unsigned((
 
 }  // namespace
 
-bool flash_attention_bf16_supported(int device) { return device_info(device).cc_major >= 8; }
+bool flash_attention_bf16_supported(int device, int64_t dh) {
+  if (device_info(device).cc_major < 8) return false;
+  // The kernels for dh's tile width must fit the device's opt-in shared memory (the head-dim-128 backward
+  // takes ~121 KB: more than the ~99 KB of sm_86/sm_89 cards), else the float32 kernels run instead of a throw.
+  size_t need = 0;
+  with_head_dim(dh, [&](auto dim) {
+    constexpr int D = decltype(dim)::value;
+    need = std::max(FwdSmem<D>::bytes(), BwdSmem<D>::bytes());
+  });
+  return need <= device_info(device).smem_optin;
+}
 
 void flash_attention_bf16_forward(const CudaCtx& ctx, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh,
                                   float scale, const int32_t* key_mask, const float* q, const float* k,

@@ -578,7 +578,7 @@ elif [ "$(left)" -lt 140 ]; then
 else
   t=$(($(left) - 110))
   [ $t -gt 60 ] && t=60
-  SAN_CASES='cuda: adamw_step_dev*,cuda: sgd_step_dev*,cuda: clip_coef*,cuda: profile of a resnet20*,cuda: a CUDA-graph*,cuda: hamu_coefficients hits*,cuda: multi_sum_squares*,cuda: im2col*,cuda: max and average pooling,cuda: embedding*,cuda: ghost*,cuda: layernorm*,cuda: reduce_axis*,cuda: hamu_block_stats*,cuda: bf16 tensor-core attention*,cuda: FusedUpdate runs small HAMU steps*,cuda: fused cross-entropy*'
+  SAN_CASES='cuda: adamw_step_dev*,cuda: sgd_step_dev*,cuda: clip_coef*,cuda: profile of a resnet20*,cuda: a CUDA-graph*,cuda: hamu_coefficients hits*,cuda: multi_sum_squares*,cuda: im2col*,cuda: max and average pooling,cuda: embedding*,cuda: ghost*,cuda: layernorm*,cuda: reduce_axis*,cuda: hamu_block_stats*,cuda: bf16 tensor-core attention*,cuda: FusedUpdate runs small HAMU steps*,cuda: fused cross-entropy*,cuda: reductions queued on several streams*,cuda: a first reduction on a stream*'
   say "compute-sanitizer memcheck on a reduced set (timeout ${t}s) -> $SAN_LOG"
   # The kernels and ops of the parity tables, by subcase (their test cases hold one subcase per kernel/op).
   SAN_TABLE='backend ops: every op*,backend kernels*'

@@ -59,9 +59,22 @@ inline cublasHandle_t blas_of(const CudaCtx& ctx) { return static_cast<cublasHan
 inline cudnnHandle_t dnn_of(const CudaCtx& ctx) { return static_cast<cudnnHandle_t>(ctx.dnn); }
 #endif
 
-// ---- per-device state ----------------------------------------------------------------------------
-// Persistent scratch (allocated once per device, grown when needed, never per call in steady state).
-// Every user is a kernel on the context's single stream, so users are ordered and may share it.
+// ---- per-device and per-stream state --------------------------------------------------------------
+// Persistent reduction scratch, one per (device, stream): allocated at the stream's first reduction (the
+// context's own stream: with the context), grown when needed, never per call in steady state. The reductions
+// are "last CTA" passes (the grid's last block, found by an atomic on a counter, combines the partials and
+// resets the counter), so two passes in flight at once must not share partials or counters: the users of one
+// scratch are the kernels of one stream, ordered by it. Passes on different streams of a device (the C API's
+// and FusedUpdate's caller stream, hamu's own) each have their own.
+// - Never freed, nor its outgrown buffers (`retired`): a CUDA graph captured on the stream replays the addresses
+//   it saw. A graph uses the scratch of the stream it was captured on, so graphs captured on one stream must not
+//   be replayed concurrently with each other or with that stream's own work.
+// - Keyed by the stream handle: a stream created after another was destroyed may get the same handle and then
+//   inherits its scratch. That is sound because every pass leaves its counters at zero (the last CTA resets
+//   them), provided the old stream's work had finished (a stream destroyed with reductions still queued must not
+//   have its handle reused by a stream that runs reductions before they end).
+// - The first reduction on a stream must not be inside a capture of it (its zeroing waits for the stream):
+//   scratch() then throws, naming the stream.
 struct Scratch {
   // Grid reductions (sum_all, dot, ...): one double per CTA plus a "CTAs done" counter.
   double* red_partials = nullptr;
@@ -76,6 +89,12 @@ struct Scratch {
   // Multi-tensor buffers outgrown by a larger table: kept (never freed) because captured graphs may hold them.
   std::vector<void*> retired;
 };
+// The multi-tensor buffers of a stream's scratch as they are after ensure_mt_scratch (read under its lock).
+struct MtScratch {
+  double* partials = nullptr;
+  int64_t* prefix = nullptr;
+  unsigned* counters = nullptr;  // [0] work, [1] done
+};
 
 struct DeviceInfo {
   int sm_count = 1;
@@ -86,9 +105,10 @@ struct DeviceInfo {
 };
 
 const DeviceInfo& device_info(int device);
-// Locks the device's scratch and makes sure the multi-tensor part can serve `count` tensors.
-Scratch& scratch(int device);
-void ensure_mt_scratch(const CudaCtx& ctx, int count);
+// The scratch of ctx's stream on ctx.device, made at its first use (thread-safe; the reference stays valid).
+Scratch& scratch(const CudaCtx& ctx);
+// The same, making sure its multi-tensor part can serve `count` tensors; returns those buffers.
+MtScratch ensure_mt_scratch(const CudaCtx& ctx, int count);
 
 // The fused attentions' shape contract (attention.cu): throws std::invalid_argument naming `op`.
 void check_flash_shape(const char* op, int64_t b, int64_t h, int64_t hkv, int64_t t, int64_t dh, int64_t tile_rows);

@@ -1,10 +1,13 @@
 // kernels/cuda/device.cu: device management (count, contexts with stream/cuBLAS/cuDNN handles, memory,
-// copies), error reporting and the persistent per-device scratch the reduction kernels share.
+// copies), error reporting and the persistent per-stream scratch of the reduction kernels.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <stdexcept>
+#include <thread>
+#include <utility>
 
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -28,8 +31,10 @@ struct DeviceSlot {
   CudaCtx ctx;
   std::once_flag side_once;
   CudaCtx side;
+  // The reduction scratch of each stream that ran a reduction on this device (see scratch() below). Node-based
+  // and never erased, so a returned reference stays valid while other streams add theirs.
   std::mutex scratch_mu;
-  Scratch scratch;
+  std::map<std::pair<void*, std::thread::id>, std::unique_ptr<Scratch>> scratch;
 };
 
 DeviceSlot& slot(int device) {
@@ -105,27 +110,74 @@ const DeviceInfo& device_info(int device) {
   return s.info;
 }
 
-Scratch& scratch(int device) {
-  DeviceSlot& s = slot(device);
-  std::lock_guard<std::mutex> lock(s.scratch_mu);
-  if (!s.scratch.red_partials) {
-    use_device(device);
-    // 4096 CTA partials is more than any grid_for() gives; the counter sits behind them.
-    void* p = nullptr;
-    HAMU_CU("cuda scratch alloc", cudaMalloc(&p, 4096 * sizeof(double) + 64));
-    HAMU_CU("cuda scratch init", cudaMemset(p, 0, 4096 * sizeof(double) + 64));
-    s.scratch.red_partials = static_cast<double*>(p);
-    s.scratch.red_counter = reinterpret_cast<unsigned*>(static_cast<char*>(p) + 4096 * sizeof(double));
-    void* c = nullptr;
-    HAMU_CU("cuda scratch alloc", cudaMalloc(&c, 64));
-    HAMU_CU("cuda scratch init", cudaMemset(c, 0, 64));
-    // cudaMemset runs on the legacy stream, which does not order against the contexts' non-blocking
-    // streams: wait for it before any kernel reads the counters.
-    HAMU_CU("cuda scratch init", cudaDeviceSynchronize());
-    s.scratch.mt_counters = static_cast<unsigned*>(c);
+namespace {
+
+// One allocation: the grid-reduction partials (4096: more than any grid_for() gives), then red_counter and,
+// 64 bytes further, mt_counters.
+constexpr size_t kRedPartialsBytes = 4096 * sizeof(double);
+constexpr size_t kScratchBytes = kRedPartialsBytes + 128;
+
+// A stream's scratch, made at its first reduction. The allocation is zeroed in that stream's order and waited
+// for (the counters must read zero at the first kernel), which is illegal while the stream is being captured:
+// a first use inside a capture is refused rather than the capture invalidated.
+std::unique_ptr<Scratch> make_scratch(const CudaCtx& ctx) {
+  const cudaStream_t st = stream_of(ctx);
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  HAMU_CU("cuda scratch", cudaStreamIsCapturing(st, &cap));
+  if (cap != cudaStreamCaptureStatusNone) {
+    char name[64];
+    std::snprintf(name, sizeof name, "%p", static_cast<void*>(st));
+    throw std::runtime_error("cuda scratch: the first reduction on stream " + std::string(name) + " of cuda:" +
+                             std::to_string(ctx.device) +
+                             " is inside a CUDA-graph capture, where its scratch memory cannot be allocated and "
+                             "zeroed; run one step (or any reduction) on this stream before capturing it");
   }
-  return s.scratch;
+  use_device(ctx);
+  auto s = std::make_unique<Scratch>();
+  void* p = nullptr;
+  HAMU_CU("cuda scratch alloc", cudaMalloc(&p, kScratchBytes));
+  cudaError_t e = cudaMemsetAsync(p, 0, kScratchBytes, st);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(st);
+  if (e != cudaSuccess) {
+    cudaFree(p);
+    throw_cuda(e, "cuda scratch init", "cudaMemsetAsync + cudaStreamSynchronize on the stream");
+  }
+  char* c = static_cast<char*>(p);
+  s->red_partials = reinterpret_cast<double*>(c);
+  s->red_counter = reinterpret_cast<unsigned*>(c + kRedPartialsBytes);
+  s->mt_counters = reinterpret_cast<unsigned*>(c + kRedPartialsBytes + 64);
+  return s;
 }
+
+// Locks the device's table and finds (or makes) the scratch of ctx's stream. The key is the stream handle, plus
+// the calling thread for cudaStreamPerThread (one handle value, a different stream in every thread). A new one
+// is made outside the lock: its zeroing waits for the stream, which may wait (an event) for work another thread
+// queues only after its own reduction, i.e. after taking this lock.
+std::pair<std::unique_lock<std::mutex>, Scratch*> locked_scratch(const CudaCtx& ctx) {
+  DeviceSlot& s = slot(ctx.device);
+  const std::pair<void*, std::thread::id> key{
+      ctx.stream, stream_of(ctx) == cudaStreamPerThread ? std::this_thread::get_id() : std::thread::id()};
+  std::unique_lock<std::mutex> lock(s.scratch_mu);
+  auto it = s.scratch.find(key);
+  if (it != s.scratch.end()) return {std::move(lock), it->second.get()};
+  lock.unlock();
+  std::unique_ptr<Scratch> made = make_scratch(ctx);
+  lock.lock();
+  std::unique_ptr<Scratch>& e = s.scratch[key];
+  if (!e) {
+    e = std::move(made);
+  } else {
+    // Another thread made this stream's first while we made ours (one stream used from two threads): ours was
+    // never used and its zeroing is complete.
+    cudaFree(made->red_partials);
+    cudaGetLastError();
+  }
+  return {std::move(lock), e.get()};
+}
+
+}  // namespace
+
+Scratch& scratch(const CudaCtx& ctx) { return *locked_scratch(ctx).second; }
 
 }  // namespace cuda_detail
 
@@ -192,9 +244,9 @@ CudaCtx& cuda_context(int device) {
     }
 #endif
     s.ctx = c;
-    // The reduction scratch now, not at its first use: its initialisation synchronises the device, which is
-    // illegal while a stream is being captured (a step whose first reduction is inside a capture).
-    scratch(device);
+    // The own stream's reduction scratch now, not at its first use: its initialisation synchronises the stream,
+    // which is illegal while the stream is being captured (a step whose first reduction is inside a capture).
+    scratch(c);
   });
   use_device(device);
   return s.ctx;
@@ -329,16 +381,14 @@ size_t cuda_free_bytes(int device) {
 
 namespace cuda_detail {
 
-void ensure_mt_scratch(const CudaCtx& ctx, int count) {
-  Scratch& s = scratch(ctx.device);
-  DeviceSlot& sl = slot(ctx.device);
-  std::lock_guard<std::mutex> lock(sl.scratch_mu);
+MtScratch ensure_mt_scratch(const CudaCtx& ctx, int count) {
+  auto [lock, sp] = locked_scratch(ctx);
+  Scratch& s = *sp;
   // Partials: at most kMtMaxChunks full chunks plus one partial chunk per tensor, 3 doubles each
   // (hamu_block_stats); see reduce_mt.cu. Sized here with the same constants.
   const int64_t need_partials = 3 * (kMtMaxChunks + int64_t(count) + 1);
   const int64_t need_prefix = int64_t(count) + 2;  // prefix[0..count] and the chunk size
-  if (s.mt_partials_cap >= need_partials && s.mt_prefix_cap >= need_prefix) return;
-  use_device(ctx.device);
+  if (s.mt_partials_cap < need_partials || s.mt_prefix_cap < need_prefix) use_device(ctx.device);
   // The old buffers are retired, never freed: a CUDA graph captured earlier (a graphed step with fewer tensors)
   // replays their addresses, and queued kernels may still read them. Freeing them would hand that memory to
   // the next allocation while a replay writes into it; retiring costs at most the current size again (each
@@ -358,6 +408,8 @@ void ensure_mt_scratch(const CudaCtx& ctx, int count) {
     s.mt_prefix = static_cast<int64_t*>(p);
     s.mt_prefix_cap = cap;
   }
+  // Read under the lock: another thread on the same stream may grow them as soon as it is released.
+  return {s.mt_partials, s.mt_prefix, s.mt_counters};
 }
 
 }  // namespace cuda_detail

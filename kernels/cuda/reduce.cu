@@ -42,7 +42,7 @@ __global__ void grid_sum_kernel(int64_t n, Term term, Fin fin, double* partials,
 template <class Term, class Fin>
 void grid_sum(const CudaCtx& ctx, const char* name, int64_t n, Term term, Fin fin, float* out) {
   use_device(ctx);
-  Scratch& s = scratch(ctx.device);
+  Scratch& s = scratch(ctx);  // this stream's: passes on other streams may be in flight
   unsigned grid = grid_for(ctx, n);
   if (grid > unsigned(kMaxReduceCtas)) grid = kMaxReduceCtas;
   grid_sum_kernel<<<grid, kThreads, 0, stream_of(ctx)>>>(n, term, fin, s.red_partials, s.red_counter, out);

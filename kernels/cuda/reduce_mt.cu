@@ -421,19 +421,18 @@ template <class Op> void mt_launch(const CudaCtx& ctx, const char* name, const O
                                    const int64_t* sizes, typename Op::Out* out) {
   if (count <= 0) return;
   use_device(ctx);
-  ensure_mt_scratch(ctx, count);
-  Scratch& s = scratch(ctx.device);
+  const MtScratch s = ensure_mt_scratch(ctx, count);  // this stream's
   const int64_t* gprefix = nullptr;
   size_t smem = 0;
   const unsigned grid = unsigned(device_info(ctx.device).sm_count * mt_ctas_per_sm<Op>(smem));
   if (count > kMtSmemTensors) {
-    mt_plan_kernel<<<1, kMtThreads, 0, stream_of(ctx)>>>(count, sizes, s.mt_prefix, int64_t(grid), mt_chunks_per_cta());
+    mt_plan_kernel<<<1, kMtThreads, 0, stream_of(ctx)>>>(count, sizes, s.prefix, int64_t(grid), mt_chunks_per_cta());
     launch_check(ctx, "mt_plan_kernel");
-    gprefix = s.mt_prefix;
+    gprefix = s.prefix;
   } else {
     smem = (size_t(count) + 1) * sizeof(int64_t);
   }
-  mt_kernel<Op><<<grid, kMtThreads, smem, stream_of(ctx)>>>(op, count, sizes, gprefix, s.mt_counters, s.mt_partials,
+  mt_kernel<Op><<<grid, kMtThreads, smem, stream_of(ctx)>>>(op, count, sizes, gprefix, s.counters, s.partials,
                                                             out, mt_chunks_per_cta());
   launch_check(ctx, name);
 }
@@ -592,8 +591,8 @@ bool hamu_fused_step(const CudaCtx& ctx, const HamuConfig& cfg, int count, float
   const size_t smem = count <= kMtSmemTensors ? (size_t(count) + 1) * sizeof(int64_t) : 0;
   const int per_sm = fused_ctas_per_sm(ctx.device, smem);
   if (per_sm < 1) return false;
-  ensure_mt_scratch(ctx, count);  // grows (and synchronises) only on the first step with this many tensors
-  Scratch& s = scratch(ctx.device);
+  // This stream's scratch; grows only on the first step with this many tensors.
+  const MtScratch s = ensure_mt_scratch(ctx, count);
   const int64_t sms = device_info(ctx.device).sm_count;
   // The plan of the three-launch stats pass (same chunk size: the same partials, the same bits).
   const int64_t plan_ctas = sms * mt_ctas_per_sm<StatsOp>(0), per_cta = mt_chunks_per_cta();
@@ -612,9 +611,9 @@ bool hamu_fused_step(const CudaCtx& ctx, const HamuConfig& cfg, int count, float
   attr[0].val.cooperative = 1;
   lc.attrs = attr;
   lc.numAttrs = 1;
-  int64_t* gprefix = count > kMtSmemTensors ? s.mt_prefix : nullptr;
+  int64_t* gprefix = count > kMtSmemTensors ? s.prefix : nullptr;
   const cudaError_t e = cudaLaunchKernelEx(&lc, hamu_fused_kernel, cfg, count, theta, r, f, sizes, gprefix,
-                                           s.mt_partials, stats, coef, report, plan_ctas, per_cta);
+                                           s.partials, stats, coef, report, plan_ctas, per_cta);
   if (e != cudaSuccess) {
     cudaGetLastError();  // a failed launch leaves its error behind; the caller's three launches must not see it
     fused_mark_unusable(ctx.device);

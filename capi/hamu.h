@@ -13,8 +13,9 @@
  * the life of the library where stated).
  *
  * Threading: the library functions are thread-safe across contexts on the CPU. One context (and its
- * plans) must be used by one thread at a time. On CUDA the step kernels of one device share scratch
- * memory: steps on one device must not run concurrently on different streams.
+ * plans) must be used by one thread at a time. On CUDA each stream has its own scratch memory for the
+ * step kernels, so steps on one device may run concurrently on different streams (not two at once on
+ * one stream's graph replays: the graphs of a stream share that stream's scratch).
  *
  * Tensors: float32, contiguous, row-major, 4-byte aligned, on the context's device (host memory for
  * "cpu", device or managed memory of device N for "cuda:N").
@@ -184,7 +185,8 @@ HAMU_API int64_t hamu_plan_blocks(const hamu_plan* plan);
  * the call waits for the stream (one small copy back). With both NULL and a HAMU method, the call
  * neither allocates nor waits: the report is copied asynchronously into the plan's pinned buffer, to be
  * read with hamu_plan_last_report after the stream is synchronised; such a call can be captured in a
- * CUDA graph (after one uncaptured step of this plan, which sizes the kernels' scratch memory), and it
+ * CUDA graph (after one uncaptured step of this plan on the same stream, which creates and sizes that
+ * stream's scratch memory; a first step inside a capture fails with RUNTIME, naming the stream), and it
  * returns HAMU_OK whether or not the step turns out applied. Baselines always wait (their coefficients
  * are computed on the host). On the CPU every call is synchronous. */
 HAMU_API int hamu_plan_step(hamu_plan* plan, const hamu_step_config* cfg, hamu_report* report,

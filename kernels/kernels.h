@@ -504,7 +504,8 @@ void hamu_apply(const CudaCtx&, int count, float* const* theta, const float* con
 // same stats, coef, report and theta to the bit. total: the sum of the sizes (sizes the grid only). Returns
 // false, having queued nothing and cleared any launch error, where cooperative launches are unsupported or
 // fail (then for good on that device): the caller runs the three calls instead. No host synchronisation
-// and, after the first call with this many tensors, no allocation: capturable in a CUDA graph.
+// and, after the first call with this many tensors on this stream (scratch is per stream), no allocation:
+// capturable in a CUDA graph.
 bool hamu_fused_step(const CudaCtx&, const HamuConfig& cfg, int count, float* const* theta, const float* const* r,
                      const float* const* f, const int64_t* sizes, int64_t total, double* stats, double* coef,
                      HamuReport* report);

@@ -17,6 +17,15 @@ void set_math(const CudaCtx& ctx) {
   // full float32 products.
   const bool tf32 = ctx.tf32 || perf_options().tf32;
   HAMU_CUBLAS("gemm", cublasSetMathMode(blas_of(ctx), tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  // The handle is bound to the context's own stream (cuda_context); a context copy carrying another stream (the
+  // C API's caller stream) would run the GEMM on the handle's stream, unordered with the caller's work.
+  // Rebinding per call is no remedy: cublasSetStream drops the handle's own workspace (cuda_context), which keeps
+  // graphed GEMMs equal to ordinary ones. So such a call is a bug of the caller, said at once.
+  cudaStream_t bound = nullptr;
+  HAMU_CUBLAS("gemm", cublasGetStream(blas_of(ctx), &bound));
+  if (bound != stream_of(ctx))
+    throw std::logic_error("gemm: the context's stream is not the one its cuBLAS handle is bound to (GEMMs run on "
+                           "the device context's own stream only)");
 }
 
 // k == 0: C = beta * C (C not read when beta == 0), as the CPU does.

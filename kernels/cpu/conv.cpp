@@ -199,7 +199,8 @@ template <class T> void col2im_same_clobber(const ConvShape& sh, T* col, int64_t
 // of output channels x wide positions multiplies the packed weights into those windows straight from
 // the padded planes (a few KB per channel, in L1) instead of a column buffer 9x the input (for
 // 16->16 at 32x32, 590 KB per image, which im2col wrote and the GEMM read back from L2). The wide
-// output has wp - ow junk columns per row (6% at 32x32, 12% at 16x16), dropped by a compacting copy.
+// output has wp - ow junk columns per row (6% at 32x32, more on narrower planes: see use_shifted),
+// dropped by a compacting copy.
 // Backward data is the same operation on the output gradient, padded by r-1-pad, with the weights
 // flipped and transposed; backward filter takes dot products of the widened output gradient (junk
 // columns zero) with the windows.

@@ -664,8 +664,11 @@ void conv2d_backward_filter(const CpuCtx& ctx, const ConvShape& s, const T* x, c
   parallel_items(chunks, [&](int64_t chunk, int slot) {
     T* gw_c = partial + chunk * slice;
     T* gb_c = gw_c + w_n;
-    std::fill(gw_c, gw_c + slice, T(0));
-    for (int64_t i = s.n * chunk / chunks; i < s.n * (chunk + 1) / chunks; ++i) {
+    const int64_t first = s.n * chunk / chunks, last = s.n * (chunk + 1) / chunks;
+    // The GEMM overwrites the slice with the chunk's first image (for 64->64 8x8 zeroing it first
+    // cost 4% of the pass).
+    std::fill(dots || first == last ? gw_c : gb_c, gw_c + slice, T(0));
+    for (int64_t i = first; i < last; ++i) {
       const T* gyi = gy + i * s.k * ohw;
       if (shifted) {
         T* xp = ws + slot * col_n;
@@ -684,19 +687,28 @@ void conv2d_backward_filter(const CpuCtx& ctx, const ConvShape& s, const T* x, c
         if (dots) {
           filter_dots(s.k, ohw, crs, gyi, ohw, [cols, ld](int64_t j) { return cols + j * ld; }, gw_c);
         } else {
-          gemm(ctx, false, true, s.k, crs, ohw, T(1), gyi, ohw, cols, ld, T(1), gw_c, crs);
+          gemm(ctx, false, true, s.k, crs, ohw, T(1), gyi, ohw, cols, ld, i == first ? T(0) : T(1), gw_c, crs);
         }
       }
       if (gb)
         for (int64_t k = 0; k < s.k; ++k) gb_c[k] += row_sum(gyi + k * ohw, ohw);
     }
   });
-  const int threads = w_n * chunks >= (1 << 16) ? conv_threads(w_n) : 1;
+  // The slices summed in chunk order, a block of elements at a time so that the additions run along
+  // rows (vectorised) rather than down the chunks (a scalar gather: 6% of the 64->64 8x8 pass).
+  constexpr int64_t block = 512;
+  const int64_t blocks = (w_n + block - 1) / block;
+  const int threads = w_n * chunks >= (1 << 16) ? conv_threads(blocks) : 1;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t j = 0; j < w_n; ++j) {
-    T sum = partial[j];
-    for (int64_t c = 1; c < chunks; ++c) sum += partial[c * slice + j];
-    gw[j] += sum;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t j0 = b * block, len = std::min(block, w_n - j0);
+    T sum[block];
+    std::copy(partial + j0, partial + j0 + len, sum);
+    for (int64_t c = 1; c < chunks; ++c) {
+      const T* part = partial + c * slice + j0;
+      for (int64_t j = 0; j < len; ++j) sum[j] += part[j];
+    }
+    for (int64_t j = 0; j < len; ++j) gw[j0 + j] += sum[j];
   }
   if (gb) {
     for (int64_t k = 0; k < s.k; ++k) {

@@ -41,7 +41,7 @@ int cmd_eval_text(int argc, char** argv) {
       base_dtype_help(),
       {"--data", "SPEC", "qa:FILE.jsonl[,q=FIELD,a=FIELD] or wordnet-qa[:N]", ""},
       {"--split", "SPEC", "fraction=X | group=NAME | forget=FILE [,holdout=X | test=FILE] (default: one split, all)", ""},
-      {"--template", "T", "plain, llama2-chat or chatml (as in training)", "plain"},
+      {"--template", "T", "plain, llama2-chat or chatml (default: the model's hamu.json, as in training, else plain)", ""},
       {"--reference", "DIR", "a retrained model (same tokenizer): answer-token accuracy gaps and the KS test of the "
                              "forget losses against it", ""},
       {"--batch", "N", "sequences per forward pass (right-padded)", "16"},
@@ -57,7 +57,8 @@ int cmd_eval_text(int argc, char** argv) {
   const std::string data_spec = args.required("--data");
   const std::string json_path = args.str_or("--json", "");
   if (!json_path.empty()) check_output_path("--json", json_path);
-  const PromptTemplate tmpl = template_flag(args.str("--template"));
+  const std::string template_arg = args.str_or("--template", "");
+  if (!template_arg.empty()) template_flag(template_arg);  // a bad value is refused before the model is read
   const int64_t batch = args.integer("--batch");
   if (batch < 1) throw InputError("--batch: must be at least 1");
   const Device device = apply_common(args);
@@ -65,6 +66,7 @@ int cmd_eval_text(int argc, char** argv) {
   if (!is_text_data_spec(data_spec))
     throw InputError("--data: a language model is evaluated on text (qa:FILE or wordnet-qa), not '" + data_spec + "'");
   const LmWithTokenizer m = load_lm_with_tokenizer(dir, device, lora, false, 0, base_dtype);
+  const PromptTemplate tmpl = template_for_model(template_arg, m.source);
   template_stop_id(tmpl, m.tok);
   std::optional<LmWithTokenizer> ref;  // loaded and checked before anything is evaluated
   const std::string ref_dir = args.str_or("--reference", "");
@@ -222,7 +224,7 @@ int cmd_eval(int argc, char** argv) {
   const bool graph = args.on("--cuda-graph");
   if (graph && !device.is_cuda())
     throw InputError("--cuda-graph: CUDA graphs need --device cuda (this run is on " + device.str() + ")");
-  models::LoadedModel m = models::load_model(ckpt, device);
+  models::LoadedModel m = load_image_model("--model", ckpt, device);
   const std::string data_spec = args.str_or("--data", m.meta_or("data", "fashion-mnist"));
   std::string split_spec = args.str_or("--split", m.meta_or("split", "none"));
   DataAndSplit ds = load_data_split(data_spec, split_spec, uint64_t(args.integer("--seed")));
@@ -230,7 +232,7 @@ int cmd_eval(int argc, char** argv) {
   const Normalizer norm = model_normalizer(m, ds.data.train);
   std::optional<models::LoadedModel> ref;
   if (args.has("--reference")) {  // checked before anything is evaluated
-    ref.emplace(models::load_model(args.str("--reference"), device));
+    ref.emplace(load_image_model("--reference", args.str("--reference"), device));
     check_model_fits_data(*ref, ds.data.train);
     if (ref->spec.arch != m.spec.arch)
       throw InputError("--reference: " + ref->path + " is a " + ref->spec.arch + ", the model is a " + m.spec.arch);

@@ -7,6 +7,7 @@
 #include "cli/common.h"
 #include "cli/lm_setup.h"
 #include "cli/provenance.h"
+#include "cli/text_setup.h"
 #include "engine/progress.h"
 #include "loaders/qa.h"
 #include "models/lm/generate.h"
@@ -51,7 +52,8 @@ int cmd_generate(int argc, char** argv) {
       base_dtype_help(),
       {"--prompt", "TEXT", "one question", ""},
       {"--prompts", "FILE", "QA JSON lines: the question field of every row (the answer, if any, is shown as the reference)", ""},
-      {"--template", "T", "how a question becomes a prompt: plain, llama2-chat or chatml (as in training)", "plain"},
+      {"--template", "T", "how a question becomes a prompt: plain, llama2-chat or chatml (default: the model's hamu.json, "
+                          "as in training, else plain)", ""},
       {"--max-new-tokens", "N", "longest answer in tokens (a sequence also stops at the model's end-of-sequence ids and the template's end token)", "64"},
       {"--batch", "N", "questions generated together (left-padded)", "8"},
       {"--json", "FILE", "write questions and answers as JSON", ""},
@@ -66,7 +68,8 @@ int cmd_generate(int argc, char** argv) {
   if (args.has("--prompt") == args.has("--prompts")) throw InputError("give exactly one of --prompt TEXT and --prompts FILE");
   const std::string json_path = args.str_or("--json", "");
   if (!json_path.empty()) check_output_path("--json", json_path);
-  const PromptTemplate tmpl = template_flag(args.str("--template"));
+  const std::string template_arg = args.str_or("--template", "");
+  if (!template_arg.empty()) template_flag(template_arg);  // a bad value is refused before the model is read
   const int64_t max_new = args.integer("--max-new-tokens"), batch = args.integer("--batch");
   if (max_new < 1) throw InputError("--max-new-tokens: must be at least 1");
   if (batch < 1) throw InputError("--batch: must be at least 1");
@@ -76,6 +79,7 @@ int cmd_generate(int argc, char** argv) {
       args.has("--prompt") ? std::vector<Prompt>{{args.str("--prompt"), ""}} : read_prompts(args.str("--prompts"));
   if (prompts.empty()) throw InputError("--prompts: no questions in " + args.str("--prompts"));
   const LmWithTokenizer m = load_lm_with_tokenizer(dir, device, lora, false, 0, base_dtype);
+  const PromptTemplate tmpl = template_for_model(template_arg, m.source);
   models::GenerateOptions opt;
   opt.max_new_tokens = max_new;
   opt.stop_ids = generation_stop_ids(m.source, *m.lm, tmpl, m.tok);

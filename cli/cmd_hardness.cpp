@@ -85,7 +85,7 @@ int cmd_hardness(int argc, char** argv) {
   int64_t top = 0;
   HardnessOptions opt = hardness_options(args, &top);
 
-  models::LoadedModel m = models::load_model(model_path, device);
+  models::LoadedModel m = load_image_model("--model", model_path, device);
   const std::string data_spec = args.str_or("--data", m.meta_or("data", "fashion-mnist"));
   const std::string split_spec = args.str_or("--split", m.meta_or("split", ""));
   if (split_spec.empty() || split_spec == "none")

@@ -187,8 +187,11 @@ int cmd_train_text(int argc, char** argv) {
                  (long long)opt.epochs, e.train_loss, 100 * e.train_acc, e.seconds, e.tokens_per_s);
     if (e.epoch % eval_epochs == 0 || e.epoch == opt.epochs) {
       last = evaluate();
-      std::fprintf(stderr, "; forget %s%% (loss %.3f), retain %s%% (loss %.3f), test %s%% (loss %.3f)", pct(last.forget.acc).c_str(),
-                   last.forget.loss, pct(last.retain.acc).c_str(), last.retain.loss, pct(last.test.acc).c_str(), last.test.loss);
+      // Splits with no pairs (no --split: no forget set; no holdout=/test=: no test set) are left out.
+      if (last.forget.n > 0) std::fprintf(stderr, "; forget %s%% (loss %.3f),", pct(last.forget.acc).c_str(), last.forget.loss);
+      else std::fprintf(stderr, ";");
+      std::fprintf(stderr, " retain %s%% (loss %.3f)", pct(last.retain.acc).c_str(), last.retain.loss);
+      if (last.test.n > 0) std::fprintf(stderr, ", test %s%% (loss %.3f)", pct(last.test.acc).c_str(), last.test.loss);
       ej.set("eval", eval_to_json(last)["splits"]);
       lm->train();  // the evaluation left the model in eval mode: LoRA dropout trains again
     }
@@ -328,9 +331,10 @@ int cmd_unlearn_text(int argc, char** argv) {
   if (ctx.reference_report) cols.push_back({"retrained", &*ctx.reference_report});
   std::printf("%s", eval_side_by_side(cols).c_str());
   if (after.has_reference)
-    std::printf("gap to retrained: forget %.2f, retain %.2f, test %.2f points (avg %.2f); forget-loss KS %.4f (p %.3g)\n",
-                100 * after.gap_forget, 100 * after.gap_retain, 100 * after.gap_test, 100 * after.avg_gap, after.ks_stat,
-                after.ks_p);
+    std::printf("gap to retrained: forget %.2f, retain %.2f%s points (avg %.2f); forget-loss KS %.4f (p %.3g)\n",
+                100 * after.gap_forget, 100 * after.gap_retain,
+                after.test.n > 0 ? (", test " + fmt("%.2f", 100 * after.gap_test)).c_str() : "", 100 * after.avg_gap,
+                after.ks_stat, after.ks_p);
   print_stop_reason(res, opt);
   const int64_t show = args.integer("--show");
   Json examples = Json::array();

@@ -16,6 +16,19 @@
 
 namespace hamu::cli {
 
+models::LoadedModel load_image_model(const std::string& flag, const std::string& path, Device device) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    struct stat cfg;
+    const bool lm = ::stat((path + "/config.json").c_str(), &cfg) == 0 || ::stat((path + "/adapter_config.json").c_str(), &cfg) == 0;
+    throw InputError(flag + ": " + path +
+                     (lm ? " is a language model directory; an image model's " + flag.substr(2) +
+                               " is a checkpoint file (.safetensors from hamu train or unlearn)"
+                         : " is a directory, not a checkpoint file (.safetensors from hamu train or unlearn)"));
+  }
+  return models::load_model(path, device);
+}
+
 std::vector<Flag> common_flags() {
   return {{"--threads", "N", "CPU threads", "all cores"},
           {"--device", "DEV", "cpu, cuda or cuda:N", "cpu"},

@@ -28,6 +28,11 @@ struct DataAndSplit {
 };
 DataAndSplit load_data_split(const std::string& data_spec, const std::string& split_spec, uint64_t seed);
 
+// models::load_model for an image command's --model or --reference (`flag`): a directory is refused naming the
+// flag and what it holds (a language model's config.json, else nothing hamu reads) instead of the reader's bare
+// "not a regular file".
+models::LoadedModel load_image_model(const std::string& flag, const std::string& path, Device device);
+
 // InputError naming the checkpoint when its architecture cannot take this data.
 void check_model_fits_data(const models::LoadedModel& m, const ImageDataset& train);
 // The normaliser stored at training time (or computed from the training set for foreign files).

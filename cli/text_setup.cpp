@@ -84,6 +84,12 @@ std::string hamu_json_str(const Json& meta, const std::string& key, const std::s
   return v && v->is_string() ? v->as_string() : fallback;
 }
 
+PromptTemplate template_for_model(const std::string& flag_value, const LmSource& src) {
+  if (!flag_value.empty()) return template_flag(flag_value);
+  const Json meta = read_hamu_json(src.adapter.empty() ? src.base : src.adapter);
+  return template_flag(hamu_json_str(meta, "template", "plain"));
+}
+
 TextRun load_text_run(const std::string& data_spec, const std::string& split_spec, const std::string& duplicates,
                       const std::string& test_file, const Tokenizer& tok, PromptTemplate tmpl, int64_t max_length,
                       uint64_t seed) {
@@ -184,6 +190,10 @@ std::vector<Flag> text_context_flags() {
 TextRun text_run_for_model(const TextModel& m, const Args& args, uint64_t seed) {
   const std::string data = args.str_or("--data", hamu_json_str(m.meta, "data", ""));
   if (data.empty()) throw InputError("--data: no data given and " + m.dir + "/hamu.json records none");
+  // Before the split: an image data set named for a language model is the mistake, not the missing split.
+  if (!is_text_data_spec(data))
+    throw InputError("--data: " + m.dir + " is a language model, which takes text data (qa:FILE.jsonl or wordnet-qa[:N]), not '" +
+                     data + "'");
   const std::string split = args.str_or("--split", hamu_json_str(m.meta, "split", ""));
   if (split.empty() || split == "none") throw InputError("--split: no forget set given and " + m.dir + " records none");
   const std::string dup = args.str_or("--duplicates", hamu_json_str(m.meta, "duplicates", "none"));

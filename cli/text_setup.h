@@ -32,6 +32,10 @@ bool is_text_command(int argc, char** argv);
 // kind, ...). Empty object when absent.
 Json read_hamu_json(const std::string& dir);
 std::string hamu_json_str(const Json& meta, const std::string& key, const std::string& fallback);
+// The prompt template of `hamu eval` and `hamu generate`: --template's value when given, else the template the
+// model's hamu.json records (the adapter's, else the model directory's: what it was trained or unlearned with),
+// else plain. A model trained under llama2-chat scored or prompted in plain would answer another prompt.
+PromptTemplate template_for_model(const std::string& flag_value, const LmSource& src);
 
 // The tokenised splits of one text run.
 struct TextRun {

@@ -110,7 +110,7 @@ UnlearnContext load_unlearn_context(const std::string& model_path, const std::st
                                     uint64_t seed, int64_t eval_batch, int64_t eval_samples, bool force_reference) {
   if (eval_batch < 1) throw InputError("--eval-batch: must be at least 1");
   if (eval_samples < 0) throw InputError("--eval-samples: must be >= 0");
-  UnlearnContext ctx{models::load_model(model_path, device), {}, {}, {}, {}, device, eval_batch, eval_samples, seed, nullptr};
+  UnlearnContext ctx{load_image_model("--model", model_path, device), {}, {}, {}, {}, device, eval_batch, eval_samples, seed, nullptr};
   const std::string data = data_spec.empty() ? ctx.original.meta_or("data", "fashion-mnist") : data_spec;
   const std::string split = split_spec.empty() ? ctx.original.meta_or("split", "") : split_spec;
   if (split.empty() || split == "none") throw InputError("--split: no forget set given and the checkpoint records none");
@@ -118,7 +118,7 @@ UnlearnContext load_unlearn_context(const std::string& model_path, const std::st
   check_model_fits_data(ctx.original, ctx.data.data.train);
   ctx.norm = model_normalizer(ctx.original, ctx.data.data.train);
   if (!reference_path.empty()) {
-    ctx.reference = models::load_model(reference_path, device);
+    ctx.reference = load_image_model("--reference", reference_path, device);
     check_model_fits_data(*ctx.reference, ctx.data.data.train);
     if (ctx.reference->spec.arch != ctx.original.spec.arch)
       throw InputError("--reference: " + reference_path + " is a " + ctx.reference->spec.arch + ", the model is a " +

@@ -344,6 +344,28 @@ else
   fail "eval of a language model with --reference: $(cat eval_ref.err)"
 fi
 expect_bad eval-lm-ref-tokenizer "tokenizes the all split differently" "${E[@]}" --data "qa:$QA" --reference "$LM_FIX/lm_text/llama" --json out/e.json
+# eval and generate prompt a model in the template its hamu.json records (what it was trained with) unless --template
+# says otherwise, as unlearn, compare and hardness do; a text run without a test (or forget) set prints no rows for it.
+mkdir -p lm_l2chat && cp "$LM/"{config.json,model.safetensors,tokenizer.json} lm_l2chat/
+echo '{"template": "llama2-chat"}' > lm_l2chat/hamu.json
+rm -rf out && mkdir out
+if "$HAMU" eval --threads 1 --model lm_l2chat --data "qa:$QA" --json out/et.json > tmpl.out 2> tmpl.err &&
+   grep -q '"template": "llama2-chat"' out/et.json && grep -q ', template llama2-chat, split all' tmpl.out &&
+   "$HAMU" eval --threads 1 --model lm_l2chat --data "qa:$QA" --template plain --json out/ep.json >> tmpl.out 2>> tmpl.err &&
+   grep -q '"template": "plain"' out/ep.json &&
+   "$HAMU" generate --threads 1 --max-new-tokens 2 --model lm_l2chat --prompt hi --json out/gt.json >> tmpl.out 2>> tmpl.err &&
+   grep -q '"template": "llama2-chat"' out/gt.json &&
+   "$HAMU" train --threads 1 --model "$LM" --data "qa:$QA" --split fraction=0.3 --epochs 1 --batch 5 --out out/nt > nt.out 2> nt.err &&
+   grep -q '^retain accuracy' nt.out && ! grep -q '^test \|forget-vs-test\|forget-test' nt.out && ! grep -q ', test ' nt.err; then
+  pass
+else
+  fail "eval/generate take the template of the model's hamu.json; no test rows without a test set: $(tail -2 tmpl.err nt.err)"
+fi
+# An image model given to a text command and a language model to an image command: the flag and the mix-up named.
+expect_bad hard-lm-image-data   "--data: $LM is a language model" hardness --threads 1 --model "$LM" --data "$D" --json out/h.json
+expect_bad eval-ref-lm-dir      "--reference: $LM is a language model directory" eval --threads 1 --model orig.safetensors --data "$D" --reference "$LM" --json out/e.json
+expect_bad unlearn-ref-lm-dir   "--reference: $LM is a language model directory" "${U[@]}" "${S[@]}" "${N[@]}" --reference "$LM"
+expect_bad hard-model-dir       "--model: $WORK/out is a directory" hardness --threads 1 --model "$WORK/out" --data "$D" --split class=1
 
 # hamu hardness on QA pairs: exact duplicates of the forget pairs are their nearest retain pairs, shown as text.
 H=(hardness --threads 1 --model "$LM" --data "qa:$QA")

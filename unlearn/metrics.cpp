@@ -284,31 +284,37 @@ std::string eval_side_by_side(const std::vector<std::pair<std::string, const Eva
     std::snprintf(b, sizeof b, "%.4f", v);
     return std::string(b);
   };
-  row("forget accuracy", [&](const EvalReport& r) { return pct(r.forget.acc); });
-  row("retain accuracy", [&](const EvalReport& r) { return pct(r.retain.acc); });
-  row("test accuracy", [&](const EvalReport& r) { return pct(r.test.acc); });
-  row("forget loss", [&](const EvalReport& r) { return num(r.forget.loss); });
-  row("retain loss", [&](const EvalReport& r) { return num(r.retain.loss); });
-  row("test loss", [&](const EvalReport& r) { return num(r.test.loss); });
-  bool text = false, dup = false, gen = false, ref = false;
+  bool text = false, dup = false, gen = false, ref = false, test = false, forget = false;
   for (auto& [name, r] : reports) {
     text = text || r->text;
     dup = dup || r->duplicate.n > 0;
     gen = gen || r->forget.gen_n > 0;
     ref = ref || r->has_reference;
+    test = test || r->test.n > 0;
+    forget = forget || r->forget.n > 0 || !r->text;
   }
+  // A text split without holdout=/test= has no test set, a text run without --split no forget set: their rows
+  // would read 0.00% and AUCs of 0.5.
+  if (forget) row("forget accuracy", [&](const EvalReport& r) { return pct(r.forget.acc); });
+  row("retain accuracy", [&](const EvalReport& r) { return pct(r.retain.acc); });
+  if (test) row("test accuracy", [&](const EvalReport& r) { return pct(r.test.acc); });
+  if (forget) row("forget loss", [&](const EvalReport& r) { return num(r.forget.loss); });
+  row("retain loss", [&](const EvalReport& r) { return num(r.retain.loss); });
+  if (test) row("test loss", [&](const EvalReport& r) { return num(r.test.loss); });
   if (!text) row("forget entropy", [&](const EvalReport& r) { return num(r.forget.entropy); });
-  row("AUC retain-vs-forget", [&](const EvalReport& r) { return num(r.retain_forget_auc); });
-  row("AUC forget-vs-test", [&](const EvalReport& r) { return num(r.forget_test_auc); });
+  if (forget) row("AUC retain-vs-forget", [&](const EvalReport& r) { return num(r.retain_forget_auc); });
+  if (forget && test) row("AUC forget-vs-test", [&](const EvalReport& r) { return num(r.forget_test_auc); });
   if (!text) return s;
   if (dup) {
     row("duplicate accuracy", [&](const EvalReport& r) { return pct(r.duplicate.acc); });
     row("duplicate loss", [&](const EvalReport& r) { return num(r.duplicate.loss); });
   }
-  row("forget token prob", [&](const EvalReport& r) { return num(r.forget.prob); });
-  row("forget Min-K% logp", [&](const EvalReport& r) { return num(r.forget.min_k); });
-  row("Min-K AUC retain-forget", [&](const EvalReport& r) { return num(r.retain_forget_mink_auc); });
-  row("Min-K AUC forget-test", [&](const EvalReport& r) { return num(r.forget_test_mink_auc); });
+  if (forget) {
+    row("forget token prob", [&](const EvalReport& r) { return num(r.forget.prob); });
+    row("forget Min-K% logp", [&](const EvalReport& r) { return num(r.forget.min_k); });
+    row("Min-K AUC retain-forget", [&](const EvalReport& r) { return num(r.retain_forget_mink_auc); });
+  }
+  if (forget && test) row("Min-K AUC forget-test", [&](const EvalReport& r) { return num(r.forget_test_mink_auc); });
   if (gen) {
     row("forget exact match", [&](const EvalReport& r) { return pct(r.forget.exact_match); });
     row("forget ROUGE-L recall", [&](const EvalReport& r) { return num(r.forget.rouge_l); });

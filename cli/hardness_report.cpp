@@ -79,11 +79,17 @@ void print_hardness_overview(const HardnessReport& r, const std::string& split, 
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return r.blocks[a].kappa > r.blocks[b].kappa; });
   std::printf("\nblocks where forgetting conflicts most (kappa_l = <g_r, g_f> of the block, largest first):\n");
-  std::printf("  %-44s %-18s %-19s %5s %11s %8s %10s %10s %s\n", "block", "kind", "path", "T", "kappa_l", "cos",
-              "|g_r|", "|g_f|", "collateral");
+  // Columns as wide as their longest entry (a shared block's kind, "embedding + linear (shared)", is 27 wide).
+  int kind_w = 18, path_w = 19;
+  for (size_t k = 0; k < order.size() && k < 12; ++k) {
+    kind_w = std::max(kind_w, int(r.blocks[order[k]].kind.size()));
+    path_w = std::max(path_w, int(r.blocks[order[k]].path.size()));
+  }
+  std::printf("  %-44s %-*s %-*s %5s %11s %8s %10s %10s %s\n", "block", kind_w, "kind", path_w, "path", "T", "kappa_l",
+              "cos", "|g_r|", "|g_f|", "collateral");
   for (size_t k = 0; k < order.size() && k < 12; ++k) {
     const BlockHardness& b = r.blocks[order[k]];
-    std::printf("  %-44s %-18s %-19s %5lld %11.3e %8.4f %10.3e %10.3e %s\n", b.name.c_str(), b.kind.c_str(),
+    std::printf("  %-44s %-*s %-*s %5lld %11.3e %8.4f %10.3e %10.3e %s\n", b.name.c_str(), kind_w, b.kind.c_str(), path_w,
                 b.path.c_str(), (long long)b.positions, b.kappa, b.cosine, b.retain_norm, b.forget_norm,
                 b.collateral ? "yes" : "");
   }

@@ -219,7 +219,7 @@ std::vector<EpochSummary> train_model(nn::Module& model, const ImageDataset& ds,
     const int64_t steps = batcher.num_batches();
     std::unique_ptr<Progress> bar;
     if (opt.progress)
-      bar = std::make_unique<Progress>(steps * opt.batch, "epoch " + std::to_string(epoch) + "/" + std::to_string(opt.epochs),
+      bar = std::make_unique<Progress>(std::min<int64_t>(steps * opt.batch, batcher.size()), "epoch " + std::to_string(epoch) + "/" + std::to_string(opt.epochs),
                                        "img/s");
     double loss_sum = resumed ? resumed_loss : 0, correct = resumed ? resumed_correct : 0;
     int64_t seen = resumed ? resumed_seen : 0, counted_batches = resumed ? resumed_counted : 0;

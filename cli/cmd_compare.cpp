@@ -62,9 +62,12 @@ std::string table_row(const std::string& name, const EvalReport& r, const std::s
                       const std::string& eval_seconds, const std::string& steps, const std::string& stop) {
   char b[320];
   if (r.text) {  // text: the Min-K% membership AUC and the KS test of the forget losses against the retrained model
-    std::snprintf(b, sizeof b, "%-10s %8s %8s %8s %9.4f %9.4f %9.4f %8s %9s %8s %8s %6s  %s\n", name.c_str(),
-                  pct(r.forget.acc).c_str(), pct(r.retain.acc).c_str(), pct(r.test.acc).c_str(), r.retain_forget_auc,
-                  r.forget_test_auc, r.forget_test_mink_auc, r.has_reference ? fmt("%.2f", 100 * r.avg_gap).c_str() : "-",
+    const bool test = r.test.n > 0;  // a split without holdout=/test=: no test columns to fill
+    std::snprintf(b, sizeof b, "%-10s %8s %8s %8s %9.4f %9s %9s %8s %9s %8s %8s %6s  %s\n", name.c_str(),
+                  pct(r.forget.acc).c_str(), pct(r.retain.acc).c_str(), test ? pct(r.test.acc).c_str() : "-",
+                  r.retain_forget_auc, test ? fmt("%.4f", r.forget_test_auc).c_str() : "-",
+                  test ? fmt("%.4f", r.forget_test_mink_auc).c_str() : "-",
+                  r.has_reference ? fmt("%.2f", 100 * r.avg_gap).c_str() : "-",
                   r.has_reference ? fmt("%.3g", r.ks_p).c_str() : "-", seconds.c_str(), eval_seconds.c_str(), steps.c_str(),
                   stop.c_str());
     return b;
@@ -314,10 +317,10 @@ int cmd_compare(int argc, char** argv) {
     const EvalReport& after = run.result.evals.back().report;
     std::fprintf(stderr,
                  "hamu compare: [%zu/%zu] %s: done, %lld steps in %.2f s (%s), evaluation %.2f s; forget %.2f%%, "
-                 "retain %.2f%%, test %.2f%%\n",
+                 "retain %.2f%%%s\n",
                  i + 1, methods.size(), name, (long long)run.result.steps_done, run.result.seconds,
                  stop_reason_name(run.result.stop_reason), run.result.eval_seconds, 100 * after.forget.acc, 100 * after.retain.acc,
-                 100 * after.test.acc);
+                 after.test.n > 0 ? (", test " + pct(after.test.acc) + "%").c_str() : "");
     runs.push_back(std::move(run));
   }
 

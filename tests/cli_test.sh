@@ -356,7 +356,9 @@ if "$HAMU" eval --threads 1 --model lm_l2chat --data "qa:$QA" --json out/et.json
    "$HAMU" generate --threads 1 --max-new-tokens 2 --model lm_l2chat --prompt hi --json out/gt.json >> tmpl.out 2>> tmpl.err &&
    grep -q '"template": "llama2-chat"' out/gt.json &&
    "$HAMU" train --threads 1 --model "$LM" --data "qa:$QA" --split fraction=0.3 --epochs 1 --batch 5 --out out/nt > nt.out 2> nt.err &&
-   grep -q '^retain accuracy' nt.out && ! grep -q '^test \|forget-vs-test\|forget-test' nt.out && ! grep -q ', test ' nt.err; then
+   grep -q '^retain accuracy' nt.out && ! grep -q '^test \|forget-vs-test\|forget-test' nt.out && ! grep -q ', test ' nt.err &&
+   "$HAMU" compare --threads 1 --model out/nt --reference out/nt --force-reference --methods ga --steps 1 --batch 4 \
+     --forget-batch 2 --gen-samples 0 > ntc.out 2> ntc.err && grep -q '^ga  .* - .* - .* - ' ntc.out && ! grep -q ', test ' ntc.err; then
   pass
 else
   fail "eval/generate take the template of the model's hamu.json; no test rows without a test set: $(tail -2 tmpl.err nt.err)"

@@ -383,6 +383,33 @@ else
   fail "hardness of a language model on good input: $(tail -3 hard_lm.err)"
 fi
 
+# hamu hardness against PyTorch (tests/fixtures/hardness: expected.json from make_fixture.py, float64 per-sample
+# gradients; tests/test_hardness_torch.cpp checks every number): the command line picks the same samples and
+# blocks, and the per-block collateral flags agree with the count the verdict uses (an infeasible block has none).
+HF=$LM_FIX/hardness
+hard_json() { grep -o "\"$2\": [^,]*" "$1" | head -1 | sed 's/.*: //'; }
+near() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= 1e-5 * (b < 0 ? -b : b)) }'; }
+if "$HAMU" hardness --threads 1 --model "$HF/mlp.safetensors" --data "idx:$HF" --split "indices=$HF/forget.txt" \
+     --ratio 0.9 --lr 0.02 --json out/hf_mlp.json > hf.out 2> hf.err &&
+   "$HAMU" hardness --threads 1 --model "$HF/cnn.safetensors" --data "idx:$HF" --split "indices=$HF/forget.txt" \
+     --ratio 0.5 --lr 0.01 --clip 0 --path ghost --json out/hf_cnn.json >> hf.out 2>> hf.err &&
+   "$HAMU" hardness --threads 1 --model "$LM_FIX/lm_text/gpt2" --lora "$HF/lora" --data "qa:$HF/qa.jsonl" --template plain \
+     --split "forget=$HF/qa_forget.jsonl" --path materialise --json out/hf_lora.json >> hf.out 2>> hf.err &&
+   near "$(hard_json out/hf_mlp.json kappa)" 4.352314068269728 &&
+   near "$(hard_json out/hf_cnn.json kappa)" 0.04370372344274538 &&
+   near "$(hard_json out/hf_lora.json kappa)" 1.7432725274066028 &&
+   [[ $(grep -o '"similar_index": [0-9]*' out/hf_mlp.json | awk '{printf "%s ", $2}') == "17 12 18 19 19 0 " ]] &&
+   [[ $(grep -o '"similar_index": [0-9]*' out/hf_cnn.json | awk '{printf "%s ", $2}') == "13 0 22 19 7 0 " ]] &&
+   [[ $(grep -o '"similar_index": [0-9]*' out/hf_lora.json | awk '{printf "%s ", $2}') == "4 7 7 " ]] &&
+   grep -q '"verdict": "hard: expect collateral forgetting"' out/hf_mlp.json && grep -q '"collateral_blocks": 4' out/hf_mlp.json &&
+   [[ $(grep -c '"collateral": true' out/hf_mlp.json) -eq 4 ]] &&
+   grep -q '"collateral_blocks": 0' out/hf_cnn.json && ! grep -q '"collateral": true' out/hf_cnn.json &&
+   [[ $(hard_json out/hf_cnn.json feasibility_margin) == -* ]] && grep -q '"verdict": "moderate"' out/hf_lora.json; then
+  pass
+else
+  fail "hardness on the PyTorch fixture (tests/fixtures/hardness): $(tail -3 hf.err)"
+fi
+
 # ---- LoRA on a language model: train, load in both forms, merge, unlearn; bad --lora input ------------------
 
 LT=$LM_FIX/lm_text

@@ -939,7 +939,10 @@ void report_blocks(HardnessReport& rep, const Pass& pass, const BlockPlan& plan,
     const double bl = kernels::hamu_block_constraint(cfg, aa, cc, d, count, norm_sum, 0.0);
     bh.kappa1 = -bl * std::sqrt(aa) / std::max(radius, kernels::hamu_eps);
     bh.kappa2 = kernels::hamu_kappa2(aa, cc, bl, radius);
-    bh.collateral = d > bh.kappa2;
+    // As the solver counts it (n_collateral, the verdict): a block that cannot gain its B_l within R_l has
+    // no step at all, so none that raises the retain loss either; its kappa2 is 0 there (the root clamped).
+    const bool infeasible = kernels::hamu_solve_block(aa, cc, d, bl, radius, false).branch == kernels::branch_infeasible;
+    bh.collateral = d > bh.kappa2 && !infeasible;
     rep.blocks.push_back(bh);
   }
 }

@@ -1,15 +1,17 @@
 // tests/test_hardness_torch.cpp: an outside check of `hamu hardness` against PyTorch. The expected numbers in
 // tests/fixtures/hardness/expected.json come from per-sample gradients computed in float64 by torch (one backward
 // per sample; tests/fixtures/hardness/make_fixture.py and text_case.py) on the committed checkpoints and data: an
-// mlp and a cnn with BatchNorm in eval mode on 4x4 IDX images, and the gpt2 text fixture with a PEFT LoRA adapter
-// on QA pairs, and the same gpt2 whole (its tied embedding one block). The driver `hamu hardness` runs (compute_hardness, set up as cli/cmd_hardness*.cpp sets it up) must
-// reproduce every reported quantity, by the ghost, the materialised and the automatic path, at three
-// --ratio/--lr/--clip settings (feasible; collateral forgetting in most blocks; infeasible): K, kappa, cosine and
-// norms, per block kappa_l / cosine / norms / kappa1 / kappa2 / collateral, per forget sample loss / kappa_j / row
-// mean of K / norm / cosine / nearest retain sample (index and label exactly) / its K and cosine, the retain norms,
-// the solver's clipped kappa, kappa1, kappa2, feasibility and stopping margins and collateral count, the shares and
-// means, and the verdict. The model runs in float32: relative errors (against the largest value of a quantity)
-// up to kTol; indices, labels, counts and the verdict exactly.
+// mlp and a cnn with BatchNorm in eval mode on 4x4 IDX images, the gpt2 text fixture with a PEFT LoRA adapter on
+// QA pairs, and the same gpt2 whole (its tied embedding one block). The driver `hamu hardness` runs
+// (compute_hardness, set up as cli/cmd_hardness*.cpp sets it up) must reproduce every reported quantity, by the
+// ghost, the materialised and the automatic path, at three --ratio/--lr/--clip settings (feasible; collateral
+// forgetting in most blocks; infeasible): K, kappa, cosine and norms, per block kappa_l / cosine / norms / kappa1 /
+// kappa2 / collateral, per forget sample loss / kappa_j / row mean of K / norm / cosine / nearest retain sample
+// (index and label exactly) / its K and cosine, the retain norms, the solver's clipped kappa, kappa1, kappa2,
+// feasibility and stopping margins and collateral count, the shares and means, and the verdict; and with
+// --retain-samples/--forget-samples, the numbers on the seeded subset hamu names. The model runs in float32:
+// relative errors (against the largest value of a quantity) up to kTol; indices, labels, counts and the verdict
+// exactly.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -224,15 +226,69 @@ void check_paths(const std::string& what, const Json& want,
 
 }  // namespace
 
+// --retain-samples / --forget-samples: hamu scores a seeded subset; whatever it picks, every number it derives
+// from K must be PyTorch's K restricted to the samples it names (the mean over the picked pairs, row means,
+// the nearest retain sample among the picked ones, norms).
+void check_subset(const HardnessReport& r, const Json& want, int64_t nf, int64_t nr, Errors& err) {
+  REQUIRE(r.n_forget == nf);
+  REQUIRE(r.n_retain == nr);
+  REQUIRE(int64_t(r.heat_cols.size()) == nr);
+  std::map<int64_t, size_t> row_of, col_of;
+  for (size_t j = 0; j < want["samples"].size(); ++j) row_of[want["samples"][j]["index"].as_int()] = j;
+  for (size_t i = 0; i < want["retain_index"].size(); ++i) col_of[want["retain_index"][i].as_int()] = i;
+  Scale ks;
+  for (size_t j = 0; j < want["k"].size(); ++j)
+    for (size_t i = 0; i < want["k"][j].size(); ++i) ks.add(want["k"][j][i].as_number());
+  double total = 0;
+  int hard = 0;
+  for (const SampleHardness& s : r.samples) {
+    CAPTURE(s.index);
+    REQUIRE(row_of.count(s.index));
+    const Json& w = want["samples"][row_of[s.index]];
+    const Json& krow = want["k"][row_of[s.index]];
+    double row = 0, best = -2, best_k = 0;
+    int64_t best_i = -1;
+    for (size_t c = 0; c < r.heat_cols.size(); ++c) {
+      REQUIRE(col_of.count(r.heat_cols[c]));
+      const size_t i = col_of[r.heat_cols[c]];
+      const double k = krow[i].as_number();
+      row += k;
+      const double cosv = k / (w["norm"].as_number() * want["retain_norms"][i].as_number());
+      if (cosv > best) best = cosv, best_k = k, best_i = r.heat_cols[c];
+    }
+    row /= double(nr);
+    total += row;
+    hard += row > 0;
+    err.check("subset kappa_j", s.kappa, row, ks.s);
+    err.check("subset kappa_j", s.kappa_k, row, ks.s);
+    err.check("subset sample norm", s.norm, w["norm"].as_number(), w["norm"].as_number());
+    CHECK(s.similar_index == best_i);
+    err.check("subset nearest", s.similar_k, best_k, ks.s);
+    err.check("subset nearest", s.similar_cosine, best, 1.0);
+  }
+  err.check("subset kappa", r.kappa, total / double(nf), ks.s);
+  err.check("subset share_hard", r.share_hard, double(hard) / double(nf), 1.0);
+}
+
 TEST_CASE("hardness vs PyTorch: mlp and cnn (BatchNorm in eval mode) on images, every path") {
   const DataBundle data = load_data("idx:" + kDir.string());
   const Split split = make_split("indices=" + (kDir / "forget.txt").string(), data.train, 0);
   for (const char* arch : {"mlp", "cnn"}) {
     models::LoadedModel m = models::load_model((kDir / (std::string(arch) + ".safetensors")).string());
     const Normalizer norm = Normalizer::parse(m.meta("normalizer"));
-    check_paths(arch, expected()["images"][arch], [&](const HardnessOptions& opt) {
+    const Json& want = expected()["images"][arch];
+    check_paths(arch, want, [&](const HardnessOptions& opt) {
       return compute_hardness(*m.model, data.train, norm, split.forget, split.retain, opt);
     });
+    Errors err;
+    for (uint64_t seed : {1, 2, 3}) {
+      HardnessOptions opt;
+      opt.retain_samples = 7;
+      opt.forget_samples = 4;
+      opt.seed = seed;
+      check_subset(compute_hardness(*m.model, data.train, norm, split.forget, split.retain, opt), want, 4, 7, err);
+    }
+    err.report(std::string(arch) + " (subsets)");
   }
 }
 

@@ -196,11 +196,29 @@ TEST_CASE("conv2d on shapes that reach each specialised CPU path match direct lo
   check_conv_shapes(kPathShapes, 700);
 }
 
+// Stride 2 along rows, where im2col gathers every other input a vector at a time (AVX-512: 16 f32 or
+// 8 f64 outputs from 31 or 15 inputs) while the input row holds them, the rest one by one, and col2im
+// adds back into every other input the same way: rows of 15-34 outputs (full vectors and tails in both
+// types), first outputs in the padding (pad 1) or not, the last vector ending on the row's last input
+// (tap s = 2 of the 32-wide resnet20 rows), stride 1 down the columns.
+const kn::ConvShape kStride2Shapes[] = {
+    make_shape(2, 3, 9, 41, 5, 3, 3, 2, 2, 1, 1),   // 21 outputs per row
+    make_shape(3, 2, 9, 70, 4, 3, 3, 2, 2, 0, 0),   // 34 outputs: two vectors and a tail (f32)
+    make_shape(2, 4, 6, 64, 3, 1, 1, 2, 2, 0, 0),   // 1x1 on 64-wide rows: two full vectors
+    make_shape(2, 3, 5, 37, 4, 3, 3, 1, 2, 1, 1),   // stride 1 x 2, 19 outputs
+    make_shape(3, 16, 32, 32, 32, 3, 3, 2, 2, 1, 1),  // resnet20 16->32 s2: tap 2 ends on x[31]
+};
+
+TEST_CASE("conv2d with stride 2 along rows (im2col's vector gather, col2im's scatter) match direct loops") {
+  check_conv_shapes(kStride2Shapes, 900);
+}
+
 TEST_CASE("conv2d backward_filter accumulates across calls; results do not depend on the thread count") {
   std::mt19937 gen(5);
-  // im2col with packed_gemm (the filter gradient through the GEMM), and the shifted passes
+  // im2col with packed_gemm (the filter gradient through the GEMM), the shifted passes, stride 2
   for (const kn::ConvShape& s :
-       {make_shape(6, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1), make_shape(5, 8, 6, 24, 8, 3, 3, 1, 1, 1, 1)}) {
+       {make_shape(6, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1), make_shape(5, 8, 6, 24, 8, 3, 3, 1, 1, 1, 1),
+        make_shape(5, 3, 6, 40, 4, 3, 3, 2, 2, 1, 1)}) {
     const auto x = random_values(size_t(s.n * s.c * s.h * s.w), gen);
     const auto gy = random_values(size_t(s.n * s.k * s.oh() * s.ow()), gen);
     std::vector<double> ws(size_t(kn::conv2d_workspace_elems(kn::CpuCtx{}, s)));
@@ -285,6 +303,10 @@ template <class T> void check_im2col_adjoint(const kn::ConvShape& s, uint32_t se
 TEST_CASE("im2col and col2im are adjoint: <im2col(x), c> == <x, col2im(c)>") {
   uint32_t seed = 500;
   for (const kn::ConvShape& s : kShapes) {
+    check_im2col_adjoint<double>(s, seed++);
+    check_im2col_adjoint<float>(s, seed++);
+  }
+  for (const kn::ConvShape& s : kStride2Shapes) {
     check_im2col_adjoint<double>(s, seed++);
     check_im2col_adjoint<float>(s, seed++);
   }

@@ -154,7 +154,7 @@ std::string Progress::format_line(std::string_view label, int64_t done, int64_t 
   const double rate = elapsed_s > 0 ? double(done) / elapsed_s : 0.0;
   s += "  " + format_rate(rate, unit);
   s += "  " + format_duration(elapsed_s);
-  if (!final && known) s += " eta " + (rate > 0 ? format_duration(double(std::max<int64_t>(total - done, 0)) / rate) : std::string("?"));
+  if (!final && known && done < total) s += " eta " + (rate > 0 ? format_duration(double(std::max<int64_t>(total - done, 0)) / rate) : std::string("?"));
   if (!status.empty()) {
     s += "  ";
     s += status;

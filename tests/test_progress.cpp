@@ -52,6 +52,8 @@ TEST_CASE("progress: line format") {
   CHECK(Progress::format_line("eval", 3, 0, 30.0, "step/s", "", 0, false) == "eval 3  10.0 s/step  0:30");
   CHECK(Progress::format_line("x", 0, 10, 0.0, "it/s", "", 10, false) == "x   0% [>         ] 0/10  - it/s  0:00 eta ?");
   CHECK(Progress::format_line("x", 50000, 100000, 4000.0, "it/s", "", 0, false) == "x  50% 50000/100000  12.5 it/s  1:06:40 eta 1:06:40");
+  // At 100% before finish() (the last batch done, the closing evaluation still running): no "eta 0:00".
+  CHECK(Progress::format_line("x", 10, 10, 5.0, "it/s", "loss 1", 10, false) == "x 100% [==========] 10/10  2.00 it/s  0:05  loss 1");
 }
 
 TEST_CASE("progress: a job under a second prints nothing") {

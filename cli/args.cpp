@@ -72,6 +72,7 @@ bool Args::parse(int argc, char** argv) {
     for (const Flag& f : flags_)
       if (f.name == a) flag = &f;
     if (!flag) {
+      if (auto r = refused_.find(a); r != refused_.end()) throw InputError(a + ": " + r->second);
       if (a.rfind("-", 0) != 0) throw InputError("unexpected argument '" + a + "' (flags start with --)");
       const std::string near = nearest_flag(a);
       throw InputError("unknown flag " + a + (near.empty() ? "" : " (did you mean " + near + "?)") + " (see hamu " +
@@ -208,6 +209,8 @@ void Args::add_help_section(const std::string& title, const std::vector<std::pai
   sections_ += "\n" + title + ":\n";
   for (const auto& [name, help] : items) sections_ += help_left(name) + help + "\n";
 }
+
+void Args::refuse(const std::string& name, const std::string& why) { refused_[name] = why; }
 
 bool Args::has(const std::string& name) const {
   find(name);

@@ -31,6 +31,9 @@ class Args {
   std::string usage() const;
   // A titled list printed after the flags in --help, e.g. the methods with one line each.
   void add_help_section(const std::string& title, const std::vector<std::pair<std::string, std::string>>& items);
+  // A flag another form of the command takes but this one does not: parse() refuses it with `why` (not
+  // "unknown flag"), e.g. --cuda-graph on a language model. Not listed in --help.
+  void refuse(const std::string& name, const std::string& why);
 
   bool has(const std::string& name) const;
   std::string str(const std::string& name) const;  // the value or the default; InputError when neither
@@ -55,6 +58,7 @@ class Args {
   std::string command_, synopsis_, sections_;
   std::vector<Flag> flags_;
   std::map<std::string, std::string> values_;
+  std::map<std::string, std::string> refused_;  // flag -> why (refuse())
   std::vector<std::string> argv_;
   mutable std::map<std::string, std::string> resolved_;
   void apply_config(const std::string& path);

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <memory>
 #include <set>
+#include <utility>
 
 #include "cli/commands.h"
 #include "cli/provenance.h"
@@ -15,6 +16,7 @@
 #include "cli/text_setup.h"
 #include "cli/unlearn_output.h"
 #include "cli/unlearn_setup.h"
+#include "engine/progress.h"
 #include "unlearn/graph_eval.h"
 #include "unlearn/text_task.h"
 #include "models/checkpoint.h"
@@ -192,8 +194,9 @@ int cmd_compare(int argc, char** argv) {
   const std::string json_path = args.str_or("--json", ""), svg_path = args.str_or("--svg", "");
   if (!json_path.empty()) check_output_path("--json", json_path);
   if (!svg_path.empty()) check_output_path("--svg", svg_path);
-  for (const std::string& p : {json_path, svg_path})
-    if (!p.empty() && (p == model_path || p == reference_path)) throw InputError("refusing to overwrite the input checkpoint " + p);
+  for (const auto& [flag, p] : {std::pair{"--json", json_path}, {"--svg", svg_path}})
+    if (!p.empty() && (p == model_path || p == reference_path))
+      throw InputError(std::string(flag) + ": refusing to overwrite the input checkpoint " + p);
   if (!json_path.empty() && json_path == svg_path) throw InputError("--json and --svg name the same file " + json_path);
   const std::string save_dir = args.str_or("--save-dir", "");
   if (!save_dir.empty()) check_output_dir("--save-dir", save_dir);
@@ -305,7 +308,8 @@ int cmd_compare(int argc, char** argv) {
   for (size_t i = 0; i < methods.size(); ++i) {
     const Method* m = methods[i];
     const char* name = method_name(*m);
-    std::fprintf(stderr, "hamu compare: [%zu/%zu] %s: start\n", i + 1, methods.size(), name);
+    const bool progress = !Progress::disabled_by_env();  // --quiet: no per-method start and done lines
+    if (progress) std::fprintf(stderr, "hamu compare: [%zu/%zu] %s: start\n", i + 1, methods.size(), name);
     UnlearnOptions o = opt;
     o.method = m;
     UnlearnHooks hooks;
@@ -315,12 +319,13 @@ int cmd_compare(int argc, char** argv) {
     log.attach(hooks);
     MethodRun run{m, log.run([&] { return src.run(m, o, hooks); })};
     const EvalReport& after = run.result.evals.back().report;
-    std::fprintf(stderr,
-                 "hamu compare: [%zu/%zu] %s: done, %lld steps in %.2f s (%s), evaluation %.2f s; forget %.2f%%, "
-                 "retain %.2f%%%s\n",
-                 i + 1, methods.size(), name, (long long)run.result.steps_done, run.result.seconds,
-                 stop_reason_name(run.result.stop_reason), run.result.eval_seconds, 100 * after.forget.acc, 100 * after.retain.acc,
-                 after.test.n > 0 ? (", test " + pct(after.test.acc) + "%").c_str() : "");
+    if (progress)
+      std::fprintf(stderr,
+                   "hamu compare: [%zu/%zu] %s: done, %lld steps in %.2f s (%s), evaluation %.2f s; forget %.2f%%, "
+                   "retain %.2f%%%s\n",
+                   i + 1, methods.size(), name, (long long)run.result.steps_done, run.result.seconds,
+                   stop_reason_name(run.result.stop_reason), run.result.eval_seconds, 100 * after.forget.acc,
+                   100 * after.retain.acc, after.test.n > 0 ? (", test " + pct(after.test.acc) + "%").c_str() : "");
     runs.push_back(std::move(run));
   }
 

@@ -50,6 +50,7 @@ int cmd_eval_text(int argc, char** argv) {
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("eval", "--model DIR [--lora ADAPTER_DIR] --data qa:FILE.jsonl [--split SPEC] [--template T] [--reference DIR] [--json FILE]",
             flags);
+  refuse_cuda_graph(args);
   if (!args.parse(argc, argv)) return 0;
   const std::string dir = args.required("--model");
   const std::string lora = args.str_or("--lora", "");

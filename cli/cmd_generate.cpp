@@ -61,6 +61,7 @@ int cmd_generate(int argc, char** argv) {
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("generate", "--model DIR [--lora ADAPTER_DIR] --prompt TEXT | --prompts FILE.jsonl [--template T] [--max-new-tokens N] [--json FILE]",
             flags);
+  refuse_cuda_graph(args);
   if (!args.parse(argc, argv)) return 0;
   const std::string dir = args.required("--model");
   const std::string lora = args.str_or("--lora", "");
@@ -132,8 +133,9 @@ int cmd_generate(int argc, char** argv) {
     if (!prompts[i].reference.empty()) r.set("reference", prompts[i].reference);
     results.push_back(r);
   }
-  std::fprintf(stderr, "generated %lld tokens for %zu questions in %.2f s (%.1f tokens/s)\n", (long long)generated,
-               prompts.size(), seconds, seconds > 0 ? double(generated) / seconds : 0.0);
+  std::fprintf(stderr, "generated %lld token%s for %zu question%s in %.2f s (%.1f tokens/s)\n", (long long)generated,
+               generated == 1 ? "" : "s", prompts.size(), prompts.size() == 1 ? "" : "s", seconds,
+               seconds > 0 ? double(generated) / seconds : 0.0);
   if (!json_path.empty()) {
     Json prov = provenance_json(args, device);
     std::vector<QaPair> asked;  // the questions (and references) read: the data's identity

@@ -24,7 +24,9 @@ const char* kAboutText =
     "over the adapters' blocks only. The most similar retain pair with the same answer is a paraphrase or\n"
     "duplicate of the forget pair (--duplicates semantic|exact adds them to the retain set): the share of\n"
     "forget pairs whose nearest retain pair is one measures how much the two sets overlap.\n"
-    "kappa, kappa_j, kappa1, kappa2 and the verdict mean what `hamu hardness --help` says for images.\n";
+    "kappa, kappa_j, kappa1, kappa2 and the verdict mean what `hamu hardness --help` says for images; --ratio\n"
+    "and --lr default to text unlearning's (hamu unlearn on a language model), so kappa1, kappa2, the margins\n"
+    "and the collateral count are what that run would see.\n";
 
 std::string one_line(std::string s, size_t width) {
   for (char& c : s)
@@ -83,11 +85,11 @@ int cmd_hardness_text(int argc, char** argv) {
       {"--test", "FILE", "a QA file as the test set (not scored; only so the split matches training)", ""},
       {"--max-length", "N", "truncate longer sequences to N tokens (0: the model's context)", "0"},
   };
-  for (Flag f : hardness_option_flags({"pairs", "1024", "32", "5"})) flags.push_back(f);
+  for (Flag f : hardness_option_flags({"pairs", "1024", "32", "5", /*text=*/true})) flags.push_back(f);
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("hardness",
-            "--model DIR [--data SPEC] [--split SPEC] [--duplicates MODE] [--memory-mb N] [--top K] [--json FILE] "
-            "[--svg FILE]",
+            "--model DIR [--data SPEC] [--split SPEC] [--duplicates MODE] [--memory-mb N] [--ratio X] [--lr X] [--top K] "
+            "[--json FILE] [--svg FILE]",
             flags);
   if (args.parse(argc, argv) == false) {
     std::fputs(kAboutText, stdout);

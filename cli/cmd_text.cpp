@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <utility>
 
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -86,6 +87,7 @@ int cmd_train_text(int argc, char** argv) {
   for (Flag f : common_flags()) flags.push_back(f);
   Args args("train", "--data wordnet-qa|qa:FILE --model gpt-small|DIR [--lora SPEC [--merge DIR]] --out DIR [--split SPEC --subset full|retain] [flags]",
             flags);
+  refuse_cuda_graph(args);
   if (!args.parse(argc, argv)) return 0;
   const std::string out_dir = args.required("--out");
   const std::string json_path = args.str_or("--json", "");
@@ -106,7 +108,8 @@ int cmd_train_text(int argc, char** argv) {
   const DType base_dtype = base_dtype_flag(args.str("--base-dtype"));
   check_base_dtype(base_dtype, source.has_lora(), device);
   for (const std::string& p : {source.base, source.adapter})
-    if (!p.empty() && (p == out_dir || p == merge_dir)) throw InputError("refusing to overwrite the input model " + p);
+    if (!p.empty() && (p == out_dir || p == merge_dir))
+      throw InputError(std::string(p == out_dir ? "--out" : "--merge") + ": refusing to overwrite the input model " + p);
   if (!merge_dir.empty() && merge_dir == out_dir) throw InputError("--merge: must be another directory than --out");
   TextTrainOptions opt;
   read_loop_options(args, opt, seed, device);
@@ -183,19 +186,20 @@ int cmd_train_text(int argc, char** argv) {
     train_seconds += e.seconds;
     Json ej = Json::object({{"epoch", Json(e.epoch)}, {"train_loss", Json(e.train_loss)}, {"train_acc", Json(e.train_acc)},
                             {"seconds", Json(e.seconds)}, {"tokens_per_s", Json(e.tokens_per_s)}});
-    std::fprintf(stderr, "epoch %lld/%lld: loss %.4f, answer-token acc %.2f%% (%.1f s, %.0f tok/s)", (long long)e.epoch,
-                 (long long)opt.epochs, e.train_loss, 100 * e.train_acc, e.seconds, e.tokens_per_s);
+    std::string line = "epoch " + std::to_string(e.epoch) + "/" + std::to_string(opt.epochs) +
+                       fmt(": loss %.4f", e.train_loss) + fmt(", answer-token acc %.2f%%", 100 * e.train_acc) +
+                       fmt(" (%.1f s", e.seconds) + fmt(", %.0f tok/s)", e.tokens_per_s);
     if (e.epoch % eval_epochs == 0 || e.epoch == opt.epochs) {
       last = evaluate();
       // Splits with no pairs (no --split: no forget set; no holdout=/test=: no test set) are left out.
-      if (last.forget.n > 0) std::fprintf(stderr, "; forget %s%% (loss %.3f),", pct(last.forget.acc).c_str(), last.forget.loss);
-      else std::fprintf(stderr, ";");
-      std::fprintf(stderr, " retain %s%% (loss %.3f)", pct(last.retain.acc).c_str(), last.retain.loss);
-      if (last.test.n > 0) std::fprintf(stderr, ", test %s%% (loss %.3f)", pct(last.test.acc).c_str(), last.test.loss);
+      if (last.forget.n > 0) line += "; forget " + pct(last.forget.acc) + fmt("%% (loss %.3f),", last.forget.loss);
+      else line += ";";
+      line += " retain " + pct(last.retain.acc) + fmt("%% (loss %.3f)", last.retain.loss);
+      if (last.test.n > 0) line += ", test " + pct(last.test.acc) + fmt("%% (loss %.3f)", last.test.loss);
       ej.set("eval", eval_to_json(last)["splits"]);
       lm->train();  // the evaluation left the model in eval mode: LoRA dropout trains again
     }
-    std::fprintf(stderr, "\n");
+    if (!Progress::disabled_by_env()) std::fprintf(stderr, "%s\n", line.c_str());  // --quiet: a progress line
     epochs_json.push_back(ej);
   };
   // A resumed run must see the options, tokens and model directories it started with.
@@ -266,7 +270,7 @@ int cmd_unlearn_text(int argc, char** argv) {
   for (Flag f : unlearn_option_flags(/*text=*/true)) flags.push_back(f);
   for (Flag f : resume_flags("unlearning steps")) flags.push_back(f);
   for (Flag f : common_flags()) flags.push_back(f);
-  Args args("unlearn", "--model DIR [--lora DIR] [--data SPEC] [--split SPEC] --method M [--reference DIR] [--out DIR] [--merge DIR] [--log CSV] [--json FILE]",
+  Args args("unlearn", "--model DIR [--lora DIR] [--data SPEC] [--split SPEC] [--method M] [--reference DIR] [--out DIR] [--merge DIR] [--log CSV] [--json FILE]",
             flags);
   args.add_help_section("methods", method_help());
   if (!args.parse(argc, argv)) return 0;
@@ -277,9 +281,9 @@ int cmd_unlearn_text(int argc, char** argv) {
   if (!merge_dir.empty()) check_output_dir("--merge", merge_dir);
   if (!log_path.empty()) check_output_path("--log", log_path, OutputKind::streamed);
   if (!json_path.empty()) check_output_path("--json", json_path);
-  for (const std::string& p : {out_dir, log_path, json_path, merge_dir})
+  for (const auto& [flag, p] : {std::pair{"--out", out_dir}, {"--log", log_path}, {"--json", json_path}, {"--merge", merge_dir}})
     if (!p.empty() && (p == model_dir || p == args.str_or("--reference", "") || p == args.str_or("--lora", "")))
-      throw InputError("refusing to overwrite the input model " + p);
+      throw InputError(std::string(flag) + ": refusing to overwrite the input model " + p);
   if (!merge_dir.empty() && merge_dir == out_dir) throw InputError("--merge: must be another directory than --out");
   const Device device = apply_common(args);
   UnlearnOptions opt = read_unlearn_options(args, device);
@@ -289,8 +293,9 @@ int cmd_unlearn_text(int argc, char** argv) {
   const LmSource& source = ctx.original.source;
   if (!merge_dir.empty() && !source.has_lora())
     throw InputError("--merge: folds LoRA adapters into the base: give an adapter (--model ADAPTER_DIR or --lora)");
-  for (const std::string& p : {out_dir, merge_dir})
-    if (!p.empty() && (p == source.base || p == source.adapter)) throw InputError("refusing to overwrite the input model " + p);
+  for (const auto& [flag, p] : {std::pair{"--out", out_dir}, {"--merge", merge_dir}})
+    if (!p.empty() && (p == source.base || p == source.adapter))
+      throw InputError(std::string(flag) + ": refusing to overwrite the input model " + p);
   validate_unlearn_options(opt, ctx.run.forget.size(), ctx.run.retain.size());
   // A resumed run must see the options, tokens and model directories it started with.
   const ResumableRun resumable(args, "text-unlearn", out_dir, [&] {

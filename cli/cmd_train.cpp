@@ -7,6 +7,7 @@
 #include "cli/resume.h"
 #include "cli/common.h"
 #include "cli/text_setup.h"
+#include "engine/progress.h"
 #include "models/checkpoint.h"
 #include "unlearn/metrics.h"
 #include "train/train.h"
@@ -97,11 +98,13 @@ int cmd_train(int argc, char** argv) {
     SplitEval test = evaluate_indices(*model, ds.data.test, ds.test, norm, eo);
     SplitEval forget;
     if (ds.has_split) forget = evaluate_indices(*model, train, ds.split.forget, norm, eo);
-    std::fprintf(stderr, "epoch %lld/%lld: loss %.4f, train acc %.2f%%, test acc %.2f%%", (long long)e.epoch,
-                 (long long)opt.epochs, e.train_loss, 100 * e.train_acc, 100 * test.acc);
-    if (ds.has_split) std::fprintf(stderr, ", forget acc %.2f%%", 100 * forget.acc);
-    std::fprintf(stderr, " (%.1f s, %.0f img/s%s)\n", e.seconds, e.images_per_s,
-                 e.skipped_steps ? (", " + std::to_string(e.skipped_steps) + " non-finite steps skipped").c_str() : "");
+    if (!Progress::disabled_by_env()) {  // --quiet: the epoch lines are progress lines
+      std::fprintf(stderr, "epoch %lld/%lld: loss %.4f, train acc %.2f%%, test acc %.2f%%", (long long)e.epoch,
+                   (long long)opt.epochs, e.train_loss, 100 * e.train_acc, 100 * test.acc);
+      if (ds.has_split) std::fprintf(stderr, ", forget acc %.2f%%", 100 * forget.acc);
+      std::fprintf(stderr, " (%.1f s, %.0f img/s%s)\n", e.seconds, e.images_per_s,
+                   e.skipped_steps ? (", " + std::to_string(e.skipped_steps) + " non-finite steps skipped").c_str() : "");
+    }
     Json ej = Json::object({{"epoch", Json(e.epoch)}, {"train_loss", Json(e.train_loss)}, {"train_acc", Json(e.train_acc)},
                             {"test_acc", Json(test.acc)}, {"seconds", Json(e.seconds)},
                             {"images_per_s", Json(e.images_per_s)}, {"skipped_steps", Json(e.skipped_steps)}});

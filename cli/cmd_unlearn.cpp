@@ -4,6 +4,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <utility>
 
 #include "cli/commands.h"
 #include "cli/provenance.h"
@@ -135,7 +136,7 @@ int cmd_unlearn(int argc, char** argv) {
   for (Flag f : unlearn_option_flags()) flags.push_back(f);
   for (Flag f : resume_flags("unlearning steps")) flags.push_back(f);
   for (Flag f : common_flags()) flags.push_back(f);
-  Args args("unlearn", "--model CKPT [--split SPEC] --method M [--reference CKPT] [--out CKPT] [--log CSV] [--json FILE]",
+  Args args("unlearn", "--model CKPT [--split SPEC] [--method M] [--reference CKPT] [--out CKPT] [--log CSV] [--json FILE]",
             flags);
   args.add_help_section("methods", method_help());
   args.add_help_section("language models", {{"--model DIR", "a Hugging Face or LoRA adapter directory unlearns QA pairs "
@@ -148,9 +149,9 @@ int cmd_unlearn(int argc, char** argv) {
   if (!out_path.empty()) check_output_path("--out", out_path);
   if (!log_path.empty()) check_output_path("--log", log_path, OutputKind::streamed);
   if (!json_path.empty()) check_output_path("--json", json_path);
-  for (const std::string& p : {out_path, log_path, json_path})
+  for (const auto& [flag, p] : {std::pair{"--out", out_path}, {"--log", log_path}, {"--json", json_path}})
     if (!p.empty() && (p == model_path || p == args.str_or("--reference", "")))
-      throw InputError("refusing to overwrite the input checkpoint " + p);
+      throw InputError(std::string(flag) + ": refusing to overwrite the input checkpoint " + p);
   const Device device = apply_common(args);
   UnlearnOptions opt = read_unlearn_options(args, device);
   opt.method = &parse_method(args.str("--method"));

@@ -33,7 +33,8 @@ std::vector<Flag> common_flags() {
   return {{"--threads", "N", "CPU threads", "all cores"},
           {"--device", "DEV", "cpu, cuda or cuda:N", "cpu"},
           {"--seed", "N", "seed for splits, shuffling and initialisation", "0"},
-          {"--quiet", "", "no progress lines on stderr (as HAMU_NO_PROGRESS=1)", ""},
+          {"--quiet", "", "no progress lines on stderr: progress bars, train's epoch lines, compare's per-method lines "
+                          "(as HAMU_NO_PROGRESS=1); results, warnings and errors still print", ""},
           {"--config", "FILE", "replay the configuration a report recorded (provenance.config); flags given here win", ""},
           {"--tf32", "", "GPU: allow TF32 tensor-core math in GEMMs and convolutions (faster, ~3e-4 relative error; "
                          "float32 is the default)", ""},

@@ -5,22 +5,25 @@
 #include <cmath>
 #include <cstdio>
 #include <numeric>
+#include <utility>
 
 #include "cli/common.h"
 #include "cli/plots.h"
+#include "cli/unlearn_setup.h"
 
 namespace hamu::cli {
 
 std::vector<Flag> hardness_option_flags(const HardnessFlagDefaults& d) {
-  const std::string w = d.what;
+  const std::string w = d.what, as_unlearn = d.text ? " (as hamu unlearn on text)" : " (as hamu unlearn on images)";
   return {
       {"--retain-samples", "N", "retain " + w + " to compare against (0: all that --memory-mb holds)", "0"},
       {"--forget-samples", "N", "forget " + w + " to score (0: the whole forget set)", "0"},
       {"--memory-mb", "N", "budget for the similarity buffers (retain-side per-sample data and tiles)", d.memory_mb},
       {"--batch", "N", w + " per capture forward/backward", d.batch},
-      {"--ratio", "X", "HAMU constraint ratio for kappa1/kappa2 and the margins", "0.1"},
-      {"--lr", "X", "learning rate (radius) for kappa1/kappa2 and the margins", "0.01"},
-      {"--clip", "X", "clip the mean gradients to this norm before the solver (as hamu unlearn; 0 = off)", "1"},
+      {"--ratio", "X", "HAMU constraint ratio for kappa1/kappa2 and the margins" + as_unlearn, unlearn_default("--ratio", d.text)},
+      {"--lr", "X", "learning rate (radius) for kappa1/kappa2 and the margins" + as_unlearn, unlearn_default("--lr", d.text)},
+      {"--clip", "X", "clip the mean gradients to this norm before the solver (as hamu unlearn; 0 = off)",
+       unlearn_default("--clip", d.text)},
       {"--path", "P", "per-block similarity path: auto (cost model), ghost or materialise", "auto"},
       {"--top", "K", "hardest forget " + w + " to list", d.top},
       {"--json", "FILE", "everything: kappa, kappa1, kappa2, margins, blocks, per-sample scores, heat map", ""},
@@ -53,8 +56,8 @@ void check_hardness_outputs(const Args& args, const std::string& input) {
   const std::string json_path = args.str_or("--json", ""), svg_path = args.str_or("--svg", "");
   if (!json_path.empty()) check_output_path("--json", json_path);
   if (!svg_path.empty()) check_output_path("--svg", svg_path);
-  for (const std::string& p : {json_path, svg_path})
-    if (!p.empty() && p == input) throw InputError("refusing to overwrite the input " + p);
+  for (const auto& [flag, p] : {std::pair{"--json", json_path}, {"--svg", svg_path}})
+    if (!p.empty() && p == input) throw InputError(std::string(flag) + ": refusing to overwrite the input " + p);
   if (!json_path.empty() && json_path == svg_path) throw InputError("--json and --svg name the same file");
 }
 

@@ -18,6 +18,7 @@ struct HardnessFlagDefaults {
   const char* memory_mb = "512";
   const char* batch = "128";
   const char* top = "10";
+  bool text = false;  // --ratio, --lr and --clip default to hamu unlearn's for a language model
 };
 std::vector<Flag> hardness_option_flags(const HardnessFlagDefaults& d);
 // Those flags read and checked (--seed too); InputError naming the flag. top: --top.

@@ -36,6 +36,11 @@ bool is_text_command(int argc, char** argv) {
          !raw_flag(argc, argv, "--lora").empty();
 }
 
+void refuse_cuda_graph(Args& args) {
+  args.refuse("--cuda-graph", "language models are not graphed (their batch shapes change from batch to batch); "
+                              "leave the flag out (it graphs image models)");
+}
+
 namespace {
 
 std::string read_small_file(const std::string& path, const std::string& what) {

@@ -27,6 +27,8 @@ std::string raw_flag(int argc, char** argv, const std::string& flag);
 // True when a command line is a text run: --data names text (qa:FILE, wordnet-qa), --model is a Hugging Face
 // or LoRA adapter directory, or --lora is given (the text path then refuses an image model clearly).
 bool is_text_command(int argc, char** argv);
+// The text forms of train, eval and generate refuse --cuda-graph with the reason (the image forms take it).
+void refuse_cuda_graph(Args& args);
 
 // DIR/hamu.json: what hamu knows about a text model it trained or unlearned (data, split, template, seed,
 // kind, ...). Empty object when absent.

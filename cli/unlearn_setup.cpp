@@ -56,6 +56,12 @@ std::vector<Flag> unlearn_option_flags(bool text) {
   return flags;
 }
 
+std::string unlearn_default(const std::string& flag, bool text) {
+  for (const Flag& f : unlearn_option_flags(text))
+    if (f.name == flag) return f.default_value;
+  throw Error("internal: " + flag + " is not an unlearning option");
+}
+
 std::vector<std::pair<std::string, std::string>> method_help() {
   std::vector<std::pair<std::string, std::string>> items;
   for (const Method* m : registered_methods()) items.push_back({m->name(), m->help()});

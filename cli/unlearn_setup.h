@@ -15,6 +15,9 @@ namespace hamu::cli {
 // Flags of the unlearning options (method excluded) with the README's defaults: the image ones, or with
 // `text` a language model's (README "Text unlearning": its own sweep on the demo's gpt-small).
 std::vector<Flag> unlearn_option_flags(bool text = false);
+// The default of one of those flags, image or text: the one source for commands that show what hamu
+// unlearn would see (hamu hardness's --ratio, --lr and --clip).
+std::string unlearn_default(const std::string& flag, bool text);
 // Reads them (InputError naming the flag on bad values).
 UnlearnOptions read_unlearn_options(const Args& args, Device device);
 // The registered methods with their help lines (the "methods:" section of --help).

@@ -134,7 +134,7 @@ expect_bad unknown-split-rule  "--constraint-split" "${U[@]}" "${S[@]}" "${N[@]}
 expect_bad unknown-flag        "--forget-harder" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --forget-harder
 expect_bad cuda-graph-on-cpu   "--cuda-graph" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --cuda-graph
 expect_bad out-folder-missing  "--out"       unlearn --model orig.safetensors --data "$D" "${S[@]}" --method ga --out nowhere/u.safetensors
-expect_bad overwrite-input     "refusing to overwrite" unlearn --model orig.safetensors --data "$D" "${S[@]}" --method ga --out orig.safetensors
+expect_bad overwrite-input     "--out: refusing to overwrite the input checkpoint" unlearn --model orig.safetensors --data "$D" "${S[@]}" --method ga --out orig.safetensors
 expect_bad unknown-stop-rule   "--stop"      "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --stop soon
 expect_bad stop-conflict       "--stop-on-criterion" "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --stop mia --stop-on-criterion
 expect_bad stop-check-zero     "--stop-check-every"  "${U[@]}" "${S[@]}" "${N[@]}" --method hamu-q --stop mia --stop-check-every 0
@@ -394,7 +394,7 @@ if "$HAMU" hardness --threads 1 --model "$HF/mlp.safetensors" --data "idx:$HF" -
    "$HAMU" hardness --threads 1 --model "$HF/cnn.safetensors" --data "idx:$HF" --split "indices=$HF/forget.txt" \
      --ratio 0.5 --lr 0.01 --clip 0 --path ghost --json out/hf_cnn.json >> hf.out 2>> hf.err &&
    "$HAMU" hardness --threads 1 --model "$LM_FIX/lm_text/gpt2" --lora "$HF/lora" --data "qa:$HF/qa.jsonl" --template plain \
-     --split "forget=$HF/qa_forget.jsonl" --path materialise --json out/hf_lora.json >> hf.out 2>> hf.err &&
+     --split "forget=$HF/qa_forget.jsonl" --path materialise --ratio 0.1 --lr 0.01 --json out/hf_lora.json >> hf.out 2>> hf.err &&
    near "$(hard_json out/hf_mlp.json kappa)" 4.352314068269728 &&
    near "$(hard_json out/hf_cnn.json kappa)" 0.04370372344274538 &&
    near "$(hard_json out/hf_lora.json kappa)" 1.7432725274066028 &&
@@ -831,6 +831,53 @@ if "$HAMU" "${TR[@]}" --reference gs9_bare > tref.out 2> tref.err && [[ -s out/u
 else
   fail "text unlearn with a reference without hamu.json: not accepted with a warning: $(tail -2 tref.err)"
 fi
+rm -rf out && mkdir out
+
+# ---- the new-user walk's follow-ups (H41) -----------------------------------------------------------------
+# Text hardness shows and uses text unlearning's --ratio/--lr (what a text hamu unlearn would see); a flag given
+# wins; images keep theirs. Its --help lists --help and --ratio/--lr like the image one.
+HT=(hardness --threads 1 --model "$LM" --data "qa:$QA" --split fraction=0.3 --top 1)
+if "$HAMU" "${HT[@]}" --json out/hd.json > hd.out 2> hd.err && grep -q 'ratio 0.5, lr 0.1, layer scope' hd.out &&
+   grep -q '"ratio": 0.5,' out/hd.json && grep -q '"lr": 0.1,' out/hd.json &&
+   "$HAMU" "${HT[@]}" --ratio 0.1 --lr 0.01 > hd2.out 2>> hd.err && grep -q 'ratio 0.1, lr 0.01, layer scope' hd2.out &&
+   "$HAMU" hardness --model "$LM" --help > hdh.out && grep -q -- '^  --ratio X .*(default 0.5)$' hdh.out &&
+   grep -q -- '^  --lr X .*(default 0.1)$' hdh.out && grep -q -- '^  --help  ' hdh.out && head -1 hdh.out | grep -qF '[--ratio X] [--lr X]' &&
+   "$HAMU" hardness --help | grep -q -- '^  --ratio X .*(default 0.1)$'; then
+  pass
+else
+  fail "text hardness does not default to the text unlearning --ratio/--lr: $(tail -2 hd.err; grep 'as hamu unlearn' hd.out hd2.out)"
+fi
+# The text forms of train, eval and generate refuse --cuda-graph with the reason, not as an unknown flag.
+expect_bad text-train-cuda-graph "--cuda-graph: language models are not graphed" train --threads 1 --model "$LM" --data "qa:$QA" \
+  --out out/t --cuda-graph
+expect_bad text-eval-cuda-graph  "--cuda-graph: language models are not graphed" eval --threads 1 --model "$LM" --data "qa:$QA" \
+  --cuda-graph --json out/e.json
+expect_bad gen-cuda-graph        "--cuda-graph: language models are not graphed" generate --threads 1 --model "$LM" --prompt hi \
+  --cuda-graph --json out/g.json
+# --quiet: no epoch lines (image and text train) and no compare per-method lines; results still print.
+if "$HAMU" train --data "$D" --model mlp "${TRAIN[@]}" --quiet --out out/q.safetensors > q.out 2> q.err && ! grep -q '^epoch' q.err &&
+   grep -q '^epoch 1/1' log_orig.err &&
+   "$HAMU" train "${TQ[@]}" --data qa:qa9.jsonl --quiet --out out/q_text > qt.out 2> qt.err && ! grep -q '^epoch' qt.err &&
+   "$HAMU" compare --model orig.safetensors --reference ref.safetensors --data "$D" "${S[@]}" --methods ga --batch 8 \
+     --forget-batch 8 --threads 1 --steps 1 --quiet > qc.out 2> qc.err && ! grep -q '\[1/1\]' qc.err && grep -q '^ga ' qc.out &&
+   "$HAMU" compare --model orig.safetensors --reference ref.safetensors --data "$D" "${S[@]}" --methods ga --batch 8 \
+     --forget-batch 8 --threads 1 --steps 1 > qc2.out 2> qc2.err && grep -q '\[1/1\] ga: done' qc2.err; then
+  pass
+else
+  fail "--quiet still prints epoch or per-method lines: $(grep -h '^epoch\|\[1/1\]' q.err qt.err qc.err | head -3)"
+fi
+# One question is singular; unlearn's usage shows --method as optional (it defaults to hamu-q), image and text.
+if "$HAMU" generate --threads 1 --model "$LM" --prompt hi --max-new-tokens 2 > g1.out 2> g1.err &&
+   grep -q ' for 1 question in ' g1.err && grep -q ' for 10 questions in ' gen.err &&
+   "$HAMU" unlearn --help | head -1 | grep -qF ' [--method M] ' && "$HAMU" unlearn --model "$LM" --help | head -1 | grep -qF ' [--method M] '; then
+  pass
+else
+  fail "generate's question count or unlearn's usage line: $(cat g1.err; "$HAMU" unlearn --help | head -1)"
+fi
+# Refusing to overwrite an input names the flag.
+expect_bad compare-overwrite-input "--json: refusing to overwrite the input checkpoint" compare --model orig.safetensors \
+  --reference ref.safetensors --data "$D" "${S[@]}" --methods ga --threads 1 --json orig.safetensors
+expect_bad text-overwrite-input    "--out: refusing to overwrite the input model" unlearn --threads 1 --model gs9 --out gs9
 rm -rf out && mkdir out
 
 echo "cli_test: $PASSED passed, $FAILED failed"

@@ -89,10 +89,13 @@ std::string hamu_json_str(const Json& meta, const std::string& key, const std::s
   return v && v->is_string() ? v->as_string() : fallback;
 }
 
+PromptTemplate template_from_meta(const std::string& flag_value, const Json& meta) {
+  return template_flag(flag_value.empty() ? hamu_json_str(meta, "template", "plain") : flag_value);
+}
+
 PromptTemplate template_for_model(const std::string& flag_value, const LmSource& src) {
   if (!flag_value.empty()) return template_flag(flag_value);
-  const Json meta = read_hamu_json(src.adapter.empty() ? src.base : src.adapter);
-  return template_flag(hamu_json_str(meta, "template", "plain"));
+  return template_from_meta("", read_hamu_json(src.adapter.empty() ? src.base : src.adapter));
 }
 
 TextRun load_text_run(const std::string& data_spec, const std::string& split_spec, const std::string& duplicates,
@@ -202,7 +205,7 @@ TextRun text_run_for_model(const TextModel& m, const Args& args, uint64_t seed) 
   const std::string split = args.str_or("--split", hamu_json_str(m.meta, "split", ""));
   if (split.empty() || split == "none") throw InputError("--split: no forget set given and " + m.dir + " records none");
   const std::string dup = args.str_or("--duplicates", hamu_json_str(m.meta, "duplicates", "none"));
-  const PromptTemplate tmpl = parse_template(args.str_or("--template", hamu_json_str(m.meta, "template", "plain")));
+  const PromptTemplate tmpl = template_from_meta(args.str_or("--template", ""), m.meta);
   int64_t max_length = args.integer("--max-length");
   const int64_t ctx = models::lm_context_length(m.lm->config());
   if (max_length <= 0 || max_length > ctx) max_length = ctx;

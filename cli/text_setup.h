@@ -38,6 +38,8 @@ std::string hamu_json_str(const Json& meta, const std::string& key, const std::s
 // model's hamu.json records (the adapter's, else the model directory's: what it was trained or unlearned with),
 // else plain. A model trained under llama2-chat scored or prompted in plain would answer another prompt.
 PromptTemplate template_for_model(const std::string& flag_value, const LmSource& src);
+// The same rule on a hamu.json already read (`meta`: the adapter's, else the model directory's).
+PromptTemplate template_from_meta(const std::string& flag_value, const Json& meta);
 
 // The tokenised splits of one text run.
 struct TextRun {

@@ -18,6 +18,8 @@ bool CaptureScope::wants(const Tensor& weight, const Tensor& bias) const {
   return (weight.defined() && only_.count(weight.impl())) || (bias.defined() && only_.count(bias.impl()));
 }
 
+bool capture_active() { return t_scope && grad_enabled(); }
+
 CaptureTicket capture_layer(const char* op, const Tensor& weight, const Tensor& bias, const Tensor& input,
                             int64_t samples, int64_t positions, const kernels::ConvShape& conv) {
   if (!t_scope || !grad_enabled() || !t_scope->wants(weight, bias)) return {};

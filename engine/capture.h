@@ -82,5 +82,8 @@ CaptureTicket capture_norm(const char* op, const Tensor& gamma, const Tensor& be
                            const Tensor& mean, const Tensor& invstd, int64_t samples, int64_t positions,
                            bool mixes_samples);
 void capture_output_grad(const CaptureTicket& ticket, const Tensor& output_grad);
+// Whether ops may record now (a scope is active and gradients are on): ops with a faster form that records
+// nothing (conv2d_bn_act's single kernel) take it only when not.
+bool capture_active();
 
 }  // namespace hamu

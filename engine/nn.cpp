@@ -259,11 +259,18 @@ bool batchnorm_fusion_enabled() {
 int set_batchnorm_fusion(int mode) { return g_fusion_override.exchange(mode < 0 ? -1 : mode != 0); }
 
 Tensor BatchNorm2d::forward_act(const Tensor& x, const Tensor& residual, bool relu_after) {
-  if ((!training() || frozen) && batchnorm_fusion_enabled())
-    return batch_norm_act(x, weight, bias, running_mean, running_var, eps, residual, relu_after);
+  if (fuses()) return batch_norm_act(x, weight, bias, running_mean, running_var, eps, residual, relu_after);
   Tensor y = forward(x);
   if (residual.defined()) y = add(y, residual);
   return relu_after ? relu(y) : y;
+}
+
+bool BatchNorm2d::fuses() const { return (!training() || frozen) && batchnorm_fusion_enabled(); }
+
+Tensor conv_bn_act(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, const Tensor& residual, bool relu) {
+  if (!bn.fuses()) return bn.forward_act(conv(x), residual, relu);
+  return conv2d_bn_act(x, conv.weight, conv.bias, conv.opt, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                       bn.eps, residual, relu);
 }
 
 MaxPool2d::MaxPool2d(int kernel, int stride, int pad) {

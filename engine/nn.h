@@ -111,6 +111,8 @@ class BatchNorm2d : public Module {
   // relu?(forward(x) + residual) (residual may be undefined): one fused pass (batch_norm_act) when the
   // statistics are fixed (eval or frozen) and fusion is on, the separate ops otherwise.
   Tensor forward_act(const Tensor& x, const Tensor& residual, bool relu);
+  // Whether forward_act takes the fused pass (fixed statistics and fusion on).
+  bool fuses() const;
   Tensor weight, bias, running_mean, running_var;
   double eps, momentum;
   bool frozen = false;
@@ -118,6 +120,10 @@ class BatchNorm2d : public Module {
   // load_state_dict expects; checkpoints store it as an I64 scalar).
   int64_t num_batches_tracked = 0;
 };
+
+// bn.forward_act(conv(x), residual, relu), with the BatchNorm folded into the convolution (conv2d_bn_act:
+// one kernel where nothing needs a gradient, on the CPU) when forward_act would fuse, the same bits.
+Tensor conv_bn_act(Conv2d& conv, BatchNorm2d& bn, const Tensor& x, const Tensor& residual, bool relu);
 
 // Whether BatchNorm2d::forward_act fuses: the environment's HAMU_FUSE_BN (0 turns fusion off, for
 // before/after measurements and debugging; default on) unless set_batchnorm_fusion overrode it.

@@ -59,7 +59,11 @@ void check_indices(const char* op, const Tensor& idx, int64_t limit, int64_t all
 // ------------------------------------------------------------------------------------------------
 // Convolution
 
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& opt) {
+namespace {
+
+// conv2d's checks and geometry; bc: the contiguous bias (undefined when b is).
+kernels::ConvShape conv_shape_checked(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& opt,
+                                      Tensor& bc) {
   check_same("conv2d", x, w);
   require_dim("conv2d", x, 4, "an [N,C,H,W] input");
   require_dim("conv2d", w, 4, "a [K,C,R,S] weight");
@@ -81,13 +85,20 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOpt
   if (cs.stride_h < 1 || cs.stride_w < 1 || cs.pad_h < 0 || cs.pad_w < 0 || cs.oh() < 1 || cs.ow() < 1)
     throw InputError("conv2d: weight " + shape_str(w.shape()) + " with stride " + std::to_string(cs.stride_h) + " pad " +
                      std::to_string(cs.pad_h) + " does not fit input " + shape_str(x.shape()));
-  Tensor bc;
   if (b.defined()) {
     check_same("conv2d", x, b);
     if (b.dim() != 1 || b.shape()[0] != cs.k)
       throw InputError("conv2d: bias " + shape_str(b.shape()) + " does not match weight " + shape_str(w.shape()));
     bc = b.contiguous();
   }
+  return cs;
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& opt) {
+  Tensor bc;
+  const kernels::ConvShape cs = conv_shape_checked(x, w, b, opt, bc);
   Tensor xc = x.contiguous(), wc = w.contiguous();
   Tensor y = Tensor::empty({cs.n, cs.k, cs.oh(), cs.ow()}, x.dtype(), x.device());
   dispatch("conv2d", xc, [&](const auto& ctx, auto tag) {
@@ -287,27 +298,43 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
   return y;
 }
 
+namespace {
+
+// batch_norm_act's checks of the parameters, the statistics and the residual against its input, of `shape`
+// ([N,C,H,W] or [N,C]) and of x's device and type (x: the input, or the convolution's input when the BatchNorm
+// is folded into it). op: the name errors carry. Returns C.
+int64_t check_bn_act(const char* op, const Tensor& x, const std::vector<int64_t>& shape, const Tensor& gamma,
+                     const Tensor& beta, const Tensor& running_mean, const Tensor& running_var,
+                     const Tensor& residual) {
+  const std::string name = op;
+  if (shape.size() != 4 && shape.size() != 2)
+    throw InputError(name + ": expected an [N,C,H,W] or [N,C] input, got " + shape_str(shape));
+  for (const Tensor* p : {&gamma, &beta, &running_mean, &running_var}) {
+    if (!p->defined()) throw InputError(name + ": needs gamma, beta and the running statistics");
+    check_same(op, x, *p);
+  }
+  const int64_t c = shape[1];
+  for (const Tensor* p : {&gamma, &beta, &running_mean, &running_var})
+    if (p->numel() != c)
+      throw InputError(name + ": parameter or statistics " + shape_str(p->shape()) + " do not match " +
+                       std::to_string(c) + " channels of input " + shape_str(shape));
+  if (residual.defined()) {
+    check_same(op, x, residual);
+    if (residual.shape() != shape)
+      throw InputError(name + ": residual " + shape_str(residual.shape()) + " does not match input " +
+                       shape_str(shape));
+  }
+  return c;
+}
+
+}  // namespace
+
 Tensor batch_norm_act(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                       const Tensor& running_var, double eps, const Tensor& residual, bool relu) {
   const char* op = "batch_norm_act";
-  if (x.dim() != 4 && x.dim() != 2)
-    throw InputError("batch_norm_act: expected an [N,C,H,W] or [N,C] input, got " + shape_str(x.shape()));
-  for (const Tensor* p : {&gamma, &beta, &running_mean, &running_var}) {
-    if (!p->defined()) throw InputError("batch_norm_act: needs gamma, beta and the running statistics");
-    check_same(op, x, *p);
-  }
-  const int64_t n = x.shape()[0], c = x.shape()[1], hw = x.dim() == 4 ? x.shape()[2] * x.shape()[3] : 1;
-  for (const Tensor* p : {&gamma, &beta, &running_mean, &running_var})
-    if (p->numel() != c)
-      throw InputError("batch_norm_act: parameter or statistics " + shape_str(p->shape()) + " do not match " +
-                       std::to_string(c) + " channels of input " + shape_str(x.shape()));
+  const int64_t c = check_bn_act(op, x, x.shape(), gamma, beta, running_mean, running_var, residual);
+  const int64_t n = x.shape()[0], hw = x.dim() == 4 ? x.shape()[2] * x.shape()[3] : 1;
   const bool has_res = residual.defined();
-  if (has_res) {
-    check_same(op, x, residual);
-    if (residual.shape() != x.shape())
-      throw InputError("batch_norm_act: residual " + shape_str(residual.shape()) + " does not match input " +
-                       shape_str(x.shape()));
-  }
   Tensor xc = x.contiguous(), gc_ = gamma.contiguous(), bc = beta.contiguous();
   Tensor rc = has_res ? residual.contiguous() : Tensor();
   Tensor rm = running_mean.contiguous(), rv = running_var.contiguous();
@@ -360,6 +387,37 @@ Tensor batch_norm_act(const Tensor& x, const Tensor& gamma, const Tensor& beta, 
       return grads;
     });
   }
+  return y;
+}
+
+Tensor conv2d_bn_act(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& opt,
+                     const Tensor& gamma, const Tensor& beta, const Tensor& running_mean, const Tensor& running_var,
+                     double eps, const Tensor& residual, bool relu) {
+  Tensor bc;
+  const kernels::ConvShape cs = conv_shape_checked(x, w, b, opt, bc);
+  // One kernel only where it exists (the CPU) and where nothing needs what the two ops leave behind: a
+  // gradient (the BatchNorm backward needs the convolution's output) or a per-sample capture (hardness
+  // records both layers). Everywhere else the two ops, which give the same bits.
+  const bool fuse = !x.is_cuda() && !capture_active() &&
+                    !needs_grad({&x, &w, &b, &gamma, &beta, &running_mean, &running_var, &residual});
+  if (!fuse)
+    return batch_norm_act(conv2d(x, w, b, opt), gamma, beta, running_mean, running_var, eps, residual, relu);
+  const std::vector<int64_t> out_shape{cs.n, cs.k, cs.oh(), cs.ow()};
+  check_bn_act("conv2d_bn_act", x, out_shape, gamma, beta, running_mean, running_var, residual);
+  Tensor xc = x.contiguous(), wc = w.contiguous(), rc = residual.defined() ? residual.contiguous() : Tensor();
+  Tensor gc_ = gamma.contiguous(), bt = beta.contiguous(), rm = running_mean.contiguous(), rv = running_var.contiguous();
+  Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
+  dispatch("conv2d_bn_act", xc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<std::decay_t<decltype(ctx)>, kernels::CpuCtx>) {
+      auto ptr = [](const Tensor& t) { return t.defined() ? t.template data<T>() : static_cast<const T*>(nullptr); };
+      Tensor ws = workspace_for(xc, kernels::conv2d_workspace_elems(ctx, cs));
+      kernels::conv2d_bn_act_forward(ctx, cs, xc.data<T>(), wc.data<T>(), ptr(bc), gc_.data<T>(), bt.data<T>(),
+                                     rm.data<T>(), rv.data<T>(), T(eps), ptr(rc), relu, y.data<T>(), ws.data<T>());
+    } else {
+      throw Error("conv2d_bn_act: the single-kernel form is CPU-only");
+    }
+  });
   return y;
 }
 

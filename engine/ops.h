@@ -89,6 +89,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
 // forward_act picks it. residual may be undefined (no add); otherwise the shape of x.
 Tensor batch_norm_act(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                       const Tensor& running_var, double eps, const Tensor& residual, bool relu);
+// batch_norm_act(conv2d(x, w, b, opt), gamma, beta, running_mean, running_var, eps, residual, relu): frozen
+// BatchNorm folded into the convolution. Where no gradient is needed and no per-sample capture is active
+// (evaluation, metrics), on the CPU, it is one kernel that applies the BatchNorm pass (and the add and ReLU)
+// to each image's output while it is still in cache, with the same bits; otherwise it is the two ops.
+// residual: undefined or the convolution's output shape.
+Tensor conv2d_bn_act(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& opt,
+                     const Tensor& gamma, const Tensor& beta, const Tensor& running_mean, const Tensor& running_var,
+                     double eps, const Tensor& residual, bool relu);
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps);  // last dim
 
 Tensor softmax(const Tensor& x);      // last dim

@@ -134,6 +134,14 @@ template <class T> void col2im(const CpuCtx&, const ConvShape&, const T* col, T*
 int64_t conv2d_workspace_elems(const CpuCtx&, const ConvShape&);
 template <class T>
 void conv2d_forward(const CpuCtx&, const ConvShape&, const T* x, const T* w, const T* bias, T* y, T* ws);
+// conv2d_forward whose every image's output then gets the batchnorm_act_forward pass (BatchNorm on the
+// running statistics, + residual [n,k,oh,ow] when non-null, ReLU when relu) while it is still in cache: one
+// pass over y instead of two, the same bits as the two calls. For gradient-free forwards (nothing saved).
+// gamma, beta may be null (1 and 0). ws: conv2d_workspace_elems() elements.
+template <class T>
+void conv2d_bn_act_forward(const CpuCtx&, const ConvShape&, const T* x, const T* w, const T* bias, const T* gamma,
+                           const T* beta, const T* running_mean, const T* running_var, T eps, const T* residual,
+                           bool relu, T* y, T* ws);
 template <class T> void conv2d_backward_data(const CpuCtx&, const ConvShape&, const T* gy, const T* w, T* gx, T* ws);
 // gw (and gb when non-null) accumulate.
 template <class T>

@@ -47,8 +47,8 @@ class Cnn : public nn::Module {
   }
   Tensor forward(const Tensor& x) override {
     const Pool2dOptions pool{2, 2, 2, 2, 0, 0};
-    Tensor h = max_pool2d(bn1->forward_act((*conv1)(x), Tensor(), true), pool);
-    h = max_pool2d(bn2->forward_act((*conv2)(h), Tensor(), true), pool);
+    Tensor h = max_pool2d(conv_bn_act(*conv1, *bn1, x, Tensor(), true), pool);
+    h = max_pool2d(conv_bn_act(*conv2, *bn2, h, Tensor(), true), pool);
     return (*fc2)(relu((*fc1)(h.flatten(1))));
   }
   std::shared_ptr<Conv2d> conv1, conv2;
@@ -69,20 +69,29 @@ class BasicBlock : public nn::Module {
     kaiming_normal_fan_out(conv2->weight, rng);
     if (in != out || stride != 1) {
       shortcut = register_module("shortcut", std::make_shared<nn::Sequential>());
-      auto conv = shortcut->add(std::make_shared<Conv2d>(in, out, 1, stride, 0, false, rng));
-      shortcut->add(std::make_shared<BatchNorm2d>(out));
-      kaiming_normal_fan_out(conv->weight, rng);
+      shortcut_conv = shortcut->add(std::make_shared<Conv2d>(in, out, 1, stride, 0, false, rng));
+      shortcut_bn = shortcut->add(std::make_shared<BatchNorm2d>(out));
+      kaiming_normal_fan_out(shortcut_conv->weight, rng);
     }
   }
   Tensor forward(const Tensor& x) override {
-    // BatchNorm + ReLU (+ the residual add) are one fused pass when BatchNorm is frozen or in eval mode.
-    Tensor h = (*conv2)(bn1->forward_act((*conv1)(x), Tensor(), true));
-    const Tensor skip = shortcut ? (*shortcut)(x) : x;
-    return bn2->forward_act(h, skip, true);
+    // BatchNorm + ReLU (+ the residual add) are one fused pass when BatchNorm is frozen or in eval mode, and
+    // without gradients part of the convolution's kernel (nn::conv_bn_act).
+    Tensor h = conv_bn_act(*conv1, *bn1, x, Tensor(), true);
+    if (!shortcut) return conv_bn_act(*conv2, *bn2, h, x, true);
+    if (grad_enabled()) {
+      // The block's order of ops as it always was (conv2 before the shortcut): what per-sample captures
+      // record and autograd replays follows it.
+      Tensor c = (*conv2)(h);
+      return bn2->forward_act(c, (*shortcut)(x), true);
+    }
+    return conv_bn_act(*conv2, *bn2, h, conv_bn_act(*shortcut_conv, *shortcut_bn, x, Tensor(), false), true);
   }
   std::shared_ptr<Conv2d> conv1, conv2;
   std::shared_ptr<BatchNorm2d> bn1, bn2;
-  std::shared_ptr<nn::Sequential> shortcut;
+  std::shared_ptr<nn::Sequential> shortcut;  // "shortcut.0" (1x1 conv) and "shortcut.1" (BatchNorm), as torchvision
+  std::shared_ptr<Conv2d> shortcut_conv;     // its two children
+  std::shared_ptr<BatchNorm2d> shortcut_bn;
 };
 
 // ResNet-20 for small images: 3x3 stem (16), stages of 3 blocks at widths 16/32/64 (stride 2 into
@@ -108,7 +117,7 @@ class ResNet20 : public nn::Module {
     fc = register_module("fc", std::make_shared<Linear>(64, s.num_classes, true, rng));
   }
   Tensor forward(const Tensor& x) override {
-    Tensor h = bn1->forward_act((*conv1)(x), Tensor(), true);
+    Tensor h = conv_bn_act(*conv1, *bn1, x, Tensor(), true);
     for (auto& layer : layers) h = (*layer)(h);
     return (*fc)(global_avg_pool2d(h));
   }

@@ -1,10 +1,13 @@
 // tests/test_batch_norm_act.cpp: the fused BatchNorm(fixed statistics) + residual add + ReLU op
 // (batch_norm_act): float64 finite differences, equality with the unfused batch_norm -> add -> relu in
 // float32 (outputs, gradients, the paired routing and the per-sample capture record), the models with
-// fusion on and off (a HAMU-Q step on resnet20, hardness on cnn and resnet20), and CUDA parity.
+// fusion on and off (a HAMU-Q step on resnet20, hardness on cnn and resnet20), the BatchNorm folded into
+// the convolution (conv2d_bn_act: the same bits as the two ops, when it takes one kernel, gradients and
+// captures when not), and CUDA parity.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +17,7 @@
 #include "engine/ops.h"
 #include "engine/paired.h"
 #include "kernels/kernels.h"
+#include "kernels/perf.h"
 #include "models/models.h"
 #include "tests/gradcheck.h"
 #include "unlearn/gradients.h"
@@ -338,6 +342,198 @@ TEST_CASE("models: hardness numbers of cnn and resnet20 do not change with Batch
     }
     REQUIRE(rep[1].blocks.size() == rep[0].blocks.size());
     CHECK(rep[1].verdict == rep[0].verdict);
+  }
+}
+
+// ---- conv2d_bn_act: frozen BatchNorm folded into the convolution -----------------------------------------
+
+namespace {
+
+// Equal bit for bit (widening float32 to double is exact and keeps the sign of zeros).
+bool same_bits(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
+  const std::vector<double> av = as_doubles(a), bv = as_doubles(b);
+  return std::memcmp(av.data(), bv.data(), av.size() * sizeof(double)) == 0;
+}
+
+struct ConvCase {
+  Shape x;      // [N, C, H, W]
+  int64_t k;    // output channels
+  int r, stride, pad;
+  const char* path;  // which way through kernels/cpu/conv.cpp it takes
+};
+
+// Shapes that take every way through the CPU convolution: shifted (stride 1, wide planes, 8+ channels),
+// packed (im2col + micro-tile), pointwise (the input as its own column buffer), a single image (the
+// multi-threaded GEMM), the stride-2 shortcut, odd sizes.
+const ConvCase kConvCases[] = {
+    {{3, 8, 32, 32}, 16, 3, 1, 1, "shifted"},
+    {{3, 16, 14, 14}, 8, 3, 2, 1, "packed, stride 2"},
+    {{2, 16, 8, 8}, 32, 1, 1, 0, "pointwise"},
+    {{2, 16, 9, 9}, 32, 1, 2, 0, "1x1 stride 2 (shortcut)"},
+    {{1, 3, 12, 10}, 5, 3, 1, 1, "single image (GEMM)"},
+    {{4, 3, 7, 9}, 5, 3, 1, 2, "odd sizes, pad 2"},
+};
+
+struct ConvBnInputs {
+  Tensor x, w, b, gamma, beta, rm, rv, res;
+};
+
+ConvBnInputs make_conv_bn(const ConvCase& cc, bool with_bias, bool with_res, DType dt) {
+  ConvBnInputs in;
+  in.x = random_tensor(cc.x, -1.0, 1.0, dt);
+  in.w = random_tensor({cc.k, cc.x[1], cc.r, cc.r}, -0.5, 0.5, dt);
+  if (with_bias) in.b = random_tensor({cc.k}, -0.3, 0.3, dt);
+  in.gamma = random_tensor({cc.k}, -1.5, 1.5, dt);  // both signs
+  in.beta = random_tensor({cc.k}, -0.5, 0.5, dt);
+  in.rm = random_tensor({cc.k}, -0.5, 0.5, dt);
+  in.rv = random_tensor({cc.k}, 0.3, 2.0, dt);
+  const int64_t o_h = (cc.x[2] + 2 * cc.pad - cc.r) / cc.stride + 1, o_w = (cc.x[3] + 2 * cc.pad - cc.r) / cc.stride + 1;
+  if (with_res) in.res = random_tensor({cc.x[0], cc.k, o_h, o_w}, -1.0, 1.0, dt);
+  return in;
+}
+
+Conv2dOptions conv_opt(const ConvCase& cc) {
+  Conv2dOptions o;
+  o.stride_h = o.stride_w = cc.stride;
+  o.pad_h = o.pad_w = cc.pad;
+  return o;
+}
+
+Tensor two_ops(const ConvBnInputs& in, const Conv2dOptions& o, bool relu) {
+  return batch_norm_act(conv2d(in.x, in.w, in.b, o), in.gamma, in.beta, in.rm, in.rv, 1e-5, in.res, relu);
+}
+
+}  // namespace
+
+TEST_CASE("conv2d_bn_act: one kernel, the same bits as conv2d -> batch_norm_act (every convolution path)") {
+  for (DType dt : {DType::f32, DType::f64})
+    for (const ConvCase& cc : kConvCases)
+      for (int variant = 0; variant < 8; ++variant) {
+        const bool with_bias = variant & 1, with_res = variant & 2, relu = variant & 4;
+        CAPTURE(dtype_name(dt));
+        CAPTURE(cc.path);
+        CAPTURE(variant);
+        const ConvBnInputs in = make_conv_bn(cc, with_bias, with_res, dt);
+        const Conv2dOptions o = conv_opt(cc);
+        NoGradGuard ng;
+        const Tensor ref = two_ops(in, o, relu);
+        kernels::profile_begin(-1);
+        const Tensor y = conv2d_bn_act(in.x, in.w, in.b, o, in.gamma, in.beta, in.rm, in.rv, 1e-5, in.res, relu);
+        const kernels::ProfTable prof = kernels::profile_end();
+        // One convolution and no separate BatchNorm pass: the single kernel ran.
+        CHECK(prof.calls_of(kernels::ProfKind::conv_fwd) == 1);
+        CHECK(prof.calls_of(kernels::ProfKind::fused_elementwise) == 0);
+        CHECK(same_bits(y, ref));
+        if (relu) {  // the ReLU really cut something and something passed
+          int64_t zeros = 0;
+          const std::vector<double> v = as_doubles(y);
+          for (double e : v) zeros += e == 0.0;
+          CHECK(zeros > 0);
+          CHECK(zeros < int64_t(v.size()));
+        }
+      }
+}
+
+TEST_CASE("conv2d_bn_act: the kernel itself equals conv2d_forward + batchnorm_act_forward, null gamma/beta included") {
+  const kernels::CpuCtx ctx;
+  for (const ConvCase& cc : kConvCases) {
+    CAPTURE(cc.path);
+    const ConvBnInputs in = make_conv_bn(cc, true, true, DType::f32);
+    kernels::ConvShape s;
+    s.n = cc.x[0], s.c = cc.x[1], s.h = cc.x[2], s.w = cc.x[3], s.k = cc.k, s.r = s.s = cc.r;
+    s.stride_h = s.stride_w = cc.stride;
+    s.pad_h = s.pad_w = cc.pad;
+    const int64_t out = s.n * s.k * s.oh() * s.ow();
+    std::vector<float> ws(size_t(kernels::conv2d_workspace_elems(ctx, s)));
+    std::vector<float> a(static_cast<size_t>(out)), b(static_cast<size_t>(out));
+    std::vector<float> mean(size_t(s.k)), invstd(size_t(s.k));
+    for (int nulls = 0; nulls < 2; ++nulls) {
+      CAPTURE(nulls);
+      const float* g = nulls ? nullptr : in.gamma.data<float>();
+      const float* bt = nulls ? nullptr : in.beta.data<float>();
+      kernels::conv2d_forward(ctx, s, in.x.data<float>(), in.w.data<float>(), in.b.data<float>(), a.data(), ws.data());
+      kernels::batchnorm_act_forward(ctx, s.n, s.k, s.oh() * s.ow(), a.data(), g, bt, in.rm.data<float>(),
+                                     in.rv.data<float>(), 1e-5f, in.res.data<float>(), true, a.data(), mean.data(),
+                                     invstd.data());
+      kernels::conv2d_bn_act_forward(ctx, s, in.x.data<float>(), in.w.data<float>(), in.b.data<float>(), g, bt,
+                                     in.rm.data<float>(), in.rv.data<float>(), 1e-5f, in.res.data<float>(), true,
+                                     b.data(), ws.data());
+      CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+    }
+  }
+}
+
+TEST_CASE("conv2d_bn_act: with gradients or a capture it is the two ops (float64 finite differences, records)") {
+  const ConvCase cc{{2, 3, 6, 5}, 4, 3, 1, 1, "small"};
+  for (int with_res = 0; with_res < 2; ++with_res) {
+    CAPTURE(with_res);
+    ConvBnInputs in = make_conv_bn(cc, true, with_res, DType::f64);
+    const Conv2dOptions o = conv_opt(cc);
+    std::vector<Tensor> leaves{in.x, in.w, in.b, in.gamma, in.beta};
+    if (with_res) leaves.push_back(in.res);
+    for (Tensor& t : leaves) t = testing::leaf(t);
+    const double err = testing::gradcheck(
+        [&](const std::vector<Tensor>& t) {
+          return conv2d_bn_act(t[0], t[1], t[2], o, t[3], t[4], in.rm, in.rv, 1e-5, with_res ? t[5] : Tensor(), true);
+        },
+        leaves);
+    CHECK(err < 1e-6);
+  }
+  // Inside a capture scope the records of both layers are made, as the two ops make them.
+  ConvBnInputs in = make_conv_bn(cc, false, false, DType::f32);
+  Tensor w = testing::leaf(in.w), gamma = testing::leaf(in.gamma), beta = testing::leaf(in.beta);
+  CaptureScope scope;
+  Tensor y = conv2d_bn_act(in.x, w, Tensor(), conv_opt(cc), gamma, beta, in.rm, in.rv, 1e-5, Tensor(), true);
+  sum(y).backward();
+  REQUIRE(scope.records().size() == 2);
+  CHECK(scope.records()[0]->op == "conv2d");
+  CHECK(scope.records()[1]->op == "batch_norm");
+  CHECK(scope.records()[1]->output_grad.defined());
+}
+
+TEST_CASE("conv2d_bn_act: bad input gets one clear error") {
+  const ConvCase cc{{2, 3, 6, 6}, 4, 3, 1, 1, "small"};
+  const ConvBnInputs in = make_conv_bn(cc, false, false, DType::f32);
+  NoGradGuard ng;
+  Tensor short_gamma = random_tensor({3}, -1, 1, DType::f32);
+  CHECK_THROWS_WITH_AS(conv2d_bn_act(in.x, in.w, Tensor(), conv_opt(cc), short_gamma, in.beta, in.rm, in.rv, 1e-5,
+                                     Tensor(), true),
+                       doctest::Contains("conv2d_bn_act: parameter or statistics [3] do not match 4 channels"),
+                       InputError);
+  Tensor bad_res = random_tensor({2, 4, 5, 6}, -1, 1, DType::f32);
+  CHECK_THROWS_WITH_AS(conv2d_bn_act(in.x, in.w, Tensor(), conv_opt(cc), in.gamma, in.beta, in.rm, in.rv, 1e-5,
+                                     bad_res, true),
+                       doctest::Contains("conv2d_bn_act: residual [2, 4, 5, 6] does not match input [2, 4, 6, 6]"),
+                       InputError);
+  Tensor bad_w = random_tensor({4, 2, 3, 3}, -1, 1, DType::f32);
+  CHECK_THROWS_WITH_AS(conv2d_bn_act(in.x, bad_w, Tensor(), conv_opt(cc), in.gamma, in.beta, in.rm, in.rv, 1e-5,
+                                     Tensor(), true),
+                       doctest::Contains("conv2d: input"), InputError);
+}
+
+TEST_CASE("models: gradient-free logits of cnn and resnet20 (BatchNorm folded into the convolutions) equal the "
+          "logits with gradients, bit for bit, and take no separate BatchNorm pass") {
+  for (const char* arch : {"cnn", "resnet20"}) {
+    CAPTURE(arch);
+    const models::ModelSpec spec{arch, 3, 12, 12, 5};
+    Rng rng(31);
+    auto model = models::build_model(spec, rng);
+    perturb_batchnorm(*model, 9);
+    model->eval();
+    Tensor x = random_tensor({5, 3, 12, 12}, -1, 1, DType::f32);
+    const Tensor with_grad = model->forward(x);  // parameters require gradients: conv2d then batch_norm_act
+    Tensor folded;
+    kernels::profile_begin(-1);
+    {
+      NoGradGuard ng;
+      folded = model->forward(x);
+    }
+    const kernels::ProfTable prof = kernels::profile_end();
+    CHECK(prof.calls_of(kernels::ProfKind::fused_elementwise) == 0);
+    CHECK(prof.calls_of(kernels::ProfKind::batchnorm) == 0);
+    CHECK(prof.calls_of(kernels::ProfKind::conv_fwd) == (std::string(arch) == "cnn" ? 2 : 21));
+    CHECK(same_bits(folded, with_grad.detach()));
   }
 }
 

@@ -1,5 +1,5 @@
 // kernels/cpu/conv.cpp: im2col / col2im and 2-D convolution (forward, backward data, backward filter)
-// on the CPU.
+// on the CPU, and the forward with frozen BatchNorm (+ residual add) (+ ReLU) as its epilogue.
 //
 // The batch is spread over threads an image at a time; each thread owns a slot of the workspace and
 // runs single-threaded loops on it. Images are handed out dynamically, so a thread the OS preempts
@@ -21,7 +21,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
+#include "kernels/cpu/bn_act.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 #include "kernels/perf.h"
@@ -480,14 +482,38 @@ int64_t conv2d_workspace_elems(const CpuCtx&, const ConvShape& s) {
   return pack_offset(s) + packed_weight_elems(s);
 }
 
+namespace {
+
+// What conv2d_bn_act_forward does to each image's output [k, oh*ow] right after computing it, while it is
+// still in cache: BatchNorm on fixed statistics, the residual add and the ReLU (kernels/cpu/bn_act.h).
+template <class T> struct BnActEpilogue {
+  std::vector<T> mean, scale, shift;  // per output channel
+  const T* residual = nullptr;        // [n, k, oh, ow] or null
+  bool relu = false;
+  void apply(const ConvShape& s, int64_t i, T* yi) const {
+    const int64_t ohw = s.oh() * s.ow();
+    for (int64_t k = 0; k < s.k; ++k) {
+      const T* rp = residual ? residual + (i * s.k + k) * ohw : nullptr;
+      bn_act::plane_any(ohw, yi + k * ohw, rp, mean[size_t(k)], scale[size_t(k)], shift[size_t(k)], relu,
+                        yi + k * ohw);
+    }
+  }
+};
+
 template <class T>
-void conv2d_forward(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* w, const T* bias, T* y, T* ws) {
+void conv2d_forward_impl(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* w, const T* bias, T* y, T* ws,
+                         const BnActEpilogue<T>* epi) {
   const int64_t ohw = s.oh() * s.ow(), chw = s.c * s.h * s.w, crs = s.c * s.r * s.s, col_n = slot_elems(s);
+  auto finish = [&](int64_t i, T* yi) {
+    if (epi) epi->apply(s, i, yi);
+  };
   if (use_shifted(s)) {
     T* apack = ws + pack_offset(s);
     pack_panels(s.k, crs, [w, crs](int64_t k, int64_t p) { return w[k * crs + p]; }, apack);
     parallel_items(s.n, [&](int64_t i, int slot) {
-      shifted_image(shifted_forward(s), apack, x + i * chw, bias, y + i * s.k * ohw, ws + slot * col_n);
+      T* yi = y + i * s.k * ohw;
+      shifted_image(shifted_forward(s), apack, x + i * chw, bias, yi, ws + slot * col_n);
+      finish(i, yi);
     });
     return;
   }
@@ -508,6 +534,7 @@ void conv2d_forward(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* 
       if (bias)
         for (int64_t k = 0; k < s.k; ++k)
           for (int64_t j = 0; j < ohw; ++j) yi[k * ohw + j] += bias[k];
+      finish(i, yi);
     });
     return;
   }
@@ -523,7 +550,30 @@ void conv2d_forward(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* 
       cols = col;
     }
     gemm(ctx, false, false, s.k, ohw, crs, T(1), w, crs, cols, ld, beta, yi, ohw);
+    finish(i, yi);
   });
+}
+
+}  // namespace
+
+template <class T>
+void conv2d_forward(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* w, const T* bias, T* y, T* ws) {
+  conv2d_forward_impl<T>(ctx, s, x, w, bias, y, ws, nullptr);
+}
+
+template <class T>
+void conv2d_bn_act_forward(const CpuCtx& ctx, const ConvShape& s, const T* x, const T* w, const T* bias,
+                           const T* gamma, const T* beta, const T* running_mean, const T* running_var, T eps,
+                           const T* residual, bool relu, T* y, T* ws) {
+  BnActEpilogue<T> epi;
+  epi.residual = residual;
+  epi.relu = relu;
+  for (int64_t k = 0; k < s.k; ++k) {
+    epi.mean.push_back(running_mean[k]);
+    epi.scale.push_back(bn_act::scale_of(gamma, running_var, eps, k));
+    epi.shift.push_back(beta ? beta[k] : T(0));
+  }
+  conv2d_forward_impl<T>(ctx, s, x, w, bias, y, ws, &epi);
 }
 
 template <class T>
@@ -751,6 +801,8 @@ void conv2d_backward_filter(const CpuCtx& ctx, const ConvShape& s, const T* x, c
   template void im2col<T>(const CpuCtx&, const ConvShape&, const T*, T*);                                   \
   template void col2im<T>(const CpuCtx&, const ConvShape&, const T*, T*);                                   \
   template void conv2d_forward<T>(const CpuCtx&, const ConvShape&, const T*, const T*, const T*, T*, T*);   \
+  template void conv2d_bn_act_forward<T>(const CpuCtx&, const ConvShape&, const T*, const T*, const T*,       \
+                                         const T*, const T*, const T*, const T*, T, const T*, bool, T*, T*);   \
   template void conv2d_backward_data<T>(const CpuCtx&, const ConvShape&, const T*, const T*, T*, T*);       \
   template void conv2d_backward_filter<T>(const CpuCtx&, const ConvShape&, const T*, const T*, T*, T*, T*);
 HAMU_CONV_INSTANTIATE(float)

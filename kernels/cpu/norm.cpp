@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/cpu/bn_act.h"
 #include "kernels/kernels.h"
 
 namespace hamu::kernels {
@@ -140,20 +141,6 @@ void batchnorm_backward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, bool ba
 
 namespace {
 
-// ReLU exactly as kernels/cpu/elementwise.cpp has it (NaN passes).
-template <class T> inline T relu_value(T v) { return (v > T(0) || v != v) ? v : T(0); }
-
-// One plane (hw values of sample i, channel ch). Template flags so every variant is a branch-free loop.
-template <bool Relu, bool Res, class T>
-void bn_act_plane(int64_t hw, const T* xp, const T* rp, T mean, T scale, T shift, T* yp) {
-#pragma omp simd
-  for (int64_t k = 0; k < hw; ++k) {
-    T v = (xp[k] - mean) * scale + shift;
-    if constexpr (Res) v = v + rp[k];
-    yp[k] = Relu ? relu_value(v) : v;
-  }
-}
-
 // Backward of one plane: gz = gy masked by y (the ReLU passed where its output is not <= 0, which is
 // exactly where its input was not <= 0: the unfused relu's rule), written where asked; returns the sums.
 template <bool Relu, bool Res, bool Gz, class T>
@@ -220,18 +207,9 @@ void batchnorm_act_forward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, cons
 #pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
   for (int64_t p = 0; p < n * c; ++p) {
     const int64_t ch = p % c;
-    // The scale as batchnorm_forward_infer rounds it (from the double 1/std), so the two paths agree.
-    const double invstd = 1.0 / std::sqrt(double(running_var[ch]) + double(eps));
-    const T scale = T(double(gamma_at(gamma, ch)) * invstd);
-    const T mean = running_mean[ch], shift = beta_at(beta, ch);
     const T* rp = residual ? residual + p * hw : nullptr;
-    if (relu) {
-      if (rp) bn_act_plane<true, true>(hw, x + p * hw, rp, mean, scale, shift, y + p * hw);
-      else bn_act_plane<true, false>(hw, x + p * hw, rp, mean, scale, shift, y + p * hw);
-    } else {
-      if (rp) bn_act_plane<false, true>(hw, x + p * hw, rp, mean, scale, shift, y + p * hw);
-      else bn_act_plane<false, false>(hw, x + p * hw, rp, mean, scale, shift, y + p * hw);
-    }
+    bn_act::plane_any(hw, x + p * hw, rp, running_mean[ch], bn_act::scale_of(gamma, running_var, eps, ch),
+                      beta_at(beta, ch), relu, y + p * hw);
   }
 }
 

@@ -101,7 +101,8 @@ bool is(const char* s, const char* name) { return std::strcmp(s, name) == 0; }
 
 ProfKind prof_kind_of(const char* op) {
   if (!op) return ProfKind::other_op;
-  if (is(op, "conv2d")) return ProfKind::conv_fwd;
+  // conv2d_bn_act: the forward with the frozen BatchNorm (+ add, + ReLU) as its epilogue, counted as the conv.
+  if (is(op, "conv2d") || is(op, "conv2d_bn_act")) return ProfKind::conv_fwd;
   // The backward op runs both kernels; their own scopes split it (conv kernels), data is the remainder.
   if (starts(op, "conv2d_backward")) return ProfKind::conv_bwd_data;
   if (is(op, "fused_update") || is(op, "pseudo_grad") || is(op, "sgd") || is(op, "adamw")) return ProfKind::update;

@@ -393,6 +393,30 @@ std::vector<OpCase> build_table() {
                  return v;
                },
                .no_cudnn_too = true});
+  // Frozen BatchNorm folded into the convolution (+ residual, + ReLU): with gradients, as the runner drives it,
+  // the two ops on every backend (the single CPU kernel is for gradient-free forwards:
+  // tests/test_batch_norm_act.cpp compares it bit for bit).
+  t.push_back({.name = "conv2d_bn_act",
+               .variants = [] {
+                 V v;
+                 for (size_t i : {size_t(0), size_t(4), size_t(5), size_t(7)}) {
+                   const ConvCase& c = kConvCases[i];
+                   const int64_t k = c.w[0];
+                   const int64_t oh = (c.x[2] + 2 * c.o.pad_h - c.w[2]) / c.o.stride_h + 1;
+                   const int64_t ow = (c.x[3] + 2 * c.o.pad_w - c.w[3]) / c.o.stride_w + 1;
+                   for (int res = 0; res < 2; ++res) {
+                     std::vector<OpInput> ins = {in(c.x), in(c.w), in({k}), in({k}, -1.5, 1.5), in({k}),
+                                                 constant(random_tensor({k})), constant(random_tensor({k}, 0.5, 2.0))};
+                     if (res) ins.push_back(in({c.x[0], k, oh, ow}));
+                     v.push_back({shape_str(c.x) + (res ? " +residual relu" : " relu"), ins,
+                                  [o = c.o, res](const Ins& x) {
+                                    return conv2d_bn_act(x[0], x[1], x[2], o, x[3], x[4], x[5], x[6], 1e-5,
+                                                         res ? x[7] : Tensor(), true);
+                                  }});
+                   }
+                 }
+                 return v;
+               }});
   t.push_back({.name = "max_pool2d",
                .variants = [] { return pool_variants(max_pool2d, {Pool2dOptions{2, 2, 2, 2, 0, 0}, Pool2dOptions{3, 3, 2, 2, 1, 1}}); },
                .tol = {.f32 = 1e-6, .fwd = 0, .bwd = 1e-6}});

@@ -29,6 +29,7 @@
 #include "tests/files.h"
 #include "tests/gradcheck.h"
 #include "tests/perf_scope.h"
+#include "tests/gpu_skip.h"
 
 using namespace hamu;
 using hamu::testing::contains;
@@ -388,12 +389,8 @@ TEST_CASE("bf16 activations: only float32 is narrowed; float64 gradients are bit
 namespace {
 
 bool have_gpu() {
-  static const bool gpu = [] {
-    const bool g = kernels::cuda_device_count() > 0;
-    if (!g) std::printf("bf16 cuda tests: skipped: no GPU\n");
-    return g;
-  }();
-  return gpu;
+  static const bool g = testing::gpu_or_say("bf16 cuda tests");
+  return g;
 }
 
 const Device kGpu{Device::cuda, 0};

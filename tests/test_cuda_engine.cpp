@@ -12,18 +12,15 @@
 #include "tests/gradcheck.h"
 #include "unlearn/hardness.h"
 #include "unlearn/update.h"
+#include "tests/gpu_skip.h"
 
 using namespace hamu;
 
 namespace {
 
 bool have_gpu() {
-  static const bool gpu = [] {
-    const bool g = kernels::cuda_device_count() > 0;
-    if (!g) std::printf("cuda engine tests: skipped: no GPU\n");
-    return g;
-  }();
-  return gpu;
+  static const bool g = testing::gpu_or_say("cuda engine tests");
+  return g;
 }
 
 // Two identical models, one on the CPU and one on the GPU.

@@ -18,18 +18,15 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "tests/gpu_skip.h"
 
 namespace K = hamu::kernels;
 
 namespace {
 
 bool have_gpu() {
-  static const bool gpu = [] {
-    const bool g = K::cuda_device_count() > 0;
-    if (!g) std::printf("cuda stream scratch tests: skipped: no GPU\n");
-    return g;
-  }();
-  return gpu;
+  static const bool g = hamu::testing::gpu_or_say("cuda stream scratch tests");
+  return g;
 }
 
 void check_rt(cudaError_t e, const char* what) {

@@ -17,6 +17,7 @@
 
 #ifdef HAMU_CUDA
 #include "kernels/perf.h"
+#include "tests/gpu_skip.h"
 #endif
 
 using namespace hamu;
@@ -74,12 +75,8 @@ TEST_CASE("fused update: the single-launch limit and its environment knob") {
 namespace {
 
 bool have_gpu() {
-  static const bool gpu = [] {
-    const bool g = K::cuda_device_count() > 0;
-    if (!g) std::printf("single-launch HAMU tests: skipped: no GPU\n");
-    return g;
-  }();
-  return gpu;
+  static const bool g = testing::gpu_or_say("single-launch HAMU tests");
+  return g;
 }
 
 // Blocks of chosen sizes at odd offsets inside flat theta/r/f buffers (misaligned starts, r and f with

@@ -11,6 +11,7 @@
 #include "kernels/kernels.h"
 #include "kernels/perf.h"
 #include "tests/gradcheck.h"
+#include "tests/gpu_skip.h"
 
 using namespace hamu;
 using namespace hamu::testing;
@@ -180,12 +181,8 @@ TEST_CASE("lm ops: a small attention block composes (gradient through rope, atte
 #ifdef HAMU_CUDA
 namespace {
 bool lm_gpu_ready() {
-  static const bool gpu = [] {
-    const bool g = kernels::cuda_device_count() > 0;
-    if (!g) std::printf("cuda lm op tests: skipped: no GPU\n");
-    return g;
-  }();
-  return gpu;
+  static const bool g = testing::gpu_or_say("cuda lm op tests");
+  return g;
 }
 const Device kGpu{Device::cuda, 0};
 Tensor f32(const Tensor& t) { return t.to(DType::f32); }

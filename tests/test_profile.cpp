@@ -18,6 +18,7 @@
 #include "unlearn/gradients.h"
 #include "unlearn/method_registry.h"
 #include "unlearn/update.h"
+#include "tests/gpu_skip.h"
 
 using namespace hamu;
 using kernels::ProfKind;
@@ -151,12 +152,8 @@ TEST_CASE("profile: op names map to kinds; the speed switches round-trip") {
 #ifdef HAMU_CUDA
 namespace {
 bool profile_have_gpu() {
-  static const bool gpu = [] {
-    const bool g = kernels::cuda_device_count() > 0;
-    if (!g) std::printf("cuda profile/graph tests: skipped: no GPU\n");
-    return g;
-  }();
-  return gpu;
+  static const bool g = testing::gpu_or_say("cuda profile/graph tests");
+  return g;
 }
 }  // namespace
 

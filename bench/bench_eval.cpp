@@ -5,10 +5,11 @@
 // model's forward alone on one batch already on the device, repeated as often: the difference is the data
 // pipeline's share, which says where the time goes before anything is tuned. --cuda-graph 1 adds the same
 // evaluation with its full batches replayed as a captured graph (unlearn/graph_eval.h: `hamu eval --cuda-graph`),
-// checked to give the ordinary results bit for bit.
+// checked to give the ordinary results bit for bit. --profile 1: then one more forward of one batch with the
+// per-op-kind profiler on (kernels/perf.h: CUDA events on the GPU, the wall clock on the CPU), as a table.
 //
 // usage: bench_eval [--device auto|cpu|cuda] [--images N] [--batch B] [--reps R] [--model mlp|cnn|resnet20]
-//                   [--cuda-graph 0|1]
+//                   [--cuda-graph 0|1] [--profile 0|1]
 #include <omp.h>
 
 #include <cstdio>
@@ -21,6 +22,7 @@
 #include "bench/bench_common.h"
 #include "engine/ops.h"
 #include "engine/progress.h"
+#include "kernels/perf.h"
 #include "loaders/batch.h"
 #include "models/models.h"
 #include "unlearn/metrics.h"
@@ -31,7 +33,7 @@ int main(int argc, char** argv) {
   std::string device_name = "auto", arch = "cnn";
   int64_t images = 70000, batch = 1000;
   int reps = 3;
-  int graph = 0;
+  int graph = 0, profile = 0;
   bool bad = argc % 2 == 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--device")) device_name = argv[i + 1];
@@ -40,11 +42,13 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--model")) arch = argv[i + 1];
     else if (!std::strcmp(argv[i], "--cuda-graph")) graph = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--profile")) profile = std::atoi(argv[i + 1]);
     else bad = true;
   }
-  if (bad || images < 1 || images > 10000000 || batch < 1 || reps < 1 || (graph != 0 && graph != 1)) {
+  if (bad || images < 1 || images > 10000000 || batch < 1 || reps < 1 || (graph != 0 && graph != 1) ||
+      (profile != 0 && profile != 1)) {
     std::fprintf(stderr, "usage: bench_eval [--device auto|cpu|cuda] [--images N<=1e7] [--batch B] [--reps R] "
-                         "[--model mlp|cnn|resnet20] [--cuda-graph 0|1]\n");
+                         "[--model mlp|cnn|resnet20] [--cuda-graph 0|1] [--profile 0|1]\n");
     return 2;
   }
   if (!bench::resolve_device("bench_eval", device_name)) return 0;
@@ -99,6 +103,7 @@ int main(int argc, char** argv) {
     tg = time_eval(eo, graphed);
   }
   std::vector<double> forward_only;
+  kernels::ProfTable prof;
   {
     const int64_t n = std::min(batch, images);
     std::vector<int64_t> idx(all.begin(), all.begin() + n);
@@ -112,6 +117,12 @@ int main(int argc, char** argv) {
       for (int64_t k = 0; k < batches; ++k) (void)cross_entropy_per_sample(model->forward(b.images), b.labels);
       bench::sync(device);
       forward_only.push_back(now_s() - t0);
+    }
+    if (profile) {  // one batch's forward and loss, every op timed by kind
+      bench::sync(device);
+      kernels::profile_begin(device.is_cuda() ? device.index : -1);
+      (void)cross_entropy_per_sample(model->forward(b.images), b.labels);
+      prof = kernels::profile_end();
     }
   }
   const double tf = bench::median(forward_only);
@@ -136,5 +147,8 @@ int main(int argc, char** argv) {
   std::printf("| forward + per-sample loss only, one batch already on the device | %.3f | %.0f |\n", tf,
               double(images) / tf);
   std::printf("  the data pipeline and read-back: %.0f%% of the evaluation\n", tw > 0 ? 100.0 * (tw - tf) / tw : 0.0);
+  if (profile)
+    std::printf("\nprofile of one batch's forward + per-sample loss (%s):\n%s", prof.clock.c_str(),
+                kernels::format_profile(prof).c_str());
   return 0;
 }

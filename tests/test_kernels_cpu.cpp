@@ -885,6 +885,65 @@ TEST_CASE_TEMPLATE("ghost_hadamard_reduce and segment_rowdot match direct loops"
   }
 }
 
+TEST_CASE_TEMPLATE("maxpool2d: many ties, NaN and -inf, every path (2x2/2 rows of 8-output vectors with tails, the "
+                   "general windows) against PyTorch's rule",
+                   T, float, double) {
+  // PyTorch's rule: the first cell of the window, then each later cell in scan order that is greater, or NaN
+  // while the best so far is not.
+  auto ref = [](const PoolShape& ps, const std::vector<T>& x, std::vector<T>& y, std::vector<int32_t>& arg) {
+    const int64_t oh = ps.oh(), ow = ps.ow();
+    for (int64_t p = 0; p < ps.n * ps.c; ++p)
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          bool have = false;
+          T best = 0;
+          int32_t bi = -1;
+          for (int64_t ky = 0; ky < ps.r; ++ky)
+            for (int64_t kx = 0; kx < ps.s; ++kx) {
+              const int64_t iy = oy * ps.stride_h - ps.pad_h + ky, ix = ox * ps.stride_w - ps.pad_w + kx;
+              if (iy < 0 || iy >= ps.h || ix < 0 || ix >= ps.w) continue;
+              const T v = x[size_t(p * ps.h * ps.w + iy * ps.w + ix)];
+              if (!have || v > best || (std::isnan(v) && !std::isnan(best))) {
+                best = v;
+                bi = int32_t(iy * ps.w + ix);
+                have = true;
+              }
+            }
+          y[size_t((p * oh + oy) * ow + ox)] = best;
+          arg[size_t((p * oh + oy) * ow + ox)] = bi;
+        }
+  };
+  std::mt19937 g(4242);
+  const T specials[] = {T(-1), T(0), T(1), T(2), -std::numeric_limits<T>::infinity(),
+                        std::numeric_limits<T>::quiet_NaN()};
+  std::vector<PoolShape> shapes;
+  for (int64_t w : {16, 17, 30, 35, 7}) {  // 2x2/2: 8, 8, 15, 17, 3 outputs per row
+    PoolShape ps;
+    ps.n = 2, ps.c = 3, ps.h = 5, ps.w = w;
+    shapes.push_back(ps);
+  }
+  for (PoolShape ps : pool_shapes()) shapes.push_back(ps);
+  for (const PoolShape& ps : shapes) {
+    CAPTURE(ps.w);
+    CAPTURE(ps.r);
+    std::vector<T> x(sz(in_elems(ps)));
+    // Mostly four values (ties everywhere), some -inf and NaN.
+    for (T& v : x) {
+      const uint32_t r = g() % 20;
+      v = specials[r < 17 ? r % 4 : (r < 19 ? 4 : 5)];
+    }
+    std::vector<T> y(sz(out_elems(ps))), yr(y.size());
+    std::vector<int32_t> arg(y.size()), argr(y.size());
+    maxpool2d_forward(cpu, ps, x.data(), y.data(), arg.data());
+    ref(ps, x, yr, argr);
+    CHECK(arg == argr);
+    bool same = true;
+    for (size_t o = 0; o < y.size(); ++o)
+      same = same && (std::isnan(yr[o]) ? std::isnan(y[o]) : y[o] == yr[o]);
+    CHECK(same);
+  }
+}
+
 TEST_CASE("maxpool2d 2x2/2: ties keep the first maximum, NaN wins (the fast path and the general one agree)") {
   PoolShape ps;  // 1 plane, 2x4 -> 1x2
   ps.h = 2, ps.w = 4;

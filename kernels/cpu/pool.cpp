@@ -3,8 +3,12 @@
 // Every (image, channel) plane is independent, so planes are the unit of parallel work; the backward
 // passes scatter into their own plane only, which keeps them race-free and deterministic.
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "kernels/kernels.h"
 
@@ -22,6 +26,84 @@ inline Span window(int64_t o, int64_t stride, int64_t pad, int64_t size, int64_t
   return {std::max<int64_t>(start, 0), std::min<int64_t>(start + size, extent)};
 }
 
+// Max pooling's rule for the next candidate v (index i) in scan order: strict > keeps the first maximum on
+// ties; NaN wins and stays, as in PyTorch. Written with bitwise | and & so it also serves vectors (GCC's
+// vector extensions: the compares give lane masks, ?: a blend).
+template <class V, class I> inline void max_candidate(V v, I i, V& best, I& bi) {
+  const auto take = (v > best) | ((v != v) & (best == best));
+  best = take ? v : best;
+  bi = take ? i : bi;
+}
+
+// max_candidate for scalars, the selects done on the bits: as ?: on floats gcc makes them branches.
+template <class T> inline void max_candidate_bits(T v, int32_t i, T& best, int32_t& bi) {
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  const bool take = (v > best) | ((v != v) & (best == best));
+  const Bits m = Bits(0) - Bits(take);
+  best = std::bit_cast<T>((std::bit_cast<Bits>(v) & m) | (std::bit_cast<Bits>(best) & ~m));
+  const uint32_t mi = uint32_t(m);
+  bi = int32_t((uint32_t(i) & mi) | (uint32_t(bi) & ~mi));
+}
+
+// One row of 2x2/2 max pooling: ow outputs from input rows r0 and r0 + w (whose first cell has index base in
+// the plane). float: eight outputs at a time (the last 1-7 through a copy of their columns), the even and odd
+// columns split by shuffles; double: max_candidate_bits one output at a time. (The first version's scalar
+// selects became branches, which mispredict on real activations: this pass took 7x the backward's time.)
+template <class T>
+void maxpool_2x2_row(const T* r0, int64_t w, int64_t base, int64_t ow, T* y, int32_t* argmax) {
+  const T* r1 = r0 + w;
+  int64_t ox = 0;
+#if defined(__GNUC__) && !defined(__clang__)
+  if constexpr (std::is_same_v<T, float>) {
+    typedef float F8 __attribute__((vector_size(32)));
+    typedef int32_t I8 __attribute__((vector_size(32)));
+    const I8 even{0, 2, 4, 6, 8, 10, 12, 14}, odd = even + 1;
+    auto load = [](const float* p) {
+      F8 v;
+      std::memcpy(&v, p, sizeof v);
+      return v;
+    };
+    // Eight outputs from 16 columns of each row at p0 and p1 (output ox's window starts at column 2*ox).
+    auto eight = [&](const float* p0, const float* p1, int64_t ox0, F8& best, I8& bi) {
+      const F8 a0 = load(p0), a1 = load(p0 + 8), b0 = load(p1), b1 = load(p1 + 8);
+      const I8 i0 = int32_t(base + 2 * ox0) + even;
+      best = __builtin_shuffle(a0, a1, even);
+      bi = i0;
+      max_candidate(__builtin_shuffle(a0, a1, odd), i0 + 1, best, bi);
+      max_candidate(__builtin_shuffle(b0, b1, even), i0 + int32_t(w), best, bi);
+      max_candidate(__builtin_shuffle(b0, b1, odd), i0 + int32_t(w + 1), best, bi);
+    };
+    F8 best;
+    I8 bi;
+    for (; ox + 8 <= ow; ox += 8) {  // reads columns 2*ox .. 2*ox + 15 < 2*ow <= w
+      eight(r0 + 2 * ox, r1 + 2 * ox, ox, best, bi);
+      std::memcpy(y + ox, &best, sizeof best);
+      std::memcpy(argmax + ox, &bi, sizeof bi);
+    }
+    if (ox < ow) {  // the last 1-7 outputs (all of a 14-wide plane's 7) through copies of their columns
+      const int64_t rem = ow - ox;
+      float t0[16] = {}, t1[16] = {};
+      std::memcpy(t0, r0 + 2 * ox, size_t(2 * rem) * sizeof(float));
+      std::memcpy(t1, r1 + 2 * ox, size_t(2 * rem) * sizeof(float));
+      eight(t0, t1, ox, best, bi);
+      std::memcpy(y + ox, &best, size_t(rem) * sizeof(float));
+      std::memcpy(argmax + ox, &bi, size_t(rem) * sizeof(int32_t));
+      return;
+    }
+  }
+#endif
+  for (; ox < ow; ++ox) {
+    const int32_t i0 = int32_t(base + 2 * ox);
+    T best = r0[2 * ox];
+    int32_t bi = i0;
+    max_candidate_bits(r0[2 * ox + 1], i0 + 1, best, bi);
+    max_candidate_bits(r1[2 * ox], i0 + int32_t(w), best, bi);
+    max_candidate_bits(r1[2 * ox + 1], i0 + int32_t(w + 1), best, bi);
+    y[ox] = best;
+    argmax[ox] = bi;
+  }
+}
+
 }  // namespace
 
 template <class T> void maxpool2d_forward(const CpuCtx&, const PoolShape& ps, const T* x, T* y, int32_t* argmax) {
@@ -35,22 +117,8 @@ template <class T> void maxpool2d_forward(const CpuCtx&, const PoolShape& ps, co
     int32_t* ap = argmax + p * oh * ow;
     if (two_by_two) {
       // The common 2x2/2 case: four candidates in scan order, the same rule as below, no bounds.
-      for (int64_t oy = 0; oy < oh; ++oy) {
-        for (int64_t ox = 0; ox < ow; ++ox) {
-          const int32_t i0 = int32_t(2 * oy * ps.w + 2 * ox);
-          const int32_t idx[4] = {i0, i0 + 1, i0 + int32_t(ps.w), i0 + int32_t(ps.w) + 1};
-          T best = xp[idx[0]];
-          int32_t bi = idx[0];
-          for (int k = 1; k < 4; ++k) {
-            const T v = xp[idx[k]];
-            const bool take = v > best || (v != v && best == best);
-            best = take ? v : best;
-            bi = take ? idx[k] : bi;
-          }
-          yp[oy * ow + ox] = best;
-          ap[oy * ow + ox] = bi;
-        }
-      }
+      for (int64_t oy = 0; oy < oh; ++oy) maxpool_2x2_row(xp + 2 * oy * ps.w, ps.w, 2 * oy * ps.w, ow, yp + oy * ow,
+                                                          ap + oy * ow);
       continue;
     }
     for (int64_t oy = 0; oy < oh; ++oy) {
@@ -59,19 +127,18 @@ template <class T> void maxpool2d_forward(const CpuCtx&, const PoolShape& ps, co
         const Span sx = window(ox, ps.stride_w, ps.pad_w, ps.s, ps.w);
         // Padding is never a candidate: only in-bounds cells are visited. A window made only of
         // padding (impossible with pad <= kernel/2, as PyTorch requires) yields 0 and argmax -1.
-        T best = -std::numeric_limits<T>::infinity();
-        int32_t bi = -1;
-        for (int64_t iy = sy.lo; iy < sy.hi; ++iy) {
-          for (int64_t ix = sx.lo; ix < sx.hi; ++ix) {
-            const T v = xp[iy * ps.w + ix];
-            // Strict > keeps the first maximum on ties; NaN wins and stays, as in PyTorch. Selects
-            // instead of a branch: which element wins is data-dependent and mispredicts half the time.
-            const bool take = bi < 0 || v > best || (v != v && best == best);
-            best = take ? v : best;
-            bi = take ? int32_t(iy * ps.w + ix) : bi;
-          }
+        if (sy.lo >= sy.hi || sx.lo >= sx.hi) {
+          yp[oy * ow + ox] = T(0);
+          ap[oy * ow + ox] = -1;
+          continue;
         }
-        yp[oy * ow + ox] = bi < 0 ? T(0) : best;
+        // The first cell is the candidate to beat; the others by the rule (max_candidate_bits).
+        T best = xp[sy.lo * ps.w + sx.lo];
+        int32_t bi = int32_t(sy.lo * ps.w + sx.lo);
+        for (int64_t iy = sy.lo; iy < sy.hi; ++iy)
+          for (int64_t ix = iy == sy.lo ? sx.lo + 1 : sx.lo; ix < sx.hi; ++ix)
+            max_candidate_bits(xp[iy * ps.w + ix], int32_t(iy * ps.w + ix), best, bi);
+        yp[oy * ow + ox] = best;
         ap[oy * ow + ox] = bi;
       }
     }

@@ -7,10 +7,11 @@
 //
 // --cuda-graph 1: each step replayed from a captured CUDA graph (train/graph_train.h, as hamu train
 // --cuda-graph runs it: the batch copied in, one launch, one wait for the loss and the predictions).
-// --optimizer sgd (momentum 0.9, lr 1e-2) and --clip X time hamu train's other step variants.
+// --optimizer sgd (momentum 0.9, lr 1e-2) and --clip X time hamu train's other step variants. --profile 1:
+// after each model's row, one more (ordinary) step with the per-op-kind profiler on (kernels/perf.h), as a table.
 //
 // usage: bench_train [--steps N] [--reps R] [--batch B] [--device cpu|cuda|auto] [--models mlp,cnn,resnet20]
-//                    [--cuda-graph 1] [--optimizer adamw|sgd] [--clip X]
+//                    [--cuda-graph 1] [--optimizer adamw|sgd] [--clip X] [--profile 1]
 #include <omp.h>
 
 #include <algorithm>
@@ -29,6 +30,7 @@
 #include "engine/ops.h"
 #include "engine/optim.h"
 #include "kernels/kernels.h"
+#include "kernels/perf.h"
 #include "models/models.h"
 #include "train/graph_train.h"
 
@@ -62,7 +64,7 @@ double gemm_gflops() {
 int main(int argc, char** argv) {
   int steps = 10, reps = 5, batch = 128;
   std::string device_name = "cpu", models_list, optimizer = "adamw";
-  bool graph = false;
+  bool graph = false, profile = false;
   double clip = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
@@ -73,12 +75,14 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--cuda-graph")) graph = std::atoi(argv[i + 1]) != 0;
     else if (!std::strcmp(argv[i], "--optimizer")) optimizer = argv[i + 1];
     else if (!std::strcmp(argv[i], "--clip")) clip = std::atof(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--profile")) profile = std::atoi(argv[i + 1]) != 0;
     else steps = 0;  // unknown flag: usage below
   }
   if (steps < 1 || reps < 1 || batch < 2 || argc % 2 == 0 || (optimizer != "adamw" && optimizer != "sgd") ||
       !(clip >= 0)) {
     std::fprintf(stderr, "usage: bench_train [--steps N>=1] [--reps R>=1] [--batch B>=2] [--device cpu|cuda|auto] "
-                         "[--models mlp,cnn,resnet20] [--cuda-graph 1] [--optimizer adamw|sgd] [--clip X>=0]\n");
+                         "[--models mlp,cnn,resnet20] [--cuda-graph 1] [--optimizer adamw|sgd] [--clip X>=0] "
+                         "[--profile 1]\n");
     return 2;
   }
   if (!bench::resolve_device("bench_train", device_name)) return 0;
@@ -147,8 +151,8 @@ int main(int argc, char** argv) {
     b.images = x;
     b.labels = y;
     b.indices.resize(size_t(batch));
-    auto step = [&] {
-      if (graphs && graphs->step(b)) return;  // replayed (the first call: the warm-up, below)
+    auto step = [&](bool ordinary = false) {
+      if (!ordinary && graphs && graphs->step(b)) return;  // replayed (the first call: the warm-up, below)
       opt->zero_grad();
       Tensor loss = cross_entropy(model->forward(x), y);
       loss.backward();
@@ -179,6 +183,14 @@ int main(int argc, char** argv) {
     else
       std::printf("%-10s %-12s %10lld %12.2f %12.0f %11.1f %9.0f%%\n", cs.arch, input,
                   (long long)model->num_parameters(), flops_per_img / 1e6, ips, gflops, 100.0 * gflops / peak);
+    if (profile) {
+      bench::sync(device);
+      kernels::profile_begin(device.is_cuda() ? device.index : -1);
+      step(true);
+      const kernels::ProfTable t = kernels::profile_end();
+      std::printf("\nprofile of one %s training step (%s):\n%s\n", cs.arch, t.clock.c_str(),
+                  kernels::format_profile(t).c_str());
+    }
   }
   return 0;
 }

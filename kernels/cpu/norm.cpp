@@ -23,19 +23,23 @@ constexpr int64_t kColumnBlock = 256;  // LayerNorm parameter-gradient columns p
 template <class T> inline T gamma_at(const T* gamma, int64_t i) { return gamma ? gamma[i] : T(1); }
 template <class T> inline T beta_at(const T* beta, int64_t i) { return beta ? beta[i] : T(0); }
 
-// Mean and biased variance of channel ch of x [n, c, hw].
+// Mean and biased variance of channel ch of x [n, c, hw]. The sums are SIMD reductions (several partial sums,
+// combined in a fixed order: deterministic, no thread count involved): one serial chain of double additions
+// made training-mode BatchNorm a third of a cnn training step.
 template <class T> void channel_moments(int64_t n, int64_t c, int64_t hw, const T* x, int64_t ch, double& mean,
                                         double& var) {
   double s = 0;
   for (int64_t i = 0; i < n; ++i) {
     const T* xp = x + (i * c + ch) * hw;
-    for (int64_t k = 0; k < hw; ++k) s += xp[k];
+#pragma omp simd reduction(+ : s)
+    for (int64_t k = 0; k < hw; ++k) s += double(xp[k]);
   }
   const double count = double(n * hw);
   mean = s / count;
   double q = 0;
   for (int64_t i = 0; i < n; ++i) {
     const T* xp = x + (i * c + ch) * hw;
+#pragma omp simd reduction(+ : q)
     for (int64_t k = 0; k < hw; ++k) {
       const double d = double(xp[k]) - mean;
       q += d * d;
@@ -106,8 +110,9 @@ void batchnorm_backward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, bool ba
     for (int64_t i = 0; i < n; ++i) {
       const T* xp = x + (i * c + ch) * hw;
       const T* gp = gy + (i * c + ch) * hw;
+#pragma omp simd reduction(+ : sum_gy, sum_gy_xhat)  // as channel_moments
       for (int64_t k = 0; k < hw; ++k) {
-        sum_gy += gp[k];
+        sum_gy += double(gp[k]);
         sum_gy_xhat += double(gp[k]) * (double(xp[k]) - mean);
       }
     }

@@ -2,7 +2,9 @@
 // hidden 768, 12 heads, vocab 50257) at batch B x T tokens, with the time split into forward and backward.
 // The PyTorch peer for the ratio (<= 1.5x) is bench/peer/lm_step_torch.py; bench/RESULTS.md has both.
 //
-// usage: bench_lm_step [--batch 4] [--tokens 256] [--steps 3] [--layers 12]
+// --profile 1: then one more step with the per-op-kind profiler on (kernels/perf.h), as a table.
+//
+// usage: bench_lm_step [--batch 4] [--tokens 256] [--steps 3] [--layers 12] [--profile 1]
 #include <omp.h>
 
 #include <cstdio>
@@ -12,6 +14,7 @@
 
 #include "engine/ops.h"
 #include "engine/progress.h"
+#include "kernels/perf.h"
 #include "models/lm/lm.h"
 
 using namespace hamu;
@@ -19,11 +22,13 @@ using namespace hamu;
 int main(int argc, char** argv) {
   int64_t batch = 4, tokens = 256, layers = 12;
   int steps = 3;
+  bool profile = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batch")) batch = std::atoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--tokens")) tokens = std::atoll(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--layers")) layers = std::atoll(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--profile")) profile = std::atoi(argv[i + 1]) != 0;
   }
   if (batch < 1 || tokens < 2 || tokens > 1024 || steps < 1 || layers < 1) {
     std::fprintf(stderr, "bench_lm_step: bad arguments\n");
@@ -59,5 +64,12 @@ int main(int argc, char** argv) {
   }
   std::printf("best: forward %.2f s + backward %.2f s = %.2f s per step (%.0f tokens/s)\n", best_f, best_b,
               best_f + best_b, double(batch * tokens) / (best_f + best_b));
+  if (profile) {
+    model->zero_grad();
+    kernels::profile_begin(-1);
+    models::lm_loss(model->logits(x), x).backward();
+    const kernels::ProfTable t = kernels::profile_end();
+    std::printf("\nprofile of one step (%s):\n%s", t.clock.c_str(), kernels::format_profile(t).c_str());
+  }
   return 0;
 }

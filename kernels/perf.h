@@ -51,6 +51,10 @@ enum class ProfKind : int {
   accumulate,  // gradient accumulation (+=)
   copy,        // contiguous, concat, slices, fills
   update,      // fused HAMU update, optimizer steps
+  attention,   // causal / grouped-query attention, RoPE (language models)
+  norm,        // LayerNorm, RMSNorm
+  activation,  // GELU, SwiGLU, dropout
+  embedding,   // embedding lookups and their gradients
   other_op,    // any other kernel
   host,        // time outside every op: autograd bookkeeping, launch gaps, host synchronisation
   count

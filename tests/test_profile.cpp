@@ -135,7 +135,17 @@ TEST_CASE("profile: op names map to kinds; the speed switches round-trip") {
   CHECK(kernels::prof_kind_of("linear_backward") == ProfKind::gemm);
   CHECK(kernels::prof_kind_of("fused_update") == ProfKind::update);
   CHECK(kernels::prof_kind_of("accumulate_grad") == ProfKind::accumulate);
+  CHECK(kernels::prof_kind_of("conv2d_bn_act") == ProfKind::conv_fwd);
+  CHECK(kernels::prof_kind_of("gqa_attention_backward") == ProfKind::attention);
+  CHECK(kernels::prof_kind_of("causal_attention") == ProfKind::attention);
+  CHECK(kernels::prof_kind_of("rope_backward") == ProfKind::attention);
+  CHECK(kernels::prof_kind_of("rms_norm") == ProfKind::norm);
+  CHECK(kernels::prof_kind_of("layer_norm_backward") == ProfKind::norm);
+  CHECK(kernels::prof_kind_of("gelu_tanh_backward") == ProfKind::activation);
+  CHECK(kernels::prof_kind_of("swiglu") == ProfKind::activation);
+  CHECK(kernels::prof_kind_of("embedding_backward") == ProfKind::embedding);
   CHECK(kernels::prof_kind_of("no such op") == ProfKind::other_op);
+  for (int k = 0; k < int(ProfKind::count); ++k) CHECK(std::string(kernels::prof_kind_name(ProfKind(k))) != "?");
   const kernels::PerfOptions saved = kernels::perf_options();
   kernels::PerfOptions o;
   o.tf32 = true;

@@ -87,6 +87,10 @@ const char* prof_kind_name(ProfKind k) {
     case ProfKind::accumulate: return "gradient accumulation";
     case ProfKind::copy: return "copies (contiguous, concat, slices, fill)";
     case ProfKind::update: return "update (fused HAMU, optimizer)";
+    case ProfKind::attention: return "attention (+ RoPE)";
+    case ProfKind::norm: return "layer/RMS norm";
+    case ProfKind::activation: return "activations (GELU, SwiGLU, dropout)";
+    case ProfKind::embedding: return "embedding";
     case ProfKind::other_op: return "other ops";
     case ProfKind::host: return "outside ops (host, autograd, gaps)";
     case ProfKind::count: break;
@@ -119,6 +123,11 @@ ProfKind prof_kind_of(const char* op) {
       is(op, "sum_squares") || is(op, "sum_to") || is(op, "grad_norm") || is(op, "clip_grad_norm"))
     return ProfKind::reduction;
   if (is(op, "accumulate_grad")) return ProfKind::accumulate;
+  if (starts(op, "causal_attention") || starts(op, "gqa_attention") || starts(op, "attention") || starts(op, "rope"))
+    return ProfKind::attention;
+  if (starts(op, "layer_norm") || starts(op, "rms_norm")) return ProfKind::norm;
+  if (starts(op, "gelu") || starts(op, "swiglu") || starts(op, "dropout")) return ProfKind::activation;
+  if (starts(op, "embedding")) return ProfKind::embedding;
   if (is(op, "contiguous") || is(op, "concat") || starts(op, "narrow") || is(op, "expand") || is(op, "fill_") ||
       is(op, "permute") || starts(op, "index_select0"))
     return ProfKind::copy;

@@ -6,7 +6,6 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -18,7 +17,6 @@
 #include <vector>
 
 #include "kernels/counter_hash.h"
-#include "kernels/cpu/fast_math.h"
 #include "kernels/kernels.h"
 
 using namespace hamu::kernels;
@@ -944,52 +942,4 @@ TEST_CASE("maxpool2d 2x2/2: ties keep the first maximum, NaN wins (the fast path
   int32_t a1 = -5;
   maxpool2d_forward(cpu, one, tie.data(), &y1, &a1);
   CHECK(a1 == 0);
-}
-
-namespace {
-
-// Distance in ulps between two floats of the same sign class (the bit patterns made monotonic).
-int64_t ulps(float a, float b) {
-  auto key = [](float f) {
-    const int64_t u = std::bit_cast<uint32_t>(f);
-    return u & 0x80000000 ? int64_t(0x80000000) - u : u;
-  };
-  const int64_t d = key(a) - key(b);
-  return d < 0 ? -d : d;
-}
-
-}  // namespace
-
-TEST_CASE("fast_math: float exp has expf's bits, float tanh is within an ulp (every 251st float and the edges)") {
-  namespace fm = hamu::kernels::fast;
-  int64_t exp_off = 0, tanh_worst = 0, checked = 0;
-  auto check = [&](float x) {
-    ++checked;
-    const float e = fm::exp_f32(x), t = fm::tanh_f32(x);
-    const float e_ref = float(std::exp(double(x))), t_ref = float(std::tanh(double(x)));
-    if (std::isnan(x)) {
-      exp_off += !std::isnan(e);
-      tanh_worst = std::max<int64_t>(tanh_worst, std::isnan(t) ? 0 : 1000);
-      return;
-    }
-    exp_off += std::bit_cast<uint32_t>(e) != std::bit_cast<uint32_t>(e_ref);
-    tanh_worst = std::max(tanh_worst, ulps(t, t_ref));
-  };
-  for (uint64_t u = 0; u < (uint64_t(1) << 32); u += 251) check(std::bit_cast<float>(uint32_t(u)));
-  const float inf = std::numeric_limits<float>::infinity();
-  for (float x : {0.0f, -0.0f, 1e-3f, -1e-3f, 9.5e-4f, 88.72f, 88.73f, -103.9f, -104.0f, -87.3f, 110.0f, -110.0f, 1e30f,
-                  -1e30f, inf, -inf, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min(),
-                  9.02f, -9.02f, 10.0f})
-    check(x);
-  CHECK(checked > 17000000);
-  CHECK(exp_off == 0);
-  CHECK(tanh_worst <= 1);
-  CHECK(std::signbit(fm::tanh_f32(-0.0f)));
-  CHECK(fm::exp_f32(-inf) == 0.0f);
-  CHECK(fm::exp_f32(inf) == inf);
-  // The double form stays within an ulp over the range that needs no clamp.
-  double worst = 0;
-  for (double x = -708.0; x < 709.0; x += 0.0137) worst = std::max(worst, std::fabs(fm::exp_any(x) / std::exp(x) - 1.0));
-  CHECK(worst < 4.5e-16);
-  CHECK(fm::exp_any(-800.0) == 0.0);
 }

@@ -1,18 +1,13 @@
 // kernels/cpu/lm.cpp: language-model kernels: RMSNorm, rotary embeddings, GELU-tanh, SwiGLU, the masked
 // attention softmax and token cross-entropy fused with the log-softmax, forward and backward.
 //
-// The reference for kernels/cuda/lm.cu. Row sums are accumulated in double (SIMD reductions: a fixed order of
-// partial sums); rows are the unit of parallel work, and every parameter-gradient reduction runs over disjoint
-// column blocks, so results do not depend on the thread count. exp and tanh of floats are
-// kernels/cpu/fast_math.h's, which vectorise (libm's calls made GELU-tanh 19% of a GPT-2 step).
+// The reference for kernels/cuda/lm.cu. Row sums are accumulated in double; rows are the unit of parallel
+// work, and every parameter-gradient reduction runs over disjoint column blocks, so results do not depend
+// on the thread count.
 #include <algorithm>
-#include <bit>
 #include <cmath>
-#include <cstdint>
-#include <type_traits>
 #include <vector>
 
-#include "kernels/cpu/fast_math.h"
 #include "kernels/kernels.h"
 
 namespace hamu::kernels {
@@ -21,9 +16,7 @@ namespace {
 constexpr int64_t kParallelMin = 1 << 14;
 constexpr int64_t kColumnBlock = 256;  // RMSNorm weight-gradient columns per task
 
-// exp as kernels/cpu/fast_math.h writes it for float (vectorised, the bits of expf rounded from double), libm
-// for double.
-template <class T> inline T sigmoid_of(T x) { return T(1) / (T(1) + fast::exp_of(-x)); }
+template <class T> inline T sigmoid_of(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
 constexpr double kSqrt2OverPi = 0.7978845608028654;  // sqrt(2/pi)
 constexpr double kGeluCubic = 0.044715;
@@ -127,20 +120,19 @@ void rope_backward(const CpuCtx&, int64_t b, int64_t t, int64_t h, int64_t dh, c
 // ------------------------------------------------------------------------------------------------
 // Activations
 
-// tanh as kernels/cpu/fast_math.h writes it for float (vectorised, within an ulp), libm for double.
 template <class T> void gelu_tanh_forward(const CpuCtx&, int64_t n, const T* x, T* y) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const T v = x[i];
-    y[i] = T(0.5) * v * (T(1) + fast::tanh_of(T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v)));
+    y[i] = T(0.5) * v * (T(1) + std::tanh(T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v)));
   }
 }
 
 template <class T> void gelu_tanh_backward(const CpuCtx&, int64_t n, const T* x, const T* gy, T* gx) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const T v = x[i];
-    const T th = fast::tanh_of(T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v));
+    const T th = std::tanh(T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v));
     const T dinner = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * v * v);
     gx[i] = gy[i] * (T(0.5) * (T(1) + th) + T(0.5) * v * (T(1) - th * th) * dinner);
   }
@@ -184,20 +176,10 @@ void attention_softmax_forward(const CpuCtx&, int64_t b, int64_t h, int64_t t, T
       continue;
     }
     double s = 0;
-    if (km) {  // masked keys get an exact 0, by AND with a lane mask (a select on the int mask does not vectorise)
-      using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
-#pragma omp simd reduction(+ : s)
-      for (int64_t j = 0; j < keys; ++j) {
-        const Bits keep = Bits(0) - Bits(km[j] != 0);
-        pr[j] = std::bit_cast<T>(std::bit_cast<Bits>(fast::exp_of(scale * sr[j] - m)) & keep);
-        s += double(pr[j]);
-      }
-    } else {
-#pragma omp simd reduction(+ : s)
-      for (int64_t j = 0; j < keys; ++j) {
-        pr[j] = fast::exp_of(scale * sr[j] - m);
-        s += double(pr[j]);
-      }
+    for (int64_t j = 0; j < keys; ++j) {
+      const T e = (!km || km[j]) ? std::exp(scale * sr[j] - m) : T(0);
+      pr[j] = e;
+      s += e;
     }
     const T inv = T(1.0 / s);
     for (int64_t j = 0; j < keys; ++j) pr[j] *= inv;
@@ -219,8 +201,7 @@ void token_cross_entropy_forward(const CpuCtx&, int64_t b, int64_t t, int64_t vo
     T m = xr[0];
     for (int64_t k = 1; k < vocab; ++k) m = xr[k] > m ? xr[k] : m;
     double s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t k = 0; k < vocab; ++k) s += fast::exp_any(double(xr[k] - m));
+    for (int64_t k = 0; k < vocab; ++k) s += std::exp(double(xr[k] - m));
     const double l = double(m) + std::log(s);
     lse[r] = T(l);
     const int32_t y = j + shift < t ? labels[i * t + j + shift] : ignore_index;
@@ -244,8 +225,7 @@ void token_cross_entropy_backward(const CpuCtx&, int64_t b, int64_t t, int64_t v
       continue;
     }
     const T g = gloss[r], l = lse[r];
-#pragma omp simd
-    for (int64_t k = 0; k < vocab; ++k) gr[k] = g * fast::exp_of(xr[k] - l);
+    for (int64_t k = 0; k < vocab; ++k) gr[k] = g * std::exp(xr[k] - l);
     gr[y] -= g;
   }
 }

@@ -333,7 +333,10 @@ bench_args() {  # the arguments a bench gets here
     bench_hardness) echo "--device cuda" ;;
     bench_unlearn_step) echo "--profile" ;;
     # The cnn training step at batch 512 as bench/peer/train_cnn_torch.py times it (issue #12's training row).
-    bench_train) echo "--device cuda --batch 512 --models cnn --steps 20 --reps 5" ;;
+    # --profile 1: then one step's per-op-kind profile (CUDA events), what issue #12 item 1 asks for training too.
+    bench_train) echo "--device cuda --batch 512 --models cnn --steps 20 --reps 5 --profile 1" ;;
+    # One batch's forward profiled after the timings (issue #12 item 6: where evaluation's time goes).
+    bench_eval) echo "--profile 1" ;;
     # Llama-2-7B-shaped layers (8 of its 32: the per-layer work and the peer's ratio are the same; the whole
     # model in f32 would take the budget in random initialisation), batch 16 + 16 x 256 tokens.
     bench_lora_step) echo "--device cuda --preset 7b --layers 8 --steps 3" ;;

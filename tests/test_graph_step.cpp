@@ -51,8 +51,9 @@ struct RunOut {
 };
 
 // One unlearning run of `arch` from the same initialisation (seeded), graphed or not.
+// one_wait: OneWaitSteps (1), the three-wait ordinary step (0), or the default (-1: one wait on a GPU).
 RunOut run(const std::string& arch, const std::string& method, bool graph, bool paired, Device device,
-           int64_t steps = 5, OptimizerKind optimizer = OptimizerKind::sgd) {
+           int64_t steps = 5, OptimizerKind optimizer = OptimizerKind::sgd, int one_wait = 0) {
   const ImageDataset ds = testing::random_images(96, arch == "resnet20" ? 3 : 1, arch == "resnet20" ? 8 : 12, 4, 11);
   Split split;
   for (int64_t i = 0; i < ds.n; ++i) (ds.labels[size_t(i)] == 1 ? split.forget : split.retain).push_back(i);
@@ -74,6 +75,7 @@ RunOut run(const std::string& arch, const std::string& method, bool graph, bool 
   opt.optimizer = optimizer;
   opt.paired = paired;
   opt.graph = graph;
+  opt.one_wait = one_wait;
   opt.device = device;
   std::vector<std::string> notices;
   UnlearnHooks hooks;
@@ -246,6 +248,137 @@ TEST_CASE("graph: GraphedSteps warms up per shape, refuses a non-finite step as 
   const auto [g2, d2] = ordinary(r2, f2);
   CHECK(s->gradients.retain_loss == g2.retain_loss);
   CHECK(flat_params(*model) == flat_params(*twin));
+}
+
+TEST_CASE("one wait: HAMU runs queued whole with one wait per step equal the three-wait runs (mlp, cnn, resnet20)") {
+  for (const char* arch : {"mlp", "cnn", "resnet20"})
+    for (const char* method : {"hamu-q", "hamu-u"})
+      for (bool paired : {true, false}) {
+        if (std::string(arch) == "resnet20" && std::string(method) == "hamu-u") continue;  // time
+        INFO(arch << " " << method << (paired ? " paired" : " two passes"));
+        const RunOut plain = run(arch, method, false, paired, Device{}, 5, OptimizerKind::sgd, 0);
+        const RunOut one = run(arch, method, false, paired, Device{}, 5, OptimizerKind::sgd, 1);
+        check_same_log(plain.res, one.res);
+        CHECK(one.params == plain.params);
+        CHECK(plain.res.one_wait_steps == 0);
+        CHECK(one.res.one_wait_steps == int64_t(one.res.log.size()));
+        CHECK(one.res.graph_replays == 0);
+      }
+  // The default (-1) takes one wait on a GPU only: on the CPU there is nothing to wait for.
+  const RunOut dflt = run("mlp", "hamu-q", false, true, Device{}, 2, OptimizerKind::sgd, -1);
+  CHECK(dflt.res.one_wait_steps == 0);
+  // --cuda-graph takes precedence: its warm-up and replays are the steps, none of them a one-wait step.
+  const RunOut graphed = run("mlp", "hamu-q", true, true, Device{}, 4, OptimizerKind::sgd, 1);
+  CHECK(graphed.res.graph_replays == 3);
+  CHECK(graphed.res.one_wait_steps == 0);  // the warm-up step is the graph's own ordinary step
+}
+
+TEST_CASE("one wait: methods without a device-side step, AdamW and many processes take the three-wait step") {
+  UnlearnOptions opt;
+  opt.method = &parse_method("ga");
+  CHECK(OneWaitSteps::objection(opt, 1).find("host") != std::string::npos);
+  opt.method = &parse_method("hamu-q");
+  CHECK(OneWaitSteps::objection(opt, 1).empty());
+  CHECK(OneWaitSteps::objection(opt, 2).find("2 processes") != std::string::npos);
+  opt.optimizer = OptimizerKind::adamw;
+  CHECK(OneWaitSteps::objection(opt, 1).find("adamw") != std::string::npos);
+  opt.one_wait = 1;
+  CHECK_FALSE(OneWaitSteps::wanted(opt, 1));
+  opt.optimizer = OptimizerKind::sgd;
+  CHECK(OneWaitSteps::wanted(opt, 1));
+  opt.one_wait = -1;
+  CHECK_FALSE(OneWaitSteps::wanted(opt, 1));  // the CPU
+  opt.device = Device{Device::cuda, 0};
+  CHECK(OneWaitSteps::wanted(opt, 1));
+  opt.one_wait = 0;
+  CHECK_FALSE(OneWaitSteps::wanted(opt, 1));
+  const RunOut ga_plain = run("mlp", "ga", false, true, Device{}, 3, OptimizerKind::sgd, 0);
+  const RunOut ga = run("mlp", "ga", false, true, Device{}, 3, OptimizerKind::sgd, 1);
+  CHECK(ga.res.one_wait_steps == 0);
+  CHECK(ga.params == ga_plain.params);
+  const RunOut adamw = run("mlp", "hamu-q", false, true, Device{}, 3, OptimizerKind::adamw, 1);
+  CHECK(adamw.res.one_wait_steps == 0);
+}
+
+TEST_CASE("one wait: a non-finite step is refused by the update, the paired pass falls back inside the step") {
+  const ImageDataset ds = testing::random_images(64, 1, 10, 4, 3);
+  const Normalizer norm = compute_normalizer(ds);
+  std::vector<int64_t> all(size_t(ds.n));
+  for (int64_t i = 0; i < ds.n; ++i) all[size_t(i)] = i;
+  for (bool train_bn : {false, true}) {
+    INFO((train_bn ? "cnn with BatchNorm in training mode (two passes)" : "mlp (paired)"));
+    const std::string arch = train_bn ? "cnn" : "mlp";
+    Rng rng(9), rng2(9);
+    auto model = models::build_model({arch, 1, 10, 10, 4}, rng);
+    auto twin = models::build_model({arch, 1, 10, 10, 4}, rng2);  // the three-wait steps' model
+    UnlearnOptions opt;
+    opt.method = &parse_method("hamu-q");
+    opt.params.lr = 0.05;
+    opt.ratio = 0.2;
+    opt.stop.rule = StopRule::none;
+    Split split{{0, 1}, {2, 3}, "indices", 0};
+    std::unique_ptr<UnlearnTask> task = make_image_task(ds, split, norm, opt);
+    model->train(true);
+    twin->train(true);
+    if (!train_bn) {
+      models::set_batchnorm_frozen(*model, true);
+      models::set_batchnorm_frozen(*twin, true);
+    }
+    FusedUpdate update(model->parameters()), twin_update(twin->parameters());
+    OneWaitSteps steps(update, opt, *task);
+    auto batch = [&](int64_t start, int64_t n) {
+      std::vector<int64_t> idx(all.begin() + start, all.begin() + start + n);
+      return gather_batch(ds, idx, norm);
+    };
+    auto ordinary = [&](const Batch& r, const Batch& f, std::string* fb) {
+      GradientResult g = compute_gradients(*twin, nullptr, twin_update, r, f, *opt.method, opt.params, true, fb, task.get());
+      std::optional<StepDecision> d;
+      if (g.finite) {
+        twin_update.compute_stats();
+        d = opt.method->own_step(opt, twin_update);
+      }
+      return std::make_pair(g, d);
+    };
+    for (int k = 0; k < 4; ++k) {
+      INFO("step " << k);
+      const int64_t n = k < 2 ? 8 : 6;  // a new shape needs nothing: no warm-up, no fixed buffers
+      Batch r = batch(4 * k, n), f = batch(4 * k + n, n / 2);
+      const GraphedStep s = steps.step(*model, r, f);
+      std::string fb;
+      const auto [g, d] = ordinary(r, f, &fb);
+      REQUIRE(d.has_value());
+      CHECK_FALSE(s.replayed);
+      CHECK(s.gradients.paired == !train_bn);
+      CHECK(s.gradients.paired == g.paired);
+      CHECK(s.fallback == fb);
+      CHECK(s.gradients.retain_loss == g.retain_loss);
+      CHECK(s.gradients.forget_loss == g.forget_loss);
+      CHECK(s.decision.report.kappa == d->report.kappa);
+      CHECK(s.decision.report.applied == d->report.applied);
+      CHECK(flat_params(*model) == flat_params(*twin));
+    }
+    // A NaN input: the three-wait step reads the loss and skips the backward; the one-wait step backpropagates
+    // the NaN into the statistics and the update refuses the step. Neither moves a parameter.
+    Batch r = batch(0, 6), f = batch(6, 3);
+    static_cast<float*>(r.images.raw())[3] = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<float> before = flat_params(*model);
+    const GraphedStep s = steps.step(*model, r, f);
+    CHECK_FALSE(s.gradients.finite);
+    CHECK(std::isnan(s.gradients.retain_loss));
+    CHECK(std::isfinite(s.gradients.forget_loss));
+    CHECK(flat_params(*model) == before);
+    std::string fb;
+    const auto [gn, dn] = ordinary(r, f, &fb);
+    CHECK_FALSE(gn.finite);
+    CHECK_FALSE(dn.has_value());
+    CHECK(flat_params(*twin) == before);
+    Batch r2 = batch(10, 6), f2 = batch(20, 3);
+    const GraphedStep s2 = steps.step(*model, r2, f2);
+    const auto [g2, d2] = ordinary(r2, f2, &fb);
+    CHECK(s2.gradients.retain_loss == g2.retain_loss);
+    CHECK(flat_params(*model) == flat_params(*twin));
+    CHECK(steps.steps() == 6);
+  }
 }
 
 namespace {
@@ -774,8 +907,8 @@ TEST_CASE("cuda: --cuda-graph steps replay to the ordinary steps' parameters (re
   const Device gpu{Device::cuda, 0};
   for (const char* arch : {"cnn", "resnet20"}) {
     INFO(arch);
-    const RunOut plain = run(arch, "hamu-q", false, true, gpu, 6);
-    const RunOut graphed = run(arch, "hamu-q", true, true, gpu, 6);
+    const RunOut plain = run(arch, "hamu-q", false, true, gpu, 6, OptimizerKind::sgd, 0);
+    const RunOut graphed = run(arch, "hamu-q", true, true, gpu, 6, OptimizerKind::sgd, 0);
     MESSAGE(arch << ": graph captures " << graphed.res.graph_captures << ", replays " << graphed.res.graph_replays
                  << (graphed.res.graph_fallback.empty() ? "" : ", not used: " + graphed.res.graph_fallback));
     CHECK(graphed.res.graph_fallback == "");
@@ -783,6 +916,22 @@ TEST_CASE("cuda: --cuda-graph steps replay to the ordinary steps' parameters (re
     check_same_log(plain.res, graphed.res);
     CHECK(graphed.params == plain.params);
   }
+}
+
+TEST_CASE("cuda: the GPU's one-wait HAMU steps equal the three-wait steps (resnet20, cnn; paired, two passes; deterministic)") {
+  if (kernels::cuda_device_count() == 0) return;
+  const testing::PerfScope det(testing::deterministic_algorithms);
+  const Device gpu{Device::cuda, 0};
+  for (const char* arch : {"cnn", "resnet20"})
+    for (bool paired : {true, false}) {
+      INFO(arch << (paired ? " paired" : " two passes"));
+      const RunOut plain = run(arch, "hamu-q", false, paired, gpu, 6, OptimizerKind::sgd, 0);
+      const RunOut dflt = run(arch, "hamu-q", false, paired, gpu, 6, OptimizerKind::sgd, -1);  // one wait on a GPU
+      CHECK(plain.res.one_wait_steps == 0);
+      CHECK(dflt.res.one_wait_steps == int64_t(dflt.res.log.size()));
+      check_same_log(plain.res, dflt.res);
+      CHECK(dflt.params == plain.params);
+    }
 }
 
 TEST_CASE("cuda: adamw_step_dev equals adamw_step to the bit and moves nothing on the skip flag") {

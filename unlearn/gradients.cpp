@@ -173,7 +173,7 @@ GradientResult compute_side_gradient(nn::Module& model, nn::Module* original, Fu
 GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
                                  const Batch& forget, const Method& method, const MethodParams& params, bool allow_paired,
                                  std::string* fallback_reason, const UnlearnTask* task,
-                                 GradientObserver* observer) {
+                                 GradientObserver* observer, bool defer) {
   if (method.needs_original() && !original)
     throw Error("unlearn: method " + method.name() + " needs the original model");
   std::string why;
@@ -186,14 +186,14 @@ GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedU
   else why = module_objection(model, "");
   if (why.empty()) {
     GradientResult out;
-    if (paired_pass(model, original, update, retain, forget, method, params, out, &why, task, observer, false)) {
+    if (paired_pass(model, original, update, retain, forget, method, params, out, &why, task, observer, defer)) {
       if (fallback_reason) fallback_reason->clear();
       return out;
     }
     update.release_grads();  // discard: the two passes below rebuild r and f from zero
   }
   if (fallback_reason) *fallback_reason = why;
-  return two_passes(model, original, update, retain, forget, method, params, task, observer, false);
+  return two_passes(model, original, update, retain, forget, method, params, task, observer, defer);
 }
 
 GradientResult compute_gradients_deferred(nn::Module& model, FusedUpdate& update, const Batch& retain,

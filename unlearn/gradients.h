@@ -39,10 +39,14 @@ struct GradientResult {
 // Both paths give the same r and f (up to float rounding); GradientResult::paired says which ran.
 // task: how a batch's inputs become logits (null: model.forward, the image case); the logged losses are
 // task_loss (cross-entropy of images, mean answer-token loss of text).
+// defer: read nothing back (the one-wait step of unlearn/graph_step.h): the losses stay on the device
+// (retain_loss/forget_loss are not set; finite is true) and both objectives are always backpropagated, so a
+// non-finite loss shows up as non-finite statistics and the update refuses the step. Without defer each
+// loss is read back after its forward and a non-finite one skips the backward.
 GradientResult compute_gradients(nn::Module& model, nn::Module* original, FusedUpdate& update, const Batch& retain,
                                  const Batch& forget, const Method& method, const MethodParams& params, bool allow_paired,
                                  std::string* fallback_reason, const UnlearnTask* task = nullptr,
-                                 GradientObserver* observer = nullptr);
+                                 GradientObserver* observer = nullptr, bool defer = false);
 
 // compute_gradients without reading anything back, for a step captured as a CUDA graph (unlearn/graph_step.h):
 // the losses stay on the device (retain_loss/forget_loss are not set; finite is true), both objectives are

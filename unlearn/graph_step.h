@@ -17,6 +17,14 @@
 // (the exchange). A capture that fails gives up graphing for the rest of the run, with the reason
 // (disabled()), and the caller takes ordinary steps. On the CPU the "graph" is the step's closure run
 // again under engine/graph.h's HostSyncGuard: what the CPU tests use to prove the step is capturable.
+//
+// OneWaitSteps is the same step without a capture: the ordinary HAMU step on a GPU (issue #12 item 4, "no
+// host synchronisation inside a step"). Everything is queued before anything is read (the losses are not
+// read between the forward and the backward, the report is not waited for between the statistics and the
+// apply pass); the host waits once, at the end, for the report and both losses in pinned memory. It needs no
+// warm-up (the paired pass falls back to two passes inside the step, as the ordinary step does) and no
+// fixed buffers, so dropout and text batches of any shape are fine. Same kernels, same data: the parameters
+// and the log equal the three-wait step's bitwise; a non-finite loss is refused by the update as above.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -33,6 +41,30 @@ struct GraphedStep {
   StepDecision decision;     // meaningful when gradients.finite
   std::string fallback;      // why the gradients took two passes (as compute_gradients says)
   bool replayed = false;     // false: this step ran the ordinary way (a new shape's warm-up)
+};
+
+class OneWaitSteps {
+ public:
+  // Why this run's steps cannot take one wait (empty: they can): a method without a device-side step, the
+  // AdamW ablation, the original model, many processes. ranks: the processes of the run.
+  static std::string objection(const UnlearnOptions& opt, int ranks);
+  // Whether a run takes them: opt.one_wait (> 0 always, 0 never, < 0 on a GPU) and no objection.
+  static bool wanted(const UnlearnOptions& opt, int ranks);
+
+  OneWaitSteps(FusedUpdate& update, const UnlearnOptions& opt, const UnlearnTask& task);
+  ~OneWaitSteps();
+  OneWaitSteps(const OneWaitSteps&) = delete;
+  OneWaitSteps& operator=(const OneWaitSteps&) = delete;
+
+  GraphedStep step(nn::Module& model, const Batch& retain, const Batch& forget);
+  int64_t steps() const { return steps_; }
+
+ private:
+  FusedUpdate& update_;
+  const UnlearnOptions& opt_;
+  const UnlearnTask& task_;
+  std::unique_ptr<HostBuffer> host_;  // [HamuReport][retain loss][forget loss]
+  int64_t steps_ = 0;
 };
 
 class GraphedSteps {

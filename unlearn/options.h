@@ -71,6 +71,8 @@ struct UnlearnOptions {
   bool paired = true;               // one pass over [retain; forget] where valid (else two passes)
   bool graph = false;               // --cuda-graph: capture the whole step once per shape and replay it
                                     // (unlearn/graph_step.h; on the CPU the emulation the tests use)
+  int one_wait = -1;                // the ordinary HAMU step queued whole, one wait at its end
+                                    // (unlearn/graph_step.h OneWaitSteps): < 0 on a GPU, 0 never, > 0 always
   bool progress = true;
   int64_t max_nan_steps = 10;       // consecutive non-finite steps before stopping with "nan"
   Pairing pairing = Pairing::data;

@@ -306,6 +306,9 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
     if (res.graph_fallback.empty()) graphs = std::make_unique<GraphedSteps>(model, update, opt, task);
     else if (hooks.notice) hooks.notice("--cuda-graph not used: " + res.graph_fallback + "; the steps run the ordinary way");
   }
+  // The ordinary step of HAMU on a GPU: queued whole, one wait at its end (unlearn/graph_step.h).
+  std::unique_ptr<OneWaitSteps> one_wait;
+  if (OneWaitSteps::wanted(opt, comm.size())) one_wait = std::make_unique<OneWaitSteps>(update, opt, task);
 
   std::unique_ptr<Progress> bar;
   if (opt.progress) bar = std::make_unique<Progress>(opt.steps, "unlearn " + method.name(), "step/s");
@@ -332,6 +335,7 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
       if (hooks.notice) hooks.notice("--cuda-graph given up at step " + std::to_string(step) + ": " +
                                      res.graph_fallback + "; the remaining steps run the ordinary way");
     }
+    if (!graphed && one_wait) graphed = one_wait->step(model, rb, fb);
     GradientObserver* overlap = comm.size() > 1 ? exchange.prepare(shares) : nullptr;
     if (graphed) {
       g = graphed->gradients;
@@ -411,6 +415,7 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
     res.graph_replays = graphs->replays();
     res.graph_captures = graphs->captures();
   }
+  if (one_wait) res.one_wait_steps = one_wait->steps();
   // The final evaluation is of the model after the last step that changed it; when that point was
   // just evaluated (on a subsample), it is evaluated again in full and replaces that point.
   int64_t last_applied = 0;

@@ -54,6 +54,7 @@ struct UnlearnResult {
   // --cuda-graph: steps replayed as a captured graph, captures made, and why graphing was not used or
   // given up (empty when every step after the warm-ups was replayed).
   int64_t graph_replays = 0, graph_captures = 0;
+  int64_t one_wait_steps = 0;  // steps queued whole with one wait at the end (OneWaitSteps; the GPU's HAMU step)
   std::string graph_fallback;
   double collective_seconds = 0;    // in the exchanges between ranks (0 for one process)
 };

@@ -10,6 +10,7 @@
 #include "engine/ops.h"
 #include "loaders/text_batch.h"
 #include "models/lm/lm.h"
+#include "models/lm/lora.h"
 #include "tests/gradcheck.h"
 #include "train/text_train.h"
 #include "unlearn/gradients.h"
@@ -172,6 +173,53 @@ TEST_CASE("text unlearning runs through the shared runner: ga and hamu-q raise t
     CHECK(res.steps_done > 0);
     const EvalReport after = evaluate_text_model(*work, {&forget, &retain, &retain}, eo);
     CHECK(after.forget.loss > before.forget.loss);
+  }
+}
+
+TEST_CASE("text unlearning with one wait per step equals the three-wait steps (batches of changing length, LoRA dropout)") {
+  const int32_t vocab = 30;
+  const std::vector<QaTokens> retain = random_seqs(24, vocab, 3), forget = random_seqs(8, vocab, 4);
+  for (double dropout : {0.0, 0.2}) {
+    CAPTURE(dropout);
+    UnlearnResult res[2];
+    std::vector<double> params[2];
+    for (int one_wait : {0, 1}) {
+      auto lm = tiny_lm(vocab, 5);
+      models::LoraSpec spec;
+      spec.r = 4;
+      spec.dropout = dropout;
+      spec.targets = {"q", "v", "up"};
+      models::add_lora(*lm, spec, 7);
+      lm->train(true);
+      UnlearnOptions opt;
+      opt.method = &parse_method("hamu-q");
+      opt.steps = 6;
+      opt.batch = 5;
+      opt.forget_batch = 3;
+      opt.params.lr = 0.5;
+      opt.ratio = 0.01;
+      opt.progress = false;
+      opt.stop.rule = StopRule::none;
+      opt.one_wait = one_wait;
+      std::unique_ptr<UnlearnTask> task = make_text_task(retain, forget, 0, opt);
+      res[one_wait] = run_unlearning(*lm, nullptr, *task, opt, {});
+      params[one_wait] = flat(lm->parameters());
+    }
+    CHECK(res[0].one_wait_steps == 0);
+    CHECK(res[1].one_wait_steps == int64_t(res[1].log.size()));
+    CHECK(res[1].steps_done > 0);
+    REQUIRE(res[0].log.size() == res[1].log.size());
+    for (size_t i = 0; i < res[0].log.size(); ++i) {
+      CAPTURE(i);
+      CHECK(res[0].log[i].retain_loss == res[1].log[i].retain_loss);
+      CHECK(res[0].log[i].forget_loss == res[1].log[i].forget_loss);
+      CHECK(res[0].log[i].paired == res[1].log[i].paired);
+      CHECK(res[0].log[i].paired == (dropout == 0.0));  // active dropout: two passes, in both
+      CHECK(res[0].log[i].report.kappa == res[1].log[i].report.kappa);
+      CHECK(res[0].log[i].report.applied == res[1].log[i].report.applied);
+    }
+    CHECK(res[0].paired_fallback == res[1].paired_fallback);
+    CHECK(params[0] == params[1]);
   }
 }
 

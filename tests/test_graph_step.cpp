@@ -104,6 +104,49 @@ void check_same_log(const UnlearnResult& a, const UnlearnResult& b) {
   CHECK(a.paired_fallback == b.paired_fallback);
 }
 
+// A model and its twin (same initialisation) on a small data set, with the HAMU-Q options and the image task
+// the step tests share: `model` takes the steps under test, `twin` the three-wait ordinary steps (ordinary()).
+struct Twins {
+  ImageDataset ds = testing::random_images(64, 1, 10, 4, 3);
+  Normalizer norm = compute_normalizer(ds);
+  std::shared_ptr<nn::Module> model, twin;
+  UnlearnOptions opt;
+  std::unique_ptr<UnlearnTask> task;
+  std::unique_ptr<FusedUpdate> update, twin_update;
+
+  explicit Twins(const std::string& arch) {
+    Rng rng(9), rng2(9);
+    model = models::build_model({arch, 1, 10, 10, 4}, rng);
+    twin = models::build_model({arch, 1, 10, 10, 4}, rng2);
+    opt.method = &parse_method("hamu-q");
+    opt.params.lr = 0.05;
+    opt.ratio = 0.2;
+    opt.stop.rule = StopRule::none;
+    task = make_image_task(ds, Split{{0, 1}, {2, 3}, "indices", 0}, norm, opt);
+    model->train(true);
+    twin->train(true);
+  }
+  void make_updates() {
+    update = std::make_unique<FusedUpdate>(model->parameters());
+    twin_update = std::make_unique<FusedUpdate>(twin->parameters());
+  }
+  Batch batch(int64_t start, int64_t n) const {
+    std::vector<int64_t> idx(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) idx[size_t(i)] = start + i;
+    return gather_batch(ds, idx, norm);
+  }
+  // The twin's ordinary step: gradients (losses read back), then HAMU's own step unless a loss is not finite.
+  std::pair<GradientResult, std::optional<StepDecision>> ordinary(const Batch& r, const Batch& f, std::string* fb) {
+    GradientResult g = compute_gradients(*twin, nullptr, *twin_update, r, f, *opt.method, opt.params, true, fb, task.get());
+    std::optional<StepDecision> d;
+    if (g.finite) {
+      twin_update->compute_stats();
+      d = opt.method->own_step(opt, *twin_update);
+    }
+    return {g, d};
+  }
+};
+
 }  // namespace
 
 TEST_CASE("graph: the host-transfer guard names the call, nests, and lets host-resident reads through") {
@@ -182,36 +225,18 @@ TEST_CASE("graph: what cannot be graphed is refused up front, with the reason, a
 }
 
 TEST_CASE("graph: GraphedSteps warms up per shape, refuses a non-finite step as the ordinary step does, and follows new data") {
-  const ImageDataset ds = testing::random_images(64, 1, 10, 4, 3);
-  const Normalizer norm = compute_normalizer(ds);
-  std::vector<int64_t> all(size_t(ds.n));
-  for (int64_t i = 0; i < ds.n; ++i) all[size_t(i)] = i;
-  Rng rng(9);
-  auto model = models::build_model({"mlp", 1, 10, 10, 4}, rng);
-  Rng rng2(9);
-  auto twin = models::build_model({"mlp", 1, 10, 10, 4}, rng2);  // the ordinary steps' model
-  UnlearnOptions opt;
-  opt.method = &parse_method("hamu-q");
-  opt.params.lr = 0.05;
-  opt.ratio = 0.2;
-  opt.stop.rule = StopRule::none;
-  Split split{{0, 1}, {2, 3}, "indices", 0};
-  std::unique_ptr<UnlearnTask> task = make_image_task(ds, split, norm, opt);
-  model->train(true);
-  twin->train(true);
-  FusedUpdate update(model->parameters()), twin_update(twin->parameters());
-  REQUIRE(GraphedSteps::objection(*model, opt, *task, 1).empty());
-  GraphedSteps steps(*model, update, opt, *task);
-  auto batch = [&](int64_t start, int64_t n) {
-    std::vector<int64_t> idx(all.begin() + start, all.begin() + start + n);
-    return gather_batch(ds, idx, norm);
-  };
+  Twins t("mlp");
+  t.make_updates();
+  auto& model = t.model;
+  auto& twin = t.twin;
+  REQUIRE(GraphedSteps::objection(*model, t.opt, *t.task, 1).empty());
+  GraphedSteps steps(*model, *t.update, t.opt, *t.task);
+  auto batch = [&](int64_t start, int64_t n) { return t.batch(start, n); };
   auto ordinary = [&](const Batch& r, const Batch& f) {
     std::string fb;
-    GradientResult g = compute_gradients(*twin, nullptr, twin_update, r, f, *opt.method, opt.params, true, &fb, task.get());
-    twin_update.compute_stats();
-    StepDecision d = *opt.method->own_step(opt, twin_update);
-    return std::make_pair(g, d);
+    auto [g, d] = t.ordinary(r, f, &fb);
+    REQUIRE(d.has_value());
+    return std::make_pair(g, *d);
   };
   int64_t start = 0;
   for (int k = 0; k < 6; ++k) {
@@ -301,51 +326,20 @@ TEST_CASE("one wait: methods without a device-side step, AdamW and many processe
 }
 
 TEST_CASE("one wait: a non-finite step is refused by the update, the paired pass falls back inside the step") {
-  const ImageDataset ds = testing::random_images(64, 1, 10, 4, 3);
-  const Normalizer norm = compute_normalizer(ds);
-  std::vector<int64_t> all(size_t(ds.n));
-  for (int64_t i = 0; i < ds.n; ++i) all[size_t(i)] = i;
   for (bool train_bn : {false, true}) {
     INFO((train_bn ? "cnn with BatchNorm in training mode (two passes)" : "mlp (paired)"));
-    const std::string arch = train_bn ? "cnn" : "mlp";
-    Rng rng(9), rng2(9);
-    auto model = models::build_model({arch, 1, 10, 10, 4}, rng);
-    auto twin = models::build_model({arch, 1, 10, 10, 4}, rng2);  // the three-wait steps' model
-    UnlearnOptions opt;
-    opt.method = &parse_method("hamu-q");
-    opt.params.lr = 0.05;
-    opt.ratio = 0.2;
-    opt.stop.rule = StopRule::none;
-    Split split{{0, 1}, {2, 3}, "indices", 0};
-    std::unique_ptr<UnlearnTask> task = make_image_task(ds, split, norm, opt);
-    model->train(true);
-    twin->train(true);
-    if (!train_bn) {
-      models::set_batchnorm_frozen(*model, true);
-      models::set_batchnorm_frozen(*twin, true);
-    }
-    FusedUpdate update(model->parameters()), twin_update(twin->parameters());
-    OneWaitSteps steps(update, opt, *task);
-    auto batch = [&](int64_t start, int64_t n) {
-      std::vector<int64_t> idx(all.begin() + start, all.begin() + start + n);
-      return gather_batch(ds, idx, norm);
-    };
-    auto ordinary = [&](const Batch& r, const Batch& f, std::string* fb) {
-      GradientResult g = compute_gradients(*twin, nullptr, twin_update, r, f, *opt.method, opt.params, true, fb, task.get());
-      std::optional<StepDecision> d;
-      if (g.finite) {
-        twin_update.compute_stats();
-        d = opt.method->own_step(opt, twin_update);
-      }
-      return std::make_pair(g, d);
-    };
+    Twins t(train_bn ? "cnn" : "mlp");
+    auto& model = t.model;
+    auto& twin = t.twin;
+    t.make_updates();
+    OneWaitSteps steps(*t.update, t.opt, *t.task);
     for (int k = 0; k < 4; ++k) {
       INFO("step " << k);
       const int64_t n = k < 2 ? 8 : 6;  // a new shape needs nothing: no warm-up, no fixed buffers
-      Batch r = batch(4 * k, n), f = batch(4 * k + n, n / 2);
+      Batch r = t.batch(4 * k, n), f = t.batch(4 * k + n, n / 2);
       const GraphedStep s = steps.step(*model, r, f);
       std::string fb;
-      const auto [g, d] = ordinary(r, f, &fb);
+      const auto [g, d] = t.ordinary(r, f, &fb);
       REQUIRE(d.has_value());
       CHECK_FALSE(s.replayed);
       CHECK(s.gradients.paired == !train_bn);
@@ -359,7 +353,7 @@ TEST_CASE("one wait: a non-finite step is refused by the update, the paired pass
     }
     // A NaN input: the three-wait step reads the loss and skips the backward; the one-wait step backpropagates
     // the NaN into the statistics and the update refuses the step. Neither moves a parameter.
-    Batch r = batch(0, 6), f = batch(6, 3);
+    Batch r = t.batch(0, 6), f = t.batch(6, 3);
     static_cast<float*>(r.images.raw())[3] = std::numeric_limits<float>::quiet_NaN();
     const std::vector<float> before = flat_params(*model);
     const GraphedStep s = steps.step(*model, r, f);
@@ -368,13 +362,13 @@ TEST_CASE("one wait: a non-finite step is refused by the update, the paired pass
     CHECK(std::isfinite(s.gradients.forget_loss));
     CHECK(flat_params(*model) == before);
     std::string fb;
-    const auto [gn, dn] = ordinary(r, f, &fb);
+    const auto [gn, dn] = t.ordinary(r, f, &fb);
     CHECK_FALSE(gn.finite);
     CHECK_FALSE(dn.has_value());
     CHECK(flat_params(*twin) == before);
-    Batch r2 = batch(10, 6), f2 = batch(20, 3);
+    Batch r2 = t.batch(10, 6), f2 = t.batch(20, 3);
     const GraphedStep s2 = steps.step(*model, r2, f2);
-    const auto [g2, d2] = ordinary(r2, f2, &fb);
+    const auto [g2, d2] = t.ordinary(r2, f2, &fb);
     CHECK(s2.gradients.retain_loss == g2.retain_loss);
     CHECK(flat_params(*model) == flat_params(*twin));
     CHECK(steps.steps() == 6);

@@ -260,6 +260,10 @@ int set_batchnorm_fusion(int mode) { return g_fusion_override.exchange(mode < 0 
 
 Tensor BatchNorm2d::forward_act(const Tensor& x, const Tensor& residual, bool relu_after) {
   if (fuses()) return batch_norm_act(x, weight, bias, running_mean, running_var, eps, residual, relu_after);
+  if (batchnorm_fusion_enabled() && (residual.defined() || relu_after)) {  // batch statistics (training)
+    ++num_batches_tracked;
+    return batch_norm_train_act(x, weight, bias, running_mean, running_var, momentum, eps, residual, relu_after);
+  }
   Tensor y = forward(x);
   if (residual.defined()) y = add(y, residual);
   return relu_after ? relu(y) : y;

@@ -390,6 +390,99 @@ Tensor batch_norm_act(const Tensor& x, const Tensor& gamma, const Tensor& beta, 
   return y;
 }
 
+Tensor batch_norm_train_act(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                            const Tensor& running_var, double momentum, double eps, const Tensor& residual, bool relu) {
+  const char* op = "batch_norm_train_act";
+  const bool has_res = residual.defined();
+  if (x.is_cuda()) {  // no fused kernel on the GPU: the three ops
+    Tensor y = batch_norm(x, gamma, beta, running_mean, running_var, true, momentum, eps);
+    if (has_res) y = add(y, residual);
+    return relu ? hamu::relu(y) : y;
+  }
+  if (x.dim() != 4 && x.dim() != 2)
+    throw InputError(std::string(op) + ": expected an [N,C,H,W] or [N,C] input, got " + shape_str(x.shape()));
+  for (const Tensor* p : {&gamma, &beta}) {
+    if (!p->defined()) throw InputError(std::string(op) + ": needs gamma and beta");
+    check_same(op, x, *p);
+  }
+  const int64_t n = x.shape()[0], c = x.shape()[1], hw = x.dim() == 4 ? x.shape()[2] * x.shape()[3] : 1;
+  for (const Tensor* p : {&gamma, &beta})
+    if (p->numel() != c)
+      throw InputError(std::string(op) + ": parameter " + shape_str(p->shape()) + " does not match " +
+                       std::to_string(c) + " channels of input " + shape_str(x.shape()));
+  const bool have_running = running_mean.defined() && running_var.defined();
+  if (have_running) {
+    check_same(op, x, running_mean);
+    check_same(op, x, running_var);
+    if (running_mean.numel() != c || running_var.numel() != c)
+      throw InputError(std::string(op) + ": running statistics do not match " + std::to_string(c) + " channels");
+    if (!running_mean.is_contiguous() || !running_var.is_contiguous())
+      throw InputError(std::string(op) + ": running statistics must be contiguous (they are updated in place)");
+  }
+  if (has_res) {
+    check_same(op, x, residual);
+    if (residual.shape() != x.shape())
+      throw InputError(std::string(op) + ": residual " + shape_str(residual.shape()) + " does not match input " +
+                       shape_str(x.shape()));
+  }
+  if (n * hw < 2)
+    throw InputError(std::string(op) + ": training statistics need more than one value per channel, got input " +
+                     shape_str(x.shape()));
+  Tensor xc = x.contiguous(), gc_ = gamma.contiguous(), bc = beta.contiguous();
+  Tensor rc = has_res ? residual.contiguous() : Tensor();
+  Tensor y = empty_like(xc);
+  Tensor save_mean = Tensor::empty({c}, x.dtype(), x.device()), save_invstd = Tensor::empty({c}, x.dtype(), x.device());
+  dispatch("fused_batch_norm_train_act", xc, [&](const auto& ctx, auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<std::decay_t<decltype(ctx)>, kernels::CpuCtx>) {
+      auto mut = [](const Tensor& t) { return t.defined() ? t.template data<T>() : static_cast<T*>(nullptr); };
+      kernels::batchnorm_train_act_forward(ctx, n, c, hw, xc.data<T>(), gc_.data<T>(), bc.data<T>(), T(eps),
+                                           T(momentum), has_res ? rc.data<T>() : nullptr, relu, y.data<T>(),
+                                           save_mean.data<T>(), save_invstd.data<T>(),
+                                           have_running ? mut(running_mean) : nullptr,
+                                           have_running ? mut(running_var) : nullptr);
+    } else {
+      throw Error("batch_norm_train_act: the fused kernel is CPU-only");
+    }
+  });
+  // batch_norm's record (G: the gradient at the normalisation's output, before the add and the ReLU) and its
+  // refusal of the paired pass: batch statistics couple the samples.
+  CaptureTicket ticket = capture_norm("batch_norm", gamma, beta, xc, save_mean, save_invstd, n, hw, true);
+  paired_invalidate("batch_norm '" + gamma.name() + "' normalises with batch statistics (BatchNorm not frozen)");
+  if (needs_grad({&xc, &gc_, &bc, &rc})) {
+    Tensor xd = xc.detach(), gd = gc_.detach(), yd = relu ? y.detach() : Tensor();
+    const bool need_g = gc_.requires_grad(), need_b = bc.requires_grad(), need_r = has_res && rc.requires_grad();
+    std::vector<Tensor> inputs{xc, gc_, bc};
+    if (has_res) inputs.push_back(rc);
+    record(y, "batch_norm_train_act", inputs, [=](const Tensor& g) {
+      Tensor gcont = g.contiguous();
+      Tensor gx = empty_like(xd);
+      Tensor gres = need_r ? empty_like(xd) : Tensor();
+      Tensor gz = ticket.record ? empty_like(xd) : Tensor();
+      Tensor ggamma = need_g ? Tensor::zeros({c}, g.dtype(), g.device()) : Tensor();
+      Tensor gbeta = need_b ? Tensor::zeros({c}, g.dtype(), g.device()) : Tensor();
+      dispatch("fused_batch_norm_train_act_backward", gcont, [&](const auto& ctx, auto tag) {
+        using T = decltype(tag);
+        if constexpr (std::is_same_v<std::decay_t<decltype(ctx)>, kernels::CpuCtx>) {
+          auto ptr = [](const Tensor& t) { return t.defined() ? t.template data<T>() : static_cast<T*>(nullptr); };
+          kernels::batchnorm_train_act_backward(ctx, n, c, hw, xd.data<T>(), relu ? yd.data<T>() : nullptr,
+                                                gcont.data<T>(), relu, gd.data<T>(), save_mean.data<T>(),
+                                                save_invstd.data<T>(), gx.data<T>(), ptr(gres), ptr(gz), ptr(ggamma),
+                                                ptr(gbeta));
+        } else {
+          throw Error("batch_norm_train_act: the fused kernel is CPU-only");
+        }
+      });
+      if (gz.defined()) capture_output_grad(ticket, gz);
+      std::vector<Tensor> grads{gx, ggamma.defined() ? ggamma.reshape(gd.shape()) : Tensor(),
+                                gbeta.defined() ? gbeta.reshape(gd.shape()) : Tensor()};
+      if (has_res) grads.push_back(gres);
+      return grads;
+    });
+  }
+  return y;
+}
+
 Tensor conv2d_bn_act(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dOptions& opt,
                      const Tensor& gamma, const Tensor& beta, const Tensor& running_mean, const Tensor& running_var,
                      double eps, const Tensor& residual, bool relu) {

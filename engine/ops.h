@@ -89,6 +89,13 @@ Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, cons
 // forward_act picks it. residual may be undefined (no add); otherwise the shape of x.
 Tensor batch_norm_act(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                       const Tensor& running_var, double eps, const Tensor& residual, bool relu);
+// Training-mode BatchNorm (batch statistics; running_mean/running_var, when defined, updated in place as
+// batch_norm updates them), an optional residual add and an optional ReLU: y = relu?(batch_norm(x, train) +
+// residual). On the CPU one kernel forward and one backward (the add and the ReLU applied while each value is
+// in a register, the ReLU mask taken from y), with batch_norm's statistics, paired-pass refusal and per-sample
+// capture record; on a GPU the three ops.
+Tensor batch_norm_train_act(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                            const Tensor& running_var, double momentum, double eps, const Tensor& residual, bool relu);
 // batch_norm_act(conv2d(x, w, b, opt), gamma, beta, running_mean, running_var, eps, residual, relu): frozen
 // BatchNorm folded into the convolution. Where no gradient is needed and no per-sample capture is active
 // (evaluation, metrics), on the CPU, it is one kernel that applies the BatchNorm pass (and the add and ReLU)

@@ -190,6 +190,21 @@ void batchnorm_act_backward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, int
                             const T* gy, bool relu, const T* gamma, const T* save_mean, const T* save_invstd, T* gx,
                             T* gresidual, T* gz, T* ggamma, T* gbeta, T* ggamma2, T* gbeta2, T* ws);
 
+// Training-mode BatchNorm (batch statistics) + optional residual add + optional ReLU in one kernel, CPU only (on
+// a GPU the engine runs batch_norm, add and relu): y = act(batchnorm_forward_train's output + residual), with
+// the same bits, statistics and running update as those ops. residual may be null.
+template <class T>
+void batchnorm_train_act_forward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, const T* x, const T* gamma,
+                                 const T* beta, T eps, T momentum, const T* residual, bool relu, T* y, T* save_mean,
+                                 T* save_invstd, T* running_mean, T* running_var);
+// Its backward, the bits of relu's, add's and batchnorm_backward's (batch statistics): gz = gy masked by y as
+// batchnorm_act_backward masks it; gx overwritten; gresidual = gz and gz (the gradient at the normalisation's
+// output, for per-sample capture) overwritten when not null; ggamma, gbeta (nullable) accumulate.
+template <class T>
+void batchnorm_train_act_backward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, const T* x, const T* y,
+                                  const T* gy, bool relu, const T* gamma, const T* save_mean, const T* save_invstd,
+                                  T* gx, T* gresidual, T* gz, T* ggamma, T* gbeta);
+
 // LayerNorm over the last dim d of x [rows, d]. mean, rstd [rows]. ggamma, gbeta accumulate.
 template <class T>
 void layernorm_forward(const CpuCtx&, int64_t rows, int64_t d, const T* x, const T* gamma, const T* beta, T eps,

@@ -448,6 +448,40 @@ std::vector<OpCase> build_table() {
                  return v;
                },
                .tol = {.fd = 1e-5}});
+  // Training-mode BatchNorm + residual add + ReLU (batch_norm_train_act: one kernel on the CPU, the three ops on
+  // a GPU), every combination; with and without running statistics (updated in place).
+  t.push_back({.name = "batch_norm_train_act",
+               .variants = [] {
+                 V v;
+                 for (int res = 0; res < 2; ++res)
+                   for (int act = 0; act < 2; ++act)
+                     for (int running = 0; running < 2; ++running) {
+                       auto f = [res, act, running](const Ins& x) {
+                         const size_t r = running ? 5 : 3;
+                         return batch_norm_train_act(x[0], x[1], x[2], running ? x[3] : Tensor(), running ? x[4] : Tensor(),
+                                                     0.1, 1e-5, res ? x[r] : Tensor(), act);
+                       };
+                       auto add_case = [&](const std::string& label, const Shape& shape) {
+                         const int64_t c = shape[1];
+                         std::vector<OpInput> ins{in(shape, -2.0, 3.0), in({c}, -1.5, 1.5), in({c})};
+                         if (running) {
+                           ins.push_back(buffer(random_tensor({c})));
+                           ins.push_back(buffer(random_tensor({c}, 0.5, 2.0)));
+                         }
+                         if (res) ins.push_back(in(shape));
+                         v.push_back({label + (res ? " +residual" : "") + (act ? " relu" : "") +
+                                          (running ? " running stats" : ""),
+                                      ins, f});
+                       };
+                       add_case("[4,3,3,5]", {4, 3, 3, 5});
+                       add_case("[6,3]", {6, 3});
+                       if (running)
+                         for (const BnCase& s : kBnCases)
+                           if (s.n * s.hw > 2) add_case("shape", bn_shape(s));
+                     }
+                 return v;
+               },
+               .tol = {.fd = 1e-5}});
   // Evaluation / frozen mode: running statistics, a per-channel affine map.
   t.push_back({.name = "batch_norm (eval)",
                .variants = [] {

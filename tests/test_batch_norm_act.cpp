@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "engine/capture.h"
 #include "engine/nn.h"
 #include "engine/ops.h"
+#include "engine/optim.h"
 #include "engine/paired.h"
 #include "kernels/kernels.h"
 #include "kernels/perf.h"
@@ -534,6 +536,241 @@ TEST_CASE("models: gradient-free logits of cnn and resnet20 (BatchNorm folded in
     CHECK(prof.calls_of(kernels::ProfKind::batchnorm) == 0);
     CHECK(prof.calls_of(kernels::ProfKind::conv_fwd) == (std::string(arch) == "cnn" ? 2 : 21));
     CHECK(same_bits(folded, with_grad.detach()));
+  }
+}
+
+// ---- batch_norm_train_act: training-mode BatchNorm + residual add + ReLU -------------------------------
+
+namespace {
+
+// The three ops batch_norm_train_act replaces (batch statistics; the running statistics updated in place).
+Tensor unfused_train(const Tensor& x, const Tensor& g, const Tensor& b, const Tensor& rm, const Tensor& rv,
+                     const Tensor& res, bool act, double eps = 1e-5) {
+  Tensor y = batch_norm(x, g, b, rm, rv, true, 0.1, eps);
+  if (res.defined()) y = add(y, res);
+  return act ? relu(y) : y;
+}
+
+}  // namespace
+
+TEST_CASE("batch_norm_train_act: float64 finite differences (x, gamma, beta, residual; with/without add and ReLU)") {
+  for (const Shape& shape : {Shape{3, 4, 3, 5}, Shape{6, 5}})
+    for (int with_res = 0; with_res < 2; ++with_res)
+      for (int act = 0; act < 2; ++act) {
+        CAPTURE(shape_str(shape));
+        CAPTURE(with_res);
+        CAPTURE(act);
+        BnInputs in = make_inputs(shape, with_res, DType::f64);
+        std::vector<Tensor> leaves{in.x, in.gamma, in.beta};
+        if (with_res) leaves.push_back(in.res);
+        const double err = testing::gradcheck(
+            [&](const std::vector<Tensor>& t) {
+              return batch_norm_train_act(t[0], t[1], t[2], Tensor(), Tensor(), 0.1, 1e-5, with_res ? t[3] : Tensor(),
+                                          act);
+            },
+            leaves);
+        CHECK(err < 1e-6);
+      }
+}
+
+TEST_CASE("batch_norm_train_act equals batch_norm(train) -> add -> relu (outputs and running stats bit for bit, gradients)") {
+  for (DType dt : {DType::f32, DType::f64})
+    for (const Shape& shape : {Shape{4, 3, 5, 6}, Shape{5, 7}, Shape{3, 16, 8, 8}, Shape{2, 4, 1, 1}, Shape{9, 5, 7, 9}})
+      for (int with_res = 0; with_res < 2; ++with_res)
+        for (int act = 0; act < 2; ++act) {
+          CAPTURE(dtype_name(dt));
+          CAPTURE(shape_str(shape));
+          CAPTURE(with_res);
+          CAPTURE(act);
+          BnInputs in = make_inputs(shape, with_res, dt);
+          Tensor proj = random_tensor(shape, -1.0, 1.0, dt);
+          Tensor rm_ref = in.rm.clone(), rv_ref = in.rv.clone();
+          Tensor y_ref = unfused_train(in.x, in.gamma, in.beta, rm_ref, rv_ref, in.res, act);
+          sum(mul(y_ref, proj)).backward();
+          const std::vector<Tensor> g_ref = grads_of(in);
+          zero_grads(in);
+          Tensor rm = in.rm.clone(), rv = in.rv.clone();
+          Tensor y = batch_norm_train_act(in.x, in.gamma, in.beta, rm, rv, 0.1, 1e-5, in.res, act);
+          sum(mul(y, proj)).backward();
+          const std::vector<Tensor> g = grads_of(in);
+          CHECK(same_bits(y, y_ref));
+          CHECK(same_bits(rm, rm_ref));
+          CHECK(same_bits(rv, rv_ref));
+          CHECK_FALSE(same_bits(rm, in.rm));  // the update really happened
+          REQUIRE(g.size() == g_ref.size());
+          for (size_t i = 0; i < g.size(); ++i) {
+            CAPTURE(i);
+            REQUIRE(g[i].defined());
+            // The per-channel sums are SIMD reductions written alike in both kernels: the same bits wherever the
+            // compiler vectorises both loops alike (it does on AVX2 and AVX-512 with gcc); the check allows
+            // for a compiler that does not, and the bits are reported.
+            CHECK(rel_error(as_doubles(g[i]), as_doubles(g_ref[i])) < (dt == DType::f32 ? 1e-6 : 1e-14));
+            if (!same_bits(g[i], g_ref[i])) MESSAGE("gradient " << i << " equal but not bit for bit");
+          }
+          if (act) {  // the ReLU really cut something
+            int64_t zeros = 0;
+            for (double v : as_doubles(y)) zeros += v == 0.0;
+            CHECK(zeros > 0);
+          }
+        }
+}
+
+TEST_CASE("batch_norm_train_act: one kernel each way on the CPU; NaN and -0 masked as the unfused relu does") {
+  BnInputs in = make_inputs({4, 3, 5, 5}, true, DType::f32);
+  kernels::profile_begin(-1);
+  Tensor y = batch_norm_train_act(in.x, in.gamma, in.beta, in.rm, in.rv, 0.1, 1e-5, in.res, true);
+  sum(y).backward();
+  const kernels::ProfTable prof = kernels::profile_end();
+  CHECK(prof.calls_of(kernels::ProfKind::fused_elementwise) == 2);
+  CHECK(prof.calls_of(kernels::ProfKind::batchnorm) == 0);
+  CHECK(prof.calls_of(kernels::ProfKind::relu) == 0);
+  // Values whose normalised output plus the residual is exactly 0, NaN and ordinary: x = {-1, 1} per
+  // channel normalises to -1, +1 (gamma 1, beta 0, eps ~ 0 against the variance 1).
+  Tensor x = Tensor::from_doubles({-1, 1, -1, 1, -1, 1, std::nan(""), 1}, {8, 1}, DType::f32).requires_grad_();
+  Tensor x2 = Tensor::from_doubles({-1, 1, -1, 1, -1, 1, -1, 1}, {8, 1}, DType::f32).requires_grad_();
+  Tensor gamma = Tensor::full({1}, 1.0, DType::f32).requires_grad_(), beta = Tensor::zeros({1}, DType::f32);
+  Tensor res = Tensor::from_doubles({1, -1, 0.5, 0.25, 2, -2, 0, -1}, {8, 1}, DType::f32).requires_grad_();
+  Tensor proj = Tensor::from_doubles({1, 2, 3, 4, 5, 6, 7, 8}, {8, 1}, DType::f32);
+  for (Tensor* input : {&x, &x2}) {
+    auto run = [&](bool fused) {
+      for (Tensor* t : {input, &gamma, &res}) t->zero_grad();
+      Tensor out = fused ? batch_norm_train_act(*input, gamma, beta, Tensor(), Tensor(), 0.1, 0.0, res, true)
+                         : unfused_train(*input, gamma, beta, Tensor(), Tensor(), res, true, 0.0);
+      sum(mul(out, proj)).backward();
+      return std::vector<Tensor>{out, input->grad(), res.grad(), gamma.grad()};
+    };
+    const std::vector<Tensor> a = run(true), b = run(false);
+    for (size_t k = 0; k < a.size(); ++k) {
+      CAPTURE(k);
+      // NaN where the unfused ops give NaN (its sign bit is not specified); elsewhere the output's bits and the
+      // gradients (sums of SIMD reductions: see the test above) to float precision, exact zeros included.
+      const std::vector<double> av = as_doubles(a[k]), bv = as_doubles(b[k]);
+      REQUIRE(av.size() == bv.size());
+      for (size_t i = 0; i < av.size(); ++i) {
+        CAPTURE(i);
+        if (std::isnan(bv[i])) CHECK(std::isnan(av[i]));
+        else if (k == 0 || bv[i] == 0.0) CHECK(std::memcmp(&av[i], &bv[i], sizeof(double)) == 0);
+        else CHECK(av[i] == doctest::Approx(bv[i]).epsilon(1e-6));
+      }
+    }
+  }
+}
+
+TEST_CASE("batch_norm_train_act: refuses the paired pass as batch_norm does, and captures the same record") {
+  const int64_t n = 7;
+  for (int with_res = 0; with_res < 2; ++with_res) {
+    CAPTURE(with_res);
+    BnInputs in = make_inputs({n, 5, 4, 3}, with_res, DType::f32);
+    in.gamma.set_name("bn.weight");
+    Tensor proj = random_tensor(in.x.shape(), -1.0, 1.0, DType::f32);
+    struct Out {
+      std::vector<Tensor> cap;
+      std::string why;
+    };
+    auto run = [&](bool fused) {
+      zero_grads(in);
+      Out o;
+      Tensor gg[2] = {Tensor::zeros({5}, DType::f32), Tensor::zeros({5}, DType::f32)};
+      PairedScope scope(n, 3);
+      scope.route(in.gamma, gg[0], gg[1]);
+      CaptureScope cap;
+      Tensor rm = in.rm.clone(), rv = in.rv.clone();
+      Tensor y = fused ? batch_norm_train_act(in.x, in.gamma, in.beta, rm, rv, 0.1, 1e-5, in.res, true)
+                       : unfused_train(in.x, in.gamma, in.beta, rm, rv, in.res, true);
+      sum(mul(y, proj)).backward();
+      CHECK_FALSE(scope.valid());
+      o.why = scope.reason();
+      REQUIRE(cap.records().size() == 1);
+      const CaptureRecord& r = *cap.records()[0];
+      CHECK(r.op == "batch_norm");
+      CHECK(r.mixes_samples);
+      CHECK(r.samples == n);
+      CHECK(r.positions == 12);
+      REQUIRE(r.output_grad.defined());
+      o.cap = {r.input, r.output_grad, r.stat_a, r.stat_b};
+      return o;
+    };
+    const Out a = run(true), b = run(false);
+    CHECK(a.why == b.why);
+    CHECK(a.why.find("bn.weight") != std::string::npos);
+    for (size_t k = 0; k < a.cap.size(); ++k) {
+      CAPTURE(k);
+      CHECK(same_bits(a.cap[k], b.cap[k]));
+    }
+  }
+}
+
+TEST_CASE("batch_norm_train_act: bad input gets one clear error") {
+  BnInputs in = make_inputs({2, 3, 4, 4}, true, DType::f32);
+  CHECK_THROWS_WITH_AS(batch_norm_train_act(in.x, in.gamma, in.beta, in.rm, in.rv, 0.1, 1e-5,
+                                            random_tensor({2, 3, 4, 5}, -1, 1, DType::f32), true),
+                       doctest::Contains("residual [2, 3, 4, 5] does not match input [2, 3, 4, 4]"), InputError);
+  CHECK_THROWS_WITH_AS(batch_norm_train_act(in.x, random_tensor({4}, -1, 1, DType::f32), in.beta, in.rm, in.rv, 0.1,
+                                            1e-5, Tensor(), true),
+                       doctest::Contains("does not match 3 channels"), InputError);
+  CHECK_THROWS_WITH_AS(batch_norm_train_act(in.x, in.gamma, in.beta, random_tensor({5}, -1, 1, DType::f32), in.rv, 0.1,
+                                            1e-5, Tensor(), true),
+                       doctest::Contains("running statistics"), InputError);
+  CHECK_THROWS_WITH_AS(batch_norm_train_act(random_tensor({1, 3}, -1, 1, DType::f32), in.gamma, in.beta, in.rm, in.rv,
+                                            0.1, 1e-5, Tensor(), true),
+                       doctest::Contains("more than one value per channel"), InputError);
+  CHECK_THROWS_AS(batch_norm_train_act(random_tensor({2, 3, 4}, -1, 1, DType::f32), in.gamma, in.beta, in.rm, in.rv,
+                                       0.1, 1e-5, Tensor(), true),
+                  InputError);
+  CHECK_THROWS_AS(batch_norm_train_act(in.x, in.gamma.to(DType::f64), in.beta, in.rm, in.rv, 0.1, 1e-5, Tensor(), true),
+                  InputError);
+}
+
+TEST_CASE("models: training steps of cnn and resnet20 (batch statistics) are the same with the fusion on and off") {
+  for (const char* arch : {"cnn", "resnet20"}) {
+    CAPTURE(arch);
+    const models::ModelSpec spec{arch, 3, 8, 8, 5};
+    const Batch b = random_batch(6, 3, 8, 8, 5);
+    std::vector<Tensor> state[2];
+    std::vector<Tensor> grads[2];
+    int64_t tracked[2] = {0, 0};
+    for (int fused = 0; fused < 2; ++fused) {
+      FusionGuard guard(fused);
+      Rng rng(23);
+      auto model = models::build_model(spec, rng);
+      perturb_batchnorm(*model, 7);
+      model->train(true);
+      AdamWOptions ao;
+      ao.lr = 1e-2;
+      AdamW opt(model->parameters(), ao);
+      kernels::profile_begin(-1);
+      for (int step = 0; step < 2; ++step) {
+        opt.zero_grad();
+        cross_entropy(model->forward(b.images), b.labels).backward();
+        opt.step();
+      }
+      const kernels::ProfTable prof = kernels::profile_end();
+      CHECK((prof.calls_of(kernels::ProfKind::fused_elementwise) > 0) == bool(fused));
+      for (const Tensor& p : model->parameters()) {
+        state[fused].push_back(p.detach().clone());
+        grads[fused].push_back(p.grad().clone());
+      }
+      for (auto& [name, t] : model->named_buffers()) state[fused].push_back(t.clone());
+      std::function<void(const nn::Module&)> count = [&](const nn::Module& m) {
+        if (auto* bn = dynamic_cast<const nn::BatchNorm2d*>(&m)) tracked[fused] += bn->num_batches_tracked;
+        for (const auto& [name, child] : m.children()) count(*child);
+      };
+      count(*model);
+    }
+    REQUIRE(state[0].size() == state[1].size());
+    bool bitwise = true;
+    for (size_t i = 0; i < state[0].size(); ++i) {
+      CAPTURE(i);
+      CHECK(rel_error(as_doubles(state[1][i]), as_doubles(state[0][i])) < 1e-5);
+      bitwise = bitwise && same_bits(state[1][i], state[0][i]);
+    }
+    for (size_t i = 0; i < grads[0].size(); ++i) {
+      CHECK(rel_error(as_doubles(grads[1][i]), as_doubles(grads[0][i])) < 1e-4);
+      bitwise = bitwise && same_bits(grads[1][i], grads[0][i]);
+    }
+    MESSAGE(arch << ": weights, statistics and gradients " << (bitwise ? "bit for bit the same" : "close, not bit for bit"));
+    CHECK(tracked[0] == tracked[1]);
+    CHECK(tracked[1] > 0);
   }
 }
 

@@ -662,7 +662,10 @@ TEST_CASE("lora merge: merged weights give the adapter's logits; saved as a plai
     CHECK(contains(input_error([&] { save_hf_dir(tmp / "refused", *lm.model); }), "carries LoRA adapters"));
     merge_lora(*lm.model);
     CHECK_FALSE(has_lora(*lm.model));
-    check_close(std::string(name) + " merged vs adapter logits", lm.model->logits(ids), adapted, 1e-5);
+    // W + s*B*A against W x + s*B(A x): float32 reassociation only. The worst element relative to the largest
+    // logit is 1.5e-5 for llama_gqa on an AVX2 machine (other vector widths sum in other orders), so the bound
+    // is the file's 1e-4, the issue's.
+    check_close(std::string(name) + " merged vs adapter logits", lm.model->logits(ids), adapted, kTol);
     const std::string dir = tmp / (std::string(name) + "_merged");
     save_hf_dir(dir, *lm.model);
     LoadedLm back = load_hf_dir(dir);

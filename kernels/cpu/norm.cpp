@@ -238,6 +238,110 @@ void batchnorm_act_backward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, int
   }
 }
 
+// ---- Training-mode BatchNorm + residual add + ReLU ------------------------------------------------------
+
+template <class T>
+void batchnorm_train_act_forward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, const T* x, const T* gamma,
+                                 const T* beta, T eps, T momentum, const T* residual, bool relu, T* y, T* save_mean,
+                                 T* save_invstd, T* running_mean, T* running_var) {
+  const int64_t count = n * hw;
+#pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double mean, var;
+    channel_moments(n, c, hw, x, ch, mean, var);
+    const double invstd = 1.0 / std::sqrt(var + double(eps));
+    save_mean[ch] = T(mean);
+    save_invstd[ch] = T(invstd);
+    // batchnorm_forward_train's affine map, then the add and the ReLU on each value while it is in a register.
+    const T scale = T(double(gamma_at(gamma, ch)) * invstd), shift = beta_at(beta, ch);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t off = (i * c + ch) * hw;
+      bn_act::plane_any(hw, x + off, residual ? residual + off : nullptr, T(mean), scale, shift, relu, y + off);
+    }
+    if (running_mean) running_mean[ch] = T((1.0 - double(momentum)) * running_mean[ch] + double(momentum) * mean);
+    if (running_var) {
+      const double unbiased = count > 1 ? var * double(count) / double(count - 1) : var;
+      running_var[ch] = T((1.0 - double(momentum)) * running_var[ch] + double(momentum) * unbiased);
+    }
+  }
+}
+
+namespace {
+
+// Pass 1 over one plane: gz = gy masked as bn_act_plane_backward masks it, written into gx (and gresidual / gz
+// where asked), and added to the channel's sums. The sums are reductions that start from the channel's running
+// values, as batchnorm_backward's are, so they round as the unfused ops' do.
+template <bool Relu, bool Res, bool Gz, class T>
+void bn_train_act_plane(int64_t hw, const T* xp, const T* yp, const T* gp, double mean, T* gxp, T* grp, T* gzp,
+                        double& sum_gz, double& sum_gz_xc) {
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  double s = sum_gz, sx = sum_gz_xc;
+#pragma omp simd reduction(+ : s, sx)
+  for (int64_t k = 0; k < hw; ++k) {
+    const Bits keep = Relu && !(yp[k] <= T(0)) ? ~Bits(0) : Bits(0);
+    const T g = Relu ? std::bit_cast<T>(std::bit_cast<Bits>(gp[k]) & keep) : gp[k];
+    gxp[k] = g;
+    if constexpr (Res) grp[k] = g;
+    if constexpr (Gz) gzp[k] = g;
+    s += double(g);
+    sx += double(g) * (double(xp[k]) - mean);
+  }
+  sum_gz = s;
+  sum_gz_xc = sx;
+}
+
+// Pass 1 of one channel (bn_train_act_plane over its planes); pass 2: gx from gz, x and the sums, as
+// batchnorm_backward.
+template <bool Relu, bool Res, bool Gz, class T>
+void bn_train_act_backward_impl(int64_t n, int64_t c, int64_t hw, const T* x, const T* y, const T* gy, const T* gamma,
+                                const T* save_mean, const T* save_invstd, T* gx, T* gresidual, T* gz, T* ggamma,
+                                T* gbeta) {
+  const double count = double(n * hw);
+#pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const double mean = save_mean[ch], invstd = save_invstd[ch];
+    double sum_gz = 0, sum_gz_xc = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t off = (i * c + ch) * hw;
+      bn_train_act_plane<Relu, Res, Gz>(hw, x + off, Relu ? y + off : nullptr, gy + off, mean, gx + off,
+                                        Res ? gresidual + off : nullptr, Gz ? gz + off : nullptr, sum_gz, sum_gz_xc);
+    }
+    const double sum_gz_xhat = sum_gz_xc * invstd;
+    if (ggamma) ggamma[ch] += T(sum_gz_xhat);
+    if (gbeta) gbeta[ch] += T(sum_gz);
+    const double scale = double(gamma_at(gamma, ch)) * invstd;
+    const double mean_gz = sum_gz / count, mean_gz_xhat = sum_gz_xhat / count;
+    const double a = scale, b = -scale * mean_gz_xhat * invstd, d = -scale * mean_gz;
+    for (int64_t i = 0; i < n; ++i) {
+      const T* xp = x + (i * c + ch) * hw;
+      T* gxp = gx + (i * c + ch) * hw;
+      for (int64_t k = 0; k < hw; ++k) gxp[k] = T(a * double(gxp[k]) + b * (double(xp[k]) - mean) + d);
+    }
+  }
+}
+
+}  // namespace
+
+template <class T>
+void batchnorm_train_act_backward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, const T* x, const T* y,
+                                  const T* gy, bool relu, const T* gamma, const T* save_mean, const T* save_invstd,
+                                  T* gx, T* gresidual, T* gz, T* ggamma, T* gbeta) {
+  const bool res = gresidual != nullptr, keep = gz != nullptr;
+  auto run = [&](auto relu_c, auto res_c, auto gz_c) {
+    bn_train_act_backward_impl<decltype(relu_c)::value, decltype(res_c)::value, decltype(gz_c)::value>(
+        n, c, hw, x, y, gy, gamma, save_mean, save_invstd, gx, gresidual, gz, ggamma, gbeta);
+  };
+  using Y = std::true_type;
+  using N = std::false_type;
+  if (relu) {
+    if (res) keep ? run(Y{}, Y{}, Y{}) : run(Y{}, Y{}, N{});
+    else keep ? run(Y{}, N{}, Y{}) : run(Y{}, N{}, N{});
+  } else {
+    if (res) keep ? run(N{}, Y{}, Y{}) : run(N{}, Y{}, N{});
+    else keep ? run(N{}, N{}, Y{}) : run(N{}, N{}, N{});
+  }
+}
+
 template <class T>
 void layernorm_forward(const CpuCtx&, int64_t rows, int64_t d, const T* x, const T* gamma, const T* beta, T eps, T* y,
                        T* mean, T* rstd) {
@@ -321,6 +425,11 @@ void layernorm_backward(const CpuCtx&, int64_t rows, int64_t d, const T* x, cons
   template void batchnorm_act_backward<T>(const CpuCtx&, int64_t, int64_t, int64_t, int64_t, const T*,        \
                                           const T*, const T*, bool, const T*, const T*, const T*, T*, T*, T*, \
                                           T*, T*, T*, T*, T*);                                                \
+  template void batchnorm_train_act_forward<T>(const CpuCtx&, int64_t, int64_t, int64_t, const T*, const T*,  \
+                                               const T*, T, T, const T*, bool, T*, T*, T*, T*, T*);           \
+  template void batchnorm_train_act_backward<T>(const CpuCtx&, int64_t, int64_t, int64_t, const T*, const T*, \
+                                                const T*, bool, const T*, const T*, const T*, T*, T*, T*, T*, \
+                                                T*);                                                          \
   template void layernorm_forward<T>(const CpuCtx&, int64_t, int64_t, const T*, const T*, const T*, T, T*,   \
                                      T*, T*);                                                                 \
   template void layernorm_backward<T>(const CpuCtx&, int64_t, int64_t, const T*, const T*, const T*,          \

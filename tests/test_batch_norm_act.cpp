@@ -605,7 +605,10 @@ TEST_CASE("batch_norm_train_act equals batch_norm(train) -> add -> relu (outputs
             // compiler vectorises both loops alike (it does on AVX2 and AVX-512 with gcc); the check allows
             // for a compiler that does not, and the bits are reported.
             CHECK(rel_error(as_doubles(g[i]), as_doubles(g_ref[i])) < (dt == DType::f32 ? 1e-6 : 1e-14));
-            if (!same_bits(g[i], g_ref[i])) MESSAGE("gradient " + std::to_string(i) + " close, not bit for bit");
+            if (!same_bits(g[i], g_ref[i])) {
+              const std::string said = "gradient " + std::to_string(i) + " close, not bit for bit";
+              MESSAGE(said);
+            }
           }
           if (act) {  // the ReLU really cut something
             int64_t zeros = 0;
@@ -768,8 +771,9 @@ TEST_CASE("models: training steps of cnn and resnet20 (batch statistics) are the
       CHECK(rel_error(as_doubles(grads[1][i]), as_doubles(grads[0][i])) < 1e-4);
       bitwise = bitwise && same_bits(grads[1][i], grads[0][i]);
     }
-    MESSAGE(std::string(arch) + ": weights, statistics and gradients " +
-            (bitwise ? "bit for bit the same" : "close, not bit for bit"));
+    const std::string said = std::string(arch) + ": weights, statistics and gradients " +
+                             (bitwise ? "bit for bit the same" : "close, not bit for bit");
+    MESSAGE(said);
     CHECK(tracked[0] == tracked[1]);
     CHECK(tracked[1] > 0);
   }

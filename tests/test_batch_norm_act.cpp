@@ -80,7 +80,11 @@ const Shape kShapes[] = {{4, 3, 5, 6}, {5, 7}, {3, 16, 8, 8}, {2, 4, 1, 1}};
 
 }  // namespace
 
-TEST_CASE("batch_norm_act: float64 finite differences (x, gamma, beta, residual; with/without add and ReLU)") {
+namespace {
+
+// float64 finite differences of op(x, gamma, beta, residual, relu) over x, gamma, beta (and the residual), with
+// and without the add and the ReLU, on a 4-d and a 2-d shape.
+void check_bn_gradients(const std::function<Tensor(const std::vector<Tensor>&, const BnInputs&, bool, bool)>& op) {
   for (const Shape& shape : {Shape{3, 4, 3, 5}, Shape{6, 5}})
     for (int with_res = 0; with_res < 2; ++with_res)
       for (int act = 0; act < 2; ++act) {
@@ -90,13 +94,18 @@ TEST_CASE("batch_norm_act: float64 finite differences (x, gamma, beta, residual;
         BnInputs in = make_inputs(shape, with_res, DType::f64);
         std::vector<Tensor> leaves{in.x, in.gamma, in.beta};
         if (with_res) leaves.push_back(in.res);
-        const double err = testing::gradcheck(
-            [&](const std::vector<Tensor>& t) {
-              return batch_norm_act(t[0], t[1], t[2], in.rm, in.rv, 1e-5, with_res ? t[3] : Tensor(), act);
-            },
-            leaves);
+        const double err =
+            testing::gradcheck([&](const std::vector<Tensor>& t) { return op(t, in, with_res, act); }, leaves);
         CHECK(err < 1e-6);
       }
+}
+
+}  // namespace
+
+TEST_CASE("batch_norm_act: float64 finite differences (x, gamma, beta, residual; with/without add and ReLU)") {
+  check_bn_gradients([](const std::vector<Tensor>& t, const BnInputs& in, bool res, bool act) {
+    return batch_norm_act(t[0], t[1], t[2], in.rm, in.rv, 1e-5, res ? t[3] : Tensor(), act);
+  });
 }
 
 TEST_CASE("batch_norm_act equals batch_norm -> add -> relu in float32 (outputs and gradients)") {
@@ -554,23 +563,9 @@ Tensor unfused_train(const Tensor& x, const Tensor& g, const Tensor& b, const Te
 }  // namespace
 
 TEST_CASE("batch_norm_train_act: float64 finite differences (x, gamma, beta, residual; with/without add and ReLU)") {
-  for (const Shape& shape : {Shape{3, 4, 3, 5}, Shape{6, 5}})
-    for (int with_res = 0; with_res < 2; ++with_res)
-      for (int act = 0; act < 2; ++act) {
-        CAPTURE(shape_str(shape));
-        CAPTURE(with_res);
-        CAPTURE(act);
-        BnInputs in = make_inputs(shape, with_res, DType::f64);
-        std::vector<Tensor> leaves{in.x, in.gamma, in.beta};
-        if (with_res) leaves.push_back(in.res);
-        const double err = testing::gradcheck(
-            [&](const std::vector<Tensor>& t) {
-              return batch_norm_train_act(t[0], t[1], t[2], Tensor(), Tensor(), 0.1, 1e-5, with_res ? t[3] : Tensor(),
-                                          act);
-            },
-            leaves);
-        CHECK(err < 1e-6);
-      }
+  check_bn_gradients([](const std::vector<Tensor>& t, const BnInputs&, bool res, bool act) {
+    return batch_norm_train_act(t[0], t[1], t[2], Tensor(), Tensor(), 0.1, 1e-5, res ? t[3] : Tensor(), act);
+  });
 }
 
 TEST_CASE("batch_norm_train_act equals batch_norm(train) -> add -> relu (outputs and running stats bit for bit, gradients)") {

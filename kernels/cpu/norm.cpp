@@ -61,10 +61,14 @@ void channel_affine(int64_t n, int64_t c, int64_t hw, const T* x, int64_t ch, T 
 
 }  // namespace
 
+namespace {
+
+// Training-mode BatchNorm forward, optionally followed by the residual add and the ReLU (batch_norm_train_act)
+// applied to each value while it is in a register; without them the plain affine pass.
 template <class T>
-void batchnorm_forward_train(const CpuCtx&, int64_t n, int64_t c, int64_t hw, const T* x, const T* gamma,
-                             const T* beta, T eps, T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
-                             T* running_var) {
+void bn_train_forward(int64_t n, int64_t c, int64_t hw, const T* x, const T* gamma, const T* beta, T eps, T momentum,
+                      const T* residual, bool relu, T* y, T* save_mean, T* save_invstd, T* running_mean,
+                      T* running_var) {
   const int64_t count = n * hw;
 #pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
   for (int64_t ch = 0; ch < c; ++ch) {
@@ -74,7 +78,15 @@ void batchnorm_forward_train(const CpuCtx&, int64_t n, int64_t c, int64_t hw, co
     save_mean[ch] = T(mean);
     save_invstd[ch] = T(invstd);
     const double scale = double(gamma_at(gamma, ch)) * invstd;
-    channel_affine(n, c, hw, x, ch, T(mean), T(scale), beta_at(beta, ch), y);
+    if (!residual && !relu) {
+      channel_affine(n, c, hw, x, ch, T(mean), T(scale), beta_at(beta, ch), y);
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t off = (i * c + ch) * hw;
+        bn_act::plane_any(hw, x + off, residual ? residual + off : nullptr, T(mean), T(scale), beta_at(beta, ch), relu,
+                          y + off);
+      }
+    }
     if (running_mean) running_mean[ch] = T((1.0 - double(momentum)) * running_mean[ch] + double(momentum) * mean);
     if (running_var) {
       // A single value per channel has no unbiased variance; keep the biased one (0) rather than divide by 0.
@@ -82,6 +94,16 @@ void batchnorm_forward_train(const CpuCtx&, int64_t n, int64_t c, int64_t hw, co
       running_var[ch] = T((1.0 - double(momentum)) * running_var[ch] + double(momentum) * unbiased);
     }
   }
+}
+
+}  // namespace
+
+template <class T>
+void batchnorm_forward_train(const CpuCtx&, int64_t n, int64_t c, int64_t hw, const T* x, const T* gamma,
+                             const T* beta, T eps, T momentum, T* y, T* save_mean, T* save_invstd, T* running_mean,
+                             T* running_var) {
+  bn_train_forward(n, c, hw, x, gamma, beta, eps, momentum, static_cast<const T*>(nullptr), false, y, save_mean,
+                   save_invstd, running_mean, running_var);
 }
 
 template <class T>
@@ -244,26 +266,8 @@ template <class T>
 void batchnorm_train_act_forward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, const T* x, const T* gamma,
                                  const T* beta, T eps, T momentum, const T* residual, bool relu, T* y, T* save_mean,
                                  T* save_invstd, T* running_mean, T* running_var) {
-  const int64_t count = n * hw;
-#pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
-  for (int64_t ch = 0; ch < c; ++ch) {
-    double mean, var;
-    channel_moments(n, c, hw, x, ch, mean, var);
-    const double invstd = 1.0 / std::sqrt(var + double(eps));
-    save_mean[ch] = T(mean);
-    save_invstd[ch] = T(invstd);
-    // batchnorm_forward_train's affine map, then the add and the ReLU on each value while it is in a register.
-    const T scale = T(double(gamma_at(gamma, ch)) * invstd), shift = beta_at(beta, ch);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t off = (i * c + ch) * hw;
-      bn_act::plane_any(hw, x + off, residual ? residual + off : nullptr, T(mean), scale, shift, relu, y + off);
-    }
-    if (running_mean) running_mean[ch] = T((1.0 - double(momentum)) * running_mean[ch] + double(momentum) * mean);
-    if (running_var) {
-      const double unbiased = count > 1 ? var * double(count) / double(count - 1) : var;
-      running_var[ch] = T((1.0 - double(momentum)) * running_var[ch] + double(momentum) * unbiased);
-    }
-  }
+  bn_train_forward(n, c, hw, x, gamma, beta, eps, momentum, residual, relu, y, save_mean, save_invstd, running_mean,
+                   running_var);
 }
 
 namespace {

@@ -218,6 +218,20 @@ void bn_act_backward_impl(int64_t n, int64_t c, int64_t hw, int64_t split, const
   }
 }
 
+// Calls run(relu, residual, keep) with the three run-time flags as std::bool_constant (each variant a branch-free
+// template instance).
+template <class F> void with_flags(bool relu, bool res, bool keep, F&& run) {
+  using Y = std::true_type;
+  using N = std::false_type;
+  if (relu) {
+    if (res) keep ? run(Y{}, Y{}, Y{}) : run(Y{}, Y{}, N{});
+    else keep ? run(Y{}, N{}, Y{}) : run(Y{}, N{}, N{});
+  } else {
+    if (res) keep ? run(N{}, Y{}, Y{}) : run(N{}, Y{}, N{});
+    else keep ? run(N{}, N{}, Y{}) : run(N{}, N{}, N{});
+  }
+}
+
 }  // namespace
 
 int64_t batchnorm_act_workspace_elems(const CpuCtx&, int64_t, int64_t, int64_t) { return 0; }
@@ -249,15 +263,7 @@ void batchnorm_act_backward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, int
     bn_act_backward_impl<decltype(relu_c)::value, decltype(res_c)::value, decltype(gz_c)::value>(
         n, c, hw, split, x, y, gy, gamma, save_mean, save_invstd, gx, gresidual, gz, ggamma, gbeta, ggamma2, gbeta2);
   };
-  using Y = std::true_type;
-  using N = std::false_type;
-  if (relu) {
-    if (res) keep ? run(Y{}, Y{}, Y{}) : run(Y{}, Y{}, N{});
-    else keep ? run(Y{}, N{}, Y{}) : run(Y{}, N{}, N{});
-  } else {
-    if (res) keep ? run(N{}, Y{}, Y{}) : run(N{}, Y{}, N{});
-    else keep ? run(N{}, N{}, Y{}) : run(N{}, N{}, N{});
-  }
+  with_flags(relu, res, keep, run);
 }
 
 // ---- Training-mode BatchNorm + residual add + ReLU ------------------------------------------------------
@@ -335,15 +341,7 @@ void batchnorm_train_act_backward(const CpuCtx&, int64_t n, int64_t c, int64_t h
     bn_train_act_backward_impl<decltype(relu_c)::value, decltype(res_c)::value, decltype(gz_c)::value>(
         n, c, hw, x, y, gy, gamma, save_mean, save_invstd, gx, gresidual, gz, ggamma, gbeta);
   };
-  using Y = std::true_type;
-  using N = std::false_type;
-  if (relu) {
-    if (res) keep ? run(Y{}, Y{}, Y{}) : run(Y{}, Y{}, N{});
-    else keep ? run(Y{}, N{}, Y{}) : run(Y{}, N{}, N{});
-  } else {
-    if (res) keep ? run(N{}, Y{}, Y{}) : run(N{}, Y{}, N{});
-    else keep ? run(N{}, N{}, Y{}) : run(N{}, N{}, N{});
-  }
+  with_flags(relu, res, keep, run);
 }
 
 template <class T>

@@ -21,7 +21,6 @@
 #include <string>
 #include <vector>
 
-#include "engine/graph.h"
 #include "engine/progress.h"
 #include "engine/ops.h"
 #include "bench/bench_common.h"
@@ -29,6 +28,7 @@
 #include "kernels/perf.h"
 #include "models/models.h"
 #include "unlearn/gradients.h"
+#include "unlearn/graph_step.h"
 #include "unlearn/runner.h"
 #include "unlearn/update.h"
 
@@ -174,19 +174,12 @@ int main(int argc, char** argv) {
   // losses not read between forward and backward, one wait at the end for the report and the losses.
   std::vector<double> t_one;
   {
-    HostBuffer host(sizeof(kernels::HamuReport) + 16, device);
-    auto* rep = static_cast<kernels::HamuReport*>(host.data());
-    auto* losses = static_cast<unsigned char*>(host.data()) + (sizeof(kernels::HamuReport) + 7) / 8 * 8;
+    opt.paired = paired;
+    OneWaitSteps one_wait(update, opt, nullptr);
     for (int s = 0; s < steps + 3; ++s) {
       sync(device);
       const double t0 = now_s();
-      GradientResult g = compute_gradients(*model, nullptr, update, retain, forget, *opt.method, opt.params, paired,
-                                           &fallback, nullptr, nullptr, /*defer=*/true);
-      copy_to_host_async(losses, g.retain_loss_device);
-      copy_to_host_async(losses + 8, g.forget_loss_device);
-      update.compute_stats();
-      update.hamu_step_async(cfg, rep);
-      device_synchronize(device);
+      (void)one_wait.step(*model, retain, forget);
       if (s >= 3) t_one.push_back(now_s() - t0);
     }
   }

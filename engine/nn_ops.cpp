@@ -222,25 +222,49 @@ Tensor global_avg_pool2d(const Tensor& x) {
 // ------------------------------------------------------------------------------------------------
 // Normalisation
 
+namespace {
+
+struct BnDims {
+  int64_t n, c, hw;
+  bool have_running;
+};
+
+// The checks batch_norm and batch_norm_train_act share (op: the name errors carry): x [N,C,H,W] or [N,C], gamma
+// and beta of C values, the running statistics (both or neither; needed without batch statistics) of C values,
+// and, with batch statistics, more than one value per channel.
+BnDims check_bn(const char* op, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
+                const Tensor& running_var, bool batch_stats) {
+  const std::string name = op;
+  if (x.dim() != 4 && x.dim() != 2)
+    throw InputError(name + ": expected an [N,C,H,W] or [N,C] input, got " + shape_str(x.shape()));
+  check_same(op, x, gamma);
+  check_same(op, x, beta);
+  const BnDims d{x.shape()[0], x.shape()[1], x.dim() == 4 ? x.shape()[2] * x.shape()[3] : 1,
+                 running_mean.defined() && running_var.defined()};
+  for (const Tensor* p : {&gamma, &beta})
+    if (p->numel() != d.c)
+      throw InputError(name + ": parameter " + shape_str(p->shape()) + " does not match " + std::to_string(d.c) +
+                       " channels of input " + shape_str(x.shape()));
+  if (!batch_stats && !d.have_running) throw InputError(name + ": evaluation mode needs running statistics");
+  if (d.have_running) {
+    check_same(op, x, running_mean);
+    check_same(op, x, running_var);
+    if (running_mean.numel() != d.c || running_var.numel() != d.c)
+      throw InputError(name + ": running statistics do not match " + std::to_string(d.c) + " channels");
+  }
+  if (batch_stats && d.n * d.hw < 2)
+    throw InputError(name + ": training statistics need more than one value per channel, got input " +
+                     shape_str(x.shape()));
+  return d;
+}
+
+}  // namespace
+
 Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                   const Tensor& running_var, bool batch_stats, double momentum, double eps) {
-  if (x.dim() != 4 && x.dim() != 2)
-    throw InputError("batch_norm: expected an [N,C,H,W] or [N,C] input, got " + shape_str(x.shape()));
-  check_same("batch_norm", x, gamma);
-  check_same("batch_norm", x, beta);
-  const int64_t n = x.shape()[0], c = x.shape()[1], hw = x.dim() == 4 ? x.shape()[2] * x.shape()[3] : 1;
-  for (const Tensor* p : {&gamma, &beta})
-    if (p->numel() != c)
-      throw InputError("batch_norm: parameter " + shape_str(p->shape()) + " does not match " + std::to_string(c) +
-                       " channels of input " + shape_str(x.shape()));
-  const bool have_running = running_mean.defined() && running_var.defined();
-  if (!batch_stats && !have_running) throw InputError("batch_norm: evaluation mode needs running statistics");
-  if (have_running) {
-    check_same("batch_norm", x, running_mean);
-    if (running_mean.numel() != c || running_var.numel() != c)
-      throw InputError("batch_norm: running statistics do not match " + std::to_string(c) + " channels");
-  }
-  if (batch_stats && n * hw < 2) throw InputError("batch_norm: training statistics need more than one value per channel, got input " + shape_str(x.shape()));
+  const BnDims dims = check_bn("batch_norm", x, gamma, beta, running_mean, running_var, batch_stats);
+  const int64_t n = dims.n, c = dims.c, hw = dims.hw;
+  const bool have_running = dims.have_running;
   Tensor xc = x.contiguous(), gc_ = gamma.contiguous(), bc = beta.contiguous();
   Tensor y = empty_like(xc);
   Tensor save_mean = Tensor::empty({c}, x.dtype(), x.device()), save_invstd = Tensor::empty({c}, x.dtype(), x.device());
@@ -399,35 +423,17 @@ Tensor batch_norm_train_act(const Tensor& x, const Tensor& gamma, const Tensor& 
     if (has_res) y = add(y, residual);
     return relu ? hamu::relu(y) : y;
   }
-  if (x.dim() != 4 && x.dim() != 2)
-    throw InputError(std::string(op) + ": expected an [N,C,H,W] or [N,C] input, got " + shape_str(x.shape()));
-  for (const Tensor* p : {&gamma, &beta}) {
-    if (!p->defined()) throw InputError(std::string(op) + ": needs gamma and beta");
-    check_same(op, x, *p);
-  }
-  const int64_t n = x.shape()[0], c = x.shape()[1], hw = x.dim() == 4 ? x.shape()[2] * x.shape()[3] : 1;
-  for (const Tensor* p : {&gamma, &beta})
-    if (p->numel() != c)
-      throw InputError(std::string(op) + ": parameter " + shape_str(p->shape()) + " does not match " +
-                       std::to_string(c) + " channels of input " + shape_str(x.shape()));
-  const bool have_running = running_mean.defined() && running_var.defined();
-  if (have_running) {
-    check_same(op, x, running_mean);
-    check_same(op, x, running_var);
-    if (running_mean.numel() != c || running_var.numel() != c)
-      throw InputError(std::string(op) + ": running statistics do not match " + std::to_string(c) + " channels");
-    if (!running_mean.is_contiguous() || !running_var.is_contiguous())
-      throw InputError(std::string(op) + ": running statistics must be contiguous (they are updated in place)");
-  }
+  const BnDims dims = check_bn(op, x, gamma, beta, running_mean, running_var, true);
+  const int64_t n = dims.n, c = dims.c, hw = dims.hw;
+  const bool have_running = dims.have_running;
+  if (have_running && (!running_mean.is_contiguous() || !running_var.is_contiguous()))
+    throw InputError(std::string(op) + ": running statistics must be contiguous (they are updated in place)");
   if (has_res) {
     check_same(op, x, residual);
     if (residual.shape() != x.shape())
       throw InputError(std::string(op) + ": residual " + shape_str(residual.shape()) + " does not match input " +
                        shape_str(x.shape()));
   }
-  if (n * hw < 2)
-    throw InputError(std::string(op) + ": training statistics need more than one value per channel, got input " +
-                     shape_str(x.shape()));
   Tensor xc = x.contiguous(), gc_ = gamma.contiguous(), bc = beta.contiguous();
   Tensor rc = has_res ? residual.contiguous() : Tensor();
   Tensor y = empty_like(xc);

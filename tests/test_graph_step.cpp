@@ -332,7 +332,7 @@ TEST_CASE("one wait: a non-finite step is refused by the update, the paired pass
     auto& model = t.model;
     auto& twin = t.twin;
     t.make_updates();
-    OneWaitSteps steps(*t.update, t.opt, *t.task);
+    OneWaitSteps steps(*t.update, t.opt, t.task.get());
     for (int k = 0; k < 4; ++k) {
       INFO("step " << k);
       const int64_t n = k < 2 ? 8 : 6;  // a new shape needs nothing: no warm-up, no fixed buffers

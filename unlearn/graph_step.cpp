@@ -74,7 +74,7 @@ bool OneWaitSteps::wanted(const UnlearnOptions& opt, int ranks) {
   return objection(opt, ranks).empty();
 }
 
-OneWaitSteps::OneWaitSteps(FusedUpdate& update, const UnlearnOptions& opt, const UnlearnTask& task)
+OneWaitSteps::OneWaitSteps(FusedUpdate& update, const UnlearnOptions& opt, const UnlearnTask* task)
     : update_(update), opt_(opt), task_(task), host_(std::make_unique<HostBuffer>(kHostBytes, update.device())) {}
 
 OneWaitSteps::~OneWaitSteps() = default;
@@ -82,7 +82,7 @@ OneWaitSteps::~OneWaitSteps() = default;
 GraphedStep OneWaitSteps::step(nn::Module& model, const Batch& retain, const Batch& forget) {
   std::string fallback;
   const GradientResult g = compute_gradients(model, nullptr, update_, retain, forget, *opt_.method, opt_.params,
-                                             opt_.paired, &fallback, &task_, nullptr, /*defer=*/true);
+                                             opt_.paired, &fallback, task_, nullptr, /*defer=*/true);
   const DType loss_dtype = queue_tail(g, update_, opt_, *host_);
   device_synchronize(update_.device());
   ++steps_;

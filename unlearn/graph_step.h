@@ -51,7 +51,8 @@ class OneWaitSteps {
   // Whether a run takes them: opt.one_wait (> 0 always, 0 never, < 0 on a GPU) and no objection.
   static bool wanted(const UnlearnOptions& opt, int ranks);
 
-  OneWaitSteps(FusedUpdate& update, const UnlearnOptions& opt, const UnlearnTask& task);
+  // task: how a batch's inputs become logits (null: model.forward, the image case), as compute_gradients takes it.
+  OneWaitSteps(FusedUpdate& update, const UnlearnOptions& opt, const UnlearnTask* task);
   ~OneWaitSteps();
   OneWaitSteps(const OneWaitSteps&) = delete;
   OneWaitSteps& operator=(const OneWaitSteps&) = delete;
@@ -62,7 +63,7 @@ class OneWaitSteps {
  private:
   FusedUpdate& update_;
   const UnlearnOptions& opt_;
-  const UnlearnTask& task_;
+  const UnlearnTask* task_;
   std::unique_ptr<HostBuffer> host_;  // [HamuReport][retain loss][forget loss]
   int64_t steps_ = 0;
 };

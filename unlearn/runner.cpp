@@ -308,7 +308,7 @@ UnlearnResult run_unlearning(nn::Module& model, nn::Module* original, UnlearnTas
   }
   // The ordinary step of HAMU on a GPU: queued whole, one wait at its end (unlearn/graph_step.h).
   std::unique_ptr<OneWaitSteps> one_wait;
-  if (OneWaitSteps::wanted(opt, comm.size())) one_wait = std::make_unique<OneWaitSteps>(update, opt, task);
+  if (OneWaitSteps::wanted(opt, comm.size())) one_wait = std::make_unique<OneWaitSteps>(update, opt, &task);
 
   std::unique_ptr<Progress> bar;
   if (opt.progress) bar = std::make_unique<Progress>(opt.steps, "unlearn " + method.name(), "step/s");

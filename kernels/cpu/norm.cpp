@@ -121,6 +121,37 @@ void batchnorm_forward_infer(const CpuCtx&, int64_t n, int64_t c, int64_t hw, co
   }
 }
 
+namespace {
+
+// The input gradient of channel ch with batch statistics: gx = gamma*invstd * (g - mean(g) - xhat * mean(g*xhat)),
+// xhat = (x - mean) * invstd, folded into gx = a*g + b*(x - mean) + d. g may be gx itself (read before written).
+template <class T>
+void batch_stats_gx(int64_t n, int64_t c, int64_t hw, int64_t ch, const T* x, const T* g, T* gx, double mean,
+                    double invstd, double scale, double mean_g, double mean_g_xhat) {
+  const double a = scale, b = -scale * mean_g_xhat * invstd, d = -scale * mean_g;
+  for (int64_t i = 0; i < n; ++i) {
+    const T* xp = x + (i * c + ch) * hw;
+    const T* gp = g + (i * c + ch) * hw;
+    T* gxp = gx + (i * c + ch) * hw;
+    for (int64_t k = 0; k < hw; ++k) gxp[k] = T(a * double(gp[k]) + b * (double(xp[k]) - mean) + d);
+  }
+}
+
+// The ReLU backward's mask from its output, as bits: gcc keeps a float select feeding double sums as a branch
+// (mispredicted half the time on a random sign pattern, slower than the whole pass); an AND vectorises. Passes g
+// where !(y <= 0), NaN included, and gives an exact 0 elsewhere, as the unfused relu backward does.
+template <bool Relu, class T> inline T relu_masked(T g, T y) {
+  if constexpr (!Relu) {
+    return g;
+  } else {
+    using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+    const Bits keep = !(y <= T(0)) ? ~Bits(0) : Bits(0);
+    return std::bit_cast<T>(std::bit_cast<Bits>(g) & keep);
+  }
+}
+
+}  // namespace
+
 template <class T>
 void batchnorm_backward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, bool batch_stats, const T* x, const T* gy,
                         const T* gamma, const T* save_mean, const T* save_invstd, T* gx, T* ggamma, T* gbeta) {
@@ -151,16 +182,7 @@ void batchnorm_backward(const CpuCtx&, int64_t n, int64_t c, int64_t hw, bool ba
       }
       continue;
     }
-    // gx = gamma*invstd * (gy - mean(gy) - xhat * mean(gy*xhat)), with xhat = (x - mean) * invstd;
-    // folded into gx = a*gy + b*(x - mean) + d per channel.
-    const double mean_gy = sum_gy / count, mean_gy_xhat = sum_gy_xhat / count;
-    const double a = scale, b = -scale * mean_gy_xhat * invstd, d = -scale * mean_gy;
-    for (int64_t i = 0; i < n; ++i) {
-      const T* xp = x + (i * c + ch) * hw;
-      const T* gp = gy + (i * c + ch) * hw;
-      T* gxp = gx + (i * c + ch) * hw;
-      for (int64_t k = 0; k < hw; ++k) gxp[k] = T(a * double(gp[k]) + b * (double(xp[k]) - mean) + d);
-    }
+    batch_stats_gx(n, c, hw, ch, x, gy, gx, mean, invstd, scale, sum_gy / count, sum_gy_xhat / count);
   }
 }
 
@@ -173,15 +195,10 @@ namespace {
 template <bool Relu, bool Res, bool Gz, class T>
 void bn_act_plane_backward(int64_t hw, const T* xp, const T* yp, const T* gp, double mean, T scale, T* gxp, T* grp,
                            T* gzp, double& sum_gz, double& sum_gz_xc) {
-  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
   double s = 0, sx = 0;
 #pragma omp simd reduction(+ : s, sx)
   for (int64_t k = 0; k < hw; ++k) {
-    // The mask as bits: gcc keeps a float select feeding the double sums as a branch (mispredicted half
-    // the time on a random sign pattern, slower than the whole pass); an AND vectorises. Passes where
-    // !(y <= 0), NaN included, and gives an exact 0 elsewhere, as the unfused relu backward does.
-    const Bits keep = Relu && !(yp[k] <= T(0)) ? ~Bits(0) : Bits(0);
-    const T g = Relu ? std::bit_cast<T>(std::bit_cast<Bits>(gp[k]) & keep) : gp[k];
+    const T g = relu_masked<Relu>(gp[k], Relu ? yp[k] : T(1));
     gxp[k] = g * scale;
     if constexpr (Res) grp[k] = g;
     if constexpr (Gz) gzp[k] = g;
@@ -284,12 +301,10 @@ namespace {
 template <bool Relu, bool Res, bool Gz, class T>
 void bn_train_act_plane(int64_t hw, const T* xp, const T* yp, const T* gp, double mean, T* gxp, T* grp, T* gzp,
                         double& sum_gz, double& sum_gz_xc) {
-  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
   double s = sum_gz, sx = sum_gz_xc;
 #pragma omp simd reduction(+ : s, sx)
   for (int64_t k = 0; k < hw; ++k) {
-    const Bits keep = Relu && !(yp[k] <= T(0)) ? ~Bits(0) : Bits(0);
-    const T g = Relu ? std::bit_cast<T>(std::bit_cast<Bits>(gp[k]) & keep) : gp[k];
+    const T g = relu_masked<Relu>(gp[k], Relu ? yp[k] : T(1));
     gxp[k] = g;
     if constexpr (Res) grp[k] = g;
     if constexpr (Gz) gzp[k] = g;
@@ -320,13 +335,8 @@ void bn_train_act_backward_impl(int64_t n, int64_t c, int64_t hw, const T* x, co
     if (ggamma) ggamma[ch] += T(sum_gz_xhat);
     if (gbeta) gbeta[ch] += T(sum_gz);
     const double scale = double(gamma_at(gamma, ch)) * invstd;
-    const double mean_gz = sum_gz / count, mean_gz_xhat = sum_gz_xhat / count;
-    const double a = scale, b = -scale * mean_gz_xhat * invstd, d = -scale * mean_gz;
-    for (int64_t i = 0; i < n; ++i) {
-      const T* xp = x + (i * c + ch) * hw;
-      T* gxp = gx + (i * c + ch) * hw;
-      for (int64_t k = 0; k < hw; ++k) gxp[k] = T(a * double(gxp[k]) + b * (double(xp[k]) - mean) + d);
-    }
+    batch_stats_gx(n, c, hw, ch, x, static_cast<const T*>(gx), gx, mean, invstd, scale, sum_gz / count,
+                   sum_gz_xhat / count);
   }
 }
 
